@@ -1,0 +1,3 @@
+"""extend-connector: joins a webshop to the Extend Commerce ERP."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from extend_connector.cli import main
+
+main()

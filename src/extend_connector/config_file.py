@@ -1,0 +1,116 @@
+"""Write a commented config file from the settings tree, and describe what a config will run."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, SecretStr
+from pydantic_core import PydanticUndefined
+
+from extend_connector.settings import SECTIONS, Settings, env_name
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, Enum):
+        value = value.value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Path):
+        value = value.as_posix()
+    return json.dumps(str(value))
+
+
+def _default(model: type[BaseModel], name: str) -> Any:
+    info = model.model_fields[name]
+    if info.default is not PydanticUndefined:
+        return info.default
+    if info.default_factory is not None:
+        return info.default_factory()  # type: ignore[call-arg]
+    return None
+
+
+def _render_section(lines: list[str], path: tuple[str, ...], model: type[BaseModel],
+                    overrides: dict[str, Any]) -> None:
+    doc = (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else ""
+    lines.append("")
+    lines.append(f"# {doc}" if doc else "#")
+    lines.append(f"[{'.'.join(path)}]")
+    nested: list[tuple[str, type[BaseModel]]] = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            nested.append((name, annotation))
+            continue
+        value = overrides.get(name, _default(model, name))
+        lines.append(f"# {info.description or ''}")
+        lines.append(f"#   env: {env_name((*path, name))}")
+        if value is None:
+            lines.append(f"# {name} = ")
+        elif name in overrides:
+            lines.append(f"{name} = {_toml_value(value)}")
+        else:
+            lines.append(f"# {name} = {_toml_value(value)}")
+    for name, sub in nested:
+        _render_section(lines, (*path, name), sub, {})
+
+
+def render_config(*, scope: dict[str, str], base_url: str | None = None, warehouses: list[str] | None = None,
+                  default_customer: str | None = None) -> str:
+    """A TOML file listing every setting with its description; chosen values are set, the rest commented."""
+    lines = [
+        "# extend-connector configuration.",
+        "# Every setting is listed with its default (commented out). Environment variables",
+        "# EXTEND_CONNECTOR_<SECTION>__<SETTING> override this file.",
+    ]
+    chosen: dict[str, dict[str, Any]] = {"scope": dict(scope)}
+    if default_customer:
+        chosen["scope"]["default_customer_number"] = default_customer
+    extend: dict[str, Any] = {}
+    if base_url:
+        extend["base_url"] = base_url
+    if warehouses:
+        extend["warehouses"] = warehouses
+    chosen["extend"] = extend
+    for section, model in SECTIONS.items():
+        _render_section(lines, (section,), model, chosen.get(section, {}))
+    return "\n".join(lines) + "\n"
+
+
+def describe_plan(settings: Settings) -> str:
+    """A human summary of what this configuration would run."""
+    s = settings
+    customers = {
+        "from_extend": "fetched from Extend (webhooks + sweep every "
+        f"{s.sync.customers_sweep_minutes:g} min)",
+        "to_extend": "created in Extend from the shop (POST Customers, exactly once)",
+        "off": f"not synced; orders use customer {s.scope.default_customer_number}",
+    }[s.scope.customers.value]
+    lines = [
+        "configuration is valid",
+        f"  Extend API      {s.extend.base_url} (auth header {s.extend.dialect.auth_header})",
+        f"  warehouses      {', '.join(s.extend.warehouses)}",
+        f"  database        {s.store.url}",
+        f"  engine          role={s.engine.role} version={s.engine.application_version} "
+        f"executor={s.engine.executor_id}",
+        f"  server          http://{s.server.host}:{s.server.port} (webhook inbox /webhooks/extend, read API /v1)",
+        "  orders          on: shop -> POST CustomerOrders; progress by webhook, sweep every "
+        f"{s.sync.orders_sweep_minutes:g} min",
+        "  balances        on: AvailableBalanceChanged -> coalesced GET ProductAvailability "
+        f"(debounce {s.sync.balance_debounce_seconds:g}s, max {s.sync.balance_max_delay_seconds:g}s), "
+        f"sweep every {s.sync.balances_sweep_minutes:g} min",
+        f"  products        {'synced from Extend' if s.scope.products.value == 'sync' else 'off'}",
+        f"  customers       {customers}",
+        f"  prices          {'per-customer net prices from Extend' if s.scope.prices.value == 'sync' else 'off'}",
+    ]
+    if not s.extend.verify_webhook_signatures:
+        lines.append("  WARNING         webhook signatures are NOT verified (extend.verify_webhook_signatures = false)")
+    return "\n".join(lines)

@@ -1,0 +1,367 @@
+"""One typed settings tree: TOML file first, environment variables on top.
+
+Every setting lives here, with its default and a description that `init` writes into
+the commented config file. A wrong or missing value stops start-up with `ConfigError`,
+whose message names the setting (TOML path and environment variable) and the form expected.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "EXTEND_CONNECTOR_"
+DEFAULT_CONFIG_FILE = "extend-connector.toml"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `problems` lists one line per bad setting."""
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        where = f" ({source})" if source else ""
+        super().__init__(f"configuration error{where}:\n  " + "\n  ".join(problems))
+
+
+def _split_list(value: Any) -> Any:
+    """Accept `["A","B"]` from TOML and `A,B` (or JSON) from an environment variable."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+StrList = Annotated[list[str], NoDecode]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProductsScope(StrEnum):
+    SYNC = "sync"
+    OFF = "off"
+
+
+class CustomersScope(StrEnum):
+    FROM_EXTEND = "from_extend"
+    TO_EXTEND = "to_extend"
+    OFF = "off"
+
+
+class PricesScope(StrEnum):
+    SYNC = "sync"
+    OFF = "off"
+
+
+class ScopeSettings(_Section):
+    """The integration scope, as Extend's webshop guide frames it."""
+
+    orders: Literal["on"] = Field("on", description="Always on: orders are mandatory in Extend's guide.")
+    balances: Literal["on"] = Field("on", description="Always on: balances are mandatory in Extend's guide.")
+    products: ProductsScope = Field(
+        ProductsScope.SYNC, description="Product master data: `sync` (Extend is master) or `off`."
+    )
+    customers: CustomersScope = Field(
+        CustomersScope.FROM_EXTEND,
+        description="Customer master: `from_extend` (B2B), `to_extend` (shop registers customers) or `off`.",
+    )
+    prices: PricesScope = Field(
+        PricesScope.SYNC, description="Per-customer net prices from GET ProductPrices: `sync` or `off`."
+    )
+    default_customer_number: str = Field(
+        "WEB",
+        min_length=1,
+        description="Extend customer number used for anonymous shoppers (orders and their prices).",
+    )
+    price_customer_numbers: Annotated[StrList, NoDecode] = Field(
+        default_factory=list,
+        description="Extra customer numbers whose prices are kept, besides every synced B2B customer and the default.",
+    )
+
+    _split = field_validator("price_customer_numbers", mode="before")(_split_list)
+
+
+class DialectSettings(_Section):
+    """Everything Extend has not documented (house contract defaults); see docs/extend-dialect.md."""
+
+    auth_header: str = Field("Authorization", min_length=1, description="Header that carries the credential.")
+    auth_scheme: str = Field("Bearer", description="Prefix before the token; empty for a bare API key.")
+    page_param: str = Field("page", min_length=1, description="Query parameter of the 1-based page number.")
+    page_size_param: str = Field("pageSize", min_length=1, description="Query parameter of the page size.")
+    page_size: int = Field(100, ge=1, le=10_000, description="Records asked for per page.")
+    envelope: Literal["body", "headers"] = Field(
+        "body",
+        description="`body`: {items,page,pageSize,totalCount,totalPages}; `headers`: bare array, totals in headers.",
+    )
+    changed_since_param: str = Field("changedSince", min_length=1, description="Change-date filter parameter.")
+    product_numbers_param: str = Field("productNumbers", min_length=1, description="Comma list of product numbers.")
+    warehouse_param: str = Field("warehouse", min_length=1, description="Warehouse filter parameter.")
+    max_url_length: int = Field(1800, ge=256, description="Longest URL sent; product-number lists are chunked to fit.")
+    rate_limit_limit_header: str = Field("x-ratelimit-limit", min_length=1, description="Documented by Extend.")
+    rate_limit_remaining_header: str = Field("x-ratelimit-remaining", min_length=1, description="Assumed name.")
+    rate_limit_reset_header: str = Field("x-ratelimit-reset", min_length=1, description="Assumed name (seconds).")
+
+
+class ExtendSettings(_Section):
+    """How to reach Extend Commerce and check what it sends."""
+
+    base_url: AnyHttpUrl = Field(
+        AnyHttpUrl("http://127.0.0.1:8765/api"),
+        description="Base URL of Extend's REST API (default: the bundled simulator).",
+    )
+    api_token: SecretStr = Field(SecretStr("sim-token"), description="Credential sent with every call.")
+    webhook_secret: SecretStr = Field(
+        SecretStr("sim-webhook-secret"), description="Secret of the webhook registration in Extend (ms-signature)."
+    )
+    verify_webhook_signatures: bool = Field(
+        True, description="Refuse unsigned webhooks. Turning this off logs a warning at every start."
+    )
+    warehouses: Annotated[StrList, NoDecode] = Field(
+        default_factory=lambda: ["MainWarehouse"],
+        min_length=1,
+        description="Warehouses the shop sells from (balances are fetched for these).",
+    )
+    connect_timeout_seconds: float = Field(10.0, gt=0, description="TCP connect timeout per call.")
+    read_timeout_seconds: float = Field(60.0, gt=0, description="Read timeout per call; a write that times out is 'outcome unknown'.")
+    max_in_flight: int = Field(4, ge=1, le=64, description="Concurrent calls per process.")
+    dialect: DialectSettings = Field(default_factory=DialectSettings)
+
+    _split = field_validator("warehouses", mode="before")(_split_list)
+
+
+class WebshopSettings(_Section):
+    """The shop side: the built-in headless adapter (read API + signed outgoing webhooks)."""
+
+    adapter: Literal["headless"] = Field("headless", description="Webshop adapter; `headless` is built in.")
+    api_token: SecretStr = Field(SecretStr("shop-token"), description="Bearer token the shop uses on /v1.")
+    webhook_url: AnyHttpUrl | None = Field(None, description="Where changes are pushed (Standard Webhooks); unset = none.")
+    webhook_secret: SecretStr = Field(
+        SecretStr("whsec_c2hvcC13ZWJob29rLXNlY3JldC1kZWZhdWx0"),
+        description="Standard Webhooks secret (`whsec_` + base64) used to sign outgoing webhooks.",
+    )
+    stock_figure: Literal["sum", "per_warehouse"] = Field(
+        "sum", description="Shop-facing stock: sum over sell-from warehouses, or one figure per warehouse."
+    )
+    stale_after_seconds: float = Field(900.0, gt=0, description="Answers older than this say `stale: true`.")
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr) -> SecretStr:
+        import base64
+        import binascii
+
+        raw = value.get_secret_value()
+        if not raw.startswith("whsec_"):
+            raise ValueError("expected `whsec_` followed by base64")
+        try:
+            base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+        except binascii.Error as exc:
+            raise ValueError("expected `whsec_` followed by valid base64") from exc
+        return value
+
+
+class StoreSettings(_Section):
+    """Where the local copy and the job state live (one database for both)."""
+
+    data_dir: Path = Field(Path("var"), description="Directory for the SQLite file and other local data.")
+    database_url: str | None = Field(
+        None,
+        description="`sqlite:///path.db` or `postgresql://user@host/db`; default: SQLite file in data_dir.",
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError("expected `sqlite:///PATH` or `postgresql://USER@HOST[:PORT]/DB`")
+        return value
+
+    @property
+    def url(self) -> str:
+        """The effective database URL (SQLAlchemy form)."""
+        if self.database_url is None:
+            return f"sqlite:///{(self.data_dir / 'extend-connector.db').as_posix()}"
+        if self.database_url.startswith("postgresql://"):
+            return "postgresql+psycopg://" + self.database_url.removeprefix("postgresql://")
+        return self.database_url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+
+class EngineSettings(_Section):
+    """The durable job engine."""
+
+    role: Literal["all", "web", "worker"] = Field(
+        "all", description="`all`: API and workers in one process; `web` / `worker` for scale-out on PostgreSQL."
+    )
+    application_version: str = Field(
+        "1", min_length=1, description="Pinned workflow version; bump deliberately when workflow code changes shape."
+    )
+    executor_id: str = Field("local", min_length=1, description="Stable id of this worker (recovers its own work).")
+    worker_concurrency: int = Field(8, ge=1, le=256, description="Jobs run at once by this worker process.")
+
+
+class ServerSettings(_Section):
+    """The HTTP server (webhook inbox, read API, admin)."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="Interface to bind.")
+    port: int = Field(8700, ge=1, le=65535, description="Port to bind.")
+    webhook_max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger webhook bodies get 413.")
+
+
+class SyncSettings(_Section):
+    """Schedules and windows of the flows."""
+
+    overlap_seconds: float = Field(300.0, ge=0, description="Change-date sweeps re-read this much before the cursor.")
+    orders_sweep_minutes: float = Field(15.0, gt=0, description="Order reconciliation sweep interval.")
+    balances_sweep_minutes: float = Field(10.0, gt=0, description="Balance reconciliation sweep interval.")
+    products_sweep_minutes: float = Field(60.0, gt=0, description="Product sweep interval.")
+    customers_sweep_minutes: float = Field(60.0, gt=0, description="Customer sweep interval.")
+    prices_full_refresh_minutes: float = Field(360.0, gt=0, description="Full price refresh interval.")
+    prices_active_refresh_minutes: float = Field(30.0, gt=0, description="Price refresh for recently active customers.")
+    balance_debounce_seconds: float = Field(0.3, ge=0, description="Quiet time before a dirty-balance flush.")
+    balance_max_delay_seconds: float = Field(1.0, gt=0, description="Longest a dirty balance waits during a steady stream.")
+    balance_apply_notification_value: bool = Field(
+        False, description="Write the notified balance at once (unconfirmed) before the fetch confirms it."
+    )
+
+    @model_validator(mode="after")
+    def _windows(self) -> SyncSettings:
+        if self.balance_max_delay_seconds < self.balance_debounce_seconds:
+            raise ValueError("balance_max_delay_seconds must be >= balance_debounce_seconds")
+        return self
+
+
+class Settings(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    scope: ScopeSettings = Field(default_factory=ScopeSettings)
+    extend: ExtendSettings = Field(default_factory=ExtendSettings)
+    webshop: WebshopSettings = Field(default_factory=WebshopSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment variables override the TOML file, which arrives as init kwargs.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        if self.engine.role != "all" and self.store.is_sqlite:
+            raise ValueError(
+                "engine.role `web`/`worker` needs store.database_url = postgresql://… (a SQLite file "
+                "cannot be shared by several processes); use role `all` with SQLite"
+            )
+        return self
+
+
+def env_name(loc: tuple[str | int, ...]) -> str:
+    """The environment variable that sets the setting at `loc`."""
+    return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = tuple(p for p in error.get("loc", ()) if not (isinstance(p, str) and p.startswith("function-")))
+    # Drop pydantic's union / validator branch names that are not setting names.
+    loc = tuple(p for p in loc if p not in {"url", "none", "function-after[_whsec(), SecretStr]"})
+    dotted = ".".join(str(p) for p in loc)
+    message = error.get("msg", "invalid")
+    if not dotted:
+        return str(message).removeprefix("Value error, ")
+    if error.get("type") == "extra_forbidden":
+        message = "unknown setting (check the spelling; `extend-connector init` writes every setting)"
+    given = error.get("input")
+    secret = any(word in dotted for word in ("secret", "token", "password"))
+    hidden = secret or error.get("type") == "extra_forbidden" or isinstance(given, dict)
+    shown = "" if hidden else f" (got {given!r})"
+    return f"{dotted} [env {env_name(loc)}]: {message}{shown}"
+
+
+def load_settings(config_path: Path | None = None, *, env: bool = True) -> Settings:
+    """Read the TOML file (if any) and the environment into `Settings`, or raise `ConfigError`.
+
+    `config_path=None` reads ./extend-connector.toml when present; an explicit path must exist.
+    """
+    data: dict[str, Any] = {}
+    source = None
+    path = config_path if config_path is not None else Path(DEFAULT_CONFIG_FILE)
+    if path.exists():
+        source = str(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"{path}: not valid TOML: {exc}"], source) from exc
+    elif config_path is not None:
+        raise ConfigError([f"--config {config_path}: file not found"], str(config_path))
+    try:
+        if env:
+            return Settings(**data)
+        return _NoEnvSettings(**data)
+    except ValidationError as exc:
+        raise ConfigError([_describe(dict(e)) for e in exc.errors()], source) from exc
+
+
+class _NoEnvSettings(Settings):
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+SECTIONS: dict[str, type[BaseModel]] = {
+    "scope": ScopeSettings,
+    "extend": ExtendSettings,
+    "webshop": WebshopSettings,
+    "store": StoreSettings,
+    "engine": EngineSettings,
+    "server": ServerSettings,
+    "sync": SyncSettings,
+}

@@ -1,0 +1,195 @@
+"""Every documented setting reports its own name (TOML path and env variable) when it is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from extend_connector.config_file import render_config
+from extend_connector.settings import SECTIONS, ConfigError, Settings, env_name, load_settings
+
+# (toml section path, setting, a wrong value, words the message must contain)
+BAD_VALUES: list[tuple[tuple[str, ...], str, object, str]] = [
+    (("scope",), "orders", "off", "'on'"),
+    (("scope",), "balances", "off", "'on'"),
+    (("scope",), "products", "maybe", "'sync' or 'off'"),
+    (("scope",), "customers", "both", "'from_extend', 'to_extend' or 'off'"),
+    (("scope",), "prices", "yes", "'sync' or 'off'"),
+    (("scope",), "default_customer_number", "", "at least 1 character"),
+    (("scope",), "price_customer_numbers", 5, "valid list"),
+    (("extend",), "base_url", "not a url", "valid URL"),
+    (("extend",), "api_token", 5, "valid string"),
+    (("extend",), "webhook_secret", 5, "valid string"),
+    (("extend",), "verify_webhook_signatures", "perhaps", "valid boolean"),
+    (("extend",), "warehouses", [], "at least 1 item"),
+    (("extend",), "connect_timeout_seconds", 0, "greater than 0"),
+    (("extend",), "read_timeout_seconds", -1, "greater than 0"),
+    (("extend",), "max_in_flight", 0, "greater than or equal to 1"),
+    (("extend", "dialect"), "auth_header", "", "at least 1 character"),
+    (("extend", "dialect"), "auth_scheme", 5, "valid string"),
+    (("extend", "dialect"), "page_param", "", "at least 1 character"),
+    (("extend", "dialect"), "page_size_param", "", "at least 1 character"),
+    (("extend", "dialect"), "page_size", 0, "greater than or equal to 1"),
+    (("extend", "dialect"), "envelope", "xml", "'body' or 'headers'"),
+    (("extend", "dialect"), "changed_since_param", "", "at least 1 character"),
+    (("extend", "dialect"), "product_numbers_param", "", "at least 1 character"),
+    (("extend", "dialect"), "warehouse_param", "", "at least 1 character"),
+    (("extend", "dialect"), "max_url_length", 10, "greater than or equal to 256"),
+    (("extend", "dialect"), "rate_limit_limit_header", "", "at least 1 character"),
+    (("extend", "dialect"), "rate_limit_remaining_header", "", "at least 1 character"),
+    (("extend", "dialect"), "rate_limit_reset_header", "", "at least 1 character"),
+    (("webshop",), "adapter", "shopify", "'headless'"),
+    (("webshop",), "api_token", 5, "valid string"),
+    (("webshop",), "webhook_url", "ftp://x", "URL scheme should be 'http' or 'https'"),
+    (("webshop",), "webhook_secret", "plain", "whsec_"),
+    (("webshop",), "stock_figure", "max", "'sum' or 'per_warehouse'"),
+    (("webshop",), "stale_after_seconds", 0, "greater than 0"),
+    (("store",), "data_dir", 5, "valid path"),
+    (("store",), "database_url", "mysql://x", "sqlite:///PATH"),
+    (("engine",), "role", "both", "'all', 'web' or 'worker'"),
+    (("engine",), "application_version", "", "at least 1 character"),
+    (("engine",), "executor_id", "", "at least 1 character"),
+    (("engine",), "worker_concurrency", 0, "greater than or equal to 1"),
+    (("server",), "host", "", "at least 1 character"),
+    (("server",), "port", 70000, "less than or equal to 65535"),
+    (("server",), "webhook_max_body_bytes", 10, "greater than or equal to 1024"),
+    (("sync",), "overlap_seconds", -1, "greater than or equal to 0"),
+    (("sync",), "orders_sweep_minutes", 0, "greater than 0"),
+    (("sync",), "balances_sweep_minutes", 0, "greater than 0"),
+    (("sync",), "products_sweep_minutes", 0, "greater than 0"),
+    (("sync",), "customers_sweep_minutes", 0, "greater than 0"),
+    (("sync",), "prices_full_refresh_minutes", 0, "greater than 0"),
+    (("sync",), "prices_active_refresh_minutes", 0, "greater than 0"),
+    (("sync",), "balance_debounce_seconds", -1, "greater than or equal to 0"),
+    (("sync",), "balance_max_delay_seconds", 0, "greater than 0"),
+    (("sync",), "balance_apply_notification_value", "sometimes", "valid boolean"),
+]
+
+
+def _documented() -> set[tuple[tuple[str, ...], str]]:
+    found: set[tuple[tuple[str, ...], str]] = set()
+
+    def walk(path: tuple[str, ...], model: type) -> None:
+        for name, info in model.model_fields.items():  # type: ignore[attr-defined]
+            ann = info.annotation
+            if isinstance(ann, type) and hasattr(ann, "model_fields"):
+                walk((*path, name), ann)
+            else:
+                found.add((path, name))
+
+    for section, model in SECTIONS.items():
+        walk((section,), model)
+    return found
+
+
+def test_every_setting_has_an_error_message_test() -> None:
+    covered = {(path, name) for path, name, _, _ in BAD_VALUES}
+    assert covered == _documented()
+
+
+def _nest(path: tuple[str, ...], name: str, value: object) -> dict[str, object]:
+    data: dict[str, object] = {name: value}
+    for part in reversed(path):
+        data = {part: data}
+    return data
+
+
+def _toml(data: dict[str, object], prefix: str = "") -> str:
+    import json
+
+    lines, tables = [], []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    out = ""
+    if prefix and lines:
+        out += f"[{prefix}]\n"
+    out += "\n".join(lines) + ("\n" if lines else "")
+    for key, value in tables:
+        out += _toml(value, f"{prefix}.{key}" if prefix else key)
+    return out
+
+
+@pytest.mark.parametrize(("path", "name", "value", "expect"), BAD_VALUES,
+                         ids=[".".join((*p, n)) for p, n, _, _ in BAD_VALUES])
+def test_bad_value_in_file_names_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             path: tuple[str, ...], name: str, value: object,
+                                             expect: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(_toml(_nest(path, name, value)))
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, env=False)
+    message = str(info.value)
+    dotted = ".".join((*path, name))
+    assert dotted in message
+    assert env_name((*path, name)) in message
+    assert expect in message
+    if "secret" in name or "token" in name:
+        assert repr(value) not in message.split("[env")[1]
+
+
+def test_env_overrides_file_and_splits_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[extend]\nwarehouses = ["A"]\nwebhook_secret = "from-file"\n')
+    monkeypatch.setenv("EXTEND_CONNECTOR_EXTEND__WEBHOOK_SECRET", "from-env")
+    monkeypatch.setenv("EXTEND_CONNECTOR_EXTEND__WAREHOUSES", "B, C")
+    s = load_settings(cfg)
+    assert s.extend.webhook_secret.get_secret_value() == "from-env"
+    assert s.extend.warehouses == ["B", "C"]
+
+
+def test_bad_env_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EXTEND_CONNECTOR_SERVER__PORT", "eighty")
+    with pytest.raises(ConfigError, match=r"server\.port \[env EXTEND_CONNECTOR_SERVER__PORT\]"):
+        load_settings()
+
+
+def test_unknown_setting_is_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[extend]\nbase_ulr = 'http://x'\n")
+    with pytest.raises(ConfigError, match=r"extend\.base_ulr .*unknown setting"):
+        load_settings(cfg, env=False)
+
+
+def test_missing_explicit_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_settings(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[extend\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(bad)
+
+
+def test_scale_out_role_needs_postgres(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[engine]\nrole = "worker"\n')
+    with pytest.raises(ConfigError, match="postgresql"):
+        load_settings(cfg, env=False)
+    cfg.write_text('[engine]\nrole = "worker"\n[store]\ndatabase_url = "postgresql://u@h/db"\n')
+    s = load_settings(cfg, env=False)
+    assert s.store.url == "postgresql+psycopg://u@h/db"
+
+
+def test_debounce_window_cross_check(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[sync]\nbalance_debounce_seconds = 5\nbalance_max_delay_seconds = 1\n")
+    with pytest.raises(ConfigError, match="balance_max_delay_seconds"):
+        load_settings(cfg, env=False)
+
+
+def test_rendered_config_round_trips(tmp_path: Path) -> None:
+    text = render_config(scope={"products": "off", "customers": "off", "prices": "off"},
+                         warehouses=["Main", "Store 2"], default_customer="9000")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    s = load_settings(cfg, env=False)
+    assert s.scope.products.value == "off"
+    assert s.scope.default_customer_number == "9000"
+    assert s.extend.warehouses == ["Main", "Store 2"]
+    assert s == load_settings(cfg, env=False)
+    assert isinstance(Settings(), Settings)
