@@ -1,0 +1,53 @@
+"""One error body for every 4xx/5xx the local API gives: what went wrong and what to do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class ApiError(BaseModel):
+    """Body of every error answer of the local API."""
+
+    error: str
+    message: str
+    details: list[dict[str, Any]] = []
+
+
+class ApiProblem(Exception):
+    """Raise from a route to answer `status` with an `ApiError` body."""
+
+    def __init__(self, status: int, error: str, message: str, details: list[dict[str, Any]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = ApiError(error=error, message=message, details=details or [])
+        self.headers = headers
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def problem(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiProblem)
+        return JSONResponse(exc.body.model_dump(), status_code=exc.status, headers=exc.headers)
+
+    async def invalid(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        details = [{"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
+                   for e in exc.errors()]
+        body = ApiError(error="invalid_request", message="the request does not have the expected form",
+                        details=details)
+        return JSONResponse(body.model_dump(), status_code=422)
+
+    async def http(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        body = ApiError(error="http_error", message=str(exc.detail))
+        return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
+
+    app.add_exception_handler(ApiProblem, problem)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(StarletteHTTPException, http)
