@@ -101,6 +101,37 @@ class ScopeSettings(_Section):
     _split = field_validator("price_customer_numbers", mode="before")(_split_list)
 
 
+# House contract (extend-commerce-api.md §5): one entry per operation the client performs.
+DEFAULT_EXTEND_PATHS: dict[str, str] = {
+    "create_order": "POST /CustomerOrders",
+    "get_order": "GET /CustomerOrders/{orderNumber}",
+    "list_orders": "GET /CustomerOrders",
+    "update_order": "PUT /CustomerOrders/{orderNumber}",
+    "cancel_order": "DELETE /CustomerOrders/{orderNumber}",
+    "list_availability": "GET /ProductAvailability",
+    "list_products": "GET /Products",
+    "get_product": "GET /Products/{productNumber}",
+    "list_customers": "GET /Customers",
+    "get_customer": "GET /Customers/{customerNumber}",
+    "create_customer": "POST /Customers",
+    "list_prices": "GET /ProductPrices",
+}
+DEFAULT_RATE_LIMIT_GROUPS: dict[str, str] = {
+    "create_order": "write",
+    "get_order": "standard",
+    "list_orders": "heavy",
+    "update_order": "write",
+    "cancel_order": "write",
+    "list_availability": "heavy",
+    "list_products": "heavy",
+    "get_product": "standard",
+    "list_customers": "heavy",
+    "get_customer": "standard",
+    "create_customer": "write",
+    "list_prices": "heavy",
+}
+
+
 class DialectSettings(_Section):
     """Everything Extend has not documented (house contract defaults); see docs/extend-dialect.md."""
 
@@ -120,6 +151,66 @@ class DialectSettings(_Section):
     rate_limit_limit_header: str = Field("x-ratelimit-limit", min_length=1, description="Documented by Extend.")
     rate_limit_remaining_header: str = Field("x-ratelimit-remaining", min_length=1, description="Assumed name.")
     rate_limit_reset_header: str = Field("x-ratelimit-reset", min_length=1, description="Assumed name (seconds).")
+    request_id_header: str = Field("x-request-id", min_length=1, description="Response header quoted in errors.")
+    status_param: str = Field("status", min_length=1, description="Order status filter parameter.")
+    order_number_external_param: str = Field(
+        "orderNumberExternal", min_length=1, description="Find-an-order-by-shop-reference parameter."
+    )
+    customer_number_param: str = Field("customerNumber", min_length=1, description="Customer filter (prices).")
+    changed_since_format: Literal["offset", "utc"] = Field(
+        "offset", description="`offset`: 2024-10-15T15:00:00+02:00 in `timezone`; `utc`: 2024-10-15T13:00:00Z."
+    )
+    timezone: str = Field(
+        "Europe/Stockholm", min_length=1, description="Zone for naive times from Extend and for `offset` dates sent."
+    )
+    ordered_by_change_date: bool = Field(
+        True, description="Lists come sorted by change date then key (lets change-date walks re-anchor safely)."
+    )
+    paths: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_EXTEND_PATHS),
+        description="Operation -> `VERB /path` (entries given override the defaults one by one).",
+    )
+    rate_limit_groups: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_RATE_LIMIT_GROUPS),
+        description="Operation -> rate-limit group (entries given override the defaults one by one).",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("expected an IANA time zone name such as `Europe/Stockholm`") from exc
+        return value
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, value: dict[str, str]) -> dict[str, str]:
+        import re
+
+        merged = {**DEFAULT_EXTEND_PATHS, **value}
+        for op, spec in merged.items():
+            if op not in DEFAULT_EXTEND_PATHS:
+                raise ValueError(f"unknown operation `{op}`; known: {', '.join(DEFAULT_EXTEND_PATHS)}")
+            want = set(re.findall(r"\{(\w+)\}", DEFAULT_EXTEND_PATHS[op]))
+            if not re.fullmatch(r"(GET|POST|PUT|PATCH|DELETE) /\S*", spec) or set(
+                re.findall(r"\{(\w+)\}", spec)
+            ) != want:
+                placeholders = "".join(f" {{{p}}}" for p in sorted(want)) or " no placeholder"
+                raise ValueError(f"`{op}` expected `VERB /path` with{placeholders}, got {spec!r}")
+        return merged
+
+    @field_validator("rate_limit_groups")
+    @classmethod
+    def _groups(cls, value: dict[str, str]) -> dict[str, str]:
+        merged = {**DEFAULT_RATE_LIMIT_GROUPS, **value}
+        for op, group in merged.items():
+            if op not in DEFAULT_EXTEND_PATHS or not group:
+                raise ValueError(f"expected operation -> non-empty group name, got `{op}` -> {group!r}")
+        return merged
 
 
 class ExtendSettings(_Section):
