@@ -1,0 +1,77 @@
+"""Durable execution for the connector; the only package that imports DBOS.
+
+Declare at import time, run through an `Engine`:
+
+    from extend_connector import engine
+
+    orders = engine.queue("orders", partition_concurrency=1)
+
+    @engine.step(retries=5, retry_on=is_technical)
+    async def post_order(shop_ref: str) -> dict: ...
+
+    @engine.workflow("orders.submit")
+    async def submit(shop_ref: str) -> None:
+        await post_order(shop_ref)
+
+    with Engine(settings) as eng:               # launch(): executes per settings.engine.role
+        with db.write() as session:             # the inbox row and the job commit together
+            session.add(InboxRow(...))
+            eng.enqueue_in_transaction(session, submit, "S-1", queue="orders",
+                                       partition_key="order:S-1", workflow_id="order-S-1")
+
+See docs/engine.md.
+"""
+
+from extend_connector.engine._declare import (
+    DeclarationError,
+    QueueSpec,
+    RateLimit,
+    ScheduleSpec,
+    interval_to_cron,
+    queue,
+    schedule,
+    sleep,
+    sleep_async,
+    step,
+    to_json_value,
+    workflow,
+    workflow_id,
+    workflow_name,
+)
+from extend_connector.engine._engine import (
+    APP_NAME,
+    FAILED_STATUSES,
+    Engine,
+    EngineError,
+    EngineStateError,
+    StepRecord,
+    UnknownWorkflowError,
+    WorkflowFailedError,
+    WorkflowInfo,
+)
+
+__all__ = [
+    "APP_NAME",
+    "FAILED_STATUSES",
+    "DeclarationError",
+    "Engine",
+    "EngineError",
+    "EngineStateError",
+    "QueueSpec",
+    "RateLimit",
+    "ScheduleSpec",
+    "StepRecord",
+    "UnknownWorkflowError",
+    "WorkflowFailedError",
+    "WorkflowInfo",
+    "interval_to_cron",
+    "queue",
+    "schedule",
+    "sleep",
+    "sleep_async",
+    "step",
+    "to_json_value",
+    "workflow",
+    "workflow_id",
+    "workflow_name",
+]

@@ -1,0 +1,280 @@
+"""Declarations made at import time: workflows, steps, queues, schedules.
+
+Flows decorate their functions here; nothing in this module talks to a database. The
+`Engine` reads these registries when it launches, so declaring works before (and across)
+any number of engine lifetimes in one process.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar, cast
+
+from dbos import DBOS
+from dbos._serialization import DBOSPortableJSONSerializer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_PORTABLE = DBOSPortableJSONSerializer()
+
+DEFAULT_MAX_RECOVERY_ATTEMPTS = 50
+
+
+class DeclarationError(ValueError):
+    """A workflow, queue or schedule was declared inconsistently (a programming error)."""
+
+
+def to_json_value(value: Any) -> Any:
+    """The value as it comes back from the job database: plain JSON (Decimal, datetime → str).
+
+    Steps return this on their first run too, so a workflow sees the same values whether a
+    step ran now or is replayed from its checkpoint after a crash.
+    """
+    return json.loads(_PORTABLE.serialize(value))
+
+
+# --- workflows and steps ------------------------------------------------------------------
+
+_WORKFLOW_NAMES: dict[Callable[..., Any], str] = {}
+
+
+def workflow(name: str, *, max_recovery_attempts: int = DEFAULT_MAX_RECOVERY_ATTEMPTS) -> Callable[[F], F]:
+    """Declare a durable workflow (sync or async). Its arguments must be JSON values.
+
+    `name` is its durable identity: rows in the job tables refer to it, so never rename a
+    workflow that may have work in flight. After `max_recovery_attempts` crashes while
+    running it, it stops as MAX_RECOVERY_ATTEMPTS_EXCEEDED and shows in `list_failed()`.
+    """
+    if not name or name in _WORKFLOW_NAMES.values():
+        raise DeclarationError(f"workflow name {name!r} is empty or already declared")
+
+    def decorate(fn: F) -> F:
+        wrapped = DBOS.workflow(name=name, max_recovery_attempts=max_recovery_attempts)(fn)
+        _WORKFLOW_NAMES[wrapped] = name
+        return wrapped
+
+    return decorate
+
+
+def workflow_name(fn: Callable[..., Any]) -> str:
+    """The durable name of a function declared with `@workflow`."""
+    try:
+        return _WORKFLOW_NAMES[fn]
+    except (KeyError, TypeError):
+        raise DeclarationError(f"{fn!r} is not declared with @engine.workflow") from None
+
+
+def step(
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    backoff_seconds: float = 1.0,
+    backoff_rate: float = 2.0,
+    retry_on: Callable[[BaseException], bool] | None = None,
+    timeout_seconds: float | None = None,
+) -> Callable[[F], F]:
+    """Declare a step: its result is checkpointed, so after a crash it is not run again.
+
+    A step that raises is retried up to `retries` times (waiting `backoff_seconds`, times
+    `backoff_rate` after each attempt) when `retry_on(error)` is true (default: always).
+    The result must be JSON-serialisable; the workflow receives it as plain JSON.
+    `timeout_seconds` applies to async steps only.
+    """
+    if retries < 0:
+        raise DeclarationError("retries must be >= 0")
+
+    def decorate(fn: F) -> F:
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                return to_json_value(await fn(*args, **kwargs))
+
+            inner: Callable[..., Any] = run_async
+        else:
+            if timeout_seconds is not None:
+                raise DeclarationError("timeout_seconds needs an async step")
+
+            @functools.wraps(fn)
+            def run_sync(*args: Any, **kwargs: Any) -> Any:
+                return to_json_value(fn(*args, **kwargs))
+
+            inner = run_sync
+        decorated = DBOS.step(
+            name=name,
+            retries_allowed=retries > 0,
+            max_attempts=retries + 1,
+            interval_seconds=backoff_seconds,
+            backoff_rate=backoff_rate,
+            should_retry=retry_on,
+            timeout_seconds=timeout_seconds,
+        )(inner)
+        return cast(F, decorated)
+
+    return decorate
+
+
+def sleep(seconds: float) -> None:
+    """Durable sleep inside a sync workflow: after a restart only the remainder is slept."""
+    DBOS.sleep(seconds)
+
+
+async def sleep_async(seconds: float) -> None:
+    """Durable sleep inside an async workflow."""
+    await DBOS.sleep_async(seconds)
+
+
+def workflow_id() -> str | None:
+    """The id of the workflow this code runs in (None outside a workflow)."""
+    return DBOS.workflow_id
+
+
+# --- queues -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RateLimit:
+    """At most `limit` jobs of the queue start in any window of `period_seconds` (fleet-wide)."""
+
+    limit: int
+    period_seconds: float
+
+    def __post_init__(self) -> None:
+        if self.limit < 1 or self.period_seconds <= 0:
+            raise DeclarationError("a rate limit needs limit >= 1 and period_seconds > 0")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueueSpec:
+    """A named queue. All limits hold across every worker process sharing the database.
+
+    - `concurrency`: jobs running at once in the whole fleet (None: unbounded).
+    - `worker_concurrency`: jobs running at once in one process (None: `engine.worker_concurrency`).
+    - `partition_concurrency`: jobs of one partition key running at once in the fleet;
+      `1` serialises per key (`order:<no>`, `sku:<no>`). A partitioned queue needs a
+      `partition_key` on every enqueue and cannot be debounced.
+    - `rate_limit`: jobs started per period, e.g. one of Extend's rate-limit groups.
+    - `poll_seconds`: how often a worker looks for jobs enqueued by other processes.
+    """
+
+    name: str
+    concurrency: int | None = None
+    worker_concurrency: int | None = None
+    partition_concurrency: int | None = None
+    rate_limit: RateLimit | None = None
+    poll_seconds: float = 1.0
+
+    @property
+    def partitioned(self) -> bool:
+        return self.partition_concurrency is not None
+
+
+_QUEUES: dict[str, QueueSpec] = {}
+
+
+def queue(
+    name: str,
+    *,
+    concurrency: int | None = None,
+    worker_concurrency: int | None = None,
+    partition_concurrency: int | None = None,
+    rate_limit: RateLimit | None = None,
+    poll_seconds: float = 1.0,
+) -> QueueSpec:
+    """Declare a queue (idempotent for an identical declaration) and return its spec."""
+    spec = QueueSpec(
+        name=name,
+        concurrency=concurrency,
+        worker_concurrency=worker_concurrency,
+        partition_concurrency=partition_concurrency,
+        rate_limit=rate_limit,
+        poll_seconds=poll_seconds,
+    )
+    if name.startswith("_dbos_") or not name:
+        raise DeclarationError(f"queue name {name!r} is reserved or empty")
+    existing = _QUEUES.get(name)
+    if existing is not None and existing != spec:
+        raise DeclarationError(f"queue {name!r} declared twice with different limits: {existing} vs {spec}")
+    _QUEUES[name] = spec
+    return spec
+
+
+def declared_queues() -> dict[str, QueueSpec]:
+    return dict(_QUEUES)
+
+
+# --- schedules ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ScheduleSpec:
+    name: str
+    workflow: Callable[..., Any]
+    cron: str
+    queue: str | None
+
+
+_SCHEDULES: dict[str, ScheduleSpec] = {}
+
+
+def interval_to_cron(every: timedelta) -> str:
+    """A six-field (seconds first) cron expression that fires every `every`.
+
+    Only intervals that divide the next unit evenly are exact in cron (e.g. 5 s, 10 min,
+    6 h); anything else is refused rather than silently drifting.
+    """
+    seconds = every.total_seconds()
+    if seconds != int(seconds) or seconds <= 0:
+        raise DeclarationError(f"schedule interval must be a whole number of seconds, got {every}")
+    s = int(seconds)
+    if s < 60 and 60 % s == 0:
+        return f"*/{s} * * * * *"
+    if s % 60 == 0 and s < 3600 and 60 % (s // 60) == 0:
+        return f"0 */{s // 60} * * * *"
+    if s % 3600 == 0 and s < 86400 and 24 % (s // 3600) == 0:
+        return f"0 0 */{s // 3600} * * *"
+    if s == 86400:
+        return "0 0 0 * * *"
+    raise DeclarationError(
+        f"schedule interval {every} does not divide a minute, an hour or a day evenly; "
+        "use a divisor (e.g. 5 s, 10 min, 15 min, 6 h) or pass cron="
+    )
+
+
+def schedule(
+    name: str,
+    workflow_fn: Callable[..., Any],
+    *,
+    every: timedelta | None = None,
+    cron: str | None = None,
+    queue: str | None = None,
+) -> ScheduleSpec:
+    """Run `workflow_fn(scheduled_at: datetime, context: Any)` on a schedule, once per tick
+    across the whole fleet (the tick's workflow id is derived from its time).
+
+    Give `every` (an interval dividing a minute/hour/day) or a six-field `cron`.
+    """
+    if (every is None) == (cron is None):
+        raise DeclarationError("give exactly one of every= or cron=")
+    workflow_name(workflow_fn)  # must be a declared workflow
+    expression = cron if cron is not None else interval_to_cron(every)  # type: ignore[arg-type]
+    spec = ScheduleSpec(name=name, workflow=workflow_fn, cron=expression, queue=queue)
+    existing = _SCHEDULES.get(name)
+    if existing is not None and existing != spec:
+        raise DeclarationError(f"schedule {name!r} declared twice differently")
+    _SCHEDULES[name] = spec
+    return spec
+
+
+def declared_schedules() -> dict[str, ScheduleSpec]:
+    return dict(_SCHEDULES)
+
+
+def forget_schedule(name: str) -> None:
+    """Drop a schedule declaration (tests; a removed schedule is deleted at next launch)."""
+    _SCHEDULES.pop(name, None)

@@ -1,0 +1,503 @@
+"""The `Engine`: DBOS configured for this app, behind a small typed surface.
+
+One SQLAlchemy engine serves both the app tables and DBOS's tables (same database), so an
+inbox row and the job it enqueues commit in one transaction. Roles (`settings.engine.role`):
+`all` and `worker` launch DBOS and execute queued work in this process; `web` only
+connects (enqueue, inspect, resume) and never executes. `connect()` alone is what the CLI
+and the web role use.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, cast
+
+import sqlalchemy as sa
+from dbos import DBOS, DBOSClient, DBOSConfig, EnqueueOptions, WorkflowStatus
+from dbos._debouncer import DebouncerClient
+from dbos._error import DBOSException, DBOSNonExistentWorkflowError
+from dbos._serialization import DBOSPortableJSONSerializer
+from dbos._utils import INTERNAL_QUEUE_NAME
+from sqlalchemy.orm import Session
+
+from extend_connector.engine._declare import (
+    QueueSpec,
+    declared_queues,
+    declared_schedules,
+    to_json_value,
+    workflow_name,
+)
+from extend_connector.settings import Settings
+from extend_connector.store.database import create_db_engine, normalise_url
+
+APP_NAME = "extend-connector"
+FAILED_STATUSES = ("ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+
+Role = Literal["all", "web", "worker"]
+
+
+class EngineError(Exception):
+    """Root of the engine's errors."""
+
+
+class EngineStateError(EngineError):
+    """The call does not fit the engine's state or role (a programming or deployment error)."""
+
+
+class UnknownWorkflowError(EngineError):
+    """No workflow with that id exists."""
+
+
+class WorkflowFailedError(EngineError):
+    """The awaited workflow ended in ERROR / CANCELLED / MAX_RECOVERY_ATTEMPTS_EXCEEDED."""
+
+    def __init__(self, info: WorkflowInfo) -> None:
+        self.info = info
+        super().__init__(f"workflow {info.workflow_id} ({info.name}) ended {info.status}: {info.error}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkflowInfo:
+    """What an operator needs to know about one job."""
+
+    workflow_id: str
+    name: str
+    status: str
+    queue: str | None
+    partition_key: str | None
+    args: list[Any]
+    kwargs: dict[str, Any]
+    output: Any
+    error: str | None
+    error_type: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    completed_at: datetime | None
+    executor_id: str | None
+    application_version: str | None
+    forked_from: str | None
+
+    @property
+    def failed(self) -> bool:
+        return self.status in FAILED_STATUSES
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StepRecord:
+    step: int
+    name: str
+    output: Any
+    error: str | None
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+def _ms(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value / 1000, UTC)
+
+
+def _info(status: WorkflowStatus) -> WorkflowInfo:
+    inputs = status.input or {"args": (), "kwargs": {}}
+    error = status.error
+    error_type = None
+    if error is not None:
+        error_type = getattr(error, "name", None) or type(error).__name__
+    return WorkflowInfo(
+        workflow_id=status.workflow_id,
+        name=status.name,
+        status=str(status.status),
+        queue=status.queue_name,
+        partition_key=status.queue_partition_key,
+        args=list(inputs.get("args", ())),
+        kwargs=dict(inputs.get("kwargs", {})),
+        output=status.output,
+        error=None if error is None else str(error),
+        error_type=error_type,
+        created_at=_ms(status.created_at),
+        updated_at=_ms(status.updated_at),
+        completed_at=_ms(status.completed_at),
+        executor_id=status.executor_id,
+        application_version=status.app_version,
+        forked_from=status.forked_from,
+    )
+
+
+class Engine:
+    """Durable execution for the connector. Create one per process; use as a context manager.
+
+    `connect()` opens the job tables (creating them if needed); `launch()` additionally
+    starts executing queues, schedules and recovery when the role is `all` or `worker`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        database_url: str | None = None,
+        db_engine: sa.Engine | None = None,
+        scheduler_poll_seconds: float = 30.0,
+        log_level: str = "WARNING",
+    ) -> None:
+        self.settings = settings
+        self.role: Role = settings.engine.role
+        self.application_version = settings.engine.application_version
+        self.executor_id = settings.engine.executor_id
+        self.url = normalise_url(database_url or settings.store.url)
+        self._db_engine = db_engine
+        self._owns_db_engine = db_engine is None
+        self._scheduler_poll_seconds = scheduler_poll_seconds
+        self._log_level = log_level
+        self._client: DBOSClient | None = None
+        self._launched = False
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def db_engine(self) -> sa.Engine:
+        """The SQLAlchemy engine shared by DBOS and the app tables (after `connect()`)."""
+        if self._db_engine is None:
+            self._db_engine = create_db_engine(self.url)
+        return self._db_engine
+
+    @property
+    def executes(self) -> bool:
+        """Whether this process runs jobs (role `all` or `worker`, once launched)."""
+        return self._launched
+
+    def connect(self) -> Engine:
+        """Create/upgrade DBOS's tables and open a client; executes nothing."""
+        if self._client is not None:
+            return self
+        DBOS.migrate(self.url)
+        self._client = DBOSClient(
+            system_database_engine=self.db_engine,
+            serializer=DBOSPortableJSONSerializer(),
+            application_name=APP_NAME,
+        )
+        if self.role == "web":
+            # Queues live in the database; declaring them here lets the web role enqueue
+            # before any worker has started.
+            for spec in declared_queues().values():
+                self._client.register_queue(spec.name, **self._queue_kwargs(spec))
+        return self
+
+    def launch(self) -> Engine:
+        """`connect()`, then (roles `all`/`worker`) execute queues, schedules and recovery."""
+        self.connect()
+        if self.role == "web" or self._launched:
+            return self
+        # DBOS keeps process-wide state: at most one launched engine per process.
+        from dbos import _dbos as dbos_module
+
+        if dbos_module._dbos_global_instance is not None:
+            raise EngineStateError("a DBOS engine is already running in this process; shut it down first")
+        logging.getLogger("dbos").setLevel(self._log_level)
+        config: DBOSConfig = {
+            "name": APP_NAME,
+            "system_database_url": self.url,
+            "system_database_engine": self.db_engine,
+            "application_version": self.application_version,
+            "executor_id": self.executor_id,
+            "serializer": DBOSPortableJSONSerializer(),
+            "log_level": self._log_level,
+            "scheduler_polling_interval_sec": self._scheduler_poll_seconds,
+            "notification_listener_polling_interval_sec": 0.1,
+        }
+        DBOS(config=config)
+        try:
+            DBOS.launch()
+            for spec in declared_queues().values():
+                DBOS.register_queue(spec.name, on_conflict="always_update", **self._queue_kwargs(spec))
+            self._apply_schedules()
+        except BaseException:
+            DBOS.destroy()
+            raise
+        self._launched = True
+        return self
+
+    def shutdown(self, *, wait_seconds: int = 0) -> None:
+        """Stop executing (waiting up to `wait_seconds` for running jobs) and close connections.
+
+        Jobs still running are not lost: they are recovered at the next launch with the
+        same executor id and application version.
+        """
+        if self._launched:
+            DBOS.destroy(workflow_completion_timeout_sec=wait_seconds)
+            self._launched = False
+        if self._client is not None:
+            self._client.destroy()
+            self._client = None
+        if self._owns_db_engine and self._db_engine is not None:
+            self._db_engine.dispose()
+            self._db_engine = None
+
+    def __enter__(self) -> Engine:
+        return self.launch()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    @property
+    def client(self) -> DBOSClient:
+        if self._client is None:
+            raise EngineStateError("engine not connected: call connect() or launch() first")
+        return self._client
+
+    def _queue_kwargs(self, spec: QueueSpec) -> dict[str, Any]:
+        worker = spec.worker_concurrency or self.settings.engine.worker_concurrency
+        if spec.concurrency is not None:
+            worker = min(worker, spec.concurrency)
+        kwargs: dict[str, Any] = {
+            "worker_concurrency": worker,
+            "global_concurrency": spec.concurrency,
+            "partition_concurrency": spec.partition_concurrency,
+            "polling_interval_sec": spec.poll_seconds,
+        }
+        if spec.rate_limit is not None:
+            kwargs["limiter"] = {"limit": spec.rate_limit.limit, "period": spec.rate_limit.period_seconds}
+        if spec.partition_concurrency is not None:
+            kwargs["partition_worker_concurrency"] = min(spec.partition_concurrency, worker)
+        return kwargs
+
+    def _apply_schedules(self) -> None:
+        specs = declared_schedules()
+        for existing in DBOS.list_schedules(application_name=APP_NAME):
+            if existing["schedule_name"] not in specs:
+                DBOS.delete_schedule(existing["schedule_name"])
+        if specs:
+            DBOS.apply_schedules(
+                [
+                    {
+                        "schedule_name": spec.name,
+                        "workflow_fn": spec.workflow,
+                        "schedule": spec.cron,
+                        "queue_name": spec.queue,
+                    }
+                    for spec in specs.values()
+                ]
+            )
+
+    # --- enqueue --------------------------------------------------------------------------
+
+    def _options(
+        self,
+        workflow: Callable[..., Any],
+        queue: str,
+        partition_key: str | None,
+        workflow_id: str | None,
+        delay_seconds: float | None,
+    ) -> EnqueueOptions:
+        spec = declared_queues().get(queue)
+        if spec is None:
+            raise EngineStateError(f"queue {queue!r} is not declared (engine.queue(...))")
+        if spec.partitioned and partition_key is None:
+            raise EngineStateError(f"queue {queue!r} is partitioned: pass partition_key=")
+        if not spec.partitioned and partition_key is not None:
+            raise EngineStateError(f"queue {queue!r} is not partitioned; partition_key is not allowed")
+        options: EnqueueOptions = {
+            "workflow_name": workflow_name(workflow),
+            "queue_name": queue,
+            "app_version": self.application_version,
+        }
+        if partition_key is not None:
+            options["queue_partition_key"] = partition_key
+        if workflow_id is not None:
+            options["workflow_id"] = workflow_id
+        if delay_seconds is not None:
+            options["delay_seconds"] = delay_seconds
+        return options
+
+    def enqueue(
+        self,
+        workflow: Callable[..., Any],
+        *args: Any,
+        queue: str,
+        partition_key: str | None = None,
+        workflow_id: str | None = None,
+        delay_seconds: float | None = None,
+    ) -> str:
+        """Put a job on `queue`; returns its workflow id.
+
+        Idempotent on `workflow_id`: enqueuing an id that exists (in any state) does nothing
+        and returns the id. Called inside a workflow, the enqueue is checkpointed (a replay
+        does not enqueue twice).
+        """
+        options = self._options(workflow, queue, partition_key, workflow_id, delay_seconds)
+        json_args = to_json_value(list(args))
+        if self._launched and DBOS.workflow_id is not None:
+            return DBOS.enqueue_workflow_with_options(options, *json_args).workflow_id
+        return self.client.enqueue(options, *json_args).workflow_id
+
+    def enqueue_in_transaction(
+        self,
+        session_or_connection: Session | sa.Connection,
+        workflow: Callable[..., Any],
+        *args: Any,
+        queue: str,
+        partition_key: str | None = None,
+        workflow_id: str | None = None,
+        delay_seconds: float | None = None,
+    ) -> str:
+        """Enqueue inside the caller's open transaction (same database as the app tables).
+
+        The job exists if and only if the caller commits. Idempotent on `workflow_id`
+        like `enqueue` (an existing id is left as it is).
+        """
+        if session_or_connection.get_bind().engine.url != self.db_engine.url:  # type: ignore[union-attr]
+            raise EngineStateError("enqueue_in_transaction needs a session on the engine's own database")
+        options = self._options(workflow, queue, partition_key, workflow_id, delay_seconds)
+        handle = self.client.enqueue_in_transaction(session_or_connection, options, *to_json_value(list(args)))
+        return handle.workflow_id
+
+    def start(self, workflow: Callable[..., Any], *args: Any, workflow_id: str | None = None) -> str:
+        """Run a workflow now in this process (not on a queue); returns its id.
+
+        Idempotent on `workflow_id`. Needs a launched engine (role `all`/`worker`).
+        """
+        if not self._launched:
+            raise EngineStateError("start() runs work in this process; launch() with role all/worker first")
+        workflow_name(workflow)
+        from dbos import SetWorkflowID
+
+        json_args = to_json_value(list(args))
+        if workflow_id is not None:
+            with SetWorkflowID(workflow_id):
+                return DBOS.start_workflow(workflow, *json_args).workflow_id
+        return DBOS.start_workflow(workflow, *json_args).workflow_id
+
+    def debounce(
+        self,
+        key: str,
+        workflow: Callable[..., Any],
+        *args: Any,
+        queue: str,
+        period_seconds: float,
+        max_delay_seconds: float | None = None,
+    ) -> str:
+        """Run `workflow(*args)` once after `period_seconds` without another call for `key`.
+
+        Each call within the period pushes the start back and replaces the arguments (the
+        last call wins); `max_delay_seconds` bounds the wait during a steady stream. The
+        queue must not be partitioned. Returns the id of the (pending) job.
+        """
+        options = self._options(workflow, queue, None, None, None)
+        debouncer: DebouncerClient = DebouncerClient(
+            self.client, options, debounce_timeout_sec=max_delay_seconds, queue=queue
+        )
+        handle = debouncer.debounce(key, period_seconds, *to_json_value(list(args)))
+        return cast(str, handle.workflow_id)
+
+    # --- results and operations -----------------------------------------------------------
+
+    def get_status(self, workflow_id: str) -> WorkflowInfo | None:
+        found = self.client.list_workflows(workflow_ids=[workflow_id])
+        return _info(found[0]) if found else None
+
+    def wait(self, workflow_id: str, *, timeout_seconds: float = 60.0, poll_seconds: float = 0.05) -> Any:
+        """Block until the workflow finishes; return its output or raise `WorkflowFailedError`."""
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            info = self.get_status(workflow_id)
+            if info is None:
+                raise UnknownWorkflowError(workflow_id)
+            if info.status == "SUCCESS":
+                return info.output
+            if info.status in (*FAILED_STATUSES, "CANCELLED"):
+                raise WorkflowFailedError(info)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"workflow {workflow_id} still {info.status} after {timeout_seconds}s")
+            time.sleep(poll_seconds)
+
+    def list_workflows(
+        self,
+        *,
+        status: Sequence[str] | None = None,
+        name: str | None = None,
+        queue: str | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[WorkflowInfo]:
+        rows = self.client.list_workflows(
+            status=list(status) if status else None,
+            name=name,
+            queue_name=queue,
+            limit=limit,
+            sort_desc=newest_first,
+        )
+        return [_info(row) for row in rows]
+
+    def list_failed(self, *, name: str | None = None, limit: int = 100) -> list[WorkflowInfo]:
+        """Jobs that stopped for good: ERROR, or crashed too often (MAX_RECOVERY_ATTEMPTS_EXCEEDED)."""
+        return self.list_workflows(status=FAILED_STATUSES, name=name, limit=limit)
+
+    def list_steps(self, workflow_id: str) -> list[StepRecord]:
+        steps = self.client.list_workflow_steps(workflow_id)
+        return [
+            StepRecord(
+                step=s["function_id"],
+                name=s["function_name"],
+                output=s["output"],
+                error=None if s["error"] is None else str(s["error"]),
+                started_at=_ms(s["started_at_epoch_ms"]),
+                completed_at=_ms(s["completed_at_epoch_ms"]),
+            )
+            for s in steps
+        ]
+
+    def queue_depth(self) -> dict[str, int]:
+        """Jobs waiting or running, per queue."""
+        depth: dict[str, int] = {}
+        for row in self.client.list_queued_workflows(load_input=False):
+            depth[row.queue_name or ""] = depth.get(row.queue_name or "", 0) + 1
+        return depth
+
+    def _require(self, workflow_id: str) -> WorkflowInfo:
+        info = self.get_status(workflow_id)
+        if info is None:
+            raise UnknownWorkflowError(workflow_id)
+        return info
+
+    def resume(self, workflow_id: str) -> None:
+        """Continue a failed/cancelled job from its last completed step (completed steps are
+        not run again). It is re-queued on its own queue."""
+        self._require(workflow_id)
+        try:
+            self.client.resume_workflow(workflow_id)
+        except DBOSNonExistentWorkflowError as exc:
+            raise UnknownWorkflowError(workflow_id) from exc
+
+    def replay(self, workflow_id: str, *, from_step: int = 1) -> str:
+        """Run a job again as a new job (a fork) with the same arguments, reusing the
+        checkpoints of steps before `from_step` (1 = rerun everything). Returns the new id."""
+        info = self._require(workflow_id)
+        try:
+            handle = self.client.fork_workflow(
+                workflow_id,
+                from_step,
+                application_version=self.application_version,
+                queue_name=info.queue,
+                queue_partition_key=info.partition_key,
+            )
+        except DBOSException as exc:
+            raise EngineError(f"cannot replay {workflow_id}: {exc}") from exc
+        return cast(str, handle.workflow_id)
+
+    def cancel(self, workflow_id: str) -> None:
+        """Stop a job (at its next step boundary); `resume` can continue it later."""
+        self._require(workflow_id)
+        self.client.cancel_workflow(workflow_id)
+
+    def recover(self, executor_ids: Sequence[str]) -> int:
+        """Hand the in-flight jobs of dead workers (by executor id) to the fleet; returns how
+        many. A worker restarted with its own executor id does this for itself at launch."""
+        count = 0
+        for executor in executor_ids:
+            pending = self.client.list_workflows(status=["PENDING"], executor_id=executor, load_input=False)
+            for row in pending:
+                if self.client._sys_db.reenqueue_for_recovery(row.workflow_id, [executor], INTERNAL_QUEUE_NAME):
+                    count += 1
+        return count

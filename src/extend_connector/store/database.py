@@ -1,0 +1,122 @@
+"""One SQLAlchemy engine per database, shared by the app tables and the job engine.
+
+SQLite: WAL journal, a generous busy timeout, and writers that take the write lock at
+`BEGIN IMMEDIATE` (the same rule DBOS applies to its own tables), so a read-then-write
+transaction never dies with SQLITE_BUSY when another writer got there first.
+PostgreSQL: psycopg 3 with a pool sized for the worker threads of one process.
+
+`Database.write()` is the only way code should open a write transaction: it issues
+`BEGIN IMMEDIATE` on SQLite, and plain `BEGIN` (read committed) on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def normalise_url(url: str) -> str:
+    """`postgresql://` → `postgresql+psycopg://` (psycopg 3); anything else unchanged."""
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # pysqlite's legacy transaction control: "IMMEDIATE" makes the driver open every
+    # implicit transaction with BEGIN IMMEDIATE (before the first DML statement). DBOS
+    # relies on exactly this mode for its own SQLite tables, so the shared engine keeps it.
+    dbapi_conn.isolation_level = "IMMEDIATE"
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # WAL lets readers run while one writer writes; it is a property of the file,
+        # so setting it on every connection is cheap after the first time.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable across process crashes in WAL mode (only an OS crash or
+        # power loss can lose the last transactions), which is the failure model here.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def create_db_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> sa.Engine:
+    """The SQLAlchemy engine for `url` (SQLite file or PostgreSQL), configured as above."""
+    url = normalise_url(url)
+    if is_sqlite(url):
+        if url in ("sqlite://", "sqlite:///:memory:"):
+            raise ValueError("an in-memory SQLite database cannot be shared by the job engine; use a file")
+        engine = sa.create_engine(
+            url,
+            echo=echo,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_timeout=60,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        return engine
+    return sa.create_engine(
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=10,
+        pool_timeout=60,
+        pool_pre_ping=True,
+        connect_args={"application_name": "extend-connector", "connect_timeout": 10},
+    )
+
+
+def begin_write(connection: sa.Connection) -> None:
+    """Take SQLite's write lock now (no-op on PostgreSQL or when a transaction is open)."""
+    if connection.dialect.name != "sqlite":
+        return
+    driver = connection.connection.driver_connection
+    if driver is not None and not driver.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """The app's handle on its database: an engine plus read and write sessions."""
+
+    def __init__(self, url: str, *, engine: sa.Engine | None = None) -> None:
+        self.url = normalise_url(url)
+        self.engine = engine if engine is not None else create_db_engine(self.url)
+        self._owns_engine = engine is None
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session in one write transaction: committed on exit, rolled back on error."""
+        with self._sessions() as session, session.begin():
+            begin_write(session.connection())
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reads; nothing it does is committed."""
+        with self._sessions() as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
+
+    def dispose(self) -> None:
+        if self._owns_engine:
+            self.engine.dispose()

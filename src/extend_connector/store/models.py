@@ -1,0 +1,246 @@
+"""The tables: the local copy the shop reads, and the integration state that makes it safe.
+
+Local copy: products, balances (per warehouse), customers, prices (per customer), orders,
+shipments. Integration state: inbox (webhook deliveries), outbox (events to the shop),
+cursors, id_mappings, parked_failures, dirty_balances, drift.
+
+Conventions: every instant is `UTCDateTime` (aware), every amount is `Amount` (Decimal),
+every document is `JSONDoc`. `*_changed_at` is Extend's change date of the record;
+`confirmed_at` is when we last fetched and confirmed it from Extend.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from extend_connector.store.types import Amount, JSONDoc, UTCDateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
+        datetime: UTCDateTime(),
+        Decimal: Amount(),
+        dict[str, Any]: JSONDoc,
+        list[Any]: JSONDoc,
+    }
+
+
+# --- local copy -------------------------------------------------------------------------
+
+
+class ProductRow(Base):
+    __tablename__ = "products"
+
+    product_number: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(400))
+    unit: Mapped[str | None] = mapped_column(sa.String(32))
+    ean: Mapped[str | None] = mapped_column(sa.String(64))
+    vat_percent: Mapped[Decimal | None]
+    notes: Mapped[str | None] = mapped_column(sa.Text)
+    customs_commodity_code: Mapped[str | None] = mapped_column(sa.String(32))
+    supply_mode: Mapped[str | None] = mapped_column(sa.String(32))
+    phase_out: Mapped[bool] = mapped_column(default=False)
+    extend_changed_at: Mapped[datetime | None] = mapped_column(index=True)
+    confirmed_at: Mapped[datetime | None]
+    document: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    content_hash: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+class BalanceRow(Base):
+    __tablename__ = "balances"
+
+    product_number: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    warehouse: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    available: Mapped[Decimal]
+    physical: Mapped[Decimal | None]
+    reserved: Mapped[Decimal | None]
+    extend_changed_at: Mapped[datetime | None]
+    confirmed_at: Mapped[datetime | None]
+    # The value a webhook announced before a fetch confirmed it (shown as unconfirmed).
+    notified_available: Mapped[Decimal | None]
+    notified_at: Mapped[datetime | None]
+
+
+class CustomerRow(Base):
+    __tablename__ = "customers"
+
+    customer_number: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    shop_ref: Mapped[str | None] = mapped_column(sa.String(128), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(400))
+    last_name: Mapped[str | None] = mapped_column(sa.String(200))
+    organization_number: Mapped[str | None] = mapped_column(sa.String(64))
+    customer_group: Mapped[str | None] = mapped_column(sa.String(64))
+    price_list: Mapped[str | None] = mapped_column(sa.String(64))
+    salesperson: Mapped[str | None] = mapped_column(sa.String(64))
+    email: Mapped[str | None] = mapped_column(sa.String(320))
+    phone: Mapped[str | None] = mapped_column(sa.String(64))
+    delivery_address: Mapped[dict[str, Any] | None]
+    invoice_address: Mapped[dict[str, Any] | None]
+    document: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    extend_changed_at: Mapped[datetime | None] = mapped_column(index=True)
+    confirmed_at: Mapped[datetime | None]
+
+
+class PriceRow(Base):
+    __tablename__ = "prices"
+
+    customer_number: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    product_number: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    unit_price: Mapped[Decimal]
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    list_price: Mapped[Decimal | None]
+    discount_percent: Mapped[Decimal | None]
+    price_list: Mapped[str | None] = mapped_column(sa.String(64))
+    vat_percent: Mapped[Decimal | None]
+    valid_to: Mapped[datetime | None]
+    confirmed_at: Mapped[datetime | None]
+
+
+class OrderRow(Base):
+    __tablename__ = "orders"
+
+    shop_ref: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    order_number: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    status: Mapped[str] = mapped_column(sa.String(32), index=True)
+    customer_number: Mapped[str | None] = mapped_column(sa.String(64))
+    shop_payload: Mapped[dict[str, Any]]
+    extend_detail: Mapped[dict[str, Any] | None]
+    expected_delivery_date: Mapped[datetime | None]
+    extend_changed_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ShipmentRow(Base):
+    __tablename__ = "shipments"
+
+    shop_ref: Mapped[str] = mapped_column(
+        sa.String(128), sa.ForeignKey("orders.shop_ref", ondelete="CASCADE"), primary_key=True
+    )
+    shipment_number: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    carrier: Mapped[str | None] = mapped_column(sa.String(64))
+    tracking_number: Mapped[str | None] = mapped_column(sa.String(128))
+    tracking_url: Mapped[str | None] = mapped_column(sa.String(1000))
+    ship_date: Mapped[datetime | None]
+    lines: Mapped[list[Any]] = mapped_column(default=list)
+
+
+# --- integration state ------------------------------------------------------------------
+
+
+class InboxRow(Base):
+    """One webhook delivery as received (its `delivery_id` is Extend's `Id`)."""
+
+    __tablename__ = "inbox"
+
+    delivery_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    attempt: Mapped[int] = mapped_column(default=1)
+    notification_id: Mapped[str | None] = mapped_column(sa.String(128))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    raw_body: Mapped[str] = mapped_column(sa.Text)
+    notification_count: Mapped[int] = mapped_column(default=0)
+    unknown_action_count: Mapped[int] = mapped_column(default=0)
+    last_seen_attempt: Mapped[int] = mapped_column(default=1)
+
+
+class OutboxRow(Base):
+    """An event owed to the shop; delivered in id order per key, retried with backoff."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (sa.Index("ix_outbox_pending", "delivered_at", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    event_type: Mapped[str] = mapped_column(sa.String(64))
+    key: Mapped[str] = mapped_column(sa.String(200), index=True)
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class CursorRow(Base):
+    __tablename__ = "cursors"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    high_water_mark: Mapped[datetime | None]
+    # Instant the running sweep started at: the cursor never advances past it.
+    signpost: Mapped[datetime | None]
+    last_run_at: Mapped[datetime | None]
+    stats: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class IdMappingRow(Base):
+    __tablename__ = "id_mappings"
+    __table_args__ = (
+        sa.UniqueConstraint("kind", "extend_id"),
+    )
+
+    kind: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    shop_ref: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    extend_id: Mapped[str] = mapped_column(sa.String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ParkedFailureRow(Base):
+    """Work that a person must look at (validation errors, business conflicts)."""
+
+    __tablename__ = "parked_failures"
+    __table_args__ = (sa.Index("ix_parked_failures_open", "resolved_at", "kind"),)
+
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    key: Mapped[str] = mapped_column(sa.String(200))
+    reason: Mapped[str] = mapped_column(sa.String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None]
+    retry_count: Mapped[int] = mapped_column(default=0)
+
+
+class DirtyBalanceRow(Base):
+    """A (product, warehouse) whose balance a webhook said changed and no fetch confirmed yet."""
+
+    __tablename__ = "dirty_balances"
+
+    product_number: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    warehouse: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    first_marked_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_marked_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DriftRow(Base):
+    """A field Extend sent that our wire models do not know (kept and reported)."""
+
+    __tablename__ = "drift"
+
+    model: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    field: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    example: Mapped[str | None] = mapped_column(sa.Text)
+    count: Mapped[int] = mapped_column(default=1)
+
+
+metadata = Base.metadata
