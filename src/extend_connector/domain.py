@@ -24,7 +24,6 @@ def _check_aware(obj: Any) -> None:
             raise NaiveDatetimeError(f"{type(obj).__name__}.{f.name} must carry a UTC offset, got {value!r}")
 
 
-_value = dataclass(frozen=True, kw_only=True, slots=True)
 
 
 class OrderStatus(StrEnum):
@@ -66,7 +65,8 @@ _STATUS_RANK = {
 }
 
 
-@_value
+# Spelt out per class (not an alias) so mypy sees the fields and dataclasses.replace works.
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Address:
     name: str
     address_line1: str
@@ -79,7 +79,7 @@ class Address:
     email: str | None = None
 
 
-@_value
+@dataclass(frozen=True, kw_only=True, slots=True)
 class OrderLine:
     product_number: str
     quantity: Decimal
@@ -91,7 +91,7 @@ class OrderLine:
     cancelled: bool = False
 
 
-@_value
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Order:
     """An order as the shop placed it; `shop_ref` is its identity everywhere."""
 
@@ -114,14 +114,14 @@ class Order:
             raise ValueError("an order needs at least one line")
 
 
-@_value
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ShipmentLine:
     position: int
     product_number: str
     quantity: Decimal
 
 
-@_value
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Shipment:
     shipment_number: str
     carrier: str | None
@@ -134,7 +134,7 @@ class Shipment:
         _check_aware(self)
 
 
-@_value
+@dataclass(frozen=True, kw_only=True, slots=True)
 class OrderState:
     """What Extend says about an order (fetched, never taken from a hook)."""
 
@@ -150,7 +150,7 @@ class OrderState:
         _check_aware(self)
 
 
-@_value
+@dataclass(frozen=True, kw_only=True, slots=True)
 class OrderChange:
     """A light item of the order list: enough to decide whether to fetch the detail."""
 
@@ -163,7 +163,7 @@ class OrderChange:
         _check_aware(self)
 
 
-@_value
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Balance:
     """Stock of one product in one warehouse, as Extend computes it."""
 
@@ -178,7 +178,7 @@ class Balance:
         _check_aware(self)
 
 
-@_value
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Product:
     product_number: str
     name: str
@@ -196,7 +196,7 @@ class Product:
         _check_aware(self)
 
 
-@_value
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Customer:
     customer_number: str
     name: str
@@ -220,7 +220,7 @@ class Customer:
         return bool(self.organization_number)
 
 
-@_value
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Price:
     """The net 'best price right now' of one product for one customer."""
 
