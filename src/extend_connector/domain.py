@@ -24,8 +24,6 @@ def _check_aware(obj: Any) -> None:
             raise NaiveDatetimeError(f"{type(obj).__name__}.{f.name} must carry a UTC offset, got {value!r}")
 
 
-
-
 class OrderStatus(StrEnum):
     """Where an order is. Local-only states come first; the rest mirror Extend's life cycle."""
 
