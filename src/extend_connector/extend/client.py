@@ -1,0 +1,555 @@
+"""The async Extend Commerce client: one method per operation the flows need.
+
+Flows get domain objects and classified errors (`errors.py`), never HTTP. The client owns one
+`httpx2.AsyncClient` (transport injectable), applies the dialect, waits for the shared rate
+budget before every call, retries what may be retried (`retry.py`), and streams lists page by
+page.
+
+    async with ExtendClient.from_settings(settings) as extend:
+        state = await extend.create_order(order)
+        async for balance in extend.availability_changed_since(cursor):
+            ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+from urllib.parse import quote_plus
+
+import httpx2
+from pydantic import BaseModel, ValidationError
+
+from extend_connector.domain import (
+    Balance,
+    Customer,
+    Order,
+    OrderChange,
+    OrderLine,
+    OrderState,
+    Price,
+    Product,
+)
+from extend_connector.settings import Settings
+
+from . import mapping
+from .dialect import AuthHeaders, Dialect, Endpoint
+from .errors import (
+    CallContext,
+    ExtendError,
+    OutcomeUnknown,
+    Throttled,
+    UnexpectedResponse,
+    classify_exception,
+    classify_response,
+    request_not_sent,
+)
+from .paging import (
+    BodyEnvelope,
+    ChangeDateWalk,
+    Envelope,
+    EnvelopeError,
+    HeaderEnvelope,
+    Page,
+    PageNumberWalk,
+)
+from .ratelimit import RateBudget, Sleep, shared_budget
+from .retry import RetryPolicy
+from .wire import (
+    DriftRegistry,
+    WireAvailability,
+    WireCustomer,
+    WireOrder,
+    WireOrderLight,
+    WirePrice,
+    WireProduct,
+    default_drift,
+)
+
+M = TypeVar("M", bound=BaseModel)
+W = TypeVar("W")
+T = TypeVar("T")
+
+
+# --- stats ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GroupStats:
+    calls: int = 0  # requests sent (retries included)
+    retries: int = 0
+    throttled: int = 0  # 429 answers
+    failures: int = 0  # errors raised to the caller
+    waits: int = 0  # times the budget made a call wait
+    waited_seconds: float = 0.0
+
+    def __sub__(self, other: GroupStats) -> GroupStats:
+        return GroupStats(calls=self.calls - other.calls, retries=self.retries - other.retries,
+                          throttled=self.throttled - other.throttled, failures=self.failures - other.failures,
+                          waits=self.waits - other.waits, waited_seconds=self.waited_seconds - other.waited_seconds)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClientStats:
+    """Counters since the client opened; `after - before` gives the cost of one piece of work."""
+
+    groups: Mapping[str, GroupStats] = field(default_factory=dict)
+    operations: Mapping[str, int] = field(default_factory=dict)  # requests per operation
+
+    def __sub__(self, other: ClientStats) -> ClientStats:
+        zero = GroupStats()
+        return ClientStats(
+            groups={g: s - other.groups.get(g, zero) for g, s in self.groups.items()},
+            operations={o: n - other.operations.get(o, 0) for o, n in self.operations.items()},
+        )
+
+    @property
+    def calls(self) -> int:
+        return sum(s.calls for s in self.groups.values())
+
+
+PageProgress = Callable[[int, int | None], None]
+"""Called after each page of a list: (items yielded so far, total count if Extend said)."""
+
+
+# --- the client ----------------------------------------------------------------------------------
+
+
+class ExtendClient:
+    def __init__(
+        self,
+        *,
+        dialect: Dialect,
+        default_warehouse: str,
+        default_customer_number: str,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        timeout: httpx2.Timeout | None = None,
+        max_in_flight: int = 4,
+        budget: RateBudget | None = None,
+        retry: RetryPolicy | None = None,
+        drift: DriftRegistry | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.dialect = dialect
+        self.default_warehouse = default_warehouse
+        self.default_customer_number = default_customer_number
+        self.budget = budget or RateBudget()
+        self.retry = retry or RetryPolicy()
+        self.drift = drift or default_drift
+        self._sleep = sleep
+        self._clock = clock
+        self._http = httpx2.AsyncClient(
+            transport=transport,
+            timeout=timeout or httpx2.Timeout(60.0, connect=10.0),
+            follow_redirects=False,
+        )
+        self._in_flight = max_in_flight
+        self._semaphore: asyncio.Semaphore | None = None
+        self._groups: dict[str, GroupStats] = {}
+        self._operations: dict[str, int] = {}
+        self._envelope: Envelope = (
+            BodyEnvelope() if dialect.envelope == "body" else HeaderEnvelope(
+                total_count_header=dialect.total_count_header, total_pages_header=dialect.total_pages_header,
+                page_header=dialect.page_header, page_size_header=dialect.page_size_header)
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        auth: AuthHeaders | None = None,
+        retry: RetryPolicy | None = None,
+        budget: RateBudget | None = None,
+        drift: DriftRegistry | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> ExtendClient:
+        extend = settings.extend
+        dialect = Dialect.from_settings(extend, auth=auth)
+        if budget is None:
+            # One budget per Extend credential per process, whoever builds the client.
+            fingerprint = hashlib.sha256(extend.api_token.get_secret_value().encode()).hexdigest()[:16]
+            budget = shared_budget(f"{dialect.base_url}#{fingerprint}")
+        return cls(
+            dialect=dialect,
+            default_warehouse=extend.warehouses[0],
+            default_customer_number=settings.scope.default_customer_number,
+            transport=transport,
+            timeout=httpx2.Timeout(extend.read_timeout_seconds, connect=extend.connect_timeout_seconds),
+            max_in_flight=extend.max_in_flight,
+            budget=budget,
+            retry=retry,
+            drift=drift,
+            sleep=sleep,
+        )
+
+    async def __aenter__(self) -> ExtendClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- stats ---------------------------------------------------------------------------------
+
+    def stats(self) -> ClientStats:
+        return ClientStats(groups=dict(self._groups), operations=dict(self._operations))
+
+    def _count(self, group: str, **delta: float) -> None:
+        current = self._groups.get(group, GroupStats())
+        self._groups[group] = replace(current, **{k: getattr(current, k) + v for k, v in delta.items()})
+
+    # --- one call --------------------------------------------------------------------------------
+
+    def _url(self, endpoint: Endpoint, path_values: Mapping[str, str]) -> str:
+        return self.dialect.base_url + endpoint.render(**path_values)
+
+    async def _call(
+        self,
+        operation: str,
+        *,
+        path_values: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> httpx2.Response:
+        """Send one request (with retries); return the 2xx response or raise an ExtendError."""
+        endpoint = self.dialect.endpoint(operation)
+        url = self._url(endpoint, path_values or {})
+        ctx = CallContext(operation=operation, method=endpoint.method, url=url, is_write=endpoint.is_write)
+        content = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self._in_flight)
+        group = endpoint.group
+        started = self._clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            waited = await self.budget.acquire(group)
+            if waited > 0:
+                self._count(group, waits=1, waited_seconds=waited)
+            headers = {"accept": "application/json", **self.dialect.auth()}
+            if content is not None:
+                headers["content-type"] = "application/json; charset=utf-8"
+            self._count(group, calls=1)
+            self._operations[operation] = self._operations.get(operation, 0) + 1
+            async with self._semaphore:
+                try:
+                    response = await self._http.request(endpoint.method, url, params=params, content=content,
+                                                        headers=headers)
+                except httpx2.TransportError as exc:
+                    error = classify_exception(exc, ctx)
+                    sent = not request_not_sent(exc)
+                else:
+                    self.budget.observe(group, response.headers,
+                                        limit_header=self.dialect.rate_limit_limit_header,
+                                        remaining_header=self.dialect.rate_limit_remaining_header,
+                                        reset_header=self.dialect.rate_limit_reset_header)
+                    if response.is_success:
+                        return response
+                    error = classify_response(response, ctx, parse_body=self.dialect.parse_error,
+                                              request_id_header=self.dialect.request_id_header,
+                                              reset_header=self.dialect.rate_limit_reset_header)
+                    sent = True
+            if isinstance(error, Throttled):
+                self._count(group, throttled=1)
+                self.budget.throttled(group, error.retry_after)
+            if not self.retry.retryable(error, is_write=endpoint.is_write, sent=sent) or (
+                    attempt >= self.retry.max_attempts):
+                self._count(group, failures=1)
+                raise error
+            # A throttled call waits in the budget (with everybody else in the group), not here.
+            delay = 0.0 if isinstance(error, Throttled) else self.retry.delay(attempt, error)
+            expected = error.retry_after if isinstance(error, Throttled) and error.retry_after else delay
+            if self._clock() - started + expected > self.retry.max_total_seconds:
+                self._count(group, failures=1)
+                raise error
+            self._count(group, retries=1)
+            if delay > 0:
+                await self._sleep(delay)
+
+    def _json(self, response: httpx2.Response, operation: str) -> Any:
+        try:
+            # Decimal, not float: prices and quantities keep every digit Extend sent.
+            return json.loads(response.content, parse_float=Decimal)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise self._unreadable(response, operation, f"body is not JSON: {exc}") from exc
+
+    def _unreadable(self, response: httpx2.Response, operation: str, why: str) -> ExtendError:
+        endpoint = self.dialect.endpoint(operation)
+        cls: type[ExtendError] = OutcomeUnknown if endpoint.is_write else UnexpectedResponse
+        if endpoint.is_write:
+            why = f"write answered {response.status_code} but {why}; look it up before re-sending"
+        return cls(why, operation=operation, method=endpoint.method, url=str(response.request.url),
+                   status=response.status_code, body_excerpt=response.content[:500].decode("utf-8", "replace"),
+                   request_id=response.headers.get(self.dialect.request_id_header))
+
+    def _parse(self, model: type[M], data: Any, response: httpx2.Response, operation: str) -> M:
+        try:
+            return model.model_validate(data, context={"drift": self.drift})
+        except ValidationError as exc:
+            raise self._unreadable(response, operation, f"{model.__name__}: {exc.errors()[:3]}") from exc
+
+    def _convert(self, build: Callable[[W], T], wire: W, response: httpx2.Response, operation: str) -> T:
+        try:
+            return build(wire)
+        except (ValueError, TypeError) as exc:  # unknown status, naive dates, ...
+            raise self._unreadable(response, operation, str(exc)) from exc
+
+    def _now(self) -> datetime:
+        return datetime.now(UTC)
+
+    # --- lists -----------------------------------------------------------------------------------
+
+    async def _fetch_page(self, operation: str, params: dict[str, str], number: int,
+                          holder: list[httpx2.Response]) -> Page:
+        query = {**params, self.dialect.page_param: str(number),
+                 self.dialect.page_size_param: str(self.dialect.page_size)}
+        response = await self._call(operation, params=query)
+        holder[:] = [response]
+        try:
+            return self._envelope.parse(self._json(response, operation), response.headers, requested_page=number)
+        except EnvelopeError as exc:
+            raise self._unreadable(response, operation, str(exc)) from exc
+
+    async def _items(
+        self,
+        operation: str,
+        model: type[M],
+        params: dict[str, str],
+        *,
+        since: datetime | None = None,
+        key: Callable[[M], Any] | None = None,
+        changed: Callable[[M], datetime | None] | None = None,
+        progress: PageProgress | None = None,
+    ) -> AsyncIterator[tuple[M, httpx2.Response]]:
+        """Every item of a list, page by page, parsed; change-date lists re-anchor (paging.py)."""
+        holder: list[httpx2.Response] = []
+        total: list[int | None] = [None]
+
+        async def fetch(query: dict[str, str], number: int) -> Page:
+            page = await self._fetch_page(operation, query, number, holder)
+            if total[0] is None:
+                total[0] = page.total_count
+            # Parsed once per page, so the walk and the caller see the same models.
+            items = [self._parse(model, raw, holder[0], operation) for raw in page.items]
+            return replace(page, items=items)
+
+        pages: AsyncIterator[list[Any]]
+        if since is not None and key is not None and changed is not None:
+            walk = ChangeDateWalk(
+                page_size=self.dialect.page_size, since_param=self.dialect.changed_since_param,
+                format_since=self.dialect.format_datetime, key=key,
+                changed=lambda item: _aware_or_none(self.dialect, changed(item)),
+                ordered=self.dialect.ordered_by_change_date,
+            )
+            pages = walk.pages(fetch, params, since)
+        else:
+            pages = PageNumberWalk(page_size=self.dialect.page_size).pages(fetch, params)
+        count = 0
+        async for items in pages:
+            response = holder[0]
+            for item in items:
+                yield item, response
+                count += 1
+            if progress is not None:
+                progress(count, total[0])
+
+    # --- orders ----------------------------------------------------------------------------------
+
+    async def create_order(self, order: Order) -> OrderState:
+        """POST CustomerOrders. Returns Extend's order (number, status, rows with positions).
+
+        Raises ValidationFailed (fix the order), BusinessConflict (e.g. duplicate external number:
+        look it up), TechnicalFailure, Throttled, or OutcomeUnknown (look it up before re-sending).
+        """
+        body = mapping.order_body(order, customer_number=order.customer_number or self.default_customer_number,
+                                  default_warehouse=self.default_warehouse)
+        return await self._order_call("create_order", body=body)
+
+    async def _order_call(self, operation: str, *, path_values: Mapping[str, str] | None = None,
+                          body: Any = None) -> OrderState:
+        response = await self._call(operation, path_values=path_values, body=body)
+        wire = self._parse(WireOrder, self._json(response, operation), response, operation)
+        return self._convert(lambda w: mapping.order_state(w, self.dialect.aware, fallback_changed=self._now()),
+                             wire, response, operation)
+
+    async def get_order(self, order_number: str) -> OrderState:
+        """GET CustomerOrders/{orderNumber}: status, rows, shipments, expected delivery date."""
+        return await self._order_call("get_order", path_values={"orderNumber": order_number})
+
+    async def find_order(self, order_number_external: str) -> OrderChange | None:
+        """The order with this shop reference, or None (the look-up before re-sending a create)."""
+        params = {self.dialect.order_number_external_param: order_number_external}
+        # Compared here as well: a server that ignores the filter must not make us pick a stranger.
+        async for wire, response in self._items("list_orders", WireOrderLight, params):
+            if wire.order_number_external == order_number_external:
+                return self._convert(lambda w: mapping.order_change(w, self.dialect.aware), wire, response,
+                                     "list_orders")
+        return None
+
+    async def orders_changed_since(self, since: datetime, *, status: str | None = None,
+                                   progress: PageProgress | None = None) -> AsyncIterator[OrderChange]:
+        """GET CustomerOrders?changedSince=…: light items, every page (inclusive; may repeat)."""
+        params = {self.dialect.status_param: status} if status else {}
+        async for wire, response in self._items(
+                "list_orders", WireOrderLight, params, since=since, key=lambda w: w.order_number,
+                changed=lambda w: w.changed_date, progress=progress):
+            yield self._convert(lambda w: mapping.order_change(w, self.dialect.aware), wire, response,
+                                "list_orders")
+
+    async def update_order_rows(self, order_number: str, lines: Sequence[OrderLine]) -> OrderState:
+        """Send changed rows (by `position`); a line with `cancelled=True` goes as rowOperation Inactive.
+
+        Only while the order is Registered; later Extend answers 409 (BusinessConflict).
+        """
+        rows = [mapping.row_body(line, default_warehouse=self.default_warehouse, currency=None) for line in lines]
+        return await self._order_call("update_order", path_values={"orderNumber": order_number},
+                                      body={"orderRows": rows})
+
+    async def cancel_order_rows(self, order_number: str, lines: Sequence[OrderLine]) -> OrderState:
+        """Cancel rows: each sent with its position, `rowOperation: Inactive` and its warehouse."""
+        missing = [line.product_number for line in lines if line.position is None]
+        if missing:
+            raise ValueError(f"rows to cancel need Extend's position: {missing}")
+        return await self.update_order_rows(order_number, [replace(line, cancelled=True) for line in lines])
+
+    async def cancel_order(self, order_number: str) -> OrderState:
+        """Cancel a whole order (Registered only; 409 BusinessConflict after reservation)."""
+        return await self._order_call("cancel_order", path_values={"orderNumber": order_number})
+
+    # --- availability ------------------------------------------------------------------------------
+
+    def _balances(self, params: dict[str, str], since: datetime | None,
+                  progress: PageProgress | None) -> AsyncIterator[tuple[WireAvailability, httpx2.Response]]:
+        return self._items("list_availability", WireAvailability, params, since=since,
+                           key=lambda w: (w.product_number, w.warehouse), changed=lambda w: w.changed_date,
+                           progress=progress)
+
+    async def _warehouse_params(self, warehouses: Iterable[str] | None) -> list[dict[str, str]]:
+        if not warehouses:
+            return [{}]
+        return [{self.dialect.warehouse_param: w} for w in dict.fromkeys(warehouses)]
+
+    async def availability_changed_since(self, since: datetime, *, warehouses: Iterable[str] | None = None,
+                                         progress: PageProgress | None = None) -> AsyncIterator[Balance]:
+        """GET ProductAvailability?changedSince=… (per warehouse when given), every page."""
+        for params in await self._warehouse_params(warehouses):
+            async for wire, response in self._balances(params, since, progress):
+                yield self._convert(lambda w: mapping.balance(w, self.dialect.aware), wire, response,
+                                    "list_availability")
+
+    async def availability_for_products(self, product_numbers: Iterable[str], *,
+                                        warehouses: Iterable[str] | None = None) -> AsyncIterator[Balance]:
+        """GET ProductAvailability?productNumbers=… in chunks that keep every URL short enough."""
+        endpoint = self.dialect.endpoint("list_availability")
+        for params in await self._warehouse_params(warehouses):
+            for chunk in self.chunk_numbers(endpoint, params, product_numbers):
+                query = {**params, self.dialect.product_numbers_param: self.dialect.join_numbers(chunk)}
+                async for wire, response in self._balances(query, None, None):
+                    yield self._convert(lambda w: mapping.balance(w, self.dialect.aware), wire, response,
+                                        "list_availability")
+
+    async def availability_for_warehouses(self, warehouses: Iterable[str]) -> AsyncIterator[Balance]:
+        """Every balance of the given warehouses (full refresh)."""
+        for params in await self._warehouse_params(list(warehouses) or None):
+            async for wire, response in self._balances(params, None, None):
+                yield self._convert(lambda w: mapping.balance(w, self.dialect.aware), wire, response,
+                                    "list_availability")
+
+    def chunk_numbers(self, endpoint: Endpoint, params: Mapping[str, str],
+                      numbers: Iterable[str]) -> list[list[str]]:
+        """Split product numbers so each URL (with paging parameters) stays within max_url_length."""
+        probe = {**params, self.dialect.page_param: "99999", self.dialect.page_size_param: "99999",
+                 self.dialect.product_numbers_param: ""}
+        fixed = len(str(httpx2.URL(self._url(endpoint, {}), params=probe)))
+        room = self.dialect.max_url_length - fixed
+        chunks: list[list[str]] = []
+        current: list[str] = []
+        used = 0
+        for number in dict.fromkeys(numbers):
+            cost = len(quote_plus(number)) + (len(quote_plus(",")) if current else 0)
+            if current and used + cost > room:
+                chunks.append(current)
+                current, used = [], 0
+                cost = len(quote_plus(number))
+            current.append(number)  # a single number longer than the room still goes, alone
+            used += cost
+        if current:
+            chunks.append(current)
+        return chunks
+
+    # --- products ----------------------------------------------------------------------------------
+
+    async def products_changed_since(self, since: datetime | None = None, *,
+                                     progress: PageProgress | None = None) -> AsyncIterator[Product]:
+        """GET Products?changedSince=… (all products when `since` is None), every page."""
+        async for wire, response in self._items("list_products", WireProduct, {}, since=since,
+                                                key=lambda w: w.product_number,
+                                                changed=lambda w: w.changed_date, progress=progress):
+            yield self._convert(lambda w: mapping.product(w, self.dialect.aware, fallback_changed=self._now()),
+                                wire, response, "list_products")
+
+    async def get_product(self, product_number: str) -> Product:
+        response = await self._call("get_product", path_values={"productNumber": product_number})
+        wire = self._parse(WireProduct, self._json(response, "get_product"), response, "get_product")
+        return self._convert(lambda w: mapping.product(w, self.dialect.aware, fallback_changed=self._now()),
+                             wire, response, "get_product")
+
+    # --- customers ---------------------------------------------------------------------------------
+
+    async def customers_changed_since(self, since: datetime | None = None, *,
+                                      progress: PageProgress | None = None) -> AsyncIterator[Customer]:
+        """GET Customers?changedSince=… (all customers when `since` is None), every page."""
+        async for wire, response in self._items("list_customers", WireCustomer, {}, since=since,
+                                                key=lambda w: w.customer_number,
+                                                changed=lambda w: w.changed_date, progress=progress):
+            yield self._convert(lambda w: mapping.customer(w, self.dialect.aware), wire, response,
+                                "list_customers")
+
+    async def get_customer(self, customer_number: str) -> Customer:
+        response = await self._call("get_customer", path_values={"customerNumber": customer_number})
+        return self._customer(response, "get_customer")
+
+    def _customer(self, response: httpx2.Response, operation: str) -> Customer:
+        wire = self._parse(WireCustomer, self._json(response, operation), response, operation)
+        return self._convert(lambda w: mapping.customer(w, self.dialect.aware), wire, response, operation)
+
+    async def create_customer(self, customer: Customer) -> Customer:
+        """POST Customers (shop is master). A lost answer raises OutcomeUnknown: look it up first."""
+        response = await self._call("create_customer", body=mapping.customer_body(customer))
+        created = self._customer(response, "create_customer")
+        return replace(created, shop_ref=customer.shop_ref)
+
+    # --- prices ------------------------------------------------------------------------------------
+
+    async def prices_for_customer(self, customer_number: str, product_numbers: Iterable[str] | None = None,
+                                  *, progress: PageProgress | None = None) -> AsyncIterator[Price]:
+        """GET ProductPrices?customerNumber=…[&productNumbers=…] (chunked), every page."""
+        endpoint = self.dialect.endpoint("list_prices")
+        params = {self.dialect.customer_number_param: customer_number}
+        queries: list[dict[str, str]]
+        if product_numbers is None:
+            queries = [params]
+        else:
+            queries = [{**params, self.dialect.product_numbers_param: self.dialect.join_numbers(chunk)}
+                       for chunk in self.chunk_numbers(endpoint, params, product_numbers)]
+        for query in queries:
+            async for wire, response in self._items("list_prices", WirePrice, query, progress=progress):
+                yield self._convert(
+                    lambda w: mapping.price(w, self.dialect.aware, customer_number=customer_number),
+                    wire, response, "list_prices")
+
+
+def _aware_or_none(dialect: Dialect, value: datetime | None) -> datetime | None:
+    return None if value is None else dialect.aware(value)

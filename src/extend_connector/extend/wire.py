@@ -1,0 +1,241 @@
+"""Extend's JSON shapes as tolerant pydantic models, plus the drift registry.
+
+Extend promises to add data to its models and never remove any (Code of Conduct, rule 6), so
+an unknown field never fails parsing: it is kept on the model (`model_extra`) and reported to a
+`DriftRegistry` (model, field, first seen, an example), which the store can persist so operators
+learn when Extend adds data. Keys are matched case-insensitively, because the KB mixes
+camelCase (REST) and PascalCase (webhooks). Only identity fields are required.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic.alias_generators import to_camel
+
+EXAMPLE_CHARS = 200
+
+
+class DriftRecord(BaseModel):
+    """One field Extend sent that this client does not know."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    field: str
+    first_seen: datetime
+    last_seen: datetime
+    count: int
+    example: str
+
+
+class DriftRegistry:
+    """Unknown fields seen in this process; thread-safe; `drain_new` hands new ones to the store."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: dict[tuple[str, str], DriftRecord] = {}
+        self._new: list[tuple[str, str]] = []
+
+    def record(self, model: str, field: str, value: Any) -> None:
+        now = datetime.now(UTC)
+        key = (model, field)
+        with self._lock:
+            old = self._records.get(key)
+            if old is None:
+                self._records[key] = DriftRecord(
+                    model=model, field=field, first_seen=now, last_seen=now, count=1,
+                    example=repr(value)[:EXAMPLE_CHARS],
+                )
+                self._new.append(key)
+            else:
+                self._records[key] = old.model_copy(update={"last_seen": now, "count": old.count + 1})
+
+    def snapshot(self) -> list[DriftRecord]:
+        with self._lock:
+            return sorted(self._records.values(), key=lambda r: (r.model, r.field))
+
+    def drain_new(self) -> list[DriftRecord]:
+        """Records first seen since the last drain (each is returned once)."""
+        with self._lock:
+            keys, self._new = self._new, []
+            return [self._records[k] for k in keys]
+
+
+default_drift = DriftRegistry()
+"""The registry used when a parse is given none (webhook parsing, ad-hoc use)."""
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(
+        extra="allow", alias_generator=to_camel, populate_by_name=True, frozen=True,
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_case(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        known = {}
+        for name, info in cls.model_fields.items():
+            alias = info.alias or name
+            known[alias.lower()] = alias
+        folded: dict[str, Any] = {}
+        for key, value in data.items():
+            target = known.get(key.lower(), key) if isinstance(key, str) else key
+            if target in folded and target != key:
+                continue  # the exactly spelled key wins over a case variant
+            folded[target] = value
+        return folded
+
+    @model_validator(mode="after")
+    def _report_drift(self, info: ValidationInfo) -> WireModel:
+        extra = self.model_extra
+        if extra:
+            context = info.context if isinstance(info.context, dict) else {}
+            registry = context.get("drift")
+            if not isinstance(registry, DriftRegistry):
+                registry = default_drift
+            for key, value in extra.items():
+                registry.record(type(self).__name__, key, value)
+        return self
+
+
+# --- availability ------------------------------------------------------------------------------
+
+
+class WireAvailability(WireModel):
+    product_number: str
+    warehouse: str
+    available_balance: Decimal
+    physical_balance: Decimal | None = None
+    reserved_quantity: Decimal | None = None
+    changed_date: datetime | None = None
+
+
+# --- orders -------------------------------------------------------------------------------------
+
+
+class WireOrderLight(WireModel):
+    order_number: str
+    status: str
+    changed_date: datetime
+    order_number_external: str | None = None
+
+
+class WireProductRef(WireModel):
+    product_number: str
+    product_name: str | None = None
+
+
+class WireSalesData(WireModel):
+    quantity: Decimal | None = None
+    unit: str | None = None
+    unit_price: Decimal | None = None
+    vat_percent: Decimal | None = None
+    currency: str | None = None
+    list_price: Decimal | None = None
+
+
+class WireOrderRow(WireModel):
+    product: WireProductRef
+    position: int | None = None
+    row_operation: str | None = None
+    sales_data: WireSalesData | None = None
+    warehouse: str | None = None
+    ship_date: datetime | None = None
+    expected_delivery_date: date | datetime | None = None
+    delivery_data: WireSalesData | None = None
+
+
+class WireOrderHeader(WireModel):
+    order_number_external: str | None = None
+    customer_number: str | None = None
+    status: str | None = None
+    order_type: str | None = None
+    currency: str | None = None
+
+
+class WireShipmentRow(WireModel):
+    position: int
+    product_number: str
+    quantity: Decimal
+
+
+class WireShipment(WireModel):
+    shipment_number: str
+    carrier: str | None = None
+    tracking_number: str | None = None
+    tracking_url: str | None = None
+    ship_date: datetime | None = None
+    rows: list[WireShipmentRow] = Field(default_factory=list)
+
+
+class WireOrder(WireModel):
+    order_number: str
+    order_header: WireOrderHeader = Field(default_factory=WireOrderHeader)
+    order_rows: list[WireOrderRow] = Field(default_factory=list)
+    status: str | None = None
+    changed_date: datetime | None = None
+    expected_delivery_date: date | datetime | None = None
+    shipments: list[WireShipment] = Field(default_factory=list)
+
+
+# --- master data --------------------------------------------------------------------------------
+
+
+class WireProduct(WireModel):
+    product_number: str
+    product_name: str | None = None
+    changed_date: datetime | None = None
+    product_notes: str | None = None
+    unit: str | None = None
+    ean: str | None = None
+    vat_percent: Decimal | None = None
+    customs_commodity_code: str | None = None
+    supply_mode: str | None = None
+    phase_out: bool | None = None
+
+
+class WireAddress(WireModel):
+    type: str | None = None
+    name: str | None = None
+    care_of: str | None = None
+    address_line1: str | None = Field(default=None, alias="addressLine1")
+    address_line2: str | None = Field(default=None, alias="addressLine2")
+    zip_code: str | None = None
+    city: str | None = None
+    country_code: str | None = None
+    phone: str | None = None
+    email: str | None = None
+
+
+class WireCustomer(WireModel):
+    customer_number: str
+    name: str | None = None
+    changed_date: datetime | None = None
+    last_name: str | None = None
+    organization_number: str | None = None
+    customer_group: str | None = None
+    price_list: str | None = None
+    salesperson: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    addresses: list[WireAddress] = Field(default_factory=list)
+
+
+class WirePrice(WireModel):
+    product_number: str
+    unit_price: Decimal
+    customer_number: str | None = None
+    price_list: str | None = None
+    list_price: Decimal | None = None
+    discount_percent: Decimal | None = None
+    campaign_price: Decimal | None = None
+    currency: str | None = None
+    vat_percent: Decimal | None = None
+    valid_to: datetime | None = None
