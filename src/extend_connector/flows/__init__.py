@@ -1,0 +1,3 @@
+"""One module per data point (orders, balances, products, customers, prices) plus the outbox
+that tells the shop. Flows run inside durable jobs and reach their dependencies through
+`flows.context.current()`; they never import the web layer."""
