@@ -56,7 +56,7 @@ def workflow(name: str, *, max_recovery_attempts: int = DEFAULT_MAX_RECOVERY_ATT
     def decorate(fn: F) -> F:
         wrapped = DBOS.workflow(name=name, max_recovery_attempts=max_recovery_attempts)(fn)
         _WORKFLOW_NAMES[wrapped] = name
-        return wrapped
+        return cast(F, wrapped)
 
     return decorate
 

@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import sqlalchemy as sa
-from dbos import DBOS, DBOSClient, DBOSConfig, EnqueueOptions, WorkflowStatus
+from dbos import DBOS, DBOSClient, DBOSConfig, EnqueueOptions, WorkflowHandle, WorkflowStatus
 from dbos._debouncer import DebouncerClient
 from dbos._error import DBOSException, DBOSNonExistentWorkflowError
 from dbos._serialization import DBOSPortableJSONSerializer
@@ -347,10 +347,17 @@ class Engine:
         The job exists if and only if the caller commits. Idempotent on `workflow_id`
         like `enqueue` (an existing id is left as it is).
         """
-        if session_or_connection.get_bind().engine.url != self.db_engine.url:  # type: ignore[union-attr]
+        bind = (
+            session_or_connection.engine
+            if isinstance(session_or_connection, sa.Connection)
+            else session_or_connection.get_bind().engine
+        )
+        if bind.url != self.db_engine.url:
             raise EngineStateError("enqueue_in_transaction needs a session on the engine's own database")
         options = self._options(workflow, queue, partition_key, workflow_id, delay_seconds)
-        handle = self.client.enqueue_in_transaction(session_or_connection, options, *to_json_value(list(args)))
+        handle: WorkflowHandle[Any] = self.client.enqueue_in_transaction(
+            session_or_connection, options, *to_json_value(list(args))
+        )
         return handle.workflow_id
 
     def start(self, workflow: Callable[..., Any], *args: Any, workflow_id: str | None = None) -> str:
@@ -388,8 +395,8 @@ class Engine:
         debouncer: DebouncerClient = DebouncerClient(
             self.client, options, debounce_timeout_sec=max_delay_seconds, queue=queue
         )
-        handle = debouncer.debounce(key, period_seconds, *to_json_value(list(args)))
-        return cast(str, handle.workflow_id)
+        handle: WorkflowHandle[Any] = debouncer.debounce(key, period_seconds, *to_json_value(list(args)))
+        return handle.workflow_id
 
     # --- results and operations -----------------------------------------------------------
 
@@ -462,11 +469,21 @@ class Engine:
         return info
 
     def resume(self, workflow_id: str) -> None:
-        """Continue a failed/cancelled job from its last completed step (completed steps are
-        not run again). It is re-queued on its own queue."""
-        self._require(workflow_id)
+        """Continue a stopped job under its own id, on its own queue: completed steps are not
+        run again, the step that failed runs again.
+
+        DBOS checkpoints a step's final error like an output, so its plain "resume" would
+        replay the error; a job that ended in ERROR is therefore rewound to its first
+        failed step. Cancelled or crashed-too-often jobs continue where they stopped.
+        """
+        info = self._require(workflow_id)
         try:
-            self.client.resume_workflow(workflow_id)
+            if info.status == "ERROR":
+                failed = [s.step for s in self.list_steps(workflow_id) if s.error is not None]
+                after = max((s.step for s in self.list_steps(workflow_id)), default=0) + 1
+                self.client.rewind_workflow(workflow_id, start_step=min(failed) if failed else after)
+            else:
+                self.client.resume_workflow(workflow_id)
         except DBOSNonExistentWorkflowError as exc:
             raise UnknownWorkflowError(workflow_id) from exc
 
@@ -484,7 +501,7 @@ class Engine:
             )
         except DBOSException as exc:
             raise EngineError(f"cannot replay {workflow_id}: {exc}") from exc
-        return cast(str, handle.workflow_id)
+        return handle.workflow_id
 
     def cancel(self, workflow_id: str) -> None:
         """Stop a job (at its next step boundary); `resume` can continue it later."""

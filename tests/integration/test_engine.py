@@ -1,0 +1,230 @@
+"""The engine's API on a real database (SQLite, and PostgreSQL when configured):
+transactional enqueue, idempotent ids, debounce, schedules, failures, rate limits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import engine_app as app
+import pytest
+import sqlalchemy as sa
+
+from extend_connector import engine
+from extend_connector.settings import Settings
+from extend_connector.store.database import Database
+from extend_connector.store.migrate import migrate
+from extend_connector.store.models import InboxRow
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def connected(migrated_url: str, make_settings: Callable[..., Settings]) -> Iterator[engine.Engine]:
+    """An engine that enqueues but executes nothing (like the web role)."""
+    eng = engine.Engine(make_settings(migrated_url)).connect()
+    app.use_database(eng.db_engine)
+    try:
+        yield eng
+    finally:
+        eng.shutdown()
+
+
+@pytest.fixture
+def running(migrated_url: str, make_settings: Callable[..., Settings]) -> Iterator[engine.Engine]:
+    """A launched engine executing queues in this process (role `all`)."""
+    eng = engine.Engine(make_settings(migrated_url), scheduler_poll_seconds=0.2).launch()
+    app.use_database(eng.db_engine)
+    try:
+        yield eng
+    finally:
+        eng.shutdown()
+
+
+def _inbox_count(db: Database, delivery_id: str) -> int:
+    with db.read() as session:
+        return session.query(InboxRow).filter_by(delivery_id=delivery_id).count()
+
+
+def test_inbox_row_and_job_commit_together_or_not_at_all(connected: engine.Engine) -> None:
+    db = Database(connected.url, engine=connected.db_engine)
+
+    class Forced(Exception):
+        pass
+
+    with pytest.raises(Forced), db.write() as session:
+        session.add(InboxRow(delivery_id="d-1", raw_body="{}"))
+        session.flush()
+        connected.enqueue_in_transaction(session, app.two_steps, "k1", queue="test.default", workflow_id="job-d-1")
+        raise Forced
+    assert _inbox_count(db, "d-1") == 0
+    assert connected.get_status("job-d-1") is None
+
+    with db.write() as session:
+        session.add(InboxRow(delivery_id="d-1", raw_body="{}"))
+        connected.enqueue_in_transaction(session, app.two_steps, "k1", queue="test.default", workflow_id="job-d-1")
+    assert _inbox_count(db, "d-1") == 1
+    info = connected.get_status("job-d-1")
+    assert info is not None and info.status == "ENQUEUED" and info.args == ["k1"]
+    assert info.application_version == "1"
+
+
+def test_enqueue_is_idempotent_on_workflow_id(connected: engine.Engine) -> None:
+    db = Database(connected.url, engine=connected.db_engine)
+    first = connected.enqueue(app.two_steps, "a", queue="test.default", workflow_id="same")
+    second = connected.enqueue(app.two_steps, "b", queue="test.default", workflow_id="same")
+    with db.write() as session:
+        third = connected.enqueue_in_transaction(session, app.two_steps, "c", queue="test.default", workflow_id="same")
+    assert first == second == third == "same"
+    jobs = connected.list_workflows(name="test.two_steps")
+    assert [(j.workflow_id, j.args) for j in jobs] == [("same", ["a"])]
+
+
+def test_enqueue_checks_queue_and_partition(connected: engine.Engine) -> None:
+    with pytest.raises(engine.EngineStateError, match="not declared"):
+        connected.enqueue(app.two_steps, "a", queue="nope")
+    with pytest.raises(engine.EngineStateError, match="partitioned"):
+        connected.enqueue(app.partition_job, "k", "j", queue="test.partitioned")
+    with pytest.raises(engine.EngineStateError, match="not partitioned"):
+        connected.enqueue(app.two_steps, "a", queue="test.default", partition_key="x")
+    with pytest.raises(engine.EngineStateError, match="launch"):
+        connected.start(app.two_steps, "a")
+
+
+def test_workflow_runs_steps_once_and_returns_json(running: engine.Engine) -> None:
+    wid = running.enqueue(app.two_steps, "k", queue="test.default")
+    assert running.wait(wid) == "done:k"
+    assert app.count(running.db_engine, "step1", "k") == 1
+    assert app.count(running.db_engine, "step2-done", "k") == 1
+    assert [s.name for s in running.list_steps(wid)][-2:] == [
+        "first_step",
+        "second_step",
+    ] or len(running.list_steps(wid)) == 2
+
+
+def test_failed_job_is_listed_resumed_and_replayed(running: engine.Engine) -> None:
+    db = running.db_engine
+    app.switch_on(db, "fail")
+    wid = running.enqueue(app.may_fail, "f1", queue="test.default", workflow_id="fail-1")
+    with pytest.raises(engine.WorkflowFailedError):
+        running.wait(wid)
+    failed = running.list_failed()
+    assert [f.workflow_id for f in failed] == ["fail-1"]
+    assert failed[0].name == "test.may_fail" and failed[0].args == ["f1"]
+    assert failed[0].error is not None and "boom for f1" in failed[0].error
+    assert failed[0].error_type == "RuntimeError"
+
+    app.switch_off(db, "fail")
+    running.resume(wid)
+    assert running.wait(wid) == "ok"
+    assert running.list_failed() == []
+    # Resume continued after the completed first step: it ran once in total.
+    assert app.count(db, "sync1", "f1") == 1
+    assert app.count(db, "flaky-attempt", "f1") == 2
+
+    fork = running.replay(wid)  # from step 1: everything again, as a new job
+    assert fork != wid and running.wait(fork) == "ok"
+    assert app.count(db, "sync1", "f1") == 2
+    fork2 = running.replay(wid, from_step=2)  # reuse step 1's checkpoint
+    assert running.wait(fork2) == "ok"
+    assert app.count(db, "sync1", "f1") == 2
+    assert app.count(db, "flaky-attempt", "f1") == 4
+    assert running.get_status(fork2).forked_from == wid  # type: ignore[union-attr]
+
+    with pytest.raises(engine.UnknownWorkflowError):
+        running.resume("no-such-job")
+
+
+def test_debounce_coalesces_a_burst_into_one_run_with_the_last_arguments(running: engine.Engine) -> None:
+    ids = {running.debounce("balances", app.collect, f"v{i}", queue="test.default", period_seconds=1.0) for i in range(10)}
+    assert len(ids) == 1
+    running.wait(ids.pop())
+    time.sleep(0.5)
+    assert app.values(running.db_engine, "collected") == ["v9"]
+    # A later burst is a new run.
+    later = running.debounce("balances", app.collect, "w", queue="test.default", period_seconds=0.2)
+    running.wait(later)
+    assert app.values(running.db_engine, "collected") == ["v9", "w"]
+
+
+def test_rate_limited_queue_starts_no_more_than_its_limit(running: engine.Engine) -> None:
+    ids = [running.enqueue(app.collect, f"r{i}", queue="test.rated") for i in range(6)]
+    wait_until(lambda: app.count(running.db_engine, "collected") >= 2)
+    time.sleep(1.5)  # several poll rounds: nothing else may start within the 120 s window
+    statuses = sorted(running.get_status(i).status for i in ids)  # type: ignore[union-attr]
+    assert statuses == ["ENQUEUED"] * 4 + ["SUCCESS"] * 2
+    assert app.count(running.db_engine, "collected") == 2
+    assert running.queue_depth() == {"test.rated": 4}
+
+
+def test_cancel_keeps_a_job_from_running(connected: engine.Engine) -> None:
+    wid = connected.enqueue(app.collect, "c", queue="test.default")
+    connected.cancel(wid)
+    assert connected.get_status(wid).status == "CANCELLED"  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def ticking() -> Iterator[None]:
+    engine.schedule("test.every-second", app.tick, every=timedelta(seconds=1))
+    try:
+        yield
+    finally:
+        engine._declare.forget_schedule("test.every-second")
+
+
+def test_schedule_fires_once_per_tick(ticking: None, migrated_url: str, make_settings: Callable[..., Settings]) -> None:
+    # Two engines on one database would be two processes in production; one in-process
+    # engine plus the uniqueness of each tick's workflow id is what keeps ticks single.
+    eng = engine.Engine(make_settings(migrated_url), scheduler_poll_seconds=0.2).launch()
+    try:
+        app.use_database(eng.db_engine)
+        wait_until(lambda: app.count(eng.db_engine, "tick") >= 3)
+        with eng.db_engine.connect() as conn:
+            keys = [r[0] for r in conn.execute(sa.select(app.effects.c.key).where(app.effects.c.kind == "tick"))]
+        assert len(keys) == len(set(keys))
+        runs = eng.list_workflows(name="test.tick")
+        assert all(r.workflow_id.startswith("sched-test.every-second-") for r in runs)
+    finally:
+        eng.shutdown()
+    # The schedule is gone from the database once no longer declared.
+    engine._declare.forget_schedule("test.every-second")
+    eng2 = engine.Engine(make_settings(migrated_url)).launch()
+    try:
+        from dbos import DBOS
+
+        assert DBOS.list_schedules() == []
+    finally:
+        eng2.shutdown()
+
+
+def test_interval_to_cron() -> None:
+    assert engine.interval_to_cron(timedelta(seconds=5)) == "*/5 * * * * *"
+    assert engine.interval_to_cron(timedelta(minutes=15)) == "0 */15 * * * *"
+    assert engine.interval_to_cron(timedelta(hours=6)) == "0 0 */6 * * *"
+    with pytest.raises(engine.DeclarationError, match="divide"):
+        engine.interval_to_cron(timedelta(minutes=7))
+
+
+def test_one_launched_engine_per_process(running: engine.Engine, make_settings: Callable[..., Settings]) -> None:
+    other = engine.Engine(make_settings(running.url))
+    with pytest.raises(engine.EngineStateError, match="already running"):
+        other.launch()
+    other.shutdown()
+
+
+def test_migrations_then_engine_share_one_database(migrated_url: str, make_settings: Callable[..., Settings]) -> None:
+    # Running the app migrations again after DBOS created its tables changes nothing.
+    eng = engine.Engine(make_settings(migrated_url)).connect()
+    try:
+        assert migrate(migrated_url, engine=eng.db_engine) == migrate(migrated_url)
+    finally:
+        eng.shutdown()
