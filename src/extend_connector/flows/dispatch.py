@@ -1,0 +1,65 @@
+"""Which flow handles which Extend webhook action, declared by the flows themselves.
+
+The webhook inbox knows no flow: for each notification of a delivery it looks up the
+action here. A handler is either
+- a `job`: a durable workflow enqueued (in the inbox's transaction) on a queue partitioned by the
+  notification's entity key, called as `workflow(notification_json)`; or
+- `inline`: a function run inside the inbox's own transaction (cheap bookkeeping such as marking
+  balances dirty, so a burst of thousands of notifications costs no job each), plus an optional
+  `after_commit` callback (e.g. start a debounced flush).
+Actions with no handler are stored and counted by the inbox, then acknowledged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from extend_connector.extend.webhooks import Notification
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobHandler:
+    workflow: Callable[..., Any]
+    queue: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InlineHandler:
+    apply: Callable[[Session, Notification, dict[str, Any]], None]
+    after_commit: Callable[[list[Notification]], None] | None = None
+
+
+Handler = JobHandler | InlineHandler
+
+_HANDLERS: dict[str, Handler] = {}
+
+
+def on(actions: list[str] | tuple[str, ...], handler: Handler) -> None:
+    """Route each of `actions` (Extend's action names, case-insensitive) to `handler`."""
+    for action in actions:
+        key = action.lower()
+        existing = _HANDLERS.get(key)
+        if existing is not None and existing != handler:
+            raise ValueError(f"webhook action {action!r} already has a handler: {existing}")
+        _HANDLERS[key] = handler
+
+
+def handler_for(action: str) -> Handler | None:
+    return _HANDLERS.get(action.lower())
+
+
+def notification_json(notification: Notification, *, delivery_id: str, index: int,
+                      received_at: str) -> dict[str, Any]:
+    """The JSON a job handler receives: enough to refetch, never the data itself."""
+    return {
+        "action": notification.action,
+        "details": dict(notification.details),
+        "entityKey": notification.entity_key,
+        "deliveryId": delivery_id,
+        "index": index,
+        "receivedAt": received_at,
+    }

@@ -1,0 +1,128 @@
+"""Tell the shop, durably: an outbox row per real change, delivered by a job per row.
+
+`publish()` is called inside the same write transaction that changed the local copy, so the
+shop is told if and only if the change committed. Delivery is a durable workflow on a queue
+partitioned by record key (events about one record arrive in order); a shop that is down is
+retried with capped backoff for as long as `max_delivery_hours`, a shop that refuses an event
+gets it parked (kind `shop_delivery`) for a person to look at.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from extend_connector import engine
+from extend_connector.flows.context import current
+from extend_connector.store.models import OutboxRow, ParkedFailureRow
+from extend_connector.webshop import DeliveryRefused, EventType, ShopEvent, ShopUnavailable
+
+QUEUE = "shop-delivery"
+engine.queue(QUEUE, partition_concurrency=1)
+
+BACKOFF_FLOOR_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 300.0
+MAX_DELIVERY_HOURS = 72.0
+
+
+def publish(session: Session, event_type: EventType, key: str, data: dict[str, Any]) -> int | None:
+    """Record an event for the shop in the caller's transaction; returns the outbox id.
+
+    Without a configured shop webhook URL (and no adapter injected) events are still kept
+    in the outbox for the read API's change feed but no delivery job is enqueued.
+    """
+    ctx = current()
+    row = OutboxRow(event_type=event_type.value, key=key, payload=engine.to_json_value(data),
+                    created_at=ctx.clock())
+    session.add(row)
+    session.flush()
+    if ctx.extras.get("deliver_to_shop", True):
+        ctx.engine.enqueue_in_transaction(session, deliver, row.id, queue=QUEUE, partition_key=key,
+                                          workflow_id=f"shop-event-{row.id}")
+    return row.id
+
+
+@engine.step()
+def _load(outbox_id: int) -> dict[str, Any] | None:
+    with current().db.read() as session:
+        row = session.get(OutboxRow, outbox_id)
+        if row is None or row.delivered_at is not None:
+            return None
+        return {"type": row.event_type, "key": row.key, "data": row.payload,
+                "created_at": row.created_at.isoformat()}
+
+
+@engine.step()
+async def _attempt(outbox_id: int, event: dict[str, Any], attempt: int) -> dict[str, Any]:
+    ctx = current()
+    shop_event = ShopEvent(event_id=f"evt_{outbox_id}", type=EventType(event["type"]), key=event["key"],
+                           data=event["data"], occurred_at=datetime.fromisoformat(event["created_at"]),
+                           attempt=attempt)
+    try:
+        await ctx.webshop.deliver(shop_event)
+    except ShopUnavailable as exc:
+        return {"outcome": "retry", "error": str(exc), "retry_after": exc.retry_after}
+    except DeliveryRefused as exc:
+        return {"outcome": "refused", "error": str(exc), "status": exc.status, "body": exc.body_excerpt}
+    return {"outcome": "delivered"}
+
+
+@engine.step()
+def _record(outbox_id: int, outcome: dict[str, Any], attempt: int, next_in: float | None) -> None:
+    ctx = current()
+    now = ctx.clock()
+    with ctx.db.write() as session:
+        row = session.get(OutboxRow, outbox_id)
+        if row is None:
+            return
+        row.attempts = attempt
+        if outcome["outcome"] == "delivered":
+            row.delivered_at = now
+            row.last_error = None
+            row.next_attempt_at = None
+            return
+        row.last_error = outcome.get("error")
+        row.next_attempt_at = now + timedelta(seconds=next_in) if next_in is not None else None
+        if outcome["outcome"] == "refused" or next_in is None:
+            session.add(ParkedFailureRow(
+                kind="shop_delivery", key=row.key,
+                reason="shop_refused" if outcome["outcome"] == "refused" else "shop_unreachable",
+                detail={"error": outcome.get("error"), "status": outcome.get("status"),
+                        "body": outcome.get("body"), "outbox_id": outbox_id, "attempts": attempt},
+                payload={"outbox_id": outbox_id, "event_type": row.event_type, "data": row.payload},
+                created_at=now,
+            ))
+
+
+def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
+    """Capped exponential backoff; a shop's Retry-After wins when it asks for longer."""
+    wait = min(BACKOFF_CAP_SECONDS, BACKOFF_FLOOR_SECONDS * (2 ** max(0, attempt - 1)))
+    return float(max(wait, retry_after or 0.0))
+
+
+@engine.workflow("shop.deliver_event")
+async def deliver(outbox_id: int) -> str:
+    """Deliver one outbox event; returns `delivered`, `refused`, `gave_up` or `already_done`."""
+    event = _load(outbox_id)
+    if event is None:
+        return "already_done"
+    waited = 0.0
+    attempt = 0
+    while True:
+        attempt += 1
+        outcome = await _attempt(outbox_id, event, attempt)
+        if outcome["outcome"] == "delivered":
+            _record(outbox_id, outcome, attempt, None)
+            return "delivered"
+        if outcome["outcome"] == "refused":
+            _record(outbox_id, outcome, attempt, None)
+            return "refused"
+        wait = backoff_seconds(attempt, outcome.get("retry_after"))
+        if waited + wait > MAX_DELIVERY_HOURS * 3600:
+            _record(outbox_id, outcome, attempt, None)
+            return "gave_up"
+        _record(outbox_id, outcome, attempt, wait)
+        await engine.sleep_async(wait)
+        waited += wait
