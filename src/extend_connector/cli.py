@@ -136,9 +136,20 @@ def check(ctx: click.Context) -> None:
 @main.command()
 @click.pass_context
 def run(ctx: click.Context) -> None:
-    """Run the connector: webhook inbox, read API, workers and schedules (per engine.role)."""
-    _settings(ctx)
-    not_available("run", "orders / balances issues")
+    """Run the connector: webhook inbox, read API, workers and schedules (per engine.role).
+
+    \b
+    engine.role = all     HTTP and jobs in this process (default; SQLite or PostgreSQL)
+    engine.role = web     HTTP only: webhook inbox and read API enqueue work (PostgreSQL)
+    engine.role = worker  jobs only (PostgreSQL); run as many as you need, each with its own
+                          stable engine.executor_id
+    Stops cleanly on Ctrl-C / SIGTERM; work in flight resumes at the next start.
+    """
+    from extend_connector.service import Connector, configure_logging
+
+    settings = _settings(ctx)
+    configure_logging()
+    Connector(settings).serve()
 
 
 @main.command()
@@ -148,10 +159,110 @@ def demo(ctx: click.Context) -> None:
     not_available("demo", "demo and benchmarks issue")
 
 
-@main.command()
-def simulator() -> None:
-    """Run the bundled Extend Commerce simulator."""
-    not_available("simulator", "simulator issue")
+def _rate(text: str) -> tuple[int, float]:
+    """`LIMIT/SECONDS`, e.g. `300/60`."""
+    try:
+        limit, _, period = text.partition("/")
+        return int(limit), float(period or 60)
+    except ValueError as exc:
+        raise click.BadParameter(f"expected LIMIT/SECONDS such as 300/60, got {text!r}") from exc
+
+
+@main.command(context_settings={"show_default": True})
+@click.option("--host", default="127.0.0.1", help="Interface to bind (loopback by default).")
+@click.option("--port", default=8765, type=int, help="Port; the connector's default extend.base_url is http://127.0.0.1:8765/api.")
+@click.option("--seed", default=1, type=int, help="Seed of the data generator: same seed and sizes, same data.")
+@click.option("--products", default=200, type=int, help="Products to generate (100,000 takes a few seconds).")
+@click.option("--customers", default=50, type=int, help="Customers to generate, besides the anonymous webshop customer WEB.")
+@click.option("--b2b-share", default=0.5, type=float, help="Share of generated customers that are B2B (org. number, price list, ...).")
+@click.option("--orders", default=0, type=int, help="Orders to create at start, spread over Registered/Reserved/Picked/Cancelled.")
+@click.option("--warehouses", default="MainWarehouse,GreenWarehouse,TEST", help="Comma list of warehouse names.")
+@click.option("--token", default="sim-token", help="The credential clients must send (connector setting extend.api_token).")
+@click.option("--auth-header", default="Authorization", help="Header that carries the credential.")
+@click.option("--auth-scheme", default="Bearer", help="Prefix before the token; '' for a bare API key.")
+@click.option("--envelope", type=click.Choice(["body", "headers"]), default="body",
+              help="List paging: `body` = {items,page,pageSize,totalCount,totalPages}; `headers` = bare array + x-total-* headers.")
+@click.option("--page-size", "default_page_size", default=100, type=int, help="Page size when the client gives none.")
+@click.option("--max-page-size", default=500, type=int, help="Larger page sizes are capped to this.")
+@click.option("--timezone", default="Europe/Stockholm", help="Zone of every date-time the API shows.")
+@click.option("--start-time", default=None, help="Start the clock at this ISO-8601 instant (with offset) instead of now.")
+@click.option("--rate-limits/--no-rate-limits", default=True, help="Enforce the three rate-limit groups (429 when spent).")
+@click.option("--rate-standard", default="300/60", help="Standard group (single GETs): LIMIT/SECONDS.")
+@click.option("--rate-heavy", default="60/60", help="Heavy group (lists): LIMIT/SECONDS.")
+@click.option("--rate-write", default="120/60", help="Write group (POST/PUT/DELETE): LIMIT/SECONDS.")
+@click.option("--webhook-url", default="http://127.0.0.1:8700/webhooks/extend",
+              help="Register this callback for all 18 events (the connector's default webhook inbox).")
+@click.option("--no-webhook", is_flag=True, help="Register no webhook at start (add them later with PUT /_sim/webhooks/{name}).")
+@click.option("--webhook-secret", default="sim-webhook-secret", help="Secret of that registration (connector setting extend.webhook_secret).")
+@click.option("--webhook-warehouses", default="", help="Comma list: only notifications of these warehouses (empty = all).")
+@click.option("--webhook-batch-size", default=100, type=int, help="Notifications raised together are sent in POSTs of at most this many.")
+@click.option("--time-scale", default=1.0, type=float, help="Multiplies the webhook retry delays (1 min, then 4 min); 0.01 = 0.6 s / 2.4 s.")
+@click.option("--swedish-numbers", is_flag=True, help='Format webhook Details numbers the Swedish way ("5 324", "12,5").')
+@click.option("--error-rate", default=0.0, type=float, help="Probability of a technical 5xx on every /api call.")
+@click.option("--latency", default=0.0, type=float, help="Seconds added to every /api response.")
+@click.option("--latency-jitter", default=0.0, type=float, help="Plus a uniform random 0..this many seconds.")
+@click.option("--outage", is_flag=True, help="Start in a full outage (ended with DELETE /_sim/outage).")
+@click.option("--outage-mode", type=click.Choice(["503", "drop"]), default="503",
+              help="Outage answers: 503 Technical body, or the connection is dropped unanswered.")
+@click.option("--throttle-storm", default=0.0, type=float, help="Probability of a 429 whatever the budget left.")
+@click.option("--lost-response-rate", default=0.0, type=float,
+              help="Probability that a successful write's response is lost (connection dropped after the write).")
+@click.option("--webhook-duplicate-rate", default=0.0, type=float, help="Probability a delivery is POSTed twice.")
+@click.option("--webhook-drop-rate", default=0.0, type=float, help="Probability a delivery is never sent.")
+@click.option("--webhook-reorder", is_flag=True, help="Send the deliveries of one burst in reverse order.")
+@click.option("--extra-fields", is_flag=True, help="Append an unknown field to every JSON object (Extend may add fields).")
+@click.option("--unknown-webhook-actions", is_flag=True, help="Add a notification with an unknown Action to every delivery.")
+def simulator(host: str, port: int, seed: int, products: int, customers: int, b2b_share: float, orders: int,
+              warehouses: str, token: str, auth_header: str, auth_scheme: str, envelope: str,
+              default_page_size: int, max_page_size: int, timezone: str, start_time: str | None,
+              rate_limits: bool, rate_standard: str, rate_heavy: str, rate_write: str, webhook_url: str,
+              no_webhook: bool, webhook_secret: str, webhook_warehouses: str, webhook_batch_size: int,
+              time_scale: float, swedish_numbers: bool, error_rate: float, latency: float, latency_jitter: float,
+              outage: bool, outage_mode: str, throttle_storm: float, lost_response_rate: float,
+              webhook_duplicate_rate: float, webhook_drop_rate: float, webhook_reorder: bool, extra_fields: bool,
+              unknown_webhook_actions: bool) -> None:
+    """Run the bundled Extend Commerce simulator (API under /api, driving API under /_sim).
+
+    It speaks the house contract (docs/simulator.md): the connector's defaults
+    (extend.base_url http://127.0.0.1:8765/api, token sim-token, webhook secret
+    sim-webhook-secret, inbox http://127.0.0.1:8700/webhooks/extend) work unchanged.
+    Every fault can also be switched at run time: PATCH /_sim/faults.
+    """
+    from extend_connector.simulator import (
+        FaultConfig,
+        RateLimit,
+        SimulatorConfig,
+        WebhookRegistration,
+        serve,
+    )
+
+    try:
+        limits = {name: RateLimit(limit=lim, period_seconds=per)
+                  for name, (lim, per) in (("standard", _rate(rate_standard)), ("heavy", _rate(rate_heavy)),
+                                           ("write", _rate(rate_write)))}
+        hooks = () if no_webhook else (WebhookRegistration(
+            callback_url=webhook_url, secret=webhook_secret,
+            warehouses=tuple(w.strip() for w in webhook_warehouses.split(",") if w.strip())),)
+        config = SimulatorConfig(
+            seed=seed, products=products, customers=customers, b2b_share=b2b_share, orders=orders,
+            warehouses=tuple(w.strip() for w in warehouses.split(",") if w.strip()), token=token,
+            auth_header=auth_header, auth_scheme=auth_scheme, envelope=envelope,  # type: ignore[arg-type]
+            default_page_size=default_page_size, max_page_size=max_page_size, timezone=timezone,
+            start_time=start_time, rate_limits_enabled=rate_limits, rate_limit_standard=limits["standard"],
+            rate_limit_heavy=limits["heavy"], rate_limit_write=limits["write"], webhooks=hooks,
+            webhook_batch_size=webhook_batch_size, time_scale=time_scale, swedish_numbers=swedish_numbers,
+            faults=FaultConfig(error_rate=error_rate, latency_seconds=latency, latency_jitter_seconds=latency_jitter,
+                               outage=outage, outage_mode=outage_mode,  # type: ignore[arg-type]
+                               throttle_storm=throttle_storm, lost_response_rate=lost_response_rate,
+                               webhook_duplicate_rate=webhook_duplicate_rate, webhook_drop_rate=webhook_drop_rate,
+                               webhook_reorder=webhook_reorder, extra_fields=extra_fields,
+                               unknown_webhook_actions=unknown_webhook_actions),
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Extend Commerce simulator: API http://{host}:{port}/api  driving API http://{host}:{port}/_sim  "
+               f"(seed {seed}, {products} products, {customers} customers; Ctrl+C stops)")
+    serve(config, host=host, port=port)
 
 
 @main.command()

@@ -1,0 +1,192 @@
+"""Compose the connector: database, migrations, engine, flows, webshop adapter and HTTP app.
+
+`Connector(settings)` wires one process per `settings.engine.role`:
+- `all`: HTTP (webhook inbox, read API) and job execution in one process (SQLite default);
+- `web`: HTTP only; jobs are enqueued for workers (PostgreSQL);
+- `worker`: job execution only (PostgreSQL).
+Flow modules register their workflows, queues and webhook handlers when imported; a flow module
+may define `declare_schedules(settings)`; an API module defines `router`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx2
+import structlog
+import uvicorn
+from fastapi import FastAPI
+
+from extend_connector.api.app import create_app
+from extend_connector.engine import Engine
+from extend_connector.flows import context
+from extend_connector.settings import Settings
+from extend_connector.store.database import Database
+from extend_connector.store.migrate import migrate
+from extend_connector.webshop import HeadlessWebshop, RecordingWebshop, WebshopPort
+
+log = structlog.get_logger("extend_connector.service")
+
+FLOW_MODULES = ("outbox", "orders", "balances", "products", "customers", "prices")
+API_MODULES = ("webhooks", "orders", "shop", "customers", "admin")
+
+
+def _optional_module(name: str) -> ModuleType | None:
+    """Import a part that may not exist yet in this build; any other import error is real."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            return None
+        raise
+
+
+def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
+    """structlog with JSON lines (or pretty console output for humans)."""
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format="%(message)s")
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
+        cache_logger_on_first_use=False,
+    )
+
+
+class Connector:
+    """One connector process. Use `serve()` (blocking) or `serve_in_thread()` (tests, demo)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        webshop: WebshopPort | None = None,
+        extend_transport_factory: Callable[[], httpx2.AsyncBaseTransport] | None = None,
+        clock: Callable[[], datetime] | None = None,
+        scheduler_poll_seconds: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        if settings.store.is_sqlite:
+            Path(settings.store.data_dir).mkdir(parents=True, exist_ok=True)
+            db_file = settings.store.url.removeprefix("sqlite:///")
+            Path(db_file).parent.mkdir(parents=True, exist_ok=True)
+        self.db = Database(settings.store.url)
+        migrate(settings.store.url, engine=self.db.engine)
+        self.engine = Engine(settings, db_engine=self.db.engine, scheduler_poll_seconds=scheduler_poll_seconds)
+        deliver_to_shop = webshop is not None or settings.webshop.webhook_url is not None
+        if webshop is None:
+            webshop = (
+                HeadlessWebshop(str(settings.webshop.webhook_url), settings.webshop.webhook_secret.get_secret_value())
+                if settings.webshop.webhook_url is not None
+                else RecordingWebshop()
+            )
+        self.webshop = webshop
+        ctx_kwargs: dict[str, Any] = {}
+        if clock is not None:
+            ctx_kwargs["clock"] = clock
+        self.context = context.FlowContext(
+            settings=settings, db=self.db, engine=self.engine, webshop=webshop,
+            extend_transport_factory=extend_transport_factory, **ctx_kwargs,
+        )
+        self.context.extras["deliver_to_shop"] = deliver_to_shop
+        context.install(self.context)
+        self.flow_modules = [m for m in (_optional_module(f"extend_connector.flows.{n}") for n in FLOW_MODULES) if m]
+        for module in self.flow_modules:
+            declare = getattr(module, "declare_schedules", None)
+            if declare is not None:
+                declare(settings)
+        self.api_modules = [m for m in (_optional_module(f"extend_connector.api.{n}") for n in API_MODULES) if m]
+        if not settings.extend.verify_webhook_signatures:
+            log.warning("webhook_signatures_not_verified",
+                        setting="extend.verify_webhook_signatures",
+                        why="anyone who can reach /webhooks/extend can trigger fetches; turn it back on")
+
+    # --- HTTP -------------------------------------------------------------------------------
+
+    def app(self) -> FastAPI:
+        """The ASGI app; its lifespan starts and stops the engine per role."""
+        connector = self
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            # DBOS refuses a sync launch inside a running loop; launched from a worker thread it
+            # runs async workflows on its own background loop (FlowContext keeps one Extend
+            # client per loop, so the API's and the jobs' clients never cross loops).
+            if connector.settings.engine.role == "all":
+                await asyncio.to_thread(connector.engine.launch)
+            else:
+                await asyncio.to_thread(connector.engine.connect)
+            log.info("connector_started", role=connector.settings.engine.role,
+                     version=connector.settings.engine.application_version,
+                     executor=connector.settings.engine.executor_id)
+            try:
+                yield
+            finally:
+                await connector.context.aclose()
+                await asyncio.to_thread(connector.engine.shutdown)
+
+        routers = [m.router for m in self.api_modules if hasattr(m, "router")]
+        return create_app(routers=routers, state={"connector": self, "settings": self.settings},
+                          lifespan=lifespan)
+
+    def serve(self) -> None:
+        """Run until SIGINT/SIGTERM: HTTP for roles `all`/`web`, job execution for `worker`."""
+        if self.settings.engine.role == "worker":
+            self._serve_worker()
+            return
+        server = uvicorn.Server(uvicorn.Config(self.app(), host=self.settings.server.host,
+                                               port=self.settings.server.port, log_level="warning",
+                                               access_log=False, lifespan="on"))
+        server.run()
+        self.close()
+
+    def _serve_worker(self) -> None:
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        self.engine.launch()
+        log.info("worker_started", executor=self.settings.engine.executor_id)
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            self.engine.shutdown()
+            self.close()
+
+    @contextlib.contextmanager
+    def serve_in_thread(self, *, port: int | None = None, timeout: float = 30.0) -> Iterator[str]:
+        """Serve on 127.0.0.1 in a background thread; yields the base URL; stops on exit."""
+        config = uvicorn.Config(self.app(), host="127.0.0.1", port=port or self.settings.server.port,
+                                log_level="warning", access_log=False, lifespan="on")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, name="connector-http", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("connector HTTP server did not start")
+            time.sleep(0.02)
+        try:
+            yield f"http://127.0.0.1:{config.port}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout)
+
+    def close(self) -> None:
+        context.install(None)
+        self.db.dispose()
