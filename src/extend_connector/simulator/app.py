@@ -331,6 +331,10 @@ def _order_put(sim: Simulator, request: Request) -> Reply:
     return Reply(200, sim.state.update_order(request.segments[1], request.json()), [])
 
 
+def _order_delete(sim: Simulator, request: Request) -> Reply:
+    return Reply(200, sim.state.withdraw_order(request.segments[1]), [])
+
+
 def _availability(sim: Simulator, request: Request) -> Reply:
     state = sim.state
     cfg = sim.config
@@ -439,6 +443,7 @@ API_ROUTES: dict[tuple[str, str, int], tuple[str, str, Handler]] = {
     ("GET", "customerorders", 2): ("GET /CustomerOrders/{orderNumber}", "standard", _order_get),
     ("POST", "customerorders", 1): ("POST /CustomerOrders", "write", _order_post),
     ("PUT", "customerorders", 2): ("PUT /CustomerOrders/{orderNumber}", "write", _order_put),
+    ("DELETE", "customerorders", 2): ("DELETE /CustomerOrders/{orderNumber}", "write", _order_delete),
     ("GET", "productavailability", 1): ("GET /ProductAvailability", "heavy", _availability),
     ("GET", "products", 1): ("GET /Products", "heavy", _products_list),
     ("GET", "products", 2): ("GET /Products/{productNumber}", "standard", _product_get),

@@ -746,6 +746,22 @@ class SimState:
                 self._emit_order("OrderCancelled", order)
             return self.order_json(order)
 
+    def withdraw_order(self, number: str) -> dict[str, Any]:
+        """DELETE CustomerOrders/{orderNumber}: the shop cancels a whole order. [ASSUMPTION: verb]
+
+        Only while Registered, like every other change from the API; later -> 409 Business.
+        """
+        with self.operation() as now:
+            order = self.order(number)
+            if order.status != "Registered":
+                raise BusinessConflict("OrderLocked", f"order {number} is {order.status}; it can no longer be changed",
+                                       details=[{"field": "status", "message": order.status}])
+            order.status = "Cancelled"
+            self._stamp(order, now)
+            self.orders_ix.touch(number, now)
+            self._emit_order("OrderCancelled", order)
+            return self.order_json(order)
+
     def reserve_order(self, number: str) -> dict[str, Any]:
         """Registered -> Reserved: picking starts; available balance drops by the active rows."""
         with self.operation() as now:
@@ -960,7 +976,8 @@ class SimState:
         shipments = [{"shipmentNumber": s.shipment_number, "carrier": s.carrier, "trackingNumber": s.tracking_number,
                       "trackingUrl": s.tracking_url, "shipDate": s.ship_date, "rows": [dict(x) for x in s.rows]}
                      for s in o.shipments]
-        return {**self.order_light_json(o), "orderHeader": header, "orderRows": rows, "shipments": shipments}
+        return {**self.order_light_json(o), "expectedDeliveryDate": o.expected_delivery_date, "orderHeader": header,
+                "orderRows": rows, "shipments": shipments}
 
     def price_json(self, customer: Customer, number: str, quote: PriceQuote, changed_ms: int) -> dict[str, Any]:
         product = self.products[number]
