@@ -137,32 +137,50 @@ class ChangeDateWalk:
         anchor = since
         number = 1
         ordered = self.ordered
-        seen: set[tuple[Hashable, datetime | None]] = set()
+        seen: set[tuple[Hashable, datetime | None]] = set()  # yielded since `anchor` was set
         budget: int | None = None
         fetched = 0
-        while True:
-            page = await fetch({**params, self.since_param: self.format_since(anchor)}, number)
+
+        async def get(n: int) -> tuple[Page, list[Any]]:
+            nonlocal fetched, budget
+            page = await fetch({**params, self.since_param: self.format_since(anchor)}, n)
             fetched += 1
             if budget is None:
                 budget = (page.total_pages or 1) + self.extra_pages
-            items = page.items
             fresh = []
-            for item in items:
+            for item in page.items:
                 mark = (self.key(item), self.changed(item))
                 if mark not in seen:
+                    seen.add(mark)
                     fresh.append(item)
+            return page, fresh
+
+        while True:
+            page, fresh = await get(number)
             if fresh:
                 yield fresh
-            if is_last(page, self.page_size) or fetched >= budget:
+            if number > 1 and ordered:
+                # Stepping pages inside one change date (a tie bigger than a page): a tied record
+                # that changed meanwhile left the tie, and everything behind it slid one place
+                # forward, so the head of this page may now sit on the page before. Re-read
+                # backwards until a page brings nothing new.
+                back = number - 1
+                while back >= 1 and fetched < (budget or 0):
+                    _, again = await get(back)
+                    if not again:
+                        break
+                    yield again
+                    back -= 1
+            if is_last(page, self.page_size) or fetched >= (budget or 0):
                 return
-            stamps = [self.changed(item) for item in items]
+            stamps = [self.changed(item) for item in page.items]
             if ordered and (any(s is None for s in stamps) or any(
                     a > b for a, b in itertools.pairwise(stamps) if a and b)):
                 ordered = False  # the server does not sort as promised: fall back to page numbers
             last = stamps[-1]
             if ordered and last is not None and last > anchor:
+                # Everything not yet seen is at or after `last`: ask again from there.
                 anchor, number = last, 1
-                seen = {(self.key(i), s) for i, s in zip(items, stamps, strict=True) if s == last}
+                seen = {mark for mark in seen if mark[1] == last}
             else:
                 number += 1
-                seen.update((self.key(i), s) for i, s in zip(items, stamps, strict=True) if s == anchor)
