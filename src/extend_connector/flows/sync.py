@@ -8,7 +8,7 @@ table; schedules run the same sweep with no one watching. So a sweep takes a `Pr
 
     async def sweep_balances(full: bool, dry_run: bool, progress: Progress | None = None) -> SweepResult:
         extend = current().extend()
-        tally = Tally("balances", progress, full=full, dry_run=dry_run, stats=lambda: extend.stats)
+        tally = Tally("balances", progress, full=full, dry_run=dry_run, stats=extend.stats)
         async for balance in extend.availability_changed_since(since, progress=tally.page):
             tally.record("updated" if changed else "unchanged")
         return tally.result(cursor=new_mark)
