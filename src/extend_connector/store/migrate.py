@@ -8,6 +8,7 @@ file) are filtered out, and our revision table has its own name.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -19,6 +20,18 @@ from extend_connector.store.database import create_db_engine, normalise_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 VERSION_TABLE = "extend_connector_alembic_version"
+
+
+def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Alembic filter: only our tables. DBOS keeps its tables beside ours (same SQLite file;
+    schema `dbos` on PostgreSQL), and they are not ours to create, alter or drop."""
+    from extend_connector.store.models import metadata
+
+    if type_ == "schema":
+        return name is None
+    if type_ == "table":
+        return name in metadata.tables
+    return True
 
 
 def alembic_config(url: str, engine: sa.Engine | None = None) -> Config:

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from alembic import context
 
 from extend_connector.store.database import begin_write, create_db_engine
-from extend_connector.store.migrate import VERSION_TABLE
+from extend_connector.store.migrate import VERSION_TABLE, include_name
 from extend_connector.store.models import metadata
 
 config = context.config
-
-
-def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
-    # DBOS keeps its tables beside ours (same SQLite file; schema `dbos` on PostgreSQL).
-    # Only tables our models declare are ours to create, alter or drop.
-    if type_ == "schema":
-        return name is None
-    if type_ == "table":
-        return name in metadata.tables
-    return True
 
 
 def run_migrations_online() -> None:

@@ -1,0 +1,153 @@
+"""The store on a real database (SQLite, and PostgreSQL when configured): migrations,
+exact amounts, aware instants, and repositories that report real changes only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from extend_connector.store import (
+    Database,
+    NaiveDatetimeError,
+    current_revision,
+    head_revision,
+    migrate,
+)
+from extend_connector.store import repositories as repo
+from extend_connector.store.migrate import VERSION_TABLE, include_name
+from extend_connector.store.models import BalanceRow, InboxRow, metadata
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def db(migrated_url: str) -> Iterator[Database]:
+    database = Database(migrated_url)
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+def test_upgrade_on_an_empty_database_reaches_head_and_is_repeatable(db_url: str) -> None:
+    assert current_revision(db_url) is None
+    assert migrate(db_url) == head_revision()
+    assert migrate(db_url) == head_revision()
+    engine = sa.create_engine(Database(db_url).url)
+    try:
+        tables = set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    assert set(metadata.tables) <= tables and VERSION_TABLE in tables
+
+
+def test_models_and_migrations_do_not_drift(db: Database) -> None:
+    # DBOS's tables share the database; they must be invisible to autogenerate.
+    from extend_connector.engine import Engine
+    from extend_connector.settings import Settings, StoreSettings
+
+    eng = Engine(Settings(store=StoreSettings(database_url=db.url))).connect()
+    eng.shutdown()
+    with db.engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_name": include_name, "version_table": VERSION_TABLE}
+        )
+        diff = compare_metadata(context, metadata)
+    assert diff == []
+
+
+def test_amounts_are_exact_and_instants_aware(db: Database) -> None:
+    stockholm = timezone(timedelta(hours=1))
+    with db.write() as session:
+        session.add(BalanceRow(product_number="P1", warehouse="W", available=Decimal("0.1") + Decimal("0.2"),
+                               extend_changed_at=datetime(2025, 3, 1, 13, 0, tzinfo=stockholm)))
+    with db.read() as session:
+        row = session.get(BalanceRow, ("P1", "W"))
+        assert row is not None
+        assert row.available == Decimal("0.3") and str(row.available) == "0.300000"
+        assert row.extend_changed_at == T0 and row.extend_changed_at.tzinfo is not None
+    with pytest.raises(sa.exc.StatementError) as caught, db.write() as session:
+        session.add(BalanceRow(product_number="P2", warehouse="W", available=Decimal(1),
+                               extend_changed_at=datetime(2025, 3, 1, 12, 0)))
+        session.flush()
+    assert isinstance(caught.value.orig, NaiveDatetimeError)
+
+
+def test_upsert_reports_real_changes_only(db: Database) -> None:
+    values = {"product_number": "P1", "warehouse": "W", "available": Decimal("5"), "confirmed_at": T0}
+    with db.write() as session:
+        assert repo.upsert_balance(session, values).inserted
+    with db.write() as session:
+        again = repo.upsert_balance(session, {**values, "available": Decimal("5.000"),
+                                              "confirmed_at": T0 + timedelta(minutes=1)})
+    assert not again.changed
+    with db.read() as session:
+        assert session.get(BalanceRow, ("P1", "W")).confirmed_at == T0 + timedelta(minutes=1)  # type: ignore[union-attr]
+    with db.write() as session:
+        moved = repo.upsert_balance(session, {**values, "available": Decimal("4")})
+    assert moved.changed and moved.changed_columns == ("available",)
+
+
+def test_inbox_repeats_are_recognised(db: Database) -> None:
+    with db.write() as session:
+        assert repo.record_delivery(session, delivery_id="D1", attempt=1, raw_body="{}")
+    with db.write() as session:
+        assert not repo.record_delivery(session, delivery_id="D1", attempt=3, raw_body="{}")
+    with db.write() as session:
+        assert not repo.record_delivery(session, delivery_id="D1", attempt=2, raw_body="{}")
+    with db.read() as session:
+        row = session.get(InboxRow, "D1")
+        assert row is not None and row.attempt == 1 and row.last_seen_attempt == 3
+
+
+def test_id_mappings_are_unique_both_ways(db: Database) -> None:
+    with db.write() as session:
+        assert repo.map_ids(session, kind="order", shop_ref="S1", extend_id="1001")
+        assert not repo.map_ids(session, kind="order", shop_ref="S1", extend_id="1001")
+        with pytest.raises(repo.IdMappingConflict):
+            repo.map_ids(session, kind="order", shop_ref="S1", extend_id="1002")
+        with pytest.raises(repo.IdMappingConflict):
+            repo.map_ids(session, kind="order", shop_ref="S2", extend_id="1001")
+        assert repo.extend_id_for(session, kind="order", shop_ref="S1") == "1001"
+
+
+def test_dirty_balances_keep_a_newer_mark(db: Database) -> None:
+    with db.write() as session:
+        repo.mark_dirty(session, [("P1", "W"), ("P2", "W")], now=T0)
+        repo.mark_dirty(session, [("P1", "W")], now=T0 + timedelta(seconds=1))
+    with db.write() as session:
+        taken = repo.take_dirty(session)
+        assert sorted((p, w) for p, w, _ in taken) == [("P1", "W"), ("P2", "W")]
+        repo.mark_dirty(session, [("P1", "W")], now=T0 + timedelta(seconds=2))  # arrives mid-flush
+    with db.read() as session:
+        left = session.execute(sa.text("select product_number from dirty_balances")).scalars().all()
+    assert left == ["P1"]
+
+
+def test_outbox_cursor_parking_and_drift(db: Database) -> None:
+    with db.write() as session:
+        first = repo.add_outbox(session, event_type="stock.changed", key="sku:P1", payload={"available": "5"})
+        repo.add_outbox(session, event_type="stock.changed", key="sku:P2", payload={})
+    with db.write() as session:
+        assert next(e.id for e in repo.due_outbox(session)) == first
+        repo.mark_outbox_failed(session, first, error="503", retry_in=timedelta(hours=1))
+    with db.write() as session:
+        assert first not in [e.id for e in repo.due_outbox(session)]
+        with pytest.raises(ValueError, match="signpost"):
+            repo.save_cursor(session, "products", high_water_mark=T0 + timedelta(seconds=1), signpost=T0)
+        repo.save_cursor(session, "products", high_water_mark=T0, signpost=T0)
+        failure = repo.park(session, kind="order", key="S1", reason="validation", detail={"field": "zip"})
+        assert [f.id for f in repo.open_failures(session)] == [failure]
+        repo.resolve_failure(session, failure)
+        assert repo.open_failures(session) == []
+        assert repo.note_drift(session, model="Product", field="newThing", example="1")
+        assert not repo.note_drift(session, model="Product", field="newThing", example="2")
+    with db.read() as session:
+        cursor = repo.get_cursor(session, "products")
+        assert cursor is not None and cursor.high_water_mark == T0
