@@ -323,6 +323,28 @@ def db() -> None:
 @db.command("upgrade")
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
-    """Apply all migrations (also done at every start)."""
-    _settings(ctx)
-    not_available("db upgrade", "foundation issue")
+    """Apply all migrations (also done at every start): app tables and job-engine tables."""
+    from extend_connector.engine import Engine
+    from extend_connector.store import migrate
+
+    settings = _settings(ctx)
+    if settings.store.is_sqlite:
+        settings.store.data_dir.mkdir(parents=True, exist_ok=True)
+    revision = migrate(settings.store.url)
+    Engine(settings).connect().shutdown()  # creates/upgrades DBOS's tables in the same database
+    click.echo(f"database at revision {revision} ({settings.store.url.split('@')[-1]})")
+
+
+@db.command("current")
+@click.pass_context
+def db_current(ctx: click.Context) -> None:
+    """Show the schema revision of the database and the newest one this version knows."""
+    from extend_connector.store import current_revision, head_revision
+
+    settings = _settings(ctx)
+    current = current_revision(settings.store.url)
+    head = head_revision()
+    click.echo(f"current: {current or 'none (never migrated)'}\nhead:    {head}")
+    if current != head:
+        click.echo("run `extend-connector db upgrade` to migrate", err=True)
+        ctx.exit(1)

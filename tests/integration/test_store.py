@@ -151,3 +151,19 @@ def test_outbox_cursor_parking_and_drift(db: Database) -> None:
     with db.read() as session:
         cursor = repo.get_cursor(session, "products")
         assert cursor is not None and cursor.high_water_mark == T0
+
+
+def test_cli_db_upgrade_and_current(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from extend_connector.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EXTEND_CONNECTOR_STORE__DATABASE_URL", db_url)
+    runner = CliRunner()
+    before = runner.invoke(main, ["db", "current"])
+    assert before.exit_code == 1 and "never migrated" in before.output
+    upgraded = runner.invoke(main, ["db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    after = runner.invoke(main, ["db", "current"])
+    assert after.exit_code == 0 and f"current: {head_revision()}" in after.output

@@ -65,6 +65,10 @@ def migrate(url: str, *, engine: sa.Engine | None = None) -> str:
 
 def current_revision(url: str, *, engine: sa.Engine | None = None) -> str | None:
     """The revision the database is at, or None for a database never migrated."""
+    if engine is None and normalise_url(url).startswith("sqlite:///"):
+        path = Path(sa.make_url(normalise_url(url)).database or "")
+        if not path.exists():
+            return None  # reading must not create the file (or fail on a missing directory)
     own = engine is None
     engine = engine if engine is not None else create_db_engine(url, pool_size=1)
     try:
