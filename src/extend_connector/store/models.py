@@ -128,6 +128,11 @@ class OrderRow(Base):
     last_error: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # POST attempts begun (written before each POST): a restarted submit that finds its own
+    # attempt already begun looks the order up in Extend instead of posting again.
+    submit_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    # A cancellation the shop asked for and Extend has not confirmed yet (flows/orders.py).
+    shop_change: Mapped[dict[str, Any] | None]
 
 
 class ShipmentRow(Base):
