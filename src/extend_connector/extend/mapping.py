@@ -176,7 +176,7 @@ def order_state(wire: WireOrder, aware: Aware, *, fallback_changed: datetime) ->
     )
     return OrderState(
         order_number=wire.order_number,
-        order_number_external=wire.order_header.order_number_external or "",
+        order_number_external=wire.order_header.order_number_external or wire.order_number_external or "",
         status=order_status(status_text),
         changed_at=aware(wire.changed_date) if wire.changed_date else fallback_changed,
         expected_delivery_date=_when(wire.expected_delivery_date, aware),
@@ -233,11 +233,11 @@ def customer(wire: WireCustomer, aware: Aware) -> Customer:
 
 
 def price(wire: WirePrice, aware: Aware, *, customer_number: str) -> Price:
-    # The campaign price is the best price right now when the server says one applies.
-    unit = wire.campaign_price if wire.campaign_price is not None else wire.unit_price
+    # `unitPrice` is already the net best price (campaign, discount or list); the campaign price
+    # is shown only while it applies, and Extend decides that.
     return Price(
         customer_number=wire.customer_number or customer_number, product_number=wire.product_number,
-        unit_price=unit, currency=wire.currency or "SEK", list_price=wire.list_price,
+        unit_price=wire.unit_price, currency=wire.currency or "SEK", list_price=wire.list_price,
         discount_percent=wire.discount_percent, price_list=wire.price_list, vat_percent=wire.vat_percent,
         valid_to=_opt(wire.valid_to, aware),
     )

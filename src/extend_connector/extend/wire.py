@@ -130,6 +130,9 @@ class WireOrderLight(WireModel):
 class WireProductRef(WireModel):
     product_number: str
     product_name: str | None = None
+    product_notes: str | None = None
+    customer_product_number: str | None = None
+    customs_commodity_code: str | None = None
 
 
 class WireSalesData(WireModel):
@@ -139,6 +142,7 @@ class WireSalesData(WireModel):
     vat_percent: Decimal | None = None
     currency: str | None = None
     list_price: Decimal | None = None
+    unit_explicit_cost: Decimal | None = None
 
 
 class WireOrderRow(WireModel):
@@ -150,14 +154,31 @@ class WireOrderRow(WireModel):
     ship_date: datetime | None = None
     expected_delivery_date: date | datetime | None = None
     delivery_data: WireSalesData | None = None
+    supply_mode: str | None = None
+    batch_number: str | None = None
 
 
 class WireOrderHeader(WireModel):
+    # Echoed header fields (house contract §5.6) are typed loosely: the client reads only a few.
+    order_number: str | None = None
     order_number_external: str | None = None
     customer_number: str | None = None
     status: str | None = None
     order_type: str | None = None
     currency: str | None = None
+    asked_delivery_date: datetime | None = None
+    partial_delivery: bool | None = None
+    freight_free: bool | None = None
+    delivery_address: dict[str, Any] | None = None
+    invoice_address: dict[str, Any] | None = None
+    payment_type: str | None = None
+    your_reference: str | None = None
+    our_reference: str | None = None
+    order_email: str | None = None
+    notes: str | None = None
+    order_date: datetime | None = None
+    expected_delivery_date: date | datetime | None = None
+    changed_date: datetime | None = None
 
 
 class WireShipmentRow(WireModel):
@@ -177,6 +198,7 @@ class WireShipment(WireModel):
 
 class WireOrder(WireModel):
     order_number: str
+    order_number_external: str | None = None
     order_header: WireOrderHeader = Field(default_factory=WireOrderHeader)
     order_rows: list[WireOrderRow] = Field(default_factory=list)
     status: str | None = None
@@ -199,6 +221,7 @@ class WireProduct(WireModel):
     customs_commodity_code: str | None = None
     supply_mode: str | None = None
     phase_out: bool | None = None
+    product_group: str | None = None
 
 
 class WireAddress(WireModel):
@@ -226,6 +249,9 @@ class WireCustomer(WireModel):
     email: str | None = None
     phone: str | None = None
     addresses: list[WireAddress] = Field(default_factory=list)
+    customer_type: str | None = None
+    discount_list: str | None = None
+    currency: str | None = None
 
 
 class WirePrice(WireModel):
@@ -236,6 +262,11 @@ class WirePrice(WireModel):
     list_price: Decimal | None = None
     discount_percent: Decimal | None = None
     campaign_price: Decimal | None = None
+    campaign_from: datetime | None = None
+    campaign_to: datetime | None = None
     currency: str | None = None
     vat_percent: Decimal | None = None
+    price_source: str | None = None
+    valid_from: datetime | None = None
     valid_to: datetime | None = None
+    changed_date: datetime | None = None
