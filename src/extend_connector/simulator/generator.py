@@ -154,7 +154,7 @@ def generate(*, seed: int, products: int, customers: int, b2b_share: float, ware
             code=f"KAMP{c + 1}", name=f"Kampanj {c + 1}", prices=prices, valid_from_ms=valid_from,
             valid_to_ms=valid_to,
             customer_group=None if rnd.random() < 0.7 else _CUSTOMER_GROUPS[rnd.randrange(len(_CUSTOMER_GROUPS))],
-            changed_ms=valid_from - day,
+            changed_ms=min(valid_from, start_ms) - day,
         ))
 
     ds.customers.append(Customer(

@@ -174,9 +174,13 @@ class WebhookDispatcher:
             self.outcomes.clear()
 
     def close(self) -> None:
-        self._closed = True
+        """Stop the sender thread (idempotent); deliveries still waiting for a retry are abandoned."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None:
+        if loop is not None and thread is not None and not loop.is_closed():
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=5)
 
