@@ -272,8 +272,10 @@ def simulator(host: str, port: int, seed: int, products: int, customers: int, b2
 @click.pass_context
 def sync(ctx: click.Context, data_point: str, full: bool, dry_run: bool) -> None:
     """Run one sync of DATA_POINT now, with progress and a summary."""
-    _settings(ctx)
-    not_available("sync", "master data issue")
+    from extend_connector.flows.sync import run_sync_command
+
+    settings = _settings(ctx)
+    sys.exit(run_sync_command(settings, data_point, full=full, dry_run=dry_run))
 
 
 @main.command()

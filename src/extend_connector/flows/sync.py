@@ -22,10 +22,10 @@ counters when the tally was made, since the client is shared by everything on it
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from extend_connector.extend.client import ClientStats
 
@@ -149,3 +149,205 @@ class Tally:
         return SweepResult(data_point=self.data_point, full=self.full, dry_run=self.dry_run, pages=self.pages,
                            records=self.records, outcomes=dict(self.outcomes), api_calls=calls,
                            rate_limit_waits=waits, waited_seconds=waited, cursor=cursor)
+
+
+# --- list, then fetch what changed -----------------------------------------------------------
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Listed:
+    """One list item reduced to what the sweep needs: its key and Extend's change date."""
+
+    key: str
+    changed_at: datetime | None
+
+
+async def list_then_fetch(
+    listing: AsyncIterator[Listed],
+    *,
+    stored_changed: Callable[[list[str]], Mapping[str, datetime | None]],
+    fetch: Callable[[str], Awaitable[R | None]],
+    apply: Callable[[list[R]], list[str]],
+    tally: Tally,
+    batch_size: int,
+) -> datetime | None:
+    """Extend's sync pattern: list what changed, fetch each changed record, apply in batches.
+
+    A list item whose change date equals the stored one is not fetched (a second sweep with
+    nothing changed costs only the list calls); `fetch` returns None for a record gone since
+    it was listed. Batches keep memory flat whatever the catalogue size: at most `batch_size`
+    items are held at once. Returns the latest change date seen (for the cursor).
+    """
+    latest: datetime | None = None
+    batch: list[Listed] = []
+
+    async def flush() -> None:
+        known = stored_changed([item.key for item in batch])
+        fetched: list[R] = []
+        seen: set[str] = set()
+        for item in batch:
+            if item.key in seen:  # the overlap walk may list a record twice
+                continue
+            seen.add(item.key)
+            if item.key in known and item.changed_at is not None and known[item.key] == item.changed_at:
+                tally.record("unchanged")
+                continue
+            record = await fetch(item.key)
+            if record is None:
+                tally.record("skipped")
+                continue
+            fetched.append(record)
+        for outcome in apply(fetched) if fetched else []:
+            tally.record(outcome)
+        batch.clear()
+
+    async for item in listing:
+        if item.changed_at is not None and (latest is None or item.changed_at > latest):
+            latest = item.changed_at
+        batch.append(item)
+        if len(batch) >= batch_size:
+            await flush()
+    if batch:
+        await flush()
+    return latest
+
+
+# --- `extend-connector sync`: run one sweep now, with a progress bar and a summary ------------
+
+EXIT_OK = 0
+EXIT_SCOPE_OFF = 4
+EXIT_NOT_BUILT = 2
+
+
+class RichProgress:
+    """A terminal progress bar: records, pages, API calls and rate-limit waits."""
+
+    def __init__(self, console: Any = None) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bar
+
+        self.console = console or Console(stderr=True)
+        self._bar = Bar(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=self.console,
+                        transient=False)
+        self._task: Any = None
+        self._pages = self._records = self._calls = self._waits = 0
+
+    def __enter__(self) -> RichProgress:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def _refresh(self) -> None:
+        detail = (f"pages {self._pages}  API calls {self._calls}  rate-limit waits {self._waits}")
+        if self._task is not None:
+            self._bar.update(self._task, completed=self._records, detail=detail)
+
+    def begin(self, data_point: str, *, total: int | None = None) -> None:
+        if self._task is None:
+            self._task = self._bar.add_task(data_point, total=total, detail="")
+
+    def page(self, *, pages: int, records: int, total: int | None) -> None:
+        self._pages, self._records = pages, records
+        if total is not None and self._task is not None:
+            task = self._bar.tasks[0]
+            if task.total is None or task.total < records:
+                self._bar.update(self._task, total=max(total, records))
+        self._refresh()
+
+    def record(self, outcome: str) -> None:
+        pass
+
+    def api(self, *, calls: int, rate_limit_waits: int, waited_seconds: float) -> None:
+        if (calls, rate_limit_waits) != (self._calls, self._waits):
+            self._calls, self._waits = calls, rate_limit_waits
+            self._refresh()
+
+
+def summary_table(result: SweepResult) -> Any:
+    from rich.table import Table
+
+    title = f"sync {result.data_point}" + (" (dry run: nothing written, nothing told)" if result.dry_run else "")
+    table = Table(title=title)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("records listed", str(result.records))
+    table.add_row("pages", str(result.pages))
+    for outcome in (*OUTCOMES, *sorted(set(result.outcomes) - set(OUTCOMES))):
+        if outcome in result.outcomes or outcome in OUTCOMES[:3]:
+            label = f"would be {outcome}" if result.dry_run and outcome in ("created", "updated", "deleted") else outcome
+            table.add_row(label, str(result.outcomes.get(outcome, 0)))
+    table.add_row("API calls", str(result.api_calls))
+    table.add_row("rate-limit waits", f"{result.rate_limit_waits} ({result.waited_seconds:.1f} s)")
+    table.add_row("cursor", result.cursor.isoformat() if result.cursor else "-")
+    return table
+
+
+def sweep_function(data_point: str) -> tuple[Callable[..., Awaitable[SweepResult]] | None, str | None]:
+    """The sweep of a data point, or (None, why not)."""
+    import importlib
+
+    module_name = f"extend_connector.flows.{data_point}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        return None, f"flows/{data_point}.py is not in this build"
+    function = getattr(module, f"sweep_{data_point}", None)
+    if function is None:
+        return None, f"flows/{data_point}.py has no sweep_{data_point}()"
+    return function, None
+
+
+def scope_off(settings: Any, data_point: str) -> str | None:
+    scope = settings.scope
+    if data_point == "products" and scope.products == "off":
+        return "scope.products = off"
+    if data_point == "customers" and scope.customers != "from_extend":
+        return f"scope.customers = {scope.customers.value} (customers are read from Extend only with from_extend)"
+    if data_point == "prices" and scope.prices == "off":
+        return "scope.prices = off"
+    return None
+
+
+def run_sync_command(settings: Any, data_point: str, *, full: bool, dry_run: bool) -> int:
+    """The body of `extend-connector sync`: returns the exit code."""
+    import asyncio
+
+    from rich.console import Console
+
+    from extend_connector.service import Connector
+
+    console = Console(stderr=True)
+    why = scope_off(settings, data_point)
+    if why is not None:
+        console.print(f"nothing to sync: {why}")
+        return EXIT_SCOPE_OFF
+    connector = Connector(settings)
+    try:
+        function, missing = sweep_function(data_point)
+        if function is None:
+            console.print(f"`sync {data_point}` is not available: {missing}")
+            return EXIT_NOT_BUILT
+        # Only a client: the events this sweep publishes are delivered by the running service.
+        connector.engine.connect()
+
+        async def go() -> SweepResult:
+            try:
+                with RichProgress(console) as bar:
+                    return await function(full, dry_run, bar)
+            finally:
+                await connector.context.aclose()
+
+        result = asyncio.run(go())
+        Console().print(summary_table(result))
+        return EXIT_OK
+    finally:
+        connector.engine.shutdown()
+        connector.close()

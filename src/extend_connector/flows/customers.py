@@ -1,0 +1,317 @@
+"""Customer master data, per `scope.customers`.
+
+- `from_extend`: `CustomerCreated` / `CustomerChanged` refetch the customer, and a change-date
+  sweep (list, then fetch each changed one) reconciles; the local copy keeps addresses, customer
+  group, price list, salesperson and organisation number; the shop is told of real changes.
+- `to_extend`: the shop registers a customer (`POST /v1/customers`), a durable workflow
+  (id `customer-<shopRef>`) creates it in Extend exactly once and stores the mapping
+  `id_mappings(kind='customer')`. After a lost answer (OutcomeUnknown) or a duplicate refusal it
+  looks the customer up (customers changed since the workflow began, matched on organisation
+  number or e-mail) before it posts again. Orders wait for `extend_number_for(shop_ref)`.
+- `off`: nothing is synced; orders use `scope.default_customer_number`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import asdict, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.orm import Session
+
+from extend_connector import engine
+from extend_connector.domain import Address, Customer
+from extend_connector.extend import BusinessConflict, NotFound, OutcomeUnknown, ValidationFailed
+from extend_connector.flows import cursors, dispatch, outbox
+from extend_connector.flows.context import current
+from extend_connector.flows.sync import Listed, Progress, SweepResult, Tally, list_then_fetch
+from extend_connector.settings import CustomersScope, PricesScope, Settings
+from extend_connector.store.models import CustomerRow, IdMappingRow, ParkedFailureRow
+from extend_connector.webshop import EventType
+
+log = structlog.get_logger("extend_connector.flows.customers")
+
+QUEUE = "customers"
+CURSOR = "customers"
+MAPPING_KIND = "customer"
+MAX_CREATE_ATTEMPTS = 5
+engine.queue(QUEUE, partition_concurrency=1)
+
+
+# --- the local copy --------------------------------------------------------------------------
+
+
+def customer_document(customer: Customer) -> dict[str, Any]:
+    doc = asdict(customer)
+    doc["changed_at"] = customer.changed_at.isoformat() if customer.changed_at else None
+    return doc
+
+
+def content_hash(customer: Customer) -> str:
+    doc = customer_document(customer)
+    doc.pop("changed_at")
+    doc.pop("shop_ref")
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _address_json(address: Address | None) -> dict[str, Any] | None:
+    return None if address is None else asdict(address)
+
+
+def stored_changed(session: Session, numbers: list[str]) -> dict[str, datetime | None]:
+    rows = session.execute(sa.select(CustomerRow.customer_number, CustomerRow.extend_changed_at)
+                           .where(CustomerRow.customer_number.in_(numbers)))
+    return {number: changed for number, changed in rows}
+
+
+def apply(session: Session, customers: list[Customer], *, now: datetime, dry_run: bool = False) -> list[str]:
+    """Upsert customers; publish `customer.changed` for real changes; one outcome per customer."""
+    outcomes = []
+    for customer in customers:
+        row = session.get(CustomerRow, customer.customer_number)
+        digest = content_hash(customer)
+        old = None if row is None else row.document.get("_hash")
+        outcome = "created" if row is None else ("unchanged" if old == digest else "updated")
+        outcomes.append(outcome)
+        if dry_run:
+            continue
+        if row is None:
+            row = CustomerRow(customer_number=customer.customer_number)
+            session.add(row)
+        if outcome != "unchanged":
+            row.name = customer.name
+            row.last_name = customer.last_name
+            row.organization_number = customer.organization_number
+            row.customer_group = customer.customer_group
+            row.price_list = customer.price_list
+            row.salesperson = customer.salesperson
+            row.email = customer.email
+            row.phone = customer.phone
+            row.delivery_address = _address_json(customer.delivery_address)
+            row.invoice_address = _address_json(customer.invoice_address)
+            row.document = {**customer_document(customer), "_hash": digest}
+            if customer.shop_ref is not None:
+                row.shop_ref = customer.shop_ref
+            doc = customer_document(replace(customer, shop_ref=row.shop_ref))
+            outbox.publish(session, EventType.CUSTOMER_CHANGED, f"customer:{customer.customer_number}", doc)
+        row.extend_changed_at = customer.changed_at
+        row.confirmed_at = now
+    return outcomes
+
+
+def extend_number_for(shop_ref: str) -> str | None:
+    """The Extend customer number of a shop customer, once it exists in Extend (else None)."""
+    with current().db.read() as session:
+        row = session.get(IdMappingRow, (MAPPING_KIND, shop_ref))
+        return None if row is None else row.extend_id
+
+
+async def _fetch(number: str) -> Customer | None:
+    try:
+        return await current().extend().get_customer(number)
+    except NotFound:
+        return None
+
+
+async def _listing(since: datetime | None, tally: Tally) -> AsyncIterator[Listed]:
+    async for customer in current().extend().customers_changed_since(since, progress=tally.page):
+        yield Listed(key=customer.customer_number, changed_at=customer.changed_at)
+
+
+async def sweep_customers(full: bool = False, dry_run: bool = False,
+                          progress: Progress | None = None) -> SweepResult:
+    """List customers changed since the cursor (all when `full` or first run), fetch each changed one."""
+    ctx = current()
+    extend = ctx.extend()
+    tally = Tally("customers", progress, full=full, dry_run=dry_run, stats=extend.stats)
+    overlap = timedelta(seconds=ctx.settings.sync.overlap_seconds)
+    with ctx.db.read() if dry_run else ctx.db.write() as session:
+        since = cursors.start(session, CURSOR, now=ctx.clock(), overlap=overlap, full=full)
+
+    def known(numbers: list[str]) -> Mapping[str, datetime | None]:
+        with ctx.db.read() as session:
+            return stored_changed(session, numbers)
+
+    def write(customers: list[Customer]) -> list[str]:
+        if dry_run:
+            with ctx.db.read() as session:
+                return apply(session, customers, now=ctx.clock(), dry_run=True)
+        with ctx.db.write() as session:
+            return apply(session, customers, now=ctx.clock())
+
+    latest = await list_then_fetch(_listing(since, tally), stored_changed=known, fetch=_fetch, apply=write,
+                                   tally=tally, batch_size=extend.dialect.page_size)
+    mark = None
+    if not dry_run:
+        with ctx.db.write() as session:
+            mark = cursors.finish(session, CURSOR, latest_seen=latest, now=ctx.clock(),
+                                  stats=tally.result().as_stats())
+    result = tally.result(cursor=mark)
+    log.info("customers_swept", **result.as_stats())
+    return result
+
+
+# --- from_extend jobs ------------------------------------------------------------------------
+
+
+@engine.step()
+async def _refresh_step(customer_number: str) -> str:
+    ctx = current()
+    customer = await _fetch(customer_number)
+    if customer is None:
+        return "skipped"
+    with ctx.db.write() as session:
+        return apply(session, [customer], now=ctx.clock())[0]
+
+
+@engine.workflow("customers.refresh")
+async def refresh_customer(notification: dict[str, Any]) -> str:
+    """CustomerCreated / CustomerChanged: fetch, upsert, and refresh that customer's prices."""
+    number = str(notification.get("entityKey") or "").removeprefix("customer:")
+    if not number:
+        return "skipped"
+    outcome = await _refresh_step(number)
+    if outcome in ("created", "updated") and current().settings.scope.prices == PricesScope.SYNC:
+        from extend_connector.flows import prices
+
+        prices.enqueue_customer_prices(number, reason=str(notification.get("deliveryId", "")))
+    return outcome
+
+
+@engine.workflow("customers.sweep")
+async def scheduled_sweep(scheduled_at: Any = None, context: Any = None) -> dict[str, Any]:
+    return await _sweep_step()
+
+
+@engine.step()
+async def _sweep_step() -> dict[str, Any]:
+    return (await sweep_customers()).as_stats()
+
+
+# --- to_extend: create in Extend exactly once ------------------------------------------------
+
+
+def shop_customer(data: Mapping[str, Any]) -> Customer:
+    """The shop's customer (JSON of `POST /v1/customers`, snake_case) as a domain value."""
+    def address(value: Any) -> Address | None:
+        return Address(**value) if isinstance(value, dict) else None
+
+    return Customer(customer_number="", name=str(data["name"]), last_name=data.get("last_name"),
+                    organization_number=data.get("organization_number"),
+                    customer_group=data.get("customer_group"), price_list=data.get("price_list"),
+                    salesperson=data.get("salesperson"), email=data.get("email"), phone=data.get("phone"),
+                    delivery_address=address(data.get("delivery_address")),
+                    invoice_address=address(data.get("invoice_address")), shop_ref=str(data["shop_ref"]))
+
+
+def _digits(value: str | None) -> str:
+    return "".join(ch for ch in (value or "") if ch.isdigit())
+
+
+def _matches(candidate: Customer, wanted: Customer) -> bool:
+    if _digits(wanted.organization_number):
+        return _digits(candidate.organization_number) == _digits(wanted.organization_number)
+    return bool(wanted.email and candidate.email and candidate.email.lower() == wanted.email.lower())
+
+
+@engine.step()
+def _began() -> str:
+    return current().clock().isoformat()
+
+
+@engine.step()
+async def _lookup(data: dict[str, Any], since_iso: str) -> str | None:
+    """Find the customer in Extend among those changed since the workflow began (minus overlap)."""
+    ctx = current()
+    wanted = shop_customer(data)
+    since = datetime.fromisoformat(since_iso) - timedelta(seconds=ctx.settings.sync.overlap_seconds)
+    async for candidate in ctx.extend().customers_changed_since(since):
+        if _matches(candidate, wanted):
+            return candidate.customer_number
+    return None
+
+
+@engine.step()
+async def _post(data: dict[str, Any]) -> dict[str, Any]:
+    """POST Customers once; the outcome is data so the workflow decides (never a blind retry)."""
+    try:
+        created = await current().extend().create_customer(shop_customer(data))
+    except OutcomeUnknown as exc:
+        return {"outcome": "unknown", "error": str(exc)}
+    except BusinessConflict as exc:
+        return {"outcome": "conflict", "error": str(exc)}
+    except ValidationFailed as exc:
+        return {"outcome": "invalid", "error": str(exc)}
+    return {"outcome": "created", "customer": customer_document(created)}
+
+
+@engine.step()
+def _store(data: dict[str, Any], extend_number: str, created: dict[str, Any] | None) -> None:
+    ctx = current()
+    ref = str(data["shop_ref"])
+    with ctx.db.write() as session:
+        if session.get(IdMappingRow, (MAPPING_KIND, ref)) is None:
+            session.add(IdMappingRow(kind=MAPPING_KIND, shop_ref=ref, extend_id=extend_number,
+                                     created_at=ctx.clock()))
+        customer = replace(shop_customer(data), customer_number=extend_number,
+                           changed_at=datetime.fromisoformat(created["changed_at"])
+                           if created and created.get("changed_at") else None)
+        row = session.get(CustomerRow, extend_number)
+        if row is None:
+            apply(session, [customer], now=ctx.clock())
+        elif row.shop_ref is None:
+            row.shop_ref = ref
+
+
+@engine.step()
+def _park(data: dict[str, Any], reason: str, error: str) -> None:
+    ctx = current()
+    with ctx.db.write() as session:
+        session.add(ParkedFailureRow(kind="customer_create", key=f"customer:{data['shop_ref']}", reason=reason,
+                                     detail={"error": error}, payload=data, created_at=ctx.clock()))
+
+
+@engine.workflow("customers.create_in_extend")
+async def create_in_extend(data: dict[str, Any]) -> dict[str, Any]:
+    """Create the shop's customer in Extend exactly once; returns {outcome, customer_number?}."""
+    began = _began()
+    for _attempt in range(MAX_CREATE_ATTEMPTS):
+        answer = await _post(data)
+        if answer["outcome"] == "created":
+            number = str(answer["customer"]["customer_number"])
+            _store(data, number, answer["customer"])
+            return {"outcome": "created", "customer_number": number}
+        if answer["outcome"] == "invalid":
+            _park(data, "validation", answer["error"])
+            return {"outcome": "parked", "reason": "validation"}
+        # Lost answer or duplicate: the customer may already be ours in Extend.
+        found = await _lookup(data, began)
+        if found is not None:
+            _store(data, found, None)
+            return {"outcome": "found", "customer_number": found}
+        if answer["outcome"] == "conflict":
+            _park(data, "conflict", answer["error"])
+            return {"outcome": "parked", "reason": "conflict"}
+        await engine.sleep_async(2.0)
+    _park(data, "outcome_unknown", "no answer after repeated attempts and not found by lookup")
+    return {"outcome": "parked", "reason": "outcome_unknown"}
+
+
+def enqueue_creation(session: Session, data: dict[str, Any]) -> str:
+    """In the caller's transaction: start the creation workflow (idempotent on the shop reference)."""
+    ref = str(data["shop_ref"])
+    return current().engine.enqueue_in_transaction(session, create_in_extend, data, queue=QUEUE,
+                                                   partition_key=f"customer:{ref}", workflow_id=f"customer-{ref}")
+
+
+def declare_schedules(settings: Settings) -> None:
+    if settings.scope.customers == CustomersScope.FROM_EXTEND:
+        dispatch.on(["CustomerCreated", "CustomerChanged"], dispatch.JobHandler(workflow=refresh_customer,
+                                                                                queue=QUEUE))
+        engine.schedule("customers.sweep", scheduled_sweep,
+                        every=timedelta(minutes=settings.sync.customers_sweep_minutes))

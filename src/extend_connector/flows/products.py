@@ -1,0 +1,188 @@
+"""Product master data from Extend (`scope.products = sync`): webhook refetch and change-date sweep.
+
+`ProductCreated` / `ProductChanged` enqueue `refresh_product` (one job per product, in order per
+`sku:<productNumber>`), which fetches `GET Products/{productNumber}` and upserts the local copy.
+The sweep lists products changed since the cursor and fetches each changed one; it reconciles
+webhooks that never came. The shop is told (`product.changed`) only when the content hash
+changes, so a touch in Extend that changed nothing the shop shows tells it nothing. A phased-out
+product stays in the local copy with `phase_out = true` and is told to the shop as such.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import asdict
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.orm import Session
+
+from extend_connector import engine
+from extend_connector.domain import Product
+from extend_connector.extend import NotFound
+from extend_connector.flows import cursors, dispatch, outbox
+from extend_connector.flows.context import current
+from extend_connector.flows.sync import Listed, Progress, SweepResult, Tally, list_then_fetch
+from extend_connector.settings import PricesScope, ProductsScope, Settings
+from extend_connector.store.models import ProductRow
+from extend_connector.webshop import EventType
+
+log = structlog.get_logger("extend_connector.flows.products")
+
+QUEUE = "products"
+CURSOR = "products"
+engine.queue(QUEUE, partition_concurrency=1)
+
+
+def product_document(product: Product) -> dict[str, Any]:
+    """The product as plain JSON (stored and sent to the shop)."""
+    doc = asdict(product)
+    doc["changed_at"] = product.changed_at.isoformat()
+    doc["vat_percent"] = None if product.vat_percent is None else str(product.vat_percent)
+    return doc
+
+
+def content_hash(product: Product) -> str:
+    """Hash of what the shop shows: every field but Extend's change date."""
+    doc = product_document(product)
+    doc.pop("changed_at")
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def stored_changed(session: Session, numbers: list[str]) -> dict[str, datetime | None]:
+    rows = session.execute(sa.select(ProductRow.product_number, ProductRow.extend_changed_at)
+                           .where(ProductRow.product_number.in_(numbers)))
+    return {number: changed for number, changed in rows}
+
+
+def apply(session: Session, products: list[Product], *, now: datetime, dry_run: bool = False) -> list[str]:
+    """Upsert products; publish `product.changed` for real changes. Returns one outcome per product.
+
+    With `dry_run` nothing is written or published: the outcomes say what would happen.
+    """
+    outcomes = []
+    for product in products:
+        row = session.get(ProductRow, product.product_number)
+        digest = content_hash(product)
+        outcome = "created" if row is None else ("unchanged" if row.content_hash == digest else "updated")
+        outcomes.append(outcome)
+        if dry_run:
+            continue
+        if row is None:
+            row = ProductRow(product_number=product.product_number)
+            session.add(row)
+        if outcome != "unchanged":
+            row.name = product.name
+            row.unit = product.unit
+            row.ean = product.ean
+            row.vat_percent = product.vat_percent
+            row.notes = product.notes
+            row.customs_commodity_code = product.customs_commodity_code
+            row.supply_mode = product.supply_mode
+            row.phase_out = product.phase_out
+            row.document = product_document(product)
+            row.content_hash = digest
+            outbox.publish(session, EventType.PRODUCT_CHANGED, f"sku:{product.product_number}",
+                           product_document(product))
+        row.extend_changed_at = product.changed_at
+        row.confirmed_at = now
+    return outcomes
+
+
+async def _fetch(number: str) -> Product | None:
+    try:
+        return await current().extend().get_product(number)
+    except NotFound:
+        # Gone between list and fetch (or the webhook named a product that no longer exists):
+        # Extend has no product deletion event, so the local copy keeps what it had.
+        return None
+
+
+async def _listing(since: datetime | None, tally: Tally) -> AsyncIterator[Listed]:
+    async for product in current().extend().products_changed_since(since, progress=tally.page):
+        yield Listed(key=product.product_number, changed_at=product.changed_at)
+
+
+async def sweep_products(full: bool = False, dry_run: bool = False,
+                         progress: Progress | None = None) -> SweepResult:
+    """List products changed since the cursor (all when `full` or first run) and fetch each changed one."""
+    ctx = current()
+    extend = ctx.extend()
+    tally = Tally("products", progress, full=full, dry_run=dry_run, stats=extend.stats)
+    overlap = timedelta(seconds=ctx.settings.sync.overlap_seconds)
+    # A dry run reads the cursor in a session that is never committed.
+    with ctx.db.read() if dry_run else ctx.db.write() as session:
+        since = cursors.start(session, CURSOR, now=ctx.clock(), overlap=overlap, full=full)
+
+    def known(numbers: list[str]) -> Mapping[str, datetime | None]:
+        with ctx.db.read() as session:
+            return stored_changed(session, numbers)
+
+    def write(products: list[Product]) -> list[str]:
+        if dry_run:
+            with ctx.db.read() as session:
+                return apply(session, products, now=ctx.clock(), dry_run=True)
+        with ctx.db.write() as session:
+            return apply(session, products, now=ctx.clock())
+
+    latest = await list_then_fetch(_listing(since, tally), stored_changed=known, fetch=_fetch, apply=write,
+                                   tally=tally, batch_size=extend.dialect.page_size)
+    mark = None
+    if not dry_run:
+        with ctx.db.write() as session:
+            mark = cursors.finish(session, CURSOR, latest_seen=latest, now=ctx.clock(),
+                                  stats=tally.result().as_stats())
+    result = tally.result(cursor=mark)
+    log.info("products_swept", **result.as_stats())
+    return result
+
+
+# --- durable jobs ----------------------------------------------------------------------------
+
+
+@engine.step()
+async def _refresh_step(product_number: str) -> str:
+    ctx = current()
+    product = await _fetch(product_number)
+    if product is None:
+        return "skipped"
+    with ctx.db.write() as session:
+        return apply(session, [product], now=ctx.clock())[0]
+
+
+@engine.workflow("products.refresh")
+async def refresh_product(notification: dict[str, Any]) -> str:
+    """ProductCreated / ProductChanged: fetch the product, upsert it, then refresh its prices."""
+    number = str(notification.get("entityKey") or notification.get("details", {}).get("ProductNumber") or "")
+    number = number.removeprefix("sku:")
+    if not number:
+        return "skipped"
+    outcome = await _refresh_step(number)
+    if outcome != "skipped" and current().settings.scope.prices == PricesScope.SYNC:
+        # A new or changed product may have new prices for every kept customer (Extend sends no
+        # price event); the price job is idempotent per product and notification.
+        from extend_connector.flows import prices
+
+        prices.enqueue_product_prices(number, reason=str(notification.get("deliveryId", "")))
+    return outcome
+
+
+@engine.workflow("products.sweep")
+async def scheduled_sweep(scheduled_at: Any = None, context: Any = None) -> dict[str, Any]:
+    return await _sweep_step()
+
+
+@engine.step()
+async def _sweep_step() -> dict[str, Any]:
+    return (await sweep_products()).as_stats()
+
+
+def declare_schedules(settings: Settings) -> None:
+    if settings.scope.products == ProductsScope.SYNC:
+        dispatch.on(["ProductCreated", "ProductChanged"], dispatch.JobHandler(workflow=refresh_product, queue=QUEUE))
+        engine.schedule("products.sweep", scheduled_sweep,
+                        every=timedelta(minutes=settings.sync.products_sweep_minutes))
