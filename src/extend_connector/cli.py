@@ -152,11 +152,32 @@ def run(ctx: click.Context) -> None:
     Connector(settings).serve()
 
 
-@main.command()
-@click.pass_context
-def demo(ctx: click.Context) -> None:
-    """Show the whole system working against the bundled simulator."""
-    not_available("demo", "demo and benchmarks issue")
+@main.command(context_settings={"show_default": True})
+@click.option("--duration", default=60.0, type=float, help="Seconds the shop places orders before the system settles.")
+@click.option("--seed", default=1, type=int, help="Seed of the simulator's data and of the shop's script.")
+@click.option("--products", default=200, type=int, help="Products in the simulated Extend.")
+@click.option("--orders-per-second", default=2.0, type=float, help="Orders the shop places per second.")
+@click.option("--chaos", is_flag=True, help="Switch faults on in phases: 5xx storm, Extend down, dropped/duplicated hooks.")
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Keep the SQLite file and the connector's log here (default: a temporary directory).")
+@click.option("--plain", is_flag=True, help="Plain periodic lines instead of the live view (automatic without a terminal).")
+def demo(duration: float, seed: int, products: int, orders_per_second: float, chaos: bool,
+         data_dir: Path | None, plain: bool) -> None:
+    """Show the whole system working against the bundled simulator, then check it.
+
+    Embedded defaults only: a seeded simulator, the connector on SQLite with in-process
+    workers, a scripted shop on /v1 and a driver playing Extend's warehouse. At the end the
+    demo settles and compares every order and balance with the simulator: exit 0 only if
+    every order is in Extend exactly once and every balance agrees. Ctrl-C ends the run early.
+    """
+    from extend_connector.demo import DemoOptions, run_demo
+
+    try:
+        options = DemoOptions(duration=duration, seed=seed, products=products, orders_per_second=orders_per_second,
+                              chaos=chaos, data_dir=data_dir, live=False if plain else None)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    sys.exit(run_demo(options))
 
 
 def _rate(text: str) -> tuple[int, float]:
