@@ -1,0 +1,547 @@
+"""Balances within about a second, at a handful of calls per burst: dirty marks, a debounced
+flush, and a low-frequency reconciliation sweep.
+
+Path of one `AvailableBalanceChanged` / `BalanceChanged`:
+
+1. The webhook inbox calls `_mark` inside its own transaction: the (product, warehouse) pair is
+   upserted into `dirty_balances` (only sell-from warehouses, `extend.warehouses`; a notification
+   without a warehouse marks every sell-from warehouse). No job per notification.
+2. After the commit, `_after_commit` asks the process's `FlushTrigger` for a flush. The trigger
+   calls `Engine.debounce` from a background thread, at most once per `TRIGGER_MIN_INTERVAL`
+   (a debounce is a database write of ~3 ms on SQLite, too slow to make per notification at
+   1,000/s), and always once more after the last request, so the final notification is covered.
+3. `flush_balances` (queue `balances`, one job at a time) snapshots the dirty pairs, notes the
+   instant the fetch starts, fetches `GET ProductAvailability` for their product numbers in
+   chunks (sell-from warehouses only), writes the balances, tells the shop about real changes,
+   and deletes only the dirty rows marked no later than the fetch start. A notification that
+   arrives during the fetch keeps its row dirty and has its own debounce pending, so after the
+   last notification for a product at least one fetch starts after it arrived.
+
+Rules of the local copy:
+- The fetched value is the truth; a notification's value is at most a hint (setting
+  `sync.balance_apply_notification_value`, shown as unconfirmed until a fetch confirms it).
+- Extend's change date guards every write: a fetched balance older than the stored one (an
+  answer overtaken by a newer one) is ignored, so reordered or repeated work never restores an
+  older value.
+- A (product, sell-from warehouse) that Extend does not return has no stock record there:
+  it is stored as 0 available.
+- The shop is told (`stock.changed`, key `sku:<productNumber>`) only when its figure changed:
+  the sum over sell-from warehouses, or each warehouse's figure (`webshop.stock_figure`).
+
+The reconciliation sweep (`sweep_balances`, scheduled every `sync.balances_sweep_minutes` on the
+same queue) reads balances changed since the cursor minus the overlap, page by page, and repairs
+whatever lost notifications left behind; without a cursor it loads every balance. It also
+triggers a flush when dirty rows are waiting (a crash between an inbox commit and its trigger).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, cast
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.orm import Session
+
+from extend_connector import engine
+from extend_connector.domain import Balance
+from extend_connector.extend import errors as extend_errors
+from extend_connector.extend.webhooks import AvailableBalanceChanged, BalanceChanged, Notification
+from extend_connector.flows import cursors, dispatch, outbox
+from extend_connector.flows.context import current
+from extend_connector.flows.freshness import reachability
+from extend_connector.flows.sync import Progress, SweepResult, Tally
+from extend_connector.settings import Settings
+from extend_connector.store.models import BalanceRow, DirtyBalanceRow
+from extend_connector.store.repositories import mark_dirty
+from extend_connector.webshop import EventType
+
+log = structlog.get_logger("extend_connector.flows.balances")
+
+_BALANCES = cast(sa.Table, BalanceRow.__table__)
+_DIRTY = cast(sa.Table, DirtyBalanceRow.__table__)
+
+QUEUE = "balances"
+CURSOR = "balances"
+FLUSH_KEY = "balances-flush"
+SCHEDULE = "balances-sweep"
+# One flush or sweep at a time: they write the same rows, and a flush that waits behind another
+# picks up everything marked meanwhile. Polled often so a debounce window of 0.3 s means 0.3 s.
+engine.queue(QUEUE, concurrency=1, poll_seconds=0.1)
+
+TRIGGER_MIN_INTERVAL = 0.05  # seconds between two debounce calls of one process
+MAX_PAIRS_PER_PASS = 5000  # dirty pairs fetched per flush pass (memory and transaction size)
+IN_CHUNK = 500  # product numbers per SQL IN (...) list
+RETRY_FLOOR_SECONDS = 1.0
+RETRY_CAP_SECONDS = 30.0
+RETRY_GIVE_UP_SECONDS = 3600.0  # then the rows stay dirty; the next sweep triggers a flush again
+
+
+def sell_from(settings: Settings) -> list[str]:
+    return list(dict.fromkeys(settings.extend.warehouses))
+
+
+# --- shop-facing figure --------------------------------------------------------------------
+
+
+def _number(value: Decimal) -> int | float:
+    """A quantity as a JSON number (integral quantities as integers)."""
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def shop_figure(settings: Settings, product_number: str, rows: Iterable[BalanceRow]) -> dict[str, Any]:
+    """The stock the shop shows for one product, from its sell-from warehouse rows.
+
+    `sum`: {"productNumber", "available"}; `per_warehouse`: {"productNumber", "warehouses":
+    [{"warehouse", "available"}]} in the order of `extend.warehouses`. A warehouse without a
+    row counts as 0.
+    """
+    by_warehouse = {r.warehouse: r.available for r in rows}
+    warehouses = sell_from(settings)
+    if settings.webshop.stock_figure == "sum":
+        total = sum((by_warehouse.get(w, Decimal(0)) for w in warehouses), Decimal(0))
+        return {"productNumber": product_number, "available": _number(total)}
+    return {"productNumber": product_number,
+            "warehouses": [{"warehouse": w, "available": _number(by_warehouse.get(w, Decimal(0)))}
+                           for w in warehouses]}
+
+
+# --- the webhook side ------------------------------------------------------------------------
+
+
+def _mark(session: Session, notification: Notification, _json: dict[str, Any]) -> None:
+    """Inline handler: mark the notified pairs dirty inside the inbox transaction."""
+    if not isinstance(notification, AvailableBalanceChanged | BalanceChanged):
+        return
+    ctx = current()
+    warehouses = sell_from(ctx.settings)
+    if notification.warehouse is None:
+        targets = warehouses
+    elif notification.warehouse in warehouses:
+        targets = [notification.warehouse]
+    else:
+        return  # the shop does not sell from there
+    now = ctx.clock()
+    mark_dirty(session, [(notification.product_number, w) for w in targets], now=now)
+    if (ctx.settings.sync.balance_apply_notification_value and isinstance(notification, AvailableBalanceChanged)
+            and notification.available_balance is not None and notification.warehouse is not None):
+        _note_notified(session, notification.product_number, notification.warehouse,
+                       notification.available_balance, now)
+
+
+def _note_notified(session: Session, product_number: str, warehouse: str, value: Decimal, now: datetime) -> None:
+    """Keep the announced value as unconfirmed (the read API shows it until a fetch confirms)."""
+    row = session.get(BalanceRow, (product_number, warehouse), with_for_update=True)
+    if row is None:
+        session.execute(sa.insert(BalanceRow).values(
+            product_number=product_number, warehouse=warehouse, available=value, physical=None, reserved=None,
+            extend_changed_at=None, confirmed_at=None, notified_available=value, notified_at=now))
+        return
+    row.notified_available = value
+    row.notified_at = now
+
+
+def _after_commit(_notifications: list[Notification]) -> None:
+    trigger.request()
+
+
+dispatch.on(["AvailableBalanceChanged", "BalanceChanged"], dispatch.InlineHandler(apply=_mark,
+                                                                                  after_commit=_after_commit))
+
+
+class FlushTrigger:
+    """Start a debounced flush on request, from a background thread, at most once per interval.
+
+    `request()` never blocks and never fails. A request that arrives while a debounce call is
+    under way is served by one more call after it, so the last request is always followed by a
+    debounce call made after it (the dirty rows are durable; this only decides when they go).
+    """
+
+    def __init__(self, min_interval: float = TRIGGER_MIN_INTERVAL) -> None:
+        self.min_interval = min_interval
+        self.calls = 0
+        self.failures = 0
+        self._wanted = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def request(self) -> None:
+        with self._lock:
+            self._idle.clear()
+            self._wanted.set()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="balances-flush-trigger", daemon=True)
+                self._thread.start()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until every request so far has been served (tests)."""
+        return self._idle.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            if not self._wanted.wait(timeout=30.0):
+                with self._lock:
+                    if not self._wanted.is_set():
+                        self._thread = None
+                        return
+                continue
+            self._wanted.clear()  # requests from now on get another call after this one
+            try:
+                request_flush()
+                self.calls += 1
+            except Exception as exc:  # the sweep (or the next notification) flushes instead
+                self.failures += 1
+                log.warning("balances_flush_trigger_failed", error=str(exc))
+            with self._lock:
+                if not self._wanted.is_set():
+                    self._idle.set()
+            time.sleep(self.min_interval)
+
+
+trigger = FlushTrigger()
+
+
+def request_flush() -> str:
+    """Debounce a flush now (synchronous); returns the id of the pending flush job."""
+    ctx = current()
+    sync = ctx.settings.sync
+    return ctx.engine.debounce(FLUSH_KEY, flush_balances, queue=QUEUE, period_seconds=sync.balance_debounce_seconds,
+                               max_delay_seconds=sync.balance_max_delay_seconds)
+
+
+# --- writing balances --------------------------------------------------------------------------
+
+
+def _rows_for(session: Session, product_numbers: Sequence[str]) -> dict[tuple[str, str], BalanceRow]:
+    found: dict[tuple[str, str], BalanceRow] = {}
+    for i in range(0, len(product_numbers), IN_CHUNK):
+        chunk = list(product_numbers[i:i + IN_CHUNK])
+        for row in session.scalars(sa.select(BalanceRow).where(BalanceRow.product_number.in_(chunk))):
+            found[(row.product_number, row.warehouse)] = row
+    return found
+
+
+def apply_balances(session: Session, fetched: Iterable[Balance], *, absent_as_zero: Iterable[tuple[str, str]] = (),
+                   confirmed_at: datetime, dry_run: bool = False) -> dict[str, int]:
+    """Write fetched balances (and 0 for the `absent_as_zero` pairs Extend did not return).
+
+    Returns counts of `created`, `updated`, `unchanged` and `skipped` (older than what is stored);
+    publishes `stock.changed` for each product whose shop figure changed (not in a dry run).
+    """
+    ctx = current()
+    settings = ctx.settings
+    warehouses = set(sell_from(settings))
+    latest: dict[tuple[str, str], Balance] = {}
+    for b in fetched:
+        if b.warehouse not in warehouses:
+            continue
+        key = (b.product_number, b.warehouse)
+        seen = latest.get(key)
+        if seen is None or _newer_or_same(b.changed_at, seen.changed_at):
+            latest[key] = b
+    for product_number, warehouse in absent_as_zero:
+        if (product_number, warehouse) not in latest and warehouse in warehouses:
+            latest[(product_number, warehouse)] = Balance(product_number=product_number, warehouse=warehouse,
+                                                          available=Decimal(0), physical=None, reserved=None)
+    products = sorted({p for p, _ in latest})
+    rows = _rows_for(session, products)
+    before = {p: shop_figure(settings, p, [r for (rp, _), r in rows.items() if rp == p]) for p in products}
+    counts = {"created": 0, "updated": 0, "unchanged": 0, "skipped": 0}
+    touched: list[dict[str, Any]] = []
+    for (product_number, warehouse), b in latest.items():
+        row = rows.get((product_number, warehouse))
+        if row is not None and row.extend_changed_at is not None and b.changed_at is not None \
+                and b.changed_at < row.extend_changed_at:
+            counts["skipped"] += 1
+            continue
+        if row is None:
+            counts["created"] += 1
+            if not dry_run:
+                row = BalanceRow(product_number=product_number, warehouse=warehouse, available=b.available,
+                                 physical=b.physical, reserved=b.reserved, extend_changed_at=b.changed_at,
+                                 confirmed_at=confirmed_at, notified_available=None, notified_at=None)
+                session.add(row)
+                rows[(product_number, warehouse)] = row
+            continue
+        same = (row.available == b.available and row.physical == b.physical and row.reserved == b.reserved
+                and row.extend_changed_at == b.changed_at)
+        counts["unchanged" if same else "updated"] += 1
+        if dry_run:
+            continue
+        if same and row.notified_at is None:
+            touched.append({"p": product_number, "w": warehouse})
+            continue
+        row.available, row.physical, row.reserved = b.available, b.physical, b.reserved
+        row.extend_changed_at = b.changed_at if b.changed_at is not None else row.extend_changed_at
+        row.confirmed_at = confirmed_at
+        row.notified_available = None
+        row.notified_at = None
+    if dry_run:
+        return counts
+    if touched:
+        # Unchanged rows only get their confirmation time: one executemany, no ORM objects dirtied.
+        session.execute(
+            sa.update(_BALANCES)
+            .where(_BALANCES.c.product_number == sa.bindparam("p"), _BALANCES.c.warehouse == sa.bindparam("w"))
+            .values(confirmed_at=confirmed_at),
+            touched,
+        )
+    session.flush()
+    for product_number in products:
+        after = shop_figure(settings, product_number,
+                            [r for (rp, _), r in rows.items() if rp == product_number])
+        if after != before[product_number]:
+            outbox.publish(session, EventType.STOCK_CHANGED, f"sku:{product_number}",
+                           {**after, "confirmedAt": confirmed_at.isoformat()})
+    return counts
+
+
+def _newer_or_same(a: datetime | None, b: datetime | None) -> bool:
+    return b is None or (a is not None and a >= b)
+
+
+# --- the flush --------------------------------------------------------------------------------
+
+
+def _snapshot(limit: int) -> list[tuple[str, str]]:
+    with current().db.read() as session:
+        rows = session.execute(sa.select(DirtyBalanceRow.product_number, DirtyBalanceRow.warehouse)
+                               .order_by(DirtyBalanceRow.first_marked_at).limit(limit)).all()
+    return [(p, w) for p, w in rows]
+
+
+def _clear(session: Session, pairs: Sequence[tuple[str, str]], fetch_started: datetime) -> int:
+    """Delete the dirty rows of `pairs` marked no later than `fetch_started`; newer marks stay."""
+    table = _DIRTY
+    result: sa.CursorResult[Any] = session.execute(  # type: ignore[assignment]
+        sa.delete(table)
+        .where(table.c.product_number == sa.bindparam("p"), table.c.warehouse == sa.bindparam("w"),
+               table.c.last_marked_at <= sa.bindparam("t")),
+        [{"p": p, "w": w, "t": fetch_started} for p, w in pairs],
+    )
+    return int(result.rowcount or 0)
+
+
+async def _fetch(product_numbers: list[str], warehouses: list[str]) -> list[Balance]:
+    extend = current().extend()
+    return [b async for b in extend.availability_for_products(product_numbers, warehouses=warehouses)]
+
+
+async def flush_once(limit: int = MAX_PAIRS_PER_PASS) -> dict[str, Any]:
+    """One pass over (at most `limit`) dirty pairs: fetch, write, clear what the fetch covered.
+
+    Idempotent: a rerun after a crash fetches again and finds the same or newer values. Returns
+    `outcome` `done` (with counts and `more`), `retry` (Extend unreachable or throttling) or
+    `failed` (an answer that retrying will not change, e.g. an unknown warehouse).
+    """
+    ctx = current()
+    pairs = _snapshot(limit)
+    if not pairs:
+        return {"outcome": "done", "pairs": 0, "calls": 0, "more": False}
+    extend = ctx.extend()
+    calls_before = extend.stats().operations.get("list_availability", 0)
+    fetch_started = ctx.clock()
+    product_numbers = sorted({p for p, _ in pairs})
+    try:
+        fetched = await _fetch(product_numbers, sell_from(ctx.settings))
+    except extend_errors.ExtendError as exc:
+        reachability.failed(exc)
+        log.warning("balances_flush_fetch_failed", error=str(exc), pairs=len(pairs),
+                    kind=type(exc).__name__)
+        return {"outcome": "retry" if _retryable(exc) else "failed", "error": str(exc)[:300],
+                "kind": type(exc).__name__, "pairs": len(pairs)}
+    reachability.succeeded()
+    calls = extend.stats().operations.get("list_availability", 0) - calls_before
+    with ctx.db.write() as session:
+        counts = apply_balances(session, fetched, absent_as_zero=pairs, confirmed_at=ctx.clock())
+        cleared = _clear(session, pairs, fetch_started)
+    return {"outcome": "done", "pairs": len(pairs), "cleared": cleared, "calls": calls, **counts,
+            "more": len(pairs) >= limit}
+
+
+@engine.step()
+async def _flush_pass() -> dict[str, Any]:
+    return await flush_once()
+
+
+def _retryable(exc: extend_errors.ExtendError) -> bool:
+    return isinstance(exc, extend_errors.TechnicalFailure | extend_errors.Throttled | extend_errors.OutcomeUnknown)
+
+
+@engine.workflow("balances.flush")
+async def flush_balances() -> dict[str, Any]:
+    """Fetch and store every dirty balance; waits out an Extend outage with capped backoff."""
+    totals: dict[str, Any] = {"passes": 0, "pairs": 0, "calls": 0, "created": 0, "updated": 0, "unchanged": 0,
+                              "skipped": 0, "retries": 0}
+    waited = 0.0
+    attempt = 0
+    while True:
+        result = await _flush_pass()
+        if result["outcome"] == "done":
+            attempt = 0
+            totals["passes"] += 1
+            for key in ("pairs", "calls", "created", "updated", "unchanged", "skipped"):
+                totals[key] += int(result.get(key, 0))
+            if not result.get("more"):
+                return {"outcome": "done", **totals}
+            continue
+        if result["outcome"] == "failed":
+            # Not retryable as is (e.g. a sell-from warehouse Extend does not know): a person must
+            # fix the settings; the rows stay dirty and the error is in the job's result and log.
+            return {"outcome": "failed", "error": result.get("error"), **totals}
+        attempt += 1
+        wait = min(RETRY_CAP_SECONDS, RETRY_FLOOR_SECONDS * 2 ** (attempt - 1))
+        if waited + wait > RETRY_GIVE_UP_SECONDS:
+            return {"outcome": "gave_up", "error": result.get("error"), **totals}
+        totals["retries"] += 1
+        await engine.sleep_async(wait)
+        waited += wait
+
+
+# --- the reconciliation sweep ------------------------------------------------------------------
+
+
+async def sweep_balances(full: bool = False, dry_run: bool = False, progress: Progress | None = None) -> SweepResult:
+    """List balances changed since the cursor (every balance when `full` or on first start),
+    page by page, and repair the local copy. `dry_run` reads and compares but writes nothing
+    (not even the cursor). Returns what it did (`extend-connector sync balances` prints it)."""
+    ctx = current()
+    settings = ctx.settings
+    extend = ctx.extend()
+    tally = Tally("balances", progress, full=full, dry_run=dry_run, stats=extend.stats)
+    overlap = timedelta(seconds=settings.sync.overlap_seconds)
+    now = ctx.clock()
+    if dry_run:
+        with ctx.db.read() as session:
+            row = cursors.peek(session, CURSOR)
+            since = None if full or row is None or row.high_water_mark is None else row.high_water_mark - overlap
+    else:
+        with ctx.db.write() as session:
+            since = cursors.start(session, CURSOR, now=now, overlap=overlap, full=full)
+    full_load = since is None
+    latest: datetime | None = None
+    seen: set[tuple[str, str]] = set()
+    batch: list[Balance] = []
+
+    def write(items: list[Balance]) -> None:
+        with ctx.db.write() as session:
+            counts = apply_balances(session, items, confirmed_at=ctx.clock(), dry_run=dry_run)
+        for outcome, n in counts.items():
+            for _ in range(n):
+                tally.record(outcome)
+
+    try:
+        for warehouse in sell_from(settings):
+            extend_listing = (extend.availability_for_warehouses([warehouse]) if full_load
+                              else extend.availability_changed_since(since, warehouses=[warehouse],  # type: ignore[arg-type]
+                                                                     progress=tally.page))
+            tally.listing()
+            count = 0
+            async for balance in extend_listing:
+                count += 1
+                if full_load and count % settings.extend.dialect.page_size == 0:
+                    tally.page(count, None)
+                seen.add((balance.product_number, balance.warehouse))
+                if balance.changed_at is not None and (latest is None or balance.changed_at > latest):
+                    latest = balance.changed_at
+                batch.append(balance)
+                if len(batch) >= 500:
+                    write(batch)
+                    batch = []
+            if full_load and count % settings.extend.dialect.page_size:
+                tally.page(count, count)
+        if batch:
+            write(batch)
+        if full_load:
+            # A balance we hold that Extend no longer lists has no stock record there any more.
+            with ctx.db.read() as session:
+                held = session.execute(sa.select(BalanceRow.product_number, BalanceRow.warehouse)
+                                       .where(BalanceRow.warehouse.in_(sell_from(settings)))).all()
+            gone = [(p, w) for p, w in held if (p, w) not in seen]
+            for i in range(0, len(gone), 500):
+                with ctx.db.write() as session:
+                    counts = apply_balances(session, [], absent_as_zero=gone[i:i + 500], confirmed_at=ctx.clock(),
+                                            dry_run=dry_run)
+                for outcome, n in counts.items():
+                    for _ in range(n):
+                        tally.record(outcome)
+    except extend_errors.ExtendError as exc:
+        reachability.failed(exc)
+        raise
+    reachability.succeeded()
+    mark: datetime | None = None
+    if not dry_run:
+        with ctx.db.write() as session:
+            mark = cursors.finish(session, CURSOR, latest_seen=latest, now=ctx.clock(),
+                                  stats=tally.result().as_stats())
+    result = tally.result(cursor=mark)
+    log.info("balances_swept", **result.as_stats())
+    if not dry_run and _dirty_waiting():
+        trigger.request()
+    return result
+
+
+def _dirty_waiting() -> bool:
+    with current().db.read() as session:
+        return session.execute(sa.select(DirtyBalanceRow.product_number).limit(1)).first() is not None
+
+
+@engine.step()
+async def _sweep_step() -> dict[str, Any]:
+    try:
+        result = await sweep_balances(full=False, dry_run=False)
+    except extend_errors.ExtendError as exc:
+        if not _retryable(exc):
+            raise
+        # Extend is down: expected, shown as staleness; the next sweep tries again.
+        log.warning("balances_sweep_failed", error=str(exc), kind=type(exc).__name__)
+        return {"outcome": "extend_unreachable", "error": str(exc)[:300]}
+    return {"outcome": "done", **result.as_stats()}
+
+
+@engine.workflow("balances.sweep")
+async def scheduled_sweep(scheduled_at: Any = None, context: Any = None) -> dict[str, Any]:
+    """The scheduled reconciliation sweep (see `sweep_balances`)."""
+    return await _sweep_step()
+
+
+# --- schedule and start-up -----------------------------------------------------------------------
+
+_VALID_SECONDS = sorted({*(s for s in range(1, 60) if 60 % s == 0),
+                         *(m * 60 for m in range(1, 60) if 60 % m == 0),
+                         *(h * 3600 for h in range(1, 24) if 24 % h == 0), 86400})
+
+
+def sweep_interval(minutes: float) -> timedelta:
+    """The longest interval cron can keep exactly that is not longer than `minutes` (>= 1 s)."""
+    wanted = max(1.0, minutes * 60)
+    return timedelta(seconds=max(s for s in _VALID_SECONDS if s <= wanted))
+
+
+def declare_schedules(settings: Settings) -> None:
+    """Called by `service.Connector`: the sweep schedule, and a flush of what a crash left dirty."""
+    engine.schedule(SCHEDULE, scheduled_sweep, every=sweep_interval(settings.sync.balances_sweep_minutes), queue=QUEUE)
+    threading.Thread(target=_startup_flush, name="balances-startup-flush", daemon=True).start()
+
+
+def _startup_flush(timeout: float = 120.0) -> None:
+    """Once the engine executes, flush what was left dirty (a crash between commit and trigger)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(RuntimeError):
+            ctx = current()
+            if ctx.engine.executes:
+                try:
+                    if _dirty_waiting():
+                        trigger.request()
+                except Exception as exc:  # the first sweep covers it
+                    log.warning("balances_startup_flush_failed", error=str(exc))
+                return
+        time.sleep(0.5)

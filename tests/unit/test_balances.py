@@ -1,0 +1,353 @@
+"""Balances flow: dirty marks, the flush, the change-date guard, the sweep, the trigger.
+
+Runs the flow's functions directly in a FlowContext (SQLite file, the simulator in a thread,
+a recording shop); the engine is a fake because nothing here enqueues jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import sqlalchemy as sa
+
+from extend_connector.domain import Balance
+from extend_connector.extend import ExtendClient
+from extend_connector.extend.retry import RetryPolicy
+from extend_connector.extend.webhooks import AvailableBalanceChanged, BalanceChanged
+from extend_connector.flows import balances, context
+from extend_connector.flows.dispatch import InlineHandler, handler_for
+from extend_connector.settings import (
+    ExtendSettings,
+    Settings,
+    StoreSettings,
+    SyncSettings,
+    WebshopSettings,
+)
+from extend_connector.simulator import SimulatorConfig, run_in_thread
+from extend_connector.store.database import Database
+from extend_connector.store.migrate import migrate
+from extend_connector.store.models import BalanceRow, CursorRow, DirtyBalanceRow, OutboxRow
+from extend_connector.webshop import RecordingWebshop
+
+SELL_FROM = ["MainWarehouse", "GreenWarehouse"]
+QUICK_RETRY = RetryPolicy(max_attempts=2, max_total_seconds=1.0, floor_seconds=0.01, cap_seconds=0.05)
+
+
+class NoEngine:
+    executes = False
+
+    def debounce(self, *args: Any, **kwargs: Any) -> str:
+        raise AssertionError("no job is started in these tests")
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Any]:
+    with run_in_thread(SimulatorConfig(seed=3, products=40, customers=2, rate_limits_enabled=False)) as running:
+        yield running
+
+
+def _settings(sim: Any, tmp_path: Path, **sync: Any) -> Settings:
+    return Settings(
+        store=StoreSettings(database_url=f"sqlite:///{tmp_path / 'c.db'}"),
+        extend=ExtendSettings(base_url=sim.base_url, warehouses=SELL_FROM),
+        webshop=WebshopSettings(),
+        sync=SyncSettings(**sync),
+    )
+
+
+@pytest.fixture
+def ctx(sim: Any, tmp_path: Path) -> Iterator[context.FlowContext]:
+    yield from _ctx(sim, tmp_path)
+
+
+def _ctx(sim: Any, tmp_path: Path, **sync: Any) -> Iterator[context.FlowContext]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    settings = _settings(sim, tmp_path, **sync)
+    migrate(settings.store.url)
+    db = Database(settings.store.url)
+    flow = context.FlowContext(settings=settings, db=db, engine=NoEngine(), webshop=RecordingWebshop())  # type: ignore[arg-type]
+    flow.extras["deliver_to_shop"] = False
+    # Few, short retries: the outage test must not wait out the production retry budget.
+    flow.extend_factory = lambda: ExtendClient.from_settings(settings, retry=QUICK_RETRY)
+    context.install(flow)
+    try:
+        yield flow
+    finally:
+        context.install(None)
+        db.dispose()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(_closing(coro))
+
+
+async def _closing(coro: Any) -> Any:
+    try:
+        return await coro
+    finally:
+        await context.current().aclose()
+
+
+def sim_available(sim: Any, product: str, warehouse: str) -> Decimal:
+    for b in httpx2.get(f"{sim.admin_url}/state/balances").json():
+        if b["productNumber"] == product and b["warehouse"] == warehouse:
+            return Decimal(str(b["availableBalance"]))
+    return Decimal(0)
+
+
+def move(sim: Any, product: str, warehouse: str, delta: int) -> None:
+    r = httpx2.post(f"{sim.admin_url}/stock", json={"productNumber": product, "warehouse": warehouse, "delta": delta})
+    assert r.status_code == 200, r.text
+
+
+def products(sim: Any) -> list[str]:
+    return sorted(sim.state.products)[:10]
+
+
+def notify(ctx: context.FlowContext, *notes: Any) -> None:
+    handler = handler_for("AvailableBalanceChanged")
+    assert isinstance(handler, InlineHandler)
+    with ctx.db.write() as session:
+        for note in notes:
+            handler.apply(session, note, {})
+
+
+def abc(product: str, warehouse: str | None, value: str | None = None) -> AvailableBalanceChanged:
+    return AvailableBalanceChanged(action="AvailableBalanceChanged", details={}, product_number=product,
+                                   warehouse=warehouse, available_balance=None if value is None else Decimal(value))
+
+
+def dirty(ctx: context.FlowContext) -> set[tuple[str, str]]:
+    with ctx.db.read() as session:
+        return {(p, w) for p, w in session.execute(sa.select(DirtyBalanceRow.product_number,
+                                                             DirtyBalanceRow.warehouse))}
+
+
+def local(ctx: context.FlowContext, product: str, warehouse: str) -> BalanceRow | None:
+    with ctx.db.read() as session:
+        row = session.get(BalanceRow, (product, warehouse))
+        if row is not None:
+            session.expunge(row)  # keep its loaded values after the read session rolls back
+        return row
+
+
+def stock_events(ctx: context.FlowContext) -> list[OutboxRow]:
+    with ctx.db.read() as session:
+        rows = list(session.scalars(sa.select(OutboxRow).where(OutboxRow.event_type == "stock.changed")
+                                    .order_by(OutboxRow.id)))
+        session.expunge_all()
+        return rows
+
+
+# --- marks ------------------------------------------------------------------------------------
+
+
+def test_both_balance_actions_are_inline_handlers() -> None:
+    assert isinstance(handler_for("AvailableBalanceChanged"), InlineHandler)
+    assert isinstance(handler_for("balancechanged"), InlineHandler)
+
+
+def test_marks_only_sell_from_warehouses_and_all_of_them_without_warehouse(ctx: context.FlowContext,
+                                                                           sim: Any) -> None:
+    p1, p2, p3 = products(sim)[:3]
+    notify(ctx, abc(p1, "MainWarehouse"), abc(p2, "TEST"), abc(p3, None),
+           BalanceChanged(action="BalanceChanged", details={}, product_number=p2, warehouse="GreenWarehouse"))
+    assert dirty(ctx) == {(p1, "MainWarehouse"), (p3, "MainWarehouse"), (p3, "GreenWarehouse"),
+                          (p2, "GreenWarehouse")}
+
+
+def test_notified_value_is_kept_unconfirmed_only_when_asked(sim: Any, tmp_path: Path) -> None:
+    p = products(sim)[0]
+    for flow in _ctx(sim, tmp_path / "off"):
+        notify(flow, abc(p, "MainWarehouse", "17"))
+        assert local(flow, p, "MainWarehouse") is None
+    for flow in _ctx(sim, tmp_path / "on", balance_apply_notification_value=True):
+        notify(flow, abc(p, "MainWarehouse", "17"))
+        row = local(flow, p, "MainWarehouse")
+        assert row is not None and row.notified_available == Decimal(17) and row.confirmed_at is None
+        run(balances.flush_once())
+        row = local(flow, p, "MainWarehouse")
+        assert row is not None and row.notified_available is None and row.confirmed_at is not None
+        assert row.available == sim_available(sim, p, "MainWarehouse")
+
+
+# --- the flush ----------------------------------------------------------------------------------
+
+
+def test_flush_fetches_writes_clears_and_tells_the_shop_only_real_changes(ctx: context.FlowContext,
+                                                                          sim: Any) -> None:
+    ps = products(sim)
+    move(sim, ps[0], "MainWarehouse", 7)
+    notify(ctx, *(abc(p, "MainWarehouse") for p in ps))
+    result = run(balances.flush_once())
+    assert result["outcome"] == "done" and result["pairs"] == len(ps) and result["cleared"] == len(ps)
+    assert result["calls"] >= 1
+    assert dirty(ctx) == set()
+    for p in ps:
+        row = local(ctx, p, "MainWarehouse")
+        assert row is not None and row.available == sim_available(sim, p, "MainWarehouse")
+        assert row.confirmed_at is not None
+    first = stock_events(ctx)
+    assert {e.key for e in first} <= {f"sku:{p}" for p in ps}
+    assert f"sku:{ps[0]}" in {e.key for e in first}
+
+    # Same values again: confirmed again, nothing told.
+    notify(ctx, *(abc(p, "MainWarehouse") for p in ps))
+    run(balances.flush_once())
+    assert len(stock_events(ctx)) == len(first)
+
+    # One real change: exactly one event, with the shop figure (sum over sell-from warehouses).
+    move(sim, ps[1], "GreenWarehouse", 3)
+    notify(ctx, abc(ps[1], "GreenWarehouse"))
+    run(balances.flush_once())
+    events = stock_events(ctx)
+    assert len(events) == len(first) + 1
+    expected = sim_available(sim, ps[1], "MainWarehouse") + sim_available(sim, ps[1], "GreenWarehouse")
+    assert events[-1].key == f"sku:{ps[1]}"
+    assert Decimal(str(events[-1].payload["available"])) == expected
+
+
+def test_a_mark_made_while_the_fetch_runs_stays_dirty(ctx: context.FlowContext, sim: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    p = products(sim)[2]
+    notify(ctx, abc(p, "MainWarehouse"))
+    real_fetch = balances._fetch
+
+    async def fetch_with_a_late_notification(numbers: list[str], warehouses: list[str]) -> list[Balance]:
+        found = await real_fetch(numbers, warehouses)
+        # Arrives after the fetch started: its change may be missing from what was fetched.
+        late = ctx.clock() + timedelta(milliseconds=5)
+        with ctx.db.write() as session:
+            balances.mark_dirty(session, [(p, "MainWarehouse")], now=late)
+        return found
+
+    monkeypatch.setattr(balances, "_fetch", fetch_with_a_late_notification)
+    result = run(balances.flush_once())
+    assert result["cleared"] == 0
+    assert dirty(ctx) == {(p, "MainWarehouse")}
+    monkeypatch.setattr(balances, "_fetch", real_fetch)
+    run(balances.flush_once())
+    assert dirty(ctx) == set()
+
+
+def test_a_product_extend_does_not_return_is_zero(ctx: context.FlowContext) -> None:
+    notify(ctx, abc("NO-SUCH-PRODUCT", "MainWarehouse"))
+    run(balances.flush_once())
+    row = local(ctx, "NO-SUCH-PRODUCT", "MainWarehouse")
+    assert row is not None and row.available == 0 and row.confirmed_at is not None
+
+
+def test_an_older_answer_never_replaces_a_newer_value(ctx: context.FlowContext) -> None:
+    t0 = datetime(2025, 1, 1, 12, tzinfo=UTC)
+    newer = Balance(product_number="P", warehouse="MainWarehouse", available=Decimal(5), changed_at=t0)
+    older = Balance(product_number="P", warehouse="MainWarehouse", available=Decimal(9),
+                    changed_at=t0 - timedelta(seconds=1))
+    with ctx.db.write() as session:
+        assert balances.apply_balances(session, [newer], confirmed_at=t0)["created"] == 1
+    with ctx.db.write() as session:
+        counts = balances.apply_balances(session, [older], confirmed_at=t0)
+    assert counts["skipped"] == 1
+    row = local(ctx, "P", "MainWarehouse")
+    assert row is not None and row.available == 5
+    # Duplicates within one answer: the newest wins whatever the order.
+    with ctx.db.write() as session:
+        balances.apply_balances(session, [newer, older,
+                                          Balance(product_number="P", warehouse="MainWarehouse",
+                                                  available=Decimal(2), changed_at=t0 + timedelta(seconds=1)),
+                                          newer], confirmed_at=t0)
+    row = local(ctx, "P", "MainWarehouse")
+    assert row is not None and row.available == 2
+
+
+def test_per_warehouse_figure(sim: Any, tmp_path: Path) -> None:
+    settings = Settings(extend=ExtendSettings(warehouses=SELL_FROM),
+                        webshop=WebshopSettings(stock_figure="per_warehouse"))
+    rows = [BalanceRow(product_number="P", warehouse="GreenWarehouse", available=Decimal("2.5"))]
+    assert balances.shop_figure(settings, "P", rows) == {
+        "productNumber": "P", "warehouses": [{"warehouse": "MainWarehouse", "available": 0},
+                                             {"warehouse": "GreenWarehouse", "available": 2.5}]}
+
+
+def test_flush_reports_retry_while_extend_is_down(ctx: context.FlowContext, sim: Any) -> None:
+    p = products(sim)[3]
+    notify(ctx, abc(p, "MainWarehouse"))
+    httpx2.post(f"{sim.admin_url}/outage", json={})
+    try:
+        result = run(balances.flush_once())
+    finally:
+        httpx2.delete(f"{sim.admin_url}/outage")
+    assert result["outcome"] == "retry"
+    assert not balances.reachability.reachable
+    assert dirty(ctx) == {(p, "MainWarehouse")}
+    assert run(balances.flush_once())["outcome"] == "done"
+    assert balances.reachability.reachable
+
+
+# --- the sweep ----------------------------------------------------------------------------------
+
+
+def test_first_sweep_loads_everything_then_only_changes(ctx: context.FlowContext, sim: Any) -> None:
+    result = run(balances.sweep_balances())
+    truth = {(b["productNumber"], b["warehouse"]): Decimal(str(b["availableBalance"]))
+             for b in httpx2.get(f"{sim.admin_url}/state/balances").json() if b["warehouse"] in SELL_FROM}
+    assert result.outcomes.get("created", 0) == len(truth) > 0
+    with ctx.db.read() as session:
+        stored = {(r.product_number, r.warehouse): r.available for r in session.scalars(sa.select(BalanceRow))}
+    assert stored == truth
+    with ctx.db.read() as session:
+        cursor = session.get(CursorRow, balances.CURSOR)
+        assert cursor is not None and cursor.high_water_mark is not None
+
+    # A change nobody notified: the next (incremental) sweep repairs it.
+    p = products(sim)[4]
+    move(sim, p, "MainWarehouse", 11)
+    dry = run(balances.sweep_balances(dry_run=True))
+    assert dry.outcomes.get("updated", 0) >= 1
+    assert local(ctx, p, "MainWarehouse").available != sim_available(sim, p, "MainWarehouse")  # type: ignore[union-attr]
+    result = run(balances.sweep_balances())
+    assert not result.full
+    assert result.records < len(truth)
+    assert local(ctx, p, "MainWarehouse").available == sim_available(sim, p, "MainWarehouse")  # type: ignore[union-attr]
+
+
+# --- the trigger --------------------------------------------------------------------------------
+
+
+def test_trigger_coalesces_requests_and_always_follows_the_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[float] = []
+    requested: list[float] = []
+    lock = threading.Lock()
+
+    def fake_flush() -> str:
+        time.sleep(0.003)  # a debounce is a small database write
+        with lock:
+            calls.append(time.monotonic())
+        return "wf"
+
+    monkeypatch.setattr(balances, "request_flush", fake_flush)
+    trig = balances.FlushTrigger(min_interval=0.05)
+    for _ in range(2000):
+        with lock:
+            requested.append(time.monotonic())
+        trig.request()
+        time.sleep(0.0002)
+    assert trig.wait_idle(5)
+    assert 1 <= len(calls) < 200
+    assert calls[-1] >= requested[-1]  # a debounce call came after the last request
+    assert trig.failures == 0
+
+
+def test_sweep_interval_rounds_down_to_what_cron_keeps() -> None:
+    assert balances.sweep_interval(10) == timedelta(minutes=10)
+    assert balances.sweep_interval(7) == timedelta(minutes=6)
+    assert balances.sweep_interval(0.1) == timedelta(seconds=6)
+    assert balances.sweep_interval(0.001) == timedelta(seconds=1)
