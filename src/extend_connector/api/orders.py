@@ -1,0 +1,133 @@
+"""Order intake for the headless shop: `POST /v1/orders`, `GET /v1/orders/{ref}`, cancellations.
+
+The shop never waits on Extend: an accepted order is a local durable write answered 202 with
+its local status; Extend hears about it from the submit job. Idempotent on `shopRef`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from starlette.concurrency import run_in_threadpool
+
+from extend_connector.api.auth import require_shop_token
+from extend_connector.api.errors import ApiProblem
+from extend_connector.flows import orders as flow
+from extend_connector.flows.context import current
+
+
+async def _shop_token(request: Request) -> None:
+    check = require_shop_token(current().settings.webshop.api_token.get_secret_value())
+    await check(request)
+
+
+router = APIRouter(prefix="/v1/orders", tags=["orders"], dependencies=[Depends(_shop_token)])
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class AddressIn(_Model):
+    name: str = Field(min_length=1, max_length=200)
+    address_line1: str = Field(alias="addressLine1", min_length=1, max_length=200)
+    address_line2: str | None = Field(None, alias="addressLine2", max_length=200)
+    zip_code: str = Field(min_length=1, max_length=20)
+    city: str = Field(min_length=1, max_length=100)
+    country_code: str = Field("SE", min_length=2, max_length=2)
+    care_of: str | None = Field(None, max_length=200)
+    phone: str | None = Field(None, max_length=64)
+    email: str | None = Field(None, max_length=320)
+
+
+class OrderLineIn(_Model):
+    product_number: str = Field(min_length=1, max_length=64)
+    quantity: Decimal = Field(gt=0, max_digits=14, decimal_places=6)
+    unit_price: Decimal | None = Field(None, ge=0, max_digits=20, decimal_places=6,
+                                       description="The shop's price, sent unchanged; omit to let Extend price it.")
+    vat_percent: Decimal | None = Field(None, ge=0, le=100)
+    unit: str | None = Field(None, max_length=32)
+    warehouse: str | None = Field(None, max_length=64, description="Default: the first of extend.warehouses.")
+
+
+class OrderIn(_Model):
+    """An order as the shop placed it. `shopRef` is its identity: posting it again is harmless."""
+
+    shop_ref: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+    lines: list[OrderLineIn] = Field(min_length=1, max_length=1000)
+    placed_at: datetime | None = None
+    customer_number: str | None = Field(None, max_length=64, description="Extend customer number, when known.")
+    shop_customer_ref: str | None = Field(None, max_length=128, description="The shop's customer id (scope to_extend).")
+    currency: str = Field("SEK", min_length=3, max_length=3)
+    asked_delivery_date: datetime | None = None
+    delivery_address: AddressIn | None = None
+    invoice_address: AddressIn | None = None
+    payment_type: str | None = Field(None, max_length=16)
+    email: str | None = Field(None, max_length=320)
+    notes: str | None = Field(None, max_length=2000)
+
+
+class CancelLinesIn(_Model):
+    lines: list[int] = Field(min_length=1, description="1-based line numbers of the order as posted.")
+
+
+def _payload(order: OrderIn) -> dict[str, Any]:
+    data: dict[str, Any] = order.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if order.placed_at is not None and order.placed_at.tzinfo is None:
+        raise ApiProblem(422, "invalid_request", "placedAt needs a UTC offset",
+                         [{"field": "placedAt", "message": "e.g. 2024-10-15T15:00:00+02:00"}])
+    if order.asked_delivery_date is not None and order.asked_delivery_date.tzinfo is None:
+        raise ApiProblem(422, "invalid_request", "askedDeliveryDate needs a UTC offset",
+                         [{"field": "askedDeliveryDate", "message": "e.g. 2024-10-15T00:00:00+02:00"}])
+    return data
+
+
+@router.post("", status_code=202, summary="Receive a shop order (idempotent on shopRef)")
+async def post_order(order: OrderIn) -> JSONResponse:
+    payload = _payload(order)
+    try:
+        intake = await run_in_threadpool(flow.accept_order, payload)
+    except flow.OrderConflict as exc:
+        raise ApiProblem(409, "order_conflict", str(exc)) from exc
+    if intake.problems:
+        raise ApiProblem(422, "order_parked",
+                         f"order {intake.shop_ref} cannot be sent to Extend as it is; it is stored and parked "
+                         f"(failure {intake.failure_id}): fix the cause, then `extend-connector failures retry "
+                         f"{intake.failure_id}`",
+                         [p.as_json() for p in intake.problems])
+    body = {"shopRef": intake.shop_ref, "status": intake.status, "created": intake.created}
+    return JSONResponse(body, status_code=202 if intake.created else 200)
+
+
+@router.get("/{shop_ref}", summary="The order as the connector knows it (status, shipments, tracking)")
+async def get_order(shop_ref: str) -> dict[str, Any]:
+    try:
+        return await run_in_threadpool(flow.get_order_view, shop_ref)
+    except flow.UnknownOrder as exc:
+        raise ApiProblem(404, "not_found", str(exc)) from exc
+
+
+async def _cancel(shop_ref: str, lines: list[int] | None) -> JSONResponse:
+    try:
+        view = await run_in_threadpool(flow.request_cancel, shop_ref, lines)
+    except flow.UnknownOrder as exc:
+        raise ApiProblem(404, "not_found", str(exc)) from exc
+    except flow.ChangeRefused as exc:
+        raise ApiProblem(409, "order_locked", str(exc)) from exc
+    return JSONResponse(view, status_code=202)
+
+
+@router.post("/{shop_ref}/cancel", status_code=202, summary="Cancel the whole order (before Reserved)")
+async def cancel_order(shop_ref: str) -> JSONResponse:
+    return await _cancel(shop_ref, None)
+
+
+@router.post("/{shop_ref}/lines/cancel", status_code=202, summary="Cancel lines (before Reserved)")
+async def cancel_lines(shop_ref: str, body: CancelLinesIn) -> JSONResponse:
+    return await _cancel(shop_ref, sorted(set(body.lines)))

@@ -1,0 +1,183 @@
+"""The webhook inbox, `POST /webhooks/extend`: verify, store, enqueue, answer; nothing else.
+
+Order of work (design rule 2, a webhook is a trigger, not data): read the raw body, refuse
+it if too large (413), check `ms-signature` on the exact bytes (401), parse (400), then ONE
+write transaction stores the delivery (deduplicated on Extend's `Id`) and, per notification,
+either enqueues the job of the flow that handles its action (partitioned by the entity key)
+or runs the flow's inline bookkeeping. Only after the commit is 2xx answered; any failure
+before it answers 5xx so Extend delivers again. A redelivery (same Id, any Attempt) is
+acknowledged without doing anything twice. Unknown actions are stored, counted, acknowledged.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import Counter, Histogram
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+
+from extend_connector.extend.webhooks import (
+    SIGNATURE_HEADER,
+    MalformedWebhook,
+    Notification,
+    SignatureInvalid,
+    WebhookEnvelope,
+    verify_and_parse,
+)
+from extend_connector.flows import dispatch
+from extend_connector.flows.context import FlowContext, current
+from extend_connector.store.models import InboxRow
+
+log = structlog.get_logger("extend_connector.inbox")
+
+router = APIRouter()
+
+DELIVERIES = Counter("extend_connector_webhook_deliveries_total",
+                     "Webhook deliveries received, by outcome", ["outcome"])
+NOTIFICATIONS = Counter("extend_connector_webhook_notifications_total",
+                        "Notifications of accepted deliveries, by how they were handled", ["handling"])
+INBOX_SECONDS = Histogram("extend_connector_webhook_inbox_seconds",
+                          "Time from body read to answer for accepted deliveries",
+                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Stored:
+    """What the transaction did with one delivery."""
+
+    duplicate: bool
+    jobs: int = 0
+    inline: int = 0
+    unhandled: int = 0
+
+
+def _problem(status: int, error: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": error, "message": message, "details": []}, status_code=status)
+
+
+def store_delivery(ctx: FlowContext, envelope: WebhookEnvelope, raw: bytes) -> tuple[Stored, list[tuple[Any, Notification]]]:
+    """The inbox transaction (sync; run it in a worker thread). Returns what was done and the
+    inline handlers whose `after_commit` is owed, in order."""
+    now = ctx.clock()
+    received_at = now.isoformat()
+    after: list[tuple[Any, Notification]] = []
+    with ctx.db.write() as session:
+        existing = session.get(InboxRow, envelope.id)
+        if existing is not None:
+            if envelope.attempt > existing.last_seen_attempt:
+                existing.last_seen_attempt = envelope.attempt
+            return Stored(duplicate=True), after
+        jobs = inline = unhandled = 0
+        for index, note in enumerate(envelope.notifications):
+            handler = dispatch.handler_for(note.action)
+            if isinstance(handler, dispatch.JobHandler):
+                payload = dispatch.notification_json(note, delivery_id=envelope.id, index=index,
+                                                     received_at=received_at)
+                ctx.engine.enqueue_in_transaction(session, handler.workflow, payload, queue=handler.queue,
+                                                  partition_key=note.entity_key,
+                                                  workflow_id=f"wh-{envelope.id}-{index}")
+                jobs += 1
+            elif isinstance(handler, dispatch.InlineHandler):
+                payload = dispatch.notification_json(note, delivery_id=envelope.id, index=index,
+                                                     received_at=received_at)
+                handler.apply(session, note, payload)
+                if handler.after_commit is not None:
+                    after.append((handler, note))
+                inline += 1
+            else:
+                unhandled += 1
+        session.add(InboxRow(delivery_id=envelope.id, attempt=envelope.attempt,
+                             notification_id=envelope.notification_id, received_at=now,
+                             raw_body=raw.decode("utf-8", "replace"),
+                             notification_count=len(envelope.notifications),
+                             unknown_action_count=unhandled, last_seen_attempt=envelope.attempt))
+    return Stored(duplicate=False, jobs=jobs, inline=inline, unhandled=unhandled), after
+
+
+def _after_commit(after: list[tuple[Any, Notification]], delivery_id: str) -> None:
+    """Run each inline handler's after-commit callback once, with its notifications."""
+    grouped: dict[int, tuple[Any, list[Notification]]] = {}
+    for handler, note in after:
+        grouped.setdefault(id(handler), (handler, []))[1].append(note)
+    for handler, notes in grouped.values():
+        try:
+            handler.after_commit(notes)
+        except Exception:  # the delivery is committed; the sweep repairs what the callback missed
+            log.exception("inbox_after_commit_failed", delivery_id=delivery_id)
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it grows past `limit` (never buffers an oversized body)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post("/webhooks/extend", include_in_schema=True, summary="Extend Commerce webhook inbox")
+async def receive(request: Request) -> Response:
+    started = time.perf_counter()
+    ctx = current()
+    settings = ctx.settings
+    raw = await _read_limited(request, settings.server.webhook_max_body_bytes)
+    if raw is None:
+        DELIVERIES.labels("too_large").inc()
+        log.warning("webhook_refused", outcome="too_large", limit=settings.server.webhook_max_body_bytes)
+        return _problem(413, "too_large",
+                        f"webhook body larger than server.webhook_max_body_bytes "
+                        f"({settings.server.webhook_max_body_bytes} bytes)")
+    try:
+        envelope = verify_and_parse(raw, request.headers.get(SIGNATURE_HEADER),
+                                    settings.extend.webhook_secret.get_secret_value(),
+                                    verify=settings.extend.verify_webhook_signatures)
+    except SignatureInvalid as exc:
+        DELIVERIES.labels("forged").inc()
+        log.warning("webhook_refused", outcome="forged", why=str(exc), size=len(raw))
+        return _problem(401, "invalid_signature", f"{exc}; check extend.webhook_secret")
+    except MalformedWebhook as exc:
+        DELIVERIES.labels("malformed").inc()
+        log.warning("webhook_refused", outcome="malformed", why=str(exc), size=len(raw))
+        return _problem(400, "malformed", str(exc))
+    try:
+        stored, after = await run_in_threadpool(store_delivery, ctx, envelope, raw)
+    except IntegrityError:
+        # Two copies of one delivery raced (PostgreSQL); the other one committed it.
+        stored, after = Stored(duplicate=True), []
+    except Exception as exc:  # whatever failed, nothing committed: Extend must deliver again
+        DELIVERIES.labels("error").inc()
+        log.error("webhook_not_stored", outcome="error", delivery_id=envelope.id, attempt=envelope.attempt,
+                  error=f"{type(exc).__name__}: {exc}")
+        return _problem(503, "not_stored", "the delivery could not be stored; deliver it again")
+    if stored.duplicate:
+        DELIVERIES.labels("duplicate").inc()
+        log.info("webhook_duplicate", outcome="duplicate", delivery_id=envelope.id, attempt=envelope.attempt)
+        return JSONResponse({"status": "duplicate", "id": envelope.id}, status_code=200)
+    if after:
+        await run_in_threadpool(_after_commit, after, envelope.id)
+    DELIVERIES.labels("accepted").inc()
+    if stored.jobs:
+        NOTIFICATIONS.labels("job").inc(stored.jobs)
+    if stored.inline:
+        NOTIFICATIONS.labels("inline").inc(stored.inline)
+    if stored.unhandled:
+        NOTIFICATIONS.labels("unhandled").inc(stored.unhandled)
+    INBOX_SECONDS.observe(time.perf_counter() - started)
+    log.info("webhook_accepted", outcome="accepted", delivery_id=envelope.id, attempt=envelope.attempt,
+             notifications=len(envelope.notifications), jobs=stored.jobs, inline=stored.inline,
+             unhandled=stored.unhandled,
+             actions=sorted({n.action for n in envelope.notifications}))
+    return JSONResponse({"status": "accepted", "id": envelope.id, "jobs": stored.jobs, "inline": stored.inline,
+                         "unhandled": stored.unhandled}, status_code=200)

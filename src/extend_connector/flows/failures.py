@@ -1,0 +1,217 @@
+"""Parked failures: work a person must look at, shared by every flow; list, show and replay.
+
+A flow parks an item (`park()`, inside its own write transaction) when retrying it unchanged
+cannot help: Extend refused the data, the shop refused an event, an order refers to a product
+that does not exist. Each flow registers how to replay its kinds (`register_replay`); `retry()`
+looks the failure up, runs the replay of its kind and marks it resolved when the replay was
+accepted. A replay that finds the cause still there raises `StillFailing` with a reason a
+person can act on, and the failure stays open.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from extend_connector.flows.context import current
+from extend_connector.store.models import ParkedFailureRow
+
+
+class FailureError(Exception):
+    """Root of this module's errors: the replay did not happen."""
+
+
+class UnknownFailure(FailureError):
+    """No parked failure has this id."""
+
+
+class AlreadyResolved(FailureError):
+    """The failure was resolved already (replayed or fixed)."""
+
+
+class NoReplay(FailureError):
+    """No flow registered a replay for the failure's kind."""
+
+
+class StillFailing(FailureError):
+    """The replay checked the item again and the cause is still there (the message says which)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Failure:
+    """One parked failure as the operator sees it."""
+
+    id: int
+    kind: str
+    key: str
+    reason: str
+    detail: dict[str, Any]
+    payload: dict[str, Any]
+    created_at: datetime
+    resolved_at: datetime | None
+    retry_count: int
+
+    @property
+    def message(self) -> str:
+        """The one line a person reads first."""
+        text = self.detail.get("message") or self.detail.get("error")
+        return str(text) if text else self.reason
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "key": self.key, "reason": self.reason,
+                "message": self.message, "detail": self.detail, "payload": self.payload,
+                "createdAt": self.created_at.isoformat(),
+                "resolvedAt": self.resolved_at.isoformat() if self.resolved_at else None,
+                "retryCount": self.retry_count}
+
+
+def _view(row: ParkedFailureRow) -> Failure:
+    return Failure(id=row.id, kind=row.kind, key=row.key, reason=row.reason, detail=dict(row.detail or {}),
+                   payload=dict(row.payload or {}), created_at=row.created_at, resolved_at=row.resolved_at,
+                   retry_count=row.retry_count)
+
+
+Replay = Callable[[Failure], "str | Awaitable[str]"]
+"""Replays one failure; returns what it did (e.g. "order S-1 queued for sending"). Raises
+StillFailing when the cause is still there. May be async."""
+
+_REPLAYS: dict[str, Replay] = {}
+
+
+def register_replay(kind: str, replay: Replay) -> None:
+    """Declare how failures of `kind` are replayed (call at import time of the flow module)."""
+    existing = _REPLAYS.get(kind)
+    if existing is not None and existing is not replay:
+        raise ValueError(f"failure kind {kind!r} already has a replay: {existing}")
+    _REPLAYS[kind] = replay
+
+
+def replay_kinds() -> list[str]:
+    return sorted(_REPLAYS)
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def park(session: Session, *, kind: str, key: str, reason: str, message: str,
+         detail: dict[str, Any] | None = None, payload: dict[str, Any] | None = None,
+         now: datetime | None = None) -> int:
+    """Park an item in the caller's transaction; an open failure of the same kind and key is
+    updated instead of duplicated (the same order parked twice is one thing to fix)."""
+    when = now or current().clock()
+    body = {**(detail or {}), "message": message}
+    existing = session.scalars(
+        sa.select(ParkedFailureRow).where(ParkedFailureRow.kind == kind, ParkedFailureRow.key == key,
+                                          ParkedFailureRow.resolved_at.is_(None))
+    ).first()
+    if existing is not None:
+        existing.reason = reason
+        existing.detail = body
+        if payload is not None:
+            existing.payload = payload
+        return existing.id
+    row = ParkedFailureRow(kind=kind, key=key, reason=reason, detail=body, payload=payload or {},
+                           created_at=when)
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def resolve_open(session: Session, *, kind: str, key: str, now: datetime) -> int:
+    """Mark every open failure of (kind, key) resolved (the item went through another way)."""
+    rows = session.scalars(
+        sa.select(ParkedFailureRow).where(ParkedFailureRow.kind == kind, ParkedFailureRow.key == key,
+                                          ParkedFailureRow.resolved_at.is_(None))
+    ).all()
+    for row in rows:
+        row.resolved_at = now
+    return len(rows)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def list_failures(*, include_resolved: bool = False, kind: str | None = None, limit: int = 200) -> list[Failure]:
+    query = sa.select(ParkedFailureRow).order_by(ParkedFailureRow.id.desc()).limit(limit)
+    if not include_resolved:
+        query = query.where(ParkedFailureRow.resolved_at.is_(None))
+    if kind is not None:
+        query = query.where(ParkedFailureRow.kind == kind)
+    with current().db.read() as session:
+        return [_view(r) for r in session.scalars(query)]
+
+
+def open_counts(session: Session) -> dict[str, int]:
+    """Open failures per kind (for `status`)."""
+    rows = session.execute(
+        sa.select(ParkedFailureRow.kind, sa.func.count()).where(ParkedFailureRow.resolved_at.is_(None))
+        .group_by(ParkedFailureRow.kind)
+    ).all()
+    return {kind: int(n) for kind, n in rows}
+
+
+def get(failure_id: int) -> Failure:
+    with current().db.read() as session:
+        row = session.get(ParkedFailureRow, failure_id)
+        if row is None:
+            raise UnknownFailure(f"no parked failure {failure_id}")
+        return _view(row)
+
+
+# --- replay ----------------------------------------------------------------------------------
+
+
+async def retry(failure_id: int) -> str:
+    """Replay one failure through its kind's replay; mark it resolved when accepted.
+
+    Raises UnknownFailure, AlreadyResolved, NoReplay, or StillFailing (the failure stays open,
+    its detail gets the new reason).
+    """
+    failure = get(failure_id)
+    if failure.resolved_at is not None:
+        raise AlreadyResolved(f"failure {failure_id} was resolved at {failure.resolved_at.isoformat()}")
+    replay = _REPLAYS.get(failure.kind)
+    if replay is None:
+        raise NoReplay(f"no replay is registered for failures of kind {failure.kind!r} "
+                       f"(known: {', '.join(replay_kinds()) or 'none'})")
+    ctx = current()
+    try:
+        result = replay(failure)
+        outcome = await result if inspect.isawaitable(result) else result
+    except StillFailing as exc:
+        with ctx.db.write() as session:
+            row = session.get(ParkedFailureRow, failure_id)
+            if row is not None:
+                row.retry_count += 1
+                row.detail = {**(row.detail or {}), "lastRetry": str(exc), "message": str(exc)}
+        raise
+    with ctx.db.write() as session:
+        row = session.get(ParkedFailureRow, failure_id)
+        if row is not None:
+            row.retry_count += 1
+            row.resolved_at = ctx.clock()
+            row.detail = {**(row.detail or {}), "lastRetry": str(outcome)}
+    return str(outcome)
+
+
+def _replay_shop_delivery(failure: Failure) -> str:
+    """Deliver a refused or given-up shop event again, as a new job (the outbox row is kept)."""
+    from extend_connector.flows import outbox
+
+    outbox_id = failure.payload.get("outbox_id") or failure.detail.get("outbox_id")
+    if outbox_id is None:
+        raise StillFailing(f"failure {failure.id} does not name its outbox event")
+    ctx = current()
+    # The outbox module is glue shared by every flow; its replay lives here with the others.
+    ctx.engine.enqueue(outbox.deliver, int(outbox_id), queue=outbox.QUEUE, partition_key=failure.key,
+                       workflow_id=f"shop-event-{outbox_id}-retry-{failure.id}-{failure.retry_count + 1}")
+    return f"shop event {outbox_id} queued for delivery again"
+
+
+register_replay("shop_delivery", _replay_shop_delivery)
