@@ -99,3 +99,12 @@ def test_config_refuses_impossible_values() -> None:
         SimulatorConfig(default_page_size=600, max_page_size=500)
     with pytest.raises(ValueError):
         SimulatorConfig(time_scale=0)
+
+
+def test_fast_pretty_printer_matches_the_standard_library_byte_for_byte() -> None:
+    from extend_connector.simulator.webhooks import _pretty
+
+    value = {"Id": "ab", "Attempt": 3, "Properties": {"NotificationId": "x"},
+             "Notifications": [{"Action": "A", "Details": {"ProductNumber": 'Ö"\\ \n\t', "Quantity": "5 324"}},
+                               {"Action": "B", "Details": {}}], "Empty": [], "None": None, "Float": 1.5, "T": True}
+    assert _pretty(value, "") == json.dumps(value, indent=2, ensure_ascii=False)
