@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -300,11 +302,38 @@ def sync(ctx: click.Context, data_point: str, full: bool, dry_run: bool) -> None
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
 @click.pass_context
-def status(ctx: click.Context) -> None:
+def status(ctx: click.Context, as_json: bool) -> None:
     """Show freshness of every data point, queue depth and parked failures."""
-    _settings(ctx)
-    not_available("status", "orders / balances issues")
+    import json
+
+    from extend_connector.flows import failures as parked
+
+    settings = _settings(ctx)
+    with _connector(settings) as _:
+        snap = parked.status_snapshot()
+    if as_json:
+        click.echo(json.dumps(snap, indent=2))
+        return
+    click.echo(f"now {snap['now']}")
+    click.echo("data points (change-date cursors):")
+    for c in snap["cursors"] or [{"name": "(no sweep has run yet)", "highWaterMark": None, "lastRunAt": None,
+                                  "running": False}]:
+        state = " (running)" if c["running"] else ""
+        click.echo(f"  {c['name']:<22} last run {c['lastRunAt'] or '-':<34} up to {c['highWaterMark'] or '-'}{state}")
+    click.echo("local copy (newest confirmation from Extend):")
+    for table, info in snap["confirmed"].items():
+        click.echo(f"  {table:<22} {info['rows']:>8} rows, newest {info['newest'] or '-'}")
+    queues = snap["queues"]
+    click.echo("queues (jobs waiting or running): " + (", ".join(f"{k} {v}" for k, v in sorted(queues.items()))
+                                                      or "empty"))
+    failed = snap["failures"]
+    click.echo("parked failures: " + (", ".join(f"{k} {v}" for k, v in sorted(failed.items())) or "none")
+               + ("  (see `extend-connector failures list`)" if failed else ""))
+    outbox = snap["outbox"]
+    click.echo(f"events owed to the shop: {outbox['pending']}" + (f", oldest {outbox['oldest']}" if outbox["oldest"]
+                                                                  else ""))
 
 
 @main.group()
@@ -313,11 +342,21 @@ def failures() -> None:
 
 
 @failures.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include resolved failures.")
 @click.pass_context
-def failures_list(ctx: click.Context) -> None:
-    """List parked failures with their reasons."""
-    _settings(ctx)
-    not_available("failures list", "orders issue")
+def failures_list(ctx: click.Context, show_all: bool) -> None:
+    """List parked failures with their reasons (open ones; --all for resolved too)."""
+    from extend_connector.flows import failures as parked
+
+    settings = _settings(ctx)
+    with _connector(settings) as _:
+        rows = parked.list_failures(include_resolved=show_all)
+    if not rows:
+        click.echo("no parked failures")
+        return
+    for f in rows:
+        state = f"resolved {f.resolved_at.isoformat()}" if f.resolved_at else "open"
+        click.echo(f"{f.id:>6}  {f.kind:<14} {f.key:<24} {f.reason:<20} {state:<10} {f.message[:120]}")
 
 
 @failures.command("show")
@@ -325,8 +364,17 @@ def failures_list(ctx: click.Context) -> None:
 @click.pass_context
 def failures_show(ctx: click.Context, failure_id: str) -> None:
     """Show one parked failure in full."""
-    _settings(ctx)
-    not_available("failures show", "orders issue")
+    import json
+
+    from extend_connector.flows import failures as parked
+
+    settings = _settings(ctx)
+    with _connector(settings) as _:
+        try:
+            failure = parked.get(_failure_id(failure_id))
+        except parked.UnknownFailure as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(failure.as_json(), indent=2, ensure_ascii=False, default=str))
 
 
 @failures.command("retry")
@@ -334,8 +382,46 @@ def failures_show(ctx: click.Context, failure_id: str) -> None:
 @click.pass_context
 def failures_retry(ctx: click.Context, failure_id: str) -> None:
     """Replay a parked failure after its cause was fixed."""
-    _settings(ctx)
-    not_available("failures retry", "orders issue")
+    import asyncio
+
+    from extend_connector.flows import failures as parked
+
+    settings = _settings(ctx)
+    with _connector(settings) as connector:
+
+        async def go() -> str:
+            try:
+                return await parked.retry(_failure_id(failure_id))
+            finally:
+                await connector.context.aclose()
+
+        try:
+            click.echo(asyncio.run(go()))
+        except parked.FailureError as exc:
+            click.echo(f"not replayed: {exc}", err=True)
+            sys.exit(1)
+
+
+def _failure_id(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise click.BadParameter(f"a failure id is a number (see `failures list`), got {text!r}") from None
+
+
+@contextlib.contextmanager
+def _connector(settings: Settings) -> Iterator[Any]:
+    """The connector's database, flows and a job-engine client (executes nothing): for
+    commands that read state or enqueue work for the running service."""
+    from extend_connector.service import Connector
+
+    connector = Connector(settings)
+    try:
+        connector.engine.connect()
+        yield connector
+    finally:
+        connector.engine.shutdown()
+        connector.close()
 
 
 @main.group()

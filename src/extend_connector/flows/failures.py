@@ -215,3 +215,41 @@ def _replay_shop_delivery(failure: Failure) -> str:
 
 
 register_replay("shop_delivery", _replay_shop_delivery)
+
+
+# --- operator status -------------------------------------------------------------------------
+
+
+def status_snapshot() -> dict[str, Any]:
+    """What `extend-connector status` shows, read generically so every flow appears by itself:
+    each cursor (one per swept data point), the newest `confirmed_at` of every local-copy table
+    that has one, open failures per kind, the outbox backlog, and queue depth per queue."""
+    from extend_connector.store.models import Base, CursorRow, OutboxRow
+
+    ctx = current()
+    snapshot: dict[str, Any] = {"now": ctx.clock().isoformat(), "cursors": [], "confirmed": {}}
+    with ctx.db.read() as session:
+        for row in session.scalars(sa.select(CursorRow).order_by(CursorRow.name)):
+            snapshot["cursors"].append({
+                "name": row.name,
+                "highWaterMark": row.high_water_mark.isoformat() if row.high_water_mark else None,
+                "lastRunAt": row.last_run_at.isoformat() if row.last_run_at else None,
+                "running": row.signpost is not None, "stats": row.stats or {}})
+        for table in Base.metadata.sorted_tables:
+            column = table.c.get("confirmed_at")
+            if column is None:
+                continue
+            newest, count = session.execute(sa.select(sa.func.max(column), sa.func.count()).select_from(table)).one()
+            snapshot["confirmed"][table.name] = {
+                "rows": int(count), "newest": newest.isoformat() if isinstance(newest, datetime) else newest}
+        snapshot["failures"] = open_counts(session)
+        pending, oldest = session.execute(
+            sa.select(sa.func.count(), sa.func.min(OutboxRow.created_at)).where(OutboxRow.delivered_at.is_(None))
+        ).one()
+        snapshot["outbox"] = {"pending": int(pending),
+                              "oldest": oldest.isoformat() if isinstance(oldest, datetime) else oldest}
+    try:
+        snapshot["queues"] = ctx.engine.queue_depth()
+    except Exception as exc:  # the job tables may not exist before the first start
+        snapshot["queues"] = {"error": str(exc)}
+    return snapshot

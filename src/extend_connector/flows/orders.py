@@ -47,6 +47,7 @@ from extend_connector.extend import (
 from extend_connector.extend.webhooks import ORDER_ACTIONS
 from extend_connector.flows import cursors, dispatch, failures, outbox
 from extend_connector.flows.context import current
+from extend_connector.flows.sync import Progress, SweepResult, Tally
 from extend_connector.settings import CustomersScope, ProductsScope, Settings
 from extend_connector.store.models import (
     CustomerRow,
@@ -430,7 +431,7 @@ def _line_cancelled(detail: dict[str, Any], line_number: int) -> bool:
 # --- submit ---------------------------------------------------------------------------------------
 
 
-@engine.step()
+@engine.step(name="orders.begin")
 def _begin(shop_ref: str) -> dict[str, Any]:
     with current().db.read() as session:
         row = session.get(OrderRow, shop_ref)
@@ -441,7 +442,7 @@ def _begin(shop_ref: str) -> dict[str, Any]:
         return {"state": "send", "base": row.submit_attempts, "customer": row.customer_number}
 
 
-@engine.step()
+@engine.step(name="orders.resolve_customer")
 def _resolve_customer(shop_ref: str) -> str | None:
     ctx = current()
     with ctx.db.write() as session:
@@ -498,7 +499,7 @@ def _record(state: OrderState, line_numbers: list[int] | None) -> dict[str, Any]
     return {"result": result, "pendingChange": pending}
 
 
-@engine.step()
+@engine.step(name="orders.send")
 async def _send(shop_ref: str, customer: str, attempt: int, look_up: bool) -> dict[str, Any]:
     """One attempt: look the order up when an earlier attempt may have reached Extend, else POST."""
     ctx = current()
@@ -542,7 +543,7 @@ async def _send(shop_ref: str, customer: str, attempt: int, look_up: bool) -> di
         return _outcome_of(exc, True)
 
 
-@engine.step()
+@engine.step(name="orders.mark_waiting")
 def _mark_waiting(shop_ref: str, error: str) -> None:
     ctx = current()
     with ctx.db.write() as session:
@@ -558,7 +559,7 @@ def _mark_waiting(shop_ref: str, error: str) -> None:
             _tell_shop(session, row, before)
 
 
-@engine.step()
+@engine.step(name="orders.park_order")
 def _park_order(shop_ref: str, reason: str, message: str, detail: dict[str, Any]) -> int:
     ctx = current()
     with ctx.db.write() as session:
@@ -691,7 +692,7 @@ failures.register_replay(FAILURE_KIND, _replay_order)
 # --- progress from Extend ------------------------------------------------------------------------
 
 
-@engine.step()
+@engine.step(name="orders.refresh_once")
 async def _refresh_once(order_number: str) -> dict[str, Any]:
     ctx = current()
     try:
@@ -785,7 +786,7 @@ def request_cancel(shop_ref: str, line_numbers: list[int] | None = None) -> dict
         return order_view(session, row)
 
 
-@engine.step()
+@engine.step(name="orders.change_once")
 async def _change_once(shop_ref: str) -> dict[str, Any]:
     ctx = current()
 
@@ -841,7 +842,7 @@ async def _change_once(shop_ref: str) -> dict[str, Any]:
     return {"outcome": await asyncio.to_thread(write)}
 
 
-@engine.step()
+@engine.step(name="orders.change_refused")
 def _change_refused(shop_ref: str, message: str, park: bool) -> None:
     ctx = current()
     with ctx.db.write() as session:
@@ -911,16 +912,20 @@ def _open_since(session: Session, overlap: timedelta) -> datetime | None:
     return None if oldest is None else oldest - overlap
 
 
-async def sweep_orders(full: bool = False, dry_run: bool = False,
-                       progress: Callable[[int, int | None], None] | None = None) -> dict[str, Any]:
+async def sweep_orders(full: bool = False, dry_run: bool = False, progress: Progress | None = None) -> SweepResult:
     """List orders changed since the cursor; fetch and apply each of ours that is newer than our
     copy. `full` reads from the oldest open order instead of the cursor; `dry_run` fetches and
-    counts but writes nothing (the cursor does not move). Returns counters."""
+    counts but writes nothing (the cursor does not move).
+
+    Outcomes: `updated` (the shop was told), `unchanged` (fetched, nothing the shop shows
+    changed), `skipped` (not ours, or our copy is as new), `failed` (fetch failed; the cursor
+    stays at its change date so the next sweep reads it again).
+    """
     ctx = current()
     now = ctx.clock()
     overlap = timedelta(seconds=ctx.settings.sync.overlap_seconds)
-    stats: dict[str, Any] = {"listed": 0, "ours": 0, "fetched": 0, "applied": 0, "unchanged": 0,
-                             "stale": 0, "failed": 0, "since": None}
+    extend = ctx.extend()
+    tally = Tally("orders", progress, full=full, dry_run=dry_run, stats=extend.stats)
 
     def begin() -> datetime | None:
         with (ctx.db.read() if dry_run else ctx.db.write()) as session:
@@ -931,13 +936,10 @@ async def sweep_orders(full: bool = False, dry_run: bool = False,
             return since if since is not None else _open_since(session, overlap)
 
     since = await asyncio.to_thread(begin)
-    stats["since"] = _iso(since)
     latest: datetime | None = None
     first_failed: datetime | None = None
     if since is not None:
-        extend = ctx.extend()
-        async for change in extend.orders_changed_since(since, progress=progress):
-            stats["listed"] += 1
+        async for change in extend.orders_changed_since(since, progress=tally.page):
             latest = change.changed_at if latest is None else max(latest, change.changed_at)
 
             def local(c: Any = change) -> tuple[bool, datetime | None]:
@@ -946,48 +948,46 @@ async def sweep_orders(full: bool = False, dry_run: bool = False,
                     return (row is not None, None if row is None else row.extend_changed_at)
 
             ours, known_at = await asyncio.to_thread(local)
-            if not ours:
-                continue
-            stats["ours"] += 1
-            if known_at is not None and known_at >= change.changed_at:
+            if not ours or (known_at is not None and known_at >= change.changed_at):
+                tally.record("skipped")
                 continue
             try:
                 state = await extend.get_order(change.order_number)
             except (TechnicalFailure, Throttled, NotFound) as exc:
-                stats["failed"] += 1
+                tally.record("failed")
                 log.warning("order_sweep_fetch_failed", order_number=change.order_number, error=str(exc))
                 first_failed = change.changed_at if first_failed is None else min(first_failed, change.changed_at)
                 continue
-            stats["fetched"] += 1
             if dry_run:
+                tally.record("updated" if known_at is None or state.changed_at > known_at else "unchanged")
                 continue
 
-            def write(s: OrderState = state) -> str:
+            def write(st: OrderState = state) -> str:
                 with ctx.db.write() as session:
-                    return apply_state(session, s, now=ctx.clock())
+                    return apply_state(session, st, now=ctx.clock())
 
-            result = await asyncio.to_thread(write)
-            stats[result] = stats.get(result, 0) + 1
+            applied = await asyncio.to_thread(write)
+            tally.record({"applied": "updated", "unchanged": "unchanged"}.get(applied, "skipped"))
+    mark: datetime | None = None
     if not dry_run:
-        seen = latest if first_failed is None else min(first_failed, latest or first_failed)
-        # A failed fetch keeps the mark at its change date, so the next sweep reads it again.
-        seen = None if latest is None and first_failed is None else seen
+        # A failed fetch holds the mark at its change date, so the next sweep reads it again.
+        seen = latest if first_failed is None else first_failed
+        summary = tally.result().as_stats()
 
-        def finish() -> None:
+        def finish() -> datetime | None:
             with ctx.db.write() as session:
-                if cursors.peek(session, CURSOR) is None:
-                    cursors.start(session, CURSOR, now=now, overlap=overlap)
-                cursors.finish(session, CURSOR, latest_seen=seen if seen is not None else now, stats=stats,
-                               now=ctx.clock())
+                return cursors.finish(session, CURSOR, latest_seen=seen if seen is not None else now,
+                                      stats=summary, now=ctx.clock())
 
-        await asyncio.to_thread(finish)
-    log.info("orders_swept", **{k: v for k, v in stats.items() if k != "since"}, since=stats["since"])
-    return stats
+        mark = await asyncio.to_thread(finish)
+    result = tally.result(cursor=mark)
+    log.info("orders_swept", since=_iso(since), **result.as_stats())
+    return result
 
 
-@engine.step()
+@engine.step(name="orders.sweep_step")
 async def _sweep_step() -> dict[str, Any]:
-    return await sweep_orders()
+    return (await sweep_orders()).as_stats()
 
 
 @engine.workflow("orders.sweep")
