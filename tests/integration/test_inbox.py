@@ -1,0 +1,103 @@
+"""The webhook inbox on a real connector (HTTP on loopback, SQLite): every refusal class, dedupe
+on Id, one job per handled notification, unknown actions stored and acknowledged."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import sqlalchemy as sa
+
+from extend_connector.extend.webhooks import sign
+from extend_connector.service import Connector
+from extend_connector.settings import Settings
+from extend_connector.store.models import InboxRow
+
+SECRET = "inbox-secret"
+
+
+def _port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Iterator[tuple[str, Connector]]:
+    port = _port()
+    settings = Settings.model_validate({
+        # Nothing listens here: the jobs the inbox enqueues may fail, the inbox must not care.
+        "extend": {"base_url": f"http://127.0.0.1:{_port()}/api", "webhook_secret": SECRET},
+        "store": {"database_url": f"sqlite:///{tmp_path / 'c.db'}"},
+        "server": {"port": port, "webhook_max_body_bytes": 4096},
+    })
+    connector = Connector(settings)
+    try:
+        with connector.serve_in_thread(port=port) as url:
+            yield url, connector
+    finally:
+        connector.close()
+
+
+def body(delivery_id: str, *notes: tuple[str, dict[str, Any]], attempt: int = 1) -> bytes:
+    data = {"Id": delivery_id, "Attempt": attempt, "Properties": {"NotificationId": "a-b-c"},
+            "Notifications": [{"Action": a, "Details": d} for a, d in notes]}
+    return json.dumps(data, indent=2).encode()
+
+
+def post(url: str, raw: bytes, signature: str | None = "good") -> httpx2.Response:
+    headers = {"content-type": "application/json; charset=utf-8"}
+    if signature == "good":
+        headers["ms-signature"] = sign(SECRET, raw)
+    elif signature is not None:
+        headers["ms-signature"] = signature
+    return httpx2.post(f"{url}/webhooks/extend", content=raw, headers=headers, timeout=10)
+
+
+def test_refusals_and_acceptance(inbox: tuple[str, Connector]) -> None:
+    url, connector = inbox
+    order = ("OrderReserved", {"OrderNumber": "100001", "OrderNumberExternal": "S-1", "Warehouse": "MainWarehouse"})
+    raw = body("d1", order, ("SomethingNew", {"X": "1"}))
+    assert post(url, raw, signature=None).status_code == 401
+    assert post(url, raw, signature=sign("wrong", raw)).status_code == 401
+    assert post(url, raw + b" ", signature=sign(SECRET, raw)).status_code == 401  # body changed after signing
+    malformed = b'{"Notifications": []'
+    assert post(url, malformed).status_code == 400
+    assert post(url, b'{"Attempt": 1, "Notifications": []}').status_code == 400  # no Id
+    big = body("big", ("OrderPicked", {"OrderNumber": "1", "Pad": "x" * 5000}))
+    assert post(url, big).status_code == 413
+    with connector.db.read() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(InboxRow)) == 0  # nothing refused was stored
+
+    ok = post(url, raw)
+    assert ok.status_code == 200
+    assert ok.json() == {"status": "accepted", "id": "d1", "jobs": 1, "inline": 0, "unhandled": 1}
+    again = post(url, body("d1", order, ("SomethingNew", {"X": "1"}), attempt=3))
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    with connector.db.read() as s:
+        row = s.get(InboxRow, "d1")
+        assert row is not None
+        assert (row.attempt, row.last_seen_attempt, row.notification_count, row.unknown_action_count) == (1, 3, 2, 1)
+        assert '"SomethingNew"' in row.raw_body
+    job = connector.engine.get_status("wh-d1-0")
+    assert job is not None and job.queue == "orders-progress"
+    assert connector.engine.get_status("wh-d1-1") is None  # unknown action: stored, no job
+
+    metrics = httpx2.get(f"{url}/metrics", timeout=10).text
+    for outcome in ("forged", "malformed", "too_large", "accepted", "duplicate"):
+        assert f'extend_connector_webhook_deliveries_total{{outcome="{outcome}"}}' in metrics
+
+
+def test_batched_delivery_enqueues_one_job_per_order_notification(inbox: tuple[str, Connector]) -> None:
+    url, connector = inbox
+    notes = [("OrderPicked", {"OrderNumber": str(100 + i)}) for i in range(5)]
+    response = post(url, body("batch", *notes))
+    assert response.status_code == 200 and response.json()["jobs"] == 5
+    infos = [connector.engine.get_status(f"wh-batch-{i}") for i in range(5)]
+    assert [i.partition_key for i in infos if i is not None] == [f"order:{100 + i}" for i in range(5)]
