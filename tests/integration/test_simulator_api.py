@@ -239,6 +239,7 @@ def test_fault_switches_are_observable(api: httpx2.Client, sim: RunningSimulator
     httpx2.post(admin + "/outage", json={"mode": "503"}).raise_for_status()
     down = api.get("/Products")
     assert down.status_code == 503 and down.json()["errorType"] == "Technical"
+    assert down.headers["x-request-id"] and down.headers["x-ratelimit-limit"]
     httpx2.delete(admin + "/outage").raise_for_status()
     httpx2.post(admin + "/outage", json={"mode": "drop", "seconds": 30}).raise_for_status()
     with pytest.raises(httpx2.TransportError):

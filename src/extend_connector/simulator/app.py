@@ -183,7 +183,8 @@ class Simulator:
                 return
             error: SimError = TechnicalFailure("Maintenance", "Extend Commerce is unavailable (simulated outage)")
             state.status_counts[503] += 1
-            await self._send(send, 503, error.body(), [(b"retry-after", b"30")], request_id)
+            peek = self.limiter.check(credential, group, consume=False)
+            await self._send(send, 503, error.body(), [*peek.headers(), (b"retry-after", b"30")], request_id)
             return
         if credential != self._expected_auth:
             verdict = self.limiter.check("", group, consume=False)
