@@ -25,6 +25,9 @@ from extend_connector.simulator.errors import ValidationFailed
 if TYPE_CHECKING:
     from extend_connector.simulator.app import Request, Simulator
 
+BULK_CHUNK = 250
+"""Moves applied as one change by POST /_sim/stock/bulk (without `separately`)."""
+
 ROUTES: tuple[tuple[str, str, str], ...] = (
     ("GET", "/_sim", "this list"),
     ("GET", "/_sim/health", "liveness"),
@@ -301,12 +304,13 @@ def _bulk_stock(sim: Simulator, body: dict[str, Any]) -> list[Any]:
                           "delta": delta})
     if not isinstance(moves, list):
         raise ValidationFailed("InvalidBody", "give moves:[...] or random:{count, products}")
-    if body.get("separately"):
-        out = []
-        for move in moves:
-            out.extend(state.move_stock([move]))
-        return out
-    return state.move_stock(moves)
+    # One change per move, or per BULK_CHUNK moves: the state lock is released in between so the
+    # API keeps answering during a large burst (notifications are still sent in full batches).
+    step = 1 if body.get("separately") else BULK_CHUNK
+    out = []
+    for start in range(0, len(moves), step):
+        out.extend(state.move_stock(moves[start:start + step]))
+    return out
 
 
 def _state(sim: Simulator, request: Request, entity: str | None) -> Any:
