@@ -327,7 +327,9 @@ def test_429_then_recovery() -> None:
                              rate_limit_standard=RateLimit(limit=2, period_seconds=1.0))
     with run_in_thread(config) as sim:
         async def scenario() -> None:
-            async with _client(sim) as extend:
+            # Enough attempts that a second 429 under a loaded machine cannot end the test early.
+            async with _client(sim, retry=RetryPolicy(max_attempts=12, max_total_seconds=30, floor_seconds=0.01,
+                                                      cap_seconds=0.05)) as extend:
                 numbers = sorted(sim.state.products)[:6]
                 # Six at once before the budget has seen a single header: some must get 429.
                 products = await asyncio.gather(*(extend.get_product(n) for n in numbers))
