@@ -160,7 +160,7 @@ async def sweep_customers(full: bool = False, dry_run: bool = False,
 
 
 @engine.step()
-async def _refresh_step(customer_number: str) -> str:
+async def _customers_refresh_step(customer_number: str) -> str:
     ctx = current()
     customer = await _fetch(customer_number)
     if customer is None:
@@ -175,7 +175,7 @@ async def refresh_customer(notification: dict[str, Any]) -> str:
     number = str(notification.get("entityKey") or "").removeprefix("customer:")
     if not number:
         return "skipped"
-    outcome = await _refresh_step(number)
+    outcome = await _customers_refresh_step(number)
     if outcome in ("created", "updated") and current().settings.scope.prices == PricesScope.SYNC:
         from extend_connector.flows import prices
 
@@ -185,11 +185,11 @@ async def refresh_customer(notification: dict[str, Any]) -> str:
 
 @engine.workflow("customers.sweep")
 async def scheduled_sweep(scheduled_at: Any = None, context: Any = None) -> dict[str, Any]:
-    return await _sweep_step()
+    return await _customers_sweep_step()
 
 
 @engine.step()
-async def _sweep_step() -> dict[str, Any]:
+async def _customers_sweep_step() -> dict[str, Any]:
     return (await sweep_customers()).as_stats()
 
 
@@ -220,12 +220,12 @@ def _matches(candidate: Customer, wanted: Customer) -> bool:
 
 
 @engine.step()
-def _began() -> str:
+def _customers_began() -> str:
     return current().clock().isoformat()
 
 
 @engine.step()
-async def _lookup(data: dict[str, Any], since_iso: str) -> str | None:
+async def _customers_lookup(data: dict[str, Any], since_iso: str) -> str | None:
     """Find the customer in Extend among those changed since the workflow began (minus overlap)."""
     ctx = current()
     wanted = shop_customer(data)
@@ -237,7 +237,7 @@ async def _lookup(data: dict[str, Any], since_iso: str) -> str | None:
 
 
 @engine.step()
-async def _post(data: dict[str, Any]) -> dict[str, Any]:
+async def _customers_post(data: dict[str, Any]) -> dict[str, Any]:
     """POST Customers once; the outcome is data so the workflow decides (never a blind retry)."""
     try:
         created = await current().extend().create_customer(shop_customer(data))
@@ -251,7 +251,7 @@ async def _post(data: dict[str, Any]) -> dict[str, Any]:
 
 
 @engine.step()
-def _store(data: dict[str, Any], extend_number: str, created: dict[str, Any] | None) -> None:
+def _customers_store(data: dict[str, Any], extend_number: str, created: dict[str, Any] | None) -> None:
     ctx = current()
     ref = str(data["shop_ref"])
     with ctx.db.write() as session:
@@ -269,7 +269,7 @@ def _store(data: dict[str, Any], extend_number: str, created: dict[str, Any] | N
 
 
 @engine.step()
-def _park(data: dict[str, Any], reason: str, error: str) -> None:
+def _customers_park(data: dict[str, Any], reason: str, error: str) -> None:
     ctx = current()
     with ctx.db.write() as session:
         session.add(ParkedFailureRow(kind="customer_create", key=f"customer:{data['shop_ref']}", reason=reason,
@@ -279,26 +279,26 @@ def _park(data: dict[str, Any], reason: str, error: str) -> None:
 @engine.workflow("customers.create_in_extend")
 async def create_in_extend(data: dict[str, Any]) -> dict[str, Any]:
     """Create the shop's customer in Extend exactly once; returns {outcome, customer_number?}."""
-    began = _began()
+    began = _customers_began()
     for _attempt in range(MAX_CREATE_ATTEMPTS):
-        answer = await _post(data)
+        answer = await _customers_post(data)
         if answer["outcome"] == "created":
             number = str(answer["customer"]["customer_number"])
-            _store(data, number, answer["customer"])
+            _customers_store(data, number, answer["customer"])
             return {"outcome": "created", "customer_number": number}
         if answer["outcome"] == "invalid":
-            _park(data, "validation", answer["error"])
+            _customers_park(data, "validation", answer["error"])
             return {"outcome": "parked", "reason": "validation"}
         # Lost answer or duplicate: the customer may already be ours in Extend.
-        found = await _lookup(data, began)
+        found = await _customers_lookup(data, began)
         if found is not None:
-            _store(data, found, None)
+            _customers_store(data, found, None)
             return {"outcome": "found", "customer_number": found}
         if answer["outcome"] == "conflict":
-            _park(data, "conflict", answer["error"])
+            _customers_park(data, "conflict", answer["error"])
             return {"outcome": "parked", "reason": "conflict"}
         await engine.sleep_async(2.0)
-    _park(data, "outcome_unknown", "no answer after repeated attempts and not found by lookup")
+    _customers_park(data, "outcome_unknown", "no answer after repeated attempts and not found by lookup")
     return {"outcome": "parked", "reason": "outcome_unknown"}
 
 

@@ -101,8 +101,15 @@ def apply(session: Session, prices: list[Price], *, now: datetime, dry_run: bool
             unchanged.append(price.product_number)
             continue
         if row is None:
-            row = PriceRow(customer_number=price.customer_number, product_number=price.product_number)
-            session.add(row)
+            # Core insert: a first load writes a whole catalogue per customer, no row objects.
+            session.execute(sa.insert(PriceRow).values(
+                customer_number=price.customer_number, product_number=price.product_number,
+                unit_price=price.unit_price, currency=price.currency, list_price=price.list_price,
+                discount_percent=price.discount_percent, price_list=price.price_list,
+                vat_percent=price.vat_percent, valid_to=price.valid_to, confirmed_at=now))
+            outbox.publish(session, EventType.PRICE_CHANGED,
+                           price_key(price.customer_number, price.product_number), price_document(price))
+            continue
         row.unit_price = price.unit_price
         row.currency = price.currency
         row.list_price = price.list_price
@@ -204,12 +211,12 @@ async def sweep_prices(full: bool = False, dry_run: bool = False, progress: Prog
 
 
 @engine.step()
-async def _customer_step(customer_number: str) -> dict[str, Any]:
+async def _prices_customer_step(customer_number: str) -> dict[str, Any]:
     return (await sweep_prices(customers=[customer_number])).as_stats()
 
 
 @engine.step()
-async def _product_step(product_number: str) -> dict[str, Any]:
+async def _prices_product_step(product_number: str) -> dict[str, Any]:
     ctx = current()
     with ctx.db.read() as session:
         numbers = kept_customer_numbers(session, ctx.settings)
@@ -222,13 +229,13 @@ async def _product_step(product_number: str) -> dict[str, Any]:
 @engine.workflow("prices.customer")
 async def refresh_customer_prices(customer_number: str) -> dict[str, Any]:
     """All prices of one customer (CustomerChanged, or a new B2B customer)."""
-    return await _customer_step(customer_number)
+    return await _prices_customer_step(customer_number)
 
 
 @engine.workflow("prices.product")
 async def refresh_product_prices(product_number: str) -> dict[str, Any]:
     """One product's prices for every kept customer (ProductCreated / ProductChanged)."""
-    return await _product_step(product_number)
+    return await _prices_product_step(product_number)
 
 
 def enqueue_customer_prices(customer_number: str, *, reason: str) -> str:
@@ -247,21 +254,21 @@ def enqueue_product_prices(product_number: str, *, reason: str) -> str:
 
 @engine.workflow("prices.full_refresh")
 async def scheduled_full_refresh(scheduled_at: Any = None, context: Any = None) -> dict[str, Any]:
-    return await _full_step()
+    return await _prices_full_step()
 
 
 @engine.step()
-async def _full_step() -> dict[str, Any]:
+async def _prices_full_step() -> dict[str, Any]:
     return (await sweep_prices()).as_stats()
 
 
 @engine.workflow("prices.active_refresh")
 async def scheduled_active_refresh(scheduled_at: Any = None, context: Any = None) -> dict[str, Any]:
-    return await _active_step()
+    return await _prices_active_step()
 
 
 @engine.step()
-async def _active_step() -> dict[str, Any]:
+async def _prices_active_step() -> dict[str, Any]:
     ctx = current()
     with ctx.db.read() as session:
         active = active_customer_numbers(session, ctx.settings, now=ctx.clock())

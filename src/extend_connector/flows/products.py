@@ -145,7 +145,7 @@ async def sweep_products(full: bool = False, dry_run: bool = False,
 
 
 @engine.step()
-async def _refresh_step(product_number: str) -> str:
+async def _products_refresh_step(product_number: str) -> str:
     ctx = current()
     product = await _fetch(product_number)
     if product is None:
@@ -161,7 +161,7 @@ async def refresh_product(notification: dict[str, Any]) -> str:
     number = number.removeprefix("sku:")
     if not number:
         return "skipped"
-    outcome = await _refresh_step(number)
+    outcome = await _products_refresh_step(number)
     if outcome != "skipped" and current().settings.scope.prices == PricesScope.SYNC:
         # A new or changed product may have new prices for every kept customer (Extend sends no
         # price event); the price job is idempotent per product and notification.
@@ -173,11 +173,11 @@ async def refresh_product(notification: dict[str, Any]) -> str:
 
 @engine.workflow("products.sweep")
 async def scheduled_sweep(scheduled_at: Any = None, context: Any = None) -> dict[str, Any]:
-    return await _sweep_step()
+    return await _products_sweep_step()
 
 
 @engine.step()
-async def _sweep_step() -> dict[str, Any]:
+async def _products_sweep_step() -> dict[str, Any]:
     return (await sweep_products()).as_stats()
 
 

@@ -21,6 +21,7 @@ counters when the tally was made, since the client is shared by everything on it
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -172,12 +173,13 @@ async def list_then_fetch(
     apply: Callable[[list[R]], list[str]],
     tally: Tally,
     batch_size: int,
+    fetch_concurrency: int = 8,
 ) -> datetime | None:
     """Extend's sync pattern: list what changed, fetch each changed record, apply in batches.
 
     A list item whose change date equals the stored one is not fetched (a second sweep with
     nothing changed costs only the list calls); `fetch` returns None for a record gone since
-    it was listed. Batches keep memory flat whatever the catalogue size: at most `batch_size`
+    it was listed. Up to `fetch_concurrency` fetches of a batch run at once. Batches keep memory flat whatever the catalogue size: at most `batch_size`
     items are held at once. Returns the latest change date seen (for the cursor).
     """
     latest: datetime | None = None
@@ -185,20 +187,26 @@ async def list_then_fetch(
 
     async def flush() -> None:
         known = stored_changed([item.key for item in batch])
-        fetched: list[R] = []
-        seen: set[str] = set()
+        wanted: list[str] = []
         for item in batch:
-            if item.key in seen:  # the overlap walk may list a record twice
+            if item.key in wanted:  # the overlap walk may list a record twice
                 continue
-            seen.add(item.key)
             if item.key in known and item.changed_at is not None and known[item.key] == item.changed_at:
                 tally.record("unchanged")
                 continue
-            record = await fetch(item.key)
+            wanted.append(item.key)
+        gate = asyncio.Semaphore(fetch_concurrency)
+
+        async def one(key: str) -> R | None:
+            async with gate:  # the client's shared rate budget still paces every call
+                return await fetch(key)
+
+        fetched: list[R] = []
+        for record in await asyncio.gather(*(one(key) for key in wanted)):
             if record is None:
                 tally.record("skipped")
-                continue
-            fetched.append(record)
+            else:
+                fetched.append(record)
         for outcome in apply(fetched) if fetched else []:
             tally.record(outcome)
         batch.clear()
