@@ -3,13 +3,15 @@
 `db_url` is parametrised over SQLite (a file in tmp_path) and PostgreSQL (a throw-away
 database created on the server named by EXTEND_CONNECTOR_TEST_POSTGRES_URL, dropped after
 the test; skipped when that variable is unset). `pg_url` is PostgreSQL only.
-`migrated_url` is `db_url` with the app tables migrated. `settings_for(url, ...)` builds
+`migrated_url` is a fresh database with the app tables and the job engine's tables at head
+(cloned from a template migrated once per session). `settings_for(url, ...)` builds
 Settings pointing at a URL. Declare engine workflows at module level, never inside tests.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,13 +32,14 @@ def _pg_admin_url() -> str | None:
     return "postgresql+psycopg://" + raw.split("://", 1)[1]
 
 
-def _create_pg_database() -> tuple[str, Callable[[], None]]:
+def _create_pg_database(template: str | None = None) -> tuple[str, Callable[[], None]]:
     admin_url = _pg_admin_url()
     assert admin_url is not None
     name = f"ec_test_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
     with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        suffix = f' TEMPLATE "{template}"' if template else ""
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"{suffix}')
     url = sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
     def drop() -> None:
@@ -53,13 +56,19 @@ def _sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def backend(request: pytest.FixtureRequest) -> str:
+    """`sqlite` or `postgres` (skipped without EXTEND_CONNECTOR_TEST_POSTGRES_URL)."""
+    if request.param == "postgres" and _pg_admin_url() is None:
+        pytest.skip(f"{PG_ENV} not set")
+    return str(request.param)
+
+
+@pytest.fixture
+def db_url(backend: str, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database URL: SQLite file, or a throw-away PostgreSQL database."""
-    if request.param == "sqlite":
+    if backend == "sqlite":
         yield _sqlite_url(tmp_path)
         return
-    if _pg_admin_url() is None:
-        pytest.skip(f"{PG_ENV} not set")
     url, drop = _create_pg_database()
     try:
         yield url
@@ -79,13 +88,62 @@ def pg_url() -> Iterator[str]:
         drop()
 
 
-@pytest.fixture
-def migrated_url(db_url: str) -> str:
-    """`db_url` with the app tables at the newest revision."""
+def _migrate_all(url: str) -> None:
+    from extend_connector.engine import Engine
     from extend_connector.store.migrate import migrate
 
-    migrate(db_url)
-    return db_url
+    migrate(url)
+    Engine(settings_for(url)).connect().shutdown()  # the job engine's tables too
+
+
+class _Templates:
+    """Databases migrated once per session and cloned per test (much faster than migrating)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.sqlite: Path | None = None
+        self.pg: tuple[str, Callable[[], None]] | None = None
+
+    def sqlite_clone(self, target: Path) -> str:
+        if self.sqlite is None:
+            path = self.tmp / "template.db"
+            _migrate_all(f"sqlite:///{path.as_posix()}")
+            self.sqlite = path
+        shutil.copyfile(self.sqlite, target)
+        return f"sqlite:///{target.as_posix()}"
+
+    def pg_clone(self) -> tuple[str, Callable[[], None]]:
+        if self.pg is None:
+            self.pg = _create_pg_database()
+            _migrate_all(self.pg[0])
+        template = sa.make_url(self.pg[0]).database
+        return _create_pg_database(template=template)
+
+    def close(self) -> None:
+        if self.pg is not None:
+            self.pg[1]()
+
+
+@pytest.fixture(scope="session")
+def _templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Templates]:
+    templates = _Templates(tmp_path_factory.mktemp("db-templates"))
+    try:
+        yield templates
+    finally:
+        templates.close()
+
+
+@pytest.fixture
+def migrated_url(backend: str, tmp_path: Path, _templates: _Templates) -> Iterator[str]:
+    """A fresh database with the app tables and the job engine's tables at head."""
+    if backend == "sqlite":
+        yield _templates.sqlite_clone(tmp_path / "connector.db")
+        return
+    url, drop = _templates.pg_clone()
+    try:
+        yield url
+    finally:
+        drop()
 
 
 def settings_for(url: str, **engine: Any) -> Settings:

@@ -188,7 +188,7 @@ def main(argv: list[str]) -> int:
         if mode == "run-two-steps":
             # Enqueue (idempotent on the id: a restart finds the job already there) and wait.
             wid = eng.enqueue(two_steps, argv[4], queue="test.default", workflow_id=argv[4])
-            print("result", eng.wait(wid, timeout_seconds=120), flush=True)
+            print("result", eng.wait(wid, timeout_seconds=140), flush=True)
         elif mode == "serve":
             # Execute until killed or `seconds` pass.
             time.sleep(float(argv[4]))

@@ -20,7 +20,7 @@ from extend_connector.settings import Settings
 from extend_connector.store.database import create_db_engine
 from extend_connector.store.migrate import migrate
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(300)
 
 APP = str(Path(__file__).with_name("engine_app.py"))
 
@@ -46,7 +46,7 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def wait_ok(self, timeout: float = 90) -> str:
+    def wait_ok(self, timeout: float = 150) -> str:
         code = self.proc.wait(timeout)
         text = self.log.read_text(errors="replace")
         assert code == 0, f"worker failed ({code}):\n{text[-4000:]}"
@@ -62,10 +62,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 60.0, what: str =
 
 
 @pytest.fixture
-def probe(db_url: str) -> Iterator[sa.Engine]:
+def probe(migrated_url: str) -> Iterator[sa.Engine]:
     """The test database, migrated, with the effects tables, and an engine to read it."""
-    migrate(db_url)
-    db = create_db_engine(db_url, pool_size=2)
+    db = create_db_engine(migrated_url, pool_size=2)
     app.meta.create_all(db)
     try:
         yield db
@@ -74,9 +73,9 @@ def probe(db_url: str) -> Iterator[sa.Engine]:
 
 
 def test_sigkill_mid_step_finishes_after_restart_without_rerunning_done_steps(
-    db_url: str, probe: sa.Engine, tmp_path: Path, make_settings: Callable[..., Settings]
+    migrated_url: str, probe: sa.Engine, tmp_path: Path, make_settings: Callable[..., Settings]
 ) -> None:
-    first = Worker(tmp_path, "first", db_url, "exec-a", "7", "run-two-steps", "job-kill", block=True)
+    first = Worker(tmp_path, "first", migrated_url, "exec-a", "7", "run-two-steps", "job-kill", block=True)
     try:
         wait_until(lambda: app.count(probe, "step2-start", "job-kill") == 1, what="second step started")
     finally:
@@ -85,18 +84,18 @@ def test_sigkill_mid_step_finishes_after_restart_without_rerunning_done_steps(
     assert app.count(probe, "step2-done", "job-kill") == 0
 
     # A restart with a different pinned version must leave the job alone...
-    other = Worker(tmp_path, "other-version", db_url, "exec-a", "8", "serve", "3")
+    other = Worker(tmp_path, "other-version", migrated_url, "exec-a", "8", "serve", "3")
     other.wait_ok()
     assert app.count(probe, "step2-start", "job-kill") == 1
     # ...and the restart with the same executor id and version finishes it.
-    second = Worker(tmp_path, "second", db_url, "exec-a", "7", "run-two-steps", "job-kill")
+    second = Worker(tmp_path, "second", migrated_url, "exec-a", "7", "run-two-steps", "job-kill")
     out = second.wait_ok()
     assert "result done:job-kill" in out
     assert app.count(probe, "step1", "job-kill") == 1  # completed before the kill: not re-run
     assert app.count(probe, "step2-start", "job-kill") == 2  # killed mid-step: run again
     assert app.count(probe, "step2-done", "job-kill") == 1
 
-    eng = engine.Engine(make_settings(db_url)).connect()
+    eng = engine.Engine(make_settings(migrated_url)).connect()
     try:
         info = eng.get_status("job-kill")
         assert info is not None and info.status == "SUCCESS" and info.application_version == "7"
@@ -105,15 +104,15 @@ def test_sigkill_mid_step_finishes_after_restart_without_rerunning_done_steps(
 
 
 def test_job_enqueued_under_a_version_runs_on_a_worker_of_that_version(
-    db_url: str, probe: sa.Engine, tmp_path: Path, make_settings: Callable[..., Settings]
+    migrated_url: str, probe: sa.Engine, tmp_path: Path, make_settings: Callable[..., Settings]
 ) -> None:
     # Enqueued by a process that executes nothing (the web role's path), version 5.
-    eng = engine.Engine(make_settings(db_url, application_version="5")).connect()
+    eng = engine.Engine(make_settings(migrated_url, application_version="5")).connect()
     try:
         wid = eng.enqueue(app.two_steps, "job-v5", queue="test.default", workflow_id="job-v5")
-        Worker(tmp_path, "v6", db_url, "exec-b", "6", "serve", "3").wait_ok()
+        Worker(tmp_path, "v6", migrated_url, "exec-b", "6", "serve", "3").wait_ok()
         assert eng.get_status(wid).status == "ENQUEUED"  # type: ignore[union-attr]
-        Worker(tmp_path, "v5", db_url, "exec-b", "5", "run-two-steps", "job-v5").wait_ok()
+        Worker(tmp_path, "v5", migrated_url, "exec-b", "5", "run-two-steps", "job-v5").wait_ok()
         assert eng.get_status(wid).status == "SUCCESS"  # type: ignore[union-attr]
         assert app.count(probe, "step1", "job-v5") == 1
     finally:
