@@ -271,8 +271,7 @@ def test_an_older_answer_never_replaces_a_newer_value(ctx: context.FlowContext) 
 def test_per_warehouse_figure(sim: Any, tmp_path: Path) -> None:
     settings = Settings(extend=ExtendSettings(warehouses=SELL_FROM),
                         webshop=WebshopSettings(stock_figure="per_warehouse"))
-    rows = [BalanceRow(product_number="P", warehouse="GreenWarehouse", available=Decimal("2.5"))]
-    assert balances.shop_figure(settings, "P", rows) == {
+    assert balances.shop_figure(settings, "P", {"GreenWarehouse": Decimal("2.5")}) == {
         "productNumber": "P", "warehouses": [{"warehouse": "MainWarehouse", "available": 0},
                                              {"warehouse": "GreenWarehouse", "available": 2.5}]}
 

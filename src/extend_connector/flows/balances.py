@@ -39,7 +39,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
@@ -94,21 +95,19 @@ def _number(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
-def shop_figure(settings: Settings, product_number: str, rows: Iterable[BalanceRow]) -> dict[str, Any]:
-    """The stock the shop shows for one product, from its sell-from warehouse rows.
+def shop_figure(settings: Settings, product_number: str, available: Mapping[str, Decimal]) -> dict[str, Any]:
+    """The stock the shop shows for one product, from its sell-from warehouses' available balances.
 
     `sum`: {"productNumber", "available"}; `per_warehouse`: {"productNumber", "warehouses":
     [{"warehouse", "available"}]} in the order of `extend.warehouses`. A warehouse without a
-    row counts as 0.
+    balance counts as 0.
     """
-    by_warehouse = {r.warehouse: r.available for r in rows}
     warehouses = sell_from(settings)
     if settings.webshop.stock_figure == "sum":
-        total = sum((by_warehouse.get(w, Decimal(0)) for w in warehouses), Decimal(0))
+        total = sum((available.get(w, Decimal(0)) for w in warehouses), Decimal(0))
         return {"productNumber": product_number, "available": _number(total)}
     return {"productNumber": product_number,
-            "warehouses": [{"warehouse": w, "available": _number(by_warehouse.get(w, Decimal(0)))}
-                           for w in warehouses]}
+            "warehouses": [{"warehouse": w, "available": _number(available.get(w, Decimal(0)))} for w in warehouses]}
 
 
 # --- the webhook side ------------------------------------------------------------------------
@@ -219,13 +218,40 @@ def request_flush() -> str:
 # --- writing balances --------------------------------------------------------------------------
 
 
-def _rows_for(session: Session, product_numbers: Sequence[str]) -> dict[tuple[str, str], BalanceRow]:
-    found: dict[tuple[str, str], BalanceRow] = {}
+@dataclass(kw_only=True, slots=True)
+class _Held:
+    """A stored balance as plain values (no ORM objects: thousands per flush must stay cheap)."""
+
+    available: Decimal
+    physical: Decimal | None
+    reserved: Decimal | None
+    changed_at: datetime | None
+    notified: bool
+
+
+def _held(session: Session, product_numbers: Sequence[str]) -> dict[tuple[str, str], _Held]:
+    found: dict[tuple[str, str], _Held] = {}
+    t = _BALANCES.c
     for i in range(0, len(product_numbers), IN_CHUNK):
         chunk = list(product_numbers[i:i + IN_CHUNK])
-        for row in session.scalars(sa.select(BalanceRow).where(BalanceRow.product_number.in_(chunk))):
-            found[(row.product_number, row.warehouse)] = row
+        query = sa.select(t.product_number, t.warehouse, t.available, t.physical, t.reserved, t.extend_changed_at,
+                          t.notified_at).where(t.product_number.in_(chunk))
+        for p, w, available, physical, reserved, changed, notified_at in session.execute(query):
+            found[(p, w)] = _Held(available=available, physical=physical, reserved=reserved, changed_at=changed,
+                                  notified=notified_at is not None)
     return found
+
+
+class _Figures:
+    """Per product, the stored available balances of the sell-from warehouses."""
+
+    def __init__(self, held: dict[tuple[str, str], _Held]) -> None:
+        self.by_product: dict[str, dict[str, Decimal]] = {}
+        for (p, w), h in held.items():
+            self.by_product.setdefault(p, {})[w] = h.available
+
+    def figure(self, settings: Settings, product_number: str) -> dict[str, Any]:
+        return shop_figure(settings, product_number, self.by_product.get(product_number, {}))
 
 
 def apply_balances(session: Session, fetched: Iterable[Balance], *, absent_as_zero: Iterable[tuple[str, str]] = (),
@@ -251,56 +277,73 @@ def apply_balances(session: Session, fetched: Iterable[Balance], *, absent_as_ze
             latest[(product_number, warehouse)] = Balance(product_number=product_number, warehouse=warehouse,
                                                           available=Decimal(0), physical=None, reserved=None)
     products = sorted({p for p, _ in latest})
-    rows = _rows_for(session, products)
-    before = {p: shop_figure(settings, p, [r for (rp, _), r in rows.items() if rp == p]) for p in products}
+    held = _held(session, products)
+    before = _Figures(held)
+    after = _Figures(held)
     counts = {"created": 0, "updated": 0, "unchanged": 0, "skipped": 0}
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
     touched: list[dict[str, Any]] = []
     for (product_number, warehouse), b in latest.items():
-        row = rows.get((product_number, warehouse))
-        if row is not None and row.extend_changed_at is not None and b.changed_at is not None \
-                and b.changed_at < row.extend_changed_at:
-            counts["skipped"] += 1
-            continue
+        row = held.get((product_number, warehouse))
         if row is None:
             counts["created"] += 1
-            if not dry_run:
-                row = BalanceRow(product_number=product_number, warehouse=warehouse, available=b.available,
-                                 physical=b.physical, reserved=b.reserved, extend_changed_at=b.changed_at,
-                                 confirmed_at=confirmed_at, notified_available=None, notified_at=None)
-                session.add(row)
-                rows[(product_number, warehouse)] = row
+            inserts.append({"product_number": product_number, "warehouse": warehouse, "available": b.available,
+                            "physical": b.physical, "reserved": b.reserved, "extend_changed_at": b.changed_at,
+                            "confirmed_at": confirmed_at, "notified_available": None, "notified_at": None})
+        elif row.changed_at is not None and b.changed_at is not None and b.changed_at < row.changed_at:
+            counts["skipped"] += 1
             continue
-        same = (row.available == b.available and row.physical == b.physical and row.reserved == b.reserved
-                and row.extend_changed_at == b.changed_at)
-        counts["unchanged" if same else "updated"] += 1
-        if dry_run:
-            continue
-        if same and row.notified_at is None:
-            touched.append({"p": product_number, "w": warehouse})
-            continue
-        row.available, row.physical, row.reserved = b.available, b.physical, b.reserved
-        row.extend_changed_at = b.changed_at if b.changed_at is not None else row.extend_changed_at
-        row.confirmed_at = confirmed_at
-        row.notified_available = None
-        row.notified_at = None
+        elif (row.available == b.available and row.physical == b.physical and row.reserved == b.reserved
+              and (b.changed_at is None or row.changed_at == b.changed_at)):
+            counts["unchanged"] += 1
+            (updates if row.notified else touched).append(_update_values(product_number, warehouse, b, row))
+        else:
+            counts["updated"] += 1
+            updates.append(_update_values(product_number, warehouse, b, row))
+        after.by_product.setdefault(product_number, {})[warehouse] = b.available
     if dry_run:
         return counts
-    if touched:
-        # Unchanged rows only get their confirmation time: one executemany, no ORM objects dirtied.
+    t = _BALANCES.c
+    if inserts:
+        # A concurrent writer (a one-off sweep from the command line) may have inserted meanwhile;
+        # its row is as good as ours, and the next flush or sweep reconciles either way.
+        session.execute(_insert_ignore(session), inserts)
+    if updates:
         session.execute(
-            sa.update(_BALANCES)
-            .where(_BALANCES.c.product_number == sa.bindparam("p"), _BALANCES.c.warehouse == sa.bindparam("w"))
+            sa.update(_BALANCES).where(t.product_number == sa.bindparam("p"), t.warehouse == sa.bindparam("w"))
+            .values(available=sa.bindparam("available"), physical=sa.bindparam("physical"),
+                    reserved=sa.bindparam("reserved"), extend_changed_at=sa.bindparam("changed_at"),
+                    confirmed_at=confirmed_at, notified_available=None, notified_at=None),
+            updates)
+    if touched:
+        # Unchanged rows only get their confirmation time.
+        session.execute(
+            sa.update(_BALANCES).where(t.product_number == sa.bindparam("p"), t.warehouse == sa.bindparam("w"))
             .values(confirmed_at=confirmed_at),
-            touched,
-        )
-    session.flush()
+            [{"p": u["p"], "w": u["w"]} for u in touched])
+    events = []
     for product_number in products:
-        after = shop_figure(settings, product_number,
-                            [r for (rp, _), r in rows.items() if rp == product_number])
-        if after != before[product_number]:
-            outbox.publish(session, EventType.STOCK_CHANGED, f"sku:{product_number}",
-                           {**after, "confirmedAt": confirmed_at.isoformat()})
+        figure = after.figure(settings, product_number)
+        if figure != before.figure(settings, product_number):
+            events.append((f"sku:{product_number}", {**figure, "confirmedAt": confirmed_at.isoformat()}))
+    outbox.publish_many(session, EventType.STOCK_CHANGED, events)
     return counts
+
+
+def _update_values(product_number: str, warehouse: str, b: Balance, row: _Held) -> dict[str, Any]:
+    return {"p": product_number, "w": warehouse, "available": b.available, "physical": b.physical,
+            "reserved": b.reserved, "changed_at": b.changed_at if b.changed_at is not None else row.changed_at}
+
+
+def _insert_ignore(session: Session) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(_BALANCES).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(_BALANCES).on_conflict_do_nothing()
 
 
 def _newer_or_same(a: datetime | None, b: datetime | None) -> bool:
@@ -532,16 +575,23 @@ def declare_schedules(settings: Settings) -> None:
 
 
 def _startup_flush(timeout: float = 120.0) -> None:
-    """Once the engine executes, flush what was left dirty (a crash between commit and trigger)."""
+    """Once the engine executes: load every balance if none was ever loaded (first start), and
+    flush what was left dirty (a crash between an inbox commit and its trigger)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(RuntimeError):
             ctx = current()
             if ctx.engine.executes:
                 try:
+                    with ctx.db.read() as session:
+                        row = cursors.peek(session, CURSOR)
+                        loaded = row is not None and row.high_water_mark is not None
+                    if not loaded:
+                        # Idempotent id: several workers starting together load once.
+                        ctx.engine.enqueue(scheduled_sweep, queue=QUEUE, workflow_id="balances-initial-load")
                     if _dirty_waiting():
                         trigger.request()
-                except Exception as exc:  # the first sweep covers it
-                    log.warning("balances_startup_flush_failed", error=str(exc))
+                except Exception as exc:  # the first scheduled sweep covers both
+                    log.warning("balances_startup_failed", error=str(exc))
                 return
         time.sleep(0.5)
