@@ -2,7 +2,7 @@
 
 The answer is a local durable write (never waits on Extend): the creation workflow
 `customer-<shopRef>` is enqueued in one transaction, so a shop that retries the same request
-gets the same workflow and Extend gets one customer. `GET /v1/customers/{shopRef}` tells whether
+gets the same workflow and Extend gets one customer. `GET /v1/customer-registrations/{shopRef}` tells whether
 it has reached Extend yet.
 """
 
@@ -74,7 +74,7 @@ async def create_customer(body: CustomerIn) -> dict[str, Any]:
             "status": "in_extend" if number else "pending", "workflow_id": f"customer-{body.shop_ref}"}
 
 
-@router.get("/v1/customers/{shop_ref}", dependencies=[Depends(_token)])
+@router.get("/v1/customer-registrations/{shop_ref}", dependencies=[Depends(_token)])
 async def get_customer(shop_ref: str) -> dict[str, Any]:
     number = flow.extend_number_for(shop_ref)
     return {"shop_ref": shop_ref, "customer_number": number, "status": "in_extend" if number else "pending"}

@@ -26,7 +26,14 @@ from sqlalchemy.orm import Session
 
 from extend_connector import engine
 from extend_connector.domain import Address, Customer
-from extend_connector.extend import BusinessConflict, NotFound, OutcomeUnknown, ValidationFailed
+from extend_connector.extend import (
+    BusinessConflict,
+    NotFound,
+    OutcomeUnknown,
+    TechnicalFailure,
+    Throttled,
+    ValidationFailed,
+)
 from extend_connector.flows import cursors, dispatch, outbox
 from extend_connector.flows.context import current
 from extend_connector.flows.sync import Listed, Progress, SweepResult, Tally, list_then_fetch
@@ -39,7 +46,10 @@ log = structlog.get_logger("extend_connector.flows.customers")
 QUEUE = "customers"
 CURSOR = "customers"
 MAPPING_KIND = "customer"
-MAX_CREATE_ATTEMPTS = 5
+MAX_CREATE_ATTEMPTS = 5  # lost answers in a row, each looked up, before a person must look
+MAX_WAIT_HOURS = 72.0  # Extend down or throttling: keep waiting this long, then park
+BACKOFF_FLOOR_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 300.0
 engine.queue(QUEUE, partition_concurrency=1)
 
 
@@ -247,6 +257,9 @@ async def _customers_post(data: dict[str, Any]) -> dict[str, Any]:
         return {"outcome": "conflict", "error": str(exc)}
     except ValidationFailed as exc:
         return {"outcome": "invalid", "error": str(exc)}
+    except (TechnicalFailure, Throttled) as exc:
+        # Nothing was stored (or Extend said so): wait and post again, however long Extend is down.
+        return {"outcome": "retry", "error": str(exc), "retry_after": exc.retry_after}
     return {"outcome": "created", "customer": customer_document(created)}
 
 
@@ -280,8 +293,22 @@ def _customers_park(data: dict[str, Any], reason: str, error: str) -> None:
 async def create_in_extend(data: dict[str, Any]) -> dict[str, Any]:
     """Create the shop's customer in Extend exactly once; returns {outcome, customer_number?}."""
     began = _customers_began()
-    for _attempt in range(MAX_CREATE_ATTEMPTS):
+    unknown = 0
+    failures = 0
+    waited = 0.0
+    while unknown < MAX_CREATE_ATTEMPTS:
         answer = await _customers_post(data)
+        if answer["outcome"] == "retry":
+            failures += 1
+            wait = min(BACKOFF_CAP_SECONDS, BACKOFF_FLOOR_SECONDS * 2 ** (failures - 1))
+            wait = max(wait, float(answer.get("retry_after") or 0.0))
+            if waited + wait > MAX_WAIT_HOURS * 3600:
+                _customers_park(data, "extend_unavailable", answer["error"])
+                return {"outcome": "parked", "reason": "extend_unavailable"}
+            await engine.sleep_async(wait)
+            waited += wait
+            continue
+        failures = 0
         if answer["outcome"] == "created":
             number = str(answer["customer"]["customer_number"])
             _customers_store(data, number, answer["customer"])
@@ -297,7 +324,8 @@ async def create_in_extend(data: dict[str, Any]) -> dict[str, Any]:
         if answer["outcome"] == "conflict":
             _customers_park(data, "conflict", answer["error"])
             return {"outcome": "parked", "reason": "conflict"}
-        await engine.sleep_async(2.0)
+        unknown += 1
+        await engine.sleep_async(BACKOFF_FLOOR_SECONDS * unknown)
     _customers_park(data, "outcome_unknown", "no answer after repeated attempts and not found by lookup")
     return {"outcome": "parked", "reason": "outcome_unknown"}
 

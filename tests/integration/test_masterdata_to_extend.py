@@ -1,0 +1,127 @@
+"""scope.customers = to_extend: a shop customer becomes exactly one Extend customer.
+
+Real connector (HTTP + engine in a thread) against a real simulator, SQLite.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from extend_connector.flows import customers as flow
+from extend_connector.service import Connector
+from extend_connector.settings import Settings
+from extend_connector.simulator import SimulatorConfig, run_in_thread
+from extend_connector.simulator.server import RunningSimulator
+from extend_connector.webshop import RecordingWebshop
+
+TOKEN = "shop-token"
+
+
+@pytest.fixture()
+def sim() -> Iterator[RunningSimulator]:
+    with run_in_thread(SimulatorConfig(seed=5, products=20, customers=5, rate_limits_enabled=False,
+                                       webhooks=())) as running:
+        yield running
+
+
+@pytest.fixture()
+def base(sim: RunningSimulator, tmp_path: Path) -> Iterator[str]:
+    settings = Settings(extend={"base_url": sim.base_url, "api_token": sim.token},
+                        store={"database_url": f"sqlite:///{tmp_path / 'c.db'}"},
+                        scope={"customers": "to_extend", "products": "off", "prices": "off"})
+    connector = Connector(settings, webshop=RecordingWebshop(), scheduler_poll_seconds=0.2)
+    with connector.serve_in_thread(port=_port()) as url:
+        yield url
+    connector.close()
+
+
+def _port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_number(shop_ref: str, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        number = flow.extend_number_for(shop_ref)
+        if number is not None:
+            return number
+        time.sleep(0.1)
+    raise AssertionError(f"{shop_ref} never reached Extend")
+
+
+def _in_extend(sim: RunningSimulator, email: str) -> list[str]:
+    with sim.state.lock:
+        return [c.customer_number for c in sim.state.customers.values() if (c.email or "").lower() == email]
+
+
+def test_customer_posted_twice_is_one_extend_customer(sim: RunningSimulator, base: str) -> None:
+    body = {"shop_ref": "shop-cust-1", "name": "Anna Berg", "email": "anna@example.com",
+            "delivery_address": {"name": "Anna Berg", "address_line1": "Storgatan 1", "zip_code": "11122",
+                                 "city": "Stockholm"}}
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    first = httpx2.post(f"{base}/v1/customers", json=body, headers=headers)
+    again = httpx2.post(f"{base}/v1/customers", json=body, headers=headers)  # the shop retries
+    assert first.status_code == 202 and again.status_code == 202
+    number = _wait_number("shop-cust-1")
+    assert _in_extend(sim, "anna@example.com") == [number]
+    status = httpx2.get(f"{base}/v1/customer-registrations/shop-cust-1", headers=headers).json()
+    assert status == {"shop_ref": "shop-cust-1", "customer_number": number, "status": "in_extend"}
+    # Posting once more after it reached Extend starts nothing new.
+    assert httpx2.post(f"{base}/v1/customers", json=body, headers=headers).json()["customer_number"] == number
+    assert _in_extend(sim, "anna@example.com") == [number]
+
+
+def test_lost_answer_is_looked_up_not_posted_again(sim: RunningSimulator, base: str) -> None:
+    # Every write's answer is lost after Extend stored it: the workflow must find the customer.
+    sim.state.set_faults(lost_response_rate=1.0)
+    body = {"shop_ref": "shop-cust-2", "name": "Berg AB", "organization_number": "556677-8899",
+            "email": "order@berg.example"}
+    response = httpx2.post(f"{base}/v1/customers", json=body, headers={"authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 202
+    number = _wait_number("shop-cust-2")
+    sim.state.set_faults(lost_response_rate=0.0)
+    assert _in_extend(sim, "order@berg.example") == [number]
+
+
+def test_wrong_token_is_refused(base: str) -> None:
+    response = httpx2.post(f"{base}/v1/customers", json={"shop_ref": "x", "name": "X"},
+                           headers={"authorization": "Bearer nope"})
+    assert response.status_code == 401
+
+
+def test_order_placed_before_the_customer_reached_extend_is_sent_after_it(sim: RunningSimulator,
+                                                                         base: str) -> None:
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    sim.state.set_faults(outage=True)  # Extend is down: neither the customer nor the order gets through
+    customer = {"shop_ref": "shop-cust-3", "name": "Cecilia Dahl", "email": "cecilia@example.com"}
+    assert httpx2.post(f"{base}/v1/customers", json=customer, headers=headers).status_code == 202
+    with sim.state.lock:
+        product = sorted(sim.state.products)[0]
+    order = {"shopRef": "WEB-3001", "shopCustomerRef": "shop-cust-3",
+             "lines": [{"productNumber": product, "quantity": 1}]}
+    assert httpx2.post(f"{base}/v1/orders", json=order, headers=headers).status_code == 202
+    time.sleep(1.0)
+    assert flow.extend_number_for("shop-cust-3") is None
+    sim.state.set_faults(outage=False)
+    number = _wait_number("shop-cust-3", timeout=60)
+    deadline = time.monotonic() + 60
+    sent: list[str] = []
+    while time.monotonic() < deadline and not sent:
+        with sim.state.lock:
+            sent = [o.order_number for o in sim.state.orders.values() if o.order_number_external == "WEB-3001"]
+        time.sleep(0.2)
+    assert len(sent) == 1
+    with sim.state.lock:
+        placed = sim.state.orders[sent[0]]
+        assert placed.header.get("customerNumber") == number
+        created_customer = sim.state.customers[number]
+    assert created_customer.email == "cecilia@example.com"
