@@ -63,7 +63,9 @@ log = structlog.get_logger("extend_connector.orders")
 SUBMIT_QUEUE = "orders-submit"
 PROGRESS_QUEUE = "orders-progress"
 SWEEP_QUEUE = "orders-sweep"
-engine.queue(SUBMIT_QUEUE, worker_concurrency=8, poll_seconds=0.5)
+# Most of a submit job's life during an outage is a durable sleep; a wide queue keeps those sleepers
+# from holding back fresh orders (calls to Extend are bounded by the client's max_in_flight).
+engine.queue(SUBMIT_QUEUE, worker_concurrency=32, poll_seconds=0.5)
 engine.queue(PROGRESS_QUEUE, partition_concurrency=1, poll_seconds=0.5)
 engine.queue(SWEEP_QUEUE, concurrency=1)
 
