@@ -44,5 +44,5 @@ def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
              # in the URL) get uvicorn's own text/plain 400 before they reach the app.
              "--checks", "not_a_server_error,response_schema_conformance",
              "--max-examples", "40", "--seed", "1", "--workers", "2", "--no-color"],
-            capture_output=True, text=True, timeout=120, check=False)
+            capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
         assert result.returncode == 0, result.stdout[:8000] + result.stderr[-2000:]
