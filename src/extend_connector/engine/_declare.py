@@ -106,7 +106,8 @@ def step(
 
             inner = run_sync
         decorated = DBOS.step(
-            name=name,
+            # DBOS names a step by its bare function name; two flows' `_sweep_step` would clash.
+            name=name or f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__qualname__}",
             retries_allowed=retries > 0,
             max_attempts=retries + 1,
             interval_seconds=backoff_seconds,
@@ -265,8 +266,10 @@ def schedule(
     expression = cron if cron is not None else interval_to_cron(every)  # type: ignore[arg-type]
     spec = ScheduleSpec(name=name, workflow=workflow_fn, cron=expression, queue=queue)
     existing = _SCHEDULES.get(name)
-    if existing is not None and existing != spec:
-        raise DeclarationError(f"schedule {name!r} declared twice differently")
+    if existing is not None and existing.workflow is not workflow_fn:
+        raise DeclarationError(f"schedule {name!r} already runs another workflow")
+    # Same workflow, other timing: the interval comes from settings, and the latest
+    # configuration of this process wins (a Connector rebuilt with other settings).
     _SCHEDULES[name] = spec
     return spec
 

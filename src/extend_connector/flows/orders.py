@@ -1001,8 +1001,6 @@ async def scheduled_sweep(scheduled_at: Any = None, context: Any = None) -> dict
 
 def declare_schedules(settings: Settings) -> None:
     every = timedelta(minutes=settings.sync.orders_sweep_minutes)
-    # The settings of this Connector win over an earlier one's in the same process (tests, demo).
-    engine.forget_schedule("orders.sweep")
     engine.schedule("orders.sweep", scheduled_sweep, every=timedelta(seconds=round(every.total_seconds())),
                     queue=SWEEP_QUEUE)
 
