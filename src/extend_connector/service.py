@@ -41,6 +41,11 @@ log = structlog.get_logger("extend_connector.service")
 FLOW_MODULES = ("outbox", "orders", "balances", "products", "customers", "prices")
 API_MODULES = ("webhooks", "orders", "shop", "customers", "admin")
 
+# The longest query the read API documents (`productNumbers`, 10,500 characters) can take up
+# to 12 bytes a character once percent-encoded; uvicorn's default (16 KiB) would reset the
+# connection instead of answering, so the server accepts request heads up to this size.
+MAX_REQUEST_LINE_BYTES = 160 * 1024
+
 
 def _optional_module(name: str) -> ModuleType | None:
     """Import a part that may not exist yet in this build; any other import error is real."""
@@ -151,7 +156,8 @@ class Connector:
             return
         server = uvicorn.Server(uvicorn.Config(self.app(), host=self.settings.server.host,
                                                port=self.settings.server.port, log_level="warning",
-                                               access_log=False, lifespan="on"))
+                                               access_log=False, lifespan="on",
+                                               h11_max_incomplete_event_size=MAX_REQUEST_LINE_BYTES))
         server.run()
         self.close()
 
@@ -172,7 +178,8 @@ class Connector:
     def serve_in_thread(self, *, port: int | None = None, timeout: float = 30.0) -> Iterator[str]:
         """Serve on 127.0.0.1 in a background thread; yields the base URL; stops on exit."""
         config = uvicorn.Config(self.app(), host="127.0.0.1", port=port or self.settings.server.port,
-                                log_level="warning", access_log=False, lifespan="on")
+                                log_level="warning", access_log=False, lifespan="on",
+                                h11_max_incomplete_event_size=MAX_REQUEST_LINE_BYTES)
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, name="connector-http", daemon=True)
         thread.start()

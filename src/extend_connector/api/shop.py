@@ -138,7 +138,9 @@ class CustomerOut(_Model):
 
 PageQ = Annotated[int, Query(ge=1, le=1_000_000, description="1-based page number.")]
 PageSizeQ = Annotated[int, Query(alias="pageSize", ge=1, le=MAX_PAGE_SIZE, description="Items per page.")]
-NumbersQ = Annotated[str | None, Query(alias="productNumbers", max_length=40_000,
+# 500 numbers of up to 20 characters; the HTTP server accepts request lines of this size even
+# when every character is percent-encoded (see service.MAX_REQUEST_LINE_BYTES).
+NumbersQ = Annotated[str | None, Query(alias="productNumbers", max_length=10_500,
                                        description=f"Comma list of product numbers (at most {MAX_NUMBERS}).")]
 
 
