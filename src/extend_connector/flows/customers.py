@@ -34,9 +34,9 @@ from extend_connector.extend import (
     Throttled,
     ValidationFailed,
 )
-from extend_connector.flows import cursors, dispatch, outbox
+from extend_connector.flows import dispatch, outbox
 from extend_connector.flows.context import current
-from extend_connector.flows.sync import Listed, Progress, SweepResult, Tally, list_then_fetch
+from extend_connector.flows.sync import Listed, Progress, SweepResult, Tally, sweep_changed
 from extend_connector.settings import CustomersScope, PricesScope, Settings
 from extend_connector.store.models import CustomerRow, IdMappingRow, ParkedFailureRow
 from extend_connector.webshop import EventType
@@ -136,34 +136,8 @@ async def _listing(since: datetime | None, tally: Tally) -> AsyncIterator[Listed
 async def sweep_customers(full: bool = False, dry_run: bool = False,
                           progress: Progress | None = None) -> SweepResult:
     """List customers changed since the cursor (all when `full` or first run), fetch each changed one."""
-    ctx = current()
-    extend = ctx.extend()
-    tally = Tally("customers", progress, full=full, dry_run=dry_run, stats=extend.stats)
-    overlap = timedelta(seconds=ctx.settings.sync.overlap_seconds)
-    with ctx.db.read() if dry_run else ctx.db.write() as session:
-        since = cursors.start(session, CURSOR, now=ctx.clock(), overlap=overlap, full=full)
-
-    def known(numbers: list[str]) -> Mapping[str, datetime | None]:
-        with ctx.db.read() as session:
-            return stored_changed(session, numbers)
-
-    def write(customers: list[Customer]) -> list[str]:
-        if dry_run:
-            with ctx.db.read() as session:
-                return apply(session, customers, now=ctx.clock(), dry_run=True)
-        with ctx.db.write() as session:
-            return apply(session, customers, now=ctx.clock())
-
-    latest = await list_then_fetch(_listing(since, tally), stored_changed=known, fetch=_fetch, apply=write,
-                                   tally=tally, batch_size=extend.dialect.page_size)
-    mark = None
-    if not dry_run:
-        with ctx.db.write() as session:
-            mark = cursors.finish(session, CURSOR, latest_seen=latest, now=ctx.clock(),
-                                  stats=tally.result().as_stats())
-    result = tally.result(cursor=mark)
-    log.info("customers_swept", **result.as_stats())
-    return result
+    return await sweep_changed("customers", cursor=CURSOR, listing=_listing, stored_changed=stored_changed,
+                               fetch=_fetch, apply=apply, full=full, dry_run=dry_run, progress=progress)
 
 
 # --- from_extend jobs ------------------------------------------------------------------------

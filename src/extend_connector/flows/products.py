@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session
 from extend_connector import engine
 from extend_connector.domain import Product
 from extend_connector.extend import NotFound
-from extend_connector.flows import cursors, dispatch, outbox
+from extend_connector.flows import dispatch, outbox
 from extend_connector.flows.context import current
-from extend_connector.flows.sync import Listed, Progress, SweepResult, Tally, list_then_fetch
+from extend_connector.flows.sync import Listed, Progress, SweepResult, Tally, sweep_changed
 from extend_connector.settings import PricesScope, ProductsScope, Settings
 from extend_connector.store.models import ProductRow
 from extend_connector.webshop import EventType
@@ -108,37 +108,10 @@ async def _listing(since: datetime | None, tally: Tally) -> AsyncIterator[Listed
 
 
 async def sweep_products(full: bool = False, dry_run: bool = False,
-                         progress: Progress | None = None) -> SweepResult:
+                          progress: Progress | None = None) -> SweepResult:
     """List products changed since the cursor (all when `full` or first run) and fetch each changed one."""
-    ctx = current()
-    extend = ctx.extend()
-    tally = Tally("products", progress, full=full, dry_run=dry_run, stats=extend.stats)
-    overlap = timedelta(seconds=ctx.settings.sync.overlap_seconds)
-    # A dry run reads the cursor in a session that is never committed.
-    with ctx.db.read() if dry_run else ctx.db.write() as session:
-        since = cursors.start(session, CURSOR, now=ctx.clock(), overlap=overlap, full=full)
-
-    def known(numbers: list[str]) -> Mapping[str, datetime | None]:
-        with ctx.db.read() as session:
-            return stored_changed(session, numbers)
-
-    def write(products: list[Product]) -> list[str]:
-        if dry_run:
-            with ctx.db.read() as session:
-                return apply(session, products, now=ctx.clock(), dry_run=True)
-        with ctx.db.write() as session:
-            return apply(session, products, now=ctx.clock())
-
-    latest = await list_then_fetch(_listing(since, tally), stored_changed=known, fetch=_fetch, apply=write,
-                                   tally=tally, batch_size=extend.dialect.page_size)
-    mark = None
-    if not dry_run:
-        with ctx.db.write() as session:
-            mark = cursors.finish(session, CURSOR, latest_seen=latest, now=ctx.clock(),
-                                  stats=tally.result().as_stats())
-    result = tally.result(cursor=mark)
-    log.info("products_swept", **result.as_stats())
-    return result
+    return await sweep_changed("products", cursor=CURSOR, listing=_listing, stored_changed=stored_changed,
+                               fetch=_fetch, apply=apply, full=full, dry_run=dry_run, progress=progress)
 
 
 # --- durable jobs ----------------------------------------------------------------------------

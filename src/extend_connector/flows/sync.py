@@ -25,10 +25,17 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
+import structlog
+from sqlalchemy.orm import Session
+
 from extend_connector.extend.client import ClientStats
+from extend_connector.flows import cursors
+from extend_connector.flows.context import current
+
+log = structlog.get_logger("extend_connector.sync")
 
 # The record outcomes the summary table knows; sweeps may add their own words.
 OUTCOMES = ("created", "updated", "unchanged", "deleted", "skipped", "failed")
@@ -220,6 +227,51 @@ async def list_then_fetch(
     if batch:
         await flush()
     return latest
+
+
+async def sweep_changed(
+    name: str,
+    *,
+    cursor: str,
+    listing: Callable[[datetime | None, Tally], AsyncIterator[Listed]],
+    stored_changed: Callable[[Session, list[str]], Mapping[str, datetime | None]],
+    fetch: Callable[[str], Awaitable[R | None]],
+    apply: Callable[..., list[str]],
+    full: bool = False,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> SweepResult:
+    """One list-then-fetch sweep of a record type, from its change-date cursor to now.
+
+    `listing(since, tally)` yields the light list items changed since `since` (None: all);
+    `apply(session, records, now=, dry_run=)` writes a batch and returns an outcome per record.
+    A dry run reads the cursor in a session that is never committed and writes nothing.
+    """
+    ctx = current()
+    extend = ctx.extend()
+    tally = Tally(name, progress, full=full, dry_run=dry_run, stats=extend.stats)
+    overlap = timedelta(seconds=ctx.settings.sync.overlap_seconds)
+    with ctx.db.read() if dry_run else ctx.db.write() as session:
+        since = cursors.start(session, cursor, now=ctx.clock(), overlap=overlap, full=full)
+
+    def known(keys: list[str]) -> Mapping[str, datetime | None]:
+        with ctx.db.read() as session:
+            return stored_changed(session, keys)
+
+    def write(records: list[R]) -> list[str]:
+        with ctx.db.read() if dry_run else ctx.db.write() as session:
+            return apply(session, records, now=ctx.clock(), dry_run=dry_run)
+
+    latest = await list_then_fetch(listing(since, tally), stored_changed=known, fetch=fetch, apply=write,
+                                   tally=tally, batch_size=extend.dialect.page_size)
+    mark = None
+    if not dry_run:
+        with ctx.db.write() as session:
+            mark = cursors.finish(session, cursor, latest_seen=latest, now=ctx.clock(),
+                                  stats=tally.result().as_stats())
+    result = tally.result(cursor=mark)
+    log.info(f"{name}_swept", **result.as_stats())
+    return result
 
 
 # --- `extend-connector sync`: run one sweep now, with a progress bar and a summary ------------
