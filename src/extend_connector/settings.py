@@ -429,12 +429,14 @@ def load_settings(config_path: Path | None = None, *, env: bool = True) -> Setti
     try:
         if env:
             return Settings(**data)
-        return _NoEnvSettings(**data)
+        return EmbeddedSettings(**data)
     except ValidationError as exc:
         raise ConfigError([_describe(dict(e)) for e in exc.errors()], source) from exc
 
 
-class _NoEnvSettings(Settings):
+class EmbeddedSettings(Settings):
+    """Settings from code (or a file) only: environment variables are not read (demo, tests)."""
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -17,11 +17,11 @@ from typing import Any, TextIO
 
 import structlog
 from pydantic import AnyHttpUrl, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from extend_connector.demo.receiver import ShopInbox, serve_shop_inbox
 from extend_connector.settings import (
     CustomersScope,
+    EmbeddedSettings,
     ExtendSettings,
     ScopeSettings,
     ServerSettings,
@@ -43,21 +43,6 @@ SHOP_TOKEN = "demo-shop-token"
 SHOP_WEBHOOK_SECRET = "whsec_ZGVtby1zaG9wLXdlYmhvb2stc2VjcmV0LTMyYnl0ZXM="
 SELL_FROM = ("MainWarehouse", "GreenWarehouse")
 WAREHOUSES = ("MainWarehouse", "GreenWarehouse", "TEST")
-
-
-class _EmbeddedSettings(Settings):
-    """Settings from code only: the demo must not pick up a developer's environment."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
 
 
 def free_port() -> int:
@@ -83,7 +68,7 @@ def simulator_config(*, seed: int, products: int, orders_per_second: float) -> S
 
 def connector_settings(*, sim: RunningSimulator, data_dir: Path, port: int, shop_url: str) -> Settings:
     """The connector's settings for the demo: simulator credentials, short sweeps, the shop's inbox."""
-    return _EmbeddedSettings(
+    return EmbeddedSettings(
         scope=ScopeSettings(customers=CustomersScope.TO_EXTEND),
         extend=ExtendSettings(base_url=AnyHttpUrl(sim.base_url), api_token=SecretStr(sim.token),
                               webhook_secret=SecretStr(WEBHOOK_SECRET), warehouses=list(SELL_FROM),
