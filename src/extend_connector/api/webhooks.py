@@ -11,16 +11,22 @@ acknowledged without doing anything twice. Unknown actions are stored, counted, 
 
 from __future__ import annotations
 
+import asyncio
+import queue
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter, Histogram
 from sqlalchemy.exc import IntegrityError
-from starlette.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
 from extend_connector.extend.webhooks import (
     SIGNATURE_HEADER,
@@ -61,43 +67,68 @@ def _problem(status: int, error: str, message: str) -> JSONResponse:
     return JSONResponse({"error": error, "message": message, "details": []}, status_code=status)
 
 
-def store_delivery(ctx: FlowContext, envelope: WebhookEnvelope, raw: bytes) -> tuple[Stored, list[tuple[Any, Notification]]]:
-    """The inbox transaction (sync; run it in a worker thread). Returns what was done and the
-    inline handlers whose `after_commit` is owed, in order."""
-    now = ctx.clock()
+def _store_in(session: Session, ctx: FlowContext, envelope: WebhookEnvelope, raw: bytes, now: datetime,
+              after: list[tuple[Any, Notification]]) -> tuple[Stored, InboxRow]:
+    """Store one new delivery inside `session`: enqueue or apply each notification, add the inbox row."""
     received_at = now.isoformat()
+    jobs = inline = unhandled = 0
+    for index, note in enumerate(envelope.notifications):
+        handler = dispatch.handler_for(note.action)
+        if isinstance(handler, dispatch.JobHandler):
+            payload = dispatch.notification_json(note, delivery_id=envelope.id, index=index,
+                                                 received_at=received_at)
+            ctx.engine.enqueue_in_transaction(session, handler.workflow, payload, queue=handler.queue,
+                                              partition_key=note.entity_key,
+                                              workflow_id=f"wh-{envelope.id}-{index}")
+            jobs += 1
+        elif isinstance(handler, dispatch.InlineHandler):
+            payload = dispatch.notification_json(note, delivery_id=envelope.id, index=index,
+                                                 received_at=received_at)
+            handler.apply(session, note, payload)
+            if handler.after_commit is not None:
+                after.append((handler, note))
+            inline += 1
+        else:
+            unhandled += 1
+    row = InboxRow(delivery_id=envelope.id, attempt=envelope.attempt,
+                   notification_id=envelope.notification_id, received_at=now,
+                   raw_body=raw.decode("utf-8", "replace"),
+                   notification_count=len(envelope.notifications),
+                   unknown_action_count=unhandled, last_seen_attempt=envelope.attempt)
+    session.add(row)
+    return Stored(duplicate=False, jobs=jobs, inline=inline, unhandled=unhandled), row
+
+
+def store_deliveries(ctx: FlowContext, items: list[tuple[WebhookEnvelope, bytes]]
+                     ) -> tuple[list[Stored], list[tuple[Any, Notification]]]:
+    """The inbox transaction for a batch of deliveries (sync; one commit for all of them).
+
+    A delivery already stored (or repeated within the batch) is a duplicate: only its
+    `last_seen_attempt` moves. Returns one `Stored` per item, in order, and the inline
+    handlers whose `after_commit` is owed once the transaction has committed.
+    """
+    now = ctx.clock()
     after: list[tuple[Any, Notification]] = []
+    results: list[Stored] = []
     with ctx.db.write() as session:
-        existing = session.get(InboxRow, envelope.id)
-        if existing is not None:
-            if envelope.attempt > existing.last_seen_attempt:
-                existing.last_seen_attempt = envelope.attempt
-            return Stored(duplicate=True), after
-        jobs = inline = unhandled = 0
-        for index, note in enumerate(envelope.notifications):
-            handler = dispatch.handler_for(note.action)
-            if isinstance(handler, dispatch.JobHandler):
-                payload = dispatch.notification_json(note, delivery_id=envelope.id, index=index,
-                                                     received_at=received_at)
-                ctx.engine.enqueue_in_transaction(session, handler.workflow, payload, queue=handler.queue,
-                                                  partition_key=note.entity_key,
-                                                  workflow_id=f"wh-{envelope.id}-{index}")
-                jobs += 1
-            elif isinstance(handler, dispatch.InlineHandler):
-                payload = dispatch.notification_json(note, delivery_id=envelope.id, index=index,
-                                                     received_at=received_at)
-                handler.apply(session, note, payload)
-                if handler.after_commit is not None:
-                    after.append((handler, note))
-                inline += 1
-            else:
-                unhandled += 1
-        session.add(InboxRow(delivery_id=envelope.id, attempt=envelope.attempt,
-                             notification_id=envelope.notification_id, received_at=now,
-                             raw_body=raw.decode("utf-8", "replace"),
-                             notification_count=len(envelope.notifications),
-                             unknown_action_count=unhandled, last_seen_attempt=envelope.attempt))
-    return Stored(duplicate=False, jobs=jobs, inline=inline, unhandled=unhandled), after
+        ids = {envelope.id for envelope, _ in items}
+        rows = {row.delivery_id: row for row in session.scalars(
+            sa.select(InboxRow).where(InboxRow.delivery_id.in_(ids)))}
+        for envelope, raw in items:
+            row = rows.get(envelope.id)
+            if row is not None:
+                row.last_seen_attempt = max(row.last_seen_attempt, envelope.attempt)
+                results.append(Stored(duplicate=True))
+                continue
+            stored, rows[envelope.id] = _store_in(session, ctx, envelope, raw, now, after)
+            results.append(stored)
+    return results, after
+
+
+def store_delivery(ctx: FlowContext, envelope: WebhookEnvelope, raw: bytes) -> tuple[Stored, list[tuple[Any, Notification]]]:
+    """The inbox transaction for one delivery (see `store_deliveries`)."""
+    results, after = store_deliveries(ctx, [(envelope, raw)])
+    return results[0], after
 
 
 def _after_commit(after: list[tuple[Any, Notification]], delivery_id: str) -> None:
@@ -110,6 +141,88 @@ def _after_commit(after: list[tuple[Any, Notification]], delivery_id: str) -> No
             handler.after_commit(notes)
         except Exception:  # the delivery is committed; the sweep repairs what the callback missed
             log.exception("inbox_after_commit_failed", delivery_id=delivery_id)
+
+
+class InboxWriter:
+    """Group commit: one thread stores every delivery waiting at that moment in one transaction.
+
+    SQLite has one writer at a time and each transaction has a fixed cost, so under load many
+    deliveries share a commit (no delivery waits for a timer: a lone delivery is written at
+    once). A delivery is answered only after its batch committed. If a batch fails, each of its
+    deliveries is stored alone so one bad delivery cannot fail the others. The thread exits
+    after a few idle seconds and is started again by the next delivery.
+    """
+
+    MAX_BATCH = 64
+    IDLE_EXIT_SECONDS = 5.0
+
+    def __init__(self, ctx: FlowContext) -> None:
+        self.ctx = ctx
+        self._queue: queue.SimpleQueue[tuple[WebhookEnvelope, bytes, Future[Stored]]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, envelope: WebhookEnvelope, raw: bytes) -> Future[Stored]:
+        future: Future[Stored] = Future()
+        self._queue.put((envelope, raw, future))
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
+                self._thread.start()
+        return future
+
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=self.IDLE_EXIT_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
+            batch = [first]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._write(batch)
+
+    def _write(self, batch: list[tuple[WebhookEnvelope, bytes, Future[Stored]]]) -> None:
+        try:
+            results, after = store_deliveries(self.ctx, [(envelope, raw) for envelope, raw, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0][2], exc)
+                return
+            for envelope, raw, future in batch:
+                try:
+                    stored, one_after = store_delivery(self.ctx, envelope, raw)
+                except Exception as one_exc:
+                    _settle(future, one_exc)
+                    continue
+                _after_commit(one_after, envelope.id)
+                future.set_result(stored)
+            return
+        _after_commit(after, batch[0][0].id)
+        for (_, _, future), stored in zip(batch, results, strict=True):
+            future.set_result(stored)
+
+
+def _settle(future: Future[Stored], exc: Exception) -> None:
+    # Two copies of one delivery raced (PostgreSQL, several web processes): the other committed it.
+    if isinstance(exc, IntegrityError):
+        future.set_result(Stored(duplicate=True))
+    else:
+        future.set_exception(exc)
+
+
+def _writer(ctx: FlowContext) -> InboxWriter:
+    writer = ctx.extras.get("inbox_writer")
+    if not isinstance(writer, InboxWriter):
+        writer = ctx.extras.setdefault("inbox_writer", InboxWriter(ctx))
+    return writer
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:
@@ -152,10 +265,7 @@ async def receive(request: Request) -> Response:
         log.warning("webhook_refused", outcome="malformed", why=str(exc), size=len(raw))
         return _problem(400, "malformed", str(exc))
     try:
-        stored, after = await run_in_threadpool(store_delivery, ctx, envelope, raw)
-    except IntegrityError:
-        # Two copies of one delivery raced (PostgreSQL); the other one committed it.
-        stored, after = Stored(duplicate=True), []
+        stored = await asyncio.wrap_future(_writer(ctx).submit(envelope, raw))
     except Exception as exc:  # whatever failed, nothing committed: Extend must deliver again
         DELIVERIES.labels("error").inc()
         log.error("webhook_not_stored", outcome="error", delivery_id=envelope.id, attempt=envelope.attempt,
@@ -165,8 +275,6 @@ async def receive(request: Request) -> Response:
         DELIVERIES.labels("duplicate").inc()
         log.info("webhook_duplicate", outcome="duplicate", delivery_id=envelope.id, attempt=envelope.attempt)
         return JSONResponse({"status": "duplicate", "id": envelope.id}, status_code=200)
-    if after:
-        await run_in_threadpool(_after_commit, after, envelope.id)
     DELIVERIES.labels("accepted").inc()
     if stored.jobs:
         NOTIFICATIONS.labels("job").inc(stored.jobs)

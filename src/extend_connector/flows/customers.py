@@ -50,7 +50,7 @@ MAX_CREATE_ATTEMPTS = 5  # lost answers in a row, each looked up, before a perso
 MAX_WAIT_HOURS = 72.0  # Extend down or throttling: keep waiting this long, then park
 BACKOFF_FLOOR_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 300.0
-engine.queue(QUEUE, partition_concurrency=1)
+engine.queue(QUEUE, partition_concurrency=1, worker_concurrency=32, poll_seconds=0.5)
 
 
 # --- the local copy --------------------------------------------------------------------------

@@ -65,8 +65,8 @@ PROGRESS_QUEUE = "orders-progress"
 SWEEP_QUEUE = "orders-sweep"
 # Most of a submit job's life during an outage is a durable sleep; a wide queue keeps those sleepers
 # from holding back fresh orders (calls to Extend are bounded by the client's max_in_flight).
-engine.queue(SUBMIT_QUEUE, worker_concurrency=32, poll_seconds=0.5)
-engine.queue(PROGRESS_QUEUE, partition_concurrency=1, poll_seconds=0.5)
+engine.queue(SUBMIT_QUEUE, worker_concurrency=32, poll_seconds=0.2)
+engine.queue(PROGRESS_QUEUE, partition_concurrency=1, worker_concurrency=32, poll_seconds=0.2)
 engine.queue(SWEEP_QUEUE, concurrency=1)
 
 CURSOR = "orders"

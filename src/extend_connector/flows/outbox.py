@@ -21,7 +21,7 @@ from extend_connector.store.models import OutboxRow, ParkedFailureRow
 from extend_connector.webshop import DeliveryRefused, EventType, ShopEvent, ShopUnavailable
 
 QUEUE = "shop-delivery"
-engine.queue(QUEUE, partition_concurrency=1)
+engine.queue(QUEUE, partition_concurrency=1, worker_concurrency=32, poll_seconds=0.2)
 
 BACKOFF_FLOOR_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 300.0

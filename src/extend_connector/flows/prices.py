@@ -35,7 +35,7 @@ from extend_connector.webshop import EventType
 log = structlog.get_logger("extend_connector.flows.prices")
 
 QUEUE = "prices"
-engine.queue(QUEUE, partition_concurrency=1)
+engine.queue(QUEUE, partition_concurrency=1, worker_concurrency=32, poll_seconds=0.5)
 BATCH = 500
 
 

@@ -35,7 +35,7 @@ log = structlog.get_logger("extend_connector.flows.products")
 
 QUEUE = "products"
 CURSOR = "products"
-engine.queue(QUEUE, partition_concurrency=1)
+engine.queue(QUEUE, partition_concurrency=1, worker_concurrency=32, poll_seconds=0.5)
 
 
 def product_document(product: Product) -> dict[str, Any]:
