@@ -64,7 +64,7 @@ def _in_extend(sim: RunningSimulator, email: str) -> list[str]:
 
 
 def test_customer_posted_twice_is_one_extend_customer(sim: RunningSimulator, base: str) -> None:
-    body = {"shop_ref": "shop-cust-1", "name": "Anna Berg", "email": "anna@example.com",
+    body = {"shopRef": "shop-cust-1", "name": "Anna Berg", "email": "anna@example.com",
             "delivery_address": {"name": "Anna Berg", "address_line1": "Storgatan 1", "zip_code": "11122",
                                  "city": "Stockholm"}}
     headers = {"authorization": f"Bearer {TOKEN}"}
@@ -74,16 +74,16 @@ def test_customer_posted_twice_is_one_extend_customer(sim: RunningSimulator, bas
     number = _wait_number("shop-cust-1")
     assert _in_extend(sim, "anna@example.com") == [number]
     status = httpx2.get(f"{base}/v1/customer-registrations/shop-cust-1", headers=headers).json()
-    assert status == {"shop_ref": "shop-cust-1", "customer_number": number, "status": "in_extend"}
+    assert status == {"shopRef": "shop-cust-1", "customerNumber": number, "status": "in_extend"}
     # Posting once more after it reached Extend starts nothing new.
-    assert httpx2.post(f"{base}/v1/customers", json=body, headers=headers).json()["customer_number"] == number
+    assert httpx2.post(f"{base}/v1/customers", json=body, headers=headers).json()["customerNumber"] == number
     assert _in_extend(sim, "anna@example.com") == [number]
 
 
 def test_lost_answer_is_looked_up_not_posted_again(sim: RunningSimulator, base: str) -> None:
     # Every write's answer is lost after Extend stored it: the workflow must find the customer.
     sim.state.set_faults(lost_response_rate=1.0)
-    body = {"shop_ref": "shop-cust-2", "name": "Berg AB", "organization_number": "556677-8899",
+    body = {"shopRef": "shop-cust-2", "name": "Berg AB", "organizationNumber": "556677-8899",
             "email": "order@berg.example"}
     response = httpx2.post(f"{base}/v1/customers", json=body, headers={"authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 202
@@ -93,7 +93,7 @@ def test_lost_answer_is_looked_up_not_posted_again(sim: RunningSimulator, base: 
 
 
 def test_wrong_token_is_refused(base: str) -> None:
-    response = httpx2.post(f"{base}/v1/customers", json={"shop_ref": "x", "name": "X"},
+    response = httpx2.post(f"{base}/v1/customers", json={"shopRef": "x", "name": "X"},
                            headers={"authorization": "Bearer nope"})
     assert response.status_code == 401
 
@@ -102,7 +102,7 @@ def test_order_placed_before_the_customer_reached_extend_is_sent_after_it(sim: R
                                                                          base: str) -> None:
     headers = {"authorization": f"Bearer {TOKEN}"}
     sim.state.set_faults(outage=True)  # Extend is down: neither the customer nor the order gets through
-    customer = {"shop_ref": "shop-cust-3", "name": "Cecilia Dahl", "email": "cecilia@example.com"}
+    customer = {"shopRef": "shop-cust-3", "name": "Cecilia Dahl", "email": "cecilia@example.com"}
     assert httpx2.post(f"{base}/v1/customers", json=customer, headers=headers).status_code == 202
     with sim.state.lock:
         product = sorted(sim.state.products)[0]

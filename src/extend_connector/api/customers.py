@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
 from extend_connector.api.auth import require_shop_token
 from extend_connector.api.errors import ApiProblem
@@ -22,9 +23,12 @@ from extend_connector.settings import CustomersScope
 router = APIRouter()
 
 
-class AddressIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Model(BaseModel):
+    # camelCase on the wire like the rest of /v1 (snake_case names are accepted too).
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
+
+class AddressIn(_Model):
     name: str
     address_line1: str
     zip_code: str
@@ -36,9 +40,7 @@ class AddressIn(BaseModel):
     email: str | None = None
 
 
-class CustomerIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CustomerIn(_Model):
     shop_ref: str = Field(min_length=1, max_length=128, description="The shop's customer reference (identity).")
     name: str = Field(min_length=1, max_length=400)
     last_name: str | None = None
@@ -70,11 +72,11 @@ async def create_customer(body: CustomerIn) -> dict[str, Any]:
     if number is None:
         with current().db.write() as session:
             flow.enqueue_creation(session, data)
-    return {"shop_ref": body.shop_ref, "customer_number": number,
-            "status": "in_extend" if number else "pending", "workflow_id": f"customer-{body.shop_ref}"}
+    return {"shopRef": body.shop_ref, "customerNumber": number,
+            "status": "in_extend" if number else "pending", "workflowId": f"customer-{body.shop_ref}"}
 
 
 @router.get("/v1/customer-registrations/{shop_ref}", dependencies=[Depends(_token)])
 async def get_customer(shop_ref: str) -> dict[str, Any]:
     number = flow.extend_number_for(shop_ref)
-    return {"shop_ref": shop_ref, "customer_number": number, "status": "in_extend" if number else "pending"}
+    return {"shopRef": shop_ref, "customerNumber": number, "status": "in_extend" if number else "pending"}

@@ -206,10 +206,9 @@ class ScriptedShop:
         while not self._stop.is_set() and n < 10:
             n += 1
             ref = f"DEMO-CUST-{self.seed}-{n}"
-            # POST /v1/customers takes snake_case field names (unlike /v1/orders' camelCase).
-            body = {"shop_ref": ref, "name": f"Demo Customer {n}", "email": f"demo{n}@example.com",
-                    "delivery_address": {"name": f"Demo Customer {n}", "address_line1": f"Storgatan {n}",
-                                         "zip_code": "11122", "city": "Stockholm", "country_code": "SE"}}
+            body = {"shopRef": ref, "name": f"Demo Customer {n}", "email": f"demo{n}@example.com",
+                    "deliveryAddress": {"name": f"Demo Customer {n}", "addressLine1": f"Storgatan {n}",
+                                        "zipCode": "11122", "city": "Stockholm", "countryCode": "SE"}}
             try:
                 response = await http.post("/v1/customers", json=body)
                 if response.status_code in (200, 201, 202):
