@@ -7,6 +7,7 @@ any number of engine lifetimes in one process.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import json
@@ -18,6 +19,7 @@ from typing import Any, TypeVar, cast
 from dbos import DBOS
 from dbos._serialization import DBOSPortableJSONSerializer
 
+T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _PORTABLE = DBOSPortableJSONSerializer()
@@ -118,6 +120,17 @@ def step(
         return cast(F, decorated)
 
     return decorate
+
+
+async def offload(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call a sync step (or any blocking function) from an async workflow without blocking the loop.
+
+    DBOS runs a sync step called directly from an async workflow on the event loop itself, so its
+    database work (and a wait for SQLite's write lock) would stall every other async workflow of
+    the process. Here it runs in a worker thread with the workflow's context, exactly as
+    `DBOS.run_step_async` does with a sync step, so checkpoints and replay are unchanged.
+    """
+    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 def sleep(seconds: float) -> None:

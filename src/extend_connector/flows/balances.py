@@ -36,6 +36,7 @@ triggers a flush when dirty rows are waiting (a crash between an inbox commit an
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -385,7 +386,8 @@ async def flush_once(limit: int = MAX_PAIRS_PER_PASS) -> dict[str, Any]:
     `failed` (an answer that retrying will not change, e.g. an unknown warehouse).
     """
     ctx = current()
-    pairs = _snapshot(limit)
+    # Database work runs off the event loop: every async job of the process shares that loop.
+    pairs = await asyncio.to_thread(_snapshot, limit)
     if not pairs:
         return {"outcome": "done", "pairs": 0, "calls": 0, "more": False}
     extend = ctx.extend()
@@ -402,9 +404,13 @@ async def flush_once(limit: int = MAX_PAIRS_PER_PASS) -> dict[str, Any]:
                 "kind": type(exc).__name__, "pairs": len(pairs)}
     reachability.succeeded()
     calls = extend.stats().operations.get("list_availability", 0) - calls_before
-    with ctx.db.write() as session:
-        counts = apply_balances(session, fetched, absent_as_zero=pairs, confirmed_at=ctx.clock())
-        cleared = _clear(session, pairs, fetch_started)
+
+    def write() -> tuple[dict[str, int], int]:
+        with ctx.db.write() as session:
+            return (apply_balances(session, fetched, absent_as_zero=pairs, confirmed_at=ctx.clock()),
+                    _clear(session, pairs, fetch_started))
+
+    counts, cleared = await asyncio.to_thread(write)
     return {"outcome": "done", "pairs": len(pairs), "cleared": cleared, "calls": calls, **counts,
             "more": len(pairs) >= limit}
 

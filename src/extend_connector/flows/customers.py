@@ -149,8 +149,12 @@ async def _customers_refresh_step(customer_number: str) -> str:
     customer = await _fetch(customer_number)
     if customer is None:
         return "skipped"
-    with ctx.db.write() as session:
-        return apply(session, [customer], now=ctx.clock())[0]
+
+    def write() -> str:
+        with ctx.db.write() as session:
+            return apply(session, [customer], now=ctx.clock())[0]
+
+    return await engine.offload(write)
 
 
 @engine.workflow("customers.refresh")
@@ -266,7 +270,7 @@ def _customers_park(data: dict[str, Any], reason: str, error: str) -> None:
 @engine.workflow("customers.create_in_extend")
 async def create_in_extend(data: dict[str, Any]) -> dict[str, Any]:
     """Create the shop's customer in Extend exactly once; returns {outcome, customer_number?}."""
-    began = _customers_began()
+    began = await engine.offload(_customers_began)
     unknown = 0
     failures = 0
     waited = 0.0
@@ -277,7 +281,7 @@ async def create_in_extend(data: dict[str, Any]) -> dict[str, Any]:
             wait = min(BACKOFF_CAP_SECONDS, BACKOFF_FLOOR_SECONDS * 2 ** (failures - 1))
             wait = max(wait, float(answer.get("retry_after") or 0.0))
             if waited + wait > MAX_WAIT_HOURS * 3600:
-                _customers_park(data, "extend_unavailable", answer["error"])
+                await engine.offload(_customers_park, data, "extend_unavailable", answer["error"])
                 return {"outcome": "parked", "reason": "extend_unavailable"}
             await engine.sleep_async(wait)
             waited += wait
@@ -285,22 +289,22 @@ async def create_in_extend(data: dict[str, Any]) -> dict[str, Any]:
         failures = 0
         if answer["outcome"] == "created":
             number = str(answer["customer"]["customer_number"])
-            _customers_store(data, number, answer["customer"])
+            await engine.offload(_customers_store, data, number, answer["customer"])
             return {"outcome": "created", "customer_number": number}
         if answer["outcome"] == "invalid":
-            _customers_park(data, "validation", answer["error"])
+            await engine.offload(_customers_park, data, "validation", answer["error"])
             return {"outcome": "parked", "reason": "validation"}
         # Lost answer or duplicate: the customer may already be ours in Extend.
         found = await _customers_lookup(data, began)
         if found is not None:
-            _customers_store(data, found, None)
+            await engine.offload(_customers_store, data, found, None)
             return {"outcome": "found", "customer_number": found}
         if answer["outcome"] == "conflict":
-            _customers_park(data, "conflict", answer["error"])
+            await engine.offload(_customers_park, data, "conflict", answer["error"])
             return {"outcome": "parked", "reason": "conflict"}
         unknown += 1
         await engine.sleep_async(BACKOFF_FLOOR_SECONDS * unknown)
-    _customers_park(data, "outcome_unknown", "no answer after repeated attempts and not found by lookup")
+    await engine.offload(_customers_park, data, "outcome_unknown", "no answer after repeated attempts and not found by lookup")
     return {"outcome": "parked", "reason": "outcome_unknown"}
 
 

@@ -581,7 +581,7 @@ def _park_order(shop_ref: str, reason: str, message: str, detail: dict[str, Any]
 @engine.workflow("orders.submit")
 async def submit(shop_ref: str) -> str:
     """Send one shop order to Extend exactly once; returns how it ended."""
-    start = _begin(shop_ref)
+    start = await engine.offload(_begin, shop_ref)
     if start["state"] != "send":
         return str(start["state"])
     customer: str | None = start["customer"]
@@ -591,14 +591,14 @@ async def submit(shop_ref: str) -> str:
         # scope to_extend: the customer's creation job has not mapped the shop customer yet.
         rounds += 1
         if waited > CUSTOMER_WAIT_HOURS * 3600:
-            _park_order(shop_ref, "customer_not_created",
+            await engine.offload(_park_order, shop_ref, "customer_not_created",
                         f"the shop customer of order {shop_ref} was not created in Extend within "
                         f"{CUSTOMER_WAIT_HOURS:g} h; see failures of kind customer, then retry", {})
             return "parked"
         wait = backoff_seconds(rounds)
         await engine.sleep_async(wait)
         waited += wait
-        customer = _resolve_customer(shop_ref)
+        customer = await engine.offload(_resolve_customer, shop_ref)
     base = int(start["base"])
     attempt = 0
     failures_in_a_row = 0
@@ -614,12 +614,12 @@ async def submit(shop_ref: str) -> str:
         if kind in ("done", "cancelled", "missing"):
             return str(kind)
         if kind == "invalid":
-            _park_order(shop_ref, outcome["reason"], f"Extend refused order {shop_ref}: {outcome['message']}",
+            await engine.offload(_park_order, shop_ref, outcome["reason"], f"Extend refused order {shop_ref}: {outcome['message']}",
                         {"error": outcome["error"], "details": outcome["details"]})
             return "parked"
         failures_in_a_row += 1
         look_up = bool(outcome["ambiguous"])
-        _mark_waiting(shop_ref, outcome["error"])
+        await engine.offload(_mark_waiting, shop_ref, outcome["error"])
         wait = 0.2 if outcome.get("immediate") and failures_in_a_row == 1 else backoff_seconds(
             failures_in_a_row, outcome.get("retryAfter"))
         await engine.sleep_async(wait)
@@ -867,10 +867,10 @@ async def _change_loop(shop_ref: str) -> str:
         outcome = await _change_once(shop_ref)
         kind = outcome["outcome"]
         if kind == "refused":
-            _change_refused(shop_ref, outcome["message"], False)
+            await engine.offload(_change_refused, shop_ref, outcome["message"], False)
             return "refused"
         if kind == "invalid":
-            _change_refused(shop_ref, outcome["message"], True)
+            await engine.offload(_change_refused, shop_ref, outcome["message"], True)
             return "parked"
         if kind != "retry":
             return str(kind)

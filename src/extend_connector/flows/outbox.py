@@ -124,7 +124,7 @@ def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
 @engine.workflow("shop.deliver_event")
 async def deliver(outbox_id: int) -> str:
     """Deliver one outbox event; returns `delivered`, `refused`, `gave_up` or `already_done`."""
-    event = _load(outbox_id)
+    event = await engine.offload(_load, outbox_id)
     if event is None:
         return "already_done"
     waited = 0.0
@@ -133,15 +133,15 @@ async def deliver(outbox_id: int) -> str:
         attempt += 1
         outcome = await _attempt(outbox_id, event, attempt)
         if outcome["outcome"] == "delivered":
-            _record(outbox_id, outcome, attempt, None)
+            await engine.offload(_record, outbox_id, outcome, attempt, None)
             return "delivered"
         if outcome["outcome"] == "refused":
-            _record(outbox_id, outcome, attempt, None)
+            await engine.offload(_record, outbox_id, outcome, attempt, None)
             return "refused"
         wait = backoff_seconds(attempt, outcome.get("retry_after"))
         if waited + wait > MAX_DELIVERY_HOURS * 3600:
-            _record(outbox_id, outcome, attempt, None)
+            await engine.offload(_record, outbox_id, outcome, attempt, None)
             return "gave_up"
-        _record(outbox_id, outcome, attempt, wait)
+        await engine.offload(_record, outbox_id, outcome, attempt, wait)
         await engine.sleep_async(wait)
         waited += wait

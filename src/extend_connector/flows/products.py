@@ -123,8 +123,12 @@ async def _products_refresh_step(product_number: str) -> str:
     product = await _fetch(product_number)
     if product is None:
         return "skipped"
-    with ctx.db.write() as session:
-        return apply(session, [product], now=ctx.clock())[0]
+
+    def write() -> str:
+        with ctx.db.write() as session:
+            return apply(session, [product], now=ctx.clock())[0]
+
+    return await engine.offload(write)
 
 
 @engine.workflow("products.refresh")

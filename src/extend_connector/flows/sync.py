@@ -193,7 +193,8 @@ async def list_then_fetch(
     batch: list[Listed] = []
 
     async def flush() -> None:
-        known = stored_changed([item.key for item in batch])
+        # Database work off the event loop (every async job of the process shares it).
+        known = await asyncio.to_thread(stored_changed, [item.key for item in batch])
         wanted: list[str] = []
         for item in batch:
             if item.key in wanted:  # the overlap walk may list a record twice
@@ -214,7 +215,7 @@ async def list_then_fetch(
                 tally.record("skipped")
             else:
                 fetched.append(record)
-        for outcome in apply(fetched) if fetched else []:
+        for outcome in await asyncio.to_thread(apply, fetched) if fetched else []:
             tally.record(outcome)
         batch.clear()
 
