@@ -6,7 +6,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
@@ -22,7 +22,6 @@ from extend_connector.settings import (
 )
 
 EXIT_CONFIG = 3
-EXIT_NOT_AVAILABLE = 2
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -36,12 +35,6 @@ def _settings(ctx: click.Context) -> Settings:
             ctx.exit(EXIT_CONFIG)
     settings: Settings = obj["settings"]
     return settings
-
-
-def not_available(what: str, issue: str) -> NoReturn:
-    """Say plainly that a command is not built yet, and fail."""
-    click.echo(f"`extend-connector {what}` is not available yet (tracked by: {issue}).", err=True)
-    sys.exit(EXIT_NOT_AVAILABLE)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
