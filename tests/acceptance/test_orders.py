@@ -224,6 +224,9 @@ def test_invalid_order_parked_then_failures_retry_sends_it_once(make_stack: Any)
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT OR IGNORE INTO products (product_number, name, phase_out, document) "
                              "VALUES ('P000001', 'P1', 0, '{}')"))
+        # ... and a completed products sweep: only then is a product missing locally unknown.
+        conn.execute(sa.text("INSERT OR IGNORE INTO cursors (name, high_water_mark, stats) "
+                             "VALUES ('products', '2026-01-01 00:00:00.000000', '{}')"))
     engine.dispose()
     response = stack.post_order("V-1", product="NEWPROD")
     assert response.status_code == 422, response.text

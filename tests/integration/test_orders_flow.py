@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from extend_connector.flows import failures
 from extend_connector.service import Connector
 from extend_connector.settings import Settings
 from extend_connector.simulator import SimulatorConfig, WebhookRegistration, run_in_thread
-from extend_connector.store.models import IdMappingRow, OrderRow, OutboxRow, ProductRow
+from extend_connector.store.models import CursorRow, IdMappingRow, OrderRow, OutboxRow, ProductRow
 
 TOKEN = {"authorization": "Bearer shop-token"}
 
@@ -105,10 +106,11 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             "sync": {"orders_sweep_minutes": 60},
         })
         connector = Connector(settings, scheduler_poll_seconds=0.5)
-        # The local product copy, as the products flow would have it.
+        # The local product copy, as a completed products sweep would leave it.
         with connector.db.write() as session:
             for number in list(sim.state.products)[:10]:
                 session.add(ProductRow(product_number=number, name=number))
+            session.add(CursorRow(name="products", high_water_mark=datetime.now(UTC), stats={}))
         try:
             with connector.serve_in_thread(port=port) as url:
                 yield Stack(sim, url, connector)

@@ -80,7 +80,9 @@ TRIGGER_MIN_INTERVAL = 0.05  # seconds between two debounce calls of one process
 MAX_PAIRS_PER_PASS = 5000  # dirty pairs fetched per flush pass (memory and transaction size)
 IN_CHUNK = 500  # product numbers per SQL IN (...) list
 RETRY_FLOOR_SECONDS = 1.0
-RETRY_CAP_SECONDS = 30.0
+# Short cap: while Extend is down one flush call per 5 s is cheap, and once it is back the dirty
+# set goes out within 5 s (a 30 s cap left stock 20-30 s stale after an outage in the demo).
+RETRY_CAP_SECONDS = 5.0
 RETRY_GIVE_UP_SECONDS = 3600.0  # then the rows stay dirty; the next sweep triggers a flush again
 
 

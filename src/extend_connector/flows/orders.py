@@ -50,6 +50,7 @@ from extend_connector.flows.context import current
 from extend_connector.flows.sync import Progress, SweepResult, Tally
 from extend_connector.settings import CustomersScope, ProductsScope, Settings
 from extend_connector.store.models import (
+    CursorRow,
     CustomerRow,
     IdMappingRow,
     OrderRow,
@@ -239,8 +240,11 @@ def _tell_shop(session: Session, row: OrderRow, before: dict[str, Any] | None) -
 # --- validation against the local copy ----------------------------------------------------------
 
 
-def _populated(session: Session, model: Any) -> bool:
-    return session.execute(sa.select(sa.literal(1)).select_from(model).limit(1)).first() is not None
+def _fully_loaded(session: Session, cursor: str) -> bool:
+    """Whether a sweep of this master data has completed at least once. Before that, the local
+    copy holds only what webhooks brought, and a record missing from it proves nothing."""
+    row = session.get(CursorRow, cursor)
+    return row is not None and row.high_water_mark is not None
 
 
 def _mapped_customer(session: Session, shop_customer_ref: str) -> str | None:
@@ -256,14 +260,14 @@ def check_order(session: Session, settings: Settings, payload: dict[str, Any],
     """Problems that make the order invalid, and the Extend customer number (None: the
     shop's customer is still being created in Extend, scope `to_extend`).
 
-    Products are checked when product master data is synced and the local copy holds any
-    (before the first sync an empty copy would park every order); `known_in_extend` lets a
+    Products (customers) are checked when that master data is synced and a full sweep has
+    completed (before that the copy holds only what webhooks brought); `known_in_extend` lets a
     replay accept a product Extend has although our copy does not yet.
     """
     problems: list[Problem] = []
     warehouses = settings.extend.warehouses
     lines = payload.get("lines") or []
-    check_products = settings.scope.products == ProductsScope.SYNC and _populated(session, ProductRow)
+    check_products = settings.scope.products == ProductsScope.SYNC and _fully_loaded(session, "products")
     numbers = sorted({line["productNumber"] for line in lines})
     known = {}
     if check_products and numbers:
@@ -296,7 +300,7 @@ def check_order(session: Session, settings: Settings, payload: dict[str, Any],
     elif scope == CustomersScope.FROM_EXTEND:
         if given:
             customer = given
-            if _populated(session, CustomerRow) and session.get(CustomerRow, given) is None:
+            if _fully_loaded(session, "customers") and session.get(CustomerRow, given) is None:
                 problems.append(Problem(field="customerNumber",
                                         message=f"customer {given!r} is not in the local copy of Extend's "
                                                 "customers; check the number or sync customers, then retry"))
