@@ -24,6 +24,9 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        # An inline table, so uncommenting the line gives a valid setting (not a Python repr).
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
     if isinstance(value, Path):
         value = value.as_posix()
     return json.dumps(str(value))

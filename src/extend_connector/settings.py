@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -130,6 +131,20 @@ DEFAULT_RATE_LIMIT_GROUPS: dict[str, str] = {
     "create_customer": "write",
     "list_prices": "heavy",
 }
+# Extend's group limits (house contract, extend-commerce-api.md §5.4): a token bucket of
+# LIMIT calls refilled evenly over SECONDS, per credential and group.
+DEFAULT_RATE_LIMITS: dict[str, str] = {"standard": "300/60", "heavy": "60/60", "write": "120/60"}
+_RATE_LIMIT_FORM = r"\s*([1-9][0-9]*)\s*/\s*([0-9]+(?:\.[0-9]+)?)\s*"
+
+
+def parse_rate_limit(text: str) -> tuple[int, float]:
+    """`"300/60"` -> (300, 60.0); ValueError for anything else."""
+    import re
+
+    match = re.fullmatch(_RATE_LIMIT_FORM, text)
+    if match is None or float(match.group(2)) <= 0:
+        raise ValueError(f"expected `LIMIT/SECONDS` such as \"300/60\" (limit >= 1, seconds > 0), got {text!r}")
+    return int(match.group(1)), float(match.group(2))
 
 
 class DialectSettings(_Section):
@@ -174,6 +189,12 @@ class DialectSettings(_Section):
         default_factory=lambda: dict(DEFAULT_RATE_LIMIT_GROUPS),
         description="Operation -> rate-limit group (entries given override the defaults one by one).",
     )
+    rate_limits: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_RATE_LIMITS),
+        validate_default=True,
+        description="Rate-limit group -> `LIMIT/SECONDS` (Extend's bucket per credential; entries given override "
+        "the defaults one by one). Used until Extend's x-ratelimit-limit header says otherwise.",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -212,6 +233,28 @@ class DialectSettings(_Section):
                 raise ValueError(f"expected operation -> non-empty group name, got `{op}` -> {group!r}")
         return merged
 
+    @field_validator("rate_limits")
+    @classmethod
+    def _limits(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        merged = {**DEFAULT_RATE_LIMITS, **value}
+        for group, spec in merged.items():
+            try:
+                parse_rate_limit(spec)
+            except ValueError as exc:
+                raise ValueError(f"`{group}`: {exc}") from None
+        # rate_limit_groups is declared first, so it is validated already (absent when it was wrong).
+        used = set((info.data.get("rate_limit_groups") or {}).values())
+        missing = sorted(used - set(merged))
+        if missing:
+            raise ValueError(f"no `LIMIT/SECONDS` for group(s) {', '.join(missing)} used in rate_limit_groups; "
+                             f"add e.g. {missing[0]} = \"60/60\"")
+        return merged
+
+    @property
+    def parsed_rate_limits(self) -> dict[str, tuple[int, float]]:
+        """Group -> (limit, period in seconds)."""
+        return {group: parse_rate_limit(spec) for group, spec in self.rate_limits.items()}
+
 
 class ExtendSettings(_Section):
     """How to reach Extend Commerce and check what it sends."""
@@ -235,6 +278,15 @@ class ExtendSettings(_Section):
     connect_timeout_seconds: float = Field(10.0, gt=0, description="TCP connect timeout per call.")
     read_timeout_seconds: float = Field(60.0, gt=0, description="Read timeout per call; a write that times out is 'outcome unknown'.")
     max_in_flight: int = Field(4, ge=1, le=64, description="Concurrent calls per process.")
+    shared_rate_limit: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="One rate limit for every process sharing the database (a table in it): `auto` = on with "
+        "PostgreSQL (several processes), off with SQLite (one process); `on` / `off` force it.",
+    )
+    rate_limit_headroom: float = Field(
+        0.9, ge=0.5, le=1.0,
+        description="Share of Extend's limit the fleet uses, so calls in flight and clock jitter never reach a 429.",
+    )
     dialect: DialectSettings = Field(default_factory=DialectSettings)
 
     _split = field_validator("warehouses", mode="before")(_split_list)
@@ -377,6 +429,12 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment variables override the TOML file, which arrives as init kwargs.
         return (env_settings, init_settings)
+
+    @property
+    def shared_rate_limit_on(self) -> bool:
+        """Whether Extend calls are paced by the database-backed fleet limiter (`auto`: PostgreSQL)."""
+        mode = self.extend.shared_rate_limit
+        return mode == "on" or (mode == "auto" and not self.store.is_sqlite)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:

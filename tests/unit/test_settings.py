@@ -26,6 +26,8 @@ BAD_VALUES: list[tuple[tuple[str, ...], str, object, str]] = [
     (("extend",), "connect_timeout_seconds", 0, "greater than 0"),
     (("extend",), "read_timeout_seconds", -1, "greater than 0"),
     (("extend",), "max_in_flight", 0, "greater than or equal to 1"),
+    (("extend",), "shared_rate_limit", "sometimes", "'auto', 'on' or 'off'"),
+    (("extend",), "rate_limit_headroom", 0.3, "greater than or equal to 0.5"),
     (("extend", "dialect"), "auth_header", "", "at least 1 character"),
     (("extend", "dialect"), "auth_scheme", 5, "valid string"),
     (("extend", "dialect"), "page_param", "", "at least 1 character"),
@@ -48,6 +50,7 @@ BAD_VALUES: list[tuple[tuple[str, ...], str, object, str]] = [
     (("extend", "dialect"), "ordered_by_change_date", "often", "valid boolean"),
     (("extend", "dialect"), "paths", {"get_order": "GET /CustomerOrders"}, "{orderNumber}"),
     (("extend", "dialect"), "rate_limit_groups", {"fetch_all": "heavy"}, "operation -> non-empty group"),
+    (("extend", "dialect"), "rate_limits", {"standard": "300 per minute"}, "`standard`: expected `LIMIT/SECONDS`"),
     (("webshop",), "adapter", "shopify", "'headless'"),
     (("webshop",), "api_token", 5, "valid string"),
     (("webshop",), "webhook_url", "ftp://x", "URL scheme should be 'http' or 'https'"),
@@ -191,6 +194,37 @@ def test_debounce_window_cross_check(tmp_path: Path) -> None:
         load_settings(cfg, env=False)
 
 
+def test_rate_limits_merge_with_defaults_and_cover_every_group(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[extend.dialect.rate_limits]\nstandard = "20/2"\n')
+    s = load_settings(cfg, env=False)
+    assert s.extend.dialect.parsed_rate_limits == {"standard": (20, 2.0), "heavy": (60, 60.0), "write": (120, 60.0)}
+    for bad, words in (('"0/60"', "limit >= 1"), ('"10/0"', "seconds > 0"), ('"10"', "LIMIT/SECONDS")):
+        cfg.write_text(f"[extend.dialect.rate_limits]\nheavy = {bad}\n")
+        with pytest.raises(ConfigError, match=r"extend\.dialect\.rate_limits") as info:
+            load_settings(cfg, env=False)
+        assert words in str(info.value)
+    # A group named in rate_limit_groups needs a limit.
+    cfg.write_text('[extend.dialect.rate_limit_groups]\nget_order = "orders"\n')
+    with pytest.raises(ConfigError, match=r"extend\.dialect\.rate_limits .*group\(s\) orders used in rate_limit_groups"):
+        load_settings(cfg, env=False)
+    cfg.write_text('[extend.dialect.rate_limit_groups]\nget_order = "orders"\n'
+                   '[extend.dialect.rate_limits]\norders = "30/10"\n')
+    assert load_settings(cfg, env=False).extend.dialect.parsed_rate_limits["orders"] == (30, 10.0)
+
+
+def test_shared_rate_limit_auto_follows_the_database(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("")
+    assert not load_settings(cfg, env=False).shared_rate_limit_on  # SQLite: one process
+    cfg.write_text('[store]\ndatabase_url = "postgresql://u@h/db"\n')
+    assert load_settings(cfg, env=False).shared_rate_limit_on
+    cfg.write_text('[extend]\nshared_rate_limit = "off"\n[store]\ndatabase_url = "postgresql://u@h/db"\n')
+    assert not load_settings(cfg, env=False).shared_rate_limit_on
+    cfg.write_text('[extend]\nshared_rate_limit = "on"\n')
+    assert load_settings(cfg, env=False).shared_rate_limit_on
+
+
 def test_rendered_config_round_trips(tmp_path: Path) -> None:
     text = render_config(scope={"products": "off", "customers": "off", "prices": "off"},
                          warehouses=["Main", "Store 2"], default_customer="9000")
@@ -202,3 +236,7 @@ def test_rendered_config_round_trips(tmp_path: Path) -> None:
     assert s.extend.warehouses == ["Main", "Store 2"]
     assert s == load_settings(cfg, env=False)
     assert isinstance(Settings(), Settings)
+    # Dictionaries are written as inline tables: uncommented, they are valid settings.
+    line = next(x for x in text.splitlines() if x.startswith("# rate_limits = "))
+    cfg.write_text(text.replace(line, line.removeprefix("# ").replace('"300/60"', '"30/6"')))
+    assert load_settings(cfg, env=False).extend.dialect.parsed_rate_limits["standard"] == (30, 6.0)
