@@ -3,7 +3,7 @@
 Flows use `ExtendClient` and the error classes; the webhook inbox uses `verify_and_parse`.
 """
 
-from .client import ClientStats, ExtendClient, GroupStats, PageProgress
+from .client import ClientStats, ExtendClient, GroupStats, PageProgress, budget_key
 from .dialect import AuthHeaders, Dialect, Endpoint, header_auth
 from .errors import (
     AccessDenied,
@@ -16,7 +16,7 @@ from .errors import (
     UnexpectedResponse,
     ValidationFailed,
 )
-from .ratelimit import RateBudget
+from .ratelimit import FleetBucket, RateBudget, SyncFleetBucket, ThreadedFleetBucket, shared_budget
 from .retry import RetryPolicy
 from .webhooks import (
     MalformedWebhook,
@@ -41,6 +41,7 @@ __all__ = [
     "Endpoint",
     "ExtendClient",
     "ExtendError",
+    "FleetBucket",
     "GroupStats",
     "MalformedWebhook",
     "NotFound",
@@ -49,16 +50,20 @@ __all__ = [
     "RateBudget",
     "RetryPolicy",
     "SignatureInvalid",
+    "SyncFleetBucket",
     "TechnicalFailure",
+    "ThreadedFleetBucket",
     "Throttled",
     "UnexpectedResponse",
     "ValidationFailed",
     "WebhookEnvelope",
     "WebhookError",
+    "budget_key",
     "default_drift",
     "header_auth",
     "normalise_number",
     "parse_envelope",
+    "shared_budget",
     "verify_and_parse",
     "verify_signature",
 ]

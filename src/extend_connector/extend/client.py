@@ -177,8 +177,7 @@ class ExtendClient:
         dialect = Dialect.from_settings(extend, auth=auth)
         if budget is None:
             # One budget per Extend credential per process, whoever builds the client.
-            fingerprint = hashlib.sha256(extend.api_token.get_secret_value().encode()).hexdigest()[:16]
-            budget = shared_budget(f"{dialect.base_url}#{fingerprint}")
+            budget = shared_budget(budget_key(settings))
         return cls(
             dialect=dialect,
             default_warehouse=extend.warehouses[0],
@@ -263,7 +262,7 @@ class ExtendClient:
                     sent = True
             if isinstance(error, Throttled):
                 self._count(group, throttled=1)
-                self.budget.throttled(group, error.retry_after)
+                await self.budget.report_throttled(group, error.retry_after)
             if not self.retry.retryable(error, is_write=endpoint.is_write, sent=sent) or (
                     attempt >= self.retry.max_attempts):
                 self._count(group, failures=1)
@@ -549,6 +548,17 @@ class ExtendClient:
                 yield self._convert(
                     lambda w: mapping.price(w, self.dialect.aware, customer_number=customer_number),
                     wire, response, "list_prices")
+
+
+def budget_key(settings: Settings) -> str:
+    """The key of one Extend credential's rate budget: base URL + a fingerprint of the token.
+
+    Shared by `ExtendClient.from_settings` (the process-wide budget) and the fleet limiter (its
+    rows), so every process using the same credential draws from the same buckets.
+    """
+    base_url = str(settings.extend.base_url).rstrip("/")  # as Dialect.base_url
+    fingerprint = hashlib.sha256(settings.extend.api_token.get_secret_value().encode()).hexdigest()[:16]
+    return f"{base_url}#{fingerprint}"
 
 
 def _aware_or_none(dialect: Dialect, value: datetime | None) -> datetime | None:

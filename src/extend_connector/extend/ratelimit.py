@@ -1,13 +1,19 @@
-"""A rate budget per Extend rate-limit group, shared by every flow of this process.
+"""A rate budget per Extend rate-limit group: per process from the headers, fleet-wide from a table.
 
-Extend throttles per group (three groups, 429 when a group is exhausted) and answers with
-`x-ratelimit-limit / -remaining / -reset`. The budget learns the group's state from those
-headers and makes callers wait BEFORE the group runs dry: when fewer than `low_water` of the
-limit remain, calls are spaced evenly over the time left until the reset; at zero they wait
-for the reset. A 429 empties the group for everybody until its `retry_after`.
+Extend throttles per credential and group (three groups, 429 when a group is exhausted) with a
+token bucket, and answers with `x-ratelimit-limit / -remaining / -reset`. `RateBudget` is shared
+by every flow of a process (`shared_budget`) and does two things before each call:
 
-Across worker processes (engine role `worker`) each process only sees its own calls; the
-process-wide limit is then held by the engine's rate-limited queues (docs/extend-client.md).
+1. Fleet-wide (when a `FleetBucket` is attached): reserve a slot in the bucket that every process
+   sharing the database draws from, and sleep until the slot. The bucket is GCRA over one row per
+   (credential, group) (`store.ratebuckets`): capacity and refill are the group's limit times a
+   headroom fraction, so N worker processes together stay under Extend's limit. A 429 that still
+   gets through pushes that row, so nobody in the fleet calls the group before `Retry-After`.
+   When the table cannot be reached the call goes on with local pacing only (warning logged at
+   most once a minute): the limiter must never be why an Extend call fails.
+2. Per process, from the headers: when fewer than `low_water` of the limit remain, calls are
+   spaced evenly over the time left until the reset; at zero they wait for the reset. A 429
+   empties the group for this process until its `retry_after`.
 
 State changes are guarded by a threading lock and never await, so one budget can serve several
 event loops (threads) at once; waiting happens outside the lock.
@@ -20,12 +26,64 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 # Without a reset time from Extend, an empty group is probed again after this long.
 UNKNOWN_RESET_SECONDS = 1.0
+# A fleet limiter that is down is reported at most this often (every call would otherwise log).
+FLEET_WARNING_INTERVAL_SECONDS = 60.0
+
+log = structlog.get_logger("extend_connector.ratelimit")
+
+
+class FleetBucket(Protocol):
+    """A token bucket per rate-limit group shared by every process calling Extend with one credential.
+
+    `limit` is the bucket's capacity (calls, headroom applied, may be fractional) refilled evenly
+    over `period` seconds.
+    """
+
+    async def reserve(self, group: str, limit: float, period: float) -> float:
+        """Take the next free slot of the group; return the seconds to wait before sending."""
+        ...
+
+    async def block(self, group: str, seconds: float, limit: float, period: float) -> None:
+        """Extend said 429: no slot of the group may start within `seconds` from now."""
+        ...
+
+
+class SyncFleetBucket(Protocol):
+    """The same operations done by blocking I/O (the store's implementation)."""
+
+    def reserve(self, group: str, limit: float, period: float) -> float: ...
+
+    def block(self, group: str, seconds: float, limit: float, period: float) -> None: ...
+
+
+class ThreadedFleetBucket:
+    """A `FleetBucket` over a blocking one: each operation runs in a worker thread, off the loop."""
+
+    def __init__(self, bucket: SyncFleetBucket) -> None:
+        self.bucket = bucket
+
+    async def reserve(self, group: str, limit: float, period: float) -> float:
+        return await asyncio.to_thread(self.bucket.reserve, group, limit, period)
+
+    async def block(self, group: str, seconds: float, limit: float, period: float) -> None:
+        await asyncio.to_thread(self.bucket.block, group, seconds, limit, period)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Fleet:
+    bucket: FleetBucket
+    limits: Mapping[str, tuple[int, float]]  # group -> (configured limit, period seconds)
+    headroom: float
+    timeout: float
 
 
 @dataclass(kw_only=True, slots=True)
@@ -54,6 +112,71 @@ class RateBudget:
         self._low_water = low_water
         self._groups: dict[str, _Group] = {}
         self._lock = threading.Lock()
+        self._fleet: _Fleet | None = None
+        self._fleet_warned_at: float | None = None
+        self.fleet_failures = 0  # operations of the fleet bucket that failed (local pacing took over)
+
+    # --- the fleet-wide bucket -------------------------------------------------------------------
+
+    def attach_fleet(self, bucket: FleetBucket, *, limits: Mapping[str, tuple[int, float]],
+                     headroom: float = 0.9, timeout: float = 5.0) -> None:
+        """Draw every call from `bucket` too (replacing any bucket attached before).
+
+        `limits`: group -> (limit, period seconds) as configured; Extend's `x-ratelimit-limit`
+        replaces the limit once an answer carried it. `headroom` is the share of the limit used.
+        `timeout`: a reservation slower than this is given up and the call paced locally only.
+        """
+        if not 0 < headroom <= 1:
+            raise ValueError("headroom must be in (0, 1]")
+        self._fleet = _Fleet(bucket=bucket, limits=dict(limits), headroom=headroom, timeout=timeout)
+
+    def detach_fleet(self, bucket: FleetBucket | None = None) -> None:
+        """Stop using the fleet bucket (only `bucket`, when given and still the attached one)."""
+        if bucket is None or (self._fleet is not None and self._fleet.bucket is bucket):
+            self._fleet = None
+
+    @property
+    def fleet(self) -> FleetBucket | None:
+        return None if self._fleet is None else self._fleet.bucket
+
+    def _fleet_rate(self, fleet: _Fleet, name: str) -> tuple[float, float] | None:
+        """(capacity with headroom, period) for the group, or None when no limit is known."""
+        configured = fleet.limits.get(name)
+        if configured is None:
+            return None
+        with self._lock:
+            learnt = self._groups[name].limit if name in self._groups else None
+        limit = learnt if learnt is not None and learnt > 0 else configured[0]
+        return max(1.0, limit * fleet.headroom), configured[1]
+
+    def _fleet_failed(self, operation: str, name: str, exc: BaseException) -> None:
+        with self._lock:
+            self.fleet_failures += 1
+            now = self._clock()
+            due = self._fleet_warned_at is None or now - self._fleet_warned_at >= FLEET_WARNING_INTERVAL_SECONDS
+            if due:
+                self._fleet_warned_at = now
+        if due:
+            log.warning("fleet_rate_limit_unavailable", operation=operation, group=name,
+                        error=f"{type(exc).__name__}: {exc}"[:300], failures=self.fleet_failures,
+                        fallback="this process paces from Extend's headers only until the table answers")
+
+    async def _fleet_wait(self, name: str) -> float:
+        fleet = self._fleet
+        rate = None if fleet is None else self._fleet_rate(fleet, name)
+        if fleet is None or rate is None:
+            return 0.0
+        try:
+            wait = await asyncio.wait_for(fleet.bucket.reserve(name, *rate), fleet.timeout)
+        except Exception as exc:  # the limiter must never fail an Extend call
+            self._fleet_failed("reserve", name, exc)
+            return 0.0
+        if wait > 0:
+            await self._sleep(wait)
+            return wait
+        return 0.0
+
+    # --- per process -----------------------------------------------------------------------------
 
     def _group(self, name: str) -> _Group:
         group = self._groups.get(name)
@@ -89,8 +212,12 @@ class RateBudget:
             return 0.0, True
 
     async def acquire(self, name: str) -> float:
-        """Wait until a call in `name` fits the budget; return the seconds waited."""
-        waited = 0.0
+        """Wait until a call in `name` fits the budget; return the seconds waited.
+
+        The fleet's slot first (it holds the limit across processes), then this process's pacing
+        from the headers (it catches what the fleet cannot see, e.g. another client of Extend).
+        """
+        waited = await self._fleet_wait(name)
         while True:
             delay, taken = self._reserve(name)
             if delay > 0:
@@ -128,6 +255,19 @@ class RateBudget:
             g = self._group(name)
             g.remaining = 0
             g.reset_at = self._clock() + (retry_after if retry_after is not None else UNKNOWN_RESET_SECONDS)
+
+    async def report_throttled(self, name: str, retry_after: float | None) -> None:
+        """A 429 arrived: block the group in this process and, when attached, in the whole fleet."""
+        self.throttled(name, retry_after)
+        fleet = self._fleet
+        rate = None if fleet is None else self._fleet_rate(fleet, name)
+        if fleet is None or rate is None:
+            return
+        seconds = retry_after if retry_after is not None else UNKNOWN_RESET_SECONDS
+        try:
+            await asyncio.wait_for(fleet.bucket.block(name, seconds, *rate), fleet.timeout)
+        except Exception as exc:
+            self._fleet_failed("block", name, exc)
 
     def snapshot(self) -> list[GroupBudget]:
         with self._lock:
