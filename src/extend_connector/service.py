@@ -30,10 +30,12 @@ from fastapi import FastAPI
 
 from extend_connector.api.app import create_app
 from extend_connector.engine import Engine
+from extend_connector.extend import ThreadedFleetBucket, budget_key, shared_budget
 from extend_connector.flows import context
 from extend_connector.settings import Settings
 from extend_connector.store.database import Database
 from extend_connector.store.migrate import migrate
+from extend_connector.store.ratebuckets import RateBuckets
 from extend_connector.webshop import HeadlessWebshop, RecordingWebshop, WebshopPort
 
 log = structlog.get_logger("extend_connector.service")
@@ -73,6 +75,25 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     )
 
 
+def attach_shared_rate_limit(settings: Settings, db: Database) -> Callable[[], None] | None:
+    """Make every Extend call of this process draw from the fleet-wide bucket in `db`.
+
+    Attached to the process-wide budget of the credential (the one `ExtendClient.from_settings`
+    uses), so every client the flows, the `sync` command or a script build shares it. Returns the
+    function that detaches it again, or None when `extend.shared_rate_limit` is off.
+    """
+    if not settings.shared_rate_limit_on:
+        return None
+    key = budget_key(settings)
+    budget = shared_budget(key)
+    fleet = ThreadedFleetBucket(RateBuckets(db.engine, key))
+    budget.attach_fleet(fleet, limits=settings.extend.dialect.parsed_rate_limits,
+                        headroom=settings.extend.rate_limit_headroom)
+    log.info("shared_rate_limit_on", database="sqlite" if db.is_sqlite else "postgresql",
+             headroom=settings.extend.rate_limit_headroom, limits=settings.extend.dialect.rate_limits)
+    return lambda: budget.detach_fleet(fleet)
+
+
 class Connector:
     """One connector process. Use `serve()` (blocking) or `serve_in_thread()` (tests, demo)."""
 
@@ -92,6 +113,7 @@ class Connector:
             Path(db_file).parent.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.store.url)
         migrate(settings.store.url, engine=self.db.engine)
+        self._detach_rate_limit = attach_shared_rate_limit(settings, self.db)
         self.engine = Engine(settings, db_engine=self.db.engine, scheduler_poll_seconds=scheduler_poll_seconds)
         deliver_to_shop = webshop is not None or settings.webshop.webhook_url is not None
         if webshop is None:
@@ -196,4 +218,7 @@ class Connector:
 
     def close(self) -> None:
         context.install(None)
+        if self._detach_rate_limit is not None:
+            self._detach_rate_limit()  # the bucket's database closes now
+            self._detach_rate_limit = None
         self.db.dispose()

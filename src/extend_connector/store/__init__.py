@@ -14,6 +14,7 @@ See docs/store.md.
 from extend_connector.store import models, repositories
 from extend_connector.store.database import Database, begin_write, create_db_engine, normalise_url
 from extend_connector.store.migrate import current_revision, head_revision, migrate
+from extend_connector.store.ratebuckets import RateBuckets
 from extend_connector.store.repositories import UpsertResult, upsert
 from extend_connector.store.types import Amount, NaiveDatetimeError, UTCDateTime
 
@@ -21,6 +22,7 @@ __all__ = [
     "Amount",
     "Database",
     "NaiveDatetimeError",
+    "RateBuckets",
     "UTCDateTime",
     "UpsertResult",
     "begin_write",

@@ -2,7 +2,7 @@
 
 Local copy: products, balances (per warehouse), customers, prices (per customer), orders,
 shipments. Integration state: inbox (webhook deliveries), outbox (events to the shop),
-cursors, id_mappings, parked_failures, dirty_balances, drift.
+cursors, id_mappings, parked_failures, dirty_balances, drift, extend_rate_buckets.
 
 Conventions: every instant is `UTCDateTime` (aware), every amount is `Amount` (Decimal),
 every document is `JSONDoc`. `*_changed_at` is Extend's change date of the record;
@@ -246,6 +246,19 @@ class DriftRow(Base):
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
     example: Mapped[str | None] = mapped_column(sa.Text)
     count: Mapped[int] = mapped_column(default=1)
+
+
+class RateBucketRow(Base):
+    """The fleet-wide token bucket of one Extend credential and rate-limit group, kept as GCRA's
+    theoretical arrival time (store/ratebuckets.py): every process of the fleet reserves its
+    calls here, so together they stay under Extend's limit."""
+
+    __tablename__ = "extend_rate_buckets"
+
+    credential: Mapped[str] = mapped_column(sa.String(400), primary_key=True)
+    rate_group: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    # Epoch seconds (the database's clock on PostgreSQL); the bucket is full when tat <= now.
+    tat: Mapped[float] = mapped_column(sa.Double, default=0.0)
 
 
 metadata = Base.metadata

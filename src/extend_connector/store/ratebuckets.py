@@ -1,0 +1,154 @@
+"""The fleet-wide rate limit of Extend calls: one GCRA bucket per (credential, group) in a table.
+
+Extend refills each group's bucket evenly (`limit` calls per `period`). GCRA (the generic cell
+rate algorithm) models that bucket with one number, the theoretical arrival time `tat`: with
+emission interval T = period / limit and tolerance = period, a call may start at `tat - period`
+after `tat` moved on by T. Reserving is ONE atomic statement, so processes never read-then-write:
+
+    UPDATE extend_rate_buckets SET tat = max(tat, now) + T WHERE ... RETURNING tat, now
+
+and every caller gets its own future slot (no polling loop; a slot nobody used only makes the
+fleet more conservative). `now` is the database's clock on PostgreSQL (`now()`, the start of the
+one-statement transaction), returned with the row so the wait is computed against the same
+clock: processes on different hosts need no synchronised clocks. SQLite (one machine) binds
+`time.time()`.
+
+This is the store side of `extend.ratelimit.FleetBucket` (blocking; the Extend side runs it in a
+worker thread). Unlike `repositories`, each operation owns its short transaction.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from extend_connector.store.models import RateBucketRow
+
+_TABLE: sa.Table = RateBucketRow.metadata.tables[RateBucketRow.__tablename__]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Slot:
+    """A reserved call: it may start at `start` (epoch seconds); `now` is when it was reserved."""
+
+    start: float
+    now: float
+
+    @property
+    def wait(self) -> float:
+        return max(0.0, self.start - self.now)
+
+
+class RateBuckets:
+    """The buckets of one Extend credential (`credential`: `extend.budget_key(settings)`)."""
+
+    def __init__(self, engine: sa.Engine, credential: str, *, clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.credential = credential
+        self._clock = clock
+        self._postgres = engine.dialect.name == "postgresql"
+        self._known: set[str] = set()  # groups whose row exists (inserted once per process)
+        self._lock = threading.Lock()
+
+    # --- the FleetBucket operations (blocking) -------------------------------------------------
+
+    def reserve(self, group: str, limit: float, period: float) -> float:
+        """Take the group's next slot; return the seconds to wait before the call may start."""
+        return self.reserve_slot(group, limit, period).wait
+
+    def block(self, group: str, seconds: float, limit: float, period: float) -> None:
+        """After a 429: no slot of the group starts before now + `seconds`, in any process."""
+        interval = _interval(limit, period)
+        c = _TABLE.c
+        now = self._now()
+        floor = now + (seconds + period - interval)
+        statement = (
+            sa.update(_TABLE)
+            .where(c.credential == self.credential, c.rate_group == group)
+            .values(tat=sa.case((c.tat > floor, c.tat), else_=floor))
+            .returning(c.tat)
+        )
+        self._run(group, statement)
+
+    # --- for tests and benchmarks ------------------------------------------------------------------
+
+    def reserve_slot(self, group: str, limit: float, period: float) -> Slot:
+        """Reserve one call and return its slot (start and reservation instant, database clock)."""
+        interval = _interval(limit, period)
+        c = _TABLE.c
+        now = self._now()
+        statement = (
+            sa.update(_TABLE)
+            .where(c.credential == self.credential, c.rate_group == group)
+            .values(tat=sa.case((c.tat > now, c.tat), else_=now) + interval)
+            .returning(c.tat, now.label("now"))
+        )
+        row = self._run(group, statement)
+        return Slot(start=float(row[0]) - period, now=float(row[1]))
+
+    def tat(self, group: str) -> float | None:
+        """The stored theoretical arrival time of the group (None: never used)."""
+        c = _TABLE.c
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(c.tat).where(c.credential == self.credential, c.rate_group == group)
+            ).scalar_one_or_none()
+            conn.rollback()
+        return None if value is None else float(value)
+
+    # --- internals ---------------------------------------------------------------------------------
+
+    def _now(self) -> sa.ColumnElement[float]:
+        if self._postgres:
+            # `now()` is the start of the (one-statement) transaction: the same value in SET and
+            # RETURNING, and the same clock for every process of the fleet.
+            return sa.cast(sa.extract("epoch", sa.func.now()), sa.Double)
+        return sa.literal(self._clock(), sa.Double)
+
+    def _run(self, group: str, statement: sa.Update) -> tuple[Any, ...]:
+        for _ in range(2):
+            if group not in self._known:
+                self._create(group)
+            row = self._execute(statement)
+            if row is not None:
+                return row
+            # The row went away (a database restored or cleaned): create it again once.
+            with self._lock:
+                self._known.discard(group)
+        raise RuntimeError(f"rate bucket {self.credential!r}/{group!r} could not be created")
+
+    def _execute(self, statement: sa.Executable, *, returns: bool = True) -> tuple[Any, ...] | None:
+        if self._postgres:
+            # Autocommit: one round trip, and `now()` is this statement's start.
+            with self.engine.connect() as conn:
+                result = conn.execution_options(isolation_level="AUTOCOMMIT").execute(statement)
+                return _first(result) if returns else None
+        # SQLite: the driver opens BEGIN IMMEDIATE before the UPDATE (store.database), so the
+        # write lock is taken at once and the transaction is this one statement.
+        with self.engine.begin() as conn:
+            result = conn.execute(statement)
+            return _first(result) if returns else None
+
+    def _create(self, group: str) -> None:
+        insert = postgresql.insert if self._postgres else sqlite.insert
+        statement = insert(_TABLE).values(credential=self.credential, rate_group=group, tat=0.0)
+        self._execute(statement.on_conflict_do_nothing(), returns=False)
+        with self._lock:
+            self._known.add(group)
+
+
+def _first(result: sa.Result[Any]) -> tuple[Any, ...] | None:
+    row = result.first()
+    return None if row is None else tuple(row)
+
+
+def _interval(limit: float, period: float) -> float:
+    if limit <= 0 or period <= 0:
+        raise ValueError(f"a rate bucket needs limit > 0 and period > 0, got {limit}/{period}")
+    return period / limit
