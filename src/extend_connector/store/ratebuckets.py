@@ -55,6 +55,21 @@ class RateBuckets:
         self._postgres = engine.dialect.name == "postgresql"
         self._known: set[str] = set()  # groups whose row exists (inserted once per process)
         self._lock = threading.Lock()
+        # Built once: constructing Core statements per call cost more than the round trip.
+        c = _TABLE.c
+        now = self._now()
+        mine = (c.credential == sa.bindparam("b_credential"), c.rate_group == sa.bindparam("b_group"))
+        self._reserve = (
+            sa.update(_TABLE).where(*mine)
+            .values(tat=sa.case((c.tat > now, c.tat), else_=now) + sa.bindparam("interval", type_=sa.Double))
+            .returning(c.tat, now.label("now"))
+        )
+        floor = now + sa.bindparam("ahead", type_=sa.Double)
+        self._block = sa.update(_TABLE).where(*mine).values(tat=sa.case((c.tat > floor, c.tat), else_=floor)) \
+            .returning(c.tat)
+        insert = postgresql.insert if self._postgres else sqlite.insert
+        self._insert = insert(_TABLE).values(credential=sa.bindparam("b_credential"),
+                                             rate_group=sa.bindparam("b_group"), tat=0.0).on_conflict_do_nothing()
 
     # --- the FleetBucket operations (blocking) -------------------------------------------------
 
@@ -63,33 +78,18 @@ class RateBuckets:
         return self.reserve_slot(group, limit, period).wait
 
     def block(self, group: str, seconds: float, limit: float, period: float) -> None:
-        """After a 429: no slot of the group starts before now + `seconds`, in any process."""
-        interval = _interval(limit, period)
-        c = _TABLE.c
-        now = self._now()
-        floor = now + (seconds + period - interval)
-        statement = (
-            sa.update(_TABLE)
-            .where(c.credential == self.credential, c.rate_group == group)
-            .values(tat=sa.case((c.tat > floor, c.tat), else_=floor))
-            .returning(c.tat)
-        )
-        self._run(group, statement)
+        """After a 429: no slot of the group starts before now + `seconds`, in any process.
+
+        The next reservation adds one interval to `tat` and starts a period before it, hence
+        tat >= now + seconds + period - interval.
+        """
+        self._run(self._block, group, ahead=seconds + period - _interval(limit, period))
 
     # --- for tests and benchmarks ------------------------------------------------------------------
 
     def reserve_slot(self, group: str, limit: float, period: float) -> Slot:
         """Reserve one call and return its slot (start and reservation instant, database clock)."""
-        interval = _interval(limit, period)
-        c = _TABLE.c
-        now = self._now()
-        statement = (
-            sa.update(_TABLE)
-            .where(c.credential == self.credential, c.rate_group == group)
-            .values(tat=sa.case((c.tat > now, c.tat), else_=now) + interval)
-            .returning(c.tat, now.label("now"))
-        )
-        row = self._run(group, statement)
+        row = self._run(self._reserve, group, interval=_interval(limit, period))
         return Slot(start=float(row[0]) - period, now=float(row[1]))
 
     def tat(self, group: str) -> float | None:
@@ -109,13 +109,18 @@ class RateBuckets:
             # `now()` is the start of the (one-statement) transaction: the same value in SET and
             # RETURNING, and the same clock for every process of the fleet.
             return sa.cast(sa.extract("epoch", sa.func.now()), sa.Double)
-        return sa.literal(self._clock(), sa.Double)
+        return sa.bindparam("now", type_=sa.Double)
 
-    def _run(self, group: str, statement: sa.Update) -> tuple[Any, ...]:
+    def _run(self, statement: sa.Update, group: str, **values: float) -> tuple[Any, ...]:
+        params: dict[str, Any] = {"b_credential": self.credential, "b_group": group, **values}
         for _ in range(2):
             if group not in self._known:
-                self._create(group)
-            row = self._execute(statement)
+                self._execute(self._insert, params, returns=False)
+                with self._lock:
+                    self._known.add(group)
+            if not self._postgres:
+                params["now"] = self._clock()
+            row = self._execute(statement, params)
             if row is not None:
                 return row
             # The row went away (a database restored or cleaned): create it again once.
@@ -123,24 +128,18 @@ class RateBuckets:
                 self._known.discard(group)
         raise RuntimeError(f"rate bucket {self.credential!r}/{group!r} could not be created")
 
-    def _execute(self, statement: sa.Executable, *, returns: bool = True) -> tuple[Any, ...] | None:
+    def _execute(self, statement: sa.Executable, params: dict[str, Any], *,
+                 returns: bool = True) -> tuple[Any, ...] | None:
         if self._postgres:
-            # Autocommit: one round trip, and `now()` is this statement's start.
+            # Autocommit: no BEGIN/COMMIT round trips, and `now()` is this statement's start.
             with self.engine.connect() as conn:
-                result = conn.execution_options(isolation_level="AUTOCOMMIT").execute(statement)
+                result = conn.execution_options(isolation_level="AUTOCOMMIT").execute(statement, params)
                 return _first(result) if returns else None
         # SQLite: the driver opens BEGIN IMMEDIATE before the UPDATE (store.database), so the
         # write lock is taken at once and the transaction is this one statement.
         with self.engine.begin() as conn:
-            result = conn.execute(statement)
+            result = conn.execute(statement, params)
             return _first(result) if returns else None
-
-    def _create(self, group: str) -> None:
-        insert = postgresql.insert if self._postgres else sqlite.insert
-        statement = insert(_TABLE).values(credential=self.credential, rate_group=group, tat=0.0)
-        self._execute(statement.on_conflict_do_nothing(), returns=False)
-        with self._lock:
-            self._known.add(group)
 
 
 def _first(result: sa.Result[Any]) -> tuple[Any, ...] | None:
