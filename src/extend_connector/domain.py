@@ -17,11 +17,18 @@ class NaiveDatetimeError(ValueError):
     """A datetime without a UTC offset was given where an instant is required."""
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _check_aware(obj: Any) -> None:
-    for f in fields(obj):
-        value = getattr(obj, f.name)
+    cls = type(obj)
+    names = _FIELD_NAMES.get(cls)
+    if names is None:  # fields() per object cost more than the check itself on a price load
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(obj))
+    for name in names:
+        value = getattr(obj, name)
         if isinstance(value, datetime) and (value.tzinfo is None or value.utcoffset() is None):
-            raise NaiveDatetimeError(f"{type(obj).__name__}.{f.name} must carry a UTC offset, got {value!r}")
+            raise NaiveDatetimeError(f"{cls.__name__}.{name} must carry a UTC offset, got {value!r}")
 
 
 class OrderStatus(StrEnum):

@@ -70,6 +70,19 @@ default_drift = DriftRegistry()
 """The registry used when a parse is given none (webhook parsing, ad-hoc use)."""
 
 
+_ALIASES: dict[type[BaseModel], tuple[dict[str, str], frozenset[str]]] = {}
+
+
+def _aliases(model: type[BaseModel]) -> tuple[dict[str, str], frozenset[str]]:
+    """(lower-cased alias -> alias, the aliases) of a model's fields, computed once per model
+    (parsing is hot: a first price load parses millions of records)."""
+    cached = _ALIASES.get(model)
+    if cached is None:
+        known = {(info.alias or name).lower(): info.alias or name for name, info in model.model_fields.items()}
+        cached = _ALIASES[model] = (known, frozenset(known.values()))
+    return cached
+
+
 class WireModel(BaseModel):
     model_config = ConfigDict(
         extra="allow", alias_generator=to_camel, populate_by_name=True, frozen=True,
@@ -80,10 +93,9 @@ class WireModel(BaseModel):
     def _fold_case(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        known = {}
-        for name, info in cls.model_fields.items():
-            alias = info.alias or name
-            known[alias.lower()] = alias
+        known, exact = _aliases(cls)
+        if data.keys() <= exact:
+            return data  # every key already spelled as the model spells it (the usual case)
         folded: dict[str, Any] = {}
         for key, value in data.items():
             target = known.get(key.lower(), key) if isinstance(key, str) else key
