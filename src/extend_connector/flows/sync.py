@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -132,6 +132,13 @@ class Tally:
         self.progress.record(outcome)
         self.refresh_api()
 
+    def record_many(self, outcomes: Iterable[str]) -> None:
+        """`record` for a written batch: the API counters are refreshed once, not per record."""
+        for outcome in outcomes:
+            self.outcomes[outcome] += 1
+            self.progress.record(outcome)
+        self.refresh_api()
+
     def refresh_api(self) -> None:
         """Report the API counters again (called by page() and record(); call it after lone calls)."""
         if self._stats is not None:
@@ -215,8 +222,7 @@ async def list_then_fetch(
                 tally.record("skipped")
             else:
                 fetched.append(record)
-        for outcome in await asyncio.to_thread(apply, fetched) if fetched else []:
-            tally.record(outcome)
+        tally.record_many(await asyncio.to_thread(apply, fetched) if fetched else [])
         batch.clear()
 
     async for item in listing:
