@@ -57,6 +57,7 @@ from extend_connector.extend.webhooks import AvailableBalanceChanged, BalanceCha
 from extend_connector.flows import cursors, dispatch, outbox
 from extend_connector.flows.context import current
 from extend_connector.flows.freshness import reachability
+from extend_connector.flows.passes import Backoff, run_passes
 from extend_connector.flows.sync import Progress, SweepResult, Tally
 from extend_connector.settings import Settings
 from extend_connector.store.models import BalanceRow, DirtyBalanceRow
@@ -79,11 +80,10 @@ engine.queue(QUEUE, concurrency=1, poll_seconds=0.1)
 TRIGGER_MIN_INTERVAL = 0.05  # seconds between two debounce calls of one process
 MAX_PAIRS_PER_PASS = 5000  # dirty pairs fetched per flush pass (memory and transaction size)
 IN_CHUNK = 500  # product numbers per SQL IN (...) list
-RETRY_FLOOR_SECONDS = 1.0
 # Short cap: while Extend is down one flush call per 5 s is cheap, and once it is back the dirty
 # set goes out within 5 s (a 30 s cap left stock 20-30 s stale after an outage in the demo).
-RETRY_CAP_SECONDS = 5.0
-RETRY_GIVE_UP_SECONDS = 3600.0  # then the rows stay dirty; the next sweep triggers a flush again
+# Gives up after an hour: the rows stay dirty; the next sweep triggers a flush again.
+FLUSH_BACKOFF = Backoff(floor_seconds=1.0, cap_seconds=5.0, give_up_seconds=3600.0)
 
 
 def sell_from(settings: Settings) -> list[str]:
@@ -428,32 +428,13 @@ def _retryable(exc: extend_errors.ExtendError) -> bool:
 
 @engine.workflow("balances.flush")
 async def flush_balances() -> dict[str, Any]:
-    """Fetch and store every dirty balance; waits out an Extend outage with capped backoff."""
-    totals: dict[str, Any] = {"passes": 0, "pairs": 0, "calls": 0, "created": 0, "updated": 0, "unchanged": 0,
-                              "skipped": 0, "retries": 0}
-    waited = 0.0
-    attempt = 0
-    while True:
-        result = await _flush_pass()
-        if result["outcome"] == "done":
-            attempt = 0
-            totals["passes"] += 1
-            for key in ("pairs", "calls", "created", "updated", "unchanged", "skipped"):
-                totals[key] += int(result.get(key, 0))
-            if not result.get("more"):
-                return {"outcome": "done", **totals}
-            continue
-        if result["outcome"] == "failed":
-            # Not retryable as is (e.g. a sell-from warehouse Extend does not know): a person must
-            # fix the settings; the rows stay dirty and the error is in the job's result and log.
-            return {"outcome": "failed", "error": result.get("error"), **totals}
-        attempt += 1
-        wait = min(RETRY_CAP_SECONDS, RETRY_FLOOR_SECONDS * 2 ** (attempt - 1))
-        if waited + wait > RETRY_GIVE_UP_SECONDS:
-            return {"outcome": "gave_up", "error": result.get("error"), **totals}
-        totals["retries"] += 1
-        await engine.sleep_async(wait)
-        waited += wait
+    """Fetch and store every dirty balance; waits out an Extend outage with capped backoff.
+
+    A `failed` pass is not retryable as is (e.g. a sell-from warehouse Extend does not know): a
+    person must fix the settings; the rows stay dirty and the error is in the job's result and log.
+    """
+    return await run_passes(_flush_pass, add=("pairs", "calls", "created", "updated", "unchanged", "skipped"),
+                            backoff=FLUSH_BACKOFF)
 
 
 # --- the reconciliation sweep ------------------------------------------------------------------

@@ -5,18 +5,21 @@ Extend sends no price webhook, so prices are refreshed
 - for customers active recently (placed an order within the full-refresh interval) every
   `sync.prices_active_refresh_minutes`;
 - on triggers that can change them: `CustomerChanged` (that customer's prices) and
-  `ProductChanged` / `ProductCreated` (that product, for every kept customer).
+  `ProductChanged` / `ProductCreated` (that product, for every kept customer: marked, then
+  refreshed in coalesced batches, see `flush_product_prices`).
 Kept customers: every B2B customer of the local copy (has an organisation number), the
 default customer number for anonymous shoppers, and `scope.price_customer_numbers`.
 A full listing confirms every row it returns (`confirmed_at`) and deletes the rows of that
-customer Extend no longer returns; only real changes are told to the shop (`price.changed`).
+customer Extend no longer returns; only real changes are told to the shop: one `price.changed`
+event per written batch of one customer (up to `BATCH` prices), not one per price.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 import structlog
@@ -24,17 +27,20 @@ from sqlalchemy.orm import Session
 
 from extend_connector import engine
 from extend_connector.domain import Price
-from extend_connector.extend import NotFound
+from extend_connector.extend import NotFound, OutcomeUnknown, TechnicalFailure, Throttled
 from extend_connector.flows import outbox
 from extend_connector.flows.context import current
+from extend_connector.flows.passes import Backoff, run_passes
 from extend_connector.flows.sync import Progress, SweepResult, Tally
 from extend_connector.settings import PricesScope, Settings
-from extend_connector.store.models import CustomerRow, OrderRow, PriceRow
+from extend_connector.store.models import CustomerRow, DirtyPriceProductRow, OrderRow, PriceRow
 from extend_connector.webshop import EventType
 
 log = structlog.get_logger("extend_connector.flows.prices")
 
 QUEUE = "prices"
+_PRICES = cast(sa.Table, PriceRow.__table__)
+_DIRTY = cast(sa.Table, DirtyPriceProductRow.__table__)
 engine.queue(QUEUE, partition_concurrency=1, worker_concurrency=32, poll_seconds=0.5)
 BATCH = 500
 
@@ -59,72 +65,99 @@ def active_customer_numbers(session: Session, settings: Settings, *, now: dateti
     return sorted(number for (number,) in rows if number in kept)
 
 
-def price_key(customer_number: str, product_number: str) -> str:
-    return f"price:{customer_number}:{product_number}"
+def prices_key(customer_number: str) -> str:
+    """Outbox key of a customer's price events: one partition per customer keeps them in order."""
+    return f"prices:{customer_number}"
 
 
 def price_document(price: Price) -> dict[str, Any]:
     def text(value: object) -> str | None:
         return None if value is None else str(value)
 
-    return {"customer_number": price.customer_number, "product_number": price.product_number,
+    return {"product_number": price.product_number,
             "unit_price": str(price.unit_price), "currency": price.currency,
             "list_price": text(price.list_price), "discount_percent": text(price.discount_percent),
             "price_list": price.price_list, "vat_percent": text(price.vat_percent),
             "valid_to": price.valid_to.isoformat() if price.valid_to else None}
 
 
-def _same(row: PriceRow, price: Price) -> bool:
-    return (row.unit_price == price.unit_price and row.currency == price.currency
-            and row.list_price == price.list_price and row.discount_percent == price.discount_percent
-            and row.price_list == price.price_list and row.vat_percent == price.vat_percent
-            and row.valid_to == price.valid_to)
+def publish_changes(session: Session, customer_number: str, *, changed: list[dict[str, Any]] | None = None,
+                    deleted: list[str] | None = None) -> None:
+    """Tell the shop about one batch of a customer's price changes: ONE `price.changed` event.
+
+    A first load of 200 customers x 20,000 products is 4 million new prices; an event (outbox
+    row and delivery job) per price made that hours of bookkeeping and millions of webhook
+    calls. An event per batch (at most `BATCH` prices) is 8,000 events for the same load.
+    """
+    if changed or deleted:
+        outbox.publish(session, EventType.PRICE_CHANGED, prices_key(customer_number),
+                       {"customer_number": customer_number, "prices": changed or [], "deleted": deleted or []})
+
+
+# The columns that make a price; compared as a tuple to tell a real change from a confirmation.
+_VALUE_COLUMNS = ("unit_price", "currency", "list_price", "discount_percent", "price_list", "vat_percent",
+                  "valid_to")
+
+
+def _values(price: Price) -> dict[str, Any]:
+    return {name: getattr(price, name) for name in _VALUE_COLUMNS}
 
 
 def apply(session: Session, prices: list[Price], *, now: datetime, dry_run: bool = False) -> list[str]:
-    """Upsert one batch of prices (one query to read the batch); publish real changes."""
+    """Upsert one batch of one customer's prices; publish the real changes as one event.
+
+    Core statements only (a first load is millions of prices): one query reads the batch's
+    stored values, then one executemany each for new, changed and confirmed prices.
+    Returns one outcome per price written (`created`, `updated`, `unchanged`)."""
     if not prices:
         return []
     customer = prices[0].customer_number
-    stored = {row.product_number: row for row in session.scalars(
-        sa.select(PriceRow).where(PriceRow.customer_number == customer,
-                                  PriceRow.product_number.in_([p.product_number for p in prices])))}
-    outcomes = []
-    unchanged = []
+    if any(p.customer_number != customer for p in prices):
+        raise ValueError("apply() takes the prices of one customer per batch")
+    # A product listed twice in one batch (a page repeated by Extend) is written once, last wins.
+    prices = list({p.product_number: p for p in prices}.values())
+    columns = [getattr(PriceRow, name) for name in _VALUE_COLUMNS]
+    stored = {number: tuple(values) for number, *values in session.execute(
+        sa.select(PriceRow.product_number, *columns).where(
+            PriceRow.customer_number == customer,
+            PriceRow.product_number.in_([p.product_number for p in prices])))}
+    outcomes: list[str] = []
+    created: list[dict[str, Any]] = []
+    updated: list[dict[str, Any]] = []
+    unchanged: list[str] = []
+    changed_docs: list[dict[str, Any]] = []
     for price in prices:
-        row = stored.get(price.product_number)
-        outcome = "created" if row is None else ("unchanged" if _same(row, price) else "updated")
-        outcomes.append(outcome)
-        if dry_run:
-            continue
-        if outcome == "unchanged":
+        values = _values(price)
+        old = stored.get(price.product_number)
+        if old is None:
+            outcomes.append("created")
+            created.append({"customer_number": customer, "product_number": price.product_number, **values,
+                            "confirmed_at": now})
+        elif old == tuple(values.values()):
+            outcomes.append("unchanged")
             unchanged.append(price.product_number)
             continue
-        if row is None:
-            # Core insert: a first load writes a whole catalogue per customer, no row objects.
-            session.execute(sa.insert(PriceRow).values(
-                customer_number=price.customer_number, product_number=price.product_number,
-                unit_price=price.unit_price, currency=price.currency, list_price=price.list_price,
-                discount_percent=price.discount_percent, price_list=price.price_list,
-                vat_percent=price.vat_percent, valid_to=price.valid_to, confirmed_at=now))
-            outbox.publish(session, EventType.PRICE_CHANGED,
-                           price_key(price.customer_number, price.product_number), price_document(price))
-            continue
-        row.unit_price = price.unit_price
-        row.currency = price.currency
-        row.list_price = price.list_price
-        row.discount_percent = price.discount_percent
-        row.price_list = price.price_list
-        row.vat_percent = price.vat_percent
-        row.valid_to = price.valid_to
-        row.confirmed_at = now
-        outbox.publish(session, EventType.PRICE_CHANGED, price_key(price.customer_number, price.product_number),
-                       price_document(price))
+        else:
+            outcomes.append("updated")
+            updated.append({"b_product": price.product_number, **values})
+        changed_docs.append(price_document(price))
+    if dry_run:
+        return outcomes
+    if created:
+        session.execute(sa.insert(PriceRow), created)
+    if updated:
+        # On the Table, not the mapped class: an ORM executemany UPDATE wants whole primary keys.
+        table = _PRICES
+        session.execute(
+            sa.update(table).where(table.c.customer_number == customer,
+                                   table.c.product_number == sa.bindparam("b_product"))
+            .values({**{name: sa.bindparam(name) for name in _VALUE_COLUMNS}, "confirmed_at": now}),
+            updated)
     if unchanged:
-        # One statement per batch: confirming an unchanged price must not cost a row object each.
         session.execute(sa.update(PriceRow).where(PriceRow.customer_number == customer,
                                                   PriceRow.product_number.in_(unchanged))
-                        .values(confirmed_at=now))
+                        .values(confirmed_at=now).execution_options(synchronize_session=False))
+    publish_changes(session, customer, changed=changed_docs)
     return outcomes
 
 
@@ -137,9 +170,7 @@ def _delete_unconfirmed(session: Session, customer_number: str, *, before: datet
         chunk = gone[start:start + BATCH]
         session.execute(sa.delete(PriceRow).where(PriceRow.customer_number == customer_number,
                                                   PriceRow.product_number.in_(chunk)))
-        for number in chunk:
-            outbox.publish(session, EventType.PRICE_CHANGED, price_key(customer_number, number),
-                           {"customer_number": customer_number, "product_number": number, "deleted": True})
+        publish_changes(session, customer_number, deleted=chunk)
     return len(gone)
 
 
@@ -159,8 +190,7 @@ async def refresh_customer(customer_number: str, product_numbers: Iterable[str] 
         else:
             with ctx.db.write() as session:
                 outcomes = apply(session, batch, now=started)
-        for outcome in outcomes:
-            tally.record(outcome)
+        tally.record_many(outcomes)
         batch.clear()
 
     try:
@@ -215,27 +245,10 @@ async def _prices_customer_step(customer_number: str) -> dict[str, Any]:
     return (await sweep_prices(customers=[customer_number])).as_stats()
 
 
-@engine.step()
-async def _prices_product_step(product_number: str) -> dict[str, Any]:
-    ctx = current()
-    with ctx.db.read() as session:
-        numbers = kept_customer_numbers(session, ctx.settings)
-    tally = Tally("prices", stats=ctx.extend().stats)
-    for number in numbers:
-        await refresh_customer(number, [product_number], tally=tally)
-    return tally.result().as_stats()
-
-
 @engine.workflow("prices.customer")
 async def refresh_customer_prices(customer_number: str) -> dict[str, Any]:
     """All prices of one customer (CustomerChanged, or a new B2B customer)."""
     return await _prices_customer_step(customer_number)
-
-
-@engine.workflow("prices.product")
-async def refresh_product_prices(product_number: str) -> dict[str, Any]:
-    """One product's prices for every kept customer (ProductCreated / ProductChanged)."""
-    return await _prices_product_step(product_number)
 
 
 def enqueue_customer_prices(customer_number: str, *, reason: str) -> str:
@@ -245,11 +258,99 @@ def enqueue_customer_prices(customer_number: str, *, reason: str) -> str:
                                     workflow_id=f"prices-customer-{customer_number}-{reason}")
 
 
-def enqueue_product_prices(product_number: str, *, reason: str) -> str:
-    """Called by the product flow; idempotent per product and trigger."""
-    return current().engine.enqueue(refresh_product_prices, product_number, queue=QUEUE,
-                                    partition_key=f"sku:{product_number}",
-                                    workflow_id=f"prices-product-{product_number}-{reason}")
+# --- product triggers, coalesced ----------------------------------------------------------------
+#
+# A changed product may change its price for every kept customer. One listing per customer and
+# product would cost (kept customers) heavy calls per ProductChanged: 200 calls for one product,
+# 10,000 for a batch of 50 changes, hours of Extend's heavy budget. Instead the product job marks
+# the product dirty (a row, committed with the product) and asks for a debounced flush; the flush
+# lists each kept customer's prices for ALL dirty products at once (product numbers chunked to
+# the URL limit), so 50 changes cost one or two calls per customer. A mark made after the flush
+# started stays for the next flush. Large backlogs (more than FULL_LISTING_ABOVE products) list
+# each customer's whole price list instead, which is fewer pages than product-number chunks.
+
+TRIGGER_QUEUE = "prices-triggers"
+engine.queue(TRIGGER_QUEUE, worker_concurrency=1, poll_seconds=0.5)
+FLUSH_KEY = "prices.products"
+FLUSH_DEBOUNCE_SECONDS = 5.0
+FLUSH_MAX_DELAY_SECONDS = 60.0
+FLUSH_MAX_PRODUCTS = 2_000  # per pass; a pass covers every kept customer
+FULL_LISTING_ABOVE = 500
+# After six hours of failures the marks stay for the next trigger; the scheduled full refresh
+# covers the prices meanwhile.
+FLUSH_BACKOFF = Backoff(floor_seconds=1.0, cap_seconds=60.0, give_up_seconds=6 * 3600.0)
+
+
+def mark_products(session: Session, product_numbers: Iterable[str], *, now: datetime) -> None:
+    """Mark products whose prices must be refreshed for every kept customer (caller's transaction)."""
+    numbers = sorted(set(product_numbers))
+    if not numbers:
+        return
+    table = _DIRTY
+    insert: Any
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table)
+    session.execute(stmt.on_conflict_do_update(index_elements=["product_number"],
+                                               set_={"marked_at": stmt.excluded.marked_at}),
+                    [{"product_number": n, "marked_at": now} for n in numbers])
+
+
+def request_product_prices() -> str:
+    """Ask for a flush of the marked products' prices within FLUSH_DEBOUNCE_SECONDS (coalesced)."""
+    return current().engine.debounce(FLUSH_KEY, flush_product_prices, queue=TRIGGER_QUEUE,
+                                     period_seconds=FLUSH_DEBOUNCE_SECONDS,
+                                     max_delay_seconds=FLUSH_MAX_DELAY_SECONDS)
+
+
+async def refresh_marked_products(limit: int = FLUSH_MAX_PRODUCTS) -> dict[str, Any]:
+    """One pass: refresh the prices of up to `limit` marked products for every kept customer,
+    then clear the marks made before the pass began. Extend errors propagate (marks stay)."""
+    ctx = current()
+    started = ctx.clock()
+
+    def snapshot() -> tuple[list[str], list[str], bool]:
+        with ctx.db.read() as session:
+            rows = list(session.scalars(sa.select(DirtyPriceProductRow.product_number)
+                                        .order_by(DirtyPriceProductRow.marked_at).limit(limit + 1)))
+            return rows[:limit], kept_customer_numbers(session, ctx.settings), len(rows) > limit
+
+    numbers, customers, more = await asyncio.to_thread(snapshot)
+    if not numbers:
+        return {"products": 0, "customers": 0, "more": False}
+    tally = Tally("prices", stats=ctx.extend().stats)
+    whole = len(numbers) > FULL_LISTING_ABOVE
+    for customer in customers:
+        await refresh_customer(customer, None if whole else numbers, tally=tally)
+
+    def clear() -> None:
+        table = _DIRTY
+        with ctx.db.write() as session:
+            session.execute(sa.delete(table).where(table.c.product_number == sa.bindparam("p"),
+                                                   table.c.marked_at <= sa.bindparam("t")),
+                            [{"p": n, "t": started} for n in numbers])
+
+    await asyncio.to_thread(clear)
+    result = {"products": len(numbers), "customers": len(customers), "whole_lists": whole, "more": more,
+              **tally.result().as_stats()}
+    log.info("prices_products_refreshed", **result)
+    return result
+
+
+@engine.step()
+async def _product_prices_pass() -> dict[str, Any]:
+    try:
+        return {"outcome": "done", **await refresh_marked_products()}
+    except (TechnicalFailure, Throttled, OutcomeUnknown) as exc:
+        return {"outcome": "retry", "error": str(exc)}
+
+
+@engine.workflow("prices.products_flush")
+async def flush_product_prices() -> dict[str, Any]:
+    """Refresh the prices of every marked product; waits out an Extend outage with capped backoff."""
+    return await run_passes(_product_prices_pass, add=("products",), backoff=FLUSH_BACKOFF)
 
 
 @engine.workflow("prices.full_refresh")

@@ -1,7 +1,8 @@
 """Product master data from Extend (`scope.products = sync`): webhook refetch and change-date sweep.
 
 `ProductCreated` / `ProductChanged` enqueue `refresh_product` (one job per product, in order per
-`sku:<productNumber>`), which fetches `GET Products/{productNumber}` and upserts the local copy.
+`sku:<productNumber>`), which fetches `GET Products/{productNumber}` and upserts the local copy
+(and, when prices are kept, marks the product's prices for a coalesced refresh: flows/prices.py).
 The sweep lists products changed since the cursor and fetches each changed one; it reconciles
 webhooks that never came. The shop is told (`product.changed`) only when the content hash
 changes, so a touch in Extend that changed nothing the shop shows tells it nothing. A phased-out
@@ -10,6 +11,7 @@ product stays in the local copy with `phase_out = true` and is told to the shop 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -24,7 +26,7 @@ from sqlalchemy.orm import Session
 from extend_connector import engine
 from extend_connector.domain import Product
 from extend_connector.extend import NotFound
-from extend_connector.flows import dispatch, outbox
+from extend_connector.flows import dispatch, outbox, prices
 from extend_connector.flows.context import current
 from extend_connector.flows.sync import Listed, Progress, SweepResult, Tally, sweep_changed
 from extend_connector.settings import PricesScope, ProductsScope, Settings
@@ -123,29 +125,31 @@ async def _products_refresh_step(product_number: str) -> str:
     product = await _fetch(product_number)
     if product is None:
         return "skipped"
+    prices_kept = ctx.settings.scope.prices == PricesScope.SYNC
 
     def write() -> str:
         with ctx.db.write() as session:
-            return apply(session, [product], now=ctx.clock())[0]
+            outcome = apply(session, [product], now=ctx.clock())[0]
+            if prices_kept:
+                # A new or changed product may have new prices for every kept customer (Extend
+                # sends no price event): marked with the product, refreshed in a coalesced batch.
+                prices.mark_products(session, [product_number], now=ctx.clock())
+            return outcome
 
-    return await engine.offload(write)
+    outcome = await engine.offload(write)
+    if prices_kept:
+        await asyncio.to_thread(prices.request_product_prices)
+    return outcome
 
 
 @engine.workflow("products.refresh")
 async def refresh_product(notification: dict[str, Any]) -> str:
-    """ProductCreated / ProductChanged: fetch the product, upsert it, then refresh its prices."""
+    """ProductCreated / ProductChanged: fetch the product, upsert it, mark its prices for refresh."""
     number = str(notification.get("entityKey") or notification.get("details", {}).get("ProductNumber") or "")
     number = number.removeprefix("sku:")
     if not number:
         return "skipped"
-    outcome = await _products_refresh_step(number)
-    if outcome != "skipped" and current().settings.scope.prices == PricesScope.SYNC:
-        # A new or changed product may have new prices for every kept customer (Extend sends no
-        # price event); the price job is idempotent per product and notification.
-        from extend_connector.flows import prices
-
-        prices.enqueue_product_prices(number, reason=str(notification.get("deliveryId", "")))
-    return outcome
+    return await _products_refresh_step(number)
 
 
 @engine.workflow("products.sweep")

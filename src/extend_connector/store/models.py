@@ -235,6 +235,16 @@ class DirtyBalanceRow(Base):
     last_marked_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class DirtyPriceProductRow(Base):
+    """A product whose prices may have changed for every kept customer (ProductCreated /
+    ProductChanged) and that no price refresh has covered yet; refreshed in coalesced batches."""
+
+    __tablename__ = "dirty_price_products"
+
+    product_number: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    marked_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class DriftRow(Base):
     """A field Extend sent that our wire models do not know (kept and reported)."""
 
