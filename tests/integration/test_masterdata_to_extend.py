@@ -1,13 +1,14 @@
 """scope.customers = to_extend: a shop customer becomes exactly one Extend customer.
 
-Real connector (HTTP + engine in a thread) against a real simulator, SQLite.
+Real connector (HTTP + engine in a thread) against a real simulator, SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
 import pytest
@@ -30,9 +31,9 @@ def sim() -> Iterator[RunningSimulator]:
 
 
 @pytest.fixture()
-def base(sim: RunningSimulator, tmp_path: Path) -> Iterator[str]:
+def base(sim: RunningSimulator, db_url: str) -> Iterator[str]:
     settings = Settings(extend={"base_url": sim.base_url, "api_token": sim.token},
-                        store={"database_url": f"sqlite:///{tmp_path / 'c.db'}"},
+                        store={"database_url": db_url},
                         scope={"customers": "to_extend", "products": "off", "prices": "off"})
     connector = Connector(settings, webshop=RecordingWebshop(), scheduler_poll_seconds=0.2)
     with connector.serve_in_thread(port=_port()) as url:
@@ -78,6 +79,25 @@ def test_customer_posted_twice_is_one_extend_customer(sim: RunningSimulator, bas
     # Posting once more after it reached Extend starts nothing new.
     assert httpx2.post(f"{base}/v1/customers", json=body, headers=headers).json()["customerNumber"] == number
     assert _in_extend(sim, "anna@example.com") == [number]
+
+
+def test_same_new_customer_posted_concurrently_is_accepted_every_time_and_created_once(
+        sim: RunningSimulator, base: str) -> None:
+    # A shop that times out and retries at once, or two of its servers: the same new shopRef
+    # arrives several times at the same instant. Every request must be accepted (no 500).
+    body = {"shopRef": "shop-cust-race", "name": "Race AB", "email": "race@example.com"}
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    barrier = threading.Barrier(8)
+
+    def post() -> int:
+        barrier.wait()
+        return httpx2.post(f"{base}/v1/customers", json=body, headers=headers, timeout=30).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: post(), range(8)))
+    assert statuses == [202] * 8
+    number = _wait_number("shop-cust-race")
+    assert _in_extend(sim, "race@example.com") == [number]
 
 
 def test_lost_answer_is_looked_up_not_posted_again(sim: RunningSimulator, base: str) -> None:
