@@ -4,7 +4,7 @@
 database created on the server named by EXTEND_CONNECTOR_TEST_POSTGRES_URL, dropped after
 the test; skipped when that variable is unset). `pg_url` is PostgreSQL only.
 `migrated_url` is a fresh database with the app tables and the job engine's tables at head
-(cloned from a template migrated once per session). `settings_for(url, ...)` builds
+(cloned from a template migrated once per session); `db` is a `store.Database` on it. `settings_for(url, ...)` builds
 Settings pointing at a URL. Declare engine workflows at module level, never inside tests.
 """
 
@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from extend_connector.settings import EngineSettings, Settings, StoreSettings
+from extend_connector.store import Database
 
 PG_ENV = "EXTEND_CONNECTOR_TEST_POSTGRES_URL"
 
@@ -155,3 +156,12 @@ def settings_for(url: str, **engine: Any) -> Settings:
 def make_settings() -> Callable[..., Settings]:
     """`make_settings(url, role=..., executor_id=..., application_version=...)`."""
     return settings_for
+
+
+@pytest.fixture
+def db(migrated_url: str) -> Iterator[Database]:
+    database = Database(migrated_url)
+    try:
+        yield database
+    finally:
+        database.dispose()

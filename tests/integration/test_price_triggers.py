@@ -9,14 +9,13 @@ for them must end equal to Extend's, with a handful of `ProductPrices` calls per
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
 import httpx2
 import sqlalchemy as sa
 
+from acceptance.harness import free_port, wait_for
 from extend_connector.flows.context import current
 from extend_connector.flows.customers import sweep_customers
 from extend_connector.flows.prices import sweep_prices
@@ -28,23 +27,6 @@ from extend_connector.simulator.server import RunningSimulator
 from extend_connector.store.models import DirtyPriceProductRow, PriceRow
 
 CHANGED = 30
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _sim_prices(sim: RunningSimulator, customer: str, numbers: list[str]) -> dict[str, Decimal]:
@@ -60,7 +42,7 @@ def _local_prices(connector: Connector, customer: str, numbers: list[str]) -> di
 
 
 def test_product_changes_refresh_prices_once_per_customer_not_once_per_product(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     inbox = f"http://127.0.0.1:{port}/webhooks/extend"
     config = SimulatorConfig(seed=21, products=200, customers=30, b2b_share=0.2, rate_limits_enabled=False,
                              time_scale=0.01,
@@ -99,8 +81,8 @@ def test_product_changes_refresh_prices_once_per_customer_not_once_per_product(t
                     response = httpx2.patch(f"{sim.admin_url}/products/{number}",
                                             json={"productName": f"Changed {i}", "listPrice": round(price * 1.5, 2)})
                     assert response.status_code == 200, response.text
-                _wait(lambda: sim.state.calls.get("GET /Products/{productNumber}", 0) >= CHANGED,
-                      "every changed product fetched")
+                wait_for(lambda: sim.state.calls.get("GET /Products/{productNumber}", 0) >= CHANGED, timeout=60,
+                         what="every changed product fetched")
 
                 def settled() -> bool:
                     with connector.db.read() as s:
@@ -108,7 +90,7 @@ def test_product_changes_refresh_prices_once_per_customer_not_once_per_product(t
                     return dirty == 0 and all(
                         _local_prices(connector, c, numbers) == _sim_prices(sim, c, numbers) for c in kept)
 
-                _wait(settled, "every kept customer's prices of the changed products equal to Extend's")
+                wait_for(settled, timeout=60, what="every kept customer's prices of the changed products equal to Extend's")
                 listings = sim.state.calls.get("GET /ProductPrices", 0)
         finally:
             connector.close()

@@ -12,9 +12,7 @@ import itertools
 import multiprocessing
 import threading
 import time
-from collections.abc import Iterator
 
-import pytest
 import sqlalchemy as sa
 
 from extend_connector.extend import budget_key, shared_budget
@@ -26,14 +24,6 @@ from extend_connector.store.models import RateBucketRow
 
 EPS = 1e-6
 
-
-@pytest.fixture
-def db(migrated_url: str) -> Iterator[Database]:
-    database = Database(migrated_url)
-    try:
-        yield database
-    finally:
-        database.dispose()
 
 
 def assert_token_bucket(starts: list[float], capacity: float, period: float) -> None:

@@ -3,7 +3,6 @@ exact amounts, aware instants, and repositories that report real changes only.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -25,14 +24,6 @@ from extend_connector.store.models import BalanceRow, InboxRow, metadata
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
-
-@pytest.fixture
-def db(migrated_url: str) -> Iterator[Database]:
-    database = Database(migrated_url)
-    try:
-        yield database
-    finally:
-        database.dispose()
 
 
 def test_upgrade_on_an_empty_database_reaches_head_and_is_repeatable(db_url: str) -> None:

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import httpx2
 import pytest
+from fakes import FakeTime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,21 +36,6 @@ from extend_connector.extend.errors import CallContext, classify_response, parse
 from extend_connector.settings import Settings
 
 Handler = Callable[[httpx2.Request], httpx2.Response]
-
-
-class FakeTime:
-    """A clock that only moves when somebody sleeps: no test here waits for real."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def _client(handler: Handler, *, time: FakeTime | None = None, retry: RetryPolicy | None = None,

@@ -9,6 +9,7 @@ import json
 
 import httpx2
 import pytest
+from fakes import FakeTime
 from structlog.testing import capture_logs
 
 from extend_connector.extend import Dialect, ExtendClient, RateBudget, RetryPolicy
@@ -18,21 +19,6 @@ from extend_connector.settings import Settings
 LIMITS = {"standard": (300, 60.0), "heavy": (60, 60.0), "write": (120, 60.0)}
 HEADERS = {"limit_header": "x-ratelimit-limit", "remaining_header": "x-ratelimit-remaining",
            "reset_header": "x-ratelimit-reset"}
-
-
-class FakeTime:
-    """A clock that only moves when somebody sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 class FakeFleet:
