@@ -77,12 +77,26 @@ def test_nothing_listed_means_no_cursor_move_and_no_work() -> None:
 def test_tally_counts_records_across_listings() -> None:
     progress = Recorder()
     tally = Tally("prices", progress)
-    tally.page(100, None)
-    tally.page(150, None)
-    tally.listing()
-    tally.page(40, None)
+    first = tally.listing()
+    first(100, None)
+    first(150, None)
+    second = tally.listing()
+    second(40, None)
     assert progress.pages == [(1, 100), (2, 150), (3, 190)]
     assert tally.result().records == 190
+
+
+def test_tally_counts_listings_running_at_the_same_time() -> None:
+    progress = Recorder()
+    tally = Tally("prices", progress)
+    a, b = tally.listing(), tally.listing()
+    a(100, None)
+    b(500, None)
+    a(200, None)
+    b(520, None)
+    tally.page(7, None)  # the default list of a one-list sweep counts alongside
+    assert progress.pages == [(1, 100), (2, 600), (3, 700), (4, 720), (5, 727)]
+    assert tally.result().records == 727
 
 
 def test_content_hash_ignores_the_change_date_only() -> None:

@@ -471,15 +471,15 @@ async def sweep_balances(full: bool = False, dry_run: bool = False, progress: Pr
 
     try:
         for warehouse in sell_from(settings):
+            page = tally.listing()
             extend_listing = (extend.availability_for_warehouses([warehouse]) if full_load
                               else extend.availability_changed_since(since, warehouses=[warehouse],  # type: ignore[arg-type]
-                                                                     progress=tally.page))
-            tally.listing()
+                                                                     progress=page))
             count = 0
             async for balance in extend_listing:
                 count += 1
                 if full_load and count % settings.extend.dialect.page_size == 0:
-                    tally.page(count, None)
+                    page(count, None)
                 seen.add((balance.product_number, balance.warehouse))
                 if balance.changed_at is not None and (latest is None or balance.changed_at > latest):
                     latest = balance.changed_at
@@ -488,7 +488,7 @@ async def sweep_balances(full: bool = False, dry_run: bool = False, progress: Pr
                     write(batch)
                     batch = []
             if full_load and count % settings.extend.dialect.page_size:
-                tally.page(count, count)
+                page(count, count)
         if batch:
             write(batch)
         if full_load:

@@ -43,6 +43,7 @@ _PRICES = cast(sa.Table, PriceRow.__table__)
 _DIRTY = cast(sa.Table, DirtyPriceProductRow.__table__)
 engine.queue(QUEUE, partition_concurrency=1, worker_concurrency=32, poll_seconds=0.5)
 BATCH = 500
+CONCURRENT_CUSTOMERS = 2
 
 
 def kept_customer_numbers(session: Session, settings: Settings) -> list[str]:
@@ -176,62 +177,78 @@ def _delete_unconfirmed(session: Session, customer_number: str, *, before: datet
 
 async def refresh_customer(customer_number: str, product_numbers: Iterable[str] | None = None, *,
                            tally: Tally, dry_run: bool = False) -> None:
-    """Read one customer's prices (all, or the given products, chunked) and apply them batch by batch."""
+    """Read one customer's prices (all, or the given products, chunked) and apply them batch by batch.
+
+    Each batch is written in a worker thread, so the event loop goes on reading pages (this
+    customer's next one, or another customer's in a concurrent sweep) while SQLite writes.
+    """
     ctx = current()
     started = ctx.clock()
-    tally.listing()
+    page = tally.listing()
     batch: list[Price] = []
     seen: set[str] | None = set() if dry_run and product_numbers is None else None
 
-    def flush() -> None:
+    def write(prices: list[Price]) -> list[str]:
         if dry_run:
             with ctx.db.read() as session:
-                outcomes = apply(session, batch, now=started, dry_run=True)
-        else:
-            with ctx.db.write() as session:
-                outcomes = apply(session, batch, now=started)
-        tally.record_many(outcomes)
-        batch.clear()
+                return apply(session, prices, now=started, dry_run=True)
+        with ctx.db.write() as session:
+            return apply(session, prices, now=started)
+
+    async def flush() -> None:
+        nonlocal batch
+        prices, batch = batch, []
+        tally.record_many(await asyncio.to_thread(write, prices))
 
     try:
-        async for price in ctx.extend().prices_for_customer(customer_number, product_numbers, progress=tally.page):
+        async for price in ctx.extend().prices_for_customer(customer_number, product_numbers, progress=page):
             batch.append(price)
             if seen is not None:
                 seen.add(price.product_number)
             if len(batch) >= BATCH:
-                flush()
+                await flush()
     except NotFound:
         # The customer no longer exists in Extend: it has no prices to keep.
         log.info("prices_customer_not_found", customer_number=customer_number)
     if batch:
-        flush()
+        await flush()
     if product_numbers is not None:
         return  # a partial listing says nothing about the products it did not ask for
-    if dry_run:
-        with ctx.db.read() as session:
-            stored = session.scalars(sa.select(PriceRow.product_number)
-                                     .where(PriceRow.customer_number == customer_number))
-            for number in stored:
-                if seen is not None and number not in seen:
-                    tally.record("deleted")
-        return
-    with ctx.db.write() as session:
-        for _ in range(_delete_unconfirmed(session, customer_number, before=started)):
-            tally.record("deleted")
+
+    def finish() -> int:
+        if dry_run:
+            with ctx.db.read() as session:
+                stored = session.scalars(sa.select(PriceRow.product_number)
+                                         .where(PriceRow.customer_number == customer_number))
+                return sum(1 for number in stored if seen is not None and number not in seen)
+        with ctx.db.write() as session:
+            return _delete_unconfirmed(session, customer_number, before=started)
+
+    tally.record_many(["deleted"] * await asyncio.to_thread(finish))
 
 
 async def sweep_prices(full: bool = False, dry_run: bool = False, progress: Progress | None = None,
                        *, customers: list[str] | None = None) -> SweepResult:
     """Refresh every kept customer's prices (or the given customers'). Prices have no change
-    cursor, so every sweep is a full listing; `full` is accepted for the common signature."""
+    cursor, so every sweep is a full listing; `full` is accepted for the common signature.
+
+    `CONCURRENT_CUSTOMERS` customers are listed at once: one listing at a time left the
+    connector waiting on Extend, then Extend waiting on the connector's writes. Every call still
+    goes through the client's rate budget, so concurrency never means more than Extend allows.
+    """
     ctx = current()
     extend = ctx.extend()
     if customers is None:
         with ctx.db.read() as session:
             customers = kept_customer_numbers(session, ctx.settings)
     tally = Tally("prices", progress, full=full, dry_run=dry_run, stats=extend.stats)
-    for number in customers:
-        await refresh_customer(number, tally=tally, dry_run=dry_run)
+    gate = asyncio.Semaphore(CONCURRENT_CUSTOMERS)
+
+    async def one(number: str) -> None:
+        async with gate:
+            await refresh_customer(number, tally=tally, dry_run=dry_run)
+
+    await asyncio.gather(*(one(number) for number in customers))
     result = tally.result()
     log.info("prices_swept", customers=len(customers), **result.as_stats())
     return result

@@ -110,20 +110,32 @@ class Tally:
         self.pages = 0
         self.records = 0
         self.outcomes: Counter[str] = Counter()
-        self._listing_base = 0  # records of earlier listings in this sweep
+        self._default_seen = 0  # records of the default list's current listing (see page())
         self._stats = stats
         self._stats_start: ClientStats | None = stats() if stats is not None else None
         self._stats_last: ClientStats | None = self._stats_start
         self.progress.begin(data_point, total=total)
 
-    def listing(self) -> None:
-        """A new list starts inside this sweep (the client's page callback counts from zero again)."""
-        self._listing_base = self.records
+    def listing(self) -> Callable[[int, int | None], None]:
+        """A new list starts inside this sweep: returns its page callback (the client's
+        `PageProgress`, counting from zero for this list). Several lists may run at once."""
+        seen = 0
+
+        def page(records_in_listing: int, total: int | None) -> None:
+            nonlocal seen
+            self._advance(records_in_listing - seen, total)
+            seen = records_in_listing
+
+        return page
 
     def page(self, records_in_listing: int, total: int | None) -> None:
-        """The client's `PageProgress` callback: (items of this listing so far, total if known)."""
+        """The page callback of the sweep's default list (for sweeps that read one list at a time)."""
+        self._advance(records_in_listing - self._default_seen, total)
+        self._default_seen = records_in_listing
+
+    def _advance(self, new_records: int, total: int | None) -> None:
         self.pages += 1
-        self.records = self._listing_base + records_in_listing
+        self.records += new_records
         self.progress.page(pages=self.pages, records=self.records, total=total)
         self.refresh_api()
 
