@@ -327,6 +327,11 @@ def status(ctx: click.Context, as_json: bool) -> None:
     outbox = snap["outbox"]
     click.echo(f"events owed to the shop: {outbox['pending']}" + (f", oldest {outbox['oldest']}" if outbox["oldest"]
                                                                   else ""))
+    click.echo("marked, waiting for a fetch: " + ", ".join(f"{k} {v}" for k, v in snap["marked"].items()))
+    limits = snap["rateLimits"]
+    click.echo("fleet rate limit (bucket full again in): "
+               + (", ".join(f"{g} {v['fullAgainInSeconds']:.1f} s" for g, v in limits.items())
+                  or "not in use (extend.shared_rate_limit)"))
 
 
 @main.group()

@@ -139,3 +139,25 @@ def test_the_connector_attaches_the_fleet_bucket_when_on_and_detaches_it_on_clos
         finally:
             connector.close()
         assert budget.fleet is None
+
+
+def test_status_shows_the_fleet_reservations_and_the_marks_waiting(migrated_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from extend_connector.flows import prices
+    from extend_connector.flows.failures import status_snapshot
+
+    settings = Settings(store=StoreSettings(database_url=migrated_url), extend={"shared_rate_limit": "on"})
+    connector = Connector(settings)
+    try:
+        assert status_snapshot()["rateLimits"] == {}
+        buckets = RateBuckets(connector.db.engine, budget_key(settings))
+        for _ in range(30):  # 30 slots of a 10-per-10-s bucket, one second each: full again in 30 s
+            buckets.reserve("heavy", 10, 10.0)
+        with connector.db.write() as session:
+            prices.mark_products(session, ["P1", "P2", "P2"], now=datetime.now(UTC))
+        snap = status_snapshot()
+    finally:
+        connector.close()
+    assert 28.0 < snap["rateLimits"]["heavy"]["fullAgainInSeconds"] <= 30.0
+    assert snap["marked"] == {"dirty_balances": 0, "dirty_price_products": 2}

@@ -11,6 +11,7 @@ person can act on, and the failure stays open.
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -223,8 +224,9 @@ register_replay("shop_delivery", _replay_shop_delivery)
 def status_snapshot() -> dict[str, Any]:
     """What `extend-connector status` shows, read generically so every flow appears by itself:
     each cursor (one per swept data point), the newest `confirmed_at` of every local-copy table
-    that has one, open failures per kind, the outbox backlog, and queue depth per queue."""
-    from extend_connector.store.models import Base, CursorRow, OutboxRow
+    that has one, open failures per kind, the outbox backlog, marks waiting for a fetch, the
+    fleet-wide rate limit's reservations, and queue depth per queue."""
+    from extend_connector.store.models import Base, CursorRow, OutboxRow, RateBucketRow
 
     ctx = current()
     snapshot: dict[str, Any] = {"now": ctx.clock().isoformat(), "cursors": [], "confirmed": {}}
@@ -248,6 +250,17 @@ def status_snapshot() -> dict[str, Any]:
         ).one()
         snapshot["outbox"] = {"pending": int(pending),
                               "oldest": oldest.isoformat() if isinstance(oldest, datetime) else oldest}
+        # Work marked and not yet fetched from Extend (balances, product-triggered prices).
+        snapshot["marked"] = {
+            table.name: int(session.scalar(sa.select(sa.func.count()).select_from(table)) or 0)
+            for table in Base.metadata.sorted_tables if table.name.startswith("dirty_")}
+        # The fleet-wide rate limit per group: seconds until its bucket is full again, i.e. how far
+        # the processes sharing this database have drawn it down (0: full, no wait for anyone).
+        now_epoch = time.time()
+        snapshot["rateLimits"] = {
+            group: {"fullAgainInSeconds": round(max(0.0, float(tat) - now_epoch), 3)}
+            for group, tat in session.execute(
+                sa.select(RateBucketRow.rate_group, RateBucketRow.tat).order_by(RateBucketRow.rate_group))}
     try:
         snapshot["queues"] = ctx.engine.queue_depth()
     except Exception as exc:  # the job tables may not exist before the first start
