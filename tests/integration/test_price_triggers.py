@@ -9,6 +9,7 @@ for them must end equal to Extend's, with a handful of `ProductPrices` calls per
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import httpx2
 import sqlalchemy as sa
 
 from acceptance.harness import free_port, wait_for
+from extend_connector.flows import prices
 from extend_connector.flows.context import current
 from extend_connector.flows.customers import sweep_customers
 from extend_connector.flows.prices import sweep_prices
@@ -92,6 +94,19 @@ def test_product_changes_refresh_prices_once_per_customer_not_once_per_product(t
 
                 wait_for(settled, timeout=60, what="every kept customer's prices of the changed products equal to Extend's")
                 listings = sim.state.calls.get("GET /ProductPrices", 0)
+
+                # A mark whose flush was never asked for (the process died between storing the
+                # product and asking): the scheduled active-customer refresh asks for it.
+                target = numbers[:1]
+                with sim.state.lock:
+                    price = sim.state.products[target[0]].list_price
+                # Only the list price: the simulator sends no ProductChanged for that.
+                httpx2.patch(f"{sim.admin_url}/products/{target[0]}", json={"listPrice": round(price * 2, 2)})
+                with connector.db.write() as s:
+                    prices.mark_products(s, target, now=datetime.now(UTC))
+                connector.engine.start(prices.scheduled_active_refresh)
+                wait_for(lambda: all(_local_prices(connector, c, target) == _sim_prices(sim, c, target) for c in kept),
+                         timeout=60, what="the orphaned mark's prices refreshed")
         finally:
             connector.close()
     # Coalesced: at most a few passes (the debounce may split a burst), each one call per customer.

@@ -390,6 +390,11 @@ async def _prices_active_step() -> dict[str, Any]:
     ctx = current()
     with ctx.db.read() as session:
         active = active_customer_numbers(session, ctx.settings, now=ctx.clock())
+        # Marks whose flush was never asked for (the process died between storing a product and
+        # asking): picked up here, so at most `prices_active_refresh_minutes` late.
+        orphaned = session.execute(sa.select(DirtyPriceProductRow.product_number).limit(1)).first() is not None
+    if orphaned:
+        await asyncio.to_thread(request_product_prices)
     return (await sweep_prices(customers=active)).as_stats()
 
 
