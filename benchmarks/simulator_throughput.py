@@ -31,6 +31,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from extend_connector.demo.stack import free_port
+
 RESULTS = Path(__file__).parent / "results" / "simulator_throughput.json"
 
 
@@ -56,12 +58,6 @@ def _serve(kind: str, port: int, products: int) -> None:
         app = build_app(SimulatorConfig(products=products, customers=100, orders=200, rate_limits_enabled=False))
         config = uvicorn_config(app, host="127.0.0.1", port=port)
     uvicorn.Server(config).run()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_port(port: int, timeout: float = 60.0) -> None:
@@ -113,7 +109,7 @@ async def _load(port: int, paths: list[str], seconds: float, connections: int) -
 
 
 def _measure(kind: str, paths: list[str], seconds: float, connections: int, products: int) -> dict[str, float]:
-    port = _free_port()
+    port = free_port()
     process = multiprocessing.get_context("spawn").Process(target=_serve, args=(kind, port, products), daemon=True)
     process.start()
     try:

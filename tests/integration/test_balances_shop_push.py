@@ -20,6 +20,7 @@ from typing import Any
 import httpx2
 import pytest
 
+from acceptance.harness import free_port, wait_for
 from extend_connector.service import Connector
 from extend_connector.settings import (
     ExtendSettings,
@@ -75,16 +76,9 @@ def shop() -> Iterator[Receiver]:
         receiver.server.shutdown()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 def test_stock_changed_reaches_the_shop_only_when_the_value_changed(tmp_path: Path, shop: Receiver) -> None:
-    port = _free_port()
+    port = free_port()
     inbox = f"http://127.0.0.1:{port}/webhooks/extend"
     config = SimulatorConfig(seed=5, products=20, customers=1, warehouses=("MainWarehouse",),
                              webhooks=(WebhookRegistration(callback_url=inbox, events=("AvailableBalanceChanged",)),))
@@ -101,16 +95,16 @@ def test_stock_changed_reaches_the_shop_only_when_the_value_changed(tmp_path: Pa
         try:
             with connector.serve_in_thread(port=port):
                 product = sorted(sim.state.products)[0]
-                _wait(lambda: _local(port, product) is not None, "the initial load")
+                wait_for(lambda: _local(port, product) is not None, timeout=30, what="the initial load")
                 start = _local(port, product)
                 assert start is not None
                 # The initial load told the shop about every non-zero balance (once).
                 before = 1 if start else 0
-                _wait(lambda: len(shop.stock(product)) == before, "the initial load's event")
+                wait_for(lambda: len(shop.stock(product)) == before, timeout=30, what="the initial load's event")
 
                 httpx2.post(f"{sim.admin_url}/stock", json={"productNumber": product, "warehouse": "MainWarehouse",
                                                             "delta": 5})
-                _wait(lambda: len(shop.stock(product)) == before + 1, "stock.changed at the shop")
+                wait_for(lambda: len(shop.stock(product)) == before + 1, timeout=30, what="stock.changed at the shop")
                 event = shop.stock(product)[-1]
                 assert event["data"]["available"] == start + 5
                 assert shop.bad_signatures == 0
@@ -119,7 +113,7 @@ def test_stock_changed_reaches_the_shop_only_when_the_value_changed(tmp_path: Pa
                 confirmed = _confirmed_at(port, product)
                 httpx2.post(f"{sim.admin_url}/events", json={"action": "AvailableBalanceChanged", "details": {
                     "ProductNumber": product, "Warehouse": "MainWarehouse", "AvailableBalance": str(start + 5)}})
-                _wait(lambda: _confirmed_at(port, product) != confirmed, "the re-fetch of an unchanged balance")
+                wait_for(lambda: _confirmed_at(port, product) != confirmed, timeout=30, what="the re-fetch of an unchanged balance")
                 time.sleep(1.0)  # an event, had one been published, would be delivered by now
                 assert len(shop.stock(product)) == before + 1
         finally:
@@ -142,11 +136,3 @@ def _confirmed_at(port: int, product: str) -> str | None:
     item = _get(port, product)
     return None if item is None else str(item["freshness"]["confirmedAt"])
 
-
-def _wait(predicate: Any, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")

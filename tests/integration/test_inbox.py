@@ -4,7 +4,6 @@ on Id, one job per handled notification, unknown actions stored and acknowledged
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import httpx2
 import pytest
 import sqlalchemy as sa
 
+from acceptance.harness import free_port
 from extend_connector.extend.webhooks import sign
 from extend_connector.service import Connector
 from extend_connector.settings import Settings
@@ -21,19 +21,13 @@ from extend_connector.store.models import InboxRow
 SECRET = "inbox-secret"
 
 
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
 
 @pytest.fixture
 def inbox(tmp_path: Path) -> Iterator[tuple[str, Connector]]:
-    port = _port()
+    port = free_port()
     settings = Settings.model_validate({
         # Nothing listens here: the jobs the inbox enqueues may fail, the inbox must not care.
-        "extend": {"base_url": f"http://127.0.0.1:{_port()}/api", "webhook_secret": SECRET},
+        "extend": {"base_url": f"http://127.0.0.1:{free_port()}/api", "webhook_secret": SECRET},
         "store": {"database_url": f"sqlite:///{tmp_path / 'c.db'}"},
         "server": {"port": port, "webhook_max_body_bytes": 4096},
     })

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2
 import pytest
 
+from acceptance.harness import free_port
 from extend_connector.flows import customers as flow
 from extend_connector.service import Connector
 from extend_connector.settings import Settings
@@ -36,17 +37,10 @@ def base(sim: RunningSimulator, db_url: str) -> Iterator[str]:
                         store={"database_url": db_url},
                         scope={"customers": "to_extend", "products": "off", "prices": "off"})
     connector = Connector(settings, webshop=RecordingWebshop(), scheduler_poll_seconds=0.2)
-    with connector.serve_in_thread(port=_port()) as url:
+    with connector.serve_in_thread(port=free_port()) as url:
         yield url
     connector.close()
 
-
-def _port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_number(shop_ref: str, timeout: float = 30.0) -> str:

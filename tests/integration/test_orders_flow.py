@@ -18,6 +18,7 @@ import httpx2
 import pytest
 import sqlalchemy as sa
 
+from acceptance.harness import free_port, wait_for
 from extend_connector.flows import failures
 from extend_connector.service import Connector
 from extend_connector.settings import Settings
@@ -38,26 +39,6 @@ def _run(coro: Any) -> Any:
             await current().aclose()
 
     return asyncio.run(go())
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for(predicate: Any, timeout: float, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 class Stack:
