@@ -61,7 +61,7 @@ from extend_connector.flows.passes import Backoff, run_passes
 from extend_connector.flows.sync import Progress, SweepResult, Tally
 from extend_connector.settings import Settings
 from extend_connector.store.models import BalanceRow, DirtyBalanceRow
-from extend_connector.store.repositories import mark_dirty
+from extend_connector.store.repositories import dialect_insert, mark_dirty
 from extend_connector.webshop import EventType
 
 log = structlog.get_logger("extend_connector.flows.balances")
@@ -340,13 +340,7 @@ def _update_values(product_number: str, warehouse: str, b: Balance, row: _Held) 
 
 
 def _insert_ignore(session: Session) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(_BALANCES).on_conflict_do_nothing()
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(_BALANCES).on_conflict_do_nothing()
+    return dialect_insert(session)(_BALANCES).on_conflict_do_nothing()
 
 
 def _newer_or_same(a: datetime | None, b: datetime | None) -> bool:

@@ -33,6 +33,7 @@ from extend_connector.flows.context import current
 from extend_connector.flows.passes import Backoff, run_passes
 from extend_connector.flows.sync import Progress, SweepResult, Tally
 from extend_connector.settings import PricesScope, Settings
+from extend_connector.store import repositories
 from extend_connector.store.models import CustomerRow, DirtyPriceProductRow, OrderRow, PriceRow
 from extend_connector.webshop import EventType
 
@@ -300,19 +301,7 @@ FLUSH_BACKOFF = Backoff(floor_seconds=1.0, cap_seconds=60.0, give_up_seconds=6 *
 
 def mark_products(session: Session, product_numbers: Iterable[str], *, now: datetime) -> None:
     """Mark products whose prices must be refreshed for every kept customer (caller's transaction)."""
-    numbers = sorted(set(product_numbers))
-    if not numbers:
-        return
-    table = _DIRTY
-    insert: Any
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(table)
-    session.execute(stmt.on_conflict_do_update(index_elements=["product_number"],
-                                               set_={"marked_at": stmt.excluded.marked_at}),
-                    [{"product_number": n, "marked_at": now} for n in numbers])
+    repositories.mark_price_products(session, product_numbers, now=now)
 
 
 def request_product_prices() -> str:

@@ -26,6 +26,7 @@ from extend_connector.store.models import (
     Base,
     CursorRow,
     DirtyBalanceRow,
+    DirtyPriceProductRow,
     DriftRow,
     IdMappingRow,
     InboxRow,
@@ -46,7 +47,8 @@ class UpsertResult:
     changed_columns: tuple[str, ...] = ()
 
 
-def _insert(session: Session) -> Any:
+def dialect_insert(session: Session) -> Any:
+    """The `insert` of the session's database dialect (for ON CONFLICT on SQLite and PostgreSQL)."""
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
@@ -69,7 +71,7 @@ def upsert(
     if missing:
         raise ValueError(f"upsert into {table.name} needs primary key columns {missing}")
     inserted = session.execute(
-        _insert(session)(table).values(**values).on_conflict_do_nothing().returning(*table.primary_key.columns)
+        dialect_insert(session)(table).values(**values).on_conflict_do_nothing().returning(*table.primary_key.columns)
     ).first()
     if inserted is not None:
         return UpsertResult(inserted=True, changed=True, changed_columns=tuple(values))
@@ -118,7 +120,7 @@ def record_delivery(
 ) -> bool:
     """Store a webhook delivery; True if it is new (a repeat only bumps `last_seen_attempt`)."""
     inserted = session.execute(
-        _insert(session)(InboxRow.__table__)
+        dialect_insert(session)(InboxRow.__table__)
         .values(
             delivery_id=delivery_id,
             attempt=attempt,
@@ -254,10 +256,22 @@ def mark_dirty(session: Session, pairs: Iterable[tuple[str, str]], *, now: datet
     rows = [{"product_number": p, "warehouse": w, "first_marked_at": now, "last_marked_at": now} for p, w in pairs]
     if not rows:
         return
-    stmt = _insert(session)(DirtyBalanceRow.__table__).values(rows)
+    stmt = dialect_insert(session)(DirtyBalanceRow.__table__).values(rows)
     session.execute(stmt.on_conflict_do_update(
         index_elements=["product_number", "warehouse"], set_={"last_marked_at": stmt.excluded.last_marked_at}
     ))
+
+
+def mark_price_products(session: Session, product_numbers: Iterable[str], *, now: datetime | None = None) -> None:
+    """Mark products whose prices must be refreshed for every kept customer; a new mark moves
+    `marked_at` on, so a flush that started before it leaves the product marked."""
+    now = now or utcnow()
+    rows = [{"product_number": n, "marked_at": now} for n in sorted(set(product_numbers))]
+    if not rows:
+        return
+    stmt = dialect_insert(session)(DirtyPriceProductRow.__table__)
+    session.execute(stmt.on_conflict_do_update(index_elements=["product_number"],
+                                               set_={"marked_at": stmt.excluded.marked_at}), rows)
 
 
 def take_dirty(session: Session, *, limit: int = 1000) -> list[tuple[str, str, datetime]]:
