@@ -8,6 +8,7 @@ errors and the log processors; failures shown to operators are not redacted on p
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -59,3 +60,43 @@ def redact_value(value: Any, *, depth: int = 0) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(redact_value(v, depth=depth + 1) for v in value)
     return value
+
+
+# --- log pipeline -------------------------------------------------------------------------------
+
+
+def structlog_processor(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """A structlog processor: mask sensitive keys and URL passwords (after `format_exc_info`)."""
+    return {k: MASK if sensitive_key(k) else redact_value(v) for k, v in event_dict.items()}
+
+
+def install_stdlib_redaction() -> None:
+    """Mask URL passwords in every standard-library log record (uvicorn, DBOS, SQLAlchemy, ...).
+
+    A record factory rather than a handler filter: libraries install their own handlers after
+    start-up (DBOS at launch, uvicorn when it starts), and a factory sees every record anyway.
+    Installed once; records whose text needs no change keep their `args` (uvicorn's access
+    formatter reads them).
+    """
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_extend_connector_redacts", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call: leave it to the handler to report
+            return record
+        masked = redact_text(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and record.exc_info[0] is not None:
+            record.exc_text = redact_text(_FORMATTER.formatException(record.exc_info))
+        return record
+
+    factory._extend_connector_redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+_FORMATTER = logging.Formatter()
