@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 MASK = "***"
@@ -65,7 +65,7 @@ def redact_value(value: Any, *, depth: int = 0) -> Any:
 # --- log pipeline -------------------------------------------------------------------------------
 
 
-def structlog_processor(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def structlog_processor(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
     """A structlog processor: mask sensitive keys and URL passwords (after `format_exc_info`)."""
     return {k: MASK if sensitive_key(k) else redact_value(v) for k, v in event_dict.items()}
 
