@@ -275,9 +275,15 @@ class ExtendSettings(_Section):
         AnyHttpUrl("http://127.0.0.1:8765/api"),
         description="Base URL of Extend's REST API (default: the bundled simulator).",
     )
-    api_token: SecretStr = Field(SecretStr("sim-token"), description="Credential sent with every call.")
+    api_token: SecretStr = Field(
+        SecretStr("sim-token"),
+        description="Credential sent with every call. Never empty; the default (the simulator's) is refused "
+        "outside loopback.",
+    )
     webhook_secret: SecretStr = Field(
-        SecretStr("sim-webhook-secret"), description="Secret of the webhook registration in Extend (ms-signature)."
+        SecretStr("sim-webhook-secret"),
+        description="Secret of the webhook registration in Extend (ms-signature). Never empty while signatures "
+        "are verified; the default (the simulator's) is refused outside loopback.",
     )
     verify_webhook_signatures: bool = Field(
         True, description="Refuse unsigned webhooks. Turning this off logs a warning at every start."
@@ -308,11 +314,15 @@ class WebshopSettings(_Section):
     """The shop side: the built-in headless adapter (read API + signed outgoing webhooks)."""
 
     adapter: Literal["headless"] = Field("headless", description="Webshop adapter; `headless` is built in.")
-    api_token: SecretStr = Field(SecretStr("shop-token"), description="Bearer token the shop uses on /v1.")
+    api_token: SecretStr = Field(
+        SecretStr("shop-token"),
+        description="Bearer token the shop uses on /v1. Outside loopback: at least 16 characters, not the default.",
+    )
     webhook_url: AnyHttpUrl | None = Field(None, description="Where changes are pushed (Standard Webhooks); unset = none.")
     webhook_secret: SecretStr = Field(
         SecretStr("whsec_c2hvcC13ZWJob29rLXNlY3JldC1kZWZhdWx0"),
-        description="Standard Webhooks secret (`whsec_` + base64) used to sign outgoing webhooks.",
+        description="Standard Webhooks secret (`whsec_` + base64) used to sign outgoing webhooks. Outside "
+        "loopback: at least 16 bytes after `whsec_`, not the default.",
     )
     stock_figure: Literal["sum", "per_warehouse"] = Field(
         "sum", description="Shop-facing stock: sum over sell-from warehouses, or one figure per warehouse."
