@@ -552,7 +552,7 @@ _SECRET_HINTS: dict[tuple[str, str], str] = {
 }
 
 
-def _secret_problem(settings: Settings, loc: tuple[str, str], value: str, exposed: str) -> str | None:
+def _secret_problem(loc: tuple[str, str], value: str, exposed: str) -> str | None:
     """What is unsafe about the secret at `loc` (None: nothing); never quotes the value."""
     is_whsec = loc == ("webshop", "webhook_secret")
     key = _whsec_key(value) if is_whsec else value.strip().encode()
@@ -594,7 +594,7 @@ def secret_problems(settings: Settings) -> list[str]:
         del secrets[("extend", "webhook_secret")]
     problems = []
     for loc, secret in secrets.items():
-        problem = _secret_problem(settings, loc, secret.get_secret_value(), exposed)
+        problem = _secret_problem(loc, secret.get_secret_value(), exposed)
         if problem:
             problems.append(f"{'.'.join(loc)} [env {env_name(loc)}]: {problem}")
     return problems
