@@ -113,15 +113,24 @@ def init(path: Path, products: str | None, customers: str | None, prices: str | 
     path.write_text(text, encoding="utf-8")
     try:
         load_settings(path, env=False)
-    except ConfigError as exc:  # pragma: no cover - render_config only writes valid files
-        raise click.ClickException(f"the file written is not valid: {exc}") from exc
+    except ConfigError as exc:
+        if not exc.unsafe_only:  # pragma: no cover - render_config writes valid files but for secrets
+            raise click.ClickException(f"the file written is not valid: {exc}") from exc
+        # A real Extend URL makes the public default secrets unsafe: say what to fill in.
+        click.echo(f"wrote {path}; set these before `run` (in the file or the environment):\n  "
+                   + "\n  ".join(exc.problems))
+        return
     click.echo(f"wrote {path}; run `extend-connector --config {path} check` to see what would run")
 
 
 @main.command()
 @click.pass_context
 def check(ctx: click.Context) -> None:
-    """Validate the configuration and tell what would run."""
+    """Validate the configuration and tell what would run (secrets are never shown).
+
+    Refuses (exit 3, naming the setting) empty secrets, and public default secrets when
+    extend.base_url, server.host or webshop.webhook_url is not loopback; every command does.
+    """
     from extend_connector.config_file import describe_plan
 
     settings = _settings(ctx)

@@ -10,7 +10,8 @@ from typing import Any
 from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
-from extend_connector.settings import SECTIONS, Settings, env_name
+from extend_connector.redact import redact_url
+from extend_connector.settings import PUBLIC_SECRETS, SECTIONS, Settings, env_name
 
 
 def _toml_value(value: Any) -> str:
@@ -99,9 +100,9 @@ def describe_plan(settings: Settings) -> str:
     }[s.scope.customers.value]
     lines = [
         "configuration is valid",
-        f"  Extend API      {s.extend.base_url} (auth header {s.extend.dialect.auth_header})",
+        f"  Extend API      {redact_url(str(s.extend.base_url))} (auth header {s.extend.dialect.auth_header})",
         f"  warehouses      {', '.join(s.extend.warehouses)}",
-        f"  database        {s.store.url}",
+        f"  database        {redact_url(s.store.url)}",
         f"  engine          role={s.engine.role} version={s.engine.application_version} "
         f"executor={s.engine.executor_id}",
         f"  server          http://{s.server.host}:{s.server.port} (webhook inbox /webhooks/extend, read API /v1)",
@@ -114,6 +115,20 @@ def describe_plan(settings: Settings) -> str:
         f"  customers       {customers}",
         f"  prices          {'per-customer net prices from Extend' if s.scope.prices.value == 'sync' else 'off'}",
     ]
+    lines.append(_describe_secrets(s))
     if not s.extend.verify_webhook_signatures:
         lines.append("  WARNING         webhook signatures are NOT verified (extend.verify_webhook_signatures = false)")
     return "\n".join(lines)
+
+
+def _describe_secrets(s: Settings) -> str:
+    """Which secrets are set (never their values), and whether any is a public default."""
+    secrets = {"extend.api_token": s.extend.api_token, "extend.webhook_secret": s.extend.webhook_secret,
+               "webshop.api_token": s.webshop.api_token, "webshop.webhook_secret": s.webshop.webhook_secret}
+    public = [name for name, value in secrets.items() if value.get_secret_value() in PUBLIC_SECRETS]
+    line = f"  secrets         {', '.join(secrets)} set (values never shown)"
+    if public:
+        # Settings refuse these outside loopback, so reaching here means everything is local.
+        line += (f"\n  NOTE            public defaults in use ({', '.join(public)}): fine on loopback only; "
+                 "set your own before Extend or the shop connects from elsewhere")
+    return line

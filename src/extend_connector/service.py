@@ -15,6 +15,7 @@ import contextlib
 import importlib
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,6 +33,7 @@ from extend_connector.api.app import create_app
 from extend_connector.engine import Engine
 from extend_connector.extend import ThreadedFleetBucket, budget_key, shared_budget
 from extend_connector.flows import context
+from extend_connector.redact import install_stdlib_redaction, structlog_processor
 from extend_connector.settings import Settings
 from extend_connector.store.database import Database
 from extend_connector.store.migrate import migrate
@@ -60,17 +62,27 @@ def _optional_module(name: str) -> ModuleType | None:
 
 
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
-    """structlog with JSON lines (or pretty console output for humans)."""
+    """structlog with JSON lines (or pretty console output for humans).
+
+    Secrets and personal data are masked on the way out (`extend_connector.redact`): values
+    under secret or personal keys, and URL passwords in any text, tracebacks included.
+    """
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format="%(message)s")
+    install_stdlib_redaction()
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            # Tracebacks become text here, so the redaction below sees them too.
+            structlog.processors.format_exc_info,
+            structlog_processor,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
+        # The stdout of now (structlog's default is the one at its import).
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=False,
     )
 

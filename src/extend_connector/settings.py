@@ -3,10 +3,16 @@
 Every setting lives here, with its default and a description that `init` writes into
 the commented config file. A wrong or missing value stops start-up with `ConfigError`,
 whose message names the setting (TOML path and environment variable) and the form expected.
+So does an unsafe one: an empty secret, or a public one (the simulator's and the demo's) when
+the connector faces more than loopback (see `secret_problems`). Messages never show a secret,
+and show URLs with their password masked.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -23,7 +29,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from extend_connector.redact import redact_text
 
 ENV_PREFIX = "EXTEND_CONNECTOR_"
 DEFAULT_CONFIG_FILE = "extend-connector.toml"
@@ -32,9 +41,11 @@ DEFAULT_CONFIG_FILE = "extend-connector.toml"
 class ConfigError(Exception):
     """The configuration cannot be used; `problems` lists one line per bad setting."""
 
-    def __init__(self, problems: list[str], source: str | None = None) -> None:
+    def __init__(self, problems: list[str], source: str | None = None, *, unsafe_only: bool = False) -> None:
         self.problems = problems
         self.source = source
+        # Every problem is an unsafe secret (the rest of the file is valid): `init` tells what to set.
+        self.unsafe_only = unsafe_only
         where = f" ({source})" if source else ""
         super().__init__(f"configuration error{where}:\n  " + "\n  ".join(problems))
 
@@ -55,7 +66,8 @@ StrList = Annotated[list[str], NoDecode]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Inputs stay out of ValidationError's text: they may be secrets or URLs with a password.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class ProductsScope(StrEnum):
@@ -263,9 +275,15 @@ class ExtendSettings(_Section):
         AnyHttpUrl("http://127.0.0.1:8765/api"),
         description="Base URL of Extend's REST API (default: the bundled simulator).",
     )
-    api_token: SecretStr = Field(SecretStr("sim-token"), description="Credential sent with every call.")
+    api_token: SecretStr = Field(
+        SecretStr("sim-token"),
+        description="Credential sent with every call. Never empty; the default (the simulator's) is refused "
+        "outside loopback.",
+    )
     webhook_secret: SecretStr = Field(
-        SecretStr("sim-webhook-secret"), description="Secret of the webhook registration in Extend (ms-signature)."
+        SecretStr("sim-webhook-secret"),
+        description="Secret of the webhook registration in Extend (ms-signature). Never empty while signatures "
+        "are verified; the default (the simulator's) is refused outside loopback.",
     )
     verify_webhook_signatures: bool = Field(
         True, description="Refuse unsigned webhooks. Turning this off logs a warning at every start."
@@ -296,11 +314,15 @@ class WebshopSettings(_Section):
     """The shop side: the built-in headless adapter (read API + signed outgoing webhooks)."""
 
     adapter: Literal["headless"] = Field("headless", description="Webshop adapter; `headless` is built in.")
-    api_token: SecretStr = Field(SecretStr("shop-token"), description="Bearer token the shop uses on /v1.")
+    api_token: SecretStr = Field(
+        SecretStr("shop-token"),
+        description="Bearer token the shop uses on /v1. Outside loopback: at least 16 characters, not the default.",
+    )
     webhook_url: AnyHttpUrl | None = Field(None, description="Where changes are pushed (Standard Webhooks); unset = none.")
     webhook_secret: SecretStr = Field(
         SecretStr("whsec_c2hvcC13ZWJob29rLXNlY3JldC1kZWZhdWx0"),
-        description="Standard Webhooks secret (`whsec_` + base64) used to sign outgoing webhooks.",
+        description="Standard Webhooks secret (`whsec_` + base64) used to sign outgoing webhooks. Outside "
+        "loopback: at least 16 bytes after `whsec_`, not the default.",
     )
     stock_figure: Literal["sum", "per_warehouse"] = Field(
         "sum", description="Shop-facing stock: sum over sell-from warehouses, or one figure per warehouse."
@@ -408,6 +430,7 @@ class Settings(BaseSettings):
         extra="forbid",
         frozen=True,
         case_sensitive=False,
+        hide_input_in_errors=True,
     )
 
     scope: ScopeSettings = Field(default_factory=ScopeSettings)
@@ -445,10 +468,136 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _safe_secrets(self) -> Settings:
+        problems = secret_problems(self)
+        if problems:
+            # A custom type (not ValueError) lets `load_settings` tell these from malformed values.
+            raise PydanticCustomError(UNSAFE_SECRET_ERROR, "\n".join(problems))
+        return self
+
 
 def env_name(loc: tuple[str | int, ...]) -> str:
     """The environment variable that sets the setting at `loc`."""
     return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
+
+
+# --- secrets: empty ones never start; public ones start on loopback only -----------------------
+
+UNSAFE_SECRET_ERROR = "unsafe_secret"
+# Secrets the connector chooses itself (the shop's token and signing key) are this long at least
+# outside loopback; Extend's credential and webhook secret are whatever Extend issues.
+MIN_OWN_SECRET_LENGTH = 16
+# Published in this repository (settings defaults, simulator, demo) or in Extend's documentation
+# (`secret123` is its signature example): anyone can compute a signature or call with them.
+PUBLIC_SECRETS: frozenset[str] = frozenset({
+    "sim-token",
+    "sim-webhook-secret",
+    "shop-token",
+    "whsec_c2hvcC13ZWJob29rLXNlY3JldC1kZWZhdWx0",
+    "demo-webhook-secret",
+    "demo-shop-token",
+    "whsec_ZGVtby1zaG9wLXdlYmhvb2stc2VjcmV0LTMyYnl0ZXM=",
+    "secret123",
+})
+
+
+def _whsec_key(value: str) -> bytes | None:
+    """The key bytes of a `whsec_<base64>` secret (None when it is not one)."""
+    try:
+        return base64.b64decode(value.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+_PUBLIC_KEYS = {key for key in (_whsec_key(v) for v in PUBLIC_SECRETS if v.startswith("whsec_")) if key}
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """127.0.0.0/8, ::1 and `localhost` names; any other name may resolve anywhere, so it is not."""
+    if host is None:
+        return False
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure(settings: Settings) -> list[str]:
+    """Why the connector faces more than this machine (empty: everything is on loopback)."""
+    reasons = []
+    if not is_loopback_host(settings.extend.base_url.host):
+        reasons.append(f"extend.base_url host {settings.extend.base_url.host}")
+    if not is_loopback_host(settings.server.host):
+        reasons.append(f"server.host {settings.server.host}")
+    hook = settings.webshop.webhook_url
+    if hook is not None and not is_loopback_host(hook.host):
+        reasons.append(f"webshop.webhook_url host {hook.host}")
+    return reasons
+
+
+_SHOP_TOKEN_HINT = ("a random token of at least 16 characters, e.g. the output of "
+                    "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+_SHOP_WHSEC_HINT = ("`whsec_` + base64 of at least 16 random bytes, e.g. the output of `python3 -c 'import base64, "
+                    "secrets; print(\"whsec_\" + base64.b64encode(secrets.token_bytes(32)).decode())'`")
+# setting -> what to put there instead
+_SECRET_HINTS: dict[tuple[str, str], str] = {
+    ("extend", "api_token"): "the credential Extend issued for this integration",
+    ("extend", "webhook_secret"): "the secret of the webhook registration in Extend",
+    ("webshop", "api_token"): _SHOP_TOKEN_HINT,
+    ("webshop", "webhook_secret"): _SHOP_WHSEC_HINT,
+}
+
+
+def _secret_problem(loc: tuple[str, str], value: str, exposed: str) -> str | None:
+    """What is unsafe about the secret at `loc` (None: nothing); never quotes the value."""
+    is_whsec = loc == ("webshop", "webhook_secret")
+    key = _whsec_key(value) if is_whsec else value.strip().encode()
+    if not key:
+        what = "empty key after `whsec_`" if is_whsec else "empty"
+        if loc == ("extend", "webhook_secret"):
+            what += (", so anyone can sign a webhook (turn extend.verify_webhook_signatures off instead only "
+                     "if something in front checks the calls)")
+        return f"{what}; set {_SECRET_HINTS[loc]}"
+    if not exposed:
+        return None
+    if value in PUBLIC_SECRETS or (is_whsec and key in _PUBLIC_KEYS):
+        return (f"a public default (published with the simulator, the demo or Extend's docs), refused outside "
+                f"loopback ({exposed}); set {_SECRET_HINTS[loc]}")
+    if loc[0] == "webshop" and len(key) < MIN_OWN_SECRET_LENGTH:
+        unit = "bytes after `whsec_`" if is_whsec else "characters"
+        return (f"{len(key)} {unit}; outside loopback ({exposed}) at least {MIN_OWN_SECRET_LENGTH} are needed; "
+                f"set {_SECRET_HINTS[loc]}")
+    return None
+
+
+def secret_problems(settings: Settings) -> list[str]:
+    """One line per unsafe secret, naming the setting and its environment variable.
+
+    Empty secrets are always refused: an empty HMAC key or bearer token is one anyone can use.
+    Public secrets (`PUBLIC_SECRETS`) and short self-chosen ones are refused as soon as any of
+    extend.base_url, server.host or webshop.webhook_url leaves loopback, so the simulator, the
+    demo and the tests keep running with the defaults. With extend.verify_webhook_signatures
+    off, extend.webhook_secret is not used and not checked (a warning is logged at every start).
+    """
+    exposed = ", ".join(exposure(settings))
+    secrets = {
+        ("extend", "api_token"): settings.extend.api_token,
+        ("extend", "webhook_secret"): settings.extend.webhook_secret,
+        ("webshop", "api_token"): settings.webshop.api_token,
+        ("webshop", "webhook_secret"): settings.webshop.webhook_secret,
+    }
+    if not settings.extend.verify_webhook_signatures:
+        del secrets[("extend", "webhook_secret")]
+    problems = []
+    for loc, secret in secrets.items():
+        problem = _secret_problem(loc, secret.get_secret_value(), exposed)
+        if problem:
+            problems.append(f"{'.'.join(loc)} [env {env_name(loc)}]: {problem}")
+    return problems
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -458,14 +607,15 @@ def _describe(error: dict[str, Any]) -> str:
     dotted = ".".join(str(p) for p in loc)
     message = error.get("msg", "invalid")
     if not dotted:
-        return str(message).removeprefix("Value error, ")
+        return redact_text(str(message).removeprefix("Value error, "))
     if error.get("type") == "extra_forbidden":
         message = "unknown setting (check the spelling; `extend-connector init` writes every setting)"
     given = error.get("input")
     secret = any(word in dotted for word in ("secret", "token", "password"))
     hidden = secret or error.get("type") == "extra_forbidden" or isinstance(given, dict)
     shown = "" if hidden else f" (got {given!r})"
-    return f"{dotted} [env {env_name(loc)}]: {message}{shown}"
+    # A URL given for another setting (or a message quoting it) may carry a password.
+    return redact_text(f"{dotted} [env {env_name(loc)}]: {message}{shown}")
 
 
 def load_settings(config_path: Path | None = None, *, env: bool = True) -> Settings:
@@ -489,7 +639,10 @@ def load_settings(config_path: Path | None = None, *, env: bool = True) -> Setti
             return Settings(**data)
         return EmbeddedSettings(**data)
     except ValidationError as exc:
-        raise ConfigError([_describe(dict(e)) for e in exc.errors()], source) from exc
+        errors = exc.errors()
+        problems = [line for e in errors for line in _describe(dict(e)).split("\n")]
+        unsafe_only = all(e.get("type") == UNSAFE_SECRET_ERROR for e in errors)
+        raise ConfigError(problems, source, unsafe_only=unsafe_only) from exc
 
 
 class EmbeddedSettings(Settings):

@@ -41,7 +41,7 @@ Handler = Callable[[httpx2.Request], httpx2.Response]
 def _client(handler: Handler, *, time: FakeTime | None = None, retry: RetryPolicy | None = None,
             **dialect: Any) -> ExtendClient:
     time = time or FakeTime()
-    settings = Settings(extend={"base_url": "http://extend.test/api", "dialect": dialect})
+    settings = Settings(extend={"base_url": "http://extend.localhost/api", "dialect": dialect})
     return ExtendClient(
         dialect=Dialect.from_settings(settings.extend), default_warehouse="MainWarehouse",
         default_customer_number="WEB", transport=httpx2.MockTransport(handler),

@@ -103,7 +103,7 @@ def test_a_429_blocks_the_fleet_for_retry_after() -> None:
                                headers={"retry-after": "6", "x-ratelimit-limit": "300"}),
                httpx2.Response(200, content=json.dumps({"productNumber": "P1", "productName": "x",
                                                         "changedDate": "2024-10-15T15:00:00Z"}).encode())]
-    settings = Settings(extend={"base_url": "http://extend.test/api"})
+    settings = Settings(extend={"base_url": "http://extend.localhost/api"})
     budget = _budget(time, fleet)
     client = ExtendClient(dialect=Dialect.from_settings(settings.extend), default_warehouse="MainWarehouse",
                           default_customer_number="WEB",

@@ -48,6 +48,10 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 def verify_signature(raw: bytes, header: str | None, secret: str) -> None:
     """Raise SignatureInvalid unless `header` is the HMAC-SHA256 of exactly `raw` under `secret`."""
+    if not secret:
+        # Settings refuse an empty secret already; a signature under the empty key is one anyone
+        # can compute, so it proves nothing even if a caller got here without them.
+        raise SignatureInvalid("no secret to verify with: extend.webhook_secret is empty")
     if not header:
         raise SignatureInvalid(f"no {SIGNATURE_HEADER} header")
     scheme, sep, given = header.strip().partition("=")

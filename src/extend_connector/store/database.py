@@ -53,7 +53,11 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
 
 
 def create_db_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> sa.Engine:
-    """The SQLAlchemy engine for `url` (SQLite file or PostgreSQL), configured as above."""
+    """The SQLAlchemy engine for `url` (SQLite file or PostgreSQL), configured as above.
+
+    Bound parameters are kept out of exception texts (`hide_parameters`): they carry the shop's
+    orders and customers (names, e-mail, addresses), and a failed statement's traceback is logged.
+    """
     url = normalise_url(url)
     if is_sqlite(url):
         if url in ("sqlite://", "sqlite:///:memory:"):
@@ -61,6 +65,7 @@ def create_db_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> sa
         engine = sa.create_engine(
             url,
             echo=echo,
+            hide_parameters=True,
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_timeout=60,
@@ -71,6 +76,7 @@ def create_db_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> sa
     return sa.create_engine(
         url,
         echo=echo,
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=10,
         pool_timeout=60,
