@@ -7,12 +7,14 @@ Envelopes (the dialect's `envelope` setting):
 Walks:
 - `PageNumberWalk`: page 1, 2, … until the last page. Right for lists whose membership does not
   move while they are read (product numbers, a warehouse, prices).
-- `ChangeDateWalk`: for change-date lists, which Extend orders by change date then key. Plain
-  page numbers lose records there: a record that changes while page 2 is read moves to the end,
-  everything behind it shifts one place forward, and one record slips past the page boundary
-  unseen. This walk re-anchors instead: after each page it asks again from the last change date
-  seen (inclusive) at page 1, skipping records already yielded with the same change date. A
-  record that changes mid-walk is read again in its new version; none is skipped.
+- `ChangeDateWalk`: for every list Extend orders by change date then key, filtered by a change
+  date or not (a full listing, a list of given product numbers). Plain page numbers lose records
+  there: a record that changes while page 2 is read moves to the end, everything behind it shifts
+  one place forward, and one record slips past the page boundary unseen. This walk re-anchors
+  instead: after each page it asks again from the last change date seen (inclusive) at page 1,
+  skipping records already yielded with the same change date. A record that changes mid-walk is
+  read again in its new version; none is skipped. Its chase bound counts records (the first total
+  plus `extra_pages` pages), so a tie of one change date over many pages is read to the end.
 
 Both stream page by page; nothing is materialised beyond one page and a small dedupe set.
 """
