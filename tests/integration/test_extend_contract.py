@@ -346,10 +346,12 @@ def test_budget_slows_down_before_429() -> None:
                              rate_limit_heavy=RateLimit(limit=3, period_seconds=0.6))
     with run_in_thread(config) as sim:
         async def scenario() -> None:
-            async with _client(sim, page_size=2) as extend:
+            async with _client(sim, page_size=3) as extend:
                 products = [p async for p in extend.products_changed_since()]
                 assert len(products) == 12
                 heavy = extend.stats().groups["heavy"]
+                # The listing re-asks from the last change date seen, which it reads again: 3 new
+                # records, then 2 per page (1 + 5 requests).
                 assert heavy.calls == 6 and heavy.waits >= 1
                 assert heavy.throttled == 0 and sim.state.status_counts[429] == 0
 
@@ -391,3 +393,73 @@ def test_non_default_dialect_against_a_simulator_configured_the_same() -> None:
                     await default.get_product("x")
 
         _run(scenario())
+
+
+# --- full listings while records change (issue 12, defect 3) ----------------------------------------
+
+
+class TouchHeadAfterFirstPage(httpx2.AsyncHTTPTransport):
+    """Right after the simulator answered page 1 of the first list request for `path`, the first
+    record on that page changes in Extend: it moves to the end of the change-date order, and the
+    record behind the page boundary slides onto page 1, already read."""
+
+    def __init__(self, path: str, touch: Any) -> None:
+        super().__init__()
+        self.path, self.touch = path, touch
+        self.touched: dict[str, Any] | None = None
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await super().handle_async_request(request)
+        if (self.touched is None and request.url.path.lower().endswith(self.path)
+                and request.url.params.get("page") == "1" and response.status_code == 200):
+            await response.aread()
+            self.touched = response.json()["items"][0]
+            self.touch(self.touched)
+        return response
+
+
+def _full_listing(sim: RunningSimulator, kind: str) -> tuple[str, Any, set[Any]]:
+    """(path, touch(item), keys Extend holds now) for one full listing."""
+    state = sim.state
+    with state.lock:
+        keys = {"products": set(state.products), "prices": set(state.products), "customers": set(state.customers),
+                "balances": {(b.product_number, b.warehouse) for b in state.balances.values()}}[kind]
+    if kind == "products":
+        return "/products", lambda item: state.update_product(item["productNumber"], {"productName": "moved"}), keys
+    if kind == "customers":
+        return "/customers", lambda item: state.update_customer(item["customerNumber"], {"name": "Moved AB"}), keys
+    if kind == "prices":
+        return "/productprices", lambda item: state.update_product(item["productNumber"], {"listPrice": 1234.5}), keys
+    return ("/productavailability",
+            lambda item: state.move_stock([{"productNumber": item["productNumber"], "warehouse": item["warehouse"],
+                                            "delta": 1}]), keys)
+
+
+async def _list_everything(extend: ExtendClient, kind: str, customer: str) -> list[Any]:
+    if kind == "products":
+        return [p.product_number async for p in extend.products_changed_since(None)]
+    if kind == "customers":
+        return [c.customer_number async for c in extend.customers_changed_since(None)]
+    if kind == "prices":
+        return [p.product_number async for p in extend.prices_for_customer(customer)]
+    return [(b.product_number, b.warehouse) async for b in extend.availability_for_warehouses(WAREHOUSES)]
+
+
+@pytest.mark.parametrize("kind", ["products", "customers", "prices", "balances"])
+def test_a_full_listing_loses_nothing_when_a_record_changes_between_pages(kind: str) -> None:
+    # Plain page numbers lost the record behind the first page boundary (the demo's balance
+    # `missing locally`); every full listing re-anchors on the last change date seen instead.
+    with run_in_thread(SimulatorConfig(seed=11, products=30, customers=12, rate_limits_enabled=False)) as sim:
+        path, touch, expected = _full_listing(sim, kind)
+        hook = TouchHeadAfterFirstPage(path, touch)
+        settings = Settings(extend={"base_url": sim.base_url, "api_token": sim.token,
+                                    "warehouses": list(WAREHOUSES), "dialect": {"page_size": 4}})
+
+        async def scenario() -> list[Any]:
+            async with ExtendClient.from_settings(settings, retry=FAST_RETRY, budget=RateBudget(),
+                                                  drift=DriftRegistry(), transport=hook) as extend:
+                return await _list_everything(extend, kind, sorted(sim.state.customers)[0])
+
+        keys = _run(scenario())
+        assert hook.touched is not None
+        assert set(keys) == expected

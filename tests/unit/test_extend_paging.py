@@ -53,15 +53,16 @@ class FakeList:
                     page_size=self.page_size, total_count=len(rows), total_pages=total_pages)
 
 
-def _walk(page_size: int) -> ChangeDateWalk:
+def _walk(page_size: int, extra_pages: int = 10_000) -> ChangeDateWalk:
     return ChangeDateWalk(page_size=page_size, since_param="changedSince", format_since=lambda d: d.isoformat(),
                           key=lambda item: item["key"],
-                          changed=lambda item: T0 + timedelta(seconds=item["changed"]), extra_pages=10_000)
+                          changed=lambda item: T0 + timedelta(seconds=item["changed"]), extra_pages=extra_pages)
 
 
-async def _collect_change_walk(fake: FakeList, page_size: int) -> list[tuple[str, int]]:
+async def _collect_change_walk(fake: FakeList, page_size: int, *, since: datetime | None = T0,
+                               extra_pages: int = 10_000) -> list[tuple[str, int]]:
     out: list[tuple[str, int]] = []
-    async for items in _walk(page_size).pages(fake.fetch, {}, T0):
+    async for items in _walk(page_size, extra_pages).pages(fake.fetch, {}, since):
         out.extend((i["key"], i["changed"]) for i in items)
     return out
 
@@ -87,16 +88,77 @@ def test_page_numbers_lose_a_record_that_shifts_and_the_change_date_walk_does_no
     assert ("a", 1001) in kept  # and the changed record is read again, in its new version
 
 
+def test_a_full_listing_keeps_the_record_that_slides_onto_a_page_already_read() -> None:
+    # The demo's lost balance (issue 12, defect 3): the first load listed every balance with plain
+    # page numbers while stock moved, and the record behind the first page boundary was never read.
+    def change_a_after_first_page(fake: FakeList, call: int) -> None:
+        if call == 1:
+            fake.touch("a")
+
+    records = {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}
+    fake = FakeList(dict(records), 2, change_a_after_first_page)
+    kept = asyncio.run(_collect_change_walk(fake, 2, since=None))
+    assert {k for k, _ in kept} == set(records)
+    assert ("a", 1001) in kept
+    assert len(kept) == len(set(kept))
+
+
+def test_a_full_listing_asks_the_first_page_unfiltered_then_from_the_last_change_date() -> None:
+    asked: list[dict[str, str]] = []
+    fake = FakeList({"a": 1, "b": 2, "c": 3}, 2)
+    original = fake.fetch
+
+    async def fetch(params: dict[str, str], number: int) -> Page:
+        asked.append(dict(params))
+        return await original(params, number)
+
+    async def run() -> list[str]:
+        return [i["key"] async for page in _walk(2).pages(fetch, {"warehouse": "W"}, None) for i in page]
+
+    assert asyncio.run(run()) == ["a", "b", "c"]
+    assert asked[0] == {"warehouse": "W"}
+    assert asked[1] == {"warehouse": "W", "changedSince": (T0 + timedelta(seconds=2)).isoformat()}
+
+
+@pytest.mark.parametrize("since", [T0, None], ids=["changed-since", "full"])
+def test_a_tie_many_pages_long_is_read_to_the_end_with_the_default_budget(since: datetime | None) -> None:
+    # 300 records changed at one instant (a bulk stock move, an import), then 5 later ones. Inside a
+    # tie the walk re-reads one page back per page; a budget counted in requests (pages + 20) ran
+    # out in the middle, so every sweep stopped at the same record and its cursor stayed at the tie.
+    records = {f"t{i:03d}": 5 for i in range(300)} | {f"z{i}": 6 + i for i in range(5)}
+    fake = FakeList(dict(records), 10)
+    got = asyncio.run(_collect_change_walk(fake, 10, since=since, extra_pages=20))
+    assert {k for k, _ in got} == set(records)
+    assert len(got) == len(records)
+
+
+def test_a_server_that_ignores_the_page_number_is_left_after_the_idle_budget() -> None:
+    calls = 0
+
+    async def fetch(params: dict[str, str], number: int) -> Page:
+        nonlocal calls
+        calls += 1
+        return Page(items=[{"key": "a", "changed": 1}, {"key": "b", "changed": 1}], page=1, total_count=10,
+                    total_pages=5)
+
+    async def run() -> list[str]:
+        return [i["key"] async for page in _walk(2, extra_pages=3).pages(fetch, {}, T0) for i in page]
+
+    assert asyncio.run(run()) == ["a", "b"]
+    assert calls <= 8
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     stamps=st.lists(st.integers(0, 30), min_size=0, max_size=40),
     page_size=st.integers(1, 7),
     changes=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 10_000), st.booleans()), max_size=25),
+    full=st.booleans(),
 )
 def test_change_date_walk_never_loses_a_record(stamps: list[int], page_size: int,
-                                               changes: list[tuple[int, int, bool]]) -> None:
+                                               changes: list[tuple[int, int, bool]], full: bool) -> None:
     """Whatever changes or appears between pages, every record present at the start is yielded,
-    and no (record, change date) is yielded twice."""
+    and no (record, change date) is yielded twice; from a change date or over the whole list."""
     records = {f"k{i:03d}": c for i, c in enumerate(stamps)}
     initial = set(records)
 
@@ -112,7 +174,7 @@ def test_change_date_walk_never_loses_a_record(stamps: list[int], page_size: int
                 fake.touch(keys[pick % len(keys)])
 
     fake = FakeList(records, page_size, mutate)
-    got = asyncio.run(_collect_change_walk(fake, page_size))
+    got = asyncio.run(_collect_change_walk(fake, page_size, since=None if full else T0))
     assert initial <= {k for k, _ in got}
     assert len(got) == len(set(got))
     # It ends: re-anchoring and tie re-reads cost a bounded number of extra requests per record

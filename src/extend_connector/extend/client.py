@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -345,7 +345,10 @@ class ExtendClient:
             return replace(page, items=items)
 
         pages: AsyncIterator[list[Any]]
-        if since is not None and key is not None and changed is not None:
+        # Every list Extend sorts by change date is walked by change date, full listings too
+        # (`since` None): under plain page numbers a record changing mid-listing moves to the end
+        # and the one behind the page boundary slides onto a page already read, unseen.
+        if key is not None and changed is not None:
             walk = ChangeDateWalk(
                 page_size=self.dialect.page_size, since_param=self.dialect.changed_since_param,
                 format_since=self.dialect.format_datetime, key=key,
@@ -544,10 +547,16 @@ class ExtendClient:
             queries = [{**params, self.dialect.product_numbers_param: self.dialect.join_numbers(chunk)}
                        for chunk in self.chunk_numbers(endpoint, params, product_numbers)]
         for query in queries:
-            async for wire, response in self._items("list_prices", WirePrice, query, progress=progress):
+            async for wire, response in self._items("list_prices", WirePrice, query, progress=progress,
+                                                    key=_price_key, changed=lambda w: w.changed_date):
                 yield self._convert(
                     lambda w: mapping.price(w, self.dialect.aware, customer_number=customer_number),
                     wire, response, "list_prices")
+
+
+def _price_key(wire: WirePrice) -> Hashable:
+    # A customer's list may hold a product more than once (a campaign row beside the list price).
+    return (wire.product_number, wire.currency, wire.price_list, wire.valid_from)
 
 
 def budget_key(settings: Settings) -> str:

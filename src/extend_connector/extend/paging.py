@@ -7,12 +7,14 @@ Envelopes (the dialect's `envelope` setting):
 Walks:
 - `PageNumberWalk`: page 1, 2, … until the last page. Right for lists whose membership does not
   move while they are read (product numbers, a warehouse, prices).
-- `ChangeDateWalk`: for change-date lists, which Extend orders by change date then key. Plain
-  page numbers lose records there: a record that changes while page 2 is read moves to the end,
-  everything behind it shifts one place forward, and one record slips past the page boundary
-  unseen. This walk re-anchors instead: after each page it asks again from the last change date
-  seen (inclusive) at page 1, skipping records already yielded with the same change date. A
-  record that changes mid-walk is read again in its new version; none is skipped.
+- `ChangeDateWalk`: for every list Extend orders by change date then key, filtered by a change
+  date or not (a full listing, a list of given product numbers). Plain page numbers lose records
+  there: a record that changes while page 2 is read moves to the end, everything behind it shifts
+  one place forward, and one record slips past the page boundary unseen. This walk re-anchors
+  instead: after each page it asks again from the last change date seen (inclusive) at page 1,
+  skipping records already yielded with the same change date. A record that changes mid-walk is
+  read again in its new version; none is skipped. Its chase bound counts records (the first total
+  plus `extra_pages` pages), so a tie of one change date over many pages is read to the end.
 
 Both stream page by page; nothing is materialised beyond one page and a small dedupe set.
 """
@@ -121,7 +123,12 @@ class PageNumberWalk:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ChangeDateWalk:
-    """Walk a change-date list without losing records that change between pages."""
+    """Walk a change-date list without losing records that change between pages.
+
+    `since=None` walks the whole list (a full load): the first page is asked without the
+    change-date filter, every later one from the last change date seen. A full listing shifts
+    under plain page numbers exactly as a filtered one does.
+    """
 
     page_size: int
     since_param: str
@@ -129,31 +136,42 @@ class ChangeDateWalk:
     key: Callable[[Any], Hashable]
     changed: Callable[[Any], datetime | None]
     ordered: bool = True  # dialect: the server sorts by change date then key
-    # A list that keeps changing is chased at most this many extra pages; the caller's cursor
-    # (the last change date it stored) picks up the rest on its next sweep.
+    # A list that keeps changing is chased for at most this many pages of records beyond its
+    # first total (the caller's cursor, the last change date it stored, picks up the rest on its
+    # next sweep); a server that keeps answering nothing new is left after this many such pages.
     extra_pages: int = 20
 
-    async def pages(self, fetch: FetchPage, params: dict[str, str], since: datetime) -> AsyncIterator[list[Any]]:
+    async def pages(self, fetch: FetchPage, params: dict[str, str],
+                    since: datetime | None) -> AsyncIterator[list[Any]]:
         anchor = since
         number = 1
         ordered = self.ordered
         seen: set[tuple[Hashable, datetime | None]] = set()  # yielded since `anchor` was set
-        budget: int | None = None
-        fetched = 0
+        # The chase bound counts records, not requests: re-reading inside a tie bigger than a page
+        # costs two requests per page, and a request budget ran out in the middle of such a tie
+        # (every later sweep then stopped at the same place, its cursor stuck at that instant).
+        limit: int | None = None
+        yielded = 0
+        idle = 0  # requests in a row that brought nothing new
 
         async def get(n: int) -> tuple[Page, list[Any]]:
-            nonlocal fetched, budget
-            page = await fetch({**params, self.since_param: self.format_since(anchor)}, n)
-            fetched += 1
-            if budget is None:
-                budget = (page.total_pages or 1) + self.extra_pages
+            nonlocal limit, yielded, idle
+            query = dict(params) if anchor is None else {**params, self.since_param: self.format_since(anchor)}
+            page = await fetch(query, n)
+            if limit is None and page.total_count is not None:
+                limit = page.total_count + self.extra_pages * self.page_size
             fresh = []
             for item in page.items:
                 mark = (self.key(item), self.changed(item))
                 if mark not in seen:
                     seen.add(mark)
                     fresh.append(item)
+            yielded += len(fresh)
+            idle = 0 if fresh else idle + 1
             return page, fresh
+
+        def spent() -> bool:
+            return (limit is not None and yielded >= limit) or idle > self.extra_pages
 
         while True:
             page, fresh = await get(number)
@@ -165,20 +183,20 @@ class ChangeDateWalk:
                 # forward, so the head of this page may now sit on the page before. Re-read
                 # backwards until a page brings nothing new.
                 back = number - 1
-                while back >= 1 and fetched < (budget or 0):
+                while back >= 1 and not spent():
                     _, again = await get(back)
                     if not again:
                         break
                     yield again
                     back -= 1
-            if is_last(page, self.page_size) or fetched >= (budget or 0):
+            if is_last(page, self.page_size) or spent():
                 return
             stamps = [self.changed(item) for item in page.items]
             if ordered and (any(s is None for s in stamps) or any(
                     a > b for a, b in itertools.pairwise(stamps) if a and b)):
                 ordered = False  # the server does not sort as promised: fall back to page numbers
             last = stamps[-1]
-            if ordered and last is not None and last > anchor:
+            if ordered and last is not None and (anchor is None or last > anchor):
                 # Everything not yet seen is at or after `last`: ask again from there.
                 anchor, number = last, 1
                 seen = {mark for mark in seen if mark[1] == last}
