@@ -31,6 +31,7 @@ from extend_connector.engine._declare import (
     to_json_value,
     workflow_name,
 )
+from extend_connector.engine._transient import TransientRetry, configure_transient_retry
 from extend_connector.settings import Settings
 from extend_connector.store.database import create_db_engine, normalise_url
 
@@ -153,6 +154,8 @@ class Engine:
         self._log_level = log_level
         self._client: DBOSClient | None = None
         self._launched = False
+        configure_transient_retry(TransientRetry(
+            give_up_after_seconds=settings.engine.transient_db_retry_minutes * 60))
 
     # --- lifecycle ------------------------------------------------------------------------
 
