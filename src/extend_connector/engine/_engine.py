@@ -430,6 +430,7 @@ class Engine:
         queue: str | None = None,
         limit: int = 100,
         newest_first: bool = True,
+        id_prefix: str | None = None,
     ) -> list[WorkflowInfo]:
         rows = self.client.list_workflows(
             status=list(status) if status else None,
@@ -437,6 +438,7 @@ class Engine:
             queue_name=queue,
             limit=limit,
             sort_desc=newest_first,
+            workflow_id_prefix=id_prefix,
         )
         return [_info(row) for row in rows]
 
