@@ -242,7 +242,7 @@ def test_watchdog_parks_an_order_whose_job_keeps_failing(stack: Stack) -> None:
 def test_watchdog_parks_other_failed_jobs_once(stack: Stack) -> None:
     from extend_connector.flows import outbox
 
-    stack.faults.arm(1, broken, in_job("outbox"))
+    stack.faults.arm(1, broken, lambda s: "outbox" in s and engine.workflow_id() == "shop-event-test")
     job = stack.connector.engine.enqueue(outbox.deliver, 999_999, queue=outbox.QUEUE, partition_key="x:1",
                                          workflow_id="shop-event-test")
     wait_for(lambda: (j := stack.connector.engine.get_status(job)) and j.status != "ENQUEUED" and j.status != "PENDING", 60, what="job ended")
