@@ -307,7 +307,7 @@ def sync(ctx: click.Context, data_point: str, full: bool, dry_run: bool) -> None
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Show freshness of every data point, queue depth and parked failures."""
+    """Show freshness of every data point, orders not yet in Extend, queue depth and parked failures."""
     import json
 
     from extend_connector.flows import failures as parked
@@ -333,6 +333,11 @@ def status(ctx: click.Context, as_json: bool) -> None:
     failed = snap["failures"]
     click.echo("parked failures: " + (", ".join(f"{k} {v}" for k, v in sorted(failed.items())) or "none")
                + ("  (see `extend-connector failures list`)" if failed else ""))
+    unsent = snap["ordersNotInExtend"]
+    click.echo(f"orders acknowledged, not yet in Extend: {unsent['count']}"
+               + (f", oldest received {unsent['oldest']}" if unsent["oldest"] else "")
+               + (f"; {unsent['stuck']} not moving for over {settings.engine.stuck_order_minutes:g} min "
+                  "(see the log's order_stuck / order_job_resumed lines)" if unsent["stuck"] else ""))
     outbox = snap["outbox"]
     click.echo(f"events owed to the shop: {outbox['pending']}" + (f", oldest {outbox['oldest']}" if outbox["oldest"]
                                                                   else ""))

@@ -42,7 +42,7 @@ from extend_connector.webshop import HeadlessWebshop, RecordingWebshop, WebshopP
 
 log = structlog.get_logger("extend_connector.service")
 
-FLOW_MODULES = ("outbox", "orders", "balances", "products", "customers", "prices")
+FLOW_MODULES = ("outbox", "orders", "balances", "products", "customers", "prices", "watchdog")
 API_MODULES = ("webhooks", "orders", "shop", "customers", "admin")
 
 # The longest query the read API documents (`productNumbers`, 10,500 characters) can take up

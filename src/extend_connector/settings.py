@@ -388,6 +388,15 @@ class EngineSettings(_Section):
     )
     executor_id: str = Field("local", min_length=1, description="Stable id of this worker (recovers its own work).")
     worker_concurrency: int = Field(8, ge=1, le=256, description="Jobs run at once by this worker process.")
+    transient_db_retry_minutes: float = Field(
+        60.0, gt=0, description="How long a job step waits out a lost or refused database connection (SQLite: a held "
+        "lock) before its job fails; the watchdog then resumes it."
+    )
+    stuck_order_minutes: float = Field(
+        10.0, gt=0, description="An acknowledged order not in Extend whose job has not moved for this long is "
+        "recovered (its job resumed or queued again) or parked, and logged at error level."
+    )
+    watchdog_minutes: float = Field(1.0, gt=0, description="How often the watchdog looks for stuck orders and failed jobs.")
 
 
 class ServerSettings(_Section):

@@ -6,15 +6,43 @@ module; `create_app` mounts the ones it is given so tests can build an app with 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from extend_connector import __version__
 from extend_connector.api.errors import install_error_handlers
+
+HEALTH_DATABASE_TIMEOUT_SECONDS = 2.0
+
+
+async def database_problem(app: FastAPI) -> str | None:
+    """Why the database does not answer `SELECT 1` within a short timeout (None: it does).
+
+    An app built without a connector (tests of one router) has no database to check.
+    """
+    connector = getattr(app.state, "connector", None)
+    if connector is None:
+        return None
+    db_engine: sa.Engine = connector.db.engine
+
+    def ping() -> None:
+        with db_engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    try:
+        await asyncio.wait_for(asyncio.to_thread(ping), HEALTH_DATABASE_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return f"no answer within {HEALTH_DATABASE_TIMEOUT_SECONDS:g} s"
+    except Exception as exc:
+        # The class only: the driver's text names hosts and users, and /healthz needs no token.
+        return f"unreachable ({type(getattr(exc, 'orig', None) or exc).__name__})"
+    return None
 
 
 def create_app(*, routers: Iterable[APIRouter] = (), state: dict[str, Any] | None = None,
@@ -32,8 +60,12 @@ def create_app(*, routers: Iterable[APIRouter] = (), state: dict[str, Any] | Non
         setattr(app.state, key, value)
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
+    async def healthz() -> JSONResponse:
+        problem = await database_problem(app)
+        if problem is not None:
+            return JSONResponse({"status": "unavailable", "version": __version__, "database": problem},
+                                status_code=503, headers={"Retry-After": "5"})
+        return JSONResponse({"status": "ok", "version": __version__, "database": "ok"})
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> PlainTextResponse:

@@ -8,7 +8,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from extend_connector.engine import is_transient_db_error
+
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 class ApiError(BaseModel):
@@ -48,6 +53,19 @@ def install_error_handlers(app: FastAPI) -> None:
         body = ApiError(error="http_error", message=str(exc.detail))
         return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
 
+    async def database(_: Request, exc: Exception) -> JSONResponse:
+        # Unreachable or restarting database: the shop retries (an order POST is idempotent on
+        # shopRef); anything else from the database is a real error and stays one.
+        if not is_transient_db_error(exc):
+            raise exc
+        body = ApiError(error="database_unavailable",
+                        message="the connector's database is not reachable right now; nothing was stored, "
+                        "retry after the time in Retry-After")
+        return JSONResponse(body.model_dump(), status_code=503,
+                            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+
     app.add_exception_handler(ApiProblem, problem)
+    app.add_exception_handler(sa_exc.DBAPIError, database)
+    app.add_exception_handler(sa_exc.TimeoutError, database)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http)

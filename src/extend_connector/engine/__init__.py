@@ -51,6 +51,12 @@ from extend_connector.engine._engine import (
     WorkflowFailedError,
     WorkflowInfo,
 )
+from extend_connector.engine._transient import (
+    TransientRetry,
+    configure_transient_retry,
+    is_transient_db_error,
+    transient_retry_policy,
+)
 
 __all__ = [
     "APP_NAME",
@@ -63,11 +69,14 @@ __all__ = [
     "RateLimit",
     "ScheduleSpec",
     "StepRecord",
+    "TransientRetry",
     "UnknownWorkflowError",
     "WorkflowFailedError",
     "WorkflowInfo",
+    "configure_transient_retry",
     "forget_schedule",
     "interval_to_cron",
+    "is_transient_db_error",
     "offload",
     "queue",
     "schedule",
@@ -75,6 +84,7 @@ __all__ = [
     "sleep_async",
     "step",
     "to_json_value",
+    "transient_retry_policy",
     "workflow",
     "workflow_id",
     "workflow_name",

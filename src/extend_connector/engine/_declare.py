@@ -19,6 +19,8 @@ from typing import Any, TypeVar, cast
 from dbos import DBOS
 from dbos._serialization import DBOSPortableJSONSerializer
 
+from extend_connector.engine._transient import run_with_retry, run_with_retry_async
+
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -84,6 +86,10 @@ def step(
 
     A step that raises is retried up to `retries` times (waiting `backoff_seconds`, times
     `backoff_rate` after each attempt) when `retry_on(error)` is true (default: always).
+    Independently of that, a transient database error (connection lost or refused, server
+    restarting, SQLite locked) runs the body again after a capped backoff, for as long as
+    `engine.transient_db_retry_minutes` allows: a database restart pauses the step instead of
+    ending its workflow in ERROR. The body must survive a re-run, as after a crash.
     The result must be JSON-serialisable; the workflow receives it as plain JSON.
     `timeout_seconds` applies to async steps only.
     """
@@ -91,11 +97,12 @@ def step(
         raise DeclarationError("retries must be >= 0")
 
     def decorate(fn: F) -> F:
+        step_name = name or f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__qualname__}"
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
-                return to_json_value(await fn(*args, **kwargs))
+                return to_json_value(await run_with_retry_async(step_name, lambda: fn(*args, **kwargs)))
 
             inner: Callable[..., Any] = run_async
         else:
@@ -104,12 +111,12 @@ def step(
 
             @functools.wraps(fn)
             def run_sync(*args: Any, **kwargs: Any) -> Any:
-                return to_json_value(fn(*args, **kwargs))
+                return to_json_value(run_with_retry(step_name, lambda: fn(*args, **kwargs)))
 
             inner = run_sync
         decorated = DBOS.step(
             # DBOS names a step by its bare function name; two flows' `_sweep_step` would clash.
-            name=name or f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__qualname__}",
+            name=step_name,
             retries_allowed=retries > 0,
             max_attempts=retries + 1,
             interval_seconds=backoff_seconds,

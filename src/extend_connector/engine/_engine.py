@@ -31,6 +31,7 @@ from extend_connector.engine._declare import (
     to_json_value,
     workflow_name,
 )
+from extend_connector.engine._transient import TransientRetry, configure_transient_retry
 from extend_connector.settings import Settings
 from extend_connector.store.database import create_db_engine, normalise_url
 
@@ -153,6 +154,8 @@ class Engine:
         self._log_level = log_level
         self._client: DBOSClient | None = None
         self._launched = False
+        configure_transient_retry(TransientRetry(
+            give_up_after_seconds=settings.engine.transient_db_retry_minutes * 60))
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -427,6 +430,7 @@ class Engine:
         queue: str | None = None,
         limit: int = 100,
         newest_first: bool = True,
+        id_prefix: str | None = None,
     ) -> list[WorkflowInfo]:
         rows = self.client.list_workflows(
             status=list(status) if status else None,
@@ -434,6 +438,7 @@ class Engine:
             queue_name=queue,
             limit=limit,
             sort_desc=newest_first,
+            workflow_id_prefix=id_prefix,
         )
         return [_info(row) for row in rows]
 

@@ -261,6 +261,12 @@ def status_snapshot() -> dict[str, Any]:
             group: {"fullAgainInSeconds": round(max(0.0, float(tat) - now_epoch), 3)}
             for group, tat in session.execute(
                 sa.select(RateBucketRow.rate_group, RateBucketRow.tat).order_by(RateBucketRow.rate_group))}
+        from datetime import timedelta
+
+        from extend_connector.flows.watchdog import unsent_orders
+
+        snapshot["ordersNotInExtend"] = unsent_orders(
+            session, now=ctx.clock(), stuck_after=timedelta(minutes=ctx.settings.engine.stuck_order_minutes)).as_json()
     try:
         snapshot["queues"] = ctx.engine.queue_depth()
     except Exception as exc:  # the job tables may not exist before the first start

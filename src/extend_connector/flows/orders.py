@@ -79,6 +79,8 @@ CUSTOMER_WAIT_HOURS = 24.0
 REFRESH_GIVE_UP_SECONDS = 1800.0  # after this the sweep repairs the order
 
 TERMINAL = frozenset({OrderStatus.PICKED.value, OrderStatus.CANCELLED.value})
+# Acknowledged to the shop and not in Extend yet: a submit job must be carrying these.
+UNSENT = frozenset({OrderStatus.RECEIVED.value, OrderStatus.WAITING_FOR_EXTEND.value})
 
 
 class OrderError(Exception):
@@ -582,6 +584,24 @@ def _park_order(shop_ref: str, reason: str, message: str, detail: dict[str, Any]
     return failure_id
 
 
+def park_unsent(session: Session, shop_ref: str, *, reason: str, message: str, detail: dict[str, Any],
+                now: datetime) -> int | None:
+    """Park an acknowledged order that is not in Extend (the watchdog gave up on its job); None when
+    it reached Extend or a person already settled it meanwhile."""
+    row = session.get(OrderRow, shop_ref)
+    if row is None or row.order_number is not None or row.status not in UNSENT:
+        return None
+    failure_id = failures.park(session, kind=FAILURE_KIND, key=shop_ref, reason=reason, message=message,
+                               detail=detail, payload={"shopRef": shop_ref}, now=now)
+    before = _projection(order_view(session, row))
+    row.status = OrderStatus.PARKED.value
+    row.last_error = message[:2000]
+    row.updated_at = now
+    _tell_shop(session, row, before)
+    log.error("order_parked", shop_ref=shop_ref, reason=reason, message=message)
+    return failure_id
+
+
 @engine.workflow("orders.submit")
 async def submit(shop_ref: str) -> str:
     """Send one shop order to Extend exactly once; returns how it ended."""
@@ -606,7 +626,9 @@ async def submit(shop_ref: str) -> str:
     base = int(start["base"])
     attempt = 0
     failures_in_a_row = 0
-    look_up = False
+    # A job started on an order that earlier jobs already tried to send (a `failures retry`, the
+    # watchdog's replacement for a lost job) cannot know how those ended: ask Extend first.
+    look_up = base > 0
     while True:
         attempt += 1
         outcome = await _send(shop_ref, customer, base + attempt, look_up)
@@ -1014,6 +1036,7 @@ __all__ = [
     "FAILURE_KIND",
     "PROGRESS_QUEUE",
     "SUBMIT_QUEUE",
+    "UNSENT",
     "ChangeRefused",
     "Intake",
     "OrderConflict",
@@ -1028,6 +1051,7 @@ __all__ = [
     "declare_schedules",
     "get_order_view",
     "order_from_payload",
+    "park_unsent",
     "refresh",
     "request_cancel",
     "submit",

@@ -133,6 +133,9 @@ class OrderRow(Base):
     submit_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     # A cancellation the shop asked for and Extend has not confirmed yet (flows/orders.py).
     shop_change: Mapped[dict[str, Any] | None]
+    # Times the watchdog resumed a stopped submit job of this order (flows/watchdog.py); past
+    # its limit the order is parked instead.
+    watchdog_recoveries: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class ShipmentRow(Base):
