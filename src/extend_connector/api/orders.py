@@ -46,7 +46,7 @@ class OrderLineIn(_Model):
     quantity: Decimal = Field(gt=0, max_digits=14, decimal_places=6)
     unit_price: Decimal | None = Field(None, ge=0, max_digits=20, decimal_places=6,
                                        description="The shop's price, sent unchanged; omit to let Extend price it.")
-    vat_percent: Decimal | None = Field(None, ge=0, le=100)
+    vat_percent: Decimal | None = Field(None, ge=0, le=100, max_digits=9, decimal_places=6)
     unit: str | None = text(32, None)
     warehouse: str | None = text(MAX_KEY, None, description="Default: the first of extend.warehouses.")
 
@@ -58,7 +58,7 @@ class OrderIn(_Model):
                                              "`._:-`, starting with a letter or digit.")
     lines: list[OrderLineIn] = Field(min_length=1, max_length=1000)
     placed_at: AwareDatetime | None = None
-    customer_number: str | None = text(MAX_KEY, None, min_length=1, description="Extend customer number, when known.")
+    customer_number: str | None = text(MAX_KEY, None, description="Extend customer number, when known.")
     shop_customer_ref: str | None = shop_ref_field(128, None, description="The shop's customer id (scope to_extend).")
     currency: str = Field("SEK", min_length=3, max_length=3, pattern=r"^[A-Za-z]{3}$")
     asked_delivery_date: AwareDatetime | None = None
