@@ -6,6 +6,7 @@ on SQLite and on PostgreSQL (when EXTEND_CONNECTOR_TEST_POSTGRES_URL is set)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -85,3 +86,5 @@ def test_schemathesis_finds_no_server_error(tmp_path: Path, database_url: str) -
              "--request-timeout", "30"],
             capture_output=True, text=True, timeout=900, check=False, cwd=tmp_path)
         assert result.returncode == 0, result.stdout[-12000:] + result.stderr[-2000:] + connector.tail(60)
+        tested = re.search(r"Tested:\s+(\d+)", result.stdout)
+        assert tested is not None and int(tested.group(1)) == len(OPERATIONS), result.stdout[-3000:]
