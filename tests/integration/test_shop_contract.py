@@ -115,6 +115,23 @@ def test_one_new_order_posted_concurrently_is_accepted_every_time_and_stored_onc
         assert [o.order_number_external for o in stack.sim.state.orders.values()].count("WEB-RACE-1") == 1
 
 
+def test_one_new_order_posted_at_once_with_two_bodies_gives_one_409_naming_the_reference(stack: Stack) -> None:
+    product = stack.product()
+    barrier = threading.Barrier(2)
+
+    def post(quantity: int) -> httpx2.Response:
+        barrier.wait()
+        return stack.post("/v1/orders", {"shopRef": "WEB-RACE-2", "lines": [{"productNumber": product,
+                                                                             "quantity": quantity}]})
+
+    with ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(post, [1, 2]))
+    assert sorted(r.status_code for r in responses) == [202, 409], [r.text for r in responses]
+    conflict = next(r for r in responses if r.status_code == 409).json()
+    assert conflict["error"] == "order_conflict" and conflict["details"][0]["field"] == "shopRef"
+    assert "WEB-RACE-2" in conflict["message"]
+
+
 @pytest.mark.parametrize("where", ["body", "path", "query"])
 def test_nul_and_control_characters_are_refused_naming_the_field(stack: Stack, where: str) -> None:
     product = stack.product()

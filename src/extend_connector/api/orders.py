@@ -87,7 +87,7 @@ async def post_order(order: OrderIn) -> JSONResponse:
     try:
         intake = await run_in_threadpool(flow.accept_order, payload)
     except flow.OrderConflict as exc:
-        raise ApiProblem(409, "order_conflict", str(exc)) from exc
+        raise ApiProblem(409, "order_conflict", str(exc), [{"field": "shopRef", "message": str(exc)}]) from exc
     if intake.problems:
         raise ApiProblem(422, "order_parked",
                          f"order {intake.shop_ref} cannot be sent to Extend as it is; it is stored and parked "
