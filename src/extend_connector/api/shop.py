@@ -262,9 +262,9 @@ def get_stock(
     product_numbers: NumbersQ = None,
     warehouse: Annotated[str | None, Query(max_length=64, description="Only this sell-from warehouse.")] = None,
 ) -> StockPage:
-    """Stock from the local copy, never from Extend: with `productNumbers`, those products (a
-    product without any balance shows 0, never confirmed); without, every product with a balance,
-    ordered by product number."""
+    """Stock from the local copy, never from Extend: with `productNumbers`, those products (one the
+    copy does not know at all says `known: false`, 0, nothing confirmed); without, every product
+    with a balance, ordered by product number."""
     ctx = current()
     sell_from = balance_flow.sell_from(ctx.settings)
     if warehouse is not None and warehouse not in sell_from:
