@@ -65,7 +65,7 @@ def test_customer_posted_twice_is_one_extend_customer(sim: RunningSimulator, bas
     headers = {"authorization": f"Bearer {TOKEN}"}
     first = httpx2.post(f"{base}/v1/customers", json=body, headers=headers)
     again = httpx2.post(f"{base}/v1/customers", json=body, headers=headers)  # the shop retries
-    assert first.status_code == 202 and again.status_code == 202
+    assert first.status_code == 202 and again.status_code == 200  # 200: a repeat, nothing new started
     number = _wait_number("shop-cust-1")
     assert _in_extend(sim, "anna@example.com") == [number]
     status = httpx2.get(f"{base}/v1/customer-registrations/shop-cust-1", headers=headers).json()
@@ -89,7 +89,8 @@ def test_same_new_customer_posted_concurrently_is_accepted_every_time_and_create
 
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(lambda _: post(), range(8)))
-    assert statuses == [202] * 8
+    # Every one that started the workflow (all that saw none yet) hears 202, the later ones 200.
+    assert set(statuses) <= {200, 202} and 202 in statuses
     number = _wait_number("shop-cust-race")
     assert _in_extend(sim, "race@example.com") == [number]
 

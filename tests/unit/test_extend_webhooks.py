@@ -216,3 +216,51 @@ def test_envelope_round_trip(notes: list[dict[str, object]], indent: int | str |
         else:
             assert isinstance(got, UnknownNotification)
             assert dict(got.details) == first
+
+
+def _delivery(**top: object) -> bytes:
+    return json.dumps({"Id": "d", "Attempt": 1, "Notifications": [], **top}).encode()
+
+
+def _note(action: str, **details: str) -> bytes:
+    return _delivery(Notifications=[{"Action": action, "Details": details}])
+
+
+@pytest.mark.parametrize(("raw", "why"), [
+    (b'{"Id": "d", "Notifications": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}", "nested"),
+    (b'{"Id": "d", "Notifications": [' + b"[" * 40 + b"]" * 40 + b"]}", "nested"),
+    (_delivery(Id="i" * 129), "Id is 129 characters"),
+    (_delivery(Properties={"NotificationId": "n" * 129}), "NotificationId is 129"),
+    (_delivery(Attempt=10**30), "Attempt"),
+    (_delivery(Attempt=-1), "Attempt"),
+    (_note("AvailableBalanceChanged", ProductNumber="P" * 5000), "ProductNumber is 5000"),
+    (_note("AvailableBalanceChanged", ProductNumber="P1", Warehouse="W" * 65), "Warehouse is 65"),
+    (_note("OrderReserved", OrderNumber="9" * 65), "OrderNumber is 65"),
+    (_note("CustomerChanged", CustomerNumber="C" * 65), "CustomerNumber is 65"),
+    (_note("PurchaseDelivered", OrderNumber="R" * 65), "OrderNumber is 65"),
+    (_note("A" * 65), "Action is 65"),
+    (_note("ProductChanged", ProductNumber="P\x001"), "NUL"),
+    (_note("ProductChanged", ProductNumber="P1", Note="a\x00b"), "NUL"),
+    (_delivery(**{"K\x00": 1}), "NUL"),
+    (b'{"Id": "d", "Notifications": [{"Action": "ProductChanged", "Details": {"ProductNumber": "\\ud800"}}]}',
+     "surrogate"),
+])
+def test_what_no_database_can_store_is_malformed(raw: bytes, why: str) -> None:
+    # A 400, never a 5xx: Extend would deliver a 5xx-answered body again forever.
+    with pytest.raises(MalformedWebhook, match=why):
+        parse_envelope(raw)
+
+
+def test_keys_at_the_column_size_and_modest_nesting_are_accepted() -> None:
+    envelope = parse_envelope(_delivery(
+        Id="i" * 128, Notifications=[{"Action": "AvailableBalanceChanged",
+                                      "Details": {"ProductNumber": "P" * 64, "Warehouse": "W" * 64,
+                                                  "Extra": [[[["deep enough"]]]]}}]))
+    note = envelope.notifications[0]
+    assert isinstance(note, AvailableBalanceChanged) and note.product_number == "P" * 64
+
+
+def test_an_amount_beyond_the_column_is_not_a_balance() -> None:
+    envelope = parse_envelope(_note("AvailableBalanceChanged", ProductNumber="P1", AvailableBalance="1" * 20))
+    note = envelope.notifications[0]
+    assert isinstance(note, UnknownNotification) and "out of range" in (note.problem or "")

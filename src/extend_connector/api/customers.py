@@ -11,11 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
+from starlette.concurrency import run_in_threadpool
 
 from extend_connector.api.auth import require_shop_token
-from extend_connector.api.errors import ApiProblem
+from extend_connector.api.errors import ApiError, ApiProblem
+from extend_connector.api.fields import MAX_KEY, AddressIn, path_key, shop_ref_field, text
 from extend_connector.flows import customers as flow
 from extend_connector.flows.context import current
 from extend_connector.settings import CustomersScope
@@ -28,28 +31,17 @@ class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
-class AddressIn(_Model):
-    name: str
-    address_line1: str
-    zip_code: str
-    city: str
-    country_code: str = "SE"
-    care_of: str | None = None
-    address_line2: str | None = None
-    phone: str | None = None
-    email: str | None = None
-
-
 class CustomerIn(_Model):
-    shop_ref: str = Field(min_length=1, max_length=128, description="The shop's customer reference (identity).")
-    name: str = Field(min_length=1, max_length=400)
-    last_name: str | None = None
-    organization_number: str | None = None
-    customer_group: str | None = None
-    price_list: str | None = None
-    salesperson: str | None = None
-    email: str | None = None
-    phone: str | None = None
+    shop_ref: str = shop_ref_field(128, description="The shop's customer reference (identity): letters, digits "
+                                                   "and `._:-`, starting with a letter or digit.")
+    name: str = text(400, min_length=1)
+    last_name: str | None = text(200, None)
+    organization_number: str | None = text(MAX_KEY, None)
+    customer_group: str | None = text(MAX_KEY, None)
+    price_list: str | None = text(MAX_KEY, None)
+    salesperson: str | None = text(MAX_KEY, None)
+    email: str | None = text(320, None)
+    phone: str | None = text(64, None)
     delivery_address: AddressIn | None = None
     invoice_address: AddressIn | None = None
 
@@ -63,20 +55,30 @@ def _require_scope() -> None:
         raise ApiProblem(409, "scope", "customers are created in Extend only with scope.customers = to_extend")
 
 
-@router.post("/v1/customers", status_code=202, dependencies=[Depends(_token)])
-async def create_customer(body: CustomerIn) -> dict[str, Any]:
-    """Accept a shop customer; it is created in Extend exactly once, in the background."""
+@router.post("/v1/customers", status_code=202, dependencies=[Depends(_token)],
+             responses={200: {"description": "The same customer was registered before (nothing new started)."},
+                        409: {"model": ApiError, "description": "This shopRef was registered with other data, "
+                                                                 "or customers are not created in Extend here."}})
+async def create_customer(body: CustomerIn) -> JSONResponse:
+    """Accept a shop customer; it is created in Extend exactly once, in the background.
+
+    Idempotent on `shopRef`: 202 the first time, 200 for an identical repeat, 409 for the same
+    reference with other data."""
     _require_scope()
     data = body.model_dump(mode="json")
-    number = flow.extend_number_for(body.shop_ref)
-    if number is None:
-        with current().db.write() as session:
-            flow.enqueue_creation(session, data)
-    return {"shopRef": body.shop_ref, "customerNumber": number,
-            "status": "in_extend" if number else "pending", "workflowId": f"customer-{body.shop_ref}"}
+    try:
+        registration = await run_in_threadpool(flow.register, data)
+    except flow.CustomerConflict as exc:
+        raise ApiProblem(409, "customer_conflict", str(exc), [{"field": "shopRef", "message": str(exc)}]) from exc
+    number = registration.customer_number
+    return JSONResponse({"shopRef": body.shop_ref, "customerNumber": number,
+                         "status": "in_extend" if number else "pending", "created": registration.created,
+                         "workflowId": f"customer-{body.shop_ref}"},
+                        status_code=202 if registration.created else 200)
 
 
 @router.get("/v1/customer-registrations/{shop_ref}", dependencies=[Depends(_token)])
 async def get_customer(shop_ref: str) -> dict[str, Any]:
-    number = flow.extend_number_for(shop_ref)
-    return {"shopRef": shop_ref, "customerNumber": number, "status": "in_extend" if number else "pending"}
+    ref = path_key(shop_ref, "shopRef", 128)
+    number = flow.extend_number_for(ref)
+    return {"shopRef": ref, "customerNumber": number, "status": "in_extend" if number else "pending"}

@@ -6,18 +6,25 @@ its local status; Extend hears about it from the submit job. Idempotent on `shop
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 
 from extend_connector.api.auth import require_shop_token
 from extend_connector.api.errors import ApiProblem
+from extend_connector.api.fields import (
+    MAX_KEY,
+    AddressIn,
+    path_key,
+    shop_ref_field,
+    text,
+    utc_representable,
+)
 from extend_connector.flows import orders as flow
 from extend_connector.flows.context import current
 
@@ -34,57 +41,43 @@ class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
-class AddressIn(_Model):
-    name: str = Field(min_length=1, max_length=200)
-    address_line1: str = Field(alias="addressLine1", min_length=1, max_length=200)
-    address_line2: str | None = Field(None, alias="addressLine2", max_length=200)
-    zip_code: str = Field(min_length=1, max_length=20)
-    city: str = Field(min_length=1, max_length=100)
-    country_code: str = Field("SE", min_length=2, max_length=2)
-    care_of: str | None = Field(None, max_length=200)
-    phone: str | None = Field(None, max_length=64)
-    email: str | None = Field(None, max_length=320)
-
-
 class OrderLineIn(_Model):
-    product_number: str = Field(min_length=1, max_length=64)
+    product_number: str = text(MAX_KEY, min_length=1)
     quantity: Decimal = Field(gt=0, max_digits=14, decimal_places=6)
     unit_price: Decimal | None = Field(None, ge=0, max_digits=20, decimal_places=6,
                                        description="The shop's price, sent unchanged; omit to let Extend price it.")
-    vat_percent: Decimal | None = Field(None, ge=0, le=100)
-    unit: str | None = Field(None, max_length=32)
-    warehouse: str | None = Field(None, max_length=64, description="Default: the first of extend.warehouses.")
+    vat_percent: Decimal | None = Field(None, ge=0, le=100, max_digits=9, decimal_places=6)
+    unit: str | None = text(32, None)
+    warehouse: str | None = text(MAX_KEY, None, description="Default: the first of extend.warehouses.")
 
 
 class OrderIn(_Model):
     """An order as the shop placed it. `shopRef` is its identity: posting it again is harmless."""
 
-    shop_ref: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+    shop_ref: str = shop_ref_field(100, description="The shop's order reference (identity): letters, digits and "
+                                             "`._:-`, starting with a letter or digit.")
     lines: list[OrderLineIn] = Field(min_length=1, max_length=1000)
-    placed_at: datetime | None = None
-    customer_number: str | None = Field(None, max_length=64, description="Extend customer number, when known.")
-    shop_customer_ref: str | None = Field(None, max_length=128, description="The shop's customer id (scope to_extend).")
-    currency: str = Field("SEK", min_length=3, max_length=3)
-    asked_delivery_date: datetime | None = None
+    placed_at: AwareDatetime | None = None
+    customer_number: str | None = text(MAX_KEY, None, description="Extend customer number, when known.")
+    shop_customer_ref: str | None = shop_ref_field(128, None, description="The shop's customer id (scope to_extend).")
+    currency: str = Field("SEK", min_length=3, max_length=3, pattern=r"^[A-Za-z]{3}$")
+    asked_delivery_date: AwareDatetime | None = None
     delivery_address: AddressIn | None = None
     invoice_address: AddressIn | None = None
-    payment_type: str | None = Field(None, max_length=16)
-    email: str | None = Field(None, max_length=320)
-    notes: str | None = Field(None, max_length=2000)
+    payment_type: str | None = text(16, None)
+    email: str | None = text(320, None)
+    notes: str | None = text(2000, None, multiline=True)
 
 
 class CancelLinesIn(_Model):
-    lines: list[int] = Field(min_length=1, description="1-based line numbers of the order as posted.")
+    lines: list[Annotated[int, Field(ge=1, le=1000)]] = Field(
+        min_length=1, max_length=1000, description="1-based line numbers of the order as posted.")
 
 
 def _payload(order: OrderIn) -> dict[str, Any]:
+    utc_representable(order.placed_at, "placedAt")
+    utc_representable(order.asked_delivery_date, "askedDeliveryDate")
     data: dict[str, Any] = order.model_dump(mode="json", by_alias=True, exclude_none=True)
-    if order.placed_at is not None and order.placed_at.tzinfo is None:
-        raise ApiProblem(422, "invalid_request", "placedAt needs a UTC offset",
-                         [{"field": "placedAt", "message": "e.g. 2024-10-15T15:00:00+02:00"}])
-    if order.asked_delivery_date is not None and order.asked_delivery_date.tzinfo is None:
-        raise ApiProblem(422, "invalid_request", "askedDeliveryDate needs a UTC offset",
-                         [{"field": "askedDeliveryDate", "message": "e.g. 2024-10-15T00:00:00+02:00"}])
     return data
 
 
@@ -94,7 +87,7 @@ async def post_order(order: OrderIn) -> JSONResponse:
     try:
         intake = await run_in_threadpool(flow.accept_order, payload)
     except flow.OrderConflict as exc:
-        raise ApiProblem(409, "order_conflict", str(exc)) from exc
+        raise ApiProblem(409, "order_conflict", str(exc), [{"field": "shopRef", "message": str(exc)}]) from exc
     if intake.problems:
         raise ApiProblem(422, "order_parked",
                          f"order {intake.shop_ref} cannot be sent to Extend as it is; it is stored and parked "
@@ -107,15 +100,17 @@ async def post_order(order: OrderIn) -> JSONResponse:
 
 @router.get("/{shop_ref}", summary="The order as the connector knows it (status, shipments, tracking)")
 async def get_order(shop_ref: str) -> dict[str, Any]:
+    ref = path_key(shop_ref, "shopRef", 128)
     try:
-        return await run_in_threadpool(flow.get_order_view, shop_ref)
+        return await run_in_threadpool(flow.get_order_view, ref)
     except flow.UnknownOrder as exc:
         raise ApiProblem(404, "not_found", str(exc)) from exc
 
 
 async def _cancel(shop_ref: str, lines: list[int] | None) -> JSONResponse:
+    ref = path_key(shop_ref, "shopRef", 128)
     try:
-        view = await run_in_threadpool(flow.request_cancel, shop_ref, lines)
+        view = await run_in_threadpool(flow.request_cancel, ref, lines)
     except flow.UnknownOrder as exc:
         raise ApiProblem(404, "not_found", str(exc)) from exc
     except flow.ChangeRefused as exc:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from extend_connector.api.auth import require_shop_token
 from extend_connector.api.errors import ApiError, ApiProblem
+from extend_connector.api.fields import MAX_KEY, path_key, utc_representable
 from extend_connector.flows import balances as balance_flow
 from extend_connector.flows.context import FlowContext, current
 from extend_connector.flows.freshness import Freshness, freshness, oldest, reachability
@@ -65,6 +66,8 @@ class WarehouseStock(_Model):
 
 class StockItem(_Model):
     product_number: str
+    known: bool = Field(description="False: the local copy has no balance (in any warehouse) and no product with "
+                                    "this number; `available` is then 0 and nothing is confirmed.")
     available: float = Field(description="Sum over the warehouses listed (the sell-from warehouses, or the one asked).")
     warehouses: list[WarehouseStock]
     freshness: FreshnessOut = Field(description="The oldest confirmation among the warehouses.")
@@ -116,6 +119,26 @@ class PricePage(Page):
     items: list[PriceOut]
 
 
+class AddressOut(_Model):
+    name: str | None = None
+    address_line1: str | None = None
+    address_line2: str | None = None
+    zip_code: str | None = None
+    city: str | None = None
+    country_code: str | None = None
+    care_of: str | None = None
+    phone: str | None = None
+    email: str | None = None
+
+
+def _address(stored: dict[str, Any] | None) -> AddressOut | None:
+    """Stored addresses are the domain's snake_case documents; the shop reads camelCase."""
+    if not stored:
+        return None
+    known = AddressOut.model_fields
+    return AddressOut(**{k: v for k, v in stored.items() if k in known})
+
+
 class CustomerOut(_Model):
     customer_number: str
     shop_ref: str | None = None
@@ -127,8 +150,8 @@ class CustomerOut(_Model):
     salesperson: str | None = None
     email: str | None = None
     phone: str | None = None
-    delivery_address: dict[str, Any] | None = None
-    invoice_address: dict[str, Any] | None = None
+    delivery_address: AddressOut | None = None
+    invoice_address: AddressOut | None = None
     changed_at: datetime | None = None
     extend_reachable: bool
     freshness: FreshnessOut
@@ -147,10 +170,7 @@ NumbersQ = Annotated[str | None, Query(alias="productNumbers", max_length=10_500
 def _clean_key(value: str, name: str) -> str:
     """Keys are matched exactly; control characters can never be part of one (and PostgreSQL
     refuses NUL), so they are a client error, not a lookup."""
-    if not value or len(value) > 64 or any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ApiProblem(400, "invalid_parameter", f"`{name}` must be 1-64 printable characters",
-                         [{"field": name, "message": "1-64 printable characters"}])
-    return value
+    return path_key(value, name, MAX_KEY)
 
 
 def _numbers(raw: str | None) -> list[str] | None:
@@ -171,7 +191,7 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
     if value is not None and (value.tzinfo is None or value.utcoffset() is None):
         raise ApiProblem(400, "invalid_parameter", f"`{name}` needs a UTC offset, e.g. 2025-01-31T12:00:00+01:00",
                          [{"field": name, "message": "ISO-8601 with offset"}])
-    return value
+    return utc_representable(value, name)
 
 
 class _Now:
@@ -208,10 +228,22 @@ def _count(session: Session, query: sa.Select[Any]) -> int:
 # --- stock -----------------------------------------------------------------------------------------
 
 
-def _warehouse_stock(row: BalanceRow | None, warehouse: str, clock: _Now, product: Freshness) -> WarehouseStock:
+def _known_products(session: Session, numbers: list[str]) -> set[str]:
+    """Those of `numbers` the local copy knows although no sell-from warehouse holds a balance:
+    a balance in another warehouse, or a product record."""
+    if not numbers:
+        return set()
+    found = set(session.scalars(sa.select(BalanceRow.product_number).where(BalanceRow.product_number.in_(numbers))))
+    found |= set(session.scalars(sa.select(ProductRow.product_number).where(ProductRow.product_number.in_(numbers))))
+    return found
+
+
+def _warehouse_stock(row: BalanceRow | None, warehouse: str, clock: _Now, product: Freshness,
+                     known: bool = True) -> WarehouseStock:
     if row is None:
-        # No row: Extend has no stock record here, as of the product's last confirmation.
-        return WarehouseStock(warehouse=warehouse, available=0, confirmed=True, freshness=clock.out(product))
+        # No row: Extend has no stock record here, as of the product's last confirmation; for a
+        # product the copy does not know at all, nothing has confirmed anything.
+        return WarehouseStock(warehouse=warehouse, available=0, confirmed=known, freshness=clock.out(product))
     unconfirmed = row.notified_at is not None and row.notified_available is not None and (
         row.confirmed_at is None or row.notified_at > row.confirmed_at)
     available = row.notified_available if unconfirmed and row.notified_available is not None else row.available
@@ -230,9 +262,9 @@ def get_stock(
     product_numbers: NumbersQ = None,
     warehouse: Annotated[str | None, Query(max_length=64, description="Only this sell-from warehouse.")] = None,
 ) -> StockPage:
-    """Stock from the local copy, never from Extend: with `productNumbers`, those products (a
-    product without any balance shows 0, never confirmed); without, every product with a balance,
-    ordered by product number."""
+    """Stock from the local copy, never from Extend: with `productNumbers`, those products (one the
+    copy does not know at all says `known: false`, 0, nothing confirmed); without, every product
+    with a balance, ordered by product number."""
     ctx = current()
     sell_from = balance_flow.sell_from(ctx.settings)
     if warehouse is not None and warehouse not in sell_from:
@@ -256,18 +288,21 @@ def get_stock(
             for row in session.scalars(sa.select(BalanceRow).where(BalanceRow.product_number.in_(wanted),
                                                                    BalanceRow.warehouse.in_(warehouses))):
                 rows[(row.product_number, row.warehouse)] = row
+        known = _known_products(session, [n for n in wanted if not any((n, w) in rows for w in warehouses)])
         items = []
         for number in wanted:
             held = [rows[(number, w)] for w in warehouses if (number, w) in rows]
+            is_known = bool(held) or number in known
             # A warehouse without a row had no stock record when the product was last fetched, so the
             # product's confirmation covers it; a product without any row was never confirmed.
             confirmed = oldest([r.confirmed_at for r in held]) if held else None
             item_freshness = clock.of(confirmed)
-            per = [_warehouse_stock(rows.get((number, w)), w, clock, item_freshness) for w in warehouses]
+            per = [_warehouse_stock(rows.get((number, w)), w, clock, item_freshness, is_known) for w in warehouses]
             if any(not w.confirmed for w in per):
                 item_freshness = Freshness(confirmed_at=item_freshness.confirmed_at,
                                            age_seconds=item_freshness.age_seconds, stale=True)
-            items.append(StockItem(product_number=number, available=float(sum(Decimal(str(w.available)) for w in per)),
+            items.append(StockItem(product_number=number, known=is_known,
+                                   available=float(sum(Decimal(str(w.available)) for w in per)),
                                    warehouses=per, freshness=clock.out(item_freshness)))
     return StockPage(page=page, page_size=page_size, total_count=total, extend_reachable=clock.reachable, items=items)
 
@@ -373,6 +408,6 @@ def get_customer(customer_number: Annotated[str, Path(alias="customerNumber")]) 
             customer_number=row.customer_number, shop_ref=row.shop_ref, name=row.name, last_name=row.last_name,
             organization_number=row.organization_number, customer_group=row.customer_group,
             price_list=row.price_list, salesperson=row.salesperson, email=row.email, phone=row.phone,
-            delivery_address=row.delivery_address, invoice_address=row.invoice_address,
+            delivery_address=_address(row.delivery_address), invoice_address=_address(row.invoice_address),
             changed_at=row.extend_changed_at, extend_reachable=clock.reachable,
             freshness=clock.out(clock.of(row.confirmed_at)))

@@ -7,6 +7,11 @@ case, compared in constant time. Parsing is tolerant (api doc §2.5, §5.5, §7)
 strings with Swedish number formatting ("5 324", "12,5"); unknown actions are kept as
 `UnknownNotification`, never dropped. Each notification names the entity it concerns
 (`entity_key`, e.g. `order:<OrderNumber>`), which is what the inbox coalesces on.
+
+What no database can store is refused as malformed (the inbox answers 400, so Extend stops
+retrying instead of getting a 5xx forever): nesting deeper than `MAX_DEPTH`, a NUL character
+or a lone surrogate anywhere, an `Id` or `NotificationId` longer than `MAX_ID_LENGTH`, an action
+or key field (order, product, customer number, warehouse) longer than `MAX_KEY_LENGTH`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 SIGNATURE_HEADER = "ms-signature"
+
+# The column sizes these land in (store.models: inbox.delivery_id, balances.product_number, ...).
+MAX_ID_LENGTH = 128
+MAX_KEY_LENGTH = 64
+MAX_DEPTH = 32
+MAX_ATTEMPT = 1_000_000
+# Amounts are NUMERIC(20, 6): 14 integer digits.
+MAX_AMOUNT = Decimal(10) ** 14
 
 
 class WebhookError(Exception):
@@ -244,7 +257,43 @@ def _details(obj: Mapping[str, Any]) -> dict[str, str]:
 def _num(value: str | None) -> Decimal | None:
     if value is None or not value.strip():
         return None
-    return normalise_number(value)
+    number = normalise_number(value)
+    if abs(number) >= MAX_AMOUNT:
+        raise InvalidNumber(f"out of range: {value!r}")
+    return number
+
+
+def _bounded(name: str, value: str, limit: int = MAX_KEY_LENGTH) -> str:
+    if len(value) > limit:
+        raise MalformedWebhook(f"{name} is {len(value)} characters long; at most {limit} are stored")
+    return value
+
+
+def _check_storable(data: Any) -> None:
+    """Refuse what a database cannot store or a parser cannot walk: deep nesting, NUL, lone surrogates."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, Mapping | list):
+            if depth > MAX_DEPTH:
+                raise MalformedWebhook(f"nested deeper than {MAX_DEPTH} levels")
+            if isinstance(value, Mapping):
+                for key, item in value.items():
+                    _check_text(str(key))
+                    stack.append((item, depth + 1))
+            else:
+                stack.extend((item, depth + 1) for item in value)
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise MalformedWebhook("contains a NUL character (\\u0000)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MalformedWebhook("contains a lone surrogate (not valid Unicode text)") from exc
 
 
 def _notifications(action: str, raw_details: Any) -> list[Notification]:
@@ -273,11 +322,11 @@ def _one(action: str, obj: Mapping[str, Any]) -> Notification:
         value = d.get(name.lower(), "").strip()
         if not value:
             raise KeyError(name)
-        return value
+        return _bounded(name, value)
 
     def opt(name: str) -> str | None:
         value = d.get(name.lower(), "").strip()
-        return value or None
+        return _bounded(name, value) if value else None
 
     if action in ORDER_ACTIONS:
         return OrderNotification(action=action, details=details, order_number=need("OrderNumber"),
@@ -308,8 +357,8 @@ def _purchase(action: str, objects: list[Mapping[str, Any]]) -> Notification:
     for obj in objects:
         d = {k.lower(): v.strip() for k, v in _details(obj).items()}
         merged.update(_details(obj))
-        order_number = order_number or d.get("ordernumber") or None
-        warehouse = warehouse or d.get("warehouse") or None
+        order_number = order_number or _bounded("OrderNumber", d.get("ordernumber") or "") or None
+        warehouse = warehouse or _bounded("Warehouse", d.get("warehouse") or "") or None
         if d.get("productnumber") or d.get("quantity"):
             position = d.get("position")
             rows.append(PurchaseRow(
@@ -325,22 +374,26 @@ def parse_envelope(raw: bytes) -> WebhookEnvelope:
     """Parse a delivery (call `verify_signature` on the same bytes first)."""
     try:
         data = json.loads(raw)
+    except RecursionError as exc:
+        raise MalformedWebhook(f"body is nested deeper than {MAX_DEPTH} levels") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedWebhook(f"body is not JSON: {exc}") from exc
     if not isinstance(data, Mapping):
         raise MalformedWebhook("body is not a JSON object")
+    _check_storable(data)
     top = _lower_keys(data)
-    delivery_id = _text(top.get("id")).strip()
+    delivery_id = _bounded("Id", _text(top.get("id")).strip(), MAX_ID_LENGTH)
     if not delivery_id:
         raise MalformedWebhook("no Id")
-    try:
-        attempt = int(_text(top.get("attempt")) or 1)
-    except ValueError as exc:
-        raise MalformedWebhook(f"Attempt is not a number: {top.get('attempt')!r}") from exc
+    attempt_text = _text(top.get("attempt")).strip()
+    if len(attempt_text) > 7 or not (attempt_text or "1").isdecimal() or int(attempt_text or 1) > MAX_ATTEMPT:
+        raise MalformedWebhook(f"Attempt is not a number from 0 to {MAX_ATTEMPT}: {attempt_text[:20]!r}")
+    attempt = int(attempt_text or 1)
     properties = top.get("properties")
     notification_id = None
     if isinstance(properties, Mapping):
-        notification_id = _text(_lower_keys(properties).get("notificationid")).strip() or None
+        notification_id = _bounded("NotificationId", _text(_lower_keys(properties).get("notificationid")).strip(),
+                                   MAX_ID_LENGTH) or None
     raw_notes = top.get("notifications")
     if isinstance(raw_notes, Mapping):
         raw_notes = [raw_notes]
@@ -351,7 +404,7 @@ def parse_envelope(raw: bytes) -> WebhookEnvelope:
         if not isinstance(note, Mapping):
             continue
         fields = _lower_keys(note)
-        action = _text(fields.get("action")).strip()
+        action = _bounded("Action", _text(fields.get("action")).strip())
         notifications.extend(_notifications(action or "(none)", fields.get("details")))
     return WebhookEnvelope(id=delivery_id, attempt=attempt, notification_id=notification_id,
                            notifications=tuple(notifications))

@@ -12,9 +12,9 @@ from __future__ import annotations
 import threading
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
 from pydantic.alias_generators import to_camel
 
 EXAMPLE_CHARS = 200
@@ -81,6 +81,21 @@ def _aliases(model: type[BaseModel]) -> tuple[dict[str, str], frozenset[str]]:
         known = {(info.alias or name).lower(): info.alias or name for name, info in model.model_fields.items()}
         cached = _ALIASES[model] = (known, frozenset(known.values()))
     return cached
+
+
+def _date_or_instant(value: Any) -> Any:
+    """A bare `2026-12-03` is a date; anything with a time is an instant. (Tried the other way
+    round, pydantic reads `2026-12-03T00:00:00+01:00` as the date 2026-12-03 and the offset, and
+    with it the instant, is lost.)"""
+    if isinstance(value, str) and len(value.strip()) == 10:
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            return value
+    return value
+
+
+DateOrInstant = Annotated[datetime | date, BeforeValidator(_date_or_instant)]
 
 
 class WireModel(BaseModel):
@@ -164,7 +179,7 @@ class WireOrderRow(WireModel):
     sales_data: WireSalesData | None = None
     warehouse: str | None = None
     ship_date: datetime | None = None
-    expected_delivery_date: date | datetime | None = None
+    expected_delivery_date: DateOrInstant | None = None
     delivery_data: WireSalesData | None = None
     supply_mode: str | None = None
     batch_number: str | None = None
@@ -189,7 +204,7 @@ class WireOrderHeader(WireModel):
     order_email: str | None = None
     notes: str | None = None
     order_date: datetime | None = None
-    expected_delivery_date: date | datetime | None = None
+    expected_delivery_date: DateOrInstant | None = None
     changed_date: datetime | None = None
 
 
@@ -215,7 +230,7 @@ class WireOrder(WireModel):
     order_rows: list[WireOrderRow] = Field(default_factory=list)
     status: str | None = None
     changed_date: datetime | None = None
-    expected_delivery_date: date | datetime | None = None
+    expected_delivery_date: DateOrInstant | None = None
     shipments: list[WireShipment] = Field(default_factory=list)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -306,6 +306,55 @@ async def create_in_extend(data: dict[str, Any]) -> dict[str, Any]:
         await engine.sleep_async(BACKOFF_FLOOR_SECONDS * unknown)
     await engine.offload(_customers_park, data, "outcome_unknown", "no answer after repeated attempts and not found by lookup")
     return {"outcome": "parked", "reason": "outcome_unknown"}
+
+
+class CustomerConflict(Exception):
+    """The shop reference was registered before with other data."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Registration:
+    created: bool  # False: the same customer had been registered before
+    customer_number: str | None  # the Extend number, once it exists
+
+
+def _canonical(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _registered(ref: str) -> dict[str, Any] | None:
+    """The data the creation workflow of `ref` was started with (None: none was started)."""
+    info = current().engine.get_status(f"customer-{ref}")
+    if info is None or not info.args or not isinstance(info.args[0], dict):
+        return None
+    return info.args[0]
+
+
+def _check_same(ref: str, data: dict[str, Any], registered: dict[str, Any]) -> None:
+    if _canonical(registered) != _canonical(data):
+        raise CustomerConflict(
+            f"customer {ref!r} was already registered with different data; a shop customer reference "
+            "identifies one customer (change it in Extend, or use a new reference)")
+
+
+def register(data: dict[str, Any]) -> Registration:
+    """Register a shop customer (JSON of `POST /v1/customers`, snake_case): start its creation
+    workflow once. Idempotent on the shop reference; raises CustomerConflict when the reference
+    was registered with other data (also when two different bodies race: the workflow that won
+    decides, and the loser hears of it)."""
+    ref = str(data["shop_ref"])
+    registered = _registered(ref)
+    if registered is not None:
+        _check_same(ref, data, registered)
+        return Registration(created=False, customer_number=extend_number_for(ref))
+    number = extend_number_for(ref)
+    if number is None:
+        with current().db.write() as session:
+            enqueue_creation(session, data)
+        registered = _registered(ref)
+        if registered is not None:
+            _check_same(ref, data, registered)
+    return Registration(created=number is None, customer_number=number)
 
 
 def enqueue_creation(session: Session, data: dict[str, Any]) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from extend_connector import engine
@@ -194,8 +195,12 @@ def state_json(state: OrderState) -> dict[str, Any]:
 
 
 def _expected(value: datetime | date | None) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
+    """Extend's expected delivery date as the instant it names, in UTC: the same form the column
+    gives back, so a refetch of an unchanged order compares equal (no event for nothing)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
     return datetime(value.year, value.month, value.day, tzinfo=UTC)
 
 
@@ -326,8 +331,20 @@ def accept_order(payload: dict[str, Any]) -> Intake:
     """Store a shop order and its submit job in one transaction (idempotent on shopRef).
 
     Raises OrderConflict when the reference was used for a different order. An invalid order
-    is stored as `Parked` (with its failure) and no job is enqueued.
+    is stored as `Parked` (with its failure) and no job is enqueued. Two requests racing with
+    one new reference (PostgreSQL, where both may insert at once): the loser's insert violates
+    the primary key, and it answers as a repeat of the order that won.
     """
+    try:
+        return _accept_once(payload)
+    except IntegrityError:
+        with current().db.read() as session:
+            if session.get(OrderRow, payload["shopRef"]) is None:
+                raise
+        return _accept_once(payload)
+
+
+def _accept_once(payload: dict[str, Any]) -> Intake:
     ctx = current()
     ref = payload["shopRef"]
     now = ctx.clock()
@@ -422,7 +439,7 @@ def apply_state(session: Session, state: OrderState, *, now: datetime,
         target.carrier = shipment.carrier
         target.tracking_number = shipment.tracking_number
         target.tracking_url = shipment.tracking_url
-        target.ship_date = shipment.ship_date
+        target.ship_date = None if shipment.ship_date is None else shipment.ship_date.astimezone(UTC)
         target.lines = _shipment_json(shipment)["lines"]
     if session.get(IdMappingRow, (FAILURE_KIND, row.shop_ref)) is None:
         session.add(IdMappingRow(kind=FAILURE_KIND, shop_ref=row.shop_ref, extend_id=state.order_number,
@@ -507,6 +524,14 @@ def _record(state: OrderState, line_numbers: list[int] | None) -> dict[str, Any]
     return {"result": result, "pendingChange": pending}
 
 
+def _refusal(exc: ValidationFailed | BusinessConflict) -> str:
+    """Extend's message with what it names (the SKU, the customer, the field): its headline alone
+    ("refers to unknown or missing data") does not tell the shop what to fix."""
+    message = exc.error.message or str(exc)
+    named = "; ".join(f"{d.field}: {d.message}" if d.field else d.message for d in exc.details if d.message)
+    return f"{message} ({named})" if named else message
+
+
 @engine.step(name="orders.send")
 async def _send(shop_ref: str, customer: str, attempt: int, look_up: bool) -> dict[str, Any]:
     """One attempt: look the order up when an earlier attempt may have reached Extend, else POST."""
@@ -533,7 +558,7 @@ async def _send(shop_ref: str, customer: str, attempt: int, look_up: bool) -> di
             found = await extend.find_order(shop_ref)
             if found is None:
                 return {"outcome": "invalid", "reason": "extend_conflict", "error": str(conflict),
-                        "message": conflict.error.message or str(conflict),
+                        "message": _refusal(conflict),
                         "details": [{"field": d.field, "message": d.message} for d in conflict.details]}
             state = await extend.get_order(found.order_number)
             recorded = await asyncio.to_thread(_record, state, lines)
@@ -543,7 +568,7 @@ async def _send(shop_ref: str, customer: str, attempt: int, look_up: bool) -> di
         return {"outcome": "created", "orderNumber": state.order_number, **recorded}
     except ValidationFailed as exc:
         return {"outcome": "invalid", "reason": "extend_rejected", "error": str(exc),
-                "message": exc.error.message or str(exc),
+                "message": _refusal(exc),
                 "details": [{"field": d.field, "message": d.message} for d in exc.details]}
     except (TechnicalFailure, Throttled, OutcomeUnknown) as exc:
         return _outcome_of(exc, looked_up)

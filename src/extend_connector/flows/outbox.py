@@ -9,6 +9,7 @@ gets it parked (kind `shop_delivery`) for a person to look at.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +29,17 @@ BACKOFF_CAP_SECONDS = 300.0
 MAX_DELIVERY_HOURS = 72.0
 
 
+def new_event_id() -> str:
+    """A globally unique event id: a shop that dedupes on `webhook-id` must never see one twice
+    for two different events, also not across a new database (row ids restart at 1)."""
+    return f"evt_{uuid.uuid4().hex}"
+
+
+def event_id_of(row: OutboxRow) -> str:
+    # Rows written before event ids were stored keep the id they may have been delivered with.
+    return row.event_id or f"evt_{row.id}"
+
+
 def publish(session: Session, event_type: EventType, key: str, data: dict[str, Any]) -> int | None:
     """Record an event for the shop in the caller's transaction; returns the outbox id.
 
@@ -35,8 +47,8 @@ def publish(session: Session, event_type: EventType, key: str, data: dict[str, A
     in the outbox for the read API's change feed but no delivery job is enqueued.
     """
     ctx = current()
-    row = OutboxRow(event_type=event_type.value, key=key, payload=engine.to_json_value(data),
-                    created_at=ctx.clock())
+    row = OutboxRow(event_id=new_event_id(), event_type=event_type.value, key=key,
+                    payload=engine.to_json_value(data), created_at=ctx.clock())
     session.add(row)
     session.flush()
     if ctx.extras.get("deliver_to_shop", True):
@@ -52,7 +64,7 @@ def publish_many(session: Session, event_type: EventType, events: list[tuple[str
         return []
     ctx = current()
     now = ctx.clock()
-    rows = [{"event_type": event_type.value, "key": key, "payload": engine.to_json_value(data), "created_at": now,
+    rows = [{"event_id": new_event_id(), "event_type": event_type.value, "key": key, "payload": engine.to_json_value(data), "created_at": now,
              "attempts": 0} for key, data in events]
     ids = [int(i) for i in session.scalars(
         sa.insert(OutboxRow).returning(OutboxRow.id, sort_by_parameter_order=True), rows)]
@@ -69,14 +81,15 @@ def _load(outbox_id: int) -> dict[str, Any] | None:
         row = session.get(OutboxRow, outbox_id)
         if row is None or row.delivered_at is not None:
             return None
-        return {"type": row.event_type, "key": row.key, "data": row.payload,
+        return {"id": event_id_of(row), "type": row.event_type, "key": row.key, "data": row.payload,
                 "created_at": row.created_at.isoformat()}
 
 
 @engine.step()
 async def _attempt(outbox_id: int, event: dict[str, Any], attempt: int) -> dict[str, Any]:
     ctx = current()
-    shop_event = ShopEvent(event_id=f"evt_{outbox_id}", type=EventType(event["type"]), key=event["key"],
+    # `_load` is a recorded step, so every attempt (and a recovered workflow) sends the same id.
+    shop_event = ShopEvent(event_id=str(event.get("id") or f"evt_{outbox_id}"), type=EventType(event["type"]), key=event["key"],
                            data=event["data"], occurred_at=datetime.fromisoformat(event["created_at"]),
                            attempt=attempt)
     try:

@@ -177,6 +177,9 @@ class OutboxRow(Base):
     __table_args__ = (sa.Index("ix_outbox_pending", "delivered_at", "next_attempt_at"),)
 
     id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    # What the shop dedupes on (`webhook-id`): random, so it never repeats across databases the
+    # way the row id does (null only for rows written before migration 0007: `evt_<id>`).
+    event_id: Mapped[str | None] = mapped_column(sa.String(64), unique=True, index=True)
     event_type: Mapped[str] = mapped_column(sa.String(64))
     key: Mapped[str] = mapped_column(sa.String(200), index=True)
     payload: Mapped[dict[str, Any]]

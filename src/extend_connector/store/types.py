@@ -1,7 +1,8 @@
 """Column types that keep values exact and instants aware on both SQLite and PostgreSQL.
 
 - `UTCDateTime`: always stores UTC; SQLite keeps naive text, so values come back with
-  `tzinfo=UTC` attached. A naive datetime is refused on the way in.
+  `tzinfo=UTC` attached. A naive datetime is refused on the way in, and so is one whose
+  instant lies outside the years 1-9999 in UTC (`0001-01-01T00:00:00+14:00`).
 - `Amount`: money and quantities. NUMERIC(20, 6) on PostgreSQL; canonical decimal text on
   SQLite, whose NUMERIC affinity would round-trip through binary floating point.
 - `JSONDoc`: JSON on SQLite, JSONB on PostgreSQL.
@@ -23,6 +24,18 @@ class NaiveDatetimeError(ValueError):
     """A datetime without a UTC offset was written to a UTC column."""
 
 
+class DatetimeOutOfRange(ValueError):
+    """An aware datetime whose instant cannot be written in UTC (before year 1 or after 9999)."""
+
+
+def to_utc(value: datetime) -> datetime:
+    """`value` as UTC; raises DatetimeOutOfRange instead of OverflowError at the ends of time."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise DatetimeOutOfRange(f"{value.isoformat()} is outside the years 1-9999 in UTC") from exc
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     impl = sa.DateTime(timezone=True)
     cache_ok = True
@@ -32,7 +45,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None or value.utcoffset() is None:
             raise NaiveDatetimeError(f"naive datetime {value!r} written to a UTC column")
-        value = value.astimezone(UTC)
+        value = to_utc(value)
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
         return value
