@@ -237,6 +237,12 @@ def test_refusals_and_errors_are_json(server: Server) -> None:
         assert answer.headers["content-type"].startswith("application/json")
         assert set(answer.json()) >= {"error", "message"}
     assert answers[0].headers["www-authenticate"] == "Bearer"
+    exchange = server.raw()  # not HTTP at all: the parser's own answer is JSON too
+    try:
+        exchange.send(b"NOT HTTP\x01\r\n\r\n")
+        assert_json_error(exchange.poll(10.0), 400, "invalid_http")
+    finally:
+        exchange.close()
 
 
 def test_a_client_leaving_mid_body_is_one_log_line(server: Server) -> None:

@@ -126,6 +126,20 @@ class GuardedH11Protocol(H11Protocol):
             return
         self._arm_head_deadline()
 
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's own answer to bytes that are not HTTP is text/plain; the API answers JSON.
+        body = ApiError(error="invalid_http", message=msg).model_dump_json().encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]
+        events = (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body),
+                  h11.EndOfMessage())
+        try:
+            output = b"".join(self.conn.send(event) or b"" for event in events)
+        except h11.LocalProtocolError:  # an answer had already begun: nothing sensible can follow
+            output = b""
+        self.transport.write(output)
+        self.transport.close()
+
     def _unsupported_upgrade_warning(self) -> None:
         pass  # no websockets here: an Upgrade header is ignored, not two warnings per request
 
