@@ -294,22 +294,20 @@ def test_max_connections_is_lowered_to_fit_the_open_file_limit(tmp_path: Path) -
     env = {"EXTEND_CONNECTOR_SERVER__HEADER_TIMEOUT_SECONDS": "120"}
     srv = _start(tmp_path, "few-files", env, limit_files=_open_files(512, 512))
     flood: list[RawExchange] = []
+
+    def answered() -> list[RawResponse]:
+        return [r for r in (exchange.poll() for exchange in flood) if r is not None]
+
     try:
         assert "max_connections_lowered" in srv.log()
         flood = [srv.raw() for _ in range(600)]
-
-        def answered() -> list[RawResponse]:
-            return [r for r in (exchange.poll() for exchange in flood) if r is not None]
-
         wait_for(lambda: len(answered()) >= 600 - 256, timeout=30, what="503s for the connections over 256")
         time.sleep(1)  # nothing more comes: the other 256 are held, waiting for their heads
         assert len(answered()) == 600 - 256
         for response in answered():
             assert_json_error(response, 503, "too_many_connections")
-    finally:
         for exchange in flood:
             exchange.close()
-    try:
         wait_for(lambda: _healthy(srv.url), timeout=30, what="served again once the flood left")
         log = srv.log()
         assert "Traceback" not in log
@@ -317,4 +315,6 @@ def test_max_connections_is_lowered_to_fit_the_open_file_limit(tmp_path: Path) -
         # throttled line, never a line (or a traceback) per attempt.
         assert log.count("Too many open files") == log.count('"event": "http_accept_failed"') <= 3
     finally:
+        for exchange in flood:
+            exchange.close()
         srv.proc.stop()
