@@ -26,10 +26,10 @@ from typing import Any
 
 import httpx2
 import structlog
-import uvicorn
 from fastapi import FastAPI
 
 from extend_connector.api.app import create_app
+from extend_connector.api.http_server import build_server
 from extend_connector.engine import Engine
 from extend_connector.extend import ThreadedFleetBucket, budget_key, shared_budget
 from extend_connector.flows import context
@@ -188,10 +188,9 @@ class Connector:
         if self.settings.engine.role == "worker":
             self._serve_worker()
             return
-        server = uvicorn.Server(uvicorn.Config(self.app(), host=self.settings.server.host,
-                                               port=self.settings.server.port, log_level="warning",
-                                               access_log=False, lifespan="on",
-                                               h11_max_incomplete_event_size=MAX_REQUEST_LINE_BYTES))
+        server = build_server(self.app(), self.settings, host=self.settings.server.host,
+                              port=self.settings.server.port,
+                              h11_max_incomplete_event_size=MAX_REQUEST_LINE_BYTES)
         server.run()
         self.close()
 
@@ -211,10 +210,9 @@ class Connector:
     @contextlib.contextmanager
     def serve_in_thread(self, *, port: int | None = None, timeout: float = 30.0) -> Iterator[str]:
         """Serve on 127.0.0.1 in a background thread; yields the base URL; stops on exit."""
-        config = uvicorn.Config(self.app(), host="127.0.0.1", port=port or self.settings.server.port,
-                                log_level="warning", access_log=False, lifespan="on",
-                                h11_max_incomplete_event_size=MAX_REQUEST_LINE_BYTES)
-        server = uvicorn.Server(config)
+        server = build_server(self.app(), self.settings, host="127.0.0.1", port=port or self.settings.server.port,
+                              h11_max_incomplete_event_size=MAX_REQUEST_LINE_BYTES)
+        config = server.config
         thread = threading.Thread(target=server.run, name="connector-http", daemon=True)
         thread.start()
         deadline = time.monotonic() + timeout

@@ -405,6 +405,20 @@ class ServerSettings(_Section):
     host: str = Field("127.0.0.1", min_length=1, description="Interface to bind.")
     port: int = Field(8700, ge=1, le=65535, description="Port to bind.")
     webhook_max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger webhook bodies get 413.")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Larger bodies on every other route (/v1 included) get 413 before they are read."
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="A connection must complete each request head within this time, else it is closed."
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="A request body must arrive within this time of its head, else 408."
+    )
+    keepalive_timeout_seconds: int = Field(5, ge=1, le=300, description="An idle keep-alive connection is closed after this.")
+    max_connections: int = Field(
+        4096, ge=16, le=1_000_000,
+        description="Open connections at most; more get a 503 and are closed (lowered to fit the open-file limit).",
+    )
 
 
 class SyncSettings(_Section):

@@ -84,8 +84,10 @@ def test_refusals_and_acceptance(inbox: tuple[str, Connector]) -> None:
     assert connector.engine.get_status("wh-d1-1") is None  # unknown action: stored, no job
 
     metrics = httpx2.get(f"{url}/metrics", timeout=10).text
-    for outcome in ("forged", "malformed", "too_large", "accepted", "duplicate"):
+    for outcome in ("forged", "malformed", "accepted", "duplicate"):
         assert f'extend_connector_webhook_deliveries_total{{outcome="{outcome}"}}' in metrics
+    # An oversized body is refused by the server's front door (api.guard) before the inbox runs.
+    assert 'extend_connector_http_refused_total{reason="too_large"}' in metrics
 
 
 def test_batched_delivery_enqueues_one_job_per_order_notification(inbox: tuple[str, Connector]) -> None:

@@ -17,6 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from extend_connector import __version__
 from extend_connector.api.errors import install_error_handlers
+from extend_connector.api.guard import GuardLimits, RequestGuard
+from extend_connector.settings import Settings
 
 HEALTH_DATABASE_TIMEOUT_SECONDS = 2.0
 
@@ -56,6 +58,9 @@ def create_app(*, routers: Iterable[APIRouter] = (), state: dict[str, Any] | Non
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    settings = (state or {}).get("settings")
+    if isinstance(settings, Settings):  # token, body size and body deadline before any route runs
+        app.add_middleware(RequestGuard, limits=GuardLimits.from_settings(settings))
     for key, value in (state or {}).items():
         setattr(app.state, key, value)
 
