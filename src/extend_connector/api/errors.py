@@ -64,7 +64,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body.model_dump(), status_code=503,
                             headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
 
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # A bug, not the client's fault: the shop still gets the one error form (Starlette's own
+        # answer is plain text); the traceback is logged by the server as before.
+        body = ApiError(error="internal_error",
+                        message="the connector failed on this request; it is logged, retry later")
+        return JSONResponse(body.model_dump(), status_code=500)
+
     app.add_exception_handler(ApiProblem, problem)
+    app.add_exception_handler(Exception, unexpected)
     app.add_exception_handler(sa_exc.DBAPIError, database)
     app.add_exception_handler(sa_exc.TimeoutError, database)
     app.add_exception_handler(RequestValidationError, invalid)
