@@ -13,7 +13,10 @@ by every flow of a process (`shared_budget`) and does two things before each cal
    most once a minute): the limiter must never be why an Extend call fails.
 2. Per process, from the headers: when fewer than `low_water` of the limit remain, calls are
    spaced evenly over the time left until the reset; at zero they wait for the reset. A 429
-   empties the group for this process until its `retry_after`.
+   empties the group for this process until its `retry_after`. Every count is held only until
+   the reset time that came with it (`UNKNOWN_RESET_SECONDS` when none came); after that the
+   group is unknown again and calls go until an answer teaches it. So every wait ends by time
+   alone, also when Extend drops connections and no answer (no header, no 429) ever comes.
 
 State changes are guarded by a threading lock and never await, so one budget can serve several
 event loops (threads) at once; waiting happens outside the lock.
@@ -33,7 +36,8 @@ import structlog
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
-# Without a reset time from Extend, an empty group is probed again after this long.
+# Without a reset time from Extend (a 429 without Retry-After, an answer without the reset
+# header), what the budget learnt holds this long, then the group is unknown again.
 UNKNOWN_RESET_SECONDS = 1.0
 # A fleet limiter that is down is reported at most this often (every call would otherwise log).
 FLEET_WARNING_INTERVAL_SECONDS = 60.0
@@ -194,20 +198,26 @@ class RateBudget:
             g = self._group(name)
             now = self._clock()
             if g.reset_at is not None and now >= g.reset_at:
-                # A new window: full again as far as we know, until the next answer says otherwise.
-                g.remaining = g.limit
+                # The window an answer announced is over. What we counted since is forgotten: calls
+                # that got no answer (Extend dropping connections) may never have reached it, and
+                # only an answer can say what is left, so the group is unknown again (as before
+                # the first answer) and the next answer teaches it. Refilling a local count here
+                # instead would let unanswered calls empty it with nothing left to refill it.
+                g.remaining = None
                 g.reset_at = None
                 g.next_slot = now
             if g.remaining is None:
                 return 0.0, True
+            if g.reset_at is None:  # a count is held with its reset time; never one without
+                g.reset_at = now + UNKNOWN_RESET_SECONDS
             if g.remaining <= 0:
-                wait = (g.reset_at - now) if g.reset_at is not None else UNKNOWN_RESET_SECONDS
-                return max(wait, 0.001), False
+                return max(g.reset_at - now, 0.001), False
             g.remaining -= 1
-            if g.limit and g.reset_at is not None and g.remaining < self._low_water * g.limit:
-                interval = (g.reset_at - now) / (g.remaining + 1)
+            if g.limit and g.remaining < self._low_water * g.limit:
                 start = max(now, g.next_slot)
-                g.next_slot = start + interval
+                # Spread from this call's slot, not from now: callers reserving at one instant
+                # would otherwise be spaced past the reset they are spread over.
+                g.next_slot = start + max(0.0, g.reset_at - start) / (g.remaining + 1)
                 return start - now, True
             return 0.0, True
 
@@ -248,6 +258,10 @@ class RateBudget:
                     g.remaining = remaining
                 else:
                     g.remaining = min(g.remaining, remaining)
+                if g.reset_at is None:
+                    # No reset header: the count still expires, or an empty group would wait
+                    # for an answer no call may be sent to get.
+                    g.reset_at = now + UNKNOWN_RESET_SECONDS
 
     def throttled(self, name: str, retry_after: float | None) -> None:
         """A 429 arrived: nobody in this process calls the group before it refills."""
