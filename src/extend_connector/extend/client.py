@@ -275,6 +275,9 @@ class ExtendClient:
                     except httpx2.TransportError as exc:
                         error = classify_exception(exc, ctx)
                         sent = not request_not_sent(exc)
+                        # No answer: most likely never counted by Extend's limiter (a timeout may
+                        # well be, it was being processed), so the budget gets the unit back.
+                        uncounted = not sent or not isinstance(exc, httpx2.TimeoutException)
                     else:
                         self.budget.observe(group, response.headers,
                                             limit_header=self.dialect.rate_limit_limit_header,
@@ -288,9 +291,12 @@ class ExtendClient:
                                                   request_id_header=self.dialect.request_id_header,
                                                   reset_header=self.dialect.rate_limit_reset_header)
                         sent = True
+                        uncounted = False
             finally:
                 if self.observer is not None:
                     self.observer.done(token)
+            if uncounted:
+                await self.budget.release(group)
             if self.observer is not None:
                 self.observer.failed(error)
             if isinstance(error, Throttled):

@@ -10,7 +10,9 @@ by every flow of a process (`shared_budget`) and does two things before each cal
    headroom fraction, so N worker processes together stay under Extend's limit. A 429 that still
    gets through pushes that row, so nobody in the fleet calls the group before `Retry-After`.
    When the table cannot be reached the call goes on with local pacing only (warning logged at
-   most once a minute): the limiter must never be why an Extend call fails.
+   most once a minute): the limiter must never be why an Extend call fails. A call that got no
+   answer at all (connection dropped or never made; not a timeout) gives its slot back
+   (`release`), so an outage does not drain the bucket of calls Extend never counted.
 2. Per process, from the headers: when fewer than `low_water` of the limit remain, calls are
    spaced evenly over the time left until the reset; at zero they wait for the reset. A 429
    empties the group for this process until its `retry_after`. Every count is held only until
@@ -60,6 +62,11 @@ class FleetBucket(Protocol):
         """Extend said 429: no slot of the group may start within `seconds` from now."""
         ...
 
+    async def release(self, group: str, limit: float, period: float) -> None:
+        """A reserved call got no answer and was most likely never counted by Extend: give its
+        slot back (never beyond a full bucket)."""
+        ...
+
 
 class SyncFleetBucket(Protocol):
     """The same operations done by blocking I/O (the store's implementation)."""
@@ -67,6 +74,8 @@ class SyncFleetBucket(Protocol):
     def reserve(self, group: str, limit: float, period: float) -> float: ...
 
     def block(self, group: str, seconds: float, limit: float, period: float) -> None: ...
+
+    def release(self, group: str, limit: float, period: float) -> None: ...
 
 
 class ThreadedFleetBucket:
@@ -80,6 +89,9 @@ class ThreadedFleetBucket:
 
     async def block(self, group: str, seconds: float, limit: float, period: float) -> None:
         await asyncio.to_thread(self.bucket.block, group, seconds, limit, period)
+
+    async def release(self, group: str, limit: float, period: float) -> None:
+        await asyncio.to_thread(self.bucket.release, group, limit, period)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -282,6 +294,26 @@ class RateBudget:
             await asyncio.wait_for(fleet.bucket.block(name, seconds, *rate), fleet.timeout)
         except Exception as exc:
             self._fleet_failed("block", name, exc)
+
+    async def release(self, name: str) -> None:
+        """The call taken last got no answer (Extend dropped it or it was never sent): give its
+        unit back here and in the fleet. Calls that reached Extend's door but not its counter
+        must not use up the budget, or an outage in which Extend drops connections would leave
+        the fleet's bucket empty (and every process queued behind it) when Extend comes back,
+        while Extend's own bucket is full. A call Extend did count after all is corrected by its
+        next answer's headers or, at worst, one 429."""
+        with self._lock:
+            g = self._group(name)
+            if g.remaining is not None and g.limit is not None and g.remaining < g.limit:
+                g.remaining += 1
+        fleet = self._fleet
+        rate = None if fleet is None else self._fleet_rate(fleet, name)
+        if fleet is None or rate is None:
+            return
+        try:
+            await asyncio.wait_for(fleet.bucket.release(name, *rate), fleet.timeout)
+        except Exception as exc:
+            self._fleet_failed("release", name, exc)
 
     def snapshot(self) -> list[GroupBudget]:
         with self._lock:
