@@ -6,7 +6,6 @@ bucket runs on a clock the test can move (PostgreSQL's is the server's `now()`).
 from __future__ import annotations
 
 import asyncio
-import itertools
 
 import httpx2
 import pytest
