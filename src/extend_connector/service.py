@@ -32,7 +32,7 @@ from extend_connector.api.app import create_app
 from extend_connector.api.http_server import build_server
 from extend_connector.engine import Engine
 from extend_connector.extend import ThreadedFleetBucket, budget_key, shared_budget
-from extend_connector.flows import context
+from extend_connector.flows import context, freshness
 from extend_connector.redact import install_stdlib_redaction, structlog_processor
 from extend_connector.settings import Settings
 from extend_connector.store.database import Database
@@ -126,6 +126,8 @@ class Connector:
         self.db = Database(settings.store.url)
         migrate(settings.store.url, engine=self.db.engine)
         self._detach_rate_limit = attach_shared_rate_limit(settings, self.db)
+        # What this process sees of Extend, shared with the processes answering the shop.
+        self._reachability = freshness.Publisher(self.db.engine, role=settings.engine.role).start()
         self.engine = Engine(settings, db_engine=self.db.engine, scheduler_poll_seconds=scheduler_poll_seconds)
         deliver_to_shop = webshop is not None or settings.webshop.webhook_url is not None
         if webshop is None:
@@ -228,6 +230,7 @@ class Connector:
 
     def close(self) -> None:
         context.install(None)
+        self._reachability.stop()
         if self._detach_rate_limit is not None:
             self._detach_rate_limit()  # the bucket's database closes now
             self._detach_rate_limit = None

@@ -12,7 +12,7 @@ import pytest
 from fakes import FakeTime
 from structlog.testing import capture_logs
 
-from extend_connector.extend import Dialect, ExtendClient, RateBudget, RetryPolicy
+from extend_connector.extend import Dialect, ExtendClient, ExtendError, RateBudget, RetryPolicy
 from extend_connector.extend.ratelimit import FLEET_WARNING_INTERVAL_SECONDS
 from extend_connector.settings import Settings
 
@@ -31,6 +31,7 @@ class FakeFleet:
         self.hang = hang
         self.reserved: list[tuple[str, float, float]] = []
         self.blocked: list[tuple[str, float, float, float]] = []
+        self.released: list[str] = []
 
     async def reserve(self, group: str, limit: float, period: float) -> float:
         self.reserved.append((group, limit, period))
@@ -42,6 +43,11 @@ class FakeFleet:
 
     async def block(self, group: str, seconds: float, limit: float, period: float) -> None:
         self.blocked.append((group, seconds, limit, period))
+        if self.error is not None:
+            raise self.error
+
+    async def release(self, group: str, limit: float, period: float) -> None:
+        self.released.append(group)
         if self.error is not None:
             raise self.error
 
@@ -164,3 +170,33 @@ def test_detach_only_removes_the_bucket_still_attached() -> None:
     assert budget.fleet is None
     asyncio.run(budget.acquire("standard"))
     assert first.reserved == second.reserved == []
+
+
+@pytest.mark.parametrize(("failure", "released"), [
+    (httpx2.RemoteProtocolError("Server disconnected without sending a response."), True),  # dropped
+    (httpx2.ConnectError("connection refused"), True),  # never sent
+    (httpx2.ReadTimeout("timed out"), False),  # Extend may have counted (and be processing) it
+])
+def test_a_call_that_got_no_answer_gives_its_slot_back(failure: Exception, released: bool) -> None:
+    time = FakeTime()
+    fleet = FakeFleet()
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        raise failure
+
+    settings = Settings(extend={"base_url": "http://extend.test/api"})
+    budget = _budget(time, fleet)
+    budget.observe("standard", {"x-ratelimit-limit": "300", "x-ratelimit-remaining": "10",
+                                "x-ratelimit-reset": "30"}, **HEADERS)
+    client = ExtendClient(dialect=Dialect.from_settings(settings.extend), default_warehouse="MainWarehouse",
+                          default_customer_number="WEB", transport=httpx2.MockTransport(handler), budget=budget,
+                          retry=RetryPolicy(max_attempts=1), sleep=time.sleep, clock=time.clock)
+
+    async def run() -> None:
+        async with client:
+            with pytest.raises(ExtendError):
+                await client.get_product("P1")
+
+    asyncio.run(run())
+    assert fleet.released == (["standard"] if released else [])
+    assert budget.snapshot()[0].remaining == (10 if released else 9)

@@ -24,7 +24,7 @@ from extend_connector.api.errors import ApiError, ApiProblem
 from extend_connector.api.fields import MAX_KEY, path_key, utc_representable
 from extend_connector.flows import balances as balance_flow
 from extend_connector.flows.context import FlowContext, current
-from extend_connector.flows.freshness import Freshness, freshness, oldest, reachability
+from extend_connector.flows.freshness import Freshness, fleet_reachability, freshness, oldest
 from extend_connector.store.models import BalanceRow, CustomerRow, PriceRow, ProductRow
 
 MAX_NUMBERS = 500
@@ -77,7 +77,9 @@ class Page(_Model):
     page: int
     page_size: int
     total_count: int
-    extend_reachable: bool = Field(description="Whether this process's latest call to Extend got an answer.")
+    extend_reachable: bool = Field(
+        description="Whether Extend answers: the latest call of any connector process got an answer and "
+                    "no call has hung without one for long.")
 
 
 class StockPage(Page):
@@ -199,7 +201,8 @@ class _Now:
 
     def __init__(self, ctx: FlowContext) -> None:
         self.now = ctx.clock()
-        self.reachable = reachability.reachable
+        # Every process's view (a web process calls Extend for nothing itself); rows cached 1 s.
+        self.reachable = fleet_reachability(ctx.db.engine).reachable
         self.stale_after = ctx.settings.webshop.stale_after_seconds
 
     def of(self, confirmed_at: datetime | None) -> Freshness:

@@ -3,7 +3,7 @@
 Flows use `ExtendClient` and the error classes; the webhook inbox uses `verify_and_parse`.
 """
 
-from .client import ClientStats, ExtendClient, GroupStats, PageProgress, budget_key
+from .client import CallObserver, ClientStats, ExtendClient, GroupStats, PageProgress, budget_key
 from .dialect import AuthHeaders, Dialect, Endpoint, header_auth
 from .errors import (
     AccessDenied,
@@ -34,6 +34,7 @@ __all__ = [
     "AccessDenied",
     "AuthHeaders",
     "BusinessConflict",
+    "CallObserver",
     "ClientStats",
     "Dialect",
     "DriftRecord",

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote_plus
 
 import httpx2
@@ -115,6 +115,24 @@ class ClientStats:
         return sum(s.calls for s in self.groups.values())
 
 
+class CallObserver(Protocol):
+    """Told about every call the client makes, so reachability is learnt from all of them.
+
+    `waiting()` when an attempt goes to the wire (after the rate budget let it; returns a token),
+    `done(token)` when it ends however it ends: a call that hangs is visible while it does.
+    Each attempt then reports `succeeded()` (a 2xx) or `failed(error)` (the classified error;
+    the observer decides which errors still prove Extend answered). `flows.freshness` implements it.
+    """
+
+    def waiting(self) -> int: ...
+
+    def done(self, token: int) -> None: ...
+
+    def succeeded(self) -> None: ...
+
+    def failed(self, error: BaseException) -> None: ...
+
+
 PageProgress = Callable[[int, int | None], None]
 """Called after each page of a list: (items yielded so far, total count if Extend said)."""
 
@@ -137,8 +155,10 @@ class ExtendClient:
         drift: DriftRegistry | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        observer: CallObserver | None = None,
     ) -> None:
         self.dialect = dialect
+        self.observer = observer
         self.default_warehouse = default_warehouse
         self.default_customer_number = default_customer_number
         self.budget = budget or RateBudget()
@@ -172,6 +192,7 @@ class ExtendClient:
         budget: RateBudget | None = None,
         drift: DriftRegistry | None = None,
         sleep: Sleep = asyncio.sleep,
+        observer: CallObserver | None = None,
     ) -> ExtendClient:
         extend = settings.extend
         dialect = Dialect.from_settings(extend, auth=auth)
@@ -189,6 +210,7 @@ class ExtendClient:
             retry=retry,
             drift=drift,
             sleep=sleep,
+            observer=observer,
         )
 
     async def __aenter__(self) -> ExtendClient:
@@ -242,24 +264,41 @@ class ExtendClient:
                 headers["content-type"] = "application/json; charset=utf-8"
             self._count(group, calls=1)
             self._operations[operation] = self._operations.get(operation, 0) + 1
-            async with self._semaphore:
-                try:
-                    response = await self._http.request(endpoint.method, url, params=params, content=content,
-                                                        headers=headers)
-                except httpx2.TransportError as exc:
-                    error = classify_exception(exc, ctx)
-                    sent = not request_not_sent(exc)
-                else:
-                    self.budget.observe(group, response.headers,
-                                        limit_header=self.dialect.rate_limit_limit_header,
-                                        remaining_header=self.dialect.rate_limit_remaining_header,
-                                        reset_header=self.dialect.rate_limit_reset_header)
-                    if response.is_success:
-                        return response
-                    error = classify_response(response, ctx, parse_body=self.dialect.parse_error,
-                                              request_id_header=self.dialect.request_id_header,
-                                              reset_header=self.dialect.rate_limit_reset_header)
-                    sent = True
+            # Watched from here (not while the budget holds the call back: that wait is Extend's
+            # own figure): a call that sits on the wire for long is visible while it does.
+            token = self.observer.waiting() if self.observer is not None else 0
+            try:
+                async with self._semaphore:
+                    try:
+                        response = await self._http.request(endpoint.method, url, params=params, content=content,
+                                                            headers=headers)
+                    except httpx2.TransportError as exc:
+                        error = classify_exception(exc, ctx)
+                        sent = not request_not_sent(exc)
+                        # No answer: most likely never counted by Extend's limiter (a timeout may
+                        # well be, it was being processed), so the budget gets the unit back.
+                        uncounted = not sent or not isinstance(exc, httpx2.TimeoutException)
+                    else:
+                        self.budget.observe(group, response.headers,
+                                            limit_header=self.dialect.rate_limit_limit_header,
+                                            remaining_header=self.dialect.rate_limit_remaining_header,
+                                            reset_header=self.dialect.rate_limit_reset_header)
+                        if response.is_success:
+                            if self.observer is not None:
+                                self.observer.succeeded()
+                            return response
+                        error = classify_response(response, ctx, parse_body=self.dialect.parse_error,
+                                                  request_id_header=self.dialect.request_id_header,
+                                                  reset_header=self.dialect.rate_limit_reset_header)
+                        sent = True
+                        uncounted = False
+            finally:
+                if self.observer is not None:
+                    self.observer.done(token)
+            if uncounted:
+                await self.budget.release(group)
+            if self.observer is not None:
+                self.observer.failed(error)
             if isinstance(error, Throttled):
                 self._count(group, throttled=1)
                 await self.budget.report_throttled(group, error.retry_after)

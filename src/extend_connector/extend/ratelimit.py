@@ -10,10 +10,15 @@ by every flow of a process (`shared_budget`) and does two things before each cal
    headroom fraction, so N worker processes together stay under Extend's limit. A 429 that still
    gets through pushes that row, so nobody in the fleet calls the group before `Retry-After`.
    When the table cannot be reached the call goes on with local pacing only (warning logged at
-   most once a minute): the limiter must never be why an Extend call fails.
+   most once a minute): the limiter must never be why an Extend call fails. A call that got no
+   answer at all (connection dropped or never made; not a timeout) gives its slot back
+   (`release`), so an outage does not drain the bucket of calls Extend never counted.
 2. Per process, from the headers: when fewer than `low_water` of the limit remain, calls are
    spaced evenly over the time left until the reset; at zero they wait for the reset. A 429
-   empties the group for this process until its `retry_after`.
+   empties the group for this process until its `retry_after`. Every count is held only until
+   the reset time that came with it (`UNKNOWN_RESET_SECONDS` when none came); after that the
+   group is unknown again and calls go until an answer teaches it. So every wait ends by time
+   alone, also when Extend drops connections and no answer (no header, no 429) ever comes.
 
 State changes are guarded by a threading lock and never await, so one budget can serve several
 event loops (threads) at once; waiting happens outside the lock.
@@ -33,7 +38,8 @@ import structlog
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
-# Without a reset time from Extend, an empty group is probed again after this long.
+# Without a reset time from Extend (a 429 without Retry-After, an answer without the reset
+# header), what the budget learnt holds this long, then the group is unknown again.
 UNKNOWN_RESET_SECONDS = 1.0
 # A fleet limiter that is down is reported at most this often (every call would otherwise log).
 FLEET_WARNING_INTERVAL_SECONDS = 60.0
@@ -56,6 +62,11 @@ class FleetBucket(Protocol):
         """Extend said 429: no slot of the group may start within `seconds` from now."""
         ...
 
+    async def release(self, group: str, limit: float, period: float) -> None:
+        """A reserved call got no answer and was most likely never counted by Extend: give its
+        slot back (never beyond a full bucket)."""
+        ...
+
 
 class SyncFleetBucket(Protocol):
     """The same operations done by blocking I/O (the store's implementation)."""
@@ -63,6 +74,8 @@ class SyncFleetBucket(Protocol):
     def reserve(self, group: str, limit: float, period: float) -> float: ...
 
     def block(self, group: str, seconds: float, limit: float, period: float) -> None: ...
+
+    def release(self, group: str, limit: float, period: float) -> None: ...
 
 
 class ThreadedFleetBucket:
@@ -76,6 +89,9 @@ class ThreadedFleetBucket:
 
     async def block(self, group: str, seconds: float, limit: float, period: float) -> None:
         await asyncio.to_thread(self.bucket.block, group, seconds, limit, period)
+
+    async def release(self, group: str, limit: float, period: float) -> None:
+        await asyncio.to_thread(self.bucket.release, group, limit, period)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -194,20 +210,26 @@ class RateBudget:
             g = self._group(name)
             now = self._clock()
             if g.reset_at is not None and now >= g.reset_at:
-                # A new window: full again as far as we know, until the next answer says otherwise.
-                g.remaining = g.limit
+                # The window an answer announced is over. What we counted since is forgotten: calls
+                # that got no answer (Extend dropping connections) may never have reached it, and
+                # only an answer can say what is left, so the group is unknown again (as before
+                # the first answer) and the next answer teaches it. Refilling a local count here
+                # instead would let unanswered calls empty it with nothing left to refill it.
+                g.remaining = None
                 g.reset_at = None
                 g.next_slot = now
             if g.remaining is None:
                 return 0.0, True
+            if g.reset_at is None:  # a count is held with its reset time; never one without
+                g.reset_at = now + UNKNOWN_RESET_SECONDS
             if g.remaining <= 0:
-                wait = (g.reset_at - now) if g.reset_at is not None else UNKNOWN_RESET_SECONDS
-                return max(wait, 0.001), False
+                return max(g.reset_at - now, 0.001), False
             g.remaining -= 1
-            if g.limit and g.reset_at is not None and g.remaining < self._low_water * g.limit:
-                interval = (g.reset_at - now) / (g.remaining + 1)
+            if g.limit and g.remaining < self._low_water * g.limit:
                 start = max(now, g.next_slot)
-                g.next_slot = start + interval
+                # Spread from this call's slot, not from now: callers reserving at one instant
+                # would otherwise be spaced past the reset they are spread over.
+                g.next_slot = start + max(0.0, g.reset_at - start) / (g.remaining + 1)
                 return start - now, True
             return 0.0, True
 
@@ -248,6 +270,10 @@ class RateBudget:
                     g.remaining = remaining
                 else:
                     g.remaining = min(g.remaining, remaining)
+                if g.reset_at is None:
+                    # No reset header: the count still expires, or an empty group would wait
+                    # for an answer no call may be sent to get.
+                    g.reset_at = now + UNKNOWN_RESET_SECONDS
 
     def throttled(self, name: str, retry_after: float | None) -> None:
         """A 429 arrived: nobody in this process calls the group before it refills."""
@@ -268,6 +294,26 @@ class RateBudget:
             await asyncio.wait_for(fleet.bucket.block(name, seconds, *rate), fleet.timeout)
         except Exception as exc:
             self._fleet_failed("block", name, exc)
+
+    async def release(self, name: str) -> None:
+        """The call taken last got no answer (Extend dropped it or it was never sent): give its
+        unit back here and in the fleet. Calls that reached Extend's door but not its counter
+        must not use up the budget, or an outage in which Extend drops connections would leave
+        the fleet's bucket empty (and every process queued behind it) when Extend comes back,
+        while Extend's own bucket is full. A call Extend did count after all is corrected by its
+        next answer's headers or, at worst, one 429."""
+        with self._lock:
+            g = self._group(name)
+            if g.remaining is not None and g.limit is not None and g.remaining < g.limit:
+                g.remaining += 1
+        fleet = self._fleet
+        rate = None if fleet is None else self._fleet_rate(fleet, name)
+        if fleet is None or rate is None:
+            return
+        try:
+            await asyncio.wait_for(fleet.bucket.release(name, *rate), fleet.timeout)
+        except Exception as exc:
+            self._fleet_failed("release", name, exc)
 
     def snapshot(self) -> list[GroupBudget]:
         with self._lock:

@@ -18,6 +18,7 @@ import httpx2
 
 from extend_connector.engine import Engine
 from extend_connector.extend import ExtendClient
+from extend_connector.flows import freshness
 from extend_connector.settings import Settings
 from extend_connector.store.database import Database
 from extend_connector.webshop import WebshopPort
@@ -56,7 +57,9 @@ class FlowContext:
                     client = self.extend_factory()
                 else:
                     transport = self.extend_transport_factory() if self.extend_transport_factory else None
-                    client = ExtendClient.from_settings(self.settings, transport=transport)
+                    # Every call this process makes tells the shop whether Extend answers.
+                    client = ExtendClient.from_settings(self.settings, transport=transport,
+                                                        observer=freshness.reachability)
                 self._clients[id(loop)] = client
             return client
 

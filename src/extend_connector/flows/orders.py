@@ -6,7 +6,7 @@
   written down before it is sent; an attempt that may have reached Extend (lost answer, 5xx,
   a crash mid-call) is followed by a look-up by `orderNumberExternal` before any new POST.
   Extend down or failing: the order waits, visibly `WaitingForExtend`, with capped backoff and
-  no retry budget. Extend refusing the data: parked with Extend's message.
+  no retry budget; a long backoff ends early once Extend answers any call of any process again. Extend refusing the data: parked with Extend's message.
 - Progress (`refresh`): order webhooks enqueue it per order; it fetches the order, and the
   fetched order is the truth, applied unless an even newer one was applied already (Extend's
   changedDate decides, not the status rank). The shop is told only when something it shows
@@ -48,6 +48,7 @@ from extend_connector.extend import (
 from extend_connector.extend.webhooks import ORDER_ACTIONS
 from extend_connector.flows import cursors, dispatch, failures, outbox
 from extend_connector.flows.context import current
+from extend_connector.flows.freshness import fleet_reachability
 from extend_connector.flows.sync import Progress, SweepResult, Tally
 from extend_connector.settings import CustomersScope, ProductsScope, Settings
 from extend_connector.store.models import (
@@ -76,6 +77,7 @@ FAILURE_KIND = "order"
 CANCEL_FAILURE_KIND = "order_cancel"
 BACKOFF_FLOOR_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 300.0
+WAKE_CHECK_SECONDS = 5.0  # a longer backoff looks this often whether Extend answers again
 CUSTOMER_WAIT_HOURS = 24.0
 REFRESH_GIVE_UP_SECONDS = 1800.0  # after this the sweep repairs the order
 
@@ -627,6 +629,36 @@ def park_unsent(session: Session, shop_ref: str, *, reason: str, message: str, d
     return failure_id
 
 
+@engine.step(name="orders.wall_clock")
+def _wall_clock() -> str:
+    # Reachability keeps real UTC instants, whatever clock the flow context has.
+    return datetime.now(UTC).isoformat()
+
+
+@engine.step(name="orders.extend_answered_since")
+def _extend_answered_since(since: str) -> bool:
+    state = fleet_reachability(current().db.engine).state()
+    return state.reachable and state.last_success_at is not None and (
+        state.last_success_at > datetime.fromisoformat(since))
+
+
+async def _sleep_until_extend_answers(wait: float, *, retry_after: float | None = None) -> None:
+    """Sleep `wait` durably, but end early once any call of any process got an answer from Extend
+    after the sleep began: after an outage the waiting orders go within `WAKE_CHECK_SECONDS`
+    instead of when their backoff (up to 5 minutes) ends. A wait Extend asked for is kept."""
+    if wait <= WAKE_CHECK_SECONDS or retry_after:
+        await engine.sleep_async(wait)
+        return
+    since = await engine.offload(_wall_clock)
+    left = wait
+    while left > 0:
+        chunk = min(WAKE_CHECK_SECONDS, left)
+        await engine.sleep_async(chunk)
+        left -= chunk
+        if left > 0 and await engine.offload(_extend_answered_since, since):
+            return
+
+
 @engine.workflow("orders.submit")
 async def submit(shop_ref: str) -> str:
     """Send one shop order to Extend exactly once; returns how it ended."""
@@ -673,7 +705,7 @@ async def submit(shop_ref: str) -> str:
         await engine.offload(_mark_waiting, shop_ref, outcome["error"])
         wait = 0.2 if outcome.get("immediate") and failures_in_a_row == 1 else backoff_seconds(
             failures_in_a_row, outcome.get("retryAfter"))
-        await engine.sleep_async(wait)
+        await _sleep_until_extend_answers(wait, retry_after=outcome.get("retryAfter"))
 
 
 async def _replay_order(failure: failures.Failure) -> str:

@@ -277,4 +277,21 @@ class RateBucketRow(Base):
     tat: Mapped[float] = mapped_column(sa.Double, default=0.0)
 
 
+class ReachabilityRow(Base):
+    """What one connector process has seen of Extend lately (flows/freshness.py): every process
+    that calls Extend writes its row (at most once a second, on change or heartbeat), so a process
+    that makes no calls itself (the `web` role) can still tell the shop whether Extend answers."""
+
+    __tablename__ = "extend_reachability"
+
+    process: Mapped[str] = mapped_column(sa.String(200), primary_key=True)  # host:pid
+    role: Mapped[str] = mapped_column(sa.String(16))
+    last_success_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_failure_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_error: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)
+    # The start of the oldest call on the wire (None: none): a call hanging for long is visible.
+    pending_since: Mapped[datetime | None] = mapped_column(nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(index=True)
+
+
 metadata = Base.metadata

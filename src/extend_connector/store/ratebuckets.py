@@ -67,6 +67,10 @@ class RateBuckets:
         floor = now + sa.bindparam("ahead", type_=sa.Double)
         self._block = sa.update(_TABLE).where(*mine).values(tat=sa.case((c.tat > floor, c.tat), else_=floor)) \
             .returning(c.tat)
+        # Giving a slot back never makes the bucket fuller than full (tat <= now means full).
+        back = c.tat - sa.bindparam("interval", type_=sa.Double)
+        self._release = sa.update(_TABLE).where(*mine).values(tat=sa.case((back > now, back), else_=now)) \
+            .returning(c.tat)
         insert = postgresql.insert if self._postgres else sqlite.insert
         self._insert = insert(_TABLE).values(credential=sa.bindparam("b_credential"),
                                              rate_group=sa.bindparam("b_group"), tat=0.0).on_conflict_do_nothing()
@@ -84,6 +88,11 @@ class RateBuckets:
         tat >= now + seconds + period - interval.
         """
         self._run(self._block, group, ahead=seconds + period - _interval(limit, period))
+
+    def release(self, group: str, limit: float, period: float) -> None:
+        """A reserved call got no answer and was most likely not counted by Extend: give one
+        interval back (never beyond a full bucket)."""
+        self._run(self._release, group, interval=_interval(limit, period))
 
     # --- for tests and benchmarks ------------------------------------------------------------------
 
