@@ -184,7 +184,7 @@ def test_a_call_that_got_no_answer_gives_its_slot_back(failure: Exception, relea
     def handler(request: httpx2.Request) -> httpx2.Response:
         raise failure
 
-    settings = Settings(extend={"base_url": "http://extend.test/api"})
+    settings = Settings(extend={"base_url": "http://extend.localhost/api"})
     budget = _budget(time, fleet)
     budget.observe("standard", {"x-ratelimit-limit": "300", "x-ratelimit-remaining": "10",
                                 "x-ratelimit-reset": "30"}, **HEADERS)

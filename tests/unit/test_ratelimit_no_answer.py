@@ -119,7 +119,7 @@ def test_a_client_whose_calls_are_all_dropped_keeps_calling_extend() -> None:
                                             "x-ratelimit-reset": "1"})
         raise httpx2.RemoteProtocolError("Server disconnected without sending a response.", request=request)
 
-    settings = Settings(extend={"base_url": "http://extend.test/api"})
+    settings = Settings(extend={"base_url": "http://extend.localhost/api"})
     client = ExtendClient(dialect=Dialect.from_settings(settings.extend), default_warehouse="MainWarehouse",
                           default_customer_number="WEB", transport=httpx2.MockTransport(handler),
                           budget=RateBudget(clock=time.clock, sleep=time.sleep),

@@ -65,7 +65,7 @@ def test_a_stopped_process_pending_call_is_ignored() -> None:
 
 
 def _client(handler: httpx2.MockTransport, observer: Reachability) -> ExtendClient:
-    settings = Settings(extend={"base_url": "http://extend.test/api"})
+    settings = Settings(extend={"base_url": "http://extend.localhost/api"})
     return ExtendClient(dialect=Dialect.from_settings(settings.extend), default_warehouse="MainWarehouse",
                         default_customer_number="WEB", transport=handler, budget=RateBudget(),
                         retry=RetryPolicy(max_attempts=1), observer=observer)
