@@ -15,6 +15,7 @@ import contextlib
 import importlib
 import logging
 import signal
+import socket
 import sys
 import threading
 import time
@@ -22,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TextIO
 
 import httpx2
 import structlog
@@ -61,13 +62,15 @@ def _optional_module(name: str) -> ModuleType | None:
         raise
 
 
-def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
-    """structlog with JSON lines (or pretty console output for humans).
+def configure_logging(level: str = "INFO", *, json: bool = True, stream: TextIO | None = None,
+                      stdlib_format: str = "%(message)s") -> None:
+    """structlog with JSON lines (or pretty console output for humans), to `stream` (stdout).
 
     Secrets and personal data are masked on the way out (`extend_connector.redact`): values
     under secret or personal keys, and URL passwords in any text, tracebacks included.
     """
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format="%(message)s")
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=stdlib_format,
+                        stream=stream)
     install_stdlib_redaction()
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
@@ -82,7 +85,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
         # The stdout of now (structlog's default is the one at its import).
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
         cache_logger_on_first_use=False,
     )
 
@@ -210,12 +213,17 @@ class Connector:
             self.close()
 
     @contextlib.contextmanager
-    def serve_in_thread(self, *, port: int | None = None, timeout: float = 30.0) -> Iterator[str]:
-        """Serve on 127.0.0.1 in a background thread; yields the base URL; stops on exit."""
+    def serve_in_thread(self, *, port: int | None = None, sock: socket.socket | None = None,
+                        timeout: float = 30.0) -> Iterator[str]:
+        """Serve on 127.0.0.1 (or on `sock`, a socket bound already) in a background thread; yields
+        the base URL; stops on exit."""
+        if sock is not None:
+            port = sock.getsockname()[1]
         server = build_server(self.app(), self.settings, host="127.0.0.1", port=port or self.settings.server.port,
                               h11_max_incomplete_event_size=MAX_REQUEST_LINE_BYTES)
         config = server.config
-        thread = threading.Thread(target=server.run, name="connector-http", daemon=True)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": None if sock is None else [sock]},
+                                  name="connector-http", daemon=True)
         thread.start()
         deadline = time.monotonic() + timeout
         while not server.started:

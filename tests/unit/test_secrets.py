@@ -243,3 +243,19 @@ def test_a_webhook_signed_with_the_empty_key_is_refused() -> None:
     header = "sha256=" + hmac.new(b"", raw, hashlib.sha256).hexdigest()
     with pytest.raises(SignatureInvalid, match=r"extend\.webhook_secret is empty"):
         verify_signature(raw, header, "")
+
+
+def test_the_rate_budget_key_keeps_a_url_password_out_yet_tells_credentials_apart() -> None:
+    from extend_connector.extend import budget_key
+    from extend_connector.settings import Settings
+
+    def key(url: str) -> str:
+        return budget_key(Settings(extend={"base_url": url}))
+
+    with_password = key("http://app:hunter2-secret@extend.localhost/api")
+    assert "hunter2-secret" not in with_password
+    assert with_password.startswith("http://app:***@extend.localhost/api#")
+    assert with_password != key("http://app:other-secret@extend.localhost/api")
+    # Keys of URLs without a password are as before (rows in extend_rate_buckets stay valid).
+    plain = key("http://extend.localhost/api")
+    assert plain.split("#")[0] == "http://extend.localhost/api"

@@ -7,6 +7,7 @@ that changes reach the shop, signed, and when. Served by uvicorn on loopback in 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import Counter
@@ -120,11 +121,14 @@ class _App:
 
 
 @contextmanager
-def serve_shop_inbox(inbox: ShopInbox, port: int) -> Iterator[str]:
-    """Serve the shop's webhook endpoint on 127.0.0.1:port; yields its URL."""
-    server = uvicorn.Server(uvicorn.Config(_App(inbox), host="127.0.0.1", port=port, log_level="warning",
+def serve_shop_inbox(inbox: ShopInbox, port: int | socket.socket) -> Iterator[str]:
+    """Serve the shop's webhook endpoint on 127.0.0.1:port (or on a socket bound already); yields its URL."""
+    sockets = [port] if isinstance(port, socket.socket) else None
+    number: int = port.getsockname()[1] if isinstance(port, socket.socket) else port
+    server = uvicorn.Server(uvicorn.Config(_App(inbox), host="127.0.0.1", port=number, log_level="warning",
                                            access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, name="demo-shop-inbox", daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, name="demo-shop-inbox",
+                              daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
@@ -132,7 +136,7 @@ def serve_shop_inbox(inbox: ShopInbox, port: int) -> Iterator[str]:
             raise RuntimeError("the shop's webhook receiver did not start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}/shop/webhooks"
+        yield f"http://127.0.0.1:{number}/shop/webhooks"
     finally:
         server.should_exit = True
         thread.join(10)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import structlog
 from pydantic import AnyHttpUrl, SecretStr
 
 from extend_connector.demo.receiver import ShopInbox, serve_shop_inbox
@@ -46,10 +45,20 @@ WAREHOUSES = ("MainWarehouse", "GreenWarehouse", "TEST")
 
 
 def free_port() -> int:
+    """A port free right now (another process may take it before it is bound again: tests only)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def reserve_port() -> socket.socket:
+    """A socket bound to a free loopback port and kept: the server that listens on it later cannot
+    lose the port to another process in between (the demo learns its ports before it starts)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 def simulator_config(*, seed: int, products: int, orders_per_second: float) -> SimulatorConfig:
@@ -85,27 +94,20 @@ def connector_settings(*, sim: RunningSimulator, data_dir: Path, port: int, shop
 
 
 def log_to_file(path: Path, *, stream: TextIO | None = None) -> TextIO:
-    """Send stdlib logging and structlog to `path` (the terminal belongs to the view)."""
+    """Send stdlib logging and structlog to `path` (the terminal belongs to the view), redacted
+    like every other log of the connector (`service.configure_logging`)."""
+    from extend_connector.service import configure_logging
+
     stream = stream or path.open("a", encoding="utf-8")
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    configure_logging("INFO", stream=stream, stdlib_format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for name in ("dbos", "uvicorn", "uvicorn.error", "httpx", "httpx2"):
         lg = logging.getLogger(name)
         for h in list(lg.handlers):
             lg.removeHandler(h)
         lg.propagate = True
-    structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
-                    structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.JSONRenderer()],
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        cache_logger_on_first_use=False,
-    )
     return stream
 
 
@@ -130,9 +132,12 @@ def running_stack(*, seed: int, products: int, orders_per_second: float, data_di
 
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "connector.log"
-    connector_port, shop_port = free_port(), free_port()
     inbox = ShopInbox(secret=SHOP_WEBHOOK_SECRET)
     with ExitStack() as stack:
+        connector_sock, shop_sock = reserve_port(), reserve_port()
+        stack.callback(connector_sock.close)
+        stack.callback(shop_sock.close)
+        connector_port = connector_sock.getsockname()[1]
         log_stream = log_to_file(log_path)
         stack.callback(log_stream.close)
         config = simulator_config(seed=seed, products=products, orders_per_second=orders_per_second)
@@ -141,11 +146,11 @@ def running_stack(*, seed: int, products: int, orders_per_second: float, data_di
         config = replace(config, webhooks=(WebhookRegistration(
             callback_url=f"http://127.0.0.1:{connector_port}/webhooks/extend", secret=WEBHOOK_SECRET),))
         sim = stack.enter_context(run_in_thread(config))
-        shop_url = stack.enter_context(serve_shop_inbox(inbox, shop_port))
+        shop_url = stack.enter_context(serve_shop_inbox(inbox, shop_sock))
         settings = connector_settings(sim=sim, data_dir=data_dir, port=connector_port, shop_url=shop_url)
         connector = Connector(settings)
         stack.callback(connector.close)
-        url = stack.enter_context(connector.serve_in_thread(port=connector_port, timeout=60))
+        url = stack.enter_context(connector.serve_in_thread(sock=connector_sock, timeout=60))
         # DBOS installs its own console handler when it launches: send it to the file as well.
         log_to_file(log_path, stream=log_stream)
         yield Stack(sim=sim, connector=connector, connector_url=url, shop_inbox=inbox, shop_inbox_url=shop_url,

@@ -37,6 +37,7 @@ from extend_connector.domain import (
     Price,
     Product,
 )
+from extend_connector.redact import redact_url
 from extend_connector.settings import Settings
 
 from . import mapping
@@ -605,8 +606,14 @@ def budget_key(settings: Settings) -> str:
     rows), so every process using the same credential draws from the same buckets.
     """
     base_url = str(settings.extend.base_url).rstrip("/")  # as Dialect.base_url
-    fingerprint = hashlib.sha256(settings.extend.api_token.get_secret_value().encode()).hexdigest()[:16]
-    return f"{base_url}#{fingerprint}"
+    credential = settings.extend.api_token.get_secret_value()
+    shown = redact_url(base_url)
+    if shown != base_url:
+        # The key is stored in a table and shown by `status`: a password in the URL stays out of
+        # it, yet still tells two credentials apart through the fingerprint.
+        credential = f"{credential}\0{base_url}"
+    fingerprint = hashlib.sha256(credential.encode()).hexdigest()[:16]
+    return f"{shown}#{fingerprint}"
 
 
 def _aware_or_none(dialect: Dialect, value: datetime | None) -> datetime | None:
