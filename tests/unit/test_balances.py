@@ -77,8 +77,8 @@ def _ctx(sim: Any, tmp_path: Path, *, page_size: int = 100, transport: httpx2.As
     settings = _settings(sim, tmp_path, page_size, **sync)
     migrate(settings.store.url)
     db = Database(settings.store.url)
-    flow = context.FlowContext(settings=settings, db=db, engine=NoEngine(), webshop=RecordingWebshop())  # type: ignore[arg-type]
-    flow.extras["deliver_to_shop"] = False
+    flow = context.FlowContext(settings=settings, db=db, engine=NoEngine(), webshop=RecordingWebshop(),  # type: ignore[arg-type]
+                               deliver_to_shop=False)
     # Few, short retries: the outage test must not wait out the production retry budget.
     flow.extend_factory = lambda: ExtendClient.from_settings(settings, retry=QUICK_RETRY, transport=transport)
     context.install(flow)

@@ -59,7 +59,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     context.install(ctx)
     reachability.reset()
     try:
-        with TestClient(create_app(routers=[shop.router])) as test_client:
+        with TestClient(create_app(routers=[shop.router], state={"flow_context": ctx})) as test_client:
             yield test_client
     finally:
         reachability.reset()

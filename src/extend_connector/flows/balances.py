@@ -37,7 +37,6 @@ triggers a flush when dirty rows are waiting (a crash between an inbox commit an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -554,29 +553,24 @@ def sweep_interval(minutes: float) -> timedelta:
 def declare_schedules(settings: Settings) -> None:
     """Called by `service.Connector`: the sweep schedule, and a flush of what a crash left dirty."""
     engine.schedule(SCHEDULE, scheduled_sweep, every=sweep_interval(settings.sync.balances_sweep_minutes), queue=QUEUE)
-    threading.Thread(target=_startup_flush, name="balances-startup-flush", daemon=True).start()
+    engine.on_launch("balances.startup", _startup_flush)
 
 
-def _startup_flush(timeout: float = 120.0) -> None:
+def _startup_flush(eng: engine.Engine) -> None:
     """Once the engine executes: load every balance if none was ever loaded (first start), and
     flush what was left dirty (a crash between an inbox commit and its trigger)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(RuntimeError):
-            ctx = current()
-            if ctx.engine is None:  # a context built without an engine (unit tests): nothing runs jobs
-                return
-            if ctx.engine.executes:
-                try:
-                    with ctx.db.read() as session:
-                        row = cursors.peek(session, CURSOR)
-                        loaded = row is not None and row.high_water_mark is not None
-                    if not loaded:
-                        # Idempotent id: several workers starting together load once.
-                        ctx.engine.enqueue(scheduled_sweep, queue=QUEUE, workflow_id="balances-initial-load")
-                    if _dirty_waiting():
-                        trigger.request()
-                except Exception as exc:  # the first scheduled sweep covers both
-                    log.warning("balances_startup_failed", error=str(exc))
-                return
-        time.sleep(0.5)
+    try:
+        ctx = current()
+    except RuntimeError:  # an engine launched without a Connector (a test, a script): nothing to load
+        return
+    try:
+        with ctx.db.read() as session:
+            row = cursors.peek(session, CURSOR)
+            loaded = row is not None and row.high_water_mark is not None
+        if not loaded:
+            # Idempotent id: several workers starting together load once.
+            eng.enqueue(scheduled_sweep, queue=QUEUE, workflow_id="balances-initial-load")
+        if _dirty_waiting():
+            trigger.request()
+    except Exception as exc:  # the first scheduled sweep covers both
+        log.warning("balances_startup_failed", error=str(exc))

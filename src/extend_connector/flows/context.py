@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import httpx2
 
@@ -40,9 +39,11 @@ class FlowContext:
     # Tests inject a transport (e.g. an ASGI transport onto the simulator).
     extend_transport_factory: Callable[[], httpx2.AsyncBaseTransport] | None = None
     extend_factory: Callable[[], ExtendClient] | None = None
+    # False: no shop is configured, so outbox events are kept (the read API's change feed)
+    # but no delivery job is started for them.
+    deliver_to_shop: bool = True
     _clients: dict[int, ExtendClient] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def extend(self) -> ExtendClient:
         """The Extend client of the running event loop (an async client is bound to one loop).
