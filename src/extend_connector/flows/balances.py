@@ -436,32 +436,46 @@ async def flush_balances() -> dict[str, Any]:
 async def sweep_balances(full: bool = False, dry_run: bool = False, progress: Progress | None = None) -> SweepResult:
     """List balances changed since the cursor (every balance when `full` or on first start),
     page by page, and repair the local copy. `dry_run` reads and compares but writes nothing
-    (not even the cursor). Returns what it did (`extend-connector sync balances` prints it)."""
+    (not even the cursor). Returns what it did (`extend-connector sync balances` prints it).
+
+    Every database step runs in a worker thread (`asyncio.to_thread`): the event loop is shared
+    by every async job of the process and goes on reading pages meanwhile."""
     ctx = current()
     settings = ctx.settings
     extend = ctx.extend()
     tally = Tally("balances", progress, full=full, dry_run=dry_run, stats=extend.stats)
     overlap = timedelta(seconds=settings.sync.overlap_seconds)
     now = ctx.clock()
-    if dry_run:
-        with ctx.db.read() as session:
-            row = cursors.peek(session, CURSOR)
-            since = None if full or row is None or row.high_water_mark is None else row.high_water_mark - overlap
-    else:
-        with ctx.db.write() as session:
-            since = cursors.start(session, CURSOR, now=now, overlap=overlap, full=full)
-    full_load = since is None
-    latest: datetime | None = None
-    seen: set[tuple[str, str]] = set()
-    batch: list[Balance] = []
 
-    def write(items: list[Balance]) -> None:
+    def begin() -> datetime | None:
+        if dry_run:
+            with ctx.db.read() as session:
+                row = cursors.peek(session, CURSOR)
+                return None if full or row is None or row.high_water_mark is None else row.high_water_mark - overlap
         with ctx.db.write() as session:
-            counts = apply_balances(session, items, confirmed_at=ctx.clock(), dry_run=dry_run)
+            return cursors.start(session, CURSOR, now=now, overlap=overlap, full=full)
+
+    def write(items: list[Balance], absent: list[tuple[str, str]] | None = None) -> dict[str, int]:
+        with ctx.db.write() as session:
+            return apply_balances(session, items, absent_as_zero=absent or (), confirmed_at=ctx.clock(),
+                                  dry_run=dry_run)
+
+    def record(counts: dict[str, int]) -> None:
         for outcome, n in counts.items():
             for _ in range(n):
                 tally.record(outcome)
 
+    def held_pairs() -> list[tuple[str, str]]:
+        with ctx.db.read() as session:
+            return [(p, w) for p, w in session.execute(
+                sa.select(BalanceRow.product_number, BalanceRow.warehouse)
+                .where(BalanceRow.warehouse.in_(sell_from(settings))))]
+
+    since = await asyncio.to_thread(begin)
+    full_load = since is None
+    latest: datetime | None = None
+    seen: set[tuple[str, str]] = set()
+    batch: list[Balance] = []
     try:
         for warehouse in sell_from(settings):
             page = tally.listing()
@@ -478,37 +492,31 @@ async def sweep_balances(full: bool = False, dry_run: bool = False, progress: Pr
                     latest = balance.changed_at
                 batch.append(balance)
                 if len(batch) >= 500:
-                    write(batch)
+                    record(await asyncio.to_thread(write, batch))
                     batch = []
             if full_load and count % settings.extend.dialect.page_size:
                 page(count, count)
         if batch:
-            write(batch)
+            record(await asyncio.to_thread(write, batch))
         if full_load:
             # A balance we hold that Extend no longer lists has no stock record there any more.
-            with ctx.db.read() as session:
-                held = session.execute(sa.select(BalanceRow.product_number, BalanceRow.warehouse)
-                                       .where(BalanceRow.warehouse.in_(sell_from(settings)))).all()
-            gone = [(p, w) for p, w in held if (p, w) not in seen]
+            gone = [pair for pair in await asyncio.to_thread(held_pairs) if pair not in seen]
             for i in range(0, len(gone), 500):
-                with ctx.db.write() as session:
-                    counts = apply_balances(session, [], absent_as_zero=gone[i:i + 500], confirmed_at=ctx.clock(),
-                                            dry_run=dry_run)
-                for outcome, n in counts.items():
-                    for _ in range(n):
-                        tally.record(outcome)
+                record(await asyncio.to_thread(write, [], gone[i:i + 500]))
     except extend_errors.ExtendError as exc:
         reachability.failed(exc)
         raise
     reachability.succeeded()
-    mark: datetime | None = None
-    if not dry_run:
+
+    def finish() -> datetime | None:
         with ctx.db.write() as session:
-            mark = cursors.finish(session, CURSOR, latest_seen=latest, now=ctx.clock(),
+            return cursors.finish(session, CURSOR, latest_seen=latest, now=ctx.clock(),
                                   stats=tally.result().as_stats())
+
+    mark = None if dry_run else await asyncio.to_thread(finish)
     result = tally.result(cursor=mark)
     log.info("balances_swept", **result.as_stats())
-    if not dry_run and _dirty_waiting():
+    if not dry_run and await asyncio.to_thread(_dirty_waiting):
         trigger.request()
     return result
 

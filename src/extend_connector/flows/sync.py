@@ -270,8 +270,13 @@ async def sweep_changed(
     extend = ctx.extend()
     tally = Tally(name, progress, full=full, dry_run=dry_run, stats=extend.stats)
     overlap = timedelta(seconds=ctx.settings.sync.overlap_seconds)
-    with ctx.db.read() if dry_run else ctx.db.write() as session:
-        since = cursors.start(session, cursor, now=ctx.clock(), overlap=overlap, full=full)
+
+    # Database work off the event loop (every async job of the process shares it).
+    def begin() -> datetime | None:
+        with ctx.db.read() if dry_run else ctx.db.write() as session:
+            return cursors.start(session, cursor, now=ctx.clock(), overlap=overlap, full=full)
+
+    since = await asyncio.to_thread(begin)
 
     def known(keys: list[str]) -> Mapping[str, datetime | None]:
         with ctx.db.read() as session:
@@ -283,11 +288,13 @@ async def sweep_changed(
 
     latest = await list_then_fetch(listing(since, tally), stored_changed=known, fetch=fetch, apply=write,
                                    tally=tally, batch_size=extend.dialect.page_size)
-    mark = None
-    if not dry_run:
+
+    def finish() -> datetime | None:
         with ctx.db.write() as session:
-            mark = cursors.finish(session, cursor, latest_seen=latest, now=ctx.clock(),
+            return cursors.finish(session, cursor, latest_seen=latest, now=ctx.clock(),
                                   stats=tally.result().as_stats())
+
+    mark = None if dry_run else await asyncio.to_thread(finish)
     result = tally.result(cursor=mark)
     log.info(f"{name}_swept", **result.as_stats())
     return result
