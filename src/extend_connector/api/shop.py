@@ -237,15 +237,24 @@ def _known_products(session: Session, numbers: list[str]) -> set[str]:
     return found
 
 
-def _warehouse_stock(row: BalanceRow | None, warehouse: str, clock: _Now, product: Freshness,
+def _unconfirmed(row: BalanceRow) -> bool:
+    return row.notified_at is not None and row.notified_available is not None and (
+        row.confirmed_at is None or row.notified_at > row.confirmed_at)
+
+
+def _shown(row: BalanceRow) -> Decimal:
+    """The value shown: a notified value not yet confirmed by a fetch, else the fetched one."""
+    return row.notified_available if _unconfirmed(row) and row.notified_available is not None else row.available
+
+
+def _warehouse_stock(row: BalanceRow | None, warehouse: str, available: Decimal, clock: _Now, product: Freshness,
                      known: bool = True) -> WarehouseStock:
     if row is None:
         # No row: Extend has no stock record here, as of the product's last confirmation; for a
         # product the copy does not know at all, nothing has confirmed anything.
-        return WarehouseStock(warehouse=warehouse, available=0, confirmed=known, freshness=clock.out(product))
-    unconfirmed = row.notified_at is not None and row.notified_available is not None and (
-        row.confirmed_at is None or row.notified_at > row.confirmed_at)
-    available = row.notified_available if unconfirmed and row.notified_available is not None else row.available
+        return WarehouseStock(warehouse=warehouse, available=float(available), confirmed=known,
+                              freshness=clock.out(product))
+    unconfirmed = _unconfirmed(row)
     return WarehouseStock(
         warehouse=warehouse, available=float(available),
         physical=None if row.physical is None else float(row.physical),
@@ -296,12 +305,15 @@ def get_stock(
             # product's confirmation covers it; a product without any row was never confirmed.
             confirmed = oldest([r.confirmed_at for r in held]) if held else None
             item_freshness = clock.of(confirmed)
-            per = [_warehouse_stock(rows.get((number, w)), w, clock, item_freshness, is_known) for w in warehouses]
+            figure = balance_flow.stock_figure(number, warehouses, {w: _shown(r) for w in warehouses
+                                                                    if (r := rows.get((number, w))) is not None})
+            per = [_warehouse_stock(rows.get((number, w)), w, value, clock, item_freshness, is_known)
+                   for w, value in figure.warehouses]
             if any(not w.confirmed for w in per):
                 item_freshness = Freshness(confirmed_at=item_freshness.confirmed_at,
                                            age_seconds=item_freshness.age_seconds, stale=True)
             items.append(StockItem(product_number=number, known=is_known,
-                                   available=float(sum(Decimal(str(w.available)) for w in per)),
+                                   available=float(figure.available),
                                    warehouses=per, freshness=clock.out(item_freshness)))
     return StockPage(page=page, page_size=page_size, total_count=total, extend_reachable=clock.reachable, items=items)
 

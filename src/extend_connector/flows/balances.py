@@ -97,19 +97,38 @@ def _number(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
-def shop_figure(settings: Settings, product_number: str, available: Mapping[str, Decimal]) -> dict[str, Any]:
-    """The stock the shop shows for one product, from its sell-from warehouses' available balances.
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StockFigure:
+    """The stock the shop sees for one product: its available balance in each sell-from
+    warehouse (in the order of `extend.warehouses`; a warehouse without a balance counts as 0)
+    and their sum. The one definition, used by the pushed `stock.changed` events and by the read
+    API's `GET /v1/stock`."""
 
-    `sum`: {"productNumber", "available"}; `per_warehouse`: {"productNumber", "warehouses":
-    [{"warehouse", "available"}]} in the order of `extend.warehouses`. A warehouse without a
-    balance counts as 0.
-    """
-    warehouses = sell_from(settings)
-    if settings.webshop.stock_figure == "sum":
-        total = sum((available.get(w, Decimal(0)) for w in warehouses), Decimal(0))
-        return {"productNumber": product_number, "available": _number(total)}
-    return {"productNumber": product_number,
-            "warehouses": [{"warehouse": w, "available": _number(available.get(w, Decimal(0)))} for w in warehouses]}
+    product_number: str
+    warehouses: tuple[tuple[str, Decimal], ...]
+
+    @property
+    def available(self) -> Decimal:
+        return sum((value for _, value in self.warehouses), Decimal(0))
+
+    def event(self, form: str) -> dict[str, Any]:
+        """The event payload: `sum` {"productNumber", "available"}; `per_warehouse`
+        {"productNumber", "warehouses": [{"warehouse", "available"}]} (`webshop.stock_figure`)."""
+        if form == "sum":
+            return {"productNumber": self.product_number, "available": _number(self.available)}
+        return {"productNumber": self.product_number,
+                "warehouses": [{"warehouse": w, "available": _number(v)} for w, v in self.warehouses]}
+
+
+def stock_figure(product_number: str, warehouses: Sequence[str], available: Mapping[str, Decimal]) -> StockFigure:
+    """The figure of `product_number` over `warehouses` from their available balances."""
+    return StockFigure(product_number=product_number,
+                       warehouses=tuple((w, available.get(w, Decimal(0))) for w in warehouses))
+
+
+def shop_figure(settings: Settings, product_number: str, available: Mapping[str, Decimal]) -> dict[str, Any]:
+    """The pushed form of the shop's figure for one product, over its sell-from warehouses."""
+    return stock_figure(product_number, sell_from(settings), available).event(settings.webshop.stock_figure)
 
 
 # --- the webhook side ------------------------------------------------------------------------
