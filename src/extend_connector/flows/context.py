@@ -1,8 +1,11 @@
-"""What a flow needs at run time, installed once per process by `service.Connector`.
+"""What a flow needs at run time: the typed, process-level `FlowContext`.
 
 Durable workflows are module-level functions whose arguments must be JSON, so their
 collaborators (database, Extend client, webshop adapter, engine) cannot be passed in: a
-workflow or step calls `current()` instead. Tests install a context with fakes.
+workflow or step calls `current()`, which returns the context the composition root
+(`service.Connector`) installed for the process. Routes get the same object from
+`app.state` through FastAPI `Depends` (`api.deps`), never from here. Tests install a
+context with fakes.
 """
 
 from __future__ import annotations
