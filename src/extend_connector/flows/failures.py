@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from extend_connector.flows import outbox
 from extend_connector.flows.context import FlowContext, current
 from extend_connector.store.models import ParkedFailureRow
 
@@ -207,8 +208,6 @@ def _note_retry(ctx: FlowContext, failure_id: int, detail: dict[str, Any], *, re
 
 def _replay_shop_delivery(failure: Failure) -> str:
     """Deliver a refused or given-up shop event again, as a new job (the outbox row is kept)."""
-    from extend_connector.flows import outbox
-
     outbox_id = failure.payload.get("outbox_id") or failure.detail.get("outbox_id")
     if outbox_id is None:
         raise StillFailing(f"failure {failure.id} does not name its outbox event")
