@@ -321,9 +321,10 @@ def run_sync_command(settings: Settings, data_point: str, *, full: bool, dry_run
     if why is not None:
         console.print(f"nothing to sync: {why}")
         return EXIT_SCOPE_OFF
-    # Only a job-engine client: the events this sweep publishes are delivered by the running service.
+    # Only a job-engine client: the running service delivers the events this sweep publishes.
     with _connector(settings) as connector:
-        result = run_sweep(connector.context, SWEEPS[data_point], full=full, dry_run=dry_run, console=console)
+        result = run_sweep(connector.context, SWEEPS[data_point], full=full, dry_run=dry_run,
+                           console=console)
     Console().print(summary_table(result))
     return EXIT_OK
 

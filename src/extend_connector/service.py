@@ -63,13 +63,18 @@ SCHEDULES: tuple[Callable[[Settings], None], ...] = (
     orders.declare_schedules, balances.declare_schedules, products.declare_schedules,
     customers.declare_schedules, prices.declare_schedules, watchdog.declare_schedules,
 )
-ROUTERS: tuple[APIRouter, ...] = (webhooks.router, orders_api.router, shop.router, customers_api.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    webhooks.router, orders_api.router, shop.router, customers_api.router,
+)
 
 Sweep = Callable[[bool, bool, Progress | None], Coroutine[Any, Any, SweepResult]]
 # The sweep of each data point `extend-connector sync` (and the demo's settling) can run now.
 SWEEPS: dict[str, Sweep] = {
-    "products": products.sweep_products, "customers": customers.sweep_customers,
-    "prices": prices.sweep_prices, "balances": balances.sweep_balances, "orders": orders.sweep_orders,
+    "products": products.sweep_products,
+    "customers": customers.sweep_customers,
+    "prices": prices.sweep_prices,
+    "balances": balances.sweep_balances,
+    "orders": orders.sweep_orders,
 }
 
 # The longest query the read API documents (`productNumbers`, 10,500 characters) can take up
@@ -192,8 +197,8 @@ class Connector:
                 await connector.context.aclose()
                 await asyncio.to_thread(connector.engine.shutdown)
 
-        return create_app(routers=ROUTERS, state={"connector": self, "settings": self.settings, "flow_context": self.context},
-                          lifespan=lifespan)
+        state = {"connector": self, "settings": self.settings, "flow_context": self.context}
+        return create_app(routers=ROUTERS, state=state, lifespan=lifespan)
 
     def serve(self) -> None:
         """Run until SIGINT/SIGTERM: HTTP for roles `all`/`web`, job execution for `worker`."""

@@ -29,7 +29,9 @@ class LoopGuardDatabase(Database):
         except RuntimeError:
             return  # a worker thread (or plain sync code): fine
         caller = traceback.extract_stack(limit=4)[0]
-        self.on_loop.append(f"{kind} on the event loop at {caller.filename}:{caller.lineno} ({caller.name})")
+        self.on_loop.append(
+            f"{kind} on the event loop at {caller.filename}:{caller.lineno} ({caller.name})"
+        )
 
     @contextmanager
     def write(self) -> Iterator[Session]:

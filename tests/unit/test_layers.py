@@ -24,7 +24,16 @@ ALLOWED: dict[str, set[str]] = {
     "store": {"domain", "settings"},
     "engine": {"settings", "store.database"},
     "flows": {"domain", "extend", "store", "webshop", "engine", "settings", "redact"},
-    "api": {"flows", "store", "engine", "extend.webhooks", "settings", "domain", "redact", "__version__"},
+    "api": {
+        "flows",
+        "store",
+        "engine",
+        "extend.webhooks",
+        "settings",
+        "domain",
+        "redact",
+        "__version__",
+    },
     "simulator": set(),
 }
 DBOS_ONLY_IN = "engine"
@@ -69,14 +78,22 @@ def test_every_package_imports_only_what_its_layer_allows() -> None:
 
 
 def test_only_the_engine_imports_dbos() -> None:
-    offenders = [f"{path.relative_to(ROOT)}:{line}" for path in sorted(ROOT.rglob("*.py"))
-                 if _package(path) != DBOS_ONLY_IN
-                 for line, name in _imports(path) if name == "dbos" or name.startswith("dbos.")]
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in sorted(ROOT.rglob("*.py"))
+        if _package(path) != DBOS_ONLY_IN
+        for line, name in _imports(path)
+        if name == "dbos" or name.startswith("dbos.")
+    ]
     assert offenders == []
 
 
 def test_no_module_imports_parts_by_name() -> None:
     """Explicit imports only: a part looked up by name could be missing without an ImportError."""
-    offenders = [f"{path.relative_to(ROOT)}:{line}" for path in sorted(ROOT.rglob("*.py"))
-                 for line, name in _imports(path) if name == "importlib" or name.startswith("importlib.")]
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in sorted(ROOT.rglob("*.py"))
+        for line, name in _imports(path)
+        if name == "importlib" or name.startswith("importlib.")
+    ]
     assert offenders == []

@@ -37,18 +37,29 @@ class NoEngine:
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Any]:
-    with run_in_thread(SimulatorConfig(seed=5, products=30, customers=3, rate_limits_enabled=False)) as running:
+    with run_in_thread(
+        SimulatorConfig(seed=5, products=30, customers=3, rate_limits_enabled=False)
+    ) as running:
         yield running
 
 
 @pytest.fixture
 def ctx(sim: Any, tmp_path: Path) -> Iterator[context.FlowContext]:
-    settings = Settings(store=StoreSettings(database_url=f"sqlite:///{tmp_path / 'c.db'}"),
-                        extend=ExtendSettings(base_url=sim.base_url, warehouses=["MainWarehouse", "GreenWarehouse"]))
+    settings = Settings(
+        store=StoreSettings(database_url=f"sqlite:///{tmp_path / 'c.db'}"),
+        extend=ExtendSettings(
+            base_url=sim.base_url, warehouses=["MainWarehouse", "GreenWarehouse"]
+        ),
+    )
     migrate(settings.store.url)
     db = LoopGuardDatabase(settings.store.url)
-    flow = context.FlowContext(settings=settings, db=db, engine=NoEngine(), webshop=RecordingWebshop(),  # type: ignore[arg-type]
-                               deliver_to_shop=False)
+    flow = context.FlowContext(
+        settings=settings,
+        db=db,
+        engine=NoEngine(),
+        webshop=RecordingWebshop(),  # type: ignore[arg-type]
+        deliver_to_shop=False,
+    )
     context.install(flow)
     try:
         yield flow
@@ -73,7 +84,9 @@ def run(ctx: context.FlowContext, coro: Any) -> Any:
 
 
 def test_the_balance_sweep_keeps_database_work_off_the_loop(ctx: context.FlowContext) -> None:
-    first = run(ctx, balances.sweep_balances())  # a full load: cursor, batches, vanished rows, cursor
+    first = run(
+        ctx, balances.sweep_balances()
+    )  # a full load: cursor, batches, vanished rows, cursor
     assert first.outcomes.get("created", 0) > 0
     run(ctx, balances.sweep_balances(dry_run=True))
     run(ctx, balances.sweep_balances())
@@ -81,7 +94,9 @@ def test_the_balance_sweep_keeps_database_work_off_the_loop(ctx: context.FlowCon
 
 
 def test_a_list_then_fetch_sweep_keeps_database_work_off_the_loop(ctx: context.FlowContext) -> None:
-    result = run(ctx, products.sweep_products())  # sync.sweep_changed: cursor start, batches, cursor finish
+    result = run(
+        ctx, products.sweep_products()
+    )  # sync.sweep_changed: cursor start, batches, cursor finish
     assert result.outcomes.get("created", 0) > 0
     run(ctx, products.sweep_products(dry_run=True))
     assert on_loop(ctx) == []
@@ -93,7 +108,9 @@ def test_the_price_sweep_keeps_database_work_off_the_loop(ctx: context.FlowConte
     assert on_loop(ctx) == []
 
 
-def test_the_active_customers_price_refresh_keeps_database_work_off_the_loop(ctx: context.FlowContext) -> None:
+def test_the_active_customers_price_refresh_keeps_database_work_off_the_loop(
+    ctx: context.FlowContext,
+) -> None:
     run(ctx, prices.refresh_active())  # the body of the scheduled step `_prices_active_step`
     assert on_loop(ctx) == []
 
@@ -110,7 +127,9 @@ def test_replaying_a_failure_keeps_database_work_off_the_loop(ctx: context.FlowC
     failures.register_replay("test.off_loop_refused", refusing_replay)
     with ctx.db.write() as session:
         ok = failures.park(session, kind="test.off_loop_ok", key="k1", reason="r", message="m")
-        refused = failures.park(session, kind="test.off_loop_refused", key="k2", reason="r", message="m")
+        refused = failures.park(
+            session, kind="test.off_loop_refused", key="k2", reason="r", message="m"
+        )
     assert run(ctx, failures.retry(ok)) == "replayed k1"
     with pytest.raises(failures.StillFailing):
         run(ctx, failures.retry(refused))
@@ -119,7 +138,9 @@ def test_replaying_a_failure_keeps_database_work_off_the_loop(ctx: context.FlowC
     assert on_loop(ctx) == []
 
 
-def test_the_customer_registration_lookup_keeps_database_work_off_the_loop(ctx: context.FlowContext) -> None:
+def test_the_customer_registration_lookup_keeps_database_work_off_the_loop(
+    ctx: context.FlowContext,
+) -> None:
     app = create_app(routers=[customers_api.router], state={"flow_context": ctx})
     with TestClient(app) as client:
         response = client.get("/v1/customer-registrations/shop-1", headers=AUTH)

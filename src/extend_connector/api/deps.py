@@ -20,7 +20,9 @@ async def flow_context(request: Request) -> FlowContext:
     thread-pool hop for a lookup)."""
     ctx = getattr(request.app.state, "flow_context", None)
     if not isinstance(ctx, FlowContext):
-        raise RuntimeError("the app has no flow_context: build it with create_app(state={'flow_context': ...})")
+        raise RuntimeError(
+            "the app has no flow_context: build it with create_app(state={'flow_context': ...})"
+        )
     return ctx
 
 

@@ -37,7 +37,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ApiError, "description": "A parameter does not have the expected form."},
 }
 
-router = APIRouter(prefix="/v1", tags=["read"], dependencies=[Depends(shop_token)], responses=_ERRORS)
+router = APIRouter(prefix="/v1", tags=["read"], dependencies=[Depends(shop_token)],
+                   responses=_ERRORS)
 
 
 class _Model(BaseModel):
@@ -244,11 +245,13 @@ def _unconfirmed(row: BalanceRow) -> bool:
 
 def _shown(row: BalanceRow) -> Decimal:
     """The value shown: a notified value not yet confirmed by a fetch, else the fetched one."""
-    return row.notified_available if _unconfirmed(row) and row.notified_available is not None else row.available
+    if _unconfirmed(row) and row.notified_available is not None:
+        return row.notified_available
+    return row.available
 
 
-def _warehouse_stock(row: BalanceRow | None, warehouse: str, available: Decimal, clock: _Now, product: Freshness,
-                     known: bool = True) -> WarehouseStock:
+def _warehouse_stock(row: BalanceRow | None, warehouse: str, available: Decimal, clock: _Now,
+                     product: Freshness, known: bool = True) -> WarehouseStock:
     if row is None:
         # No row: Extend has no stock record here, as of the product's last confirmation; for a
         # product the copy does not know at all, nothing has confirmed anything.
@@ -305,10 +308,10 @@ def get_stock(
             # product's confirmation covers it; a product without any row was never confirmed.
             confirmed = oldest([r.confirmed_at for r in held]) if held else None
             item_freshness = clock.of(confirmed)
-            figure = balance_flow.stock_figure(number, warehouses, {w: _shown(r) for w in warehouses
-                                                                    if (r := rows.get((number, w))) is not None})
-            per = [_warehouse_stock(rows.get((number, w)), w, value, clock, item_freshness, is_known)
-                   for w, value in figure.warehouses]
+            shown = {w: _shown(r) for w in warehouses if (r := rows.get((number, w))) is not None}
+            figure = balance_flow.stock_figure(number, warehouses, shown)
+            per = [_warehouse_stock(rows.get((number, w)), w, value, clock, item_freshness,
+                                    is_known) for w, value in figure.warehouses]
             if any(not w.confirmed for w in per):
                 item_freshness = Freshness(confirmed_at=item_freshness.confirmed_at,
                                            age_seconds=item_freshness.age_seconds, stale=True)
@@ -359,7 +362,8 @@ def list_products(
 
 @router.get("/products/{productNumber}", response_model=ProductOut, summary="One product of the local copy",
             responses={404: {"model": ApiError, "description": "Not in the local copy."}})
-def get_product(ctx: Context, product_number: Annotated[str, Path(alias="productNumber")]) -> ProductOut:
+def get_product(ctx: Context,
+                product_number: Annotated[str, Path(alias="productNumber")]) -> ProductOut:
     number = _clean_key(product_number, "productNumber")
     clock = _Now(ctx)
     with ctx.db.read() as session:
@@ -405,7 +409,8 @@ def list_prices(
 @router.get("/customers/{customerNumber}", response_model=CustomerOut,
             summary="One customer of the local copy, by Extend customer number or the shop's reference",
             responses={404: {"model": ApiError, "description": "Not in the local copy."}})
-def get_customer(ctx: Context, customer_number: Annotated[str, Path(alias="customerNumber")]) -> CustomerOut:
+def get_customer(ctx: Context,
+                 customer_number: Annotated[str, Path(alias="customerNumber")]) -> CustomerOut:
     key = _clean_key(customer_number, "customerNumber")
     clock = _Now(ctx)
     with ctx.db.read() as session:

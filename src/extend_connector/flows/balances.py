@@ -117,18 +117,22 @@ class StockFigure:
         if form == "sum":
             return {"productNumber": self.product_number, "available": _number(self.available)}
         return {"productNumber": self.product_number,
-                "warehouses": [{"warehouse": w, "available": _number(v)} for w, v in self.warehouses]}
+                "warehouses": [{"warehouse": w, "available": _number(v)}
+                               for w, v in self.warehouses]}
 
 
-def stock_figure(product_number: str, warehouses: Sequence[str], available: Mapping[str, Decimal]) -> StockFigure:
+def stock_figure(product_number: str, warehouses: Sequence[str],
+                 available: Mapping[str, Decimal]) -> StockFigure:
     """The figure of `product_number` over `warehouses` from their available balances."""
     return StockFigure(product_number=product_number,
                        warehouses=tuple((w, available.get(w, Decimal(0))) for w in warehouses))
 
 
-def shop_figure(settings: Settings, product_number: str, available: Mapping[str, Decimal]) -> dict[str, Any]:
+def shop_figure(settings: Settings, product_number: str,
+                available: Mapping[str, Decimal]) -> dict[str, Any]:
     """The pushed form of the shop's figure for one product, over its sell-from warehouses."""
-    return stock_figure(product_number, sell_from(settings), available).event(settings.webshop.stock_figure)
+    figure = stock_figure(product_number, sell_from(settings), available)
+    return figure.event(settings.webshop.stock_figure)
 
 
 # --- the webhook side ------------------------------------------------------------------------
@@ -470,14 +474,16 @@ async def sweep_balances(full: bool = False, dry_run: bool = False, progress: Pr
         if dry_run:
             with ctx.db.read() as session:
                 row = cursors.peek(session, CURSOR)
-                return None if full or row is None or row.high_water_mark is None else row.high_water_mark - overlap
+                if full or row is None or row.high_water_mark is None:
+                    return None
+                return row.high_water_mark - overlap
         with ctx.db.write() as session:
             return cursors.start(session, CURSOR, now=now, overlap=overlap, full=full)
 
     def write(items: list[Balance], absent: list[tuple[str, str]] | None = None) -> dict[str, int]:
         with ctx.db.write() as session:
-            return apply_balances(session, items, absent_as_zero=absent or (), confirmed_at=ctx.clock(),
-                                  dry_run=dry_run)
+            return apply_balances(session, items, absent_as_zero=absent or (),
+                                  confirmed_at=ctx.clock(), dry_run=dry_run)
 
     def record(counts: dict[str, int]) -> None:
         for outcome, n in counts.items():
@@ -588,7 +594,7 @@ def _startup_flush(eng: engine.Engine) -> None:
     flush what was left dirty (a crash between an inbox commit and its trigger)."""
     try:
         ctx = current()
-    except RuntimeError:  # an engine launched without a Connector (a test, a script): nothing to load
+    except RuntimeError:  # an engine launched without a Connector (a test, a script)
         return
     try:
         with ctx.db.read() as session:

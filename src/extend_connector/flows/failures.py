@@ -186,17 +186,23 @@ async def retry(failure_id: int) -> str:
     ctx = current()
     try:
         # A sync replay does its database work where it is called: in a worker thread.
-        result = replay(failure) if inspect.iscoroutinefunction(replay) else await asyncio.to_thread(replay, failure)
+        result: str | Awaitable[str]
+        if inspect.iscoroutinefunction(replay):
+            result = replay(failure)
+        else:
+            result = await asyncio.to_thread(replay, failure)
         outcome = await result if inspect.isawaitable(result) else result
     except StillFailing as exc:
-        await asyncio.to_thread(_note_retry, ctx, failure_id, {"lastRetry": str(exc), "message": str(exc)},
-                                resolved=False)
+        detail = {"lastRetry": str(exc), "message": str(exc)}
+        await asyncio.to_thread(_note_retry, ctx, failure_id, detail, resolved=False)
         raise
-    await asyncio.to_thread(_note_retry, ctx, failure_id, {"lastRetry": str(outcome)}, resolved=True)
+    await asyncio.to_thread(_note_retry, ctx, failure_id, {"lastRetry": str(outcome)},
+                            resolved=True)
     return str(outcome)
 
 
-def _note_retry(ctx: FlowContext, failure_id: int, detail: dict[str, Any], *, resolved: bool) -> None:
+def _note_retry(ctx: FlowContext, failure_id: int, detail: dict[str, Any], *,
+                resolved: bool) -> None:
     with ctx.db.write() as session:
         row = session.get(ParkedFailureRow, failure_id)
         if row is not None:

@@ -392,7 +392,8 @@ async def refresh_active() -> SweepResult:
             active = active_customer_numbers(session, ctx.settings, now=ctx.clock())
             # Marks whose flush was never asked for (the process died between storing a product
             # and asking): picked up here, so at most `prices_active_refresh_minutes` late.
-            orphaned = session.execute(sa.select(DirtyPriceProductRow.product_number).limit(1)).first() is not None
+            marked = sa.select(DirtyPriceProductRow.product_number).limit(1)
+            orphaned = session.execute(marked).first() is not None
         return active, orphaned
 
     active, orphaned = await asyncio.to_thread(read)

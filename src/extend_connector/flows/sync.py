@@ -384,7 +384,8 @@ def scope_off(settings: Any, data_point: str) -> str | None:
     return None
 
 
-def run_sweep(ctx: FlowContext, sweep: Callable[[bool, bool, Progress | None], Awaitable[SweepResult]], *,
+def run_sweep(ctx: FlowContext,
+              sweep: Callable[[bool, bool, Progress | None], Awaitable[SweepResult]], *,
               full: bool, dry_run: bool, console: Any) -> SweepResult:
     """Run one sweep now in `ctx` (the caller built it and closes it), with a progress bar."""
 
