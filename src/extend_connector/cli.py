@@ -22,6 +22,8 @@ from extend_connector.settings import (
 )
 
 EXIT_CONFIG = 3
+# What `sync` can run: the keys of `service.SWEEPS` (not imported here: it pulls in every flow).
+SYNC_DATA_POINTS = ["products", "customers", "prices", "balances", "orders"]
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -291,16 +293,40 @@ def simulator(host: str, port: int, seed: int, products: int, customers: int, b2
 
 
 @main.command()
-@click.argument("data_point", type=click.Choice(["products", "customers", "prices", "balances", "orders"]))
+@click.argument("data_point", type=click.Choice(SYNC_DATA_POINTS))
 @click.option("--full", is_flag=True, help="Ignore the cursor and read everything.")
 @click.option("--dry-run", is_flag=True, help="Fetch and diff, but write nothing and tell the shop nothing.")
 @click.pass_context
 def sync(ctx: click.Context, data_point: str, full: bool, dry_run: bool) -> None:
     """Run one sync of DATA_POINT now, with progress and a summary."""
-    from extend_connector.flows.sync import run_sync_command
-
     settings = _settings(ctx)
     sys.exit(run_sync_command(settings, data_point, full=full, dry_run=dry_run))
+
+
+def run_sync_command(settings: Settings, data_point: str, *, full: bool, dry_run: bool) -> int:
+    """The body of `extend-connector sync`: returns the exit code."""
+    from rich.console import Console
+
+    from extend_connector.flows.sync import (
+        EXIT_OK,
+        EXIT_SCOPE_OFF,
+        run_sweep,
+        scope_off,
+        summary_table,
+    )
+    from extend_connector.service import SWEEPS
+
+    console = Console(stderr=True)
+    why = scope_off(settings, data_point)
+    if why is not None:
+        console.print(f"nothing to sync: {why}")
+        return EXIT_SCOPE_OFF
+    # Only a job-engine client: the running service delivers the events this sweep publishes.
+    with _connector(settings) as connector:
+        result = run_sweep(connector.context, SWEEPS[data_point], full=full, dry_run=dry_run,
+                           console=console)
+    Console().print(summary_table(result))
+    return EXIT_OK
 
 
 @main.command()

@@ -4,36 +4,49 @@
 - `all`: HTTP (webhook inbox, read API) and job execution in one process (SQLite default);
 - `web`: HTTP only; jobs are enqueued for workers (PostgreSQL);
 - `worker`: job execution only (PostgreSQL).
-Flow modules register their workflows, queues and webhook handlers when imported; a flow module
-may define `declare_schedules(settings)`; an API module defines `router`.
+Flow modules register their workflows, queues and webhook handlers when imported (the imports
+below: a missing module is an ImportError, never a silently smaller connector); `SCHEDULES`
+declares their schedules for the settings at hand; `ROUTERS` are the HTTP API's parts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any, TextIO
 
 import httpx2
 import structlog
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
+from extend_connector.api import customers as customers_api
+from extend_connector.api import orders as orders_api
+from extend_connector.api import shop, webhooks
 from extend_connector.api.app import create_app
 from extend_connector.api.http_server import build_server
 from extend_connector.engine import Engine
 from extend_connector.extend import ThreadedFleetBucket, budget_key, shared_budget
-from extend_connector.flows import context, freshness
+from extend_connector.flows import (
+    balances,
+    context,
+    customers,
+    freshness,
+    orders,
+    outbox,
+    prices,
+    products,
+    watchdog,
+)
+from extend_connector.flows.sync import Progress, SweepResult
 from extend_connector.redact import install_stdlib_redaction, structlog_processor
 from extend_connector.settings import Settings
 from extend_connector.store.database import Database
@@ -43,23 +56,32 @@ from extend_connector.webshop import HeadlessWebshop, RecordingWebshop, WebshopP
 
 log = structlog.get_logger("extend_connector.service")
 
-FLOW_MODULES = ("outbox", "orders", "balances", "products", "customers", "prices", "watchdog")
-API_MODULES = ("webhooks", "orders", "shop", "customers", "admin")
+# Importing a flow declares its queues, workflows and webhook handlers; these declare the rest
+# for the settings at hand (schedules, scope-dependent handlers, on-launch work). `outbox` has
+# no schedule: imported for its delivery workflow and queue.
+FLOWS = (outbox, orders, balances, products, customers, prices, watchdog)
+SCHEDULES: tuple[Callable[[Settings], None], ...] = (
+    orders.declare_schedules, balances.declare_schedules, products.declare_schedules,
+    customers.declare_schedules, prices.declare_schedules, watchdog.declare_schedules,
+)
+ROUTERS: tuple[APIRouter, ...] = (
+    webhooks.router, orders_api.router, shop.router, customers_api.router,
+)
+
+Sweep = Callable[[bool, bool, Progress | None], Coroutine[Any, Any, SweepResult]]
+# The sweep of each data point `extend-connector sync` (and the demo's settling) can run now.
+SWEEPS: dict[str, Sweep] = {
+    "products": products.sweep_products,
+    "customers": customers.sweep_customers,
+    "prices": prices.sweep_prices,
+    "balances": balances.sweep_balances,
+    "orders": orders.sweep_orders,
+}
 
 # The longest query the read API documents (`productNumbers`, 10,500 characters) can take up
 # to 12 bytes a character once percent-encoded; uvicorn's default (16 KiB) would reset the
 # connection instead of answering, so the server accepts request heads up to this size.
 MAX_REQUEST_LINE_BYTES = 160 * 1024
-
-
-def _optional_module(name: str) -> ModuleType | None:
-    """Import a part that may not exist yet in this build; any other import error is real."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name:
-            return None
-        raise
 
 
 def configure_logging(level: str = "INFO", *, json: bool = True, stream: TextIO | None = None,
@@ -140,21 +162,15 @@ class Connector:
                 else RecordingWebshop()
             )
         self.webshop = webshop
-        ctx_kwargs: dict[str, Any] = {}
-        if clock is not None:
-            ctx_kwargs["clock"] = clock
         self.context = context.FlowContext(
             settings=settings, db=self.db, engine=self.engine, webshop=webshop,
-            extend_transport_factory=extend_transport_factory, **ctx_kwargs,
+            extend_transport_factory=extend_transport_factory, deliver_to_shop=deliver_to_shop,
         )
-        self.context.extras["deliver_to_shop"] = deliver_to_shop
+        if clock is not None:
+            self.context.clock = clock
         context.install(self.context)
-        self.flow_modules = [m for m in (_optional_module(f"extend_connector.flows.{n}") for n in FLOW_MODULES) if m]
-        for module in self.flow_modules:
-            declare = getattr(module, "declare_schedules", None)
-            if declare is not None:
-                declare(settings)
-        self.api_modules = [m for m in (_optional_module(f"extend_connector.api.{n}") for n in API_MODULES) if m]
+        for declare in SCHEDULES:
+            declare(settings)
         if not settings.extend.verify_webhook_signatures:
             log.warning("webhook_signatures_not_verified",
                         setting="extend.verify_webhook_signatures",
@@ -184,9 +200,8 @@ class Connector:
                 await connector.context.aclose()
                 await asyncio.to_thread(connector.engine.shutdown)
 
-        routers = [m.router for m in self.api_modules if hasattr(m, "router")]
-        return create_app(routers=routers, state={"connector": self, "settings": self.settings},
-                          lifespan=lifespan)
+        state = {"connector": self, "settings": self.settings, "flow_context": self.context}
+        return create_app(routers=ROUTERS, state=state, lifespan=lifespan)
 
     def serve(self) -> None:
         """Run until SIGINT/SIGTERM: HTTP for roles `all`/`web`, job execution for `worker`."""

@@ -228,3 +228,38 @@ def test_migrations_then_engine_share_one_database(migrated_url: str, make_setti
         assert migrate(migrated_url, engine=eng.db_engine) == migrate(migrated_url)
     finally:
         eng.shutdown()
+
+
+def test_on_launch_runs_once_per_launch_in_roles_that_execute(migrated_url: str,
+                                                              make_settings: Callable[..., Settings]) -> None:
+    """Start-up work hooks onto the launch instead of polling until the engine executes."""
+    seen: list[tuple[str, bool]] = []
+
+    def record(eng: engine.Engine) -> None:
+        seen.append((eng.role, eng.executes))
+        # Queues run already: the callback can start work.
+        eng.enqueue(app.two_steps, "boot", queue="test.default", workflow_id="on-launch-job")
+
+    def broken(_: engine.Engine) -> None:
+        raise RuntimeError("a start-up shortcut failed")
+
+    engine.on_launch("test.broken", broken)
+    engine.on_launch("test.record", record)
+    # web and worker processes need PostgreSQL; on SQLite everything runs in role `all`.
+    roles = ["web", "worker", "all"] if migrated_url.startswith("postgresql") else ["all"]
+    try:
+        engine.Engine(make_settings(migrated_url)).connect().shutdown()
+        assert seen == []  # connecting (the CLI, the sync command) executes nothing
+        for role in roles:
+            eng = engine.Engine(make_settings(migrated_url, role=role)).launch()  # a failing callback is logged
+            try:
+                app.use_database(eng.db_engine)
+                if role != "web":
+                    assert seen[-1] == (role, True)
+                    assert eng.wait("on-launch-job", timeout_seconds=60) == "done:boot"
+            finally:
+                eng.shutdown()
+        assert seen == [(role, True) for role in roles if role != "web"]
+    finally:
+        engine.forget_on_launch("test.record")
+        engine.forget_on_launch("test.broken")

@@ -112,7 +112,7 @@ def web_client(tmp_path: Path) -> Iterator[tuple[TestClient, Database]]:
     context.install(ctx)
     reachability.reset()
     try:
-        with TestClient(create_app(routers=[shop.router])) as client:
+        with TestClient(create_app(routers=[shop.router], state={"flow_context": ctx})) as client:
             yield client, db
     finally:
         reachability.reset()

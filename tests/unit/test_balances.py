@@ -77,8 +77,8 @@ def _ctx(sim: Any, tmp_path: Path, *, page_size: int = 100, transport: httpx2.As
     settings = _settings(sim, tmp_path, page_size, **sync)
     migrate(settings.store.url)
     db = Database(settings.store.url)
-    flow = context.FlowContext(settings=settings, db=db, engine=NoEngine(), webshop=RecordingWebshop())  # type: ignore[arg-type]
-    flow.extras["deliver_to_shop"] = False
+    flow = context.FlowContext(settings=settings, db=db, engine=NoEngine(), webshop=RecordingWebshop(),  # type: ignore[arg-type]
+                               deliver_to_shop=False)
     # Few, short retries: the outage test must not wait out the production retry budget.
     flow.extend_factory = lambda: ExtendClient.from_settings(settings, retry=QUICK_RETRY, transport=transport)
     context.install(flow)
@@ -445,3 +445,45 @@ def test_sweep_interval_rounds_down_to_what_cron_keeps() -> None:
     assert balances.sweep_interval(7) == timedelta(minutes=6)
     assert balances.sweep_interval(0.1) == timedelta(seconds=6)
     assert balances.sweep_interval(0.001) == timedelta(seconds=1)
+
+
+# --- start-up ----------------------------------------------------------------------------------
+
+
+class LaunchEngine(NoEngine):
+    """Records what the start-up callback starts."""
+
+    def __init__(self) -> None:
+        self.enqueued: list[str | None] = []
+        self.debounced: list[str] = []
+
+    def enqueue(self, workflow: Any, *args: Any, queue: str, workflow_id: str | None = None, **_: Any) -> str:
+        self.enqueued.append(workflow_id)
+        return workflow_id or "job"
+
+    def debounce(self, key: str, *args: Any, **kwargs: Any) -> str:
+        self.debounced.append(key)
+        return "flush"
+
+
+def test_start_up_work_is_an_on_launch_callback_not_a_polling_thread(sim: Any, tmp_path: Path) -> None:
+    from extend_connector.engine._declare import declared_on_launch
+
+    for flow in _ctx(sim, tmp_path):
+        launched = LaunchEngine()
+        flow.engine = launched  # type: ignore[assignment]
+        threads = {t.name for t in threading.enumerate()}
+        balances.declare_schedules(flow.settings)
+        assert "balances-startup-flush" not in {t.name for t in threading.enumerate()} - threads
+        on_launch = declared_on_launch()["balances.startup"]
+
+        on_launch(launched)  # never loaded: the first load is enqueued under its idempotent id
+        assert launched.enqueued == ["balances-initial-load"]
+        assert launched.debounced == []
+
+        run(balances.sweep_balances())  # loaded now; a crash left a pair dirty
+        notify(flow, abc(products(sim)[0], "MainWarehouse"))
+        on_launch(launched)
+        assert balances.trigger.wait_idle()
+        assert launched.enqueued == ["balances-initial-load"]  # no second load
+        assert launched.debounced == [balances.FLUSH_KEY]  # the dirty pair is flushed

@@ -59,7 +59,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     context.install(ctx)
     reachability.reset()
     try:
-        with TestClient(create_app(routers=[shop.router])) as test_client:
+        with TestClient(create_app(routers=[shop.router], state={"flow_context": ctx})) as test_client:
             yield test_client
     finally:
         reachability.reset()
@@ -176,3 +176,19 @@ def test_freshness_rules() -> None:
     assert freshness(NOW, now=NOW, stale_after_seconds=5, reachable=False).stale is True
     assert oldest([NOW, NOW - timedelta(seconds=1)]) == NOW - timedelta(seconds=1)
     assert oldest([NOW, None]) is None
+
+
+def test_the_stock_read_and_the_stock_pushed_are_one_figure(client: TestClient) -> None:
+    """`GET /v1/stock` and the `stock.changed` event compute the figure with one function."""
+    from extend_connector.flows import balances
+
+    settings = Settings(extend=ExtendSettings(warehouses=["MainWarehouse", "GreenWarehouse"]))
+    stored = {"A": {"MainWarehouse": Decimal(5), "GreenWarehouse": Decimal("2.5")},
+              "B": {"MainWarehouse": Decimal(1)}, "Z": {}}
+    items = {i["productNumber"]: i for i in get(client, "/v1/stock", productNumbers="A,B,Z").json()["items"]}
+    for number, available in stored.items():
+        pushed = balances.shop_figure(settings, number, available)
+        assert items[number]["available"] == pushed["available"]
+        figure = balances.stock_figure(number, ["MainWarehouse", "GreenWarehouse"], available)
+        assert [(w["warehouse"], w["available"]) for w in items[number]["warehouses"]] == [
+            (w, float(v)) for w, v in figure.warehouses]

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 
-from extend_connector.api.auth import require_shop_token
+from extend_connector.api.deps import Context, shop_token
 from extend_connector.api.errors import ApiError, ApiProblem
 from extend_connector.api.fields import MAX_KEY, AddressIn, path_key, shop_ref_field, text
 from extend_connector.flows import customers as flow
-from extend_connector.flows.context import current
 from extend_connector.settings import CustomersScope
 
 router = APIRouter()
@@ -46,25 +45,21 @@ class CustomerIn(_Model):
     invoice_address: AddressIn | None = None
 
 
-async def _token(request: Request) -> None:
-    await require_shop_token(current().settings.webshop.api_token.get_secret_value())(request)
-
-
-def _require_scope() -> None:
-    if current().settings.scope.customers != CustomersScope.TO_EXTEND:
+def _require_scope(ctx: Context) -> None:
+    if ctx.settings.scope.customers != CustomersScope.TO_EXTEND:
         raise ApiProblem(409, "scope", "customers are created in Extend only with scope.customers = to_extend")
 
 
-@router.post("/v1/customers", status_code=202, dependencies=[Depends(_token)],
+@router.post("/v1/customers", status_code=202, dependencies=[Depends(shop_token)],
              responses={200: {"description": "The same customer was registered before (nothing new started)."},
                         409: {"model": ApiError, "description": "This shopRef was registered with other data, "
                                                                  "or customers are not created in Extend here."}})
-async def create_customer(body: CustomerIn) -> JSONResponse:
+async def create_customer(body: CustomerIn, ctx: Context) -> JSONResponse:
     """Accept a shop customer; it is created in Extend exactly once, in the background.
 
     Idempotent on `shopRef`: 202 the first time, 200 for an identical repeat, 409 for the same
     reference with other data."""
-    _require_scope()
+    _require_scope(ctx)
     data = body.model_dump(mode="json")
     try:
         registration = await run_in_threadpool(flow.register, data)
@@ -77,8 +72,9 @@ async def create_customer(body: CustomerIn) -> JSONResponse:
                         status_code=202 if registration.created else 200)
 
 
-@router.get("/v1/customer-registrations/{shop_ref}", dependencies=[Depends(_token)])
+@router.get("/v1/customer-registrations/{shop_ref}", dependencies=[Depends(shop_token)])
 async def get_customer(shop_ref: str) -> dict[str, Any]:
     ref = path_key(shop_ref, "shopRef", 128)
-    number = flow.extend_number_for(ref)
+    # A database read: off the event loop, which every request of the process shares.
+    number = await run_in_threadpool(flow.extend_number_for, ref)
     return {"shopRef": ref, "customerNumber": number, "status": "in_extend" if number else "pending"}

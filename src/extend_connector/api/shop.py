@@ -14,25 +14,21 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from sqlalchemy.orm import Session
 
-from extend_connector.api.auth import require_shop_token
+from extend_connector.api.deps import Context, shop_token
 from extend_connector.api.errors import ApiError, ApiProblem
 from extend_connector.api.fields import MAX_KEY, path_key, utc_representable
 from extend_connector.flows import balances as balance_flow
-from extend_connector.flows.context import FlowContext, current
+from extend_connector.flows.context import FlowContext
 from extend_connector.flows.freshness import Freshness, fleet_reachability, freshness, oldest
 from extend_connector.store.models import BalanceRow, CustomerRow, PriceRow, ProductRow
 
 MAX_NUMBERS = 500
 MAX_PAGE_SIZE = 500
-
-
-async def _shop_token(request: Request) -> None:
-    await require_shop_token(current().settings.webshop.api_token.get_secret_value())(request)
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -41,7 +37,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ApiError, "description": "A parameter does not have the expected form."},
 }
 
-router = APIRouter(prefix="/v1", tags=["read"], dependencies=[Depends(_shop_token)], responses=_ERRORS)
+router = APIRouter(prefix="/v1", tags=["read"], dependencies=[Depends(shop_token)],
+                   responses=_ERRORS)
 
 
 class _Model(BaseModel):
@@ -241,15 +238,26 @@ def _known_products(session: Session, numbers: list[str]) -> set[str]:
     return found
 
 
-def _warehouse_stock(row: BalanceRow | None, warehouse: str, clock: _Now, product: Freshness,
-                     known: bool = True) -> WarehouseStock:
+def _unconfirmed(row: BalanceRow) -> bool:
+    return row.notified_at is not None and row.notified_available is not None and (
+        row.confirmed_at is None or row.notified_at > row.confirmed_at)
+
+
+def _shown(row: BalanceRow) -> Decimal:
+    """The value shown: a notified value not yet confirmed by a fetch, else the fetched one."""
+    if _unconfirmed(row) and row.notified_available is not None:
+        return row.notified_available
+    return row.available
+
+
+def _warehouse_stock(row: BalanceRow | None, warehouse: str, available: Decimal, clock: _Now,
+                     product: Freshness, known: bool = True) -> WarehouseStock:
     if row is None:
         # No row: Extend has no stock record here, as of the product's last confirmation; for a
         # product the copy does not know at all, nothing has confirmed anything.
-        return WarehouseStock(warehouse=warehouse, available=0, confirmed=known, freshness=clock.out(product))
-    unconfirmed = row.notified_at is not None and row.notified_available is not None and (
-        row.confirmed_at is None or row.notified_at > row.confirmed_at)
-    available = row.notified_available if unconfirmed and row.notified_available is not None else row.available
+        return WarehouseStock(warehouse=warehouse, available=float(available), confirmed=known,
+                              freshness=clock.out(product))
+    unconfirmed = _unconfirmed(row)
     return WarehouseStock(
         warehouse=warehouse, available=float(available),
         physical=None if row.physical is None else float(row.physical),
@@ -260,6 +268,7 @@ def _warehouse_stock(row: BalanceRow | None, warehouse: str, clock: _Now, produc
 
 @router.get("/stock", response_model=StockPage, summary="Available stock per product (sell-from warehouses)")
 def get_stock(
+    ctx: Context,
     page: PageQ = 1,
     page_size: PageSizeQ = 100,
     product_numbers: NumbersQ = None,
@@ -268,7 +277,6 @@ def get_stock(
     """Stock from the local copy, never from Extend: with `productNumbers`, those products (one the
     copy does not know at all says `known: false`, 0, nothing confirmed); without, every product
     with a balance, ordered by product number."""
-    ctx = current()
     sell_from = balance_flow.sell_from(ctx.settings)
     if warehouse is not None and warehouse not in sell_from:
         raise ApiProblem(400, "unknown_warehouse", f"`warehouse` must be one of the sell-from warehouses {sell_from}",
@@ -300,12 +308,15 @@ def get_stock(
             # product's confirmation covers it; a product without any row was never confirmed.
             confirmed = oldest([r.confirmed_at for r in held]) if held else None
             item_freshness = clock.of(confirmed)
-            per = [_warehouse_stock(rows.get((number, w)), w, clock, item_freshness, is_known) for w in warehouses]
+            shown = {w: _shown(r) for w in warehouses if (r := rows.get((number, w))) is not None}
+            figure = balance_flow.stock_figure(number, warehouses, shown)
+            per = [_warehouse_stock(rows.get((number, w)), w, value, clock, item_freshness,
+                                    is_known) for w, value in figure.warehouses]
             if any(not w.confirmed for w in per):
                 item_freshness = Freshness(confirmed_at=item_freshness.confirmed_at,
                                            age_seconds=item_freshness.age_seconds, stale=True)
             items.append(StockItem(product_number=number, known=is_known,
-                                   available=float(sum(Decimal(str(w.available)) for w in per)),
+                                   available=float(figure.available),
                                    warehouses=per, freshness=clock.out(item_freshness)))
     return StockPage(page=page, page_size=page_size, total_count=total, extend_reachable=clock.reachable, items=items)
 
@@ -322,6 +333,7 @@ def _product(row: ProductRow, clock: _Now) -> ProductOut:
 
 @router.get("/products", response_model=ProductPage, summary="Products of the local copy, paged")
 def list_products(
+    ctx: Context,
     page: PageQ = 1,
     page_size: PageSizeQ = 100,
     product_numbers: NumbersQ = None,
@@ -329,7 +341,6 @@ def list_products(
                                                     description="Only products Extend changed at or after this.")] = None,
     include_phased_out: Annotated[bool, Query(alias="includePhasedOut")] = True,
 ) -> ProductPage:
-    ctx = current()
     numbers = _numbers(product_numbers)
     since = _aware(changed_since, "changedSince")
     clock = _Now(ctx)
@@ -351,8 +362,8 @@ def list_products(
 
 @router.get("/products/{productNumber}", response_model=ProductOut, summary="One product of the local copy",
             responses={404: {"model": ApiError, "description": "Not in the local copy."}})
-def get_product(product_number: Annotated[str, Path(alias="productNumber")]) -> ProductOut:
-    ctx = current()
+def get_product(ctx: Context,
+                product_number: Annotated[str, Path(alias="productNumber")]) -> ProductOut:
     number = _clean_key(product_number, "productNumber")
     clock = _Now(ctx)
     with ctx.db.read() as session:
@@ -367,13 +378,13 @@ def get_product(product_number: Annotated[str, Path(alias="productNumber")]) -> 
 
 @router.get("/prices", response_model=PricePage, summary="Net prices of one customer (default: the anonymous one)")
 def list_prices(
+    ctx: Context,
     page: PageQ = 1,
     page_size: PageSizeQ = 100,
     customer_number: Annotated[str | None, Query(alias="customerNumber", max_length=64,
                                                  description="Default: scope.default_customer_number.")] = None,
     product_numbers: NumbersQ = None,
 ) -> PricePage:
-    ctx = current()
     customer = _clean_key(customer_number or ctx.settings.scope.default_customer_number, "customerNumber")
     numbers = _numbers(product_numbers)
     clock = _Now(ctx)
@@ -398,8 +409,8 @@ def list_prices(
 @router.get("/customers/{customerNumber}", response_model=CustomerOut,
             summary="One customer of the local copy, by Extend customer number or the shop's reference",
             responses={404: {"model": ApiError, "description": "Not in the local copy."}})
-def get_customer(customer_number: Annotated[str, Path(alias="customerNumber")]) -> CustomerOut:
-    ctx = current()
+def get_customer(ctx: Context,
+                 customer_number: Annotated[str, Path(alias="customerNumber")]) -> CustomerOut:
     key = _clean_key(customer_number, "customerNumber")
     clock = _Now(ctx)
     with ctx.db.read() as session:

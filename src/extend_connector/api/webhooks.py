@@ -18,16 +18,17 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 import structlog
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter, Histogram
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from extend_connector.api.deps import Context
 from extend_connector.extend.webhooks import (
     SIGNATURE_HEADER,
     MalformedWebhook,
@@ -37,7 +38,7 @@ from extend_connector.extend.webhooks import (
     verify_and_parse,
 )
 from extend_connector.flows import dispatch
-from extend_connector.flows.context import FlowContext, current
+from extend_connector.flows.context import FlowContext
 from extend_connector.store.models import InboxRow
 
 log = structlog.get_logger("extend_connector.inbox")
@@ -218,10 +219,13 @@ def _settle(future: Future[Stored], exc: Exception) -> None:
         future.set_exception(exc)
 
 
-def _writer(ctx: FlowContext) -> InboxWriter:
-    writer = ctx.extras.get("inbox_writer")
+async def inbox_writer(request: Request, ctx: Context) -> InboxWriter:
+    """The app's one group-commit writer (made at the first delivery; async, so on the event
+    loop and never made twice)."""
+    writer = getattr(request.app.state, "inbox_writer", None)
     if not isinstance(writer, InboxWriter):
-        writer = ctx.extras.setdefault("inbox_writer", InboxWriter(ctx))
+        writer = InboxWriter(ctx)
+        request.app.state.inbox_writer = writer
     return writer
 
 
@@ -241,9 +245,9 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
 
 
 @router.post("/webhooks/extend", include_in_schema=True, summary="Extend Commerce webhook inbox")
-async def receive(request: Request) -> Response:
+async def receive(request: Request, ctx: Context,
+                  writer: Annotated[InboxWriter, Depends(inbox_writer)]) -> Response:
     started = time.perf_counter()
-    ctx = current()
     settings = ctx.settings
     raw = await _read_limited(request, settings.server.webhook_max_body_bytes)
     if raw is None:
@@ -265,7 +269,7 @@ async def receive(request: Request) -> Response:
         log.warning("webhook_refused", outcome="malformed", why=str(exc), size=len(raw))
         return _problem(400, "malformed", str(exc))
     try:
-        stored = await asyncio.wrap_future(_writer(ctx).submit(envelope, raw))
+        stored = await asyncio.wrap_future(writer.submit(envelope, raw))
     except Exception as exc:  # whatever failed, nothing committed: Extend must deliver again
         DELIVERIES.labels("error").inc()
         log.error("webhook_not_stored", outcome="error", delivery_id=envelope.id, attempt=envelope.attempt,

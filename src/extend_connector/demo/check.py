@@ -9,7 +9,6 @@ the simulator's true state and says exactly what differs.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -50,18 +49,14 @@ class CheckResult:
 
 
 def run_sweeps(log: Callable[[str], None]) -> None:
-    """Run the orders and balances reconciliation sweeps once, now (when this build has them)."""
+    """Run the orders and balances reconciliation sweeps once, now."""
+    # Imported when used: it pulls in DBOS and every flow.
+    from extend_connector.service import SWEEPS
+
     for name in SWEPT:
         try:
-            module = importlib.import_module(f"extend_connector.flows.{name}")
-        except ModuleNotFoundError:
-            continue
-        sweep = getattr(module, f"sweep_{name}", None)
-        if sweep is None:
-            continue
-        try:
-            result = asyncio.run(sweep(False, False))
-            log(f"settle: {name} sweep read {getattr(result, 'records', '?')} changed record(s)")
+            result = asyncio.run(SWEEPS[name](False, False, None))
+            log(f"settle: {name} sweep read {result.records} changed record(s)")
         except Exception as exc:  # the sweep's own error is reported; the check decides
             log(f"settle: {name} sweep failed: {exc!r}")
 

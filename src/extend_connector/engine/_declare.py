@@ -298,6 +298,33 @@ def declared_schedules() -> dict[str, ScheduleSpec]:
     return dict(_SCHEDULES)
 
 
+# --- on launch ----------------------------------------------------------------------------
+
+_ON_LAUNCH: dict[str, Callable[[Any], None]] = {}
+
+
+def on_launch(name: str, callback: Callable[[Any], None]) -> None:
+    """Run `callback(engine)` once an `Engine` has launched in a role that executes work
+    (`all`, `worker`), every time one launches; never in the `web` role or after `connect()`.
+
+    Replaces polling for "is the engine up yet": start-up work (a first load, a flush of
+    what a crash left behind) can enqueue as soon as queues run. Keyed by `name`, so a flow
+    that declares again (a Connector rebuilt with other settings) replaces its callback. A
+    callback that raises is logged and the launch goes on: start-up work is a shortcut that
+    the schedules cover anyway.
+    """
+    _ON_LAUNCH[name] = callback
+
+
+def declared_on_launch() -> dict[str, Callable[[Any], None]]:
+    return dict(_ON_LAUNCH)
+
+
+def forget_on_launch(name: str) -> None:
+    """Drop an on-launch callback (tests)."""
+    _ON_LAUNCH.pop(name, None)
+
+
 def forget_schedule(name: str) -> None:
     """Drop a schedule declaration (tests; a removed schedule is deleted at next launch)."""
     _SCHEDULES.pop(name, None)

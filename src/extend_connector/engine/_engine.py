@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from extend_connector.engine._declare import (
     QueueSpec,
+    declared_on_launch,
     declared_queues,
     declared_schedules,
     to_json_value,
@@ -34,6 +35,8 @@ from extend_connector.engine._declare import (
 from extend_connector.engine._transient import TransientRetry, configure_transient_retry
 from extend_connector.settings import Settings
 from extend_connector.store.database import create_db_engine, normalise_url
+
+log = logging.getLogger("extend_connector.engine")
 
 APP_NAME = "extend-connector"
 FAILED_STATUSES = ("ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
@@ -220,7 +223,15 @@ class Engine:
             DBOS.destroy()
             raise
         self._launched = True
+        self._run_on_launch()
         return self
+
+    def _run_on_launch(self) -> None:
+        for name, callback in declared_on_launch().items():
+            try:
+                callback(self)
+            except Exception:  # start-up work is a shortcut the schedules cover; the launch goes on
+                log.exception("on_launch callback %s failed", name)
 
     def shutdown(self, *, wait_seconds: int = 0) -> None:
         """Stop executing (waiting up to `wait_seconds` for running jobs) and close connections.

@@ -37,7 +37,6 @@ triggers a flush when dirty rows are waiting (a crash between an inbox commit an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -98,19 +97,42 @@ def _number(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
-def shop_figure(settings: Settings, product_number: str, available: Mapping[str, Decimal]) -> dict[str, Any]:
-    """The stock the shop shows for one product, from its sell-from warehouses' available balances.
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StockFigure:
+    """The stock the shop sees for one product: its available balance in each sell-from
+    warehouse (in the order of `extend.warehouses`; a warehouse without a balance counts as 0)
+    and their sum. The one definition, used by the pushed `stock.changed` events and by the read
+    API's `GET /v1/stock`."""
 
-    `sum`: {"productNumber", "available"}; `per_warehouse`: {"productNumber", "warehouses":
-    [{"warehouse", "available"}]} in the order of `extend.warehouses`. A warehouse without a
-    balance counts as 0.
-    """
-    warehouses = sell_from(settings)
-    if settings.webshop.stock_figure == "sum":
-        total = sum((available.get(w, Decimal(0)) for w in warehouses), Decimal(0))
-        return {"productNumber": product_number, "available": _number(total)}
-    return {"productNumber": product_number,
-            "warehouses": [{"warehouse": w, "available": _number(available.get(w, Decimal(0)))} for w in warehouses]}
+    product_number: str
+    warehouses: tuple[tuple[str, Decimal], ...]
+
+    @property
+    def available(self) -> Decimal:
+        return sum((value for _, value in self.warehouses), Decimal(0))
+
+    def event(self, form: str) -> dict[str, Any]:
+        """The event payload: `sum` {"productNumber", "available"}; `per_warehouse`
+        {"productNumber", "warehouses": [{"warehouse", "available"}]} (`webshop.stock_figure`)."""
+        if form == "sum":
+            return {"productNumber": self.product_number, "available": _number(self.available)}
+        return {"productNumber": self.product_number,
+                "warehouses": [{"warehouse": w, "available": _number(v)}
+                               for w, v in self.warehouses]}
+
+
+def stock_figure(product_number: str, warehouses: Sequence[str],
+                 available: Mapping[str, Decimal]) -> StockFigure:
+    """The figure of `product_number` over `warehouses` from their available balances."""
+    return StockFigure(product_number=product_number,
+                       warehouses=tuple((w, available.get(w, Decimal(0))) for w in warehouses))
+
+
+def shop_figure(settings: Settings, product_number: str,
+                available: Mapping[str, Decimal]) -> dict[str, Any]:
+    """The pushed form of the shop's figure for one product, over its sell-from warehouses."""
+    figure = stock_figure(product_number, sell_from(settings), available)
+    return figure.event(settings.webshop.stock_figure)
 
 
 # --- the webhook side ------------------------------------------------------------------------
@@ -437,32 +459,48 @@ async def flush_balances() -> dict[str, Any]:
 async def sweep_balances(full: bool = False, dry_run: bool = False, progress: Progress | None = None) -> SweepResult:
     """List balances changed since the cursor (every balance when `full` or on first start),
     page by page, and repair the local copy. `dry_run` reads and compares but writes nothing
-    (not even the cursor). Returns what it did (`extend-connector sync balances` prints it)."""
+    (not even the cursor). Returns what it did (`extend-connector sync balances` prints it).
+
+    Every database step runs in a worker thread (`asyncio.to_thread`): the event loop is shared
+    by every async job of the process and goes on reading pages meanwhile."""
     ctx = current()
     settings = ctx.settings
     extend = ctx.extend()
     tally = Tally("balances", progress, full=full, dry_run=dry_run, stats=extend.stats)
     overlap = timedelta(seconds=settings.sync.overlap_seconds)
     now = ctx.clock()
-    if dry_run:
-        with ctx.db.read() as session:
-            row = cursors.peek(session, CURSOR)
-            since = None if full or row is None or row.high_water_mark is None else row.high_water_mark - overlap
-    else:
-        with ctx.db.write() as session:
-            since = cursors.start(session, CURSOR, now=now, overlap=overlap, full=full)
-    full_load = since is None
-    latest: datetime | None = None
-    seen: set[tuple[str, str]] = set()
-    batch: list[Balance] = []
 
-    def write(items: list[Balance]) -> None:
+    def begin() -> datetime | None:
+        if dry_run:
+            with ctx.db.read() as session:
+                row = cursors.peek(session, CURSOR)
+                if full or row is None or row.high_water_mark is None:
+                    return None
+                return row.high_water_mark - overlap
         with ctx.db.write() as session:
-            counts = apply_balances(session, items, confirmed_at=ctx.clock(), dry_run=dry_run)
+            return cursors.start(session, CURSOR, now=now, overlap=overlap, full=full)
+
+    def write(items: list[Balance], absent: list[tuple[str, str]] | None = None) -> dict[str, int]:
+        with ctx.db.write() as session:
+            return apply_balances(session, items, absent_as_zero=absent or (),
+                                  confirmed_at=ctx.clock(), dry_run=dry_run)
+
+    def record(counts: dict[str, int]) -> None:
         for outcome, n in counts.items():
             for _ in range(n):
                 tally.record(outcome)
 
+    def held_pairs() -> list[tuple[str, str]]:
+        with ctx.db.read() as session:
+            return [(p, w) for p, w in session.execute(
+                sa.select(BalanceRow.product_number, BalanceRow.warehouse)
+                .where(BalanceRow.warehouse.in_(sell_from(settings))))]
+
+    since = await asyncio.to_thread(begin)
+    full_load = since is None
+    latest: datetime | None = None
+    seen: set[tuple[str, str]] = set()
+    batch: list[Balance] = []
     try:
         for warehouse in sell_from(settings):
             page = tally.listing()
@@ -479,37 +517,31 @@ async def sweep_balances(full: bool = False, dry_run: bool = False, progress: Pr
                     latest = balance.changed_at
                 batch.append(balance)
                 if len(batch) >= 500:
-                    write(batch)
+                    record(await asyncio.to_thread(write, batch))
                     batch = []
             if full_load and count % settings.extend.dialect.page_size:
                 page(count, count)
         if batch:
-            write(batch)
+            record(await asyncio.to_thread(write, batch))
         if full_load:
             # A balance we hold that Extend no longer lists has no stock record there any more.
-            with ctx.db.read() as session:
-                held = session.execute(sa.select(BalanceRow.product_number, BalanceRow.warehouse)
-                                       .where(BalanceRow.warehouse.in_(sell_from(settings)))).all()
-            gone = [(p, w) for p, w in held if (p, w) not in seen]
+            gone = [pair for pair in await asyncio.to_thread(held_pairs) if pair not in seen]
             for i in range(0, len(gone), 500):
-                with ctx.db.write() as session:
-                    counts = apply_balances(session, [], absent_as_zero=gone[i:i + 500], confirmed_at=ctx.clock(),
-                                            dry_run=dry_run)
-                for outcome, n in counts.items():
-                    for _ in range(n):
-                        tally.record(outcome)
+                record(await asyncio.to_thread(write, [], gone[i:i + 500]))
     except extend_errors.ExtendError as exc:
         reachability.failed(exc)
         raise
     reachability.succeeded()
-    mark: datetime | None = None
-    if not dry_run:
+
+    def finish() -> datetime | None:
         with ctx.db.write() as session:
-            mark = cursors.finish(session, CURSOR, latest_seen=latest, now=ctx.clock(),
+            return cursors.finish(session, CURSOR, latest_seen=latest, now=ctx.clock(),
                                   stats=tally.result().as_stats())
+
+    mark = None if dry_run else await asyncio.to_thread(finish)
     result = tally.result(cursor=mark)
     log.info("balances_swept", **result.as_stats())
-    if not dry_run and _dirty_waiting():
+    if not dry_run and await asyncio.to_thread(_dirty_waiting):
         trigger.request()
     return result
 
@@ -554,29 +586,24 @@ def sweep_interval(minutes: float) -> timedelta:
 def declare_schedules(settings: Settings) -> None:
     """Called by `service.Connector`: the sweep schedule, and a flush of what a crash left dirty."""
     engine.schedule(SCHEDULE, scheduled_sweep, every=sweep_interval(settings.sync.balances_sweep_minutes), queue=QUEUE)
-    threading.Thread(target=_startup_flush, name="balances-startup-flush", daemon=True).start()
+    engine.on_launch("balances.startup", _startup_flush)
 
 
-def _startup_flush(timeout: float = 120.0) -> None:
+def _startup_flush(eng: engine.Engine) -> None:
     """Once the engine executes: load every balance if none was ever loaded (first start), and
     flush what was left dirty (a crash between an inbox commit and its trigger)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(RuntimeError):
-            ctx = current()
-            if ctx.engine is None:  # a context built without an engine (unit tests): nothing runs jobs
-                return
-            if ctx.engine.executes:
-                try:
-                    with ctx.db.read() as session:
-                        row = cursors.peek(session, CURSOR)
-                        loaded = row is not None and row.high_water_mark is not None
-                    if not loaded:
-                        # Idempotent id: several workers starting together load once.
-                        ctx.engine.enqueue(scheduled_sweep, queue=QUEUE, workflow_id="balances-initial-load")
-                    if _dirty_waiting():
-                        trigger.request()
-                except Exception as exc:  # the first scheduled sweep covers both
-                    log.warning("balances_startup_failed", error=str(exc))
-                return
-        time.sleep(0.5)
+    try:
+        ctx = current()
+    except RuntimeError:  # an engine launched without a Connector (a test, a script)
+        return
+    try:
+        with ctx.db.read() as session:
+            row = cursors.peek(session, CURSOR)
+            loaded = row is not None and row.high_water_mark is not None
+        if not loaded:
+            # Idempotent id: several workers starting together load once.
+            eng.enqueue(scheduled_sweep, queue=QUEUE, workflow_id="balances-initial-load")
+        if _dirty_waiting():
+            trigger.request()
+    except Exception as exc:  # the first scheduled sweep covers both
+        log.warning("balances_startup_failed", error=str(exc))

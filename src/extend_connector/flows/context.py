@@ -1,8 +1,11 @@
-"""What a flow needs at run time, installed once per process by `service.Connector`.
+"""What a flow needs at run time: the typed, process-level `FlowContext`.
 
 Durable workflows are module-level functions whose arguments must be JSON, so their
 collaborators (database, Extend client, webshop adapter, engine) cannot be passed in: a
-workflow or step calls `current()` instead. Tests install a context with fakes.
+workflow or step calls `current()`, which returns the context the composition root
+(`service.Connector`) installed for the process. Routes get the same object from
+`app.state` through FastAPI `Depends` (`api.deps`), never from here. Tests install a
+context with fakes.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import httpx2
 
@@ -40,9 +42,11 @@ class FlowContext:
     # Tests inject a transport (e.g. an ASGI transport onto the simulator).
     extend_transport_factory: Callable[[], httpx2.AsyncBaseTransport] | None = None
     extend_factory: Callable[[], ExtendClient] | None = None
+    # False: no shop is configured, so outbox events are kept (the read API's change feed)
+    # but no delivery job is started for them.
+    deliver_to_shop: bool = True
     _clients: dict[int, ExtendClient] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def extend(self) -> ExtendClient:
         """The Extend client of the running event loop (an async client is bound to one loop).

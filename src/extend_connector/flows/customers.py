@@ -34,7 +34,7 @@ from extend_connector.extend import (
     Throttled,
     ValidationFailed,
 )
-from extend_connector.flows import dispatch, outbox
+from extend_connector.flows import dispatch, outbox, prices
 from extend_connector.flows.context import current
 from extend_connector.flows.sync import Listed, Progress, SweepResult, Tally, sweep_changed
 from extend_connector.settings import CustomersScope, PricesScope, Settings
@@ -165,8 +165,6 @@ async def refresh_customer(notification: dict[str, Any]) -> str:
         return "skipped"
     outcome = await _customers_refresh_step(number)
     if outcome in ("created", "updated") and current().settings.scope.prices == PricesScope.SYNC:
-        from extend_connector.flows import prices
-
         prices.enqueue_customer_prices(number, reason=str(notification.get("deliveryId", "")))
     return outcome
 

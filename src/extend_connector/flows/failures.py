@@ -10,6 +10,7 @@ person can act on, and the failure stays open.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from extend_connector.flows.context import current
+from extend_connector.flows import outbox
+from extend_connector.flows.context import FlowContext, current
 from extend_connector.store.models import ParkedFailureRow
 
 
@@ -172,9 +174,9 @@ async def retry(failure_id: int) -> str:
     """Replay one failure through its kind's replay; mark it resolved when accepted.
 
     Raises UnknownFailure, AlreadyResolved, NoReplay, or StillFailing (the failure stays open,
-    its detail gets the new reason).
+    its detail gets the new reason). Its database work runs off the event loop.
     """
-    failure = get(failure_id)
+    failure = await asyncio.to_thread(get, failure_id)
     if failure.resolved_at is not None:
         raise AlreadyResolved(f"failure {failure_id} was resolved at {failure.resolved_at.isoformat()}")
     replay = _REPLAYS.get(failure.kind)
@@ -183,28 +185,35 @@ async def retry(failure_id: int) -> str:
                        f"(known: {', '.join(replay_kinds()) or 'none'})")
     ctx = current()
     try:
-        result = replay(failure)
+        # A sync replay does its database work where it is called: in a worker thread.
+        result: str | Awaitable[str]
+        if inspect.iscoroutinefunction(replay):
+            result = replay(failure)
+        else:
+            result = await asyncio.to_thread(replay, failure)
         outcome = await result if inspect.isawaitable(result) else result
     except StillFailing as exc:
-        with ctx.db.write() as session:
-            row = session.get(ParkedFailureRow, failure_id)
-            if row is not None:
-                row.retry_count += 1
-                row.detail = {**(row.detail or {}), "lastRetry": str(exc), "message": str(exc)}
+        detail = {"lastRetry": str(exc), "message": str(exc)}
+        await asyncio.to_thread(_note_retry, ctx, failure_id, detail, resolved=False)
         raise
+    await asyncio.to_thread(_note_retry, ctx, failure_id, {"lastRetry": str(outcome)},
+                            resolved=True)
+    return str(outcome)
+
+
+def _note_retry(ctx: FlowContext, failure_id: int, detail: dict[str, Any], *,
+                resolved: bool) -> None:
     with ctx.db.write() as session:
         row = session.get(ParkedFailureRow, failure_id)
         if row is not None:
             row.retry_count += 1
-            row.resolved_at = ctx.clock()
-            row.detail = {**(row.detail or {}), "lastRetry": str(outcome)}
-    return str(outcome)
+            if resolved:
+                row.resolved_at = ctx.clock()
+            row.detail = {**(row.detail or {}), **detail}
 
 
 def _replay_shop_delivery(failure: Failure) -> str:
     """Deliver a refused or given-up shop event again, as a new job (the outbox row is kept)."""
-    from extend_connector.flows import outbox
-
     outbox_id = failure.payload.get("outbox_id") or failure.detail.get("outbox_id")
     if outbox_id is None:
         raise StillFailing(f"failure {failure.id} does not name its outbox event")

@@ -51,7 +51,7 @@ def publish(session: Session, event_type: EventType, key: str, data: dict[str, A
                     payload=engine.to_json_value(data), created_at=ctx.clock())
     session.add(row)
     session.flush()
-    if ctx.extras.get("deliver_to_shop", True):
+    if ctx.deliver_to_shop:
         ctx.engine.enqueue_in_transaction(session, deliver, row.id, queue=QUEUE, partition_key=key,
                                           workflow_id=f"shop-event-{row.id}")
     return row.id
@@ -68,7 +68,7 @@ def publish_many(session: Session, event_type: EventType, events: list[tuple[str
              "attempts": 0} for key, data in events]
     ids = [int(i) for i in session.scalars(
         sa.insert(OutboxRow).returning(OutboxRow.id, sort_by_parameter_order=True), rows)]
-    if ctx.extras.get("deliver_to_shop", True):
+    if ctx.deliver_to_shop:
         for outbox_id, (key, _data) in zip(ids, events, strict=True):
             ctx.engine.enqueue_in_transaction(session, deliver, outbox_id, queue=QUEUE, partition_key=key,
                                               workflow_id=f"shop-event-{outbox_id}")

@@ -29,7 +29,7 @@ from extend_connector import engine
 from extend_connector.domain import Price
 from extend_connector.extend import NotFound, OutcomeUnknown, TechnicalFailure, Throttled
 from extend_connector.flows import outbox
-from extend_connector.flows.context import current
+from extend_connector.flows.context import FlowContext, current
 from extend_connector.flows.passes import Backoff, run_passes
 from extend_connector.flows.sync import Progress, SweepResult, Tally
 from extend_connector.settings import PricesScope, Settings
@@ -228,6 +228,11 @@ async def refresh_customer(customer_number: str, product_numbers: Iterable[str] 
     tally.record_many(["deleted"] * await asyncio.to_thread(finish))
 
 
+def _kept_customers(ctx: FlowContext) -> list[str]:
+    with ctx.db.read() as session:
+        return kept_customer_numbers(session, ctx.settings)
+
+
 async def sweep_prices(full: bool = False, dry_run: bool = False, progress: Progress | None = None,
                        *, customers: list[str] | None = None) -> SweepResult:
     """Refresh every kept customer's prices (or the given customers'). Prices have no change
@@ -240,8 +245,7 @@ async def sweep_prices(full: bool = False, dry_run: bool = False, progress: Prog
     ctx = current()
     extend = ctx.extend()
     if customers is None:
-        with ctx.db.read() as session:
-            customers = kept_customer_numbers(session, ctx.settings)
+        customers = await asyncio.to_thread(_kept_customers, ctx)
     tally = Tally("prices", progress, full=full, dry_run=dry_run, stats=extend.stats)
     gate = asyncio.Semaphore(CONCURRENT_CUSTOMERS)
 
@@ -376,15 +380,26 @@ async def scheduled_active_refresh(scheduled_at: Any = None, context: Any = None
 
 @engine.step()
 async def _prices_active_step() -> dict[str, Any]:
+    return (await refresh_active()).as_stats()
+
+
+async def refresh_active() -> SweepResult:
+    """Refresh the prices of the customers active recently (see the module docstring)."""
     ctx = current()
-    with ctx.db.read() as session:
-        active = active_customer_numbers(session, ctx.settings, now=ctx.clock())
-        # Marks whose flush was never asked for (the process died between storing a product and
-        # asking): picked up here, so at most `prices_active_refresh_minutes` late.
-        orphaned = session.execute(sa.select(DirtyPriceProductRow.product_number).limit(1)).first() is not None
+
+    def read() -> tuple[list[str], bool]:
+        with ctx.db.read() as session:
+            active = active_customer_numbers(session, ctx.settings, now=ctx.clock())
+            # Marks whose flush was never asked for (the process died between storing a product
+            # and asking): picked up here, so at most `prices_active_refresh_minutes` late.
+            marked = sa.select(DirtyPriceProductRow.product_number).limit(1)
+            orphaned = session.execute(marked).first() is not None
+        return active, orphaned
+
+    active, orphaned = await asyncio.to_thread(read)
     if orphaned:
         await asyncio.to_thread(request_product_prices)
-    return (await sweep_prices(customers=active)).as_stats()
+    return await sweep_prices(customers=active)
 
 
 def declare_schedules(settings: Settings) -> None:

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from extend_connector.extend.client import ClientStats
 from extend_connector.flows import cursors
-from extend_connector.flows.context import current
+from extend_connector.flows.context import FlowContext, current
 
 log = structlog.get_logger("extend_connector.sync")
 
@@ -270,8 +270,13 @@ async def sweep_changed(
     extend = ctx.extend()
     tally = Tally(name, progress, full=full, dry_run=dry_run, stats=extend.stats)
     overlap = timedelta(seconds=ctx.settings.sync.overlap_seconds)
-    with ctx.db.read() if dry_run else ctx.db.write() as session:
-        since = cursors.start(session, cursor, now=ctx.clock(), overlap=overlap, full=full)
+
+    # Database work off the event loop (every async job of the process shares it).
+    def begin() -> datetime | None:
+        with ctx.db.read() if dry_run else ctx.db.write() as session:
+            return cursors.start(session, cursor, now=ctx.clock(), overlap=overlap, full=full)
+
+    since = await asyncio.to_thread(begin)
 
     def known(keys: list[str]) -> Mapping[str, datetime | None]:
         with ctx.db.read() as session:
@@ -283,11 +288,13 @@ async def sweep_changed(
 
     latest = await list_then_fetch(listing(since, tally), stored_changed=known, fetch=fetch, apply=write,
                                    tally=tally, batch_size=extend.dialect.page_size)
-    mark = None
-    if not dry_run:
+
+    def finish() -> datetime | None:
         with ctx.db.write() as session:
-            mark = cursors.finish(session, cursor, latest_seen=latest, now=ctx.clock(),
+            return cursors.finish(session, cursor, latest_seen=latest, now=ctx.clock(),
                                   stats=tally.result().as_stats())
+
+    mark = None if dry_run else await asyncio.to_thread(finish)
     result = tally.result(cursor=mark)
     log.info(f"{name}_swept", **result.as_stats())
     return result
@@ -297,7 +304,6 @@ async def sweep_changed(
 
 EXIT_OK = 0
 EXIT_SCOPE_OFF = 4
-EXIT_NOT_BUILT = 2
 
 
 class RichProgress:
@@ -367,23 +373,6 @@ def summary_table(result: SweepResult) -> Any:
     return table
 
 
-def sweep_function(data_point: str) -> tuple[Callable[..., Awaitable[SweepResult]] | None, str | None]:
-    """The sweep of a data point, or (None, why not)."""
-    import importlib
-
-    module_name = f"extend_connector.flows.{data_point}"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        return None, f"flows/{data_point}.py is not in this build"
-    function = getattr(module, f"sweep_{data_point}", None)
-    if function is None:
-        return None, f"flows/{data_point}.py has no sweep_{data_point}()"
-    return function, None
-
-
 def scope_off(settings: Any, data_point: str) -> str | None:
     scope = settings.scope
     if data_point == "products" and scope.products == "off":
@@ -395,38 +384,16 @@ def scope_off(settings: Any, data_point: str) -> str | None:
     return None
 
 
-def run_sync_command(settings: Any, data_point: str, *, full: bool, dry_run: bool) -> int:
-    """The body of `extend-connector sync`: returns the exit code."""
-    import asyncio
+def run_sweep(ctx: FlowContext,
+              sweep: Callable[[bool, bool, Progress | None], Awaitable[SweepResult]], *,
+              full: bool, dry_run: bool, console: Any) -> SweepResult:
+    """Run one sweep now in `ctx` (the caller built it and closes it), with a progress bar."""
 
-    from rich.console import Console
+    async def go() -> SweepResult:
+        try:
+            with RichProgress(console) as bar:
+                return await sweep(full, dry_run, bar)
+        finally:
+            await ctx.aclose()
 
-    from extend_connector.service import Connector
-
-    console = Console(stderr=True)
-    why = scope_off(settings, data_point)
-    if why is not None:
-        console.print(f"nothing to sync: {why}")
-        return EXIT_SCOPE_OFF
-    connector = Connector(settings)
-    try:
-        function, missing = sweep_function(data_point)
-        if function is None:
-            console.print(f"`sync {data_point}` is not available: {missing}")
-            return EXIT_NOT_BUILT
-        # Only a client: the events this sweep publishes are delivered by the running service.
-        connector.engine.connect()
-
-        async def go() -> SweepResult:
-            try:
-                with RichProgress(console) as bar:
-                    return await function(full, dry_run, bar)
-            finally:
-                await connector.context.aclose()
-
-        result = asyncio.run(go())
-        Console().print(summary_table(result))
-        return EXIT_OK
-    finally:
-        connector.engine.shutdown()
-        connector.close()
+    return asyncio.run(go())
