@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
@@ -46,16 +46,12 @@ class CustomerIn(_Model):
     invoice_address: AddressIn | None = None
 
 
-async def _token(request: Request) -> None:
-    await require_shop_token(current().settings.webshop.api_token.get_secret_value())(request)
-
-
 def _require_scope() -> None:
     if current().settings.scope.customers != CustomersScope.TO_EXTEND:
         raise ApiProblem(409, "scope", "customers are created in Extend only with scope.customers = to_extend")
 
 
-@router.post("/v1/customers", status_code=202, dependencies=[Depends(_token)],
+@router.post("/v1/customers", status_code=202, dependencies=[Depends(require_shop_token)],
              responses={200: {"description": "The same customer was registered before (nothing new started)."},
                         409: {"model": ApiError, "description": "This shopRef was registered with other data, "
                                                                  "or customers are not created in Extend here."}})
@@ -77,7 +73,7 @@ async def create_customer(body: CustomerIn) -> JSONResponse:
                         status_code=202 if registration.created else 200)
 
 
-@router.get("/v1/customer-registrations/{shop_ref}", dependencies=[Depends(_token)])
+@router.get("/v1/customer-registrations/{shop_ref}", dependencies=[Depends(require_shop_token)])
 async def get_customer(shop_ref: str) -> dict[str, Any]:
     ref = path_key(shop_ref, "shopRef", 128)
     number = flow.extend_number_for(ref)

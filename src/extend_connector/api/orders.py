@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -26,15 +26,8 @@ from extend_connector.api.fields import (
     utc_representable,
 )
 from extend_connector.flows import orders as flow
-from extend_connector.flows.context import current
 
-
-async def _shop_token(request: Request) -> None:
-    check = require_shop_token(current().settings.webshop.api_token.get_secret_value())
-    await check(request)
-
-
-router = APIRouter(prefix="/v1/orders", tags=["orders"], dependencies=[Depends(_shop_token)])
+router = APIRouter(prefix="/v1/orders", tags=["orders"], dependencies=[Depends(require_shop_token)])
 
 
 class _Model(BaseModel):
