@@ -20,7 +20,6 @@ import httpx2
 import pytest
 import sqlalchemy as sa
 
-from acceptance.harness import free_port, wait_for
 from extend_connector.extend.webhooks import sign
 from extend_connector.service import Connector
 from extend_connector.settings import Settings
@@ -28,6 +27,7 @@ from extend_connector.simulator import SimulatorConfig, WebhookRegistration, run
 from extend_connector.simulator.server import RunningSimulator
 from extend_connector.store.models import BalanceRow, CustomerRow, InboxRow, OrderRow, OutboxRow
 from extend_connector.webshop import RecordingWebshop, ShopEvent, ShopUnavailable
+from support.processes import free_port, wait_for
 
 TOKEN = {"authorization": "Bearer shop-token"}
 SECRET = "sim-webhook-secret"
