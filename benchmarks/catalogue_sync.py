@@ -33,7 +33,6 @@ import httpx2 as httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from acceptance.harness import free_port  # noqa: E402
 from extend_connector.domain import Product  # noqa: E402
 from extend_connector.flows import products as product_flow  # noqa: E402
 from extend_connector.flows.context import current  # noqa: E402
@@ -43,6 +42,7 @@ from extend_connector.flows.products import sweep_products  # noqa: E402
 from extend_connector.flows.sync import SweepResult  # noqa: E402
 from extend_connector.service import Connector  # noqa: E402
 from extend_connector.settings import Settings  # noqa: E402
+from support.processes import free_port  # noqa: E402
 
 
 async def naive_products() -> dict[str, Any]:

@@ -46,7 +46,7 @@ from common import (
     write_results,
 )
 
-from acceptance.slowloris import RawExchange, SlowClients, raise_open_files
+from support.slowloris import RawExchange, SlowClients, raise_open_files
 
 TOKEN = {"authorization": "Bearer shop-token"}
 

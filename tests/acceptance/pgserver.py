@@ -17,7 +17,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from .harness import free_port
+from support.processes import free_port
 
 
 def postgres_bin() -> Path | None:

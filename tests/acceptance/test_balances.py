@@ -17,7 +17,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from .harness import CLI, Proc, free_port, running, wait_for
+from support.processes import CLI, Proc, free_port, running, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,8 @@ import httpx2
 import pytest
 import sqlalchemy as sa
 
-from .harness import CLI, Proc, free_port, running, wait_for
+from support.processes import CLI, Proc, free_port, running, wait_for
+
 from .pgserver import PrivatePostgres, postgres_bin, private_postgres
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900),

@@ -30,8 +30,7 @@ import pytest
 import sqlalchemy as sa
 
 from extend_connector.store.models import CustomerRow, OutboxRow, PriceRow, ProductRow
-
-from .harness import CLI, Proc, free_port, running
+from support.processes import CLI, Proc, free_port, running
 
 PRODUCTS = 20_000
 CUSTOMERS = 2_000

@@ -17,7 +17,7 @@ import httpx2
 import pytest
 import sqlalchemy as sa
 
-from .harness import CLI, Proc, free_port, running, wait_for
+from support.processes import CLI, Proc, free_port, running, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from .harness import CLI, Proc, free_port, running, wait_for
-from .slowloris import SlowClients, raise_open_files
+from support.processes import CLI, Proc, free_port, running, wait_for
+from support.slowloris import SlowClients, raise_open_files
 
 pytestmark = pytest.mark.slow
 

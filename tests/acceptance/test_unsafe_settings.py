@@ -10,7 +10,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from .harness import CLI, free_port
+from support.processes import CLI, free_port
 
 
 def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,6 @@ from typing import Any
 import httpx2
 import pytest
 
-from acceptance.harness import free_port, wait_for
 from extend_connector.service import Connector
 from extend_connector.settings import (
     ExtendSettings,
@@ -32,6 +31,7 @@ from extend_connector.settings import (
     WebshopSettings,
 )
 from extend_connector.simulator import SimulatorConfig, WebhookRegistration, run_in_thread
+from support.processes import free_port, wait_for
 
 SECRET = "whsec_" + base64.b64encode(b"shop-receiver-secret-for-tests").decode()
 

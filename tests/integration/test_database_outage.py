@@ -22,13 +22,13 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from acceptance.harness import free_port, wait_for
 from extend_connector import engine
 from extend_connector.flows import failures, watchdog
 from extend_connector.service import Connector
 from extend_connector.settings import Settings
 from extend_connector.simulator import SimulatorConfig, WebhookRegistration, run_in_thread
 from extend_connector.store.models import CursorRow, OrderRow, ProductRow
+from support.processes import free_port, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 

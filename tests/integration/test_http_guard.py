@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from acceptance.harness import CLI, Proc, free_port, wait_for
-from acceptance.slowloris import RawExchange, RawResponse
+from support.processes import CLI, Proc, free_port, wait_for
+from support.slowloris import RawExchange, RawResponse
 
 TOKEN = "shop-token"
 MAX_BODY = 65_536

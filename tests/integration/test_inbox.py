@@ -12,11 +12,11 @@ import httpx2
 import pytest
 import sqlalchemy as sa
 
-from acceptance.harness import free_port
 from extend_connector.extend.webhooks import sign
 from extend_connector.service import Connector
 from extend_connector.settings import Settings
 from extend_connector.store.models import InboxRow
+from support.processes import free_port
 
 SECRET = "inbox-secret"
 

@@ -13,13 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2
 import pytest
 
-from acceptance.harness import free_port
 from extend_connector.flows import customers as flow
 from extend_connector.service import Connector
 from extend_connector.settings import Settings
 from extend_connector.simulator import SimulatorConfig, run_in_thread
 from extend_connector.simulator.server import RunningSimulator
 from extend_connector.webshop import RecordingWebshop
+from support.processes import free_port
 
 TOKEN = "shop-token"
 

@@ -18,12 +18,12 @@ import httpx2
 import pytest
 import sqlalchemy as sa
 
-from acceptance.harness import free_port, wait_for
 from extend_connector.flows import failures
 from extend_connector.service import Connector
 from extend_connector.settings import Settings
 from extend_connector.simulator import SimulatorConfig, WebhookRegistration, run_in_thread
 from extend_connector.store.models import CursorRow, IdMappingRow, OrderRow, OutboxRow, ProductRow
+from support.processes import free_port, wait_for
 
 TOKEN = {"authorization": "Bearer shop-token"}
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx2
 import sqlalchemy as sa
 
-from acceptance.harness import free_port, wait_for
 from extend_connector.flows import prices
 from extend_connector.flows.context import current
 from extend_connector.flows.customers import sweep_customers
@@ -27,6 +26,7 @@ from extend_connector.settings import Settings
 from extend_connector.simulator import SimulatorConfig, WebhookRegistration, run_in_thread
 from extend_connector.simulator.server import RunningSimulator
 from extend_connector.store.models import DirtyPriceProductRow, PriceRow
+from support.processes import free_port, wait_for
 
 CHANGED = 30
 

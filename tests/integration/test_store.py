@@ -20,7 +20,12 @@ from extend_connector.store import (
 )
 from extend_connector.store import repositories as repo
 from extend_connector.store.migrate import VERSION_TABLE, include_name
-from extend_connector.store.models import BalanceRow, InboxRow, metadata
+from extend_connector.store.models import (
+    BalanceRow,
+    DirtyBalanceRow,
+    DirtyPriceProductRow,
+    metadata,
+)
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -72,76 +77,37 @@ def test_amounts_are_exact_and_instants_aware(db: Database) -> None:
 
 def test_upsert_reports_real_changes_only(db: Database) -> None:
     values = {"product_number": "P1", "warehouse": "W", "available": Decimal("5"), "confirmed_at": T0}
+    touch = ("confirmed_at",)
     with db.write() as session:
-        assert repo.upsert_balance(session, values).inserted
+        assert repo.upsert(session, BalanceRow, values, touch=touch).inserted
     with db.write() as session:
-        again = repo.upsert_balance(session, {**values, "available": Decimal("5.000"),
-                                              "confirmed_at": T0 + timedelta(minutes=1)})
+        again = repo.upsert(session, BalanceRow, {**values, "available": Decimal("5.000"),
+                                                  "confirmed_at": T0 + timedelta(minutes=1)}, touch=touch)
     assert not again.changed
     with db.read() as session:
         assert session.get(BalanceRow, ("P1", "W")).confirmed_at == T0 + timedelta(minutes=1)  # type: ignore[union-attr]
     with db.write() as session:
-        moved = repo.upsert_balance(session, {**values, "available": Decimal("4")})
+        moved = repo.upsert(session, BalanceRow, {**values, "available": Decimal("4")}, touch=touch)
     assert moved.changed and moved.changed_columns == ("available",)
+    with pytest.raises(ValueError, match="primary key"), db.write() as session:
+        repo.upsert(session, BalanceRow, {"product_number": "P1", "available": Decimal("1")})
 
 
-def test_inbox_repeats_are_recognised(db: Database) -> None:
-    with db.write() as session:
-        assert repo.record_delivery(session, delivery_id="D1", attempt=1, raw_body="{}")
-    with db.write() as session:
-        assert not repo.record_delivery(session, delivery_id="D1", attempt=3, raw_body="{}")
-    with db.write() as session:
-        assert not repo.record_delivery(session, delivery_id="D1", attempt=2, raw_body="{}")
-    with db.read() as session:
-        row = session.get(InboxRow, "D1")
-        assert row is not None and row.attempt == 1 and row.last_seen_attempt == 3
-
-
-def test_id_mappings_are_unique_both_ways(db: Database) -> None:
-    with db.write() as session:
-        assert repo.map_ids(session, kind="order", shop_ref="S1", extend_id="1001")
-        assert not repo.map_ids(session, kind="order", shop_ref="S1", extend_id="1001")
-        with pytest.raises(repo.IdMappingConflict):
-            repo.map_ids(session, kind="order", shop_ref="S1", extend_id="1002")
-        with pytest.raises(repo.IdMappingConflict):
-            repo.map_ids(session, kind="order", shop_ref="S2", extend_id="1001")
-        assert repo.extend_id_for(session, kind="order", shop_ref="S1") == "1001"
-
-
-def test_dirty_balances_keep_a_newer_mark(db: Database) -> None:
+def test_marks_keep_the_first_mark_and_move_the_last(db: Database) -> None:
     with db.write() as session:
         repo.mark_dirty(session, [("P1", "W"), ("P2", "W")], now=T0)
         repo.mark_dirty(session, [("P1", "W")], now=T0 + timedelta(seconds=1))
-    with db.write() as session:
-        taken = repo.take_dirty(session)
-        assert sorted((p, w) for p, w, _ in taken) == [("P1", "W"), ("P2", "W")]
-        repo.mark_dirty(session, [("P1", "W")], now=T0 + timedelta(seconds=2))  # arrives mid-flush
+        repo.mark_dirty(session, [], now=T0 + timedelta(seconds=2))
+        repo.mark_price_products(session, ["P1", "P2", "P1"], now=T0)
+        repo.mark_price_products(session, ["P2"], now=T0 + timedelta(seconds=1))
     with db.read() as session:
-        left = session.execute(sa.text("select product_number from dirty_balances")).scalars().all()
-    assert left == ["P1"]
-
-
-def test_outbox_cursor_parking_and_drift(db: Database) -> None:
-    with db.write() as session:
-        first = repo.add_outbox(session, event_type="stock.changed", key="sku:P1", payload={"available": "5"})
-        repo.add_outbox(session, event_type="stock.changed", key="sku:P2", payload={})
-    with db.write() as session:
-        assert next(e.id for e in repo.due_outbox(session)) == first
-        repo.mark_outbox_failed(session, first, error="503", retry_in=timedelta(hours=1))
-    with db.write() as session:
-        assert first not in [e.id for e in repo.due_outbox(session)]
-        with pytest.raises(ValueError, match="signpost"):
-            repo.save_cursor(session, "products", high_water_mark=T0 + timedelta(seconds=1), signpost=T0)
-        repo.save_cursor(session, "products", high_water_mark=T0, signpost=T0)
-        failure = repo.park(session, kind="order", key="S1", reason="validation", detail={"field": "zip"})
-        assert [f.id for f in repo.open_failures(session)] == [failure]
-        repo.resolve_failure(session, failure)
-        assert repo.open_failures(session) == []
-        assert repo.note_drift(session, model="Product", field="newThing", example="1")
-        assert not repo.note_drift(session, model="Product", field="newThing", example="2")
-    with db.read() as session:
-        cursor = repo.get_cursor(session, "products")
-        assert cursor is not None and cursor.high_water_mark == T0
+        dirty = {(p, w): (first, last) for p, w, first, last in session.execute(
+            sa.select(DirtyBalanceRow.product_number, DirtyBalanceRow.warehouse,
+                      DirtyBalanceRow.first_marked_at, DirtyBalanceRow.last_marked_at))}
+        prices = {n: at for n, at in session.execute(
+            sa.select(DirtyPriceProductRow.product_number, DirtyPriceProductRow.marked_at))}
+    assert dirty == {("P1", "W"): (T0, T0 + timedelta(seconds=1)), ("P2", "W"): (T0, T0)}
+    assert prices == {"P1": T0, "P2": T0 + timedelta(seconds=1)}
 
 
 def test_cli_db_upgrade_and_current(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]

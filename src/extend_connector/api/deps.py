@@ -31,4 +31,4 @@ Context = Annotated[FlowContext, Depends(flow_context)]
 
 async def shop_token(request: Request, ctx: Context) -> None:
     """Refuse a request without `Authorization: Bearer <webshop.api_token>` (401)."""
-    await require_shop_token(ctx.settings.webshop.api_token.get_secret_value())(request)
+    require_shop_token(request, ctx.settings.webshop.api_token.get_secret_value().encode())

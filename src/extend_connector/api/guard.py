@@ -9,13 +9,13 @@ While the app reads the body, a chunked body is counted and cut at the limit (41
 body must arrive within `server.body_timeout_seconds` of the request head (408). A refusal the
 guard answers itself closes the connection, so the unread rest of the body is never received.
 A client that goes away mid-body is one log line, not a traceback. The routes' own token check
-stays: it documents the 401 in the OpenAPI document and guards apps built without this layer.
+stays (the same `auth.token_matches`): it documents the 401 in the OpenAPI document and guards
+apps built without this layer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 from dataclasses import dataclass
 
 import structlog
@@ -23,6 +23,7 @@ from prometheus_client import Counter
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from extend_connector.api.auth import CHALLENGE, UNAUTHORIZED, UNAUTHORIZED_MESSAGE, token_matches
 from extend_connector.api.errors import ApiError
 from extend_connector.settings import Settings
 
@@ -74,9 +75,8 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 def bearer_ok(scope: Scope, expected: bytes) -> bool:
-    """Constant-time check of `Authorization: Bearer <expected>` (an empty token never passes)."""
-    scheme, _, token = (_header(scope, b"authorization") or b"").partition(b" ")
-    return bool(expected) and scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), expected)
+    """The request carries the shop's bearer token (the rule is `auth.token_matches`, shared with the routes)."""
+    return token_matches(_header(scope, b"authorization"), expected)
 
 
 def declared_length(scope: Scope) -> int | None:
@@ -179,9 +179,8 @@ class RequestGuard:
             return
         path: str = scope["path"]
         if is_shop_api(path) and not bearer_ok(scope, self.limits.shop_token):
-            REFUSED.labels("unauthorized").inc()
-            await send_error(send, 401, "unauthorized", "send `Authorization: Bearer <webshop.api_token>`",
-                             close=expects_body(scope), headers={"www-authenticate": "Bearer"})
+            REFUSED.labels(UNAUTHORIZED).inc()
+            await send_error(send, 401, UNAUTHORIZED, UNAUTHORIZED_MESSAGE, close=expects_body(scope), headers=CHALLENGE)
             return
         limit, setting = self.limits.body_limit(path)
         length = declared_length(scope)

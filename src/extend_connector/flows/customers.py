@@ -36,9 +36,10 @@ from extend_connector.extend import (
 )
 from extend_connector.flows import dispatch, outbox, prices
 from extend_connector.flows.context import current
+from extend_connector.flows.failures import park as park_failure
 from extend_connector.flows.sync import Listed, Progress, SweepResult, Tally, sweep_changed
 from extend_connector.settings import CustomersScope, PricesScope, Settings
-from extend_connector.store.models import CustomerRow, IdMappingRow, ParkedFailureRow
+from extend_connector.store.models import CustomerRow, IdMappingRow
 from extend_connector.webshop import EventType
 
 log = structlog.get_logger("extend_connector.flows.customers")
@@ -46,6 +47,7 @@ log = structlog.get_logger("extend_connector.flows.customers")
 QUEUE = "customers"
 CURSOR = "customers"
 MAPPING_KIND = "customer"
+FAILURE_KIND = "customer_create"
 MAX_CREATE_ATTEMPTS = 5  # lost answers in a row, each looked up, before a person must look
 MAX_WAIT_HOURS = 72.0  # Extend down or throttling: keep waiting this long, then park
 BACKOFF_FLOOR_SECONDS = 1.0
@@ -261,8 +263,8 @@ def _customers_store(data: dict[str, Any], extend_number: str, created: dict[str
 def _customers_park(data: dict[str, Any], reason: str, error: str) -> None:
     ctx = current()
     with ctx.db.write() as session:
-        session.add(ParkedFailureRow(kind="customer_create", key=f"customer:{data['shop_ref']}", reason=reason,
-                                     detail={"error": error}, payload=data, created_at=ctx.clock()))
+        park_failure(session, kind=FAILURE_KIND, key=f"customer:{data['shop_ref']}", reason=reason, message=error,
+                     detail={"error": error}, payload=data, now=ctx.clock())
 
 
 @engine.workflow("customers.create_in_extend")

@@ -104,15 +104,20 @@ def replay_kinds() -> list[str]:
 
 def park(session: Session, *, kind: str, key: str, reason: str, message: str,
          detail: dict[str, Any] | None = None, payload: dict[str, Any] | None = None,
-         now: datetime | None = None) -> int:
-    """Park an item in the caller's transaction; an open failure of the same kind and key is
-    updated instead of duplicated (the same order parked twice is one thing to fix)."""
+         now: datetime | None = None, merge_open: bool = True) -> int:
+    """Park an item in the caller's transaction: the one way any flow parks a failure, so every
+    parked row has the same shape (`detail["message"]` is the line a person reads first).
+
+    With `merge_open` an open failure of the same kind and key is updated instead of duplicated
+    (the same order parked twice is one thing to fix); without it every park adds a row (each
+    refused shop event is its own thing to replay, also when several concern one record).
+    """
     when = now or current().clock()
     body = {**(detail or {}), "message": message}
     existing = session.scalars(
         sa.select(ParkedFailureRow).where(ParkedFailureRow.kind == kind, ParkedFailureRow.key == key,
                                           ParkedFailureRow.resolved_at.is_(None))
-    ).first()
+    ).first() if merge_open else None
     if existing is not None:
         existing.reason = reason
         existing.detail = body

@@ -17,11 +17,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from extend_connector import engine
+from extend_connector.flows import failures
 from extend_connector.flows.context import current
-from extend_connector.store.models import OutboxRow, ParkedFailureRow
+from extend_connector.store.models import OutboxRow
 from extend_connector.webshop import DeliveryRefused, EventType, ShopEvent, ShopUnavailable
 
 QUEUE = "shop-delivery"
+FAILURE_KIND = "shop_delivery"
 engine.queue(QUEUE, partition_concurrency=1, worker_concurrency=32, poll_seconds=0.2)
 
 BACKOFF_FLOOR_SECONDS = 1.0
@@ -118,14 +120,20 @@ def _record(outbox_id: int, outcome: dict[str, Any], attempt: int, next_in: floa
         row.last_error = outcome.get("error")
         row.next_attempt_at = now + timedelta(seconds=next_in) if next_in is not None else None
         if outcome["outcome"] == "refused" or next_in is None:
-            session.add(ParkedFailureRow(
-                kind="shop_delivery", key=row.key,
-                reason="shop_refused" if outcome["outcome"] == "refused" else "shop_unreachable",
-                detail={"error": outcome.get("error"), "status": outcome.get("status"),
-                        "body": outcome.get("body"), "outbox_id": outbox_id, "attempts": attempt},
-                payload={"outbox_id": outbox_id, "event_type": row.event_type, "data": row.payload},
-                created_at=now,
-            ))
+            _park(session, row, outcome, attempt, now)
+
+
+def _park(session: Session, row: OutboxRow, outcome: dict[str, Any], attempt: int, now: datetime) -> int:
+    """Park an event the shop refused or that could not be delivered in time (one row per event)."""
+    refused = outcome["outcome"] == "refused"
+    error = str(outcome.get("error") or ("the shop refused the event" if refused else "the shop was unreachable"))
+    return failures.park(
+        session, kind=FAILURE_KIND, key=row.key, reason="shop_refused" if refused else "shop_unreachable",
+        message=error,
+        detail={"error": outcome.get("error"), "status": outcome.get("status"), "body": outcome.get("body"),
+                "outbox_id": row.id, "attempts": attempt},
+        payload={"outbox_id": row.id, "event_type": row.event_type, "data": row.payload},
+        now=now, merge_open=False)
 
 
 def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:

@@ -5,7 +5,7 @@
     migrate(url)                          # at start (also `extend-connector db upgrade`)
     db = Database(url, engine=eng.db_engine)   # share the job engine's SQLAlchemy engine
     with db.write() as session:           # one transaction; BEGIN IMMEDIATE on SQLite
-        result = repo.upsert_balance(session, {...})
+        result = repo.upsert(session, models.BalanceRow, {...}, touch=("confirmed_at",))
         if result.changed: ...
 
 See docs/store.md.
