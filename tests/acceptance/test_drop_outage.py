@@ -15,7 +15,6 @@ the process never called Extend again (0 of 80 orders after 300 s).
 from __future__ import annotations
 
 import collections
-import os
 import random
 import sys
 import time
@@ -29,11 +28,11 @@ import httpx2
 import pytest
 import sqlalchemy as sa
 
+from support.postgres import throwaway_database
 from support.processes import CLI, Proc, free_port, running, wait_for
 
 pytestmark = pytest.mark.slow
 
-PG_ENV = "EXTEND_CONNECTOR_TEST_POSTGRES_URL"
 SECRET = "sim-webhook-secret"
 AUTH = {"authorization": "Bearer shop-token"}
 WAREHOUSES = ("MainWarehouse", "GreenWarehouse")
@@ -190,21 +189,8 @@ def test_drop_outage_one_process_sqlite(tmp_path: Path) -> None:
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    raw = os.environ.get(PG_ENV)
-    if not raw:
-        pytest.skip(f"{PG_ENV} not set")
-    admin_url = "postgresql+psycopg://" + raw.split("://", 1)[1]
-    name = f"ec_drop_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False).replace(
-            "postgresql+psycopg://", "postgresql://", 1)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with throwaway_database("ec_drop") as url:
+        yield url
 
 
 @pytest.mark.postgres

@@ -5,23 +5,20 @@ on SQLite and on PostgreSQL (when EXTEND_CONNECTOR_TEST_POSTGRES_URL is set)."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
-import sqlalchemy as sa
 
+from support.postgres import throwaway_database
 from support.processes import CLI, Proc, free_port, running, wait_for
 
 pytestmark = pytest.mark.slow
 
-PG_ENV = "EXTEND_CONNECTOR_TEST_POSTGRES_URL"
 V1_PATHS = r"^/v1/"
 OPERATIONS = {
     "/v1/stock": "get", "/v1/products": "get", "/v1/products/{productNumber}": "get", "/v1/prices": "get",
@@ -36,21 +33,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{(tmp_path / 'data' / 'connector.db').as_posix()}"
         return
-    raw = os.environ.get(PG_ENV)
-    if not raw:
-        pytest.skip(f"{PG_ENV} not set")
-    admin_url = "postgresql+psycopg://" + raw.split("://", 1)[1]
-    name = f"ec_fuzz_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False).replace(
-            "postgresql+psycopg://", "postgresql://", 1)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with throwaway_database("ec_fuzz") as url:
+        yield url
 
 
 def test_schemathesis_finds_no_server_error(tmp_path: Path, database_url: str) -> None:

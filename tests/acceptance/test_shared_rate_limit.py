@@ -13,20 +13,18 @@ from __future__ import annotations
 import json
 import os
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
-import sqlalchemy as sa
 
+from support.postgres import throwaway_database
 from support.processes import CLI, Proc, free_port, running, wait_for
 
 pytestmark = pytest.mark.slow
 
-PG_ENV = "EXTEND_CONNECTOR_TEST_POSTGRES_URL"
 CALLER = Path(__file__).with_name("fleet_caller.py")
 LIMIT, PERIOD = 20, 2
 PROCESSES, TASKS, SECONDS = 3, 8, 3.0
@@ -56,21 +54,8 @@ def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    raw = os.environ.get(PG_ENV)
-    if not raw:
-        pytest.skip(f"{PG_ENV} not set")
-    admin_url = "postgresql+psycopg://" + raw.split("://", 1)[1]
-    name = f"ec_fleet_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False).replace(
-            "postgresql+psycopg://", "postgresql://", 1)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with throwaway_database("ec_fleet") as url:
+        yield url
 
 
 def run_fleet(simulator: Simulator, tmp: Path, database_url: str, shared: str) -> tuple[dict[str, int], list[dict[str, Any]]]:

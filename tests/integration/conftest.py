@@ -10,9 +10,7 @@ Settings pointing at a URL. Declare engine workflows at module level, never insi
 
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,34 +20,7 @@ import sqlalchemy as sa
 
 from extend_connector.settings import EngineSettings, Settings, StoreSettings
 from extend_connector.store import Database
-
-PG_ENV = "EXTEND_CONNECTOR_TEST_POSTGRES_URL"
-
-
-def _pg_admin_url() -> str | None:
-    raw = os.environ.get(PG_ENV)
-    if not raw:
-        return None
-    return "postgresql+psycopg://" + raw.split("://", 1)[1]
-
-
-def _create_pg_database(template: str | None = None) -> tuple[str, Callable[[], None]]:
-    admin_url = _pg_admin_url()
-    assert admin_url is not None
-    name = f"ec_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    with admin.connect() as conn:
-        suffix = f' TEMPLATE "{template}"' if template else ""
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"{suffix}')
-    url = sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            # FORCE ends sessions a killed child process may have left behind.
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-    return url, drop
+from support.postgres import PG_ENV, admin_url, create_database
 
 
 def _sqlite_url(tmp_path: Path) -> str:
@@ -59,7 +30,7 @@ def _sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def backend(request: pytest.FixtureRequest) -> str:
     """`sqlite` or `postgres` (skipped without EXTEND_CONNECTOR_TEST_POSTGRES_URL)."""
-    if request.param == "postgres" and _pg_admin_url() is None:
+    if request.param == "postgres" and admin_url() is None:
         pytest.skip(f"{PG_ENV} not set")
     return str(request.param)
 
@@ -70,7 +41,7 @@ def db_url(backend: str, tmp_path: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield _sqlite_url(tmp_path)
         return
-    url, drop = _create_pg_database()
+    url, drop = create_database()
     try:
         yield url
     finally:
@@ -80,9 +51,9 @@ def db_url(backend: str, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database URL (skipped without the environment variable)."""
-    if _pg_admin_url() is None:
+    if admin_url() is None:
         pytest.skip(f"{PG_ENV} not set")
-    url, drop = _create_pg_database()
+    url, drop = create_database()
     try:
         yield url
     finally:
@@ -115,10 +86,10 @@ class _Templates:
 
     def pg_clone(self) -> tuple[str, Callable[[], None]]:
         if self.pg is None:
-            self.pg = _create_pg_database()
+            self.pg = create_database()
             _migrate_all(self.pg[0])
         template = sa.make_url(self.pg[0]).database
-        return _create_pg_database(template=template)
+        return create_database(template=template)
 
     def close(self) -> None:
         if self.pg is not None:
