@@ -10,15 +10,12 @@ POST had gone through), queues a job for an order that has none, and parks after
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx2
-import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -28,53 +25,12 @@ from extend_connector.service import Connector
 from extend_connector.settings import Settings
 from extend_connector.simulator import SimulatorConfig, WebhookRegistration, run_in_thread
 from extend_connector.store.models import CursorRow, OrderRow, ProductRow
+from support.dbfaults import Faults, broken, locked, refused
 from support.processes import free_port, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
 TOKEN = {"authorization": "Bearer shop-token"}
-
-
-def locked(statement: str) -> Exception:
-    return sa.exc.OperationalError(statement, {}, sqlite3.OperationalError("database is locked"))
-
-
-def refused(statement: str) -> Exception:
-    return sa.exc.OperationalError(statement, {}, psycopg.OperationalError(
-        'connection failed: connection to server at "127.0.0.1", port 5999 failed: Connection refused'))
-
-
-def broken(statement: str) -> Exception:
-    return sa.exc.ProgrammingError(statement, {}, sqlite3.ProgrammingError("a statement that cannot work"))
-
-
-class Faults:
-    """The next `n` statements matching `match` fail with `error(statement)`."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.left = 0
-        self.raised = 0
-        self.match: Callable[[str], bool] = lambda _: False
-        self.error: Callable[[str], Exception] = locked
-
-    def arm(self, n: int, error: Callable[[str], Exception], match: Callable[[str], bool]) -> None:
-        with self.lock:
-            self.left, self.raised, self.error, self.match = n, 0, error, match
-
-    def disarm(self) -> None:
-        with self.lock:
-            self.left = 0
-
-    def before(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        if not self.match(statement):
-            return
-        with self.lock:
-            if self.left <= 0:
-                return
-            self.left -= 1
-            self.raised += 1
-        raise self.error(statement)
 
 
 def in_job(words: str) -> Callable[[str], bool]:

@@ -8,65 +8,24 @@ first such error ended the workflow in ERROR for good.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import engine_app as app
-import psycopg
 import pytest
 import sqlalchemy as sa
 
 from extend_connector import engine
 from extend_connector.settings import Settings
+from support.dbfaults import Faults, duplicate, locked, refused, shutting_down
 
 pytestmark = pytest.mark.timeout(120)
 
 QUEUE = engine.queue("test.transient", poll_seconds=0.1)
 
 
-# What the drivers raise, wrapped as SQLAlchemy wraps them (whatever the test's own backend is).
-def _locked(statement: str) -> Exception:
-    return sa.exc.OperationalError(statement, {}, sqlite3.OperationalError("database is locked"))
-
-
-def _refused(statement: str) -> Exception:
-    return sa.exc.OperationalError(statement, {}, psycopg.OperationalError(
-        'connection failed: connection to server at "127.0.0.1", port 5999 failed: Connection refused'))
-
-
-def _shutting_down(statement: str) -> Exception:
-    return sa.exc.OperationalError(statement, {}, psycopg.errors.AdminShutdown(
-        "terminating connection due to administrator command"))
-
-
-def _duplicate(statement: str) -> Exception:
-    return sa.exc.IntegrityError(statement, {}, sqlite3.IntegrityError("UNIQUE constraint failed: test_effects.id"))
-
-
-class Faults:
-    """Makes the next `n` statements touching `test_effects` fail with `error()`."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.left = 0
-        self.raised = 0
-        self.error: Callable[[str], Exception] = _locked
-
-    def arm(self, n: int, error: Callable[[str], Exception]) -> None:
-        with self.lock:
-            self.left, self.raised, self.error = n, 0, error
-
-    def before(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        if "test_effects" not in statement or engine.workflow_id() is None:
-            return
-        with self.lock:
-            if self.left <= 0:
-                return
-            self.left -= 1
-            self.raised += 1
-        raise self.error(statement)
+def _in_step(statement: str) -> bool:
+    """Statements touching `test_effects` run by a job."""
+    return "test_effects" in statement and engine.workflow_id() is not None
 
 
 FAULTS = Faults()
@@ -114,15 +73,15 @@ def running(migrated_url: str, make_settings: Callable[..., Settings]) -> Iterat
     try:
         yield eng
     finally:
-        FAULTS.arm(0, _locked)
+        FAULTS.arm(0, locked, _in_step)
         sa.event.remove(eng.db_engine, "before_cursor_execute", FAULTS.before)
         eng.shutdown()
 
 
-@pytest.mark.parametrize("error", [_locked, _refused, _shutting_down], ids=["sqlite-locked", "pg-refused",
+@pytest.mark.parametrize("error", [locked, refused, shutting_down], ids=["sqlite-locked", "pg-refused",
                                                                               "pg-shutdown"])
 def test_sync_step_waits_out_a_transient_database_error(running: engine.Engine, error: Callable[[str], Exception]) -> None:
-    FAULTS.arm(2, error)
+    FAULTS.arm(2, error, _in_step)
     job = running.enqueue(sync_job, "s1", queue=QUEUE.name)
     assert running.wait(job, timeout_seconds=60) == "sync"
     assert FAULTS.raised == 2
@@ -130,11 +89,11 @@ def test_sync_step_waits_out_a_transient_database_error(running: engine.Engine, 
 
 
 def test_async_step_and_offloaded_step_wait_out_transient_errors(running: engine.Engine) -> None:
-    FAULTS.arm(2, _refused)  # both on the async step
+    FAULTS.arm(2, refused, _in_step)  # both on the async step
     job = running.enqueue(async_job, "a1", queue=QUEUE.name)
     assert running.wait(job, timeout_seconds=60) == "async+offloaded"
     assert FAULTS.raised == 2
-    FAULTS.arm(3, _locked)
+    FAULTS.arm(3, locked, _in_step)
     job = running.enqueue(async_job, "a2", queue=QUEUE.name)
     assert running.wait(job, timeout_seconds=60) == "async+offloaded"
     assert FAULTS.raised == 3
@@ -142,7 +101,7 @@ def test_async_step_and_offloaded_step_wait_out_transient_errors(running: engine
 
 
 def test_a_constraint_error_is_not_retried(running: engine.Engine) -> None:
-    FAULTS.arm(5, _duplicate)
+    FAULTS.arm(5, duplicate, _in_step)
     job = running.enqueue(sync_job, "d1", queue=QUEUE.name)
     with pytest.raises(engine.WorkflowFailedError):
         running.wait(job, timeout_seconds=60)
@@ -153,7 +112,7 @@ def test_a_constraint_error_is_not_retried(running: engine.Engine) -> None:
 def test_a_step_gives_up_after_the_configured_time(running: engine.Engine) -> None:
     engine.configure_transient_retry(engine.TransientRetry(first_wait_seconds=0.05, max_wait_seconds=0.05,
                                                            give_up_after_seconds=0.3))
-    FAULTS.arm(10_000, _locked)
+    FAULTS.arm(10_000, locked, _in_step)
     job = running.enqueue(sync_job, "g1", queue=QUEUE.name)
     with pytest.raises(engine.WorkflowFailedError):
         running.wait(job, timeout_seconds=60)
