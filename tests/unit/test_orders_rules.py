@@ -7,7 +7,13 @@ from decimal import Decimal
 
 import pytest
 
-from extend_connector.extend import AccessDenied, BusinessConflict, OutcomeUnknown, TechnicalFailure, Throttled
+from extend_connector.extend import (
+    AccessDenied,
+    BusinessConflict,
+    OutcomeUnknown,
+    TechnicalFailure,
+    Throttled,
+)
 from extend_connector.extend.mapping import order_body
 from extend_connector.flows.orders import (
     _outcome_of,
