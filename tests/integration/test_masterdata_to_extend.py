@@ -114,7 +114,16 @@ def test_wrong_token_is_refused(base: str) -> None:
     assert response.status_code == 401
 
 
-def test_order_placed_before_the_customer_reached_extend_is_sent_after_it(sim: RunningSimulator,
+@pytest.fixture()
+def quick_retries() -> Iterator[None]:
+    """The same policies at a 0.2 s cap: after the outage nothing waits out a long backoff."""
+    names = (retry.CUSTOMERS_CREATE, retry.ORDERS_CUSTOMER_WAIT)
+    with retry.override({name: retry.fast(name, cap_seconds=0.2) for name in names}):
+        yield
+
+
+def test_order_placed_before_the_customer_reached_extend_is_sent_after_it(quick_retries: None,
+                                                                         sim: RunningSimulator,
                                                                          base: str) -> None:
     headers = {"authorization": f"Bearer {TOKEN}"}
     sim.state.set_faults(outage=True)  # Extend is down: neither the customer nor the order gets through
