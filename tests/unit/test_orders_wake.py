@@ -30,24 +30,31 @@ def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 def _pause(seconds: float, retry_after: float | None = None) -> float:
-    return asyncio.run(retry.pause(seconds, policy=retry.policy(retry.ORDERS), retry_after=retry_after))
+    return asyncio.run(
+        retry.pause(seconds, policy=retry.policy(retry.ORDERS), retry_after=retry_after)
+    )
 
 
 def test_a_long_backoff_ends_at_the_first_check_after_extend_answered(
-        slept: list[float], monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
     answers = iter([False, False, True])
     monkeypatch.setattr(retry, "_extend_answered_since", lambda since: next(answers))
     assert _pause(64.0) == 3 * retry.WAKE_CHECK_SECONDS
     assert slept == [retry.WAKE_CHECK_SECONDS] * 3
 
 
-def test_without_an_answer_the_whole_backoff_is_slept(slept: list[float], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_an_answer_the_whole_backoff_is_slept(
+    slept: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(retry, "_extend_answered_since", lambda since: False)
     assert _pause(12.0) == 12.0
     assert slept == [5.0, 5.0, 2.0]
 
 
-def test_short_waits_and_waits_extend_asked_for_are_kept(slept: list[float], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_short_waits_and_waits_extend_asked_for_are_kept(
+    slept: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(retry, "_extend_answered_since", lambda since: True)
     _pause(2.0)
     _pause(30.0, retry_after=30.0)

@@ -48,33 +48,90 @@ def clock() -> Iterator[FakeClock]:
 # --- the decision table -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("error", "verdict", "reason", "ambiguous", "lost_answer"), [
-    (ValidationFailed("bad", status=422, **CALL), Verdict.PARK, "extend_rejected", False, False),
-    (NotFound("gone", status=404, **CALL), Verdict.PARK, "extend_rejected", False, False),
-    (BusinessConflict("dup", status=409, **CALL), Verdict.PARK, "extend_conflict", False, False),
-    (OutcomeUnknown("lost", **CALL), Verdict.RETRY, "OutcomeUnknown", True, True),
-    (Throttled("slow", status=429, retry_after=3.0, **CALL), Verdict.RETRY, "Throttled", False, False),
-    (AccessDenied("who", status=401, **CALL), Verdict.RETRY, "AccessDenied", False, False),
-    (TechnicalFailure("boom", status=500, **CALL), Verdict.RETRY, "TechnicalFailure", True, False),
-    (TechnicalFailure("refused", **CALL), Verdict.RETRY, "TechnicalFailure", False, False),
-    (UnexpectedResponse("garbled", status=200, **CALL), Verdict.RETRY, "UnexpectedResponse", True, False),
-    (ExtendError("odd", **CALL), Verdict.RETRY, "ExtendError", True, False),
-    (ShopUnavailable("down", status=503, retry_after=9.0), Verdict.RETRY, "ShopUnavailable", False, False),
-    (WebshopError("odd"), Verdict.RETRY, "WebshopError", False, False),
-    (DeliveryRefused("no", status=400, body_excerpt="{}"), Verdict.PARK, "shop_refused", False, False),
-])
-def test_every_error_class_has_one_decision(error: ExtendError | WebshopError, verdict: Verdict, reason: str,
-                                            ambiguous: bool, lost_answer: bool) -> None:
+@pytest.mark.parametrize(
+    ("error", "verdict", "reason", "ambiguous", "lost_answer"),
+    [
+        (
+            ValidationFailed("bad", status=422, **CALL),
+            Verdict.PARK,
+            "extend_rejected",
+            False,
+            False,
+        ),
+        (NotFound("gone", status=404, **CALL), Verdict.PARK, "extend_rejected", False, False),
+        (
+            BusinessConflict("dup", status=409, **CALL),
+            Verdict.PARK,
+            "extend_conflict",
+            False,
+            False,
+        ),
+        (OutcomeUnknown("lost", **CALL), Verdict.RETRY, "OutcomeUnknown", True, True),
+        (
+            Throttled("slow", status=429, retry_after=3.0, **CALL),
+            Verdict.RETRY,
+            "Throttled",
+            False,
+            False,
+        ),
+        (AccessDenied("who", status=401, **CALL), Verdict.RETRY, "AccessDenied", False, False),
+        (
+            TechnicalFailure("boom", status=500, **CALL),
+            Verdict.RETRY,
+            "TechnicalFailure",
+            True,
+            False,
+        ),
+        (TechnicalFailure("refused", **CALL), Verdict.RETRY, "TechnicalFailure", False, False),
+        (
+            UnexpectedResponse("garbled", status=200, **CALL),
+            Verdict.RETRY,
+            "UnexpectedResponse",
+            True,
+            False,
+        ),
+        (ExtendError("odd", **CALL), Verdict.RETRY, "ExtendError", True, False),
+        (
+            ShopUnavailable("down", status=503, retry_after=9.0),
+            Verdict.RETRY,
+            "ShopUnavailable",
+            False,
+            False,
+        ),
+        (WebshopError("odd"), Verdict.RETRY, "WebshopError", False, False),
+        (
+            DeliveryRefused("no", status=400, body_excerpt="{}"),
+            Verdict.PARK,
+            "shop_refused",
+            False,
+            False,
+        ),
+    ],
+)
+def test_every_error_class_has_one_decision(
+    error: ExtendError | WebshopError,
+    verdict: Verdict,
+    reason: str,
+    ambiguous: bool,
+    lost_answer: bool,
+) -> None:
     failure = retry.decide(error)
     assert (failure.verdict, failure.reason, failure.ambiguous, failure.lost_answer) == (
-        verdict, reason, ambiguous, lost_answer)
+        verdict,
+        reason,
+        ambiguous,
+        lost_answer,
+    )
     assert failure.error == str(error)
     assert failure.status == error.status
 
 
 def test_the_servers_retry_after_is_carried() -> None:
     assert retry.decide(Throttled("slow", status=429, retry_after=3.0, **CALL)).retry_after == 3.0
-    assert retry.decide(TechnicalFailure("503", status=503, retry_after=4.0, **CALL)).retry_after == 4.0
+    assert (
+        retry.decide(TechnicalFailure("503", status=503, retry_after=4.0, **CALL)).retry_after
+        == 4.0
+    )
     assert retry.decide(ShopUnavailable("down", retry_after=9.0)).retry_after == 9.0
     assert retry.decide(TechnicalFailure("boom", status=500, **CALL)).retry_after is None
 
@@ -88,10 +145,20 @@ def test_a_failure_survives_its_json_record() -> None:
 
 def test_step_results_recorded_before_the_module_are_read() -> None:
     # Orders' steps wrote `retryAfter` and `immediate`; a workflow in flight replays them.
-    old = {"outcome": "retry", "ambiguous": True, "error": "lost", "retryAfter": 7.0, "immediate": True}
+    old = {
+        "outcome": "retry",
+        "ambiguous": True,
+        "error": "lost",
+        "retryAfter": 7.0,
+        "immediate": True,
+    }
     failure = Failure.from_json(old)
     assert (failure.verdict, failure.retry_after, failure.ambiguous, failure.lost_answer) == (
-        Verdict.RETRY, 7.0, True, True)
+        Verdict.RETRY,
+        7.0,
+        True,
+        True,
+    )
     shop = Failure.from_json({"outcome": "retry", "error": "down", "retry_after": None})
     assert (shop.retry_after, shop.ambiguous, shop.lost_answer) == (None, False, False)
 
@@ -107,8 +174,9 @@ def test_backoff_doubles_from_base_to_cap() -> None:
 
 
 def test_factor_and_base_shape_the_curve() -> None:
-    assert [Backoff(base_seconds=0.5, factor=3.0, cap_seconds=10.0).delay(n) for n in (1, 2, 3, 4)] == [
-        0.5, 1.5, 4.5, 10.0]
+    assert [
+        Backoff(base_seconds=0.5, factor=3.0, cap_seconds=10.0).delay(n) for n in (1, 2, 3, 4)
+    ] == [0.5, 1.5, 4.5, 10.0]
 
 
 def test_retry_after_wins_only_when_longer_and_when_honoured() -> None:
@@ -126,14 +194,20 @@ def test_jitter_stays_within_its_fraction() -> None:
 
 
 def test_a_policy_refuses_a_shape_that_cannot_work() -> None:
-    for bad in ({"base_seconds": 0.0}, {"base_seconds": 5.0, "cap_seconds": 1.0}, {"factor": 0.5},
-                {"jitter": -1.0}):
+    for bad in (
+        {"base_seconds": 0.0},
+        {"base_seconds": 5.0, "cap_seconds": 1.0},
+        {"factor": 0.5},
+        {"jitter": -1.0},
+    ):
         with pytest.raises(ValueError):
             Backoff(**bad)  # type: ignore[arg-type]
 
 
 def test_next_turns_a_failure_into_an_action() -> None:
-    policy = Backoff(base_seconds=1.0, cap_seconds=300.0, give_up_seconds=10.0, lost_answer_first_seconds=0.2)
+    policy = Backoff(
+        base_seconds=1.0, cap_seconds=300.0, give_up_seconds=10.0, lost_answer_first_seconds=0.2
+    )
     technical = retry.decide(TechnicalFailure("boom", status=500, **CALL))
     assert policy.next(technical, attempt=3, waited=0.0) == RetryAfter(seconds=4.0)
     assert policy.next(technical, attempt=3, waited=6.0) == RetryAfter(seconds=4.0)
@@ -143,7 +217,8 @@ def test_next_turns_a_failure_into_an_action() -> None:
     refused = retry.decide(ValidationFailed("bad", status=422, **CALL))
     assert policy.next(refused, attempt=1) == Park(reason="extend_rejected", error=refused.error)
     assert retry.action_for(ValidationFailed("bad", status=422, **CALL), policy, attempt=1) == Park(
-        reason="extend_rejected", error=refused.error)
+        reason="extend_rejected", error=refused.error
+    )
 
 
 def test_the_flows_keep_their_documented_ranges() -> None:
@@ -159,8 +234,13 @@ def test_the_flows_keep_their_documented_ranges() -> None:
     }
     for name, (base, cap, give_up) in expected.items():
         policy = retry.policy(name)
-        assert (policy.base_seconds, policy.factor, policy.cap_seconds, policy.give_up_seconds, policy.jitter) == (
-            base, 2.0, cap, give_up, 0.0), name
+        assert (
+            policy.base_seconds,
+            policy.factor,
+            policy.cap_seconds,
+            policy.give_up_seconds,
+            policy.jitter,
+        ) == (base, 2.0, cap, give_up, 0.0), name
     woken = {name for name, p in retry.DEFAULTS.items() if p.wake_check_seconds is not None}
     assert retry.SHOP_DELIVERY not in woken  # it waits for the shop, not for Extend
     assert retry.ORDERS in woken
@@ -182,7 +262,7 @@ def test_fast_keeps_a_policys_shape() -> None:
     assert retry.fast(retry.ORDERS).give_up_seconds is None
 
 
-# --- a flow's loop on the fake clock -----------------------------------------------------------------
+# --- a flow's loop on the fake clock -----------------------------------------------------------
 
 
 def _passes(results: list[dict[str, Any]]) -> Any:
@@ -196,9 +276,14 @@ def _passes(results: list[dict[str, Any]]) -> Any:
 
 def test_a_flush_waits_out_an_outage_by_its_policy(clock: FakeClock) -> None:
     # Before flows.retry a unit test could only wait these out in real time (1 + 2 + 4 + 5 s).
-    one_pass = _passes([{"outcome": "retry", "error": "down"}] * 4 + [
-        {"outcome": "done", "more": True, "pairs": 3}, {"outcome": "retry", "error": "down"},
-        {"outcome": "done", "more": False, "pairs": 2}])
+    one_pass = _passes(
+        [{"outcome": "retry", "error": "down"}] * 4
+        + [
+            {"outcome": "done", "more": True, "pairs": 3},
+            {"outcome": "retry", "error": "down"},
+            {"outcome": "done", "more": False, "pairs": 2},
+        ]
+    )
     result = asyncio.run(passes.run_passes(one_pass, add=("pairs",), policy=retry.BALANCES_FLUSH))
     assert result == {"outcome": "done", "passes": 2, "retries": 5, "pairs": 5}
     assert clock.slept == [1.0, 2.0, 4.0, 5.0, 1.0]  # a done pass starts the backoff again

@@ -394,7 +394,8 @@ async def flush_once(limit: int = MAX_PAIRS_PER_PASS) -> dict[str, Any]:
         reachability.failed(exc)
         log.warning("balances_flush_fetch_failed", error=str(exc), pairs=len(pairs),
                     kind=type(exc).__name__)
-        return {"outcome": "retry" if retry.decide(exc).retryable else "failed", "error": str(exc)[:300],
+        verdict = "retry" if retry.decide(exc).retryable else "failed"
+        return {"outcome": verdict, "error": str(exc)[:300],
                 "kind": type(exc).__name__, "pairs": len(pairs)}
     reachability.succeeded()
     calls = extend.stats().operations.get("list_availability", 0) - calls_before

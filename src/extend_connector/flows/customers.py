@@ -281,7 +281,8 @@ async def create_in_extend(data: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(action, retry.RetryAfter):
                 await engine.offload(_customers_park, data, "extend_unavailable", failure.error)
                 return {"outcome": "parked", "reason": "extend_unavailable"}
-            waited += await retry.pause(action.seconds, policy=policy, retry_after=failure.retry_after)
+            waited += await retry.pause(action.seconds, policy=policy,
+                                        retry_after=failure.retry_after)
             continue
         failures = 0
         if answer["outcome"] == "created":

@@ -117,7 +117,7 @@ class Intake:
 
 
 def backoff_seconds(failures_in_a_row: int, retry_after: float | None = None) -> float:
-    """The orders' backoff (policy `orders` of `flows.retry`): Extend's Retry-After wins when longer."""
+    """The orders' backoff (`flows.retry` policy `orders`); a longer Retry-After wins."""
     return retry.policy(retry.ORDERS).delay(failures_in_a_row, retry_after)
 
 
@@ -661,7 +661,9 @@ async def submit(shop_ref: str) -> str:
         await engine.offload(_mark_waiting, shop_ref, failure.error)
         policy = retry.policy(retry.ORDERS)
         action = policy.next(failure, attempt=failures_in_a_row)
-        assert isinstance(action, retry.RetryAfter)  # no budget: an order waits as long as Extend is down
+        if not isinstance(action, retry.RetryAfter):
+            # An acknowledged order is never given up on here (the watchdog and a person decide).
+            raise ValueError(f"retry policy {retry.ORDERS!r} must not give up: {policy}")
         await retry.pause(action.seconds, policy=policy, retry_after=failure.retry_after)
 
 
@@ -675,10 +677,10 @@ async def _wait_for_customer(shop_ref: str) -> str | None:
         rounds += 1
         # The budget is checked before the wait, so the last wait may end past it (as before).
         if policy.give_up_seconds is not None and waited > policy.give_up_seconds:
-            await engine.offload(_park_order, shop_ref, "customer_not_created",
-                                 f"the shop customer of order {shop_ref} was not created in Extend within "
-                                 f"{policy.give_up_seconds / 3600:g} h; see failures of kind customer, then retry",
-                                 {})
+            message = (f"the shop customer of order {shop_ref} was not created in Extend "
+                       f"within {policy.give_up_seconds / 3600:g} h; see failures of kind "
+                       "customer, then retry")
+            await engine.offload(_park_order, shop_ref, "customer_not_created", message, {})
             return None
         wait = policy.delay(rounds)
         await retry.pause(wait, policy=policy)
@@ -789,11 +791,13 @@ async def refresh(notification: dict[str, Any]) -> str:
         if outcome["outcome"] != retry.Verdict.RETRY:
             return str(outcome["outcome"])
         policy = retry.policy(retry.ORDERS_REFRESH)
-        action = policy.next(retry.Failure.from_json(outcome), attempt=attempt, waited=waited)
+        failure = retry.Failure.from_json(outcome)
+        action = policy.next(failure, attempt=attempt, waited=waited)
         if not isinstance(action, retry.RetryAfter):
-            log.warning("order_refresh_gave_up", order_number=order_number, error=outcome["error"])
+            log.warning("order_refresh_gave_up", order_number=order_number, error=failure.error)
             return "gave_up"  # the next sweep fetches it
-        waited += await retry.pause(action.seconds, policy=policy, retry_after=retry.Failure.from_json(outcome).retry_after)
+        waited += await retry.pause(action.seconds, policy=policy,
+                                    retry_after=failure.retry_after)
 
 
 dispatch.on(sorted(ORDER_ACTIONS), dispatch.JobHandler(workflow=refresh, queue=PROGRESS_QUEUE))
@@ -939,8 +943,9 @@ async def _change_loop(shop_ref: str) -> str:
             return str(kind)
         failure = retry.Failure.from_json(outcome)
         policy = retry.policy(retry.ORDERS)
-        # Not the lost-answer shortcut of a submit: a cancel is simply sent again after the backoff.
-        await retry.pause(policy.delay(attempt, failure.retry_after), policy=policy, retry_after=failure.retry_after)
+        # No lost-answer shortcut as in a submit: a cancel is sent again after the backoff.
+        await retry.pause(policy.delay(attempt, failure.retry_after), policy=policy,
+                          retry_after=failure.retry_after)
 
 
 @engine.workflow("orders.apply_change")

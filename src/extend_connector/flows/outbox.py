@@ -96,7 +96,8 @@ async def _attempt(outbox_id: int, event: dict[str, Any], attempt: int) -> dict[
         failure = retry.decide(exc)
         if failure.retryable:
             return failure.as_json()
-        return {"outcome": "refused", "error": failure.error, "status": failure.status, "body": failure.body}
+        return {"outcome": "refused", "error": failure.error, "status": failure.status,
+                "body": failure.body}
     return {"outcome": "delivered"}
 
 

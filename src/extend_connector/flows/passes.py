@@ -16,8 +16,9 @@ from typing import Any
 from extend_connector.flows import retry
 
 
-async def run_passes(one_pass: Callable[[], Awaitable[dict[str, Any]]], *, add: Sequence[str],
-                     policy: str) -> dict[str, Any]:
+async def run_passes(
+    one_pass: Callable[[], Awaitable[dict[str, Any]]], *, add: Sequence[str], policy: str
+) -> dict[str, Any]:
     """Call `one_pass` (a step) until a pass reports nothing more; sum the `add` counters.
 
     Call it from a workflow body: the waits are the engine's durable sleeps. `policy` names the
@@ -41,7 +42,9 @@ async def run_passes(one_pass: Callable[[], Awaitable[dict[str, Any]]], *, add: 
         attempt += 1
         backoff = retry.policy(policy)
         # A pass reports no Retry-After: the flush waits by its own backoff only.
-        failure = retry.Failure(verdict=retry.Verdict.RETRY, reason="pass", error=str(result.get("error") or ""))
+        failure = retry.Failure(
+            verdict=retry.Verdict.RETRY, reason="pass", error=str(result.get("error") or "")
+        )
         action = backoff.next(failure, attempt=attempt, waited=waited)
         if not isinstance(action, retry.RetryAfter):
             return {"outcome": "gave_up", "error": result.get("error"), **totals}

@@ -298,7 +298,8 @@ FLUSH_MAX_DELAY_SECONDS = 60.0
 FLUSH_MAX_PRODUCTS = 2_000  # per pass; a pass covers every kept customer
 FULL_LISTING_ABOVE = 500
 # The flush's backoff is `flows.retry` policy `prices.products_flush`: after six hours of
-# failures the marks stay for the next trigger; the scheduled full refresh covers the prices meanwhile.
+# failures the marks stay for the next trigger; the scheduled full refresh covers the prices
+# meanwhile.
 
 
 def mark_products(session: Session, product_numbers: Iterable[str], *, now: datetime) -> None:

@@ -13,16 +13,19 @@
 Decision table (`decide`):
 
 ```
-ValidationFailed (NotFound)   park  extend_rejected   a flow that reads NotFound as an answer catches it first
-BusinessConflict              park  extend_conflict   orders and customers look the record up before parking
-OutcomeUnknown                retry ambiguous, lost_answer: look the record up before re-sending
-Throttled                     retry after Extend's Retry-After
-AccessDenied                  retry not ambiguous: the item stays queued until an operator fixes the credential
-TechnicalFailure with status  retry ambiguous (a 5xx on a write may have acted); Retry-After of a 503 honoured
-TechnicalFailure, no status   retry not ambiguous (the connection failed before an answer)
-any other ExtendError         retry ambiguous
-DeliveryRefused               park  shop_refused
-ShopUnavailable (WebshopError) retry after the shop's Retry-After
+error                          verdict  reason / notes
+ValidationFailed (NotFound)    park     extend_rejected (a flow reading NotFound as an answer
+                                        catches it first)
+BusinessConflict               park     extend_conflict (orders, customers look it up first)
+OutcomeUnknown                 retry    ambiguous, lost_answer: look the record up before re-sending
+Throttled                      retry    after Extend's Retry-After
+AccessDenied                   retry    not ambiguous; stays queued until an operator fixes it
+TechnicalFailure with status   retry    ambiguous (a 5xx on a write may have acted);
+                                        a 503's Retry-After honoured
+TechnicalFailure, no status    retry    not ambiguous (the connection failed before an answer)
+any other ExtendError          retry    ambiguous
+DeliveryRefused                park     shop_refused
+ShopUnavailable, WebshopError  retry    after the shop's Retry-After
 ```
 
 AccessDenied is retried here although the client's `RetryPolicy` never repeats it within a call:
@@ -82,31 +85,53 @@ class Failure:
         return self.verdict is Verdict.RETRY
 
     def as_json(self) -> dict[str, Any]:
-        return {"outcome": self.verdict.value, "reason": self.reason, "error": self.error,
-                "retry_after": self.retry_after, "ambiguous": self.ambiguous, "lost_answer": self.lost_answer,
-                "status": self.status, "body": self.body}
+        return {
+            "outcome": self.verdict.value,
+            "reason": self.reason,
+            "error": self.error,
+            "retry_after": self.retry_after,
+            "ambiguous": self.ambiguous,
+            "lost_answer": self.lost_answer,
+            "status": self.status,
+            "body": self.body,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Failure:
         """A recorded failure; also the older step results (`retryAfter`, `immediate`)."""
         told = data.get("retry_after", data.get("retryAfter"))
         status = data.get("status")
-        return cls(verdict=Verdict(data.get("outcome", Verdict.RETRY.value)),
-                   reason=str(data.get("reason") or ""), error=str(data.get("error") or ""),
-                   retry_after=None if told is None else float(told),
-                   ambiguous=bool(data.get("ambiguous", False)),
-                   lost_answer=bool(data.get("lost_answer", data.get("immediate", False))),
-                   status=None if status is None else int(status), body=str(data.get("body") or ""))
+        return cls(
+            verdict=Verdict(data.get("outcome", Verdict.RETRY.value)),
+            reason=str(data.get("reason") or ""),
+            error=str(data.get("error") or ""),
+            retry_after=None if told is None else float(told),
+            ambiguous=bool(data.get("ambiguous", False)),
+            lost_answer=bool(data.get("lost_answer", data.get("immediate", False))),
+            status=None if status is None else int(status),
+            body=str(data.get("body") or ""),
+        )
 
 
 def decide(exc: ExtendError | WebshopError) -> Failure:
     """The one mapping from an error to what a durable flow does about it (table above)."""
     if isinstance(exc, WebshopError):
         if isinstance(exc, DeliveryRefused):
-            return Failure(verdict=Verdict.PARK, reason="shop_refused", error=str(exc), status=exc.status,
-                           body=exc.body_excerpt)
-        return Failure(verdict=Verdict.RETRY, reason=type(exc).__name__, error=str(exc),
-                       retry_after=exc.retry_after, status=exc.status, body=exc.body_excerpt)
+            return Failure(
+                verdict=Verdict.PARK,
+                reason="shop_refused",
+                error=str(exc),
+                status=exc.status,
+                body=exc.body_excerpt,
+            )
+        return Failure(
+            verdict=Verdict.RETRY,
+            reason=type(exc).__name__,
+            error=str(exc),
+            retry_after=exc.retry_after,
+            status=exc.status,
+            body=exc.body_excerpt,
+        )
     if isinstance(exc, ValidationFailed):
         return _park(exc, "extend_rejected")
     if isinstance(exc, BusinessConflict):
@@ -122,13 +147,26 @@ def decide(exc: ExtendError | WebshopError) -> Failure:
 
 
 def _park(exc: ExtendError, reason: str) -> Failure:
-    return Failure(verdict=Verdict.PARK, reason=reason, error=str(exc), status=exc.status,
-                   body=exc.body_excerpt)
+    return Failure(
+        verdict=Verdict.PARK,
+        reason=reason,
+        error=str(exc),
+        status=exc.status,
+        body=exc.body_excerpt,
+    )
 
 
 def _retry(exc: ExtendError, *, ambiguous: bool, lost_answer: bool = False) -> Failure:
-    return Failure(verdict=Verdict.RETRY, reason=type(exc).__name__, error=str(exc), retry_after=exc.retry_after,
-                   ambiguous=ambiguous, lost_answer=lost_answer, status=exc.status, body=exc.body_excerpt)
+    return Failure(
+        verdict=Verdict.RETRY,
+        reason=type(exc).__name__,
+        error=str(exc),
+        retry_after=exc.retry_after,
+        ambiguous=ambiguous,
+        lost_answer=lost_answer,
+        status=exc.status,
+        body=exc.body_excerpt,
+    )
 
 
 # --- what to do next ---------------------------------------------------------------------------
@@ -182,7 +220,11 @@ class Backoff:
         """The wait after failed attempt number `attempt` (1-based)."""
         exponent = max(0, attempt - 1)
         # Past the cap the power only grows: stop computing it (no overflow at attempt 10,000).
-        ours = self.cap_seconds if exponent > 64 else min(self.cap_seconds, self.base_seconds * self.factor ** exponent)
+        ours = (
+            self.cap_seconds
+            if exponent > 64
+            else min(self.cap_seconds, self.base_seconds * self.factor**exponent)
+        )
         if self.jitter:
             ours += ours * self.jitter * self.random()
         told = retry_after if self.honour_retry_after and retry_after else 0.0
@@ -201,7 +243,9 @@ class Backoff:
         return RetryAfter(seconds=wait)
 
 
-def action_for(exc: ExtendError | WebshopError, policy: Backoff, *, attempt: int, waited: float = 0.0) -> Action:
+def action_for(
+    exc: ExtendError | WebshopError, policy: Backoff, *, attempt: int, waited: float = 0.0
+) -> Action:
     """An error straight to the action: `decide` then the flow's policy."""
     return policy.next(decide(exc), attempt=attempt, waited=waited)
 
@@ -222,15 +266,25 @@ BALANCES_FLUSH = "balances.flush"
 PRICES_FLUSH = "prices.products_flush"
 
 DEFAULTS: Mapping[str, Backoff] = {
-    ORDERS: Backoff(cap_seconds=300.0, lost_answer_first_seconds=0.2, wake_check_seconds=WAKE_CHECK_SECONDS),
+    ORDERS: Backoff(
+        cap_seconds=300.0, lost_answer_first_seconds=0.2, wake_check_seconds=WAKE_CHECK_SECONDS
+    ),
     ORDERS_CUSTOMER_WAIT: Backoff(cap_seconds=300.0, give_up_seconds=24 * 3600.0),
-    ORDERS_REFRESH: Backoff(cap_seconds=300.0, give_up_seconds=1800.0, wake_check_seconds=WAKE_CHECK_SECONDS),
+    ORDERS_REFRESH: Backoff(
+        cap_seconds=300.0, give_up_seconds=1800.0, wake_check_seconds=WAKE_CHECK_SECONDS
+    ),
     SHOP_DELIVERY: Backoff(cap_seconds=300.0, give_up_seconds=72 * 3600.0),
-    CUSTOMERS_CREATE: Backoff(cap_seconds=300.0, give_up_seconds=72 * 3600.0, wake_check_seconds=WAKE_CHECK_SECONDS),
+    CUSTOMERS_CREATE: Backoff(
+        cap_seconds=300.0, give_up_seconds=72 * 3600.0, wake_check_seconds=WAKE_CHECK_SECONDS
+    ),
     # A short cap: once Extend is back the dirty set goes out within 5 s (a 30 s cap left stock
     # 20-30 s stale after an outage in the demo).
-    BALANCES_FLUSH: Backoff(cap_seconds=5.0, give_up_seconds=3600.0, wake_check_seconds=WAKE_CHECK_SECONDS),
-    PRICES_FLUSH: Backoff(cap_seconds=60.0, give_up_seconds=6 * 3600.0, wake_check_seconds=WAKE_CHECK_SECONDS),
+    BALANCES_FLUSH: Backoff(
+        cap_seconds=5.0, give_up_seconds=3600.0, wake_check_seconds=WAKE_CHECK_SECONDS
+    ),
+    PRICES_FLUSH: Backoff(
+        cap_seconds=60.0, give_up_seconds=6 * 3600.0, wake_check_seconds=WAKE_CHECK_SECONDS
+    ),
 }
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -251,7 +305,9 @@ def policy(name: str) -> Backoff:
 
 
 @contextlib.contextmanager
-def override(policies: Mapping[str, Backoff] | None = None, *, sleep: Sleep | None = None) -> Iterator[None]:
+def override(
+    policies: Mapping[str, Backoff] | None = None, *, sleep: Sleep | None = None
+) -> Iterator[None]:
     """For tests: run flows on other policies (e.g. `FAST`) and/or a fake clock's sleep."""
     unknown = set(policies or {}) - set(_registry.policies)
     if unknown:
@@ -272,12 +328,18 @@ def fast(name: str, *, cap_seconds: float = 0.05) -> Backoff:
 
     base = policy(name)
     scale = cap_seconds / base.cap_seconds
-    return replace(base, base_seconds=min(base.base_seconds, cap_seconds), cap_seconds=cap_seconds,
-                   give_up_seconds=None if base.give_up_seconds is None else base.give_up_seconds * scale,
-                   wake_check_seconds=None if base.wake_check_seconds is None else base.wake_check_seconds * scale)
+    return replace(
+        base,
+        base_seconds=min(base.base_seconds, cap_seconds),
+        cap_seconds=cap_seconds,
+        give_up_seconds=None if base.give_up_seconds is None else base.give_up_seconds * scale,
+        wake_check_seconds=None
+        if base.wake_check_seconds is None
+        else base.wake_check_seconds * scale,
+    )
 
 
-# --- the durable wait -------------------------------------------------------------------------------
+# --- the durable wait ---------------------------------------------------------------------
 
 
 async def _sleep(seconds: float) -> None:
@@ -295,8 +357,11 @@ def _wall_clock() -> str:
 @engine.step(name="orders.extend_answered_since")
 def _extend_answered_since(since: str) -> bool:
     state = fleet_reachability(current().db.engine).state()
-    return state.reachable and state.last_success_at is not None and (
-        state.last_success_at > datetime.fromisoformat(since))
+    return (
+        state.reachable
+        and state.last_success_at is not None
+        and (state.last_success_at > datetime.fromisoformat(since))
+    )
 
 
 async def pause(seconds: float, *, policy: Backoff, retry_after: float | None = None) -> float:
