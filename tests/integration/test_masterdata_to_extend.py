@@ -14,6 +14,7 @@ import httpx2
 import pytest
 
 from extend_connector.flows import customers as flow
+from extend_connector.flows import failures, retry
 from extend_connector.service import Connector
 from extend_connector.settings import Settings
 from extend_connector.simulator import SimulatorConfig, run_in_thread
@@ -113,7 +114,16 @@ def test_wrong_token_is_refused(base: str) -> None:
     assert response.status_code == 401
 
 
-def test_order_placed_before_the_customer_reached_extend_is_sent_after_it(sim: RunningSimulator,
+@pytest.fixture()
+def quick_retries() -> Iterator[None]:
+    """The same policies at a 0.2 s cap: after the outage nothing waits out a long backoff."""
+    names = (retry.CUSTOMERS_CREATE, retry.ORDERS_CUSTOMER_WAIT)
+    with retry.override({name: retry.fast(name, cap_seconds=0.2) for name in names}):
+        yield
+
+
+def test_order_placed_before_the_customer_reached_extend_is_sent_after_it(quick_retries: None,
+                                                                         sim: RunningSimulator,
                                                                          base: str) -> None:
     headers = {"authorization": f"Bearer {TOKEN}"}
     sim.state.set_faults(outage=True)  # Extend is down: neither the customer nor the order gets through
@@ -140,3 +150,39 @@ def test_order_placed_before_the_customer_reached_extend_is_sent_after_it(sim: R
         assert placed.header.get("customerNumber") == number
         created_customer = sim.state.customers[number]
     assert created_customer.email == "cecilia@example.com"
+
+
+@pytest.fixture()
+def fast_waits() -> Iterator[None]:
+    """The customer's creation and the order's wait for it give up after 2 s instead of 72 h / 24 h."""
+    quick = retry.Backoff(base_seconds=0.05, cap_seconds=0.2, give_up_seconds=2.0)
+    with retry.override({retry.CUSTOMERS_CREATE: quick, retry.ORDERS_CUSTOMER_WAIT: quick}):
+        yield
+
+
+def test_a_customer_extend_never_takes_is_parked_and_so_is_its_order(fast_waits: None, sim: RunningSimulator,
+                                                                    base: str) -> None:
+    # Before flows.retry the budgets (72 h, 24 h) were module constants: this could not be tested.
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    sim.state.set_faults(outage=True)
+    customer = {"shopRef": "shop-cust-4", "name": "Dag Ek", "email": "dag@example.com"}
+    assert httpx2.post(f"{base}/v1/customers", json=customer, headers=headers).status_code == 202
+    with sim.state.lock:
+        product = sorted(sim.state.products)[0]
+    order = {"shopRef": "WEB-4001", "shopCustomerRef": "shop-cust-4",
+             "lines": [{"productNumber": product, "quantity": 1}]}
+    assert httpx2.post(f"{base}/v1/orders", json=order, headers=headers).status_code == 202
+
+    def parked() -> list[tuple[str, str, str]]:
+        return sorted((f.kind, f.key, f.reason) for f in failures.list_failures())
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(parked()) < 2:
+        time.sleep(0.1)
+    assert parked() == [("customer_create", "customer:shop-cust-4", "extend_unavailable"),
+                        ("order", "WEB-4001", "customer_not_created")]
+    order_view = httpx2.get(f"{base}/v1/orders/WEB-4001", headers=headers).json()
+    assert order_view["status"] == "Parked"
+    sim.state.set_faults(outage=False)
+    assert flow.extend_number_for("shop-cust-4") is None
+    assert _in_extend(sim, "dag@example.com") == []

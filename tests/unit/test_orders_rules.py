@@ -7,7 +7,13 @@ from decimal import Decimal
 
 import pytest
 
-from extend_connector.extend import AccessDenied, OutcomeUnknown, TechnicalFailure, Throttled
+from extend_connector.extend import (
+    AccessDenied,
+    BusinessConflict,
+    OutcomeUnknown,
+    TechnicalFailure,
+    Throttled,
+)
 from extend_connector.extend.mapping import order_body
 from extend_connector.flows.orders import (
     _outcome_of,
@@ -16,6 +22,7 @@ from extend_connector.flows.orders import (
     canonical,
     order_from_payload,
 )
+from extend_connector.flows.retry import Failure, Verdict
 
 CALL = {"operation": "create_order", "method": "POST", "url": "http://x/CustomerOrders"}
 PAYLOAD = {"shopRef": "S-9", "currency": "SEK", "placedAt": "2024-10-15T15:00:00+02:00",
@@ -69,4 +76,22 @@ def test_which_failures_make_the_next_attempt_look_up_first(error: Exception, am
 
 def test_throttled_waits_as_told() -> None:
     outcome = _outcome_of(Throttled("slow", status=429, retry_after=7.0, **CALL), looked_up=False)
-    assert outcome["retryAfter"] == 7.0
+    assert Failure.from_json(outcome).retry_after == 7.0
+    assert backoff_seconds(1, Failure.from_json(outcome).retry_after) == 7.0
+
+
+def test_a_conflict_answering_the_look_up_keeps_the_order_queued() -> None:
+    # `retry.decide` parks a BusinessConflict; a submit only parks one answering its POST (after
+    # a look-up found nothing). Anywhere else the order stays queued and is looked up again.
+    failure = Failure.from_json(_outcome_of(BusinessConflict("busy", status=409, **CALL), looked_up=True))
+    assert failure.verdict is Verdict.RETRY
+    assert failure.ambiguous is True
+
+
+def test_a_lost_answer_is_retried_almost_at_once_then_by_backoff() -> None:
+    from extend_connector.flows import retry
+
+    failure = Failure.from_json(_outcome_of(OutcomeUnknown("lost", **CALL), looked_up=False))
+    policy = retry.policy(retry.ORDERS)
+    assert policy.next(failure, attempt=1) == retry.RetryAfter(seconds=0.2)
+    assert policy.next(failure, attempt=2) == retry.RetryAfter(seconds=2.0)

@@ -53,10 +53,10 @@ from extend_connector import engine
 from extend_connector.domain import Balance
 from extend_connector.extend import errors as extend_errors
 from extend_connector.extend.webhooks import AvailableBalanceChanged, BalanceChanged, Notification
-from extend_connector.flows import cursors, dispatch, outbox
+from extend_connector.flows import cursors, dispatch, outbox, retry
 from extend_connector.flows.context import current
 from extend_connector.flows.freshness import reachability
-from extend_connector.flows.passes import Backoff, run_passes
+from extend_connector.flows.passes import run_passes
 from extend_connector.flows.sync import Progress, SweepResult, Tally
 from extend_connector.settings import Settings
 from extend_connector.store.models import BalanceRow, DirtyBalanceRow
@@ -79,10 +79,8 @@ engine.queue(QUEUE, concurrency=1, poll_seconds=0.1)
 TRIGGER_MIN_INTERVAL = 0.05  # seconds between two debounce calls of one process
 MAX_PAIRS_PER_PASS = 5000  # dirty pairs fetched per flush pass (memory and transaction size)
 IN_CHUNK = 500  # product numbers per SQL IN (...) list
-# Short cap: while Extend is down one flush call per 5 s is cheap, and once it is back the dirty
-# set goes out within 5 s (a 30 s cap left stock 20-30 s stale after an outage in the demo).
-# Gives up after an hour: the rows stay dirty; the next sweep triggers a flush again.
-FLUSH_BACKOFF = Backoff(floor_seconds=1.0, cap_seconds=5.0, give_up_seconds=3600.0)
+# The flush's backoff is `flows.retry` policy `balances.flush` (1 s doubling to 5 s, then gives up
+# after an hour: the rows stay dirty; the next sweep triggers a flush again).
 
 
 def sell_from(settings: Settings) -> list[str]:
@@ -418,7 +416,8 @@ async def flush_once(limit: int = MAX_PAIRS_PER_PASS) -> dict[str, Any]:
         reachability.failed(exc)
         log.warning("balances_flush_fetch_failed", error=str(exc), pairs=len(pairs),
                     kind=type(exc).__name__)
-        return {"outcome": "retry" if _retryable(exc) else "failed", "error": str(exc)[:300],
+        verdict = "retry" if retry.decide(exc).retryable else "failed"
+        return {"outcome": verdict, "error": str(exc)[:300],
                 "kind": type(exc).__name__, "pairs": len(pairs)}
     reachability.succeeded()
     calls = extend.stats().operations.get("list_availability", 0) - calls_before
@@ -438,10 +437,6 @@ async def _flush_pass() -> dict[str, Any]:
     return await flush_once()
 
 
-def _retryable(exc: extend_errors.ExtendError) -> bool:
-    return isinstance(exc, extend_errors.TechnicalFailure | extend_errors.Throttled | extend_errors.OutcomeUnknown)
-
-
 @engine.workflow("balances.flush")
 async def flush_balances() -> dict[str, Any]:
     """Fetch and store every dirty balance; waits out an Extend outage with capped backoff.
@@ -450,7 +445,7 @@ async def flush_balances() -> dict[str, Any]:
     person must fix the settings; the rows stay dirty and the error is in the job's result and log.
     """
     return await run_passes(_flush_pass, add=("pairs", "calls", "created", "updated", "unchanged", "skipped"),
-                            backoff=FLUSH_BACKOFF)
+                            policy=retry.BALANCES_FLUSH)
 
 
 # --- the reconciliation sweep ------------------------------------------------------------------
@@ -556,7 +551,7 @@ async def _sweep_step() -> dict[str, Any]:
     try:
         result = await sweep_balances(full=False, dry_run=False)
     except extend_errors.ExtendError as exc:
-        if not _retryable(exc):
+        if not retry.decide(exc).retryable:
             raise
         # Extend is down: expected, shown as staleness; the next sweep tries again.
         log.warning("balances_sweep_failed", error=str(exc), kind=type(exc).__name__)

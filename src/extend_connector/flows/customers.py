@@ -28,13 +28,12 @@ from extend_connector import engine
 from extend_connector.domain import Address, Customer
 from extend_connector.extend import (
     BusinessConflict,
+    ExtendError,
     NotFound,
     OutcomeUnknown,
-    TechnicalFailure,
-    Throttled,
     ValidationFailed,
 )
-from extend_connector.flows import dispatch, outbox, prices
+from extend_connector.flows import dispatch, outbox, prices, retry
 from extend_connector.flows.context import current
 from extend_connector.flows.failures import park as park_failure
 from extend_connector.flows.sync import Listed, Progress, SweepResult, Tally, sweep_changed
@@ -49,9 +48,6 @@ CURSOR = "customers"
 MAPPING_KIND = "customer"
 FAILURE_KIND = "customer_create"
 MAX_CREATE_ATTEMPTS = 5  # lost answers in a row, each looked up, before a person must look
-MAX_WAIT_HOURS = 72.0  # Extend down or throttling: keep waiting this long, then park
-BACKOFF_FLOOR_SECONDS = 1.0
-BACKOFF_CAP_SECONDS = 300.0
 engine.queue(QUEUE, partition_concurrency=1, worker_concurrency=32, poll_seconds=0.5)
 
 
@@ -235,9 +231,10 @@ async def _customers_post(data: dict[str, Any]) -> dict[str, Any]:
         return {"outcome": "conflict", "error": str(exc)}
     except ValidationFailed as exc:
         return {"outcome": "invalid", "error": str(exc)}
-    except (TechnicalFailure, Throttled) as exc:
-        # Nothing was stored (or Extend said so): wait and post again, however long Extend is down.
-        return {"outcome": "retry", "error": str(exc), "retry_after": exc.retry_after}
+    except ExtendError as exc:
+        # Technical or throttled (`retry.decide`): nothing was stored, or Extend said so; wait
+        # and post again, for as long as the policy allows.
+        return retry.decide(exc).as_json()
     return {"outcome": "created", "customer": customer_document(created)}
 
 
@@ -276,15 +273,16 @@ async def create_in_extend(data: dict[str, Any]) -> dict[str, Any]:
     waited = 0.0
     while unknown < MAX_CREATE_ATTEMPTS:
         answer = await _customers_post(data)
-        if answer["outcome"] == "retry":
+        policy = retry.policy(retry.CUSTOMERS_CREATE)
+        if answer["outcome"] == retry.Verdict.RETRY:
             failures += 1
-            wait = min(BACKOFF_CAP_SECONDS, BACKOFF_FLOOR_SECONDS * 2 ** (failures - 1))
-            wait = max(wait, float(answer.get("retry_after") or 0.0))
-            if waited + wait > MAX_WAIT_HOURS * 3600:
-                await engine.offload(_customers_park, data, "extend_unavailable", answer["error"])
+            failure = retry.Failure.from_json(answer)
+            action = policy.next(failure, attempt=failures, waited=waited)
+            if not isinstance(action, retry.RetryAfter):
+                await engine.offload(_customers_park, data, "extend_unavailable", failure.error)
                 return {"outcome": "parked", "reason": "extend_unavailable"}
-            await engine.sleep_async(wait)
-            waited += wait
+            waited += await retry.pause(action.seconds, policy=policy,
+                                        retry_after=failure.retry_after)
             continue
         failures = 0
         if answer["outcome"] == "created":
@@ -303,7 +301,8 @@ async def create_in_extend(data: dict[str, Any]) -> dict[str, Any]:
             await engine.offload(_customers_park, data, "conflict", answer["error"])
             return {"outcome": "parked", "reason": "conflict"}
         unknown += 1
-        await engine.sleep_async(BACKOFF_FLOOR_SECONDS * unknown)
+        # The lost-answer waits (1, 2, 4 ... s) do not count against the outage budget.
+        await retry.pause(policy.delay(unknown), policy=policy)
     await engine.offload(_customers_park, data, "outcome_unknown", "no answer after repeated attempts and not found by lookup")
     return {"outcome": "parked", "reason": "outcome_unknown"}
 

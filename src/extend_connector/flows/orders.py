@@ -6,7 +6,8 @@
   written down before it is sent; an attempt that may have reached Extend (lost answer, 5xx,
   a crash mid-call) is followed by a look-up by `orderNumberExternal` before any new POST.
   Extend down or failing: the order waits, visibly `WaitingForExtend`, with capped backoff and
-  no retry budget; a long backoff ends early once Extend answers any call of any process again. Extend refusing the data: parked with Extend's message.
+  no retry budget; a long backoff ends early once Extend answers any call of any process again
+  (`flows.retry`, policy `orders`). Extend refusing the data: parked with Extend's message.
 - Progress (`refresh`): order webhooks enqueue it per order; it fetches the order, and the
   fetched order is the truth, applied unless an even newer one was applied already (Extend's
   changedDate decides, not the status rank). The shop is told only when something it shows
@@ -23,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -36,7 +37,6 @@ from sqlalchemy.orm import Session
 from extend_connector import engine
 from extend_connector.domain import Address, Order, OrderLine, OrderState, OrderStatus, Shipment
 from extend_connector.extend import (
-    AccessDenied,
     BusinessConflict,
     ExtendError,
     NotFound,
@@ -46,9 +46,8 @@ from extend_connector.extend import (
     ValidationFailed,
 )
 from extend_connector.extend.webhooks import ORDER_ACTIONS
-from extend_connector.flows import cursors, dispatch, failures, outbox
+from extend_connector.flows import cursors, dispatch, failures, outbox, retry
 from extend_connector.flows.context import current
-from extend_connector.flows.freshness import fleet_reachability
 from extend_connector.flows.sync import Progress, SweepResult, Tally
 from extend_connector.settings import CustomersScope, ProductsScope, Settings
 from extend_connector.store.models import (
@@ -75,11 +74,6 @@ engine.queue(SWEEP_QUEUE, concurrency=1)
 CURSOR = "orders"
 FAILURE_KIND = "order"
 CANCEL_FAILURE_KIND = "order_cancel"
-BACKOFF_FLOOR_SECONDS = 1.0
-BACKOFF_CAP_SECONDS = 300.0
-WAKE_CHECK_SECONDS = 5.0  # a longer backoff looks this often whether Extend answers again
-CUSTOMER_WAIT_HOURS = 24.0
-REFRESH_GIVE_UP_SECONDS = 1800.0  # after this the sweep repairs the order
 
 TERMINAL = frozenset({OrderStatus.PICKED.value, OrderStatus.CANCELLED.value})
 # Acknowledged to the shop and not in Extend yet: a submit job must be carrying these.
@@ -123,9 +117,8 @@ class Intake:
 
 
 def backoff_seconds(failures_in_a_row: int, retry_after: float | None = None) -> float:
-    """Capped exponential backoff; Extend's own Retry-After wins when it asks for longer."""
-    wait = min(BACKOFF_CAP_SECONDS, BACKOFF_FLOOR_SECONDS * (2 ** max(0, failures_in_a_row - 1)))
-    return float(max(wait, retry_after or 0.0))
+    """The orders' backoff (`flows.retry` policy `orders`); a longer Retry-After wins."""
+    return retry.policy(retry.ORDERS).delay(failures_in_a_row, retry_after)
 
 
 def canonical(payload: dict[str, Any]) -> str:
@@ -483,13 +476,14 @@ def _resolve_customer(shop_ref: str) -> str | None:
 
 
 def _outcome_of(exc: ExtendError, looked_up: bool) -> dict[str, Any]:
-    # Whether Extend may have created the order although the call failed: then the next
-    # attempt looks it up first. A 5xx answer is ambiguous; a refused connection or a 429 is not.
-    ambiguous = looked_up or isinstance(exc, OutcomeUnknown) or (
-        isinstance(exc, TechnicalFailure) and not isinstance(exc, AccessDenied) and exc.status is not None)
-    return {"outcome": "retry", "ambiguous": ambiguous, "error": str(exc),
-            "retryAfter": exc.retry_after if isinstance(exc, Throttled | TechnicalFailure) else None,
-            "immediate": isinstance(exc, OutcomeUnknown)}
+    # Whether Extend may have created the order although the call failed (`retry.decide`): then
+    # the next attempt looks it up first; so does every attempt after a look-up.
+    failure = retry.decide(exc)
+    if not failure.retryable:  # e.g. a conflict answering the look-up: keep the order queued
+        failure = replace(failure, verdict=retry.Verdict.RETRY)
+    if looked_up and not failure.ambiguous:
+        failure = replace(failure, ambiguous=True)
+    return failure.as_json()
 
 
 def _mark_attempt(shop_ref: str, attempt: int) -> dict[str, Any]:
@@ -629,36 +623,6 @@ def park_unsent(session: Session, shop_ref: str, *, reason: str, message: str, d
     return failure_id
 
 
-@engine.step(name="orders.wall_clock")
-def _wall_clock() -> str:
-    # Reachability keeps real UTC instants, whatever clock the flow context has.
-    return datetime.now(UTC).isoformat()
-
-
-@engine.step(name="orders.extend_answered_since")
-def _extend_answered_since(since: str) -> bool:
-    state = fleet_reachability(current().db.engine).state()
-    return state.reachable and state.last_success_at is not None and (
-        state.last_success_at > datetime.fromisoformat(since))
-
-
-async def _sleep_until_extend_answers(wait: float, *, retry_after: float | None = None) -> None:
-    """Sleep `wait` durably, but end early once any call of any process got an answer from Extend
-    after the sleep began: after an outage the waiting orders go within `WAKE_CHECK_SECONDS`
-    instead of when their backoff (up to 5 minutes) ends. A wait Extend asked for is kept."""
-    if wait <= WAKE_CHECK_SECONDS or retry_after:
-        await engine.sleep_async(wait)
-        return
-    since = await engine.offload(_wall_clock)
-    left = wait
-    while left > 0:
-        chunk = min(WAKE_CHECK_SECONDS, left)
-        await engine.sleep_async(chunk)
-        left -= chunk
-        if left > 0 and await engine.offload(_extend_answered_since, since):
-            return
-
-
 @engine.workflow("orders.submit")
 async def submit(shop_ref: str) -> str:
     """Send one shop order to Extend exactly once; returns how it ended."""
@@ -666,20 +630,10 @@ async def submit(shop_ref: str) -> str:
     if start["state"] != "send":
         return str(start["state"])
     customer: str | None = start["customer"]
-    waited = 0.0
-    rounds = 0
-    while customer is None:
-        # scope to_extend: the customer's creation job has not mapped the shop customer yet.
-        rounds += 1
-        if waited > CUSTOMER_WAIT_HOURS * 3600:
-            await engine.offload(_park_order, shop_ref, "customer_not_created",
-                        f"the shop customer of order {shop_ref} was not created in Extend within "
-                        f"{CUSTOMER_WAIT_HOURS:g} h; see failures of kind customer, then retry", {})
+    if customer is None:
+        customer = await _wait_for_customer(shop_ref)
+        if customer is None:
             return "parked"
-        wait = backoff_seconds(rounds)
-        await engine.sleep_async(wait)
-        waited += wait
-        customer = await engine.offload(_resolve_customer, shop_ref)
     base = int(start["base"])
     attempt = 0
     failures_in_a_row = 0
@@ -697,15 +651,43 @@ async def submit(shop_ref: str) -> str:
         if kind in ("done", "cancelled", "missing"):
             return str(kind)
         if kind == "invalid":
-            await engine.offload(_park_order, shop_ref, outcome["reason"], f"Extend refused order {shop_ref}: {outcome['message']}",
-                        {"error": outcome["error"], "details": outcome["details"]})
+            await engine.offload(_park_order, shop_ref, outcome["reason"],
+                                 f"Extend refused order {shop_ref}: {outcome['message']}",
+                                 {"error": outcome["error"], "details": outcome["details"]})
             return "parked"
+        failure = retry.Failure.from_json(outcome)
         failures_in_a_row += 1
-        look_up = bool(outcome["ambiguous"])
-        await engine.offload(_mark_waiting, shop_ref, outcome["error"])
-        wait = 0.2 if outcome.get("immediate") and failures_in_a_row == 1 else backoff_seconds(
-            failures_in_a_row, outcome.get("retryAfter"))
-        await _sleep_until_extend_answers(wait, retry_after=outcome.get("retryAfter"))
+        look_up = failure.ambiguous
+        await engine.offload(_mark_waiting, shop_ref, failure.error)
+        policy = retry.policy(retry.ORDERS)
+        action = policy.next(failure, attempt=failures_in_a_row)
+        if not isinstance(action, retry.RetryAfter):
+            # An acknowledged order is never given up on here (the watchdog and a person decide).
+            raise ValueError(f"retry policy {retry.ORDERS!r} must not give up: {policy}")
+        await retry.pause(action.seconds, policy=policy, retry_after=failure.retry_after)
+
+
+async def _wait_for_customer(shop_ref: str) -> str | None:
+    """scope to_extend: poll until the customer's creation job mapped the shop customer; None
+    when the order was parked because that took longer than the policy's budget."""
+    policy = retry.policy(retry.ORDERS_CUSTOMER_WAIT)
+    waited = 0.0
+    rounds = 0
+    while True:
+        rounds += 1
+        # The budget is checked before the wait, so the last wait may end past it (as before).
+        if policy.give_up_seconds is not None and waited > policy.give_up_seconds:
+            message = (f"the shop customer of order {shop_ref} was not created in Extend "
+                       f"within {policy.give_up_seconds / 3600:g} h; see failures of kind "
+                       "customer, then retry")
+            await engine.offload(_park_order, shop_ref, "customer_not_created", message, {})
+            return None
+        wait = policy.delay(rounds)
+        await retry.pause(wait, policy=policy)
+        waited += wait
+        customer = await engine.offload(_resolve_customer, shop_ref)
+        if customer is not None:
+            return customer
 
 
 async def _replay_order(failure: failures.Failure) -> str:
@@ -785,7 +767,7 @@ async def _refresh_once(order_number: str) -> dict[str, Any]:
     except NotFound:
         return {"outcome": "not_found"}
     except (TechnicalFailure, Throttled) as exc:
-        return {"outcome": "retry", "error": str(exc), "retryAfter": exc.retry_after}
+        return retry.decide(exc).as_json()
 
     def write() -> str:
         with ctx.db.write() as session:
@@ -806,14 +788,16 @@ async def refresh(notification: dict[str, Any]) -> str:
     while True:
         attempt += 1
         outcome = await _refresh_once(order_number)
-        if outcome["outcome"] != "retry":
+        if outcome["outcome"] != retry.Verdict.RETRY:
             return str(outcome["outcome"])
-        wait = backoff_seconds(attempt, outcome.get("retryAfter"))
-        if waited + wait > REFRESH_GIVE_UP_SECONDS:
-            log.warning("order_refresh_gave_up", order_number=order_number, error=outcome["error"])
+        policy = retry.policy(retry.ORDERS_REFRESH)
+        failure = retry.Failure.from_json(outcome)
+        action = policy.next(failure, attempt=attempt, waited=waited)
+        if not isinstance(action, retry.RetryAfter):
+            log.warning("order_refresh_gave_up", order_number=order_number, error=failure.error)
             return "gave_up"  # the next sweep fetches it
-        await engine.sleep_async(wait)
-        waited += wait
+        waited += await retry.pause(action.seconds, policy=policy,
+                                    retry_after=failure.retry_after)
 
 
 dispatch.on(sorted(ORDER_ACTIONS), dispatch.JobHandler(workflow=refresh, queue=PROGRESS_QUEUE))
@@ -912,7 +896,7 @@ async def _change_once(shop_ref: str) -> dict[str, Any]:
         return {"outcome": "invalid", "message": exc.error.message or str(exc), "error": str(exc)}
     except (TechnicalFailure, Throttled, OutcomeUnknown) as exc:
         # A lost cancel answer is harmless to repeat: cancelling twice is refused or a no-op.
-        return {"outcome": "retry", "error": str(exc), "retryAfter": exc.retry_after}
+        return retry.decide(exc).as_json()
 
     def write() -> str:
         with ctx.db.write() as session:
@@ -955,9 +939,13 @@ async def _change_loop(shop_ref: str) -> str:
         if kind == "invalid":
             await engine.offload(_change_refused, shop_ref, outcome["message"], True)
             return "parked"
-        if kind != "retry":
+        if kind != retry.Verdict.RETRY:
             return str(kind)
-        await engine.sleep_async(backoff_seconds(attempt, outcome.get("retryAfter")))
+        failure = retry.Failure.from_json(outcome)
+        policy = retry.policy(retry.ORDERS)
+        # No lost-answer shortcut as in a submit: a cancel is sent again after the backoff.
+        await retry.pause(policy.delay(attempt, failure.retry_after), policy=policy,
+                          retry_after=failure.retry_after)
 
 
 @engine.workflow("orders.apply_change")

@@ -3,7 +3,8 @@
 `publish()` is called inside the same write transaction that changed the local copy, so the
 shop is told if and only if the change committed. Delivery is a durable workflow on a queue
 partitioned by record key (events about one record arrive in order); a shop that is down is
-retried with capped backoff for as long as `max_delivery_hours`, a shop that refuses an event
+retried with capped backoff (`flows.retry`, policy `shop.deliver_event`: 1 s doubling to 5 min,
+the shop's Retry-After honoured) for up to 72 h, a shop that refuses an event
 gets it parked (kind `shop_delivery`) for a person to look at.
 """
 
@@ -17,18 +18,18 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from extend_connector import engine
-from extend_connector.flows import failures
+from extend_connector.flows import failures, retry
 from extend_connector.flows.context import current
 from extend_connector.store.models import OutboxRow
-from extend_connector.webshop import DeliveryRefused, EventType, ShopEvent, ShopUnavailable
+from extend_connector.webshop import (
+    EventType,
+    ShopEvent,
+    WebshopError,
+)
 
 QUEUE = "shop-delivery"
 FAILURE_KIND = "shop_delivery"
 engine.queue(QUEUE, partition_concurrency=1, worker_concurrency=32, poll_seconds=0.2)
-
-BACKOFF_FLOOR_SECONDS = 1.0
-BACKOFF_CAP_SECONDS = 300.0
-MAX_DELIVERY_HOURS = 72.0
 
 
 def new_event_id() -> str:
@@ -96,10 +97,12 @@ async def _attempt(outbox_id: int, event: dict[str, Any], attempt: int) -> dict[
                            attempt=attempt)
     try:
         await ctx.webshop.deliver(shop_event)
-    except ShopUnavailable as exc:
-        return {"outcome": "retry", "error": str(exc), "retry_after": exc.retry_after}
-    except DeliveryRefused as exc:
-        return {"outcome": "refused", "error": str(exc), "status": exc.status, "body": exc.body_excerpt}
+    except WebshopError as exc:
+        failure = retry.decide(exc)
+        if failure.retryable:
+            return failure.as_json()
+        return {"outcome": "refused", "error": failure.error, "status": failure.status,
+                "body": failure.body}
     return {"outcome": "delivered"}
 
 
@@ -136,12 +139,6 @@ def _park(session: Session, row: OutboxRow, outcome: dict[str, Any], attempt: in
         now=now, merge_open=False)
 
 
-def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
-    """Capped exponential backoff; a shop's Retry-After wins when it asks for longer."""
-    wait = min(BACKOFF_CAP_SECONDS, BACKOFF_FLOOR_SECONDS * (2 ** max(0, attempt - 1)))
-    return float(max(wait, retry_after or 0.0))
-
-
 @engine.workflow("shop.deliver_event")
 async def deliver(outbox_id: int) -> str:
     """Deliver one outbox event; returns `delivered`, `refused`, `gave_up` or `already_done`."""
@@ -159,10 +156,10 @@ async def deliver(outbox_id: int) -> str:
         if outcome["outcome"] == "refused":
             await engine.offload(_record, outbox_id, outcome, attempt, None)
             return "refused"
-        wait = backoff_seconds(attempt, outcome.get("retry_after"))
-        if waited + wait > MAX_DELIVERY_HOURS * 3600:
+        policy = retry.policy(retry.SHOP_DELIVERY)
+        action = policy.next(retry.Failure.from_json(outcome), attempt=attempt, waited=waited)
+        if not isinstance(action, retry.RetryAfter):
             await engine.offload(_record, outbox_id, outcome, attempt, None)
             return "gave_up"
-        await engine.offload(_record, outbox_id, outcome, attempt, wait)
-        await engine.sleep_async(wait)
-        waited += wait
+        await engine.offload(_record, outbox_id, outcome, attempt, action.seconds)
+        waited += await retry.pause(action.seconds, policy=policy)

@@ -3,35 +3,26 @@
 A flush job (balances, product-triggered prices) runs one pass at a time as a checkpointed step.
 A pass returns `{"outcome": "done", "more": bool, <counters>}` when it did its part,
 `{"outcome": "failed", "error": ...}` when retrying cannot help (a person must act), or any other
-outcome (e.g. `retry`) when Extend failed in a way worth retrying. Between failed passes the job
-sleeps durably with capped exponential backoff; after `give_up_seconds` of waiting it stops and
-leaves its marks for the next trigger or sweep.
+outcome (e.g. `retry`) when Extend failed in a way worth retrying (`retry.decide`). Between failed
+passes the job waits durably by its `flows.retry` policy; once the policy's budget is spent it
+stops and leaves its marks for the next trigger or sweep.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from extend_connector import engine
+from extend_connector.flows import retry
 
 
-@dataclass(frozen=True, kw_only=True)
-class Backoff:
-    floor_seconds: float
-    cap_seconds: float
-    give_up_seconds: float
-
-    def wait(self, attempt: int) -> float:
-        return float(min(self.cap_seconds, self.floor_seconds * 2.0 ** (attempt - 1)))
-
-
-async def run_passes(one_pass: Callable[[], Awaitable[dict[str, Any]]], *, add: Sequence[str],
-                     backoff: Backoff) -> dict[str, Any]:
+async def run_passes(
+    one_pass: Callable[[], Awaitable[dict[str, Any]]], *, add: Sequence[str], policy: str
+) -> dict[str, Any]:
     """Call `one_pass` (a step) until a pass reports nothing more; sum the `add` counters.
 
-    Call it from a workflow body: the sleeps are the engine's durable sleeps.
+    Call it from a workflow body: the waits are the engine's durable sleeps. `policy` names the
+    flow's `retry` policy, looked up at each wait (tests run it fast).
     """
     totals: dict[str, Any] = {"passes": 0, "retries": 0, **dict.fromkeys(add, 0)}
     waited = 0.0
@@ -49,9 +40,13 @@ async def run_passes(one_pass: Callable[[], Awaitable[dict[str, Any]]], *, add: 
         if result["outcome"] == "failed":
             return {"outcome": "failed", "error": result.get("error"), **totals}
         attempt += 1
-        wait = backoff.wait(attempt)
-        if waited + wait > backoff.give_up_seconds:
+        backoff = retry.policy(policy)
+        # A pass reports no Retry-After: the flush waits by its own backoff only.
+        failure = retry.Failure(
+            verdict=retry.Verdict.RETRY, reason="pass", error=str(result.get("error") or "")
+        )
+        action = backoff.next(failure, attempt=attempt, waited=waited)
+        if not isinstance(action, retry.RetryAfter):
             return {"outcome": "gave_up", "error": result.get("error"), **totals}
         totals["retries"] += 1
-        await engine.sleep_async(wait)
-        waited += wait
+        waited += await retry.pause(action.seconds, policy=backoff)

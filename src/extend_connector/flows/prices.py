@@ -27,10 +27,13 @@ from sqlalchemy.orm import Session
 
 from extend_connector import engine
 from extend_connector.domain import Price
-from extend_connector.extend import NotFound, OutcomeUnknown, TechnicalFailure, Throttled
-from extend_connector.flows import outbox
+from extend_connector.extend import (
+    ExtendError,
+    NotFound,
+)
+from extend_connector.flows import outbox, retry
 from extend_connector.flows.context import FlowContext, current
-from extend_connector.flows.passes import Backoff, run_passes
+from extend_connector.flows.passes import run_passes
 from extend_connector.flows.sync import Progress, SweepResult, Tally
 from extend_connector.settings import PricesScope, Settings
 from extend_connector.store import repositories
@@ -298,9 +301,9 @@ FLUSH_DEBOUNCE_SECONDS = 5.0
 FLUSH_MAX_DELAY_SECONDS = 60.0
 FLUSH_MAX_PRODUCTS = 2_000  # per pass; a pass covers every kept customer
 FULL_LISTING_ABOVE = 500
-# After six hours of failures the marks stay for the next trigger; the scheduled full refresh
-# covers the prices meanwhile.
-FLUSH_BACKOFF = Backoff(floor_seconds=1.0, cap_seconds=60.0, give_up_seconds=6 * 3600.0)
+# The flush's backoff is `flows.retry` policy `prices.products_flush`: after six hours of
+# failures the marks stay for the next trigger; the scheduled full refresh covers the prices
+# meanwhile.
 
 
 def mark_products(session: Session, product_numbers: Iterable[str], *, now: datetime) -> None:
@@ -353,14 +356,16 @@ async def refresh_marked_products(limit: int = FLUSH_MAX_PRODUCTS) -> dict[str, 
 async def _product_prices_pass() -> dict[str, Any]:
     try:
         return {"outcome": "done", **await refresh_marked_products()}
-    except (TechnicalFailure, Throttled, OutcomeUnknown) as exc:
+    except ExtendError as exc:
+        if not retry.decide(exc).retryable:
+            raise  # refused data: the job fails and shows it; the marks stay
         return {"outcome": "retry", "error": str(exc)}
 
 
 @engine.workflow("prices.products_flush")
 async def flush_product_prices() -> dict[str, Any]:
     """Refresh the prices of every marked product; waits out an Extend outage with capped backoff."""
-    return await run_passes(_product_prices_pass, add=("products",), backoff=FLUSH_BACKOFF)
+    return await run_passes(_product_prices_pass, add=("products",), policy=retry.PRICES_FLUSH)
 
 
 @engine.workflow("prices.full_refresh")
