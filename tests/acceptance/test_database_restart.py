@@ -24,9 +24,8 @@ import httpx2
 import pytest
 import sqlalchemy as sa
 
+from support.pgserver import PrivatePostgres, postgres_bin, private_postgres
 from support.processes import CLI, Proc, free_port, running, wait_for
-
-from .pgserver import PrivatePostgres, postgres_bin, private_postgres
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900),
               pytest.mark.skipif(postgres_bin() is None, reason="no PostgreSQL server binaries (initdb)")]

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 import httpx2
 import pytest
 
-from acceptance.harness import free_port
 from extend_connector.flows import failures, retry
 from extend_connector.service import Connector
 from extend_connector.settings import Settings
@@ -27,6 +26,7 @@ from extend_connector.webshop import (
     ShopUnavailable,
     WebshopError,
 )
+from support.processes import free_port
 
 TOKEN = "shop-token"
 
