@@ -1,5 +1,7 @@
 """Orders: the shop's orders into Extend exactly once, and their progress back to the shop.
 
+- The shop's order is parsed once into a `payload.ShopOrder` (the JSON stays what is stored and
+  what jobs carry; code converts where it reads it).
 - Intake (`intake.accept_order`): the order is checked against the local copy (`checks`) and
   stored with its submit job in one transaction; an order that cannot be valid is parked (kind
   `order`).
@@ -48,7 +50,12 @@ from extend_connector.flows.orders.base import (
 from extend_connector.flows.orders.changes import apply_change, request_cancel
 from extend_connector.flows.orders.checks import check_order
 from extend_connector.flows.orders.intake import accept_order
-from extend_connector.flows.orders.payload import active_line_numbers, order_from_payload
+from extend_connector.flows.orders.payload import (
+    ShopLine,
+    ShopOrder,
+    active_line_numbers,
+    order_from_payload,
+)
 from extend_connector.flows.orders.progress import apply_state, refresh
 from extend_connector.flows.orders.submit import _outcome_of, park_unsent, submit
 from extend_connector.flows.orders.sweep import declare_schedules, sweep_orders
@@ -66,6 +73,8 @@ __all__ = [
     "OrderConflict",
     "OrderError",
     "Problem",
+    "ShopLine",
+    "ShopOrder",
     "UnknownOrder",
     "_outcome_of",
     "accept_order",

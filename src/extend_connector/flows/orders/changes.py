@@ -4,7 +4,6 @@ by the `orders.apply_change` job (later it is refused)."""
 from __future__ import annotations
 
 import asyncio
-from decimal import Decimal
 from typing import Any
 
 from extend_connector import engine
@@ -25,7 +24,7 @@ from extend_connector.flows.orders.base import (
     ChangeRefused,
     UnknownOrder,
 )
-from extend_connector.flows.orders.payload import active_line_numbers
+from extend_connector.flows.orders.payload import ShopOrder
 from extend_connector.flows.orders.progress import apply_state, line_cancelled
 from extend_connector.flows.orders.view import order_view, projection, tell_shop
 from extend_connector.store.models import OrderRow
@@ -53,7 +52,8 @@ def request_cancel(shop_ref: str, line_numbers: list[int] | None = None) -> dict
                 "Extend accepts no change once an order is reserved — ask the warehouse to stop "
                 "it, or handle it as a return"
             )
-        count = len(row.shop_payload.get("lines") or [])
+        order = ShopOrder.from_json(row.shop_payload)
+        count = len(order.lines)
         if line_numbers is not None:
             bad = [n for n in line_numbers if not 1 <= n <= count]
             if bad:
@@ -68,7 +68,7 @@ def request_cancel(shop_ref: str, line_numbers: list[int] | None = None) -> dict
         row.shop_change = change
         row.updated_at = now
         if status == OrderStatus.PARKED and (
-            change.get("order") or not active_line_numbers(row.shop_payload, change)
+            change.get("order") or not order.active_line_numbers(change)
         ):
             # Never sent and never will be: cancelled here and now.
             row.status = OrderStatus.CANCELLED.value
@@ -101,7 +101,7 @@ async def _change_once(shop_ref: str) -> dict[str, Any]:
                 "number": row.order_number,
                 "change": row.shop_change,
                 "detail": row.extend_detail or {},
-                "payload": row.shop_payload,
+                "order": ShopOrder.from_json(row.shop_payload),
             }
 
     loaded = await asyncio.to_thread(load)
@@ -119,12 +119,12 @@ async def _change_once(shop_ref: str) -> dict[str, Any]:
                 position = positions.get(str(n))
                 if position is None or line_cancelled(loaded["detail"], n):
                     continue
-                line = loaded["payload"]["lines"][n - 1]
+                line = loaded["order"].line(n)
                 lines.append(
                     OrderLine(
-                        product_number=line["productNumber"],
-                        quantity=Decimal(str(line["quantity"])),
-                        warehouse=line.get("warehouse") or ctx.settings.extend.warehouses[0],
+                        product_number=line.product_number,
+                        quantity=line.quantity,
+                        warehouse=line.warehouse or ctx.settings.extend.warehouses[0],
                         position=int(position),
                     )
                 )

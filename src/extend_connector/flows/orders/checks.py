@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from extend_connector.flows.orders.base import Problem
+from extend_connector.flows.orders.payload import ShopOrder
 from extend_connector.settings import CustomersScope, ProductsScope, Settings
 from extend_connector.store.models import CursorRow, CustomerRow, IdMappingRow, ProductRow
 
@@ -33,7 +33,7 @@ def _mapped_customer(session: Session, shop_customer_ref: str) -> str | None:
 def check_order(
     session: Session,
     settings: Settings,
-    payload: dict[str, Any],
+    order: ShopOrder,
     known_in_extend: Callable[[str], bool] | None = None,
 ) -> tuple[list[Problem], str | None]:
     """Problems that make the order invalid, and the Extend customer number (None: the
@@ -45,11 +45,10 @@ def check_order(
     """
     problems: list[Problem] = []
     warehouses = settings.extend.warehouses
-    lines = payload.get("lines") or []
     check_products = settings.scope.products == ProductsScope.SYNC and _fully_loaded(
         session, "products"
     )
-    numbers = sorted({line["productNumber"] for line in lines})
+    numbers = sorted(order.product_numbers())
     known = {}
     if check_products and numbers:
         known = {
@@ -58,9 +57,9 @@ def check_order(
                 sa.select(ProductRow).where(ProductRow.product_number.in_(numbers))
             )
         }
-    for i, line in enumerate(lines):
-        where = f"lines[{i}]"
-        warehouse = line.get("warehouse")
+    for line in order.lines:
+        where = f"lines[{line.number - 1}]"
+        warehouse = line.warehouse
         if warehouse is not None and warehouse not in warehouses:
             problems.append(
                 Problem(
@@ -70,7 +69,7 @@ def check_order(
                 )
             )
         if check_products:
-            number = line["productNumber"]
+            number = line.product_number
             product = known.get(number)
             if product is None and not (known_in_extend is not None and known_in_extend(number)):
                 problems.append(
@@ -89,8 +88,8 @@ def check_order(
                     )
                 )
     scope = settings.scope.customers
-    given = payload.get("customerNumber")
-    shop_customer = payload.get("shopCustomerRef")
+    given = order.customer_number
+    shop_customer = order.shop_customer_ref
     customer: str | None = settings.scope.default_customer_number
     if scope == CustomersScope.OFF:
         customer = given or settings.scope.default_customer_number

@@ -18,6 +18,7 @@ from extend_connector.flows.orders.base import (
     log,
 )
 from extend_connector.flows.orders.checks import check_order
+from extend_connector.flows.orders.payload import ShopOrder
 from extend_connector.flows.orders.submit import submit
 from extend_connector.flows.orders.view import tell_shop
 from extend_connector.store.models import OrderRow
@@ -31,18 +32,20 @@ def accept_order(payload: dict[str, Any]) -> Intake:
     one new reference (PostgreSQL, where both may insert at once): the loser's insert violates
     the primary key, and it answers as a repeat of the order that won.
     """
+    order = ShopOrder.from_json(payload)
     try:
-        return _accept_once(payload)
+        return _accept_once(payload, order)
     except IntegrityError:
         with current().db.read() as session:
-            if session.get(OrderRow, payload["shopRef"]) is None:
+            if session.get(OrderRow, order.shop_ref) is None:
                 raise
-        return _accept_once(payload)
+        return _accept_once(payload, order)
 
 
-def _accept_once(payload: dict[str, Any]) -> Intake:
+def _accept_once(payload: dict[str, Any], order: ShopOrder) -> Intake:
+    # `payload` is stored as sent (a repeat post is compared with it); `order` is it parsed.
     ctx = current()
-    ref = payload["shopRef"]
+    ref = order.shop_ref
     now = ctx.clock()
     with ctx.db.write() as session:
         existing = session.get(OrderRow, ref)
@@ -54,7 +57,7 @@ def _accept_once(payload: dict[str, Any]) -> Intake:
                     "reference)"
                 )
             return Intake(shop_ref=ref, status=existing.status, created=False)
-        problems, customer = check_order(session, ctx.settings, payload)
+        problems, customer = check_order(session, ctx.settings, order)
         row = OrderRow(
             shop_ref=ref,
             status=OrderStatus.RECEIVED.value,
@@ -94,5 +97,5 @@ def _accept_once(payload: dict[str, Any]) -> Intake:
         ctx.engine.enqueue_in_transaction(
             session, submit, ref, queue=SUBMIT_QUEUE, workflow_id=f"order-{ref}"
         )
-    log.info("order_received", shop_ref=ref, lines=len(payload.get("lines") or []))
+    log.info("order_received", shop_ref=ref, lines=len(order.lines))
     return Intake(shop_ref=ref, status=OrderStatus.RECEIVED.value, created=True)

@@ -4,7 +4,6 @@ cancellation (send it again)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -20,6 +19,7 @@ from extend_connector.flows.orders.base import (
 )
 from extend_connector.flows.orders.changes import apply_change
 from extend_connector.flows.orders.checks import check_order
+from extend_connector.flows.orders.payload import ShopOrder
 from extend_connector.flows.orders.submit import submit
 from extend_connector.flows.orders.view import order_view, projection, tell_shop
 from extend_connector.store.models import OrderRow, ProductRow
@@ -31,25 +31,27 @@ async def _replay_order(failure: failures.Failure) -> str:
     ctx = current()
     ref = failure.key
 
-    def load() -> tuple[str | None, dict[str, Any]] | None:
+    def load() -> tuple[str | None, ShopOrder] | None:
         with ctx.db.read() as session:
             row = session.get(OrderRow, ref)
-            return None if row is None else (row.order_number, dict(row.shop_payload))
+            return (
+                None if row is None else (row.order_number, ShopOrder.from_json(row.shop_payload))
+            )
 
     loaded = await asyncio.to_thread(load)
     if loaded is None:
         raise failures.StillFailing(f"order {ref} is no longer stored")
     if loaded[0] is not None:
         return f"order {ref} is already in Extend as {loaded[0]}"
-    payload = loaded[1]
-    in_extend = await _products_known_in_extend(payload)
+    order = loaded[1]
+    in_extend = await _products_known_in_extend(order)
 
     def requeue() -> str:
         with ctx.db.write() as session:
             row = session.get(OrderRow, ref)
             assert row is not None
             problems, customer = check_order(
-                session, ctx.settings, payload, known_in_extend=in_extend.__contains__
+                session, ctx.settings, order, known_in_extend=in_extend.__contains__
             )
             if problems:
                 raise failures.StillFailing("; ".join(p.message for p in problems))
@@ -71,7 +73,7 @@ async def _replay_order(failure: failures.Failure) -> str:
     return await asyncio.to_thread(requeue)
 
 
-async def _products_known_in_extend(payload: dict[str, Any]) -> set[str]:
+async def _products_known_in_extend(order: ShopOrder) -> set[str]:
     """Product numbers of the order that our copy lacks but Extend has (one GET each)."""
     ctx = current()
 
@@ -85,7 +87,7 @@ async def _products_known_in_extend(payload: dict[str, Any]) -> set[str]:
                 )
             )
 
-    numbers = {line["productNumber"] for line in payload.get("lines") or []}
+    numbers = order.product_numbers()
     unknown = sorted(numbers - await asyncio.to_thread(local_numbers, numbers))
     found: set[str] = set()
     for number in unknown:

@@ -25,7 +25,7 @@ from extend_connector.flows.context import current
 from extend_connector.flows.orders.base import FAILURE_KIND, UNSENT, log
 from extend_connector.flows.orders.changes import change_loop
 from extend_connector.flows.orders.checks import check_order
-from extend_connector.flows.orders.payload import active_line_numbers, order_from_payload
+from extend_connector.flows.orders.payload import ShopOrder
 from extend_connector.flows.orders.progress import apply_state, find_local
 from extend_connector.flows.orders.view import order_view, projection, tell_shop
 from extend_connector.store.models import OrderRow
@@ -49,7 +49,7 @@ def _resolve_customer(shop_ref: str) -> str | None:
         row = session.get(OrderRow, shop_ref)
         if row is None:
             return None
-        _, customer = check_order(session, ctx.settings, row.shop_payload)
+        _, customer = check_order(session, ctx.settings, ShopOrder.from_json(row.shop_payload))
         if customer is not None:
             row.customer_number = customer
         return customer
@@ -75,7 +75,8 @@ def _mark_attempt(shop_ref: str, attempt: int) -> dict[str, Any]:
         if row.order_number is not None:
             return {"state": "done", "orderNumber": row.order_number}
         change = row.shop_change or {}
-        lines = active_line_numbers(row.shop_payload, change)
+        order = ShopOrder.from_json(row.shop_payload)
+        lines = order.active_line_numbers(change)
         if change.get("order") or not lines:
             before = projection(order_view(session, row))
             row.status = OrderStatus.CANCELLED.value
@@ -88,7 +89,7 @@ def _mark_attempt(shop_ref: str, attempt: int) -> dict[str, Any]:
         return {
             "state": "send",
             "began_before": began_before,
-            "payload": row.shop_payload,
+            "order": order,
             "lines": lines,
             "created_at": row.created_at.isoformat(),
         }
@@ -135,8 +136,8 @@ async def _send(shop_ref: str, customer: str, attempt: int, look_up: bool) -> di
                     "order_found_in_extend", shop_ref=shop_ref, order_number=state.order_number
                 )
                 return {"outcome": "found", "orderNumber": state.order_number, **recorded}
-        order = order_from_payload(
-            mark["payload"],
+        shop_order: ShopOrder = mark["order"]
+        order = shop_order.to_order(
             customer_number=customer,
             line_numbers=lines,
             placed_fallback=datetime.fromisoformat(mark["created_at"]),
