@@ -65,12 +65,26 @@ def workflow(name: str, *, max_recovery_attempts: int = DEFAULT_MAX_RECOVERY_ATT
     return decorate
 
 
+def declared_workflows() -> dict[str, str]:
+    """Every declared workflow's durable name -> the module that declares it."""
+    return {name: fn.__module__ for fn, name in _WORKFLOW_NAMES.items()}
+
+
 def workflow_name(fn: Callable[..., Any]) -> str:
     """The durable name of a function declared with `@workflow`."""
     try:
         return _WORKFLOW_NAMES[fn]
     except (KeyError, TypeError):
         raise DeclarationError(f"{fn!r} is not declared with @engine.workflow") from None
+
+
+_STEP_NAMES: dict[str, str] = {}
+
+
+def declared_steps() -> dict[str, str]:
+    """Every declared step's durable name -> the module that declares it (a test pins them: a
+    step's name is in every checkpoint, so moving a function must not rename it)."""
+    return dict(_STEP_NAMES)
 
 
 def step(
@@ -98,6 +112,7 @@ def step(
 
     def decorate(fn: F) -> F:
         step_name = name or f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__qualname__}"
+        _STEP_NAMES[step_name] = fn.__module__
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)

@@ -131,7 +131,7 @@ class OrderRow(Base):
     # POST attempts begun (written before each POST): a restarted submit that finds its own
     # attempt already begun looks the order up in Extend instead of posting again.
     submit_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
-    # A cancellation the shop asked for and Extend has not confirmed yet (flows/orders.py).
+    # A cancellation the shop asked for and Extend has not confirmed yet (flows/orders/changes.py).
     shop_change: Mapped[dict[str, Any] | None]
     # Times the watchdog resumed a stopped submit job of this order (flows/watchdog.py); past
     # its limit the order is parked instead.

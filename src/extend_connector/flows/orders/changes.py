@@ -1,0 +1,205 @@
+"""Changes from the shop: a cancellation of the order or of lines before Reserved, sent to Extend
+by the `orders.apply_change` job (later it is refused)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from extend_connector import engine
+from extend_connector.domain import OrderLine, OrderStatus
+from extend_connector.extend import (
+    BusinessConflict,
+    OutcomeUnknown,
+    TechnicalFailure,
+    Throttled,
+    ValidationFailed,
+)
+from extend_connector.flows import failures, retry
+from extend_connector.flows.context import current
+from extend_connector.flows.orders.base import (
+    CANCEL_FAILURE_KIND,
+    FAILURE_KIND,
+    PROGRESS_QUEUE,
+    ChangeRefused,
+    UnknownOrder,
+)
+from extend_connector.flows.orders.payload import ShopOrder
+from extend_connector.flows.orders.progress import apply_state, line_cancelled
+from extend_connector.flows.orders.view import order_view, projection, tell_shop
+from extend_connector.store.models import OrderRow
+
+
+def request_cancel(shop_ref: str, line_numbers: list[int] | None = None) -> dict[str, Any]:
+    """The shop cancels the order (`line_numbers` None) or some of its lines (1-based).
+
+    Refused (ChangeRefused) once the order is Reserved or later; accepted changes are sent to
+    Extend by a job (or simply not sent, when the order has not reached Extend yet). Returns
+    the order view.
+    """
+    ctx = current()
+    now = ctx.clock()
+    with ctx.db.write() as session:
+        row = session.get(OrderRow, shop_ref)
+        if row is None:
+            raise UnknownOrder(f"no order with shop reference {shop_ref!r}")
+        status = OrderStatus(row.status)
+        if status == OrderStatus.CANCELLED:
+            return order_view(session, row)
+        if not status.editable:
+            raise ChangeRefused(
+                f"order {shop_ref} is {status.value} in Extend (order {row.order_number}); "
+                "Extend accepts no change once an order is reserved — ask the warehouse to stop "
+                "it, or handle it as a return"
+            )
+        order = ShopOrder.from_json(row.shop_payload)
+        count = len(order.lines)
+        if line_numbers is not None:
+            bad = [n for n in line_numbers if not 1 <= n <= count]
+            if bad:
+                raise UnknownOrder(f"order {shop_ref} has lines 1..{count}; no line {bad}")
+        before = projection(order_view(session, row))
+        change = dict(row.shop_change or {})
+        if line_numbers is None:
+            change["order"] = True
+        else:
+            change["lines"] = sorted(set(change.get("lines") or []) | set(line_numbers))
+        change["requestedAt"] = now.isoformat()
+        row.shop_change = change
+        row.updated_at = now
+        if status == OrderStatus.PARKED and (
+            change.get("order") or not order.active_line_numbers(change)
+        ):
+            # Never sent and never will be: cancelled here and now.
+            row.status = OrderStatus.CANCELLED.value
+            row.shop_change = None
+            failures.resolve_open(session, kind=FAILURE_KIND, key=shop_ref, now=now)
+        elif row.order_number is not None:
+            ctx.engine.enqueue_in_transaction(
+                session,
+                apply_change,
+                shop_ref,
+                queue=PROGRESS_QUEUE,
+                partition_key=f"order:{row.order_number}",
+                workflow_id=f"order-change-{shop_ref}-{now.timestamp():.6f}",
+            )
+        # else: the submit job reads the change before it sends (and after, if it raced a POST).
+        tell_shop(session, row, before)
+        return order_view(session, row)
+
+
+@engine.step(name="orders.change_once")
+async def _change_once(shop_ref: str) -> dict[str, Any]:
+    ctx = current()
+
+    def load() -> dict[str, Any] | None:
+        with ctx.db.read() as session:
+            row = session.get(OrderRow, shop_ref)
+            if row is None or row.order_number is None or not row.shop_change:
+                return None
+            return {
+                "number": row.order_number,
+                "change": row.shop_change,
+                "detail": row.extend_detail or {},
+                "order": ShopOrder.from_json(row.shop_payload),
+            }
+
+    loaded = await asyncio.to_thread(load)
+    if loaded is None:
+        return {"outcome": "nothing"}
+    extend = ctx.extend()
+    change = loaded["change"]
+    try:
+        if change.get("order"):
+            state = await extend.cancel_order(loaded["number"])
+        else:
+            positions = loaded["detail"].get("linePositions") or {}
+            lines = []
+            for n in change.get("lines") or []:
+                position = positions.get(str(n))
+                if position is None or line_cancelled(loaded["detail"], n):
+                    continue
+                line = loaded["order"].line(n)
+                lines.append(
+                    OrderLine(
+                        product_number=line.product_number,
+                        quantity=line.quantity,
+                        warehouse=line.warehouse or ctx.settings.extend.warehouses[0],
+                        position=int(position),
+                    )
+                )
+            if not lines:
+                state = await extend.get_order(loaded["number"])
+            else:
+                state = await extend.cancel_order_rows(loaded["number"], lines)
+    except BusinessConflict as exc:
+        return {"outcome": "refused", "message": exc.error.message or str(exc)}
+    except ValidationFailed as exc:
+        return {"outcome": "invalid", "message": exc.error.message or str(exc), "error": str(exc)}
+    except (TechnicalFailure, Throttled, OutcomeUnknown) as exc:
+        # A lost cancel answer is harmless to repeat: cancelling twice is refused or a no-op.
+        return retry.decide(exc).as_json()
+
+    def write() -> str:
+        with ctx.db.write() as session:
+            result = apply_state(session, state, now=ctx.clock())
+            row = session.get(OrderRow, shop_ref)
+            if row is not None and row.shop_change:
+                before = projection(order_view(session, row))
+                row.shop_change = None
+                tell_shop(session, row, before)
+            return result
+
+    return {"outcome": await asyncio.to_thread(write)}
+
+
+@engine.step(name="orders.change_refused")
+def _change_refused(shop_ref: str, message: str, park: bool) -> None:
+    ctx = current()
+    with ctx.db.write() as session:
+        row = session.get(OrderRow, shop_ref)
+        if row is None:
+            return
+        before = projection(order_view(session, row))
+        row.shop_change = None
+        row.last_error = f"cancellation refused by Extend: {message}"
+        if park:
+            failures.park(
+                session,
+                kind=CANCEL_FAILURE_KIND,
+                key=shop_ref,
+                reason="extend_rejected",
+                message=row.last_error,
+                payload={"shopRef": shop_ref, "change": before["pendingChange"]},
+            )
+        tell_shop(session, row, before)
+
+
+async def change_loop(shop_ref: str) -> str:
+    attempt = 0
+    while True:
+        attempt += 1
+        outcome = await _change_once(shop_ref)
+        kind = outcome["outcome"]
+        if kind == "refused":
+            await engine.offload(_change_refused, shop_ref, outcome["message"], False)
+            return "refused"
+        if kind == "invalid":
+            await engine.offload(_change_refused, shop_ref, outcome["message"], True)
+            return "parked"
+        if kind != retry.Verdict.RETRY:
+            return str(kind)
+        failure = retry.Failure.from_json(outcome)
+        policy = retry.policy(retry.ORDERS)
+        # No lost-answer shortcut as in a submit: a cancel is sent again after the backoff.
+        await retry.pause(
+            policy.delay(attempt, failure.retry_after),
+            policy=policy,
+            retry_after=failure.retry_after,
+        )
+
+
+@engine.workflow("orders.apply_change")
+async def apply_change(shop_ref: str) -> str:
+    """Send the shop's pending cancellation of an order that is in Extend."""
+    return await change_loop(shop_ref)

@@ -1,0 +1,156 @@
+"""Progress from Extend: apply a fetched order (the truth unless an even newer one was applied),
+and the `orders.refresh` job an order webhook enqueues."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from extend_connector import engine
+from extend_connector.domain import OrderState, OrderStatus
+from extend_connector.extend import NotFound, TechnicalFailure, Throttled
+from extend_connector.extend.webhooks import ORDER_ACTIONS
+from extend_connector.flows import dispatch, retry
+from extend_connector.flows.context import current
+from extend_connector.flows.orders.base import FAILURE_KIND, PROGRESS_QUEUE, log
+from extend_connector.flows.orders.view import (
+    expected_at,
+    order_view,
+    projection,
+    shipment_json,
+    state_json,
+    tell_shop,
+)
+from extend_connector.store.models import IdMappingRow, OrderRow, ShipmentRow
+
+
+def find_local(session: Session, state_number: str, external: str | None) -> OrderRow | None:
+    row = session.scalars(sa.select(OrderRow).where(OrderRow.order_number == state_number)).first()
+    if row is None and external:
+        row = session.get(OrderRow, external)
+        if row is not None and row.order_number not in (None, state_number):
+            return None  # that shop order went into Extend as another order
+    return row
+
+
+def apply_state(
+    session: Session, state: OrderState, *, now: datetime, line_numbers: list[int] | None = None
+) -> str:
+    """Make the local order what Extend says; returns applied / unchanged / stale / not_ours.
+
+    A fetched order older than the one applied last (a slow fetch overtaken by a newer one) is
+    ignored; otherwise it is the truth, whatever its status rank.
+    """
+    row = find_local(session, state.order_number, state.order_number_external)
+    if row is None:
+        return "not_ours"
+    if row.extend_changed_at is not None and state.changed_at < row.extend_changed_at:
+        return "stale"
+    before = projection(order_view(session, row)) if row.order_number is not None else None
+    detail = state_json(state)
+    old_detail = row.extend_detail or {}
+    positions = dict(old_detail.get("linePositions") or {})
+    if line_numbers is not None and not positions:
+        # Extend keeps the rows in the order they were sent: shop line n -> Extend position.
+        positions = {
+            str(n): line.position for n, line in zip(line_numbers, state.lines, strict=False)
+        }
+    detail["linePositions"] = positions
+    row.order_number = state.order_number
+    row.status = state.status.value
+    row.extend_detail = detail
+    row.extend_changed_at = state.changed_at
+    row.expected_delivery_date = expected_at(state.expected_delivery_date)
+    row.updated_at = now
+    if row.status not in (OrderStatus.WAITING_FOR_EXTEND.value, OrderStatus.PARKED.value):
+        row.last_error = (
+            None if row.last_error and row.last_error.startswith("waiting") else row.last_error
+        )
+    change = row.shop_change
+    if change and (
+        state.status == OrderStatus.CANCELLED
+        or (change.get("lines") and all(line_cancelled(detail, n) for n in change["lines"]))
+    ):
+        row.shop_change = None
+    existing = {
+        s.shipment_number: s
+        for s in session.scalars(sa.select(ShipmentRow).where(ShipmentRow.shop_ref == row.shop_ref))
+    }
+    for shipment in state.shipments:
+        target = existing.get(shipment.shipment_number)
+        if target is None:
+            target = ShipmentRow(shop_ref=row.shop_ref, shipment_number=shipment.shipment_number)
+            session.add(target)
+        target.carrier = shipment.carrier
+        target.tracking_number = shipment.tracking_number
+        target.tracking_url = shipment.tracking_url
+        target.ship_date = (
+            None if shipment.ship_date is None else shipment.ship_date.astimezone(UTC)
+        )
+        target.lines = shipment_json(shipment)["lines"]
+    if session.get(IdMappingRow, (FAILURE_KIND, row.shop_ref)) is None:
+        session.add(
+            IdMappingRow(
+                kind=FAILURE_KIND,
+                shop_ref=row.shop_ref,
+                extend_id=state.order_number,
+                created_at=now,
+            )
+        )
+    session.flush()
+    return "applied" if tell_shop(session, row, before) else "unchanged"
+
+
+def line_cancelled(detail: dict[str, Any], line_number: int) -> bool:
+    position = (detail.get("linePositions") or {}).get(str(line_number))
+    return any(
+        line.get("position") == position and line.get("cancelled")
+        for line in detail.get("lines") or []
+    )
+
+
+@engine.step(name="orders.refresh_once")
+async def _refresh_once(order_number: str) -> dict[str, Any]:
+    ctx = current()
+    try:
+        state = await ctx.extend().get_order(order_number)
+    except NotFound:
+        return {"outcome": "not_found"}
+    except (TechnicalFailure, Throttled) as exc:
+        return retry.decide(exc).as_json()
+
+    def write() -> str:
+        with ctx.db.write() as session:
+            return apply_state(session, state, now=ctx.clock())
+
+    return {"outcome": await asyncio.to_thread(write), "status": state.status.value}
+
+
+@engine.workflow("orders.refresh")
+async def refresh(notification: dict[str, Any]) -> str:
+    """An order webhook: fetch the order and apply it (the hook itself is only a trigger)."""
+    key = str(notification.get("entityKey") or "")
+    order_number = key.removeprefix("order:")
+    if not key.startswith("order:") or not order_number:
+        return "ignored"
+    waited = 0.0
+    attempt = 0
+    while True:
+        attempt += 1
+        outcome = await _refresh_once(order_number)
+        if outcome["outcome"] != retry.Verdict.RETRY:
+            return str(outcome["outcome"])
+        policy = retry.policy(retry.ORDERS_REFRESH)
+        failure = retry.Failure.from_json(outcome)
+        action = policy.next(failure, attempt=attempt, waited=waited)
+        if not isinstance(action, retry.RetryAfter):
+            log.warning("order_refresh_gave_up", order_number=order_number, error=failure.error)
+            return "gave_up"  # the next sweep fetches it
+        waited += await retry.pause(action.seconds, policy=policy, retry_after=failure.retry_after)
+
+
+dispatch.on(sorted(ORDER_ACTIONS), dispatch.JobHandler(workflow=refresh, queue=PROGRESS_QUEUE))

@@ -1,0 +1,132 @@
+"""`failures retry` of a parked order (check again, then a new submit job) and of a refused
+cancellation (send it again)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import sqlalchemy as sa
+
+from extend_connector.domain import OrderStatus
+from extend_connector.extend import ExtendError, NotFound
+from extend_connector.flows import failures
+from extend_connector.flows.context import current
+from extend_connector.flows.orders.base import (
+    CANCEL_FAILURE_KIND,
+    FAILURE_KIND,
+    PROGRESS_QUEUE,
+    SUBMIT_QUEUE,
+)
+from extend_connector.flows.orders.changes import apply_change
+from extend_connector.flows.orders.checks import check_order
+from extend_connector.flows.orders.payload import ShopOrder
+from extend_connector.flows.orders.submit import submit
+from extend_connector.flows.orders.view import order_view, projection, tell_shop
+from extend_connector.store.models import OrderRow, ProductRow
+
+
+async def _replay_order(failure: failures.Failure) -> str:
+    """`failures retry` of an order: check it again (asking Extend about products our copy
+    lacks), then queue a new submit."""
+    ctx = current()
+    ref = failure.key
+
+    def load() -> tuple[str | None, ShopOrder] | None:
+        with ctx.db.read() as session:
+            row = session.get(OrderRow, ref)
+            return (
+                None if row is None else (row.order_number, ShopOrder.from_json(row.shop_payload))
+            )
+
+    loaded = await asyncio.to_thread(load)
+    if loaded is None:
+        raise failures.StillFailing(f"order {ref} is no longer stored")
+    if loaded[0] is not None:
+        return f"order {ref} is already in Extend as {loaded[0]}"
+    order = loaded[1]
+    in_extend = await _products_known_in_extend(order)
+
+    def requeue() -> str:
+        with ctx.db.write() as session:
+            row = session.get(OrderRow, ref)
+            assert row is not None
+            problems, customer = check_order(
+                session, ctx.settings, order, known_in_extend=in_extend.__contains__
+            )
+            if problems:
+                raise failures.StillFailing("; ".join(p.message for p in problems))
+            before = projection(order_view(session, row))
+            row.status = OrderStatus.RECEIVED.value
+            row.last_error = None
+            row.customer_number = customer
+            row.updated_at = ctx.clock()
+            tell_shop(session, row, before)
+            ctx.engine.enqueue_in_transaction(
+                session,
+                submit,
+                ref,
+                queue=SUBMIT_QUEUE,
+                workflow_id=f"order-{ref}-retry-{failure.id}-{failure.retry_count + 1}",
+            )
+        return f"order {ref} queued for sending to Extend"
+
+    return await asyncio.to_thread(requeue)
+
+
+async def _products_known_in_extend(order: ShopOrder) -> set[str]:
+    """Product numbers of the order that our copy lacks but Extend has (one GET each)."""
+    ctx = current()
+
+    def local_numbers(numbers: set[str]) -> set[str]:
+        with ctx.db.read() as session:
+            return set(
+                session.scalars(
+                    sa.select(ProductRow.product_number).where(
+                        ProductRow.product_number.in_(numbers)
+                    )
+                )
+            )
+
+    numbers = order.product_numbers()
+    unknown = sorted(numbers - await asyncio.to_thread(local_numbers, numbers))
+    found: set[str] = set()
+    for number in unknown:
+        try:
+            await ctx.extend().get_product(number)
+        except NotFound:
+            continue
+        except ExtendError as exc:
+            raise failures.StillFailing(
+                f"could not ask Extend about product {number}: {exc}"
+            ) from exc
+        found.add(number)
+    return found
+
+
+failures.register_replay(FAILURE_KIND, _replay_order)
+
+
+def _replay_cancel(failure: failures.Failure) -> str:
+    ctx = current()
+    change = failure.payload.get("change")
+    with ctx.db.write() as session:
+        row = session.get(OrderRow, failure.key)
+        if row is None or row.order_number is None or not change:
+            raise failures.StillFailing(f"order {failure.key} has no cancellation to send again")
+        if not OrderStatus(row.status).editable:
+            raise failures.StillFailing(
+                f"order {failure.key} is {row.status}; it can no longer be changed"
+            )
+        row.shop_change = change
+        ctx.engine.enqueue_in_transaction(
+            session,
+            apply_change,
+            failure.key,
+            queue=PROGRESS_QUEUE,
+            partition_key=f"order:{row.order_number}",
+            workflow_id=f"order-change-{failure.key}-retry-{failure.id}-{failure.retry_count + 1}",
+        )
+    return f"cancellation of order {failure.key} queued again"
+
+
+failures.register_replay(CANCEL_FAILURE_KIND, _replay_cancel)

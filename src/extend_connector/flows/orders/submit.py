@@ -1,0 +1,325 @@
+"""Submit: the `orders.submit` job that POSTs an order to Extend exactly once (look-up before any
+re-POST after an attempt that may have reached Extend), waits out outages and parks refusals."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from extend_connector import engine
+from extend_connector.domain import OrderState, OrderStatus
+from extend_connector.extend import (
+    BusinessConflict,
+    ExtendError,
+    OutcomeUnknown,
+    TechnicalFailure,
+    Throttled,
+    ValidationFailed,
+)
+from extend_connector.flows import failures, retry
+from extend_connector.flows.context import current
+from extend_connector.flows.orders.base import FAILURE_KIND, UNSENT, log
+from extend_connector.flows.orders.changes import change_loop
+from extend_connector.flows.orders.checks import check_order
+from extend_connector.flows.orders.payload import ShopOrder
+from extend_connector.flows.orders.progress import apply_state, find_local
+from extend_connector.flows.orders.view import order_view, projection, tell_shop
+from extend_connector.store.models import OrderRow
+
+
+@engine.step(name="orders.begin")
+def _begin(shop_ref: str) -> dict[str, Any]:
+    with current().db.read() as session:
+        row = session.get(OrderRow, shop_ref)
+        if row is None:
+            return {"state": "missing"}
+        if row.order_number is not None:
+            return {"state": "done"}
+        return {"state": "send", "base": row.submit_attempts, "customer": row.customer_number}
+
+
+@engine.step(name="orders.resolve_customer")
+def _resolve_customer(shop_ref: str) -> str | None:
+    ctx = current()
+    with ctx.db.write() as session:
+        row = session.get(OrderRow, shop_ref)
+        if row is None:
+            return None
+        _, customer = check_order(session, ctx.settings, ShopOrder.from_json(row.shop_payload))
+        if customer is not None:
+            row.customer_number = customer
+        return customer
+
+
+def _outcome_of(exc: ExtendError, looked_up: bool) -> dict[str, Any]:
+    # Whether Extend may have created the order although the call failed (`retry.decide`): then
+    # the next attempt looks it up first; so does every attempt after a look-up.
+    failure = retry.decide(exc)
+    if not failure.retryable:  # e.g. a conflict answering the look-up: keep the order queued
+        failure = replace(failure, verdict=retry.Verdict.RETRY)
+    if looked_up and not failure.ambiguous:
+        failure = replace(failure, ambiguous=True)
+    return failure.as_json()
+
+
+def _mark_attempt(shop_ref: str, attempt: int) -> dict[str, Any]:
+    ctx = current()
+    with ctx.db.write() as session:
+        row = session.get(OrderRow, shop_ref)
+        if row is None:
+            return {"state": "missing"}
+        if row.order_number is not None:
+            return {"state": "done", "orderNumber": row.order_number}
+        change = row.shop_change or {}
+        order = ShopOrder.from_json(row.shop_payload)
+        lines = order.active_line_numbers(change)
+        if change.get("order") or not lines:
+            before = projection(order_view(session, row))
+            row.status = OrderStatus.CANCELLED.value
+            row.shop_change = None
+            row.updated_at = ctx.clock()
+            tell_shop(session, row, before)
+            return {"state": "cancelled"}
+        began_before = row.submit_attempts >= attempt
+        row.submit_attempts = max(row.submit_attempts, attempt)
+        return {
+            "state": "send",
+            "began_before": began_before,
+            "order": order,
+            "lines": lines,
+            "created_at": row.created_at.isoformat(),
+        }
+
+
+def _record(state: OrderState, line_numbers: list[int] | None) -> dict[str, Any]:
+    ctx = current()
+    now = ctx.clock()
+    with ctx.db.write() as session:
+        result = apply_state(session, state, now=now, line_numbers=line_numbers)
+        row = find_local(session, state.order_number, state.order_number_external)
+        failures.resolve_open(session, kind=FAILURE_KIND, key=state.order_number_external, now=now)
+        pending = bool(row is not None and row.shop_change)
+    return {"result": result, "pendingChange": pending}
+
+
+def _refusal(exc: ValidationFailed | BusinessConflict) -> str:
+    """Extend's message with what it names (the SKU, the customer, the field): its headline alone
+    ("refers to unknown or missing data") does not tell the shop what to fix."""
+    message = exc.error.message or str(exc)
+    named = "; ".join(
+        f"{d.field}: {d.message}" if d.field else d.message for d in exc.details if d.message
+    )
+    return f"{message} ({named})" if named else message
+
+
+@engine.step(name="orders.send")
+async def _send(shop_ref: str, customer: str, attempt: int, look_up: bool) -> dict[str, Any]:
+    """One attempt: look the order up when an earlier attempt may have reached Extend, else POST."""
+    ctx = current()
+    mark = await asyncio.to_thread(_mark_attempt, shop_ref, attempt)
+    if mark["state"] != "send":
+        return {"outcome": mark["state"], "orderNumber": mark.get("orderNumber")}
+    looked_up = look_up or mark["began_before"]
+    extend = ctx.extend()
+    lines: list[int] = mark["lines"]
+    try:
+        if looked_up:
+            found = await extend.find_order(shop_ref)
+            if found is not None:
+                state = await extend.get_order(found.order_number)
+                recorded = await asyncio.to_thread(_record, state, lines)
+                log.info(
+                    "order_found_in_extend", shop_ref=shop_ref, order_number=state.order_number
+                )
+                return {"outcome": "found", "orderNumber": state.order_number, **recorded}
+        shop_order: ShopOrder = mark["order"]
+        order = shop_order.to_order(
+            customer_number=customer,
+            line_numbers=lines,
+            placed_fallback=datetime.fromisoformat(mark["created_at"]),
+        )
+        try:
+            state = await extend.create_order(order)
+        except BusinessConflict as conflict:
+            found = await extend.find_order(shop_ref)
+            if found is None:
+                return {
+                    "outcome": "invalid",
+                    "reason": "extend_conflict",
+                    "error": str(conflict),
+                    "message": _refusal(conflict),
+                    "details": [{"field": d.field, "message": d.message} for d in conflict.details],
+                }
+            state = await extend.get_order(found.order_number)
+            recorded = await asyncio.to_thread(_record, state, lines)
+            return {"outcome": "found", "orderNumber": state.order_number, **recorded}
+        recorded = await asyncio.to_thread(_record, state, lines)
+        log.info(
+            "order_created_in_extend",
+            shop_ref=shop_ref,
+            order_number=state.order_number,
+            attempt=attempt,
+        )
+        return {"outcome": "created", "orderNumber": state.order_number, **recorded}
+    except ValidationFailed as exc:
+        return {
+            "outcome": "invalid",
+            "reason": "extend_rejected",
+            "error": str(exc),
+            "message": _refusal(exc),
+            "details": [{"field": d.field, "message": d.message} for d in exc.details],
+        }
+    except (TechnicalFailure, Throttled, OutcomeUnknown) as exc:
+        return _outcome_of(exc, looked_up)
+    except ExtendError as exc:  # any other class: treat as technical, keep the order queued
+        return _outcome_of(exc, True)
+
+
+@engine.step(name="orders.mark_waiting")
+def _mark_waiting(shop_ref: str, error: str) -> None:
+    ctx = current()
+    with ctx.db.write() as session:
+        row = session.get(OrderRow, shop_ref)
+        if row is None or row.order_number is not None:
+            return
+        before = projection(order_view(session, row))
+        row.status = OrderStatus.WAITING_FOR_EXTEND.value
+        row.last_error = f"waiting for Extend: {error}"[:2000]
+        row.updated_at = ctx.clock()
+        # The shop hears about the first wait (and each new error text), not about every retry.
+        if before["status"] != row.status:
+            tell_shop(session, row, before)
+
+
+@engine.step(name="orders.park_order")
+def _park_order(shop_ref: str, reason: str, message: str, detail: dict[str, Any]) -> int:
+    ctx = current()
+    with ctx.db.write() as session:
+        row = session.get(OrderRow, shop_ref)
+        failure_id = failures.park(
+            session,
+            kind=FAILURE_KIND,
+            key=shop_ref,
+            reason=reason,
+            message=message,
+            detail=detail,
+            payload={"shopRef": shop_ref},
+        )
+        if row is not None and row.order_number is None:
+            before = projection(order_view(session, row))
+            row.status = OrderStatus.PARKED.value
+            row.last_error = message
+            row.updated_at = ctx.clock()
+            tell_shop(session, row, before)
+    log.warning("order_parked", shop_ref=shop_ref, reason=reason, message=message)
+    return failure_id
+
+
+def park_unsent(
+    session: Session,
+    shop_ref: str,
+    *,
+    reason: str,
+    message: str,
+    detail: dict[str, Any],
+    now: datetime,
+) -> int | None:
+    """Park an acknowledged order that is not in Extend (the watchdog gave up on its job); None when
+    it reached Extend or a person already settled it meanwhile."""
+    row = session.get(OrderRow, shop_ref)
+    if row is None or row.order_number is not None or row.status not in UNSENT:
+        return None
+    failure_id = failures.park(
+        session,
+        kind=FAILURE_KIND,
+        key=shop_ref,
+        reason=reason,
+        message=message,
+        detail=detail,
+        payload={"shopRef": shop_ref},
+        now=now,
+    )
+    before = projection(order_view(session, row))
+    row.status = OrderStatus.PARKED.value
+    row.last_error = message[:2000]
+    row.updated_at = now
+    tell_shop(session, row, before)
+    log.error("order_parked", shop_ref=shop_ref, reason=reason, message=message)
+    return failure_id
+
+
+@engine.workflow("orders.submit")
+async def submit(shop_ref: str) -> str:
+    """Send one shop order to Extend exactly once; returns how it ended."""
+    start = await engine.offload(_begin, shop_ref)
+    if start["state"] != "send":
+        return str(start["state"])
+    customer: str | None = start["customer"]
+    if customer is None:
+        customer = await _wait_for_customer(shop_ref)
+        if customer is None:
+            return "parked"
+    base = int(start["base"])
+    attempt = 0
+    failures_in_a_row = 0
+    # A job started on an order that earlier jobs already tried to send (a `failures retry`, the
+    # watchdog's replacement for a lost job) cannot know how those ended: ask Extend first.
+    look_up = base > 0
+    while True:
+        attempt += 1
+        outcome = await _send(shop_ref, customer, base + attempt, look_up)
+        kind = outcome["outcome"]
+        if kind in ("created", "found"):
+            if outcome.get("pendingChange"):
+                await change_loop(shop_ref)
+            return str(kind)
+        if kind in ("done", "cancelled", "missing"):
+            return str(kind)
+        if kind == "invalid":
+            await engine.offload(
+                _park_order,
+                shop_ref,
+                outcome["reason"],
+                f"Extend refused order {shop_ref}: {outcome['message']}",
+                {"error": outcome["error"], "details": outcome["details"]},
+            )
+            return "parked"
+        failure = retry.Failure.from_json(outcome)
+        failures_in_a_row += 1
+        look_up = failure.ambiguous
+        await engine.offload(_mark_waiting, shop_ref, failure.error)
+        policy = retry.policy(retry.ORDERS)
+        action = policy.next(failure, attempt=failures_in_a_row)
+        if not isinstance(action, retry.RetryAfter):
+            # An acknowledged order is never given up on here (the watchdog and a person decide).
+            raise ValueError(f"retry policy {retry.ORDERS!r} must not give up: {policy}")
+        await retry.pause(action.seconds, policy=policy, retry_after=failure.retry_after)
+
+
+async def _wait_for_customer(shop_ref: str) -> str | None:
+    """scope to_extend: poll until the customer's creation job mapped the shop customer; None
+    when the order was parked because that took longer than the policy's budget."""
+    policy = retry.policy(retry.ORDERS_CUSTOMER_WAIT)
+    waited = 0.0
+    rounds = 0
+    while True:
+        rounds += 1
+        # The budget is checked before the wait, so the last wait may end past it (as before).
+        if policy.give_up_seconds is not None and waited > policy.give_up_seconds:
+            message = (
+                f"the shop customer of order {shop_ref} was not created in Extend "
+                f"within {policy.give_up_seconds / 3600:g} h; see failures of kind "
+                "customer, then retry"
+            )
+            await engine.offload(_park_order, shop_ref, "customer_not_created", message, {})
+            return None
+        wait = policy.delay(rounds)
+        await retry.pause(wait, policy=policy)
+        waited += wait
+        customer = await engine.offload(_resolve_customer, shop_ref)
+        if customer is not None:
+            return customer
