@@ -26,7 +26,9 @@ from extend_connector.settings import load_settings
 GO_TIMEOUT_SECONDS = 60.0
 
 
-async def hammer(connector: Connector, products: list[str], seconds: float, tasks: int) -> dict[str, Any]:
+async def hammer(
+    connector: Connector, products: list[str], seconds: float, tasks: int
+) -> dict[str, Any]:
     client = connector.context.extend()
     ok = 0
     errors: dict[str, int] = {}
@@ -46,9 +48,13 @@ async def hammer(connector: Connector, products: list[str], seconds: float, task
     try:
         await asyncio.gather(*(caller(n) for n in range(tasks)))
         group = client.stats().groups.get("standard")
-        return {"ok": ok, "errors": errors, "throttled_answers": group.throttled if group else 0,
-                "fleet_attached": client.budget.fleet is not None,
-                "fleet_failures": client.budget.fleet_failures}
+        return {
+            "ok": ok,
+            "errors": errors,
+            "throttled_answers": group.throttled if group else 0,
+            "fleet_attached": client.budget.fleet is not None,
+            "fleet_failures": client.budget.fleet_failures,
+        }
     finally:
         await connector.context.aclose()
 

@@ -28,8 +28,16 @@ def raise_open_files(wanted: int) -> None:
 class SlowClients:
     """`n` connections that each send a header line every `interval` seconds and never end the head."""
 
-    def __init__(self, host: str, port: int, n: int, *, interval: float = 1.0, reopen: bool = True,
-                 path: str = "/v1/stock") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        n: int,
+        *,
+        interval: float = 1.0,
+        reopen: bool = True,
+        path: str = "/v1/stock",
+    ) -> None:
         self.host, self.port, self.n = host, port, n
         self.interval, self.reopen, self.path = interval, reopen, path
         self.opened = 0
@@ -81,7 +89,9 @@ class SlowClients:
         self._fill()
         next_line = time.monotonic() + self.interval
         while not self._stop.is_set():
-            for key, _ in self._selector.select(timeout=max(0.0, min(0.2, next_line - time.monotonic()))):
+            for key, _ in self._selector.select(
+                timeout=max(0.0, min(0.2, next_line - time.monotonic()))
+            ):
                 sock: socket.socket = key.fileobj  # type: ignore[assignment]
                 try:
                     data = sock.recv(65536)
@@ -130,7 +140,9 @@ def parse_response(data: bytes) -> RawResponse | None:
     if not sep or not head.startswith(b"HTTP/"):
         return None
     lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    headers = {
+        k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
+    }
     length = int(headers.get("content-length", "0"))
     if len(rest) < length:
         return None

@@ -47,8 +47,9 @@ async def database_problem(app: FastAPI) -> str | None:
     return None
 
 
-def create_app(*, routers: Iterable[APIRouter] = (), state: dict[str, Any] | None = None,
-               lifespan: Any = None) -> FastAPI:
+def create_app(
+    *, routers: Iterable[APIRouter] = (), state: dict[str, Any] | None = None, lifespan: Any = None
+) -> FastAPI:
     """The ASGI app. `state` entries land on `app.state` for the routers' dependencies."""
     app = FastAPI(
         title="extend-connector",
@@ -68,8 +69,11 @@ def create_app(*, routers: Iterable[APIRouter] = (), state: dict[str, Any] | Non
     async def healthz() -> JSONResponse:
         problem = await database_problem(app)
         if problem is not None:
-            return JSONResponse({"status": "unavailable", "version": __version__, "database": problem},
-                                status_code=503, headers={"Retry-After": "5"})
+            return JSONResponse(
+                {"status": "unavailable", "version": __version__, "database": problem},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
         return JSONResponse({"status": "ok", "version": __version__, "database": "ok"})
 
     @app.get("/metrics", include_in_schema=False)

@@ -148,7 +148,9 @@ def parse_error_body(raw: bytes) -> ErrorBody:
             if isinstance(item, dict):
                 field = _first(item, "field", "name", "property")
                 msg = _first(item, "message", "msg", "error")
-                details.append(ErrorDetail(field=None if field is None else str(field), message=str(msg or "")))
+                details.append(
+                    ErrorDetail(field=None if field is None else str(field), message=str(msg or ""))
+                )
             elif item is not None:
                 details.append(ErrorDetail(field=None, message=str(item)))
     elif isinstance(raw_details, dict):
@@ -238,7 +240,9 @@ def classify_response(
     if body.code:
         message = f"[{body.code}] {message}"
     if status == 429:
-        return Throttled(message, retry_after=parse_retry_after(response.headers, reset_header), **kwargs)
+        return Throttled(
+            message, retry_after=parse_retry_after(response.headers, reset_header), **kwargs
+        )
     if status in (401, 403):
         return AccessDenied(message, **kwargs)
     if status == 404:
@@ -257,7 +261,11 @@ def classify_response(
 
 
 # Exceptions raised before a single byte of the request could have reached Extend.
-_NOT_SENT: tuple[type[Exception], ...] = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+_NOT_SENT: tuple[type[Exception], ...] = (
+    httpx2.ConnectError,
+    httpx2.ConnectTimeout,
+    httpx2.PoolTimeout,
+)
 
 
 def request_not_sent(exc: BaseException) -> bool:
@@ -270,5 +278,7 @@ def classify_exception(exc: httpx2.TransportError, ctx: CallContext) -> ExtendEr
     kwargs: dict[str, Any] = {"operation": ctx.operation, "method": ctx.method, "url": ctx.url}
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if ctx.is_write and not request_not_sent(exc):
-        return OutcomeUnknown(f"answer lost after sending ({what}); look it up before re-sending", **kwargs)
+        return OutcomeUnknown(
+            f"answer lost after sending ({what}); look it up before re-sending", **kwargs
+        )
     return TechnicalFailure(what, **kwargs)

@@ -45,7 +45,9 @@ class RetryPolicy:
         if error.retry_after is not None:
             # Small jitter on top so many waiters do not all return in the same millisecond.
             told = error.retry_after + (self.floor_seconds * self.random())
-            return min(max(told, ours if not isinstance(error, Throttled) else 0.0), self.cap_seconds * 3)
+            return min(
+                max(told, ours if not isinstance(error, Throttled) else 0.0), self.cap_seconds * 3
+            )
         return ours
 
     def retryable(self, error: ExtendError, *, is_write: bool, sent: bool) -> bool:

@@ -90,19 +90,33 @@ class SweepResult:
 
     def as_stats(self) -> dict[str, object]:
         """A JSON-able summary (cursor stats, workflow results)."""
-        return {"data_point": self.data_point, "full": self.full, "dry_run": self.dry_run,
-                "pages": self.pages, "records": self.records, "outcomes": dict(self.outcomes),
-                "api_calls": self.api_calls, "rate_limit_waits": self.rate_limit_waits,
-                "waited_seconds": round(self.waited_seconds, 3),
-                "cursor": self.cursor.isoformat() if self.cursor else None}
+        return {
+            "data_point": self.data_point,
+            "full": self.full,
+            "dry_run": self.dry_run,
+            "pages": self.pages,
+            "records": self.records,
+            "outcomes": dict(self.outcomes),
+            "api_calls": self.api_calls,
+            "rate_limit_waits": self.rate_limit_waits,
+            "waited_seconds": round(self.waited_seconds, 3),
+            "cursor": self.cursor.isoformat() if self.cursor else None,
+        }
 
 
 class Tally:
     """Counts one sweep and forwards every event to its `Progress`."""
 
-    def __init__(self, data_point: str, progress: Progress | None = None, *, full: bool = False,
-                 dry_run: bool = False, total: int | None = None,
-                 stats: Callable[[], ClientStats] | None = None) -> None:
+    def __init__(
+        self,
+        data_point: str,
+        progress: Progress | None = None,
+        *,
+        full: bool = False,
+        dry_run: bool = False,
+        total: int | None = None,
+        stats: Callable[[], ClientStats] | None = None,
+    ) -> None:
         self.data_point = data_point
         self.progress: Progress = progress if progress is not None else NullProgress()
         self.full = full
@@ -168,14 +182,26 @@ class Tally:
         if self._stats_start is None or self._stats_last is None:
             return 0, 0, 0.0
         delta = self._stats_last - self._stats_start
-        return (delta.calls, sum(g.waits for g in delta.groups.values()),
-                sum(g.waited_seconds for g in delta.groups.values()))
+        return (
+            delta.calls,
+            sum(g.waits for g in delta.groups.values()),
+            sum(g.waited_seconds for g in delta.groups.values()),
+        )
 
     def result(self, *, cursor: datetime | None = None) -> SweepResult:
         calls, waits, waited = self._api_delta()
-        return SweepResult(data_point=self.data_point, full=self.full, dry_run=self.dry_run, pages=self.pages,
-                           records=self.records, outcomes=dict(self.outcomes), api_calls=calls,
-                           rate_limit_waits=waits, waited_seconds=waited, cursor=cursor)
+        return SweepResult(
+            data_point=self.data_point,
+            full=self.full,
+            dry_run=self.dry_run,
+            pages=self.pages,
+            records=self.records,
+            outcomes=dict(self.outcomes),
+            api_calls=calls,
+            rate_limit_waits=waits,
+            waited_seconds=waited,
+            cursor=cursor,
+        )
 
 
 # --- list, then fetch what changed -----------------------------------------------------------
@@ -218,7 +244,11 @@ async def list_then_fetch(
         for item in batch:
             if item.key in wanted:  # the overlap walk may list a record twice
                 continue
-            if item.key in known and item.changed_at is not None and known[item.key] == item.changed_at:
+            if (
+                item.key in known
+                and item.changed_at is not None
+                and known[item.key] == item.changed_at
+            ):
                 tally.record("unchanged")
                 continue
             wanted.append(item.key)
@@ -286,13 +316,24 @@ async def sweep_changed(
         with ctx.db.read() if dry_run else ctx.db.write() as session:
             return apply(session, records, now=ctx.clock(), dry_run=dry_run)
 
-    latest = await list_then_fetch(listing(since, tally), stored_changed=known, fetch=fetch, apply=write,
-                                   tally=tally, batch_size=extend.dialect.page_size)
+    latest = await list_then_fetch(
+        listing(since, tally),
+        stored_changed=known,
+        fetch=fetch,
+        apply=write,
+        tally=tally,
+        batch_size=extend.dialect.page_size,
+    )
 
     def finish() -> datetime | None:
         with ctx.db.write() as session:
-            return cursors.finish(session, cursor, latest_seen=latest, now=ctx.clock(),
-                                  stats=tally.result().as_stats())
+            return cursors.finish(
+                session,
+                cursor,
+                latest_seen=latest,
+                now=ctx.clock(),
+                stats=tally.result().as_stats(),
+            )
 
     mark = None if dry_run else await asyncio.to_thread(finish)
     result = tally.result(cursor=mark)
@@ -315,9 +356,15 @@ class RichProgress:
         from rich.progress import Progress as Bar
 
         self.console = console or Console(stderr=True)
-        self._bar = Bar(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=self.console,
-                        transient=False)
+        self._bar = Bar(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
         self._task: Any = None
         self._pages = self._records = self._calls = self._waits = 0
 
@@ -329,7 +376,7 @@ class RichProgress:
         self._bar.stop()
 
     def _refresh(self) -> None:
-        detail = (f"pages {self._pages}  API calls {self._calls}  rate-limit waits {self._waits}")
+        detail = f"pages {self._pages}  API calls {self._calls}  rate-limit waits {self._waits}"
         if self._task is not None:
             self._bar.update(self._task, completed=self._records, detail=detail)
 
@@ -357,7 +404,9 @@ class RichProgress:
 def summary_table(result: SweepResult) -> Any:
     from rich.table import Table
 
-    title = f"sync {result.data_point}" + (" (dry run: nothing written, nothing told)" if result.dry_run else "")
+    title = f"sync {result.data_point}" + (
+        " (dry run: nothing written, nothing told)" if result.dry_run else ""
+    )
     table = Table(title=title)
     table.add_column("what")
     table.add_column("count", justify="right")
@@ -365,7 +414,11 @@ def summary_table(result: SweepResult) -> Any:
     table.add_row("pages", str(result.pages))
     for outcome in (*OUTCOMES, *sorted(set(result.outcomes) - set(OUTCOMES))):
         if outcome in result.outcomes or outcome in OUTCOMES[:3]:
-            label = f"would be {outcome}" if result.dry_run and outcome in ("created", "updated", "deleted") else outcome
+            label = (
+                f"would be {outcome}"
+                if result.dry_run and outcome in ("created", "updated", "deleted")
+                else outcome
+            )
             table.add_row(label, str(result.outcomes.get(outcome, 0)))
     table.add_row("API calls", str(result.api_calls))
     table.add_row("rate-limit waits", f"{result.rate_limit_waits} ({result.waited_seconds:.1f} s)")
@@ -384,9 +437,14 @@ def scope_off(settings: Any, data_point: str) -> str | None:
     return None
 
 
-def run_sweep(ctx: FlowContext,
-              sweep: Callable[[bool, bool, Progress | None], Awaitable[SweepResult]], *,
-              full: bool, dry_run: bool, console: Any) -> SweepResult:
+def run_sweep(
+    ctx: FlowContext,
+    sweep: Callable[[bool, bool, Progress | None], Awaitable[SweepResult]],
+    *,
+    full: bool,
+    dry_run: bool,
+    console: Any,
+) -> SweepResult:
     """Run one sweep now in `ctx` (the caller built it and closes it), with a progress bar."""
 
     async def go() -> SweepResult:
