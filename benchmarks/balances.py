@@ -59,7 +59,8 @@ HEAVY_LIMIT_PER_SECOND = 1.0  # the simulator's default heavy group: 60 calls / 
 
 
 class Watch:
-    """Pending changes: product -> (raised at, expected available); confirmations seen from outside."""
+    """Pending changes: product -> (raised at, expected available); confirmations seen from
+    outside."""
 
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path

@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: processes under test, a lean HTTP load generator, figures, output.
+"""Shared pieces of the benchmarks: processes under test, a lean HTTP load generator, figures,
+output.
 
 Every benchmark runs the connector as its own process (`python -m extend_connector run`, or a
 benchmark's own app build) and takes every timestamp in the benchmark process, outside the
@@ -152,7 +153,8 @@ def connector_env(
     shop_url: str | None = None,
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """Environment settings for `python -m extend_connector run` (no config file is read from ROOT)."""
+    """Environment settings for `python -m extend_connector run` (no config file is read from
+    ROOT)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXTEND_CONNECTOR_")}
     env.update(
         {
@@ -162,8 +164,8 @@ def connector_env(
             "EXTEND_CONNECTOR_EXTEND__API_TOKEN": token,
             "EXTEND_CONNECTOR_EXTEND__WEBHOOK_SECRET": webhook_secret,
             # The benchmarks measure the connector's own capacity against a simulator whose limits
-            # are raised or off; on PostgreSQL the fleet-wide bucket (auto = on) would otherwise pace
-            # every run at the contract's default limits (heavy: 60 calls a minute).
+            # are raised or off; on PostgreSQL the fleet-wide bucket (auto = on) would otherwise
+            # pace every run at the contract's default limits (heavy: 60 calls a minute).
             "EXTEND_CONNECTOR_EXTEND__SHARED_RATE_LIMIT": "off",
         }
     )

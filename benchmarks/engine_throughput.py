@@ -2,7 +2,8 @@
 and PostgreSQL, each against a naive baseline measured in the same run.
 
     .venv/bin/python benchmarks/engine_throughput.py [--jobs 500] [--workflows 300]
-        [--postgres postgresql://postgres@127.0.0.1:5432/postgres]   # or EXTEND_CONNECTOR_TEST_POSTGRES_URL
+        [--postgres postgresql://postgres@127.0.0.1:5432/postgres]
+        # --postgres defaults to EXTEND_CONNECTOR_TEST_POSTGRES_URL
 
 Rows (per backend):
   baseline insert      one inbox-like row per committed write transaction (no DBOS)

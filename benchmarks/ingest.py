@@ -1,4 +1,5 @@
-"""Ingest: verified, stored and enqueued Extend webhook deliveries per second, and acknowledgement time.
+"""Ingest: verified, stored and enqueued Extend webhook deliveries per second, and acknowledgement
+time.
 
 The connector runs in its own process (this script with `--serve`: the product's app plus ONE
 benchmark-only route, `POST /bench/ok`, that answers 200 and does nothing: the ceiling of

@@ -1,4 +1,5 @@
-"""Orders: sustained orders/s from shop intake (POST /v1/orders) to confirmed in Extend, latency, duplicates.
+"""Orders: sustained orders/s from shop intake (POST /v1/orders) to confirmed in Extend, latency,
+duplicates.
 
 The connector runs as `python -m extend_connector run` on SQLite in its own process; the
 simulator (Extend) runs in this process, which takes the instant each order is created there

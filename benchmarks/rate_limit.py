@@ -1,7 +1,8 @@
 """Shared rate limit: the cost of one fleet-wide reservation, on SQLite and PostgreSQL.
 
     .venv/bin/python benchmarks/rate_limit.py [--n 2000] [--threads 8]
-        [--postgres postgresql://postgres@127.0.0.1:5432/postgres]   # or EXTEND_CONNECTOR_TEST_POSTGRES_URL
+        [--postgres postgresql://postgres@127.0.0.1:5432/postgres]
+        # --postgres defaults to EXTEND_CONNECTOR_TEST_POSTGRES_URL
 
 Rows (per backend, on the connector's own SQLAlchemy engine, as `service` wires it):
   baseline SELECT 1    a connection checkout and one `SELECT 1` round trip (the naive floor)

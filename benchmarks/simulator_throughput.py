@@ -265,7 +265,8 @@ def main() -> None:
     RESULTS.write_text(
         json.dumps(
             {
-                # Other work on the machine skews absolute numbers; the ratio to the baseline is the stable figure.
+                # Other work on the machine skews absolute numbers; the ratio to the baseline is the
+                # stable figure.
                 "machine": {
                     "python": sys.version.split()[0],
                     "platform": platform.platform(),

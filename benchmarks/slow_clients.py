@@ -10,10 +10,13 @@ Two servers, each its own process, same app and database, measured in the same r
 Then one unauthenticated `POST /v1/orders` of `--body-mib` (default 200) MiB against each: the
 answer, how much of the body the client got to send, and the server's peak RSS growth (VmHWM).
 The baseline also drops the app's body guard (`api.guard.RequestGuard`), as on main.
-Per phase: sequential keep-alive GETs of `/v1/stock` for `--seconds` (timestamps taken here), how many
-slow connections the server closed during the phase, the server's RSS, and tracebacks in its log.
+Per phase: sequential keep-alive GETs of `/v1/stock` for `--seconds` (timestamps taken here), how
+many slow connections the server closed during the phase, the server's RSS, and tracebacks in its
+log.
 
-Run: .venv/bin/python benchmarks/slow_clients.py [--slow 2000 --seconds 20 --interval 1 --header-timeout 10]
+Run:
+    .venv/bin/python benchmarks/slow_clients.py [--slow 2000 --seconds 20 --interval 1
+        --header-timeout 10]
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ TOKEN = {"authorization": "Bearer shop-token"}
 
 
 def serve_unprotected() -> None:
-    """The connector's app on uvicorn configured as on main before the protections (the baseline)."""
+    """The connector's app on uvicorn configured as on main before the protections (the
+    baseline)."""
     import uvicorn
 
     from extend_connector.api.guard import RequestGuard
@@ -131,7 +135,8 @@ def status_kib(pid: int, field: str) -> int:
 
 
 def big_body(port: int, pid: int, size: int) -> dict[str, Any]:
-    """One unauthenticated POST /v1/orders of `size` bytes: the answer, bytes taken, server peak growth."""
+    """One unauthenticated POST /v1/orders of `size` bytes: the answer, bytes taken, server peak
+    growth."""
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak (VmHWM) restarts from now
     before = status_kib(pid, "VmRSS")
     started = time.perf_counter()

@@ -612,7 +612,8 @@ def run_sync_command(settings: Settings, data_point: str, *, full: bool, dry_run
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Show freshness of every data point, orders not yet in Extend, queue depth and parked failures."""
+    """Show freshness of every data point, orders not yet in Extend, queue depth and parked
+    failures."""
     import json
 
     from extend_connector.flows import failures as parked

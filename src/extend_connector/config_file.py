@@ -79,7 +79,8 @@ def render_config(
     warehouses: list[str] | None = None,
     default_customer: str | None = None,
 ) -> str:
-    """A TOML file listing every setting with its description; chosen values are set, the rest commented."""
+    """A TOML file listing every setting with its description; chosen values are set, the rest
+    commented."""
     lines = [
         "# extend-connector configuration.",
         "# Every setting is listed with its default (commented out). Environment variables",

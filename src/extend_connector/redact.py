@@ -57,7 +57,8 @@ _PERSONAL_KEYS = (
 
 
 def redact_url(url: str) -> str:
-    """`scheme://user:password@host/...` -> `scheme://user:***@host/...`; anything else unchanged."""
+    """`scheme://user:password@host/...` -> `scheme://user:***@host/...`; anything else
+    unchanged."""
     return _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}@", url)
 
 

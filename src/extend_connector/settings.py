@@ -46,7 +46,8 @@ class ConfigError(Exception):
     ) -> None:
         self.problems = problems
         self.source = source
-        # Every problem is an unsafe secret (the rest of the file is valid): `init` tells what to set.
+        # Every problem is an unsafe secret (the rest of the file is valid): `init` tells what to
+        # set.
         self.unsafe_only = unsafe_only
         where = f" ({source})" if source else ""
         super().__init__(f"configuration error{where}:\n  " + "\n  ".join(problems))
@@ -300,7 +301,8 @@ class DialectSettings(_Section):
                 parse_rate_limit(spec)
             except ValueError as exc:
                 raise ValueError(f"`{group}`: {exc}") from None
-        # rate_limit_groups is declared first, so it is validated already (absent when it was wrong).
+        # rate_limit_groups is declared first, so it is validated already (absent when it was
+        # wrong).
         used = set((info.data.get("rate_limit_groups") or {}).values())
         missing = sorted(used - set(merged))
         if missing:
@@ -584,7 +586,8 @@ class Settings(BaseSettings):
 
     @property
     def shared_rate_limit_on(self) -> bool:
-        """Whether Extend calls are paced by the database-backed fleet limiter (`auto`: PostgreSQL)."""
+        """Whether Extend calls are paced by the database-backed fleet limiter (`auto`:
+        PostgreSQL)."""
         mode = self.extend.shared_rate_limit
         return mode == "on" or (mode == "auto" and not self.store.is_sqlite)
 

@@ -1,6 +1,8 @@
-"""One connector process that hammers Extend with `get_product` (acceptance test of the shared limiter).
+"""One connector process that hammers Extend with `get_product` (acceptance test of the shared
+limiter).
 
-    python tests/acceptance/fleet_caller.py --name a --dir DIR --products P1,P2 --seconds 4 --tasks 8
+    python tests/acceptance/fleet_caller.py --name a --dir DIR --products P1,P2 --seconds 4 --tasks
+    8
 
 Settings come from the environment (EXTEND_CONNECTOR_*), and the process is put together the way
 every connector process is (`service.Connector`), so the Extend client it gets is the one the

@@ -104,8 +104,8 @@ def test_schemathesis_finds_no_server_error(tmp_path: Path, database_url: str) -
                 V1_PATHS,
                 "-H",
                 "Authorization: Bearer shop-token",
-                # Not content-type conformance: requests that are not valid HTTP (raw control characters
-                # in the URL) get uvicorn's own text/plain 400 before they reach the app.
+                # Not content-type conformance: requests that are not valid HTTP (raw control
+                # characters in the URL) get uvicorn's own text/plain 400 before they reach the app.
                 "--checks",
                 "not_a_server_error,response_schema_conformance",
                 "--phases",

@@ -1,4 +1,5 @@
-"""The real `run` refuses unsafe secrets before it binds a port, and `check` never prints a password.
+"""The real `run` refuses unsafe secrets before it binds a port, and `check` never prints a
+password.
 
 Issue #12, defects 6 and 7, as an operator meets them: environment variables, a real process.
 """

@@ -134,7 +134,8 @@ def test_stock_changed_reaches_the_shop_only_when_the_value_changed(
                 assert event["data"]["available"] == start + 5
                 assert shop.bad_signatures == 0
 
-                # A notification without a change: fetched and confirmed, but the shop hears nothing.
+                # A notification without a change: fetched and confirmed, but the shop hears
+                # nothing.
                 confirmed = _confirmed_at(port, product)
                 httpx2.post(
                     f"{sim.admin_url}/events",

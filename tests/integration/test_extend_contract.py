@@ -96,7 +96,7 @@ def _order(sim: RunningSimulator, ref: str, *, products: list[str] | None = None
     )
 
 
-# --- every method ----------------------------------------------------------------------------------
+# --- every method ---------------------------------------------------------------------------------
 
 
 def test_orders_round_trip(sim: RunningSimulator) -> None:
@@ -283,7 +283,7 @@ def test_unknown_fields_are_kept_and_reported(fresh_sim: RunningSimulator) -> No
     _run(scenario())
 
 
-# --- every error class -------------------------------------------------------------------------------
+# --- every error class ----------------------------------------------------------------------------
 
 
 def test_validation_not_found_business(sim: RunningSimulator) -> None:
@@ -439,7 +439,7 @@ def test_budget_slows_down_before_429() -> None:
         _run(scenario())
 
 
-# --- a non-default dialect ---------------------------------------------------------------------------
+# --- a non-default dialect ------------------------------------------------------------------------
 
 OTHER_DIALECT = {
     "auth_header": "X-Api-Key",
@@ -502,7 +502,8 @@ def test_non_default_dialect_against_a_simulator_configured_the_same() -> None:
                 ).order_number == created.order_number
                 assert extend.stats().operations["list_products"] >= 30 // 4
 
-            # The default dialect does not speak to this simulator: the surface really is configuration.
+            # The default dialect does not speak to this simulator: the surface really is
+            # configuration.
             async with _client(sim) as default:
                 with pytest.raises(AccessDenied):
                     await default.get_product("x")
@@ -510,7 +511,7 @@ def test_non_default_dialect_against_a_simulator_configured_the_same() -> None:
         _run(scenario())
 
 
-# --- full listings while records change (issue 12, defect 3) ----------------------------------------
+# --- full listings while records change (issue 12, defect 3) --------------------------------------
 
 
 class TouchHeadAfterFirstPage(httpx2.AsyncHTTPTransport):

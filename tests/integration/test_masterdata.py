@@ -1,7 +1,7 @@
 """Products, customers and prices against a real simulator and a real database.
 
-Sizes are a small fraction of the issue's (the full 20,000-product run is benchmarks/catalogue_sync.py):
-300 products, 40 customers, prices for the B2B ones plus WEB.
+Sizes are a small fraction of the issue's (the full 20,000-product run is
+benchmarks/catalogue_sync.py): 300 products, 40 customers, prices for the B2B ones plus WEB.
 """
 
 from __future__ import annotations
@@ -203,7 +203,8 @@ def test_first_sync_exact_second_sync_lists_only_then_exactly_the_changes(
     assert _local_prices(connector, buyer.customer_number)[target] == Decimal(str(new_price))
     for number in kept:
         assert _local_prices(connector, number) == _sim_prices(sim, number), number
-    # Told to the shop: 50 products, 10 customers, and the changed prices only (batched per customer).
+    # Told to the shop: 50 products, 10 customers, and the changed prices only (batched per
+    # customer).
     with connector.db.read() as s:
         events = [
             (r.event_type, r.payload)

@@ -194,7 +194,8 @@ def test_order_placed_before_the_customer_reached_extend_is_sent_after_it(
 
 @pytest.fixture()
 def fast_waits() -> Iterator[None]:
-    """The customer's creation and the order's wait for it give up after 2 s instead of 72 h / 24 h."""
+    """The customer's creation and the order's wait for it give up after 2 s instead of 72 h / 24
+    h."""
     quick = retry.Backoff(base_seconds=0.05, cap_seconds=0.2, give_up_seconds=2.0)
     with retry.override({retry.CUSTOMERS_CREATE: quick, retry.ORDERS_CUSTOMER_WAIT: quick}):
         yield

@@ -26,7 +26,8 @@ EPS = 1e-6
 
 
 def assert_token_bucket(starts: list[float], capacity: float, period: float) -> None:
-    """Every window [s_i, s_j] holds at most capacity + refill over its length (bucket starts full)."""
+    """Every window [s_i, s_j] holds at most capacity + refill over its length (bucket starts
+    full)."""
     s = sorted(starts)
     refill = capacity / period
     worst = max(

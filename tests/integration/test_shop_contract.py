@@ -60,7 +60,8 @@ class Stack:
 
 
 class _FlakyShop(RecordingWebshop):
-    """Refuses the first attempt of every event (the shop is briefly down), records every attempt."""
+    """Refuses the first attempt of every event (the shop is briefly down), records every
+    attempt."""
 
     def __init__(self) -> None:
         self.attempts: list[ShopEvent] = []
@@ -327,8 +328,8 @@ def test_same_new_customer_with_two_bodies_at_once_gives_one_409(stack: Stack) -
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
-        # Longer than the field allows, within the body limit (a 5 MB body is a 413 before it is read:
-        # tests/integration/test_http_guard.py).
+        # Longer than the field allows, within the body limit (a 5 MB body is a 413 before it is
+        # read: tests/integration/test_http_guard.py).
         ("/v1/customers", {"shopRef": "c-big", "name": "N", "lastName": "x" * 100_000}, "lastName"),
         ("/v1/customers", {"shopRef": "c\nx", "name": "N"}, "shopRef"),
         ("/v1/customers", {"shopRef": "../../x", "name": "N"}, "shopRef"),
@@ -391,7 +392,8 @@ def test_extends_delivery_date_keeps_its_instant(stack: Stack) -> None:
         30,
         what="delivery date applied",
     )
-    # 2030-12-03T00:00:00+01:00 is 2030-12-02T23:00:00Z: any offset may be shown, never another instant.
+    # 2030-12-03T00:00:00+01:00 is 2030-12-02T23:00:00Z: any offset may be shown, never another
+    # instant.
     assert datetime.fromisoformat(shown) == datetime(2030, 12, 2, 23, 0, tzinfo=UTC), shown
 
 

@@ -1,4 +1,5 @@
-"""The simulator's API surface over real loopback HTTP: contract, dialect knobs, rate limits, paging, faults."""
+"""The simulator's API surface over real loopback HTTP: contract, dialect knobs, rate limits,
+paging, faults."""
 
 from __future__ import annotations
 
@@ -205,7 +206,8 @@ def _change_mid_walk(state: Any, round_no: int) -> None:
 def test_page_numbers_alone_skip_records_that_shift_under_the_reader(
     api: httpx2.Client, sim: RunningSimulator
 ) -> None:
-    """Why clients must re-anchor: offset paging over a change-ordered list loses records that shift."""
+    """Why clients must re-anchor: offset paging over a change-ordered list loses records that
+    shift."""
     seen: set[str] = set()
     page = 1
     while True:
@@ -222,7 +224,8 @@ def test_page_numbers_alone_skip_records_that_shift_under_the_reader(
 def test_paging_while_records_change_loses_nothing_with_an_overlap(
     api: httpx2.Client, sim: RunningSimulator
 ) -> None:
-    """Re-anchored walk: page 1 from the last change date seen (inclusive), dedupe, then re-read with an overlap."""
+    """Re-anchored walk: page 1 from the last change date seen (inclusive), dedupe, then re-read
+    with an overlap."""
     from datetime import datetime, timedelta
 
     state = sim.state
@@ -373,7 +376,8 @@ def test_fault_switches_are_observable(api: httpx2.Client, sim: RunningSimulator
         api.get("/Products")
     httpx2.delete(admin + "/outage").raise_for_status()
     assert api.get("/Products").status_code == 200
-    # A write that succeeds but whose answer is lost: the client sees a dropped connection, Extend has the order.
+    # A write that succeeds but whose answer is lost: the client sees a dropped connection, Extend
+    # has the order.
     httpx2.patch(admin + "/faults", json={"lostResponseRate": 1.0}).raise_for_status()
     with pytest.raises(httpx2.TransportError):
         api.post("/CustomerOrders", json=_order_body("LOST-1"))

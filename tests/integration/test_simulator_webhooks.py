@@ -1,4 +1,5 @@
-"""Webhooks out over real loopback HTTP: format, signature, batching, retry schedule, 410, filters and faults."""
+"""Webhooks out over real loopback HTTP: format, signature, batching, retry schedule, 410, filters
+and faults."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ class Received:
 
 @dataclass
 class Receiver:
-    """A webhook inbox on loopback that answers with scripted statuses (200 when the script is empty)."""
+    """A webhook inbox on loopback that answers with scripted statuses (200 when the script is
+    empty)."""
 
     url: str = ""
     calls: list[Received] = field(default_factory=list)
@@ -103,7 +105,8 @@ def test_delivery_is_in_extends_format_and_signed(receiver: Receiver) -> None:
     body = call.json
     assert len(body["Id"]) == 32 and int(body["Id"], 16) >= 0
     assert body["Attempt"] == 1 and len(body["Properties"]["NotificationId"]) == 36
-    # Raised together (one stock move) -> one POST with both notifications; all Details values are strings.
+    # Raised together (one stock move) -> one POST with both notifications; all Details values are
+    # strings.
     assert [n["Action"] for n in body["Notifications"]] == [
         "BalanceChanged",
         "AvailableBalanceChanged",

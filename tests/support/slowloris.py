@@ -26,7 +26,8 @@ def raise_open_files(wanted: int) -> None:
 
 
 class SlowClients:
-    """`n` connections that each send a header line every `interval` seconds and never end the head."""
+    """`n` connections that each send a header line every `interval` seconds and never end the
+    head."""
 
     def __init__(
         self,
@@ -150,7 +151,8 @@ def parse_response(data: bytes) -> RawResponse | None:
 
 
 class RawExchange:
-    """One request on a raw socket: send the head, then the body in pieces, watching for an early answer."""
+    """One request on a raw socket: send the head, then the body in pieces, watching for an early
+    answer."""
 
     def __init__(self, host: str, port: int) -> None:
         self.sock = socket.create_connection((host, port), timeout=10)
@@ -187,7 +189,8 @@ class RawExchange:
         return parse_response(self.data)
 
     def wait_closed(self, timeout: float) -> bool:
-        """True once the server has closed the connection (read end of file or reset) within `timeout`."""
+        """True once the server has closed the connection (read end of file or reset) within
+        `timeout`."""
         deadline = time.monotonic() + timeout
         while not self.closed and time.monotonic() < deadline:
             self.poll(wait=min(0.5, max(0.0, deadline - time.monotonic())))

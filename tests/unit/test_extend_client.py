@@ -1,4 +1,5 @@
-"""The Extend client on httpx2.MockTransport: error mapping, write rules, retries, budget, chunking."""
+"""The Extend client on httpx2.MockTransport: error mapping, write rules, retries, budget,
+chunking."""
 
 from __future__ import annotations
 
@@ -93,7 +94,7 @@ def _json(status: int, body: Any, **headers: str) -> httpx2.Response:
     )
 
 
-# --- the one mapping ---------------------------------------------------------------------------------
+# --- the one mapping ------------------------------------------------------------------------------
 
 CTX = CallContext(
     operation="get_order", method="GET", url="http://x/api/CustomerOrders/1", is_write=False
@@ -158,7 +159,7 @@ def test_retry_after_from_header_date_or_reset() -> None:
     assert r.retry_after == 0
 
 
-# --- write rules -------------------------------------------------------------------------------------
+# --- write rules ----------------------------------------------------------------------------------
 
 
 def test_create_order_body_keeps_shop_prices() -> None:
@@ -265,7 +266,7 @@ def test_unknown_status_is_unexpected_and_naive_times_use_the_dialect_zone() -> 
     asyncio.run(run())
 
 
-# --- retries and time bounds -------------------------------------------------------------------------
+# --- retries and time bounds ----------------------------------------------------------------------
 
 
 def test_reads_retry_with_backoff_until_attempts_run_out() -> None:
@@ -336,7 +337,7 @@ def test_backoff_stays_between_floor_and_cap(
     assert floor <= policy.backoff(attempt) <= floor + span + 1e-9
 
 
-# --- the budget ----------------------------------------------------------------------------------------
+# --- the budget -----------------------------------------------------------------------------------
 
 
 def test_budget_paces_below_low_water_and_waits_for_reset_at_zero() -> None:
@@ -370,7 +371,7 @@ def test_budget_without_headers_never_waits() -> None:
     assert asyncio.run(budget.acquire("standard")) == pytest.approx(2.5)
 
 
-# --- chunking and dialect ----------------------------------------------------------------------------
+# --- chunking and dialect -------------------------------------------------------------------------
 
 _numbers = st.lists(
     st.text(alphabet="ABCÅÄÖ0123456789-/ +,", min_size=1, max_size=40), min_size=1, max_size=200

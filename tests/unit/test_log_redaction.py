@@ -1,4 +1,5 @@
-"""The log pipeline masks secrets and personal data whatever a caller passes (issue #12, defect 6)."""
+"""The log pipeline masks secrets and personal data whatever a caller passes (issue #12, defect
+6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The simulator's pure rules: Extend's signature vector, the best-price table, generated data, paging index."""
+"""The simulator's pure rules: Extend's signature vector, the best-price table, generated data,
+paging index."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The simulator's Extend behaviour, driven directly on its state (no HTTP): orders, stock, prices, events."""
+"""The simulator's Extend behaviour, driven directly on its state (no HTTP): orders, stock, prices,
+events."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from extend_connector.simulator import (
 
 START = "2024-10-15T10:00:00+02:00"
 
-# Extend's "Minimum order using existing customer and prices from Extend Commerce" (S4), as documented.
+# Extend's "Minimum order using existing customer and prices from Extend Commerce" (S4), as
+# documented.
 MINIMUM_ORDER: dict[str, Any] = {
     "orderHeader": {
         "orderType": "Normal",

@@ -2,8 +2,8 @@
 
 The answer is a local durable write (never waits on Extend): the creation workflow
 `customer-<shopRef>` is enqueued in one transaction, so a shop that retries the same request
-gets the same workflow and Extend gets one customer. `GET /v1/customer-registrations/{shopRef}` tells whether
-it has reached Extend yet.
+gets the same workflow and Extend gets one customer. `GET /v1/customer-registrations/{shopRef}`
+tells whether it has reached Extend yet.
 """
 
 from __future__ import annotations

@@ -45,12 +45,14 @@ def text(
 
 
 def shop_ref_field(max_length: int, default: Any = ..., **kwargs: Any) -> Any:
-    """A shop reference: 1-`max_length` of letters, digits and `._:-`, starting with a letter or digit."""
+    """A shop reference: 1-`max_length` of letters, digits and `._:-`, starting with a letter or
+    digit."""
     return Field(default, min_length=1, max_length=max_length, pattern=SHOP_REF_PATTERN, **kwargs)
 
 
 def utc_representable(value: datetime | None, field: str) -> datetime | None:
-    """Refuse (422, naming `field`) an instant that has no UTC form, e.g. 0001-01-01T00:00:00+14:00."""
+    """Refuse (422, naming `field`) an instant that has no UTC form, e.g.
+    0001-01-01T00:00:00+14:00."""
     if value is None or value.tzinfo is None:
         return value
     try:

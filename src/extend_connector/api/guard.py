@@ -47,7 +47,8 @@ _DISCONNECT: Message = {"type": "http.disconnect"}
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GuardLimits:
-    """What the guard enforces; `from_settings` reads them from the `server` and `webshop` sections."""
+    """What the guard enforces; `from_settings` reads them from the `server` and `webshop`
+    sections."""
 
     shop_token: bytes
     max_body_bytes: int
@@ -82,7 +83,8 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 def bearer_ok(scope: Scope, expected: bytes) -> bool:
-    """The request carries the shop's bearer token (the rule is `auth.token_matches`, shared with the routes)."""
+    """The request carries the shop's bearer token (the rule is `auth.token_matches`, shared with
+    the routes)."""
     return token_matches(_header(scope, b"authorization"), expected)
 
 
@@ -123,7 +125,8 @@ async def send_error(
 
 @dataclass(kw_only=True, slots=True)
 class _Exchange:
-    """One request: counts the body as the app reads it, answers a refusal, hides the app's answer after one."""
+    """One request: counts the body as the app reads it, answers a refusal, hides the app's answer
+    after one."""
 
     receive_next: Receive
     send_next: Send

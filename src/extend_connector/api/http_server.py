@@ -94,7 +94,8 @@ class ConnectionLimits:
 
 
 def raise_open_file_limit() -> int:
-    """Raise this process's soft RLIMIT_NOFILE to its hard limit; return the soft limit now in force."""
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit; return the soft limit now in
+    force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft < hard:
         target = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
@@ -107,7 +108,8 @@ def raise_open_file_limit() -> int:
 
 
 def connection_limits(settings: Settings) -> ConnectionLimits:
-    """The limits for this process: `server.max_connections`, lowered when the open-file limit is smaller."""
+    """The limits for this process: `server.max_connections`, lowered when the open-file limit is
+    smaller."""
     files = raise_open_file_limit()
     fits = max(16, files - RESERVED_DESCRIPTORS)
     wanted = settings.server.max_connections
@@ -127,7 +129,8 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
 
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a head deadline and a connection limit (see the module docstring)."""
+    """uvicorn's h11 protocol with a head deadline and a connection limit (see the module
+    docstring)."""
 
     LIMITS = ConnectionLimits(header_timeout_seconds=10.0, max_connections=4096)
     _over_limit = Throttled("http_connections_over_limit")
@@ -219,7 +222,8 @@ def protocol_class(limits: ConnectionLimits) -> type[GuardedH11Protocol]:
 
 
 class GuardedServer(uvicorn.Server):
-    """uvicorn's server; running out of descriptors in `accept()` is one throttled line, no traceback."""
+    """uvicorn's server; running out of descriptors in `accept()` is one throttled line, no
+    traceback."""
 
     _accept_failed = Throttled("http_accept_failed")
 

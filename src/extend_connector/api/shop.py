@@ -263,7 +263,7 @@ def _count(session: Session, query: sa.Select[Any]) -> int:
     )
 
 
-# --- stock -----------------------------------------------------------------------------------------
+# --- stock ----------------------------------------------------------------------------------------
 
 
 def _known_products(session: Session, numbers: list[str]) -> set[str]:
@@ -387,8 +387,8 @@ def get_stock(
         for number in wanted:
             held = [rows[(number, w)] for w in warehouses if (number, w) in rows]
             is_known = bool(held) or number in known
-            # A warehouse without a row had no stock record when the product was last fetched, so the
-            # product's confirmation covers it; a product without any row was never confirmed.
+            # A warehouse without a row had no stock record when the product was last fetched, so
+            # the product's confirmation covers it; a product without any row was never confirmed.
             confirmed = oldest([r.confirmed_at for r in held]) if held else None
             item_freshness = clock.of(confirmed)
             shown = {w: _shown(r) for w in warehouses if (r := rows.get((number, w))) is not None}
@@ -499,7 +499,7 @@ def get_product(
         return _product(row, clock)
 
 
-# --- prices ----------------------------------------------------------------------------------------
+# --- prices ---------------------------------------------------------------------------------------
 
 
 @router.get(
@@ -562,7 +562,7 @@ def list_prices(
     )
 
 
-# --- customers -------------------------------------------------------------------------------------
+# --- customers ------------------------------------------------------------------------------------
 
 
 @router.get(

@@ -84,7 +84,8 @@ def _store_in(
     now: datetime,
     after: list[tuple[Any, Notification]],
 ) -> tuple[Stored, InboxRow]:
-    """Store one new delivery inside `session`: enqueue or apply each notification, add the inbox row."""
+    """Store one new delivery inside `session`: enqueue or apply each notification, add the inbox
+    row."""
     received_at = now.isoformat()
     jobs = inline = unhandled = 0
     for index, note in enumerate(envelope.notifications):

@@ -1,4 +1,5 @@
-"""Settle the system after the run and check it: every order in Extend exactly once, every balance equal.
+"""Settle the system after the run and check it: every order in Extend exactly once, every balance
+equal.
 
 Settling means what an operator would wait for: the simulator has delivered (or given up on)
 every webhook, the reconciliation sweeps have run once after the last change, and the

@@ -1,4 +1,5 @@
-"""The Extend side of the demo: warehouse staff reserving and picking orders, stock moving, and chaos.
+"""The Extend side of the demo: warehouse staff reserving and picking orders, stock moving, and
+chaos.
 
 The driver acts only through the simulator's `/_sim` driving API (as a person in Extend's
 back office would cause the change); it reads the simulator's state to see which orders exist.

@@ -1,4 +1,5 @@
-"""What the demo shows and checks: one snapshot of the connector's database, the simulator and the shop.
+"""What the demo shows and checks: one snapshot of the connector's database, the simulator and the
+shop.
 
 `NotificationTap` counts (and optionally timestamps) every notification the simulator raises,
 by wrapping its webhook sink; benchmarks use it to know when a change left Extend.

@@ -1,4 +1,5 @@
-"""The demo shop's webhook endpoint: verifies the connector's signed Standard Webhooks and counts them.
+"""The demo shop's webhook endpoint: verifies the connector's signed Standard Webhooks and counts
+them.
 
 It stands in for the merchant's shop backend, so the demo (and the balance benchmark) can show
 that changes reach the shop, signed, and when. Served by uvicorn on loopback in a daemon thread.
@@ -132,7 +133,8 @@ class _App:
 
 @contextmanager
 def serve_shop_inbox(inbox: ShopInbox, port: int | socket.socket) -> Iterator[str]:
-    """Serve the shop's webhook endpoint on 127.0.0.1:port (or on a socket bound already); yields its URL."""
+    """Serve the shop's webhook endpoint on 127.0.0.1:port (or on a socket bound already); yields
+    its URL."""
     sockets = [port] if isinstance(port, socket.socket) else None
     number: int = port.getsockname()[1] if isinstance(port, socket.socket) else port
     server = uvicorn.Server(

@@ -1,4 +1,5 @@
-"""`extend-connector demo`: start the world, run the shop and the driver, show it live, settle, self-check."""
+"""`extend-connector demo`: start the world, run the shop and the driver, show it live, settle,
+self-check."""
 
 from __future__ import annotations
 

@@ -62,7 +62,8 @@ def reserve_port() -> socket.socket:
 
 
 def simulator_config(*, seed: int, products: int, orders_per_second: float) -> SimulatorConfig:
-    """The seeded Extend the demo runs against; its webhook registration is set once the port is known."""
+    """The seeded Extend the demo runs against; its webhook registration is set once the port is
+    known."""
     # The write budget must carry the shop's order rate plus retries; the heavy group keeps
     # Extend's house default so balance coalescing is shown under a real limit.
     writes = max(120, int(orders_per_second * 60 * 3))
@@ -81,7 +82,8 @@ def simulator_config(*, seed: int, products: int, orders_per_second: float) -> S
 def connector_settings(
     *, sim: RunningSimulator, data_dir: Path, port: int, shop_url: str
 ) -> Settings:
-    """The connector's settings for the demo: simulator credentials, short sweeps, the shop's inbox."""
+    """The connector's settings for the demo: simulator credentials, short sweeps, the shop's
+    inbox."""
     return EmbeddedSettings(
         scope=ScopeSettings(customers=CustomersScope.TO_EXTEND),
         extend=ExtendSettings(

@@ -478,7 +478,8 @@ class Engine:
         return [_info(row) for row in rows]
 
     def list_failed(self, *, name: str | None = None, limit: int = 100) -> list[WorkflowInfo]:
-        """Jobs that stopped for good: ERROR, or crashed too often (MAX_RECOVERY_ATTEMPTS_EXCEEDED)."""
+        """Jobs that stopped for good: ERROR, or crashed too often
+        (MAX_RECOVERY_ATTEMPTS_EXCEEDED)."""
         return self.list_workflows(status=FAILED_STATUSES, name=name, limit=limit)
 
     def list_steps(self, workflow_id: str) -> list[StepRecord]:

@@ -516,7 +516,8 @@ class ExtendClient:
             )
 
     async def update_order_rows(self, order_number: str, lines: Sequence[OrderLine]) -> OrderState:
-        """Send changed rows (by `position`); a line with `cancelled=True` goes as rowOperation Inactive.
+        """Send changed rows (by `position`); a line with `cancelled=True` goes as rowOperation
+        Inactive.
 
         Only while the order is Registered; later Extend answers 409 (BusinessConflict).
         """
@@ -541,7 +542,7 @@ class ExtendClient:
         """Cancel a whole order (Registered only; 409 BusinessConflict after reservation)."""
         return await self._order_call("cancel_order", path_values={"orderNumber": order_number})
 
-    # --- availability ------------------------------------------------------------------------------
+    # --- availability -----------------------------------------------------------------------------
 
     def _balances(
         self, params: dict[str, str], since: datetime | None, progress: PageProgress | None
@@ -613,7 +614,8 @@ class ExtendClient:
     def chunk_numbers(
         self, endpoint: Endpoint, params: Mapping[str, str], numbers: Iterable[str]
     ) -> list[list[str]]:
-        """Split product numbers so each URL (with paging parameters) stays within max_url_length."""
+        """Split product numbers so each URL (with paging parameters) stays within
+        max_url_length."""
         probe = {
             **params,
             self.dialect.page_param: "99999",
@@ -637,7 +639,7 @@ class ExtendClient:
             chunks.append(current)
         return chunks
 
-    # --- products ----------------------------------------------------------------------------------
+    # --- products ---------------------------------------------------------------------------------
 
     async def products_changed_since(
         self, since: datetime | None = None, *, progress: PageProgress | None = None
@@ -671,7 +673,7 @@ class ExtendClient:
             "get_product",
         )
 
-    # --- customers ---------------------------------------------------------------------------------
+    # --- customers --------------------------------------------------------------------------------
 
     async def customers_changed_since(
         self, since: datetime | None = None, *, progress: PageProgress | None = None
@@ -701,12 +703,13 @@ class ExtendClient:
         )
 
     async def create_customer(self, customer: Customer) -> Customer:
-        """POST Customers (shop is master). A lost answer raises OutcomeUnknown: look it up first."""
+        """POST Customers (shop is master). A lost answer raises OutcomeUnknown: look it up
+        first."""
         response = await self._call("create_customer", body=mapping.customer_body(customer))
         created = self._customer(response, "create_customer")
         return replace(created, shop_ref=customer.shop_ref)
 
-    # --- prices ------------------------------------------------------------------------------------
+    # --- prices -----------------------------------------------------------------------------------
 
     async def prices_for_customer(
         self,

@@ -1,16 +1,22 @@
 """One error tree for every Extend call, classified by what the caller must do.
 
 ```
-ExtendError                      every failure of a call; carries status, body excerpt, operation, request id
- ├── ValidationFailed            400/404/422, errorType "Validation": fix the data; NEVER retried unchanged
+ExtendError                      every failure of a call; carries status, body excerpt,
+ │                               operation, request id
+ ├── ValidationFailed            400/404/422, errorType "Validation": fix the data; NEVER
+ │    │                          retried unchanged
  │    └── NotFound               404: the record does not exist (a flow may treat this as an answer)
- ├── BusinessConflict            409, errorType "Business": terminal for this request; reconcile by GET
- ├── TechnicalFailure            5xx, network errors, read timeouts: retry with backoff, keep the item queued
+ ├── BusinessConflict            409, errorType "Business": terminal for this request; reconcile
+ │                               by GET
+ ├── TechnicalFailure            5xx, network errors, read timeouts: retry with backoff, keep the
+ │    │                          item queued
  │    ├── AccessDenied           401/403: the credential or dialect is wrong; an operator must act
- │    └── UnexpectedResponse     2xx whose body cannot be understood (not JSON, required field missing)
+ │    └── UnexpectedResponse     2xx whose body cannot be understood (not JSON, required field
+ │                               missing)
  ├── Throttled                   429: wait as `retry_after` says (Retry-After / x-ratelimit-reset)
  └── OutcomeUnknown              a WRITE whose answer was lost (timeout or broken connection after
-                                 sending): look the record up before re-sending; never retried blindly
+                                 sending): look the record up before re-sending; never retried
+                                 blindly
 ```
 
 `classify_response` and `classify_exception` are the only places that decide the class; the
@@ -102,7 +108,8 @@ class TechnicalFailure(ExtendError):
 
 
 class AccessDenied(TechnicalFailure):
-    """401/403. Kept under TechnicalFailure so items stay queued, but never retried within a call."""
+    """401/403. Kept under TechnicalFailure so items stay queued, but never retried within a
+    call."""
 
 
 class UnexpectedResponse(TechnicalFailure):
@@ -223,7 +230,8 @@ def classify_response(
     request_id_header: str = "x-request-id",
     reset_header: str = "x-ratelimit-reset",
 ) -> ExtendError:
-    """The error for a non-success answer. Status decides first; the body's errorType refines 4xx."""
+    """The error for a non-success answer. Status decides first; the body's errorType refines
+    4xx."""
     status = response.status_code
     raw = response.content
     body = parse_body(raw)

@@ -48,7 +48,8 @@ log = structlog.get_logger("extend_connector.ratelimit")
 
 
 class FleetBucket(Protocol):
-    """A token bucket per rate-limit group shared by every process calling Extend with one credential.
+    """A token bucket per rate-limit group shared by every process calling Extend with one
+    credential.
 
     `limit` is the bucket's capacity (calls, headroom applied, may be fractional) refilled evenly
     over `period` seconds.
@@ -274,7 +275,8 @@ class RateBudget:
         remaining_header: str,
         reset_header: str,
     ) -> None:
-        """Learn the group's state from an answer's rate-limit headers (missing ones are ignored)."""
+        """Learn the group's state from an answer's rate-limit headers (missing ones are
+        ignored)."""
         limit = _int(headers.get(limit_header))
         remaining = _int(headers.get(remaining_header))
         reset = _float(headers.get(reset_header))
@@ -376,7 +378,8 @@ _shared_lock = threading.Lock()
 
 
 def shared_budget(key: str) -> RateBudget:
-    """The process-wide budget for one Extend credential (key: base URL + credential fingerprint)."""
+    """The process-wide budget for one Extend credential (key: base URL + credential
+    fingerprint)."""
     with _shared_lock:
         budget = _shared.get(key)
         if budget is None:

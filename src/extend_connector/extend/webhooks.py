@@ -276,7 +276,8 @@ def _bounded(name: str, value: str, limit: int = MAX_KEY_LENGTH) -> str:
 
 
 def _check_storable(data: Any) -> None:
-    """Refuse what a database cannot store or a parser cannot walk: deep nesting, NUL, lone surrogates."""
+    """Refuse what a database cannot store or a parser cannot walk: deep nesting, NUL, lone
+    surrogates."""
     stack: list[tuple[Any, int]] = [(data, 1)]
     while stack:
         value, depth = stack.pop()

@@ -19,7 +19,8 @@ from extend_connector.store.models import CursorRow
 def start(
     session: Session, name: str, *, now: datetime, overlap: timedelta, full: bool = False
 ) -> datetime | None:
-    """Begin a sweep: store the signpost; return the `changedSince` to ask for (None = everything)."""
+    """Begin a sweep: store the signpost; return the `changedSince` to ask for (None =
+    everything)."""
     row = session.get(CursorRow, name)
     if row is None:
         row = CursorRow(name=name, stats={})

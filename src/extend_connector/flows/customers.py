@@ -141,7 +141,8 @@ async def _listing(since: datetime | None, tally: Tally) -> AsyncIterator[Listed
 async def sweep_customers(
     full: bool = False, dry_run: bool = False, progress: Progress | None = None
 ) -> SweepResult:
-    """List customers changed since the cursor (all when `full` or first run), fetch each changed one."""
+    """List customers changed since the cursor (all when `full` or first run), fetch each changed
+    one."""
     return await sweep_changed(
         "customers",
         cursor=CURSOR,
@@ -409,7 +410,8 @@ def register(data: dict[str, Any]) -> Registration:
 
 
 def enqueue_creation(session: Session, data: dict[str, Any]) -> str:
-    """In the caller's transaction: start the creation workflow (idempotent on the shop reference)."""
+    """In the caller's transaction: start the creation workflow (idempotent on the shop
+    reference)."""
     ref = str(data["shop_ref"])
     return current().engine.enqueue_in_transaction(
         session,

@@ -241,7 +241,8 @@ async def refresh_customer(
     tally: Tally,
     dry_run: bool = False,
 ) -> None:
-    """Read one customer's prices (all, or the given products, chunked) and apply them batch by batch.
+    """Read one customer's prices (all, or the given products, chunked) and apply them batch by
+    batch.
 
     Each batch is written in a worker thread, so the event loop goes on reading pages (this
     customer's next one, or another customer's in a concurrent sweep) while SQLite writes.
@@ -381,7 +382,8 @@ FULL_LISTING_ABOVE = 500
 
 
 def mark_products(session: Session, product_numbers: Iterable[str], *, now: datetime) -> None:
-    """Mark products whose prices must be refreshed for every kept customer (caller's transaction)."""
+    """Mark products whose prices must be refreshed for every kept customer (caller's
+    transaction)."""
     repositories.mark_price_products(session, product_numbers, now=now)
 
 
@@ -456,7 +458,8 @@ async def _product_prices_pass() -> dict[str, Any]:
 
 @engine.workflow("prices.products_flush")
 async def flush_product_prices() -> dict[str, Any]:
-    """Refresh the prices of every marked product; waits out an Extend outage with capped backoff."""
+    """Refresh the prices of every marked product; waits out an Extend outage with capped
+    backoff."""
     return await run_passes(_product_prices_pass, add=("products",), policy=retry.PRICES_FLUSH)
 
 

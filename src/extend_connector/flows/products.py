@@ -123,7 +123,8 @@ async def _listing(since: datetime | None, tally: Tally) -> AsyncIterator[Listed
 async def sweep_products(
     full: bool = False, dry_run: bool = False, progress: Progress | None = None
 ) -> SweepResult:
-    """List products changed since the cursor (all when `full` or first run) and fetch each changed one."""
+    """List products changed since the cursor (all when `full` or first run) and fetch each changed
+    one."""
     return await sweep_changed(
         "products",
         cursor=CURSOR,
@@ -165,7 +166,8 @@ async def _products_refresh_step(product_number: str) -> str:
 
 @engine.workflow("products.refresh")
 async def refresh_product(notification: dict[str, Any]) -> str:
-    """ProductCreated / ProductChanged: fetch the product, upsert it, mark its prices for refresh."""
+    """ProductCreated / ProductChanged: fetch the product, upsert it, mark its prices for
+    refresh."""
     number = str(
         notification.get("entityKey") or notification.get("details", {}).get("ProductNumber") or ""
     )

@@ -6,7 +6,8 @@ table; schedules run the same sweep with no one watching. So a sweep takes a `Pr
 (anything with the four methods below; `NullProgress` when no one watches) and returns a
 `SweepResult`. `Tally` does the counting for a sweep and forwards to the `Progress`:
 
-    async def sweep_balances(full: bool, dry_run: bool, progress: Progress | None = None) -> SweepResult:
+    async def sweep_balances(full: bool, dry_run: bool, progress: Progress | None = None) ->
+    SweepResult:
         extend = current().extend()
         tally = Tally("balances", progress, full=full, dry_run=dry_run, stats=extend.stats)
         async for balance in extend.availability_changed_since(since, progress=tally.page):
@@ -143,7 +144,8 @@ class Tally:
         return page
 
     def page(self, records_in_listing: int, total: int | None) -> None:
-        """The page callback of the sweep's default list (for sweeps that read one list at a time)."""
+        """The page callback of the sweep's default list (for sweeps that read one list at a
+        time)."""
         self._advance(records_in_listing - self._default_seen, total)
         self._default_seen = records_in_listing
 
@@ -166,7 +168,8 @@ class Tally:
         self.refresh_api()
 
     def refresh_api(self) -> None:
-        """Report the API counters again (called by page() and record(); call it after lone calls)."""
+        """Report the API counters again (called by page() and record(); call it after lone
+        calls)."""
         if self._stats is not None:
             self.api(self._stats())
 
@@ -231,8 +234,9 @@ async def list_then_fetch(
 
     A list item whose change date equals the stored one is not fetched (a second sweep with
     nothing changed costs only the list calls); `fetch` returns None for a record gone since
-    it was listed. Up to `fetch_concurrency` fetches of a batch run at once. Batches keep memory flat whatever the catalogue size: at most `batch_size`
-    items are held at once. Returns the latest change date seen (for the cursor).
+    it was listed. Up to `fetch_concurrency` fetches of a batch run at once. Batches keep memory
+    flat whatever the catalogue size: at most `batch_size` items are held at once. Returns the
+    latest change date seen (for the cursor).
     """
     latest: datetime | None = None
     batch: list[Listed] = []

@@ -291,7 +291,8 @@ def _pass() -> dict[str, int]:
     try:
         current()
     except RuntimeError:
-        # A process that launched an engine without a Connector (a test, a script) has nothing to watch.
+        # A process that launched an engine without a Connector (a test, a script) has nothing to
+        # watch.
         return {}
     return watch_once()
 

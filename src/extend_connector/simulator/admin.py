@@ -392,7 +392,8 @@ def dispatch_admin(sim: Simulator, request: Request) -> tuple[int, Any]:
 
 
 def _bulk_stock(sim: Simulator, body: dict[str, Any]) -> list[Any]:
-    """Many stock moves fast. `separately`: one operation (so one webhook POST per registration) per move."""
+    """Many stock moves fast. `separately`: one operation (so one webhook POST per registration) per
+    move."""
     state = sim.state
     moves = body.get("moves")
     spec = body.get("random")

@@ -37,7 +37,8 @@ drop the connection without answering (outage `drop`, lost write responses)."""
 
 
 class SimulatedConnectionDrop(ConnectionResetError):
-    """Raised instead of dropping a socket when the app runs without a real server (ASGI transport)."""
+    """Raised instead of dropping a socket when the app runs without a real server (ASGI
+    transport)."""
 
 
 @dataclass(slots=True)
@@ -76,7 +77,8 @@ def _dumps(payload: Any) -> bytes:
 
 
 def _with_extra_fields(value: Any) -> Any:
-    """A copy with an unknown field appended at the END of every object (Extend adds fields at the end)."""
+    """A copy with an unknown field appended at the END of every object (Extend adds fields at the
+    end)."""
     if isinstance(value, dict):
         out = {k: _with_extra_fields(v) for k, v in value.items()}
         out[EXTRA_FIELD] = "added by the simulator's extra-fields fault"

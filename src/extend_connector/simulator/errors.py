@@ -1,7 +1,8 @@
 """Errors the simulator answers with, in the house contract's body (§5.3).
 
 SimError                 -> {"errorType", "code", "message", "details"}
-├── ValidationFailed     400 / 404 / 422  errorType "Validation": fix the data, do not resend unchanged
+├── ValidationFailed     400 / 404 / 422  errorType "Validation": fix the data, do not resend
+unchanged
 ├── BusinessConflict     409              errorType "Business": terminal, reconcile by GET
 └── TechnicalFailure     5xx              errorType "Technical": retry with backoff
 """

@@ -1,4 +1,5 @@
-"""A change-date index: keys kept sorted by (changed epoch-ms, key) for inclusive changedSince paging.
+"""A change-date index: keys kept sorted by (changed epoch-ms, key) for inclusive changedSince
+paging.
 
 Lists page over this order, so a record changed while a client pages moves to the END of
 the order (its new change date is the newest): a client that re-reads from its high-water

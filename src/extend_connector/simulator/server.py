@@ -1,4 +1,5 @@
-"""Serving the simulator: uvicorn in a background thread (tests, benchmarks) or in the foreground (CLI).
+"""Serving the simulator: uvicorn in a background thread (tests, benchmarks) or in the foreground
+(CLI).
 
 `SimHttpProtocol` is uvicorn's HTTP protocol plus a registry of open connections by client
 address, so a fault can drop a connection without answering it (outage mode `drop`, a write

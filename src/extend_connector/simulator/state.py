@@ -204,7 +204,8 @@ class SimState:
 
     @contextmanager
     def operation(self) -> Iterator[int]:
-        """One change: holds the lock, yields its timestamp (ms), hands its notifications on at the end."""
+        """One change: holds the lock, yields its timestamp (ms), hands its notifications on at the
+        end."""
         with self.lock:
             outer = self._pending is None
             if outer:
@@ -447,7 +448,8 @@ class SimState:
     def set_price_list_entry(
         self, price_list: str, product_number: str, unit_price: float | None
     ) -> None:
-        """Set (or with None remove) a price-list price. Fires no webhook: Extend has no price event."""
+        """Set (or with None remove) a price-list price. Fires no webhook: Extend has no price
+        event."""
         with self.operation() as now:
             self.product(product_number)
             pl = self.price_lists.setdefault(price_list, PriceList(name=price_list))
@@ -564,7 +566,8 @@ class SimState:
     def price_index(
         self, customer_number: str
     ) -> tuple[ChangeIndex, dict[str, PriceQuote], dict[str, int]]:
-        """Every price of one customer, indexed by change date; cached until prices or a campaign boundary change."""
+        """Every price of one customer, indexed by change date; cached until prices or a campaign
+        boundary change."""
         customer = self.customer(customer_number)
         now = self.clock.now_ms()
         cached = self._price_cache.get(customer_number)
@@ -1008,7 +1011,8 @@ class SimState:
                     if row.get("warehouse"):
                         target.row_operation = "Inactive"
                     else:
-                        # Extend's documented quirk: without the warehouse a new, cancelled row is added.
+                        # Extend's documented quirk: without the warehouse a new, cancelled row is
+                        # added.
                         quirk = dict(row)
                         quirk.setdefault("product", {"productNumber": target.product_number})
                         if (
@@ -1220,12 +1224,14 @@ class SimState:
             self._emit_order("OrderDeliveryDataChanged", order)
             return self.order_json(order)
 
-    # ------------------------------------------------------------------ purchases, offers, invoices, any event
+    # ------------------------------------------------------------------ purchases, offers,
+    # invoices, any event
 
     def deliver_purchase(
         self, number: str, warehouse: str, rows: list[dict[str, Any]], *, complete: bool
     ) -> None:
-        """A purchase order (e.g. RP-15) arrives: stock goes up, Purchase(Partially)Delivered fires per row."""
+        """A purchase order (e.g. RP-15) arrives: stock goes up, Purchase(Partially)Delivered fires
+        per row."""
         if warehouse not in self.config.warehouses:
             raise ValidationFailed(
                 "UnknownWarehouse", f"warehouse {warehouse!r} does not exist", status=422
@@ -1250,7 +1256,8 @@ class SimState:
                 )
 
     def fire(self, action: str, details: dict[str, Any], warehouse: str | None = None) -> None:
-        """Raise any notification as is (offers, invoices, purchase cancellations, unknown actions)."""
+        """Raise any notification as is (offers, invoices, purchase cancellations, unknown
+        actions)."""
         with self.operation():
             self.emit(action, warehouse, **details)
 
@@ -1261,7 +1268,8 @@ class SimState:
             self.emit("OfferCreated", OfferNumber=number, CustomerNumber=customer_number)
             return number
 
-    # ------------------------------------------------------------------ faults and webhooks at run time
+    # ------------------------------------------------------------------ faults and webhooks at run
+    # time
 
     def set_faults(self, **changes: Any) -> FaultConfig:
         with self.lock:
@@ -1300,7 +1308,8 @@ class SimState:
             if reg is not None:
                 self.registrations[name] = replace(reg, active=False)
 
-    # ------------------------------------------------------------------ wire shapes (camelCase JSON)
+    # ------------------------------------------------------------------ wire shapes (camelCase
+    # JSON)
 
     def product_json(self, p: Product) -> dict[str, Any]:
         return {

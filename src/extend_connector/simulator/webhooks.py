@@ -255,7 +255,8 @@ class WebhookDispatcher:
     # ---------------------------------------------------------------- from any thread
 
     def submit(self, batch: list[Notification]) -> None:
-        """Group one operation's notifications per registration, apply webhook faults, queue them."""
+        """Group one operation's notifications per registration, apply webhook faults, queue
+        them."""
         faults = self.state.faults
         with self.state.lock:
             registrations = list(self.state.registrations.values())
@@ -348,7 +349,8 @@ class WebhookDispatcher:
             self.outcomes.clear()
 
     def close(self) -> None:
-        """Stop the sender thread (idempotent); deliveries still waiting for a retry are abandoned."""
+        """Stop the sender thread (idempotent); deliveries still waiting for a retry are
+        abandoned."""
         with self._lock:
             if self._closed:
                 return

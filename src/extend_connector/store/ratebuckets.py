@@ -116,7 +116,7 @@ class RateBuckets:
         interval back (never beyond a full bucket)."""
         self._run(self._release, group, interval=_interval(limit, period))
 
-    # --- for tests and benchmarks ------------------------------------------------------------------
+    # --- for tests and benchmarks -----------------------------------------------------------------
 
     def reserve_slot(self, group: str, limit: float, period: float) -> Slot:
         """Reserve one call and return its slot (start and reservation instant, database clock)."""
@@ -133,7 +133,7 @@ class RateBuckets:
             conn.rollback()
         return None if value is None else float(value)
 
-    # --- internals ---------------------------------------------------------------------------------
+    # --- internals --------------------------------------------------------------------------------
 
     def _now(self) -> sa.ColumnElement[float]:
         if self._postgres:

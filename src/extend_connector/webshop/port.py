@@ -2,7 +2,8 @@
 
 WebshopError
  ├── ShopUnavailable   the shop did not take it now (network, timeout, 5xx, 429): retry later
- └── DeliveryRefused   the shop answered that it will never take it (4xx other than 408/429): park it
+ └── DeliveryRefused   the shop answered that it will never take it (4xx other than 408/429): park
+ it
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class WebshopPort(Protocol):
     """What every webshop adapter offers to the flows' delivery job."""
 
     async def deliver(self, event: ShopEvent) -> None:
-        """Hand `event` to the shop; return when the shop has accepted it, else raise WebshopError."""
+        """Hand `event` to the shop; return when the shop has accepted it, else raise
+        WebshopError."""
         ...
 
     async def aclose(self) -> None:
