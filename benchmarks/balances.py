@@ -90,8 +90,8 @@ class Watch:
                 for start in range(0, len(waiting), 500):
                     chunk = waiting[start : start + 500]
                     rows = conn.execute(
-                        f"SELECT product_number, available FROM balances WHERE warehouse = ? AND product_number IN "
-                        f"({','.join('?' * len(chunk))})",
+                        "SELECT product_number, available FROM balances WHERE warehouse = ? AND "
+                        f"product_number IN ({','.join('?' * len(chunk))})",
                         [WAREHOUSE, *chunk],
                     ).fetchall()
                     with self.lock:
@@ -177,8 +177,8 @@ def baselines(
     burst_waits = [k / serve for k in range(burst_count)]
     polls_per_minute = math.ceil(catalogue / page_size)  # a full catalogue read every 60 s
     return {
-        "method": "analytical (heavy group 60 calls/60 s; polling reads the whole catalogue in pages of "
-        f"{page_size} every 60 s; a change waits uniformly 0-60 s for the next poll)",
+        "method": "analytical (heavy group 60 calls/60 s; polling reads the whole catalogue "
+        f"in pages of {page_size} every 60 s; a change waits uniformly 0-60 s for the next poll)",
         "fetch_per_notification": {
             "calls_per_1000_notifications": 1000.0,
             "trickle_p50": percentile(trickle_waits, 50),
@@ -335,7 +335,8 @@ def main() -> int:
             "baseline poll every 60 s: trickle / burst",
             "",
             "",
-            f"{poll['calls_per_1000_notifications_trickle']:.1f} / {poll['calls_per_1000_notifications_burst']:.1f}",
+            f"{poll['calls_per_1000_notifications_trickle']:.1f} / "
+            f"{poll['calls_per_1000_notifications_burst']:.1f}",
             "",
             "30000.0 ms",
             "59400.0 ms",

@@ -195,7 +195,8 @@ def main() -> None:
     print(f"{'run':42} {'records':>8} {'seconds':>8} {'rec/s':>8} {'peak MiB':>9}")
     for r in rows:
         print(
-            f"{r['run']:42} {r['records']:>8} {r['seconds']:>8} {r['records_per_second']:>8} {r['peak_mib']:>9}"
+            f"{r['run']:42} {r['records']:>8} {r['seconds']:>8} {r['records_per_second']:>8} "
+            f"{r['peak_mib']:>9}"
         )
     print(f"peak memory naive / streaming: {ratio}x")
     out = ROOT / "benchmarks" / "results" / "catalogue_sync.json"

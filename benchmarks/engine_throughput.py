@@ -149,13 +149,17 @@ def main() -> int:
         finally:
             drop()
 
-    header = f"{'backend':<11} {'baseline ins/s':>14} {'enqueue/s':>10} {'ratio':>6} {'2-step wf/s':>12} {'ratio':>6}"
+    header = (
+        f"{'backend':<11} {'baseline ins/s':>14} {'enqueue/s':>10} {'ratio':>6} "
+        f"{'2-step wf/s':>12} {'ratio':>6}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
         print(
-            f"{r['backend']:<11} {r['baseline_inserts_per_s']:>14.1f} {r['enqueue_in_txn_per_s']:>10.1f} "
-            f"{r['enqueue_vs_baseline']:>6.2f} {r['two_step_workflows_per_s']:>12.1f} {r['workflows_vs_baseline']:>6.2f}"
+            f"{r['backend']:<11} {r['baseline_inserts_per_s']:>14.1f} "
+            f"{r['enqueue_in_txn_per_s']:>10.1f} {r['enqueue_vs_baseline']:>6.2f} "
+            f"{r['two_step_workflows_per_s']:>12.1f} {r['workflows_vs_baseline']:>6.2f}"
         )
     out = Path(__file__).parent / "results" / "engine_throughput.json"
     out.parent.mkdir(exist_ok=True)

@@ -346,7 +346,8 @@ def main() -> int:
             ]
         )
     print_table(
-        f"Ingest (closed loop {args.connections} conns; fixed {args.rate:.0f}/s for {args.fixed_seconds:.0f} s)",
+        f"Ingest (closed loop {args.connections} conns; fixed {args.rate:.0f}/s for "
+        f"{args.fixed_seconds:.0f} s)",
         [
             "endpoint",
             "throughput",
@@ -359,7 +360,8 @@ def main() -> int:
     )
     if not postgres_server(args.postgres):
         print(
-            "PostgreSQL: not measured (set EXTEND_CONNECTOR_TEST_POSTGRES_URL or pass --postgres URL)"
+            "PostgreSQL: not measured (set "
+            "EXTEND_CONNECTOR_TEST_POSTGRES_URL or pass --postgres URL)"
         )
     path = write_results(
         "ingest",

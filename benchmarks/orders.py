@@ -265,7 +265,8 @@ def main() -> int:
         for r in runs
     ]
     print_table(
-        f"Orders: shop intake -> confirmed in Extend (offered {args.rate:.0f}/s for {args.seconds:.0f} s, SQLite)",
+        f"Orders: shop intake -> confirmed in Extend (offered {args.rate:.0f}/s for "
+        f"{args.seconds:.0f} s, SQLite)",
         [
             "run",
             "orders",

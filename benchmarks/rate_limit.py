@@ -133,7 +133,8 @@ def main() -> None:
             results.append(run_backend("postgresql", url, args.n, args.threads))
     else:
         print(
-            "PostgreSQL: not measured (set EXTEND_CONNECTOR_TEST_POSTGRES_URL or pass --postgres URL)"
+            "PostgreSQL: not measured (set "
+            "EXTEND_CONNECTOR_TEST_POSTGRES_URL or pass --postgres URL)"
         )
     rows = []
     for r in results:

@@ -104,7 +104,8 @@ async def _load(port: int, paths: list[str], seconds: float, connections: int) -
             i += connections
             began = time.perf_counter()
             writer.write(
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer sim-token\r\n\r\n".encode()
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+                f"sim-token\r\n\r\n".encode()
             )
             head = await reader.readuntil(b"\r\n\r\n")
             length = 0
@@ -253,8 +254,8 @@ def main() -> None:
     print(f"{'scenario':42} {'req/s':>8} {'vs base':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for name, row in rows.items():
         print(
-            f"{name:42} {row['per_second']:>8} {row['per_second'] / baseline:>8.2f} {row['p50_ms']:>8} "
-            f"{row['p99_ms']:>8} {row['errors']:>7}"
+            f"{name:42} {row['per_second']:>8} {row['per_second'] / baseline:>8.2f} "
+            f"{row['p50_ms']:>8} {row['p99_ms']:>8} {row['errors']:>7}"
         )
     startup = _startup(100_000)
     print(f"\n100,000 products: {startup}")

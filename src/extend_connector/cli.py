@@ -323,7 +323,8 @@ def _rate(text: str) -> tuple[int, float]:
     "--envelope",
     type=click.Choice(["body", "headers"]),
     default="body",
-    help="List paging: `body` = {items,page,pageSize,totalCount,totalPages}; `headers` = bare array + x-total-* headers.",
+    help="List paging: `body` = {items,page,pageSize,totalCount,totalPages}; `headers` = bare "
+    "array + x-total-* headers.",
 )
 @click.option(
     "--page-size",
@@ -421,7 +422,8 @@ def _rate(text: str) -> tuple[int, float]:
     "--lost-response-rate",
     default=0.0,
     type=float,
-    help="Probability that a successful write's response is lost (connection dropped after the write).",
+    help="Probability that a successful write's response "
+    "is lost (connection dropped after the write).",
 )
 @click.option(
     "--webhook-duplicate-rate",
@@ -562,8 +564,9 @@ def simulator(
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
-        f"Extend Commerce simulator: API http://{host}:{port}/api  driving API http://{host}:{port}/_sim  "
-        f"(seed {seed}, {products} products, {customers} customers; Ctrl+C stops)"
+        f"Extend Commerce simulator: API http://{host}:{port}/api  driving API "
+        f"http://{host}:{port}/_sim  (seed {seed}, {products} "
+        f"products, {customers} customers; Ctrl+C stops)"
     )
     serve(config, host=host, port=port)
 
@@ -636,7 +639,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
     ]:
         state = " (running)" if c["running"] else ""
         click.echo(
-            f"  {c['name']:<22} last run {c['lastRunAt'] or '-':<34} up to {c['highWaterMark'] or '-'}{state}"
+            f"  {c['name']:<22} last run {c['lastRunAt'] or '-':<34} up to "
+            f"{c['highWaterMark'] or '-'}{state}"
         )
     click.echo("local copy (newest confirmation from Extend):")
     for table, info in snap["confirmed"].items():

@@ -111,25 +111,30 @@ def describe_plan(settings: Settings) -> str:
     }[s.scope.customers.value]
     lines = [
         "configuration is valid",
-        f"  Extend API      {redact_url(str(s.extend.base_url))} (auth header {s.extend.dialect.auth_header})",
+        f"  Extend API      {redact_url(str(s.extend.base_url))} (auth header "
+        f"{s.extend.dialect.auth_header})",
         f"  warehouses      {', '.join(s.extend.warehouses)}",
         f"  database        {redact_url(s.store.url)}",
         f"  engine          role={s.engine.role} version={s.engine.application_version} "
         f"executor={s.engine.executor_id}",
-        f"  server          http://{s.server.host}:{s.server.port} (webhook inbox /webhooks/extend, read API /v1)",
+        f"  server          http://{s.server.host}:{s.server.port} (webhook inbox "
+        "/webhooks/extend, read API /v1)",
         "  orders          on: shop -> POST CustomerOrders; progress by webhook, sweep every "
         f"{s.sync.orders_sweep_minutes:g} min",
         "  balances        on: AvailableBalanceChanged -> coalesced GET ProductAvailability "
-        f"(debounce {s.sync.balance_debounce_seconds:g}s, max {s.sync.balance_max_delay_seconds:g}s), "
-        f"sweep every {s.sync.balances_sweep_minutes:g} min",
+        f"(debounce {s.sync.balance_debounce_seconds:g}s, max "
+        f"{s.sync.balance_max_delay_seconds:g}s), sweep "
+        f"every {s.sync.balances_sweep_minutes:g} min",
         f"  products        {'synced from Extend' if s.scope.products.value == 'sync' else 'off'}",
         f"  customers       {customers}",
-        f"  prices          {'per-customer net prices from Extend' if s.scope.prices.value == 'sync' else 'off'}",
+        "  prices          "
+        f"{'per-customer net prices from Extend' if s.scope.prices.value == 'sync' else 'off'}",
     ]
     lines.append(_describe_secrets(s))
     if not s.extend.verify_webhook_signatures:
         lines.append(
-            "  WARNING         webhook signatures are NOT verified (extend.verify_webhook_signatures = false)"
+            "  WARNING         webhook signatures are NOT verified "
+            "(extend.verify_webhook_signatures = false)"
         )
     return "\n".join(lines)
 
@@ -147,7 +152,8 @@ def _describe_secrets(s: Settings) -> str:
     if public:
         # Settings refuse these outside loopback, so reaching here means everything is local.
         line += (
-            f"\n  NOTE            public defaults in use ({', '.join(public)}): fine on loopback only; "
+            "\n  NOTE            public defaults in use "
+            f"({', '.join(public)}): fine on loopback only; "
             "set your own before Extend or the shop connects from elsewhere"
         )
     return line

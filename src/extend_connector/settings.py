@@ -103,7 +103,8 @@ class ScopeSettings(_Section):
     )
     customers: CustomersScope = Field(
         CustomersScope.FROM_EXTEND,
-        description="Customer master: `from_extend` (B2B), `to_extend` (shop registers customers) or `off`.",
+        description="Customer master: `from_extend` (B2B), "
+        "`to_extend` (shop registers customers) or `off`.",
     )
     prices: PricesScope = Field(
         PricesScope.SYNC,
@@ -116,7 +117,8 @@ class ScopeSettings(_Section):
     )
     price_customer_numbers: Annotated[StrList, NoDecode] = Field(
         default_factory=list,
-        description="Extra customer numbers whose prices are kept, besides every synced B2B customer and the default.",
+        description="Extra customer numbers whose prices are kept, besides every synced B2B "
+        "customer and the default.",
     )
 
     _split = field_validator("price_customer_numbers", mode="before")(_split_list)
@@ -187,7 +189,8 @@ class DialectSettings(_Section):
     page_size: int = Field(100, ge=1, le=10_000, description="Records asked for per page.")
     envelope: Literal["body", "headers"] = Field(
         "body",
-        description="`body`: {items,page,pageSize,totalCount,totalPages}; `headers`: bare array, totals in headers.",
+        description="`body`: {items,page,pageSize,totalCount,totalPages}; `headers`: bare array, "
+        "totals in headers.",
     )
     changed_since_param: str = Field(
         "changedSince", min_length=1, description="Change-date filter parameter."
@@ -224,7 +227,8 @@ class DialectSettings(_Section):
     )
     changed_since_format: Literal["offset", "utc"] = Field(
         "offset",
-        description="`offset`: 2024-10-15T15:00:00+02:00 in `timezone`; `utc`: 2024-10-15T13:00:00Z.",
+        description="`offset`: 2024-10-15T15:00:00+02:00 in `timezone`; `utc`: "
+        "2024-10-15T13:00:00Z.",
     )
     timezone: str = Field(
         "Europe/Stockholm",
@@ -233,7 +237,8 @@ class DialectSettings(_Section):
     )
     ordered_by_change_date: bool = Field(
         True,
-        description="Lists come sorted by change date then key (lets change-date walks re-anchor safely).",
+        description="Lists come sorted by change date then "
+        "key (lets change-date walks re-anchor safely).",
     )
     paths: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_EXTEND_PATHS),
@@ -241,13 +246,15 @@ class DialectSettings(_Section):
     )
     rate_limit_groups: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_RATE_LIMIT_GROUPS),
-        description="Operation -> rate-limit group (entries given override the defaults one by one).",
+        description="Operation -> rate-limit group "
+        "(entries given override the defaults one by one).",
     )
     rate_limits: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_RATE_LIMITS),
         validate_default=True,
-        description="Rate-limit group -> `LIMIT/SECONDS` (Extend's bucket per credential; entries given override "
-        "the defaults one by one). Used until Extend's x-ratelimit-limit header says otherwise.",
+        description="Rate-limit group -> `LIMIT/SECONDS` (Extend's bucket per credential; entries "
+        "given override the defaults one by one). Used until Extend's x-ratelimit-limit header "
+        "says otherwise.",
     )
 
     @field_validator("timezone")
@@ -327,13 +334,13 @@ class ExtendSettings(_Section):
     )
     api_token: SecretStr = Field(
         SecretStr("sim-token"),
-        description="Credential sent with every call. Never empty; the default (the simulator's) is refused "
-        "outside loopback.",
+        description="Credential sent with every call. Never empty; the default (the simulator's) "
+        "is refused outside loopback.",
     )
     webhook_secret: SecretStr = Field(
         SecretStr("sim-webhook-secret"),
-        description="Secret of the webhook registration in Extend (ms-signature). Never empty while signatures "
-        "are verified; the default (the simulator's) is refused outside loopback.",
+        description="Secret of the webhook registration in Extend (ms-signature). Never empty "
+        "while signatures are verified; the default (the simulator's) is refused outside loopback.",
     )
     verify_webhook_signatures: bool = Field(
         True,
@@ -353,14 +360,16 @@ class ExtendSettings(_Section):
     max_in_flight: int = Field(4, ge=1, le=64, description="Concurrent calls per process.")
     shared_rate_limit: Literal["auto", "on", "off"] = Field(
         "auto",
-        description="One rate limit for every process sharing the database (a table in it): `auto` = on with "
-        "PostgreSQL (several processes), off with SQLite (one process); `on` / `off` force it.",
+        description="One rate limit for every process sharing the database (a table in it): `auto` "
+        "= on with PostgreSQL (several processes), off "
+        "with SQLite (one process); `on` / `off` force it.",
     )
     rate_limit_headroom: float = Field(
         0.9,
         ge=0.5,
         le=1.0,
-        description="Share of Extend's limit the fleet uses, so calls in flight and clock jitter never reach a 429.",
+        description="Share of Extend's limit the fleet uses, so calls in flight and clock jitter "
+        "never reach a 429.",
     )
     dialect: DialectSettings = Field(default_factory=DialectSettings)
 
@@ -375,19 +384,21 @@ class WebshopSettings(_Section):
     )
     api_token: SecretStr = Field(
         SecretStr("shop-token"),
-        description="Bearer token the shop uses on /v1. Outside loopback: at least 16 characters, not the default.",
+        description="Bearer token the shop uses on /v1. Outside loopback: at least 16 characters, "
+        "not the default.",
     )
     webhook_url: AnyHttpUrl | None = Field(
         None, description="Where changes are pushed (Standard Webhooks); unset = none."
     )
     webhook_secret: SecretStr = Field(
         SecretStr("whsec_c2hvcC13ZWJob29rLXNlY3JldC1kZWZhdWx0"),
-        description="Standard Webhooks secret (`whsec_` + base64) used to sign outgoing webhooks. Outside "
-        "loopback: at least 16 bytes after `whsec_`, not the default.",
+        description="Standard Webhooks secret (`whsec_` + base64) used to sign outgoing webhooks. "
+        "Outside loopback: at least 16 bytes after `whsec_`, not the default.",
     )
     stock_figure: Literal["sum", "per_warehouse"] = Field(
         "sum",
-        description="Shop-facing stock: sum over sell-from warehouses, or one figure per warehouse.",
+        description="Shop-facing stock: sum over sell-from "
+        "warehouses, or one figure per warehouse.",
     )
     stale_after_seconds: float = Field(
         900.0, gt=0, description="Answers older than this say `stale: true`."
@@ -417,7 +428,8 @@ class StoreSettings(_Section):
     )
     database_url: str | None = Field(
         None,
-        description="`sqlite:///path.db` or `postgresql://user@host/db`; default: SQLite file in data_dir.",
+        description="`sqlite:///path.db` or "
+        "`postgresql://user@host/db`; default: SQLite file in data_dir.",
     )
 
     @field_validator("database_url")
@@ -448,7 +460,8 @@ class EngineSettings(_Section):
 
     role: Literal["all", "web", "worker"] = Field(
         "all",
-        description="`all`: API and workers in one process; `web` / `worker` for scale-out on PostgreSQL.",
+        description="`all`: API and workers in one process; "
+        "`web` / `worker` for scale-out on PostgreSQL.",
     )
     application_version: str = Field(
         "1",
@@ -464,8 +477,8 @@ class EngineSettings(_Section):
     transient_db_retry_minutes: float = Field(
         60.0,
         gt=0,
-        description="How long a job step waits out a lost or refused database connection (SQLite: a held "
-        "lock) before its job fails; the watchdog then resumes it.",
+        description="How long a job step waits out a lost or refused database connection (SQLite: "
+        "a held lock) before its job fails; the watchdog then resumes it.",
     )
     stuck_order_minutes: float = Field(
         10.0,
@@ -489,13 +502,15 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(
         1_048_576,
         ge=1024,
-        description="Larger bodies on every other route (/v1 included) get 413 before they are read.",
+        description="Larger bodies on every other route "
+        "(/v1 included) get 413 before they are read.",
     )
     header_timeout_seconds: float = Field(
         10.0,
         gt=0,
         le=300,
-        description="A connection must complete each request head within this time, else it is closed.",
+        description="A connection must complete each "
+        "request head within this time, else it is closed.",
     )
     body_timeout_seconds: float = Field(
         30.0,
@@ -510,7 +525,8 @@ class ServerSettings(_Section):
         4096,
         ge=16,
         le=1_000_000,
-        description="Open connections at most; more get a 503 and are closed (lowered to fit the open-file limit).",
+        description="Open connections at most; more get a 503 and are closed (lowered to fit the "
+        "open-file limit).",
     )
 
 
@@ -542,7 +558,8 @@ class SyncSettings(_Section):
     )
     balance_apply_notification_value: bool = Field(
         False,
-        description="Write the notified balance at once (unconfirmed) before the fetch confirms it.",
+        description="Write the notified balance at once "
+        "(unconfirmed) before the fetch confirms it.",
     )
 
     @model_validator(mode="after")
@@ -595,8 +612,8 @@ class Settings(BaseSettings):
     def _cross_checks(self) -> Settings:
         if self.engine.role != "all" and self.store.is_sqlite:
             raise ValueError(
-                "engine.role `web`/`worker` needs store.database_url = postgresql://… (a SQLite file "
-                "cannot be shared by several processes); use role `all` with SQLite"
+                "engine.role `web`/`worker` needs store.database_url = postgresql://… (a SQLite "
+                "file cannot be shared by several processes); use role `all` with SQLite"
             )
         return self
 
@@ -700,22 +717,22 @@ def _secret_problem(loc: tuple[str, str], value: str, exposed: str) -> str | Non
         what = "empty key after `whsec_`" if is_whsec else "empty"
         if loc == ("extend", "webhook_secret"):
             what += (
-                ", so anyone can sign a webhook (turn extend.verify_webhook_signatures off instead only "
-                "if something in front checks the calls)"
+                ", so anyone can sign a webhook (turn extend.verify_webhook_signatures off instead "
+                "only if something in front checks the calls)"
             )
         return f"{what}; set {_SECRET_HINTS[loc]}"
     if not exposed:
         return None
     if value in PUBLIC_SECRETS or (is_whsec and key in _PUBLIC_KEYS):
         return (
-            f"a public default (published with the simulator, the demo or Extend's docs), refused outside "
-            f"loopback ({exposed}); set {_SECRET_HINTS[loc]}"
+            "a public default (published with the simulator, the demo or Extend's docs), refused "
+            f"outside loopback ({exposed}); set {_SECRET_HINTS[loc]}"
         )
     if loc[0] == "webshop" and len(key) < MIN_OWN_SECRET_LENGTH:
         unit = "bytes after `whsec_`" if is_whsec else "characters"
         return (
-            f"{len(key)} {unit}; outside loopback ({exposed}) at least {MIN_OWN_SECRET_LENGTH} are needed; "
-            f"set {_SECRET_HINTS[loc]}"
+            f"{len(key)} {unit}; outside loopback ({exposed}) at least {MIN_OWN_SECRET_LENGTH} are "
+            f"needed; set {_SECRET_HINTS[loc]}"
         )
     return None
 

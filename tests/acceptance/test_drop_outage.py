@@ -233,7 +233,8 @@ def _outage_scenario(stack: Stack) -> None:
     wait_for(stack.reachable, 30, interval=0.5, what="extendReachable after the outage")
     assert unreachable_seen, "extendReachable stayed true through the whole outage"
     print(
-        f"\n{ORDERS} orders and every balance converged {converged:.1f}s after a {OUTAGE_SECONDS:.0f}s "
+        f"\n{ORDERS} orders and every balance converged {converged:.1f}s after a "
+        f"{OUTAGE_SECONDS:.0f}s "
         "drop-mode outage"
     )
 

@@ -198,8 +198,9 @@ def test_500_orders_through_errors_and_an_outage_exactly_once(make_stack: Any) -
         == 500
     )
     print(
-        f"\n500 orders: intake {500 / (posted - started):.0f}/s; all in Extend after {done - started:.1f}s "
-        f"(12 s outage, 20% technical errors) = {500 / (done - started):.1f} orders/s end to end"
+        f"\n500 orders: intake {500 / (posted - started):.0f}/s; all in Extend after "
+        f"{done - started:.1f}s (12 s outage, 20% technical errors) = {500 / (done - started):.1f} "
+        "orders/s end to end"
     )
 
 

@@ -28,7 +28,8 @@ def refused(statement: str) -> Exception:
         statement,
         {},
         psycopg.OperationalError(
-            'connection failed: connection to server at "127.0.0.1", port 5999 failed: Connection refused'
+            'connection failed: connection to server at "127.0.0.1", port 5999 failed: '
+            "Connection refused"
         ),
     )
 

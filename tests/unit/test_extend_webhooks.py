@@ -361,7 +361,8 @@ def _note(action: str, **details: str) -> bytes:
         (_note("ProductChanged", ProductNumber="P1", Note="a\x00b"), "NUL"),
         (_delivery(**{"K\x00": 1}), "NUL"),
         (
-            b'{"Id": "d", "Notifications": [{"Action": "ProductChanged", "Details": {"ProductNumber": "\\ud800"}}]}',
+            b'{"Id": "d", "Notifications": [{"Action": "ProductChanged", "Details": '
+            b'{"ProductNumber": "\\ud800"}}]}',
             "surrogate",
         ),
     ],

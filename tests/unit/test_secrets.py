@@ -232,7 +232,8 @@ def test_the_demo_secrets_are_public_too(tmp_path: Path) -> None:
     text = (
         f'[server]\nhost = "0.0.0.0"\n[extend]\napi_token = "own-extend-token"\n'
         f'webhook_secret = "{stack.WEBHOOK_SECRET}"\n'
-        f'[webshop]\napi_token = "{stack.SHOP_TOKEN}"\nwebhook_secret = "{stack.SHOP_WEBHOOK_SECRET}"\n'
+        f'[webshop]\napi_token = "{stack.SHOP_TOKEN}"\nwebhook_secret = '
+        f'"{stack.SHOP_WEBHOOK_SECRET}"\n'
     )
     with pytest.raises(ConfigError) as info:
         load_settings(_cfg(tmp_path, text), env=False)

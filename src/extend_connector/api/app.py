@@ -54,8 +54,9 @@ def create_app(
     app = FastAPI(
         title="extend-connector",
         version=__version__,
-        description="The shop's single integration point: a local copy of Extend Commerce data that keeps "
-        "answering while Extend is down, order intake, and the webhook inbox for Extend.",
+        description="The shop's single integration point: a local copy of Extend Commerce data "
+        "that keeps answering while Extend is down, "
+        "order intake, and the webhook inbox for Extend.",
         lifespan=lifespan,
     )
     install_error_handlers(app)

@@ -48,8 +48,8 @@ _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 def _raw_response(status: int, reason: str, error: str, message: str, extra: str = "") -> bytes:
     body = ApiError(error=error, message=message).model_dump_json().encode()
     head = (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
-        f"{extra}connection: close\r\n\r\n"
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: "
+        f"{len(body)}\r\n{extra}connection: close\r\n\r\n"
     )
     return head.encode() + body
 

@@ -86,8 +86,8 @@ class Page(_Model):
     page_size: int
     total_count: int
     extend_reachable: bool = Field(
-        description="Whether Extend answers: the latest call of any connector process got an answer and "
-        "no call has hung without one for long."
+        description="Whether Extend answers: the latest call of any connector process got an "
+        "answer and no call has hung without one for long."
     )
 
 

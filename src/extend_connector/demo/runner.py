@@ -183,7 +183,8 @@ def run_demo(options: DemoOptions) -> int:
                 f"{stack.shop_inbox_url}"
             )
             say(
-                f"simulator  {stack.sim.base_url}  driving API {stack.sim.admin_url}   data + log: {data_dir}"
+                f"simulator  {stack.sim.base_url}  driving API "
+                f"{stack.sim.admin_url}   data + log: {data_dir}"
             )
             if features.missing():
                 say(f"not in this build (skipped): {', '.join(features.missing())}")
@@ -200,7 +201,8 @@ def _run(stack: Stack, options: DemoOptions, features: Features, *, live: bool, 
     demo.driver.start()
     title = (
         f"extend-connector demo  seed {options.seed}, {options.products} products, "
-        f"{options.orders_per_second:g} orders/s{', chaos' if options.chaos else ''}  (Ctrl-C ends the run)"
+        f"{options.orders_per_second:g} "
+        f"orders/s{', chaos' if options.chaos else ''}  (Ctrl-C ends the run)"
     )
     end = demo.started + options.duration
     try:
@@ -224,7 +226,8 @@ def _run(stack: Stack, options: DemoOptions, features: Features, *, live: bool, 
     except KeyboardInterrupt:
         interrupted = True
         log(
-            "interrupted: stopping the shop and the driver, then settling and checking (Ctrl-C again aborts)"
+            "interrupted: stopping the shop and the driver, "
+            "then settling and checking (Ctrl-C again aborts)"
         )
     try:
         result = _settle_and_check(demo, options, log)

@@ -126,9 +126,10 @@ def plain_line(s: Snapshot) -> str:
     )
     fresh = s.freshness.get("balances")
     return (
-        f"t={s.elapsed:5.1f}s [{state}] orders placed={s.orders_placed} retrying={s.orders_unacknowledged} "
-        f"in_extend_local={s.local_in_extend} in_extend={s.sim_orders} shipped={s.sim_shipped} | "
-        f"balance notif={s.balance_notifications} availability_calls={s.availability_calls} "
+        f"t={s.elapsed:5.1f}s [{state}] orders placed={s.orders_placed} "
+        f"retrying={s.orders_unacknowledged} in_extend_local={s.local_in_extend} "
+        f"in_extend={s.sim_orders} shipped={s.sim_shipped} | balance "
+        f"notif={s.balance_notifications} availability_calls={s.availability_calls} "
         f"(per 1000: {per_k}) balances={s.local_balances} dirty={s.dirty_balances} "
         f"fresh={'-' if fresh is None else f'{fresh:.1f}s'} | parked={s.parked} "
         f"hooks={dict(sorted(s.deliveries.items()))} shop_events={sum(s.shop_received.values())}"

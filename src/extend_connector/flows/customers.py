@@ -384,7 +384,8 @@ def _registered(ref: str) -> dict[str, Any] | None:
 def _check_same(ref: str, data: dict[str, Any], registered: dict[str, Any]) -> None:
     if _canonical(registered) != _canonical(data):
         raise CustomerConflict(
-            f"customer {ref!r} was already registered with different data; a shop customer reference "
+            f"customer {ref!r} was already registered with "
+            "different data; a shop customer reference "
             "identifies one customer (change it in Extend, or use a new reference)"
         )
 

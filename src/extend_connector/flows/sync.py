@@ -435,7 +435,10 @@ def scope_off(settings: Any, data_point: str) -> str | None:
     if data_point == "products" and scope.products == "off":
         return "scope.products = off"
     if data_point == "customers" and scope.customers != "from_extend":
-        return f"scope.customers = {scope.customers.value} (customers are read from Extend only with from_extend)"
+        return (
+            f"scope.customers = {scope.customers.value} (customers are read from Extend only "
+            "with from_extend)"
+        )
     if data_point == "prices" and scope.prices == "off":
         return "scope.prices = off"
     return None

@@ -164,7 +164,8 @@ def check_order(
             shop_ref,
             "job_ended_unsent",
             f"the job sending order {shop_ref} ended ({latest.output}) without the order reaching "
-            "Extend; `extend-connector failures retry` sends it again (looking it up in Extend first)",
+            "Extend; `extend-connector failures retry` "
+            "sends it again (looking it up in Extend first)",
             {"workflowId": latest.workflow_id, "output": latest.output},
         )
     if latest.status in ALIVE and updated_at < now - stuck_after:

@@ -603,6 +603,7 @@ API_ROUTES: dict[tuple[str, str, int], tuple[str, str, Handler]] = {
     ("POST", "customers", 1): ("POST /Customers", "write", _customer_post),
     ("GET", "productprices", 1): ("GET /ProductPrices", "heavy", _prices),
 }
-"""(method, lower-cased resource, 1 = collection / 2 = one record) -> (endpoint key, rate-limit group, handler)."""
+"""(method, lower-cased resource, 1 = collection / 2 = one record) ->
+(endpoint key, rate-limit group, handler)."""
 
 ENDPOINTS: tuple[str, ...] = tuple(v[0] for v in API_ROUTES.values())

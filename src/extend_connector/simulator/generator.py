@@ -233,7 +233,8 @@ def generate(
         ds.products.append(
             Product(
                 product_number=number,
-                product_name=f"{_ADJECTIVES[rnd.randrange(len(_ADJECTIVES))]} {noun.lower()} {rnd.randrange(10, 99)}",
+                product_name=f"{_ADJECTIVES[rnd.randrange(len(_ADJECTIVES))]} {noun.lower()} "
+                f"{rnd.randrange(10, 99)}",
                 product_notes=None if rnd.random() < 0.7 else "Säljs i hela förpackningar",
                 unit=units[rnd.randrange(len(units))],
                 ean=ean13(f"73{rnd.randrange(10**10):010d}"),
@@ -338,7 +339,10 @@ def generate(
         changed = start_ms - rnd.randrange(month_ms)
         number = f"{10001 + i}"
         if rnd.random() < b2b_share:
-            name = f"{_LAST[rnd.randrange(len(_LAST))]}s {_TRADES[rnd.randrange(len(_TRADES))]} {_FORMS[rnd.randrange(len(_FORMS))]}"
+            name = (
+                f"{_LAST[rnd.randrange(len(_LAST))]}s {_TRADES[rnd.randrange(len(_TRADES))]} "
+                f"{_FORMS[rnd.randrange(len(_FORMS))]}"
+            )
             digits = f"55{rnd.randrange(10**7):07d}"
             orgno = digits + luhn_digit(digits)
             ds.customers.append(
@@ -357,7 +361,8 @@ def generate(
                     else None,
                     salesperson=_SALESPERSONS[rnd.randrange(len(_SALESPERSONS))],
                     email=f"order@kund{number}.se",
-                    phone=f"+46 8 {rnd.randrange(100, 999)} {rnd.randrange(10, 99)} {rnd.randrange(10, 99)}",
+                    phone=f"+46 8 {rnd.randrange(100, 999)} {rnd.randrange(10, 99)} "
+                    f"{rnd.randrange(10, 99)}",
                     addresses=[_address(rnd, "Delivery", name), _address(rnd, "Invoice", name)],
                     changed_ms=changed,
                     pricing_changed_ms=changed,
@@ -377,7 +382,8 @@ def generate(
                     discount_list=None,
                     salesperson=None,
                     email=f"{first.lower()}.{number}@example.se",
-                    phone=f"+46 70 {rnd.randrange(100, 999)} {rnd.randrange(10, 99)} {rnd.randrange(10, 99)}",
+                    phone=f"+46 70 {rnd.randrange(100, 999)} {rnd.randrange(10, 99)} "
+                    f"{rnd.randrange(10, 99)}",
                     addresses=[_address(rnd, "Delivery", f"{first} {last}")],
                     changed_ms=changed,
                     pricing_changed_ms=changed,

@@ -37,7 +37,8 @@ from extend_connector.simulator.records import (
 )
 
 _LOST_PLUS = re.compile(r"\d \d\d:\d\d$")
-SEP = "\x00"  # joins product number and warehouse in the availability index; sorts before any character
+# Joins product number and warehouse in the availability index; sorts before any character.
+SEP = "\x00"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

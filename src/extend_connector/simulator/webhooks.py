@@ -132,7 +132,8 @@ class _KeepAlivePoster:
 
 
 RETRY_DELAYS_SECONDS = (60.0, 240.0)
-"""Waits before attempts 2 and 3 (ASP.NET WebHooks defaults: 1 and 4 minutes), times config.time_scale."""
+"""Waits before attempts 2 and 3 (ASP.NET WebHooks defaults: 1 and 4 minutes), times
+config.time_scale."""
 
 UNKNOWN_ACTION = "SimulatedFutureEvent"
 EXTRA_FIELD = "SimExtraField"
