@@ -172,7 +172,7 @@ def parse_rate_limit(text: str) -> tuple[int, float]:
 
 
 class DialectSettings(_Section):
-    """Everything Extend has not documented (house contract defaults); see docs/extend-dialect.md."""
+    """Everything Extend has not documented (house contract defaults); see docs/extend-dialect.md."""  # noqa: E501 - its first line heads the section `init` writes
 
     auth_header: str = Field(
         "Authorization", min_length=1, description="Header that carries the credential."
