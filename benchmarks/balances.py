@@ -59,7 +59,8 @@ HEAVY_LIMIT_PER_SECOND = 1.0  # the simulator's default heavy group: 60 calls / 
 
 
 class Watch:
-    """Pending changes: product -> (raised at, expected available); confirmations seen from outside."""
+    """Pending changes: product -> (raised at, expected available); confirmations seen from
+    outside."""
 
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
@@ -87,10 +88,12 @@ class Watch:
                     continue
                 now = time.monotonic()
                 for start in range(0, len(waiting), 500):
-                    chunk = waiting[start:start + 500]
+                    chunk = waiting[start : start + 500]
                     rows = conn.execute(
-                        f"SELECT product_number, available FROM balances WHERE warehouse = ? AND product_number IN "
-                        f"({','.join('?' * len(chunk))})", [WAREHOUSE, *chunk]).fetchall()
+                        "SELECT product_number, available FROM balances WHERE warehouse = ? AND "
+                        f"product_number IN ({','.join('?' * len(chunk))})",
+                        [WAREHOUSE, *chunk],
+                    ).fetchall()
                     with self.lock:
                         for number, available in rows:
                             if abs(float(available) - self.expected[number]) < 1e-9:
@@ -99,8 +102,16 @@ class Watch:
             conn.close()
 
 
-def run_phase(name: str, sim: Any, tap: NotificationTap, watch: Watch, inbox: ShopInbox, products: list[str],
-              ops: list[tuple[float, list[str]]], wait: float) -> dict[str, Any]:
+def run_phase(
+    name: str,
+    sim: Any,
+    tap: NotificationTap,
+    watch: Watch,
+    inbox: ShopInbox,
+    products: list[str],
+    ops: list[tuple[float, list[str]]],
+    wait: float,
+) -> dict[str, Any]:
     """Apply stock moves at the given offsets; wait for confirmation; figures for the phase."""
     state = sim.state
     calls_before = state.calls.get("GET /ProductAvailability", 0)
@@ -140,14 +151,24 @@ def run_phase(name: str, sim: Any, tap: NotificationTap, watch: Watch, inbox: Sh
     to_shop = [shop_first[p] - raised[p] for p in shop_first]
     notes = tap.count("AvailableBalanceChanged") - notes_before
     calls = state.calls.get("GET /ProductAvailability", 0) - calls_before
-    return {"phase": name, "changes": len(watch.expected), "notifications": notes, "availability_calls": calls,
-            "calls_per_1000_notifications": 1000 * calls / notes if notes else None,
-            "confirmed": len(to_local), "shop_told": len(to_shop),
-            "local_p50": percentile(to_local, 50), "local_p99": percentile(to_local, 99),
-            "shop_p50": percentile(to_shop, 50), "shop_p99": percentile(to_shop, 99)}
+    return {
+        "phase": name,
+        "changes": len(watch.expected),
+        "notifications": notes,
+        "availability_calls": calls,
+        "calls_per_1000_notifications": 1000 * calls / notes if notes else None,
+        "confirmed": len(to_local),
+        "shop_told": len(to_shop),
+        "local_p50": percentile(to_local, 50),
+        "local_p99": percentile(to_local, 99),
+        "shop_p50": percentile(to_shop, 50),
+        "shop_p99": percentile(to_shop, 99),
+    }
 
 
-def baselines(trickle_count: int, trickle_rate: float, burst_count: int, catalogue: int, page_size: int) -> dict[str, Any]:
+def baselines(
+    trickle_count: int, trickle_rate: float, burst_count: int, catalogue: int, page_size: int
+) -> dict[str, Any]:
     """Analytical: the naive strategies under the same heavy-group limit (1 call/s)."""
     # Fetch per notification: one call each; served at most 1/s, so the k-th change of a trickle
     # at r/s waits k*(1 - r_serve/r)... i.e. k/serve - k/r seconds; a burst's k-th waits k/serve.
@@ -156,19 +177,28 @@ def baselines(trickle_count: int, trickle_rate: float, burst_count: int, catalog
     burst_waits = [k / serve for k in range(burst_count)]
     polls_per_minute = math.ceil(catalogue / page_size)  # a full catalogue read every 60 s
     return {
-        "method": "analytical (heavy group 60 calls/60 s; polling reads the whole catalogue in pages of "
-                  f"{page_size} every 60 s; a change waits uniformly 0-60 s for the next poll)",
-        "fetch_per_notification": {"calls_per_1000_notifications": 1000.0,
-                                   "trickle_p50": percentile(trickle_waits, 50), "trickle_p99": percentile(trickle_waits, 99),
-                                   "burst_p50": percentile(burst_waits, 50), "burst_p99": percentile(burst_waits, 99)},
-        "poll_every_60s": {"calls_per_1000_notifications_trickle": 1000 * polls_per_minute / (trickle_rate * 60),
-                           "calls_per_1000_notifications_burst": 1000 * polls_per_minute / burst_count,
-                           "p50": 30.0, "p99": 59.4},
+        "method": "analytical (heavy group 60 calls/60 s; polling reads the whole catalogue "
+        f"in pages of {page_size} every 60 s; a change waits uniformly 0-60 s for the next poll)",
+        "fetch_per_notification": {
+            "calls_per_1000_notifications": 1000.0,
+            "trickle_p50": percentile(trickle_waits, 50),
+            "trickle_p99": percentile(trickle_waits, 99),
+            "burst_p50": percentile(burst_waits, 50),
+            "burst_p99": percentile(burst_waits, 99),
+        },
+        "poll_every_60s": {
+            "calls_per_1000_notifications_trickle": 1000 * polls_per_minute / (trickle_rate * 60),
+            "calls_per_1000_notifications_burst": 1000 * polls_per_minute / burst_count,
+            "p50": 30.0,
+            "p99": 59.4,
+        },
     }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--products", type=int, default=3000)
     parser.add_argument("--trickle-rate", type=float, default=5.0)
     parser.add_argument("--trickle-seconds", type=float, default=20.0)
@@ -176,27 +206,53 @@ def main() -> int:
     args = parser.parse_args()
     trickle_count = int(args.trickle_rate * args.trickle_seconds)
     if trickle_count + args.burst > args.products:
-        parser.error("need products >= trickle changes + burst changes (each change has its own product)")
+        parser.error(
+            "need products >= trickle changes + burst changes (each change has its own product)"
+        )
     with tempfile.TemporaryDirectory(prefix="bench-balances-") as name:
         tmp = Path(name)
         port, shop_port = free_port(), free_port()
-        config = SimulatorConfig(seed=3, products=args.products, customers=5, warehouses=(WAREHOUSE, "TEST"),
-                                 time_scale=0.02)
-        config = replace(config, webhooks=(WebhookRegistration(
-            callback_url=f"http://127.0.0.1:{port}/webhooks/extend", secret=SECRET),))
+        config = SimulatorConfig(
+            seed=3,
+            products=args.products,
+            customers=5,
+            warehouses=(WAREHOUSE, "TEST"),
+            time_scale=0.02,
+        )
+        config = replace(
+            config,
+            webhooks=(
+                WebhookRegistration(
+                    callback_url=f"http://127.0.0.1:{port}/webhooks/extend", secret=SECRET
+                ),
+            ),
+        )
         inbox = ShopInbox(secret=SHOP_SECRET, keep_events=True)
         with run_in_thread(config) as sim, serve_shop_inbox(inbox, shop_port) as shop_url:
             watch = Watch(tmp / "data" / "extend-connector.db")
             tap = NotificationTap(sim, on_batch=watch.on_batch)
-            env = connector_env(port=port, data_dir=tmp / "data", base_url=sim.base_url, token=sim.token,
-                                webhook_secret=SECRET, shop_url=shop_url,
-                                extra={"EXTEND_CONNECTOR_WEBSHOP__WEBHOOK_SECRET": SHOP_SECRET,
-                                       "EXTEND_CONNECTOR_EXTEND__WAREHOUSES": WAREHOUSE,
-                                       "EXTEND_CONNECTOR_SCOPE__PRODUCTS": "off",
-                                       "EXTEND_CONNECTOR_SCOPE__PRICES": "off",
-                                       "EXTEND_CONNECTOR_SCOPE__CUSTOMERS": "off"})
-            with process("connector", [PYTHON, "-m", "extend_connector", "run"], env=env, log_dir=tmp,
-                         health_url=f"http://127.0.0.1:{port}/healthz"):
+            env = connector_env(
+                port=port,
+                data_dir=tmp / "data",
+                base_url=sim.base_url,
+                token=sim.token,
+                webhook_secret=SECRET,
+                shop_url=shop_url,
+                extra={
+                    "EXTEND_CONNECTOR_WEBSHOP__WEBHOOK_SECRET": SHOP_SECRET,
+                    "EXTEND_CONNECTOR_EXTEND__WAREHOUSES": WAREHOUSE,
+                    "EXTEND_CONNECTOR_SCOPE__PRODUCTS": "off",
+                    "EXTEND_CONNECTOR_SCOPE__PRICES": "off",
+                    "EXTEND_CONNECTOR_SCOPE__CUSTOMERS": "off",
+                },
+            )
+            with process(
+                "connector",
+                [PYTHON, "-m", "extend_connector", "run"],
+                env=env,
+                log_dir=tmp,
+                health_url=f"http://127.0.0.1:{port}/healthz",
+            ):
                 # The first start loads every balance; wait for it before measuring.
                 with sim.state.lock:
                     want = sum(1 for b in sim.state.balances.values() if b.warehouse == WAREHOUSE)
@@ -205,8 +261,9 @@ def main() -> int:
                 while time.monotonic() < deadline:
                     try:
                         with sqlite3.connect(f"file:{watch.db_path}?mode=ro", uri=True) as conn:
-                            loaded = conn.execute("SELECT count(*) FROM balances WHERE warehouse = ?",
-                                                  [WAREHOUSE]).fetchone()[0]
+                            loaded = conn.execute(
+                                "SELECT count(*) FROM balances WHERE warehouse = ?", [WAREHOUSE]
+                            ).fetchone()[0]
                     except sqlite3.Error:
                         loaded = 0
                     if loaded >= want:
@@ -218,44 +275,111 @@ def main() -> int:
                 numbers = sorted(sim.state.products)
                 random.Random(5).shuffle(numbers)
                 trickle = [(i / args.trickle_rate, [numbers[i]]) for i in range(trickle_count)]
-                burst_products = numbers[trickle_count:trickle_count + args.burst]
+                burst_products = numbers[trickle_count : trickle_count + args.burst]
                 step = max(1, args.burst // 10)
-                burst = [(i / 10, burst_products[i * step:(i + 1) * step]) for i in range(10)]
-                phases = [run_phase("trickle", sim, tap, watch, inbox, numbers, trickle, wait=30),
-                          run_phase("burst", sim, tap, watch, inbox, numbers, burst, wait=60)]
+                burst = [(i / 10, burst_products[i * step : (i + 1) * step]) for i in range(10)]
+                phases = [
+                    run_phase("trickle", sim, tap, watch, inbox, numbers, trickle, wait=30),
+                    run_phase("burst", sim, tap, watch, inbox, numbers, burst, wait=60),
+                ]
                 watch.stop.set()
                 poller.join(5)
     base = baselines(trickle_count, args.trickle_rate, args.burst, args.products, 100)
     rows = []
     for ph in phases:
-        rows.append([f"connector: {ph['phase']}", str(ph["notifications"]), str(ph["availability_calls"]),
-                     f"{ph['calls_per_1000_notifications']:.1f}" if ph["calls_per_1000_notifications"] else "-",
-                     f"{ph['confirmed']}/{ph['changes']}", ms(ph["local_p50"]), ms(ph["local_p99"]),
-                     ms(ph["shop_p50"]), ms(ph["shop_p99"])])
+        rows.append(
+            [
+                f"connector: {ph['phase']}",
+                str(ph["notifications"]),
+                str(ph["availability_calls"]),
+                f"{ph['calls_per_1000_notifications']:.1f}"
+                if ph["calls_per_1000_notifications"]
+                else "-",
+                f"{ph['confirmed']}/{ph['changes']}",
+                ms(ph["local_p50"]),
+                ms(ph["local_p99"]),
+                ms(ph["shop_p50"]),
+                ms(ph["shop_p99"]),
+            ]
+        )
     fpn = base["fetch_per_notification"]
-    rows.append(["baseline fetch/notification: trickle", "", "", "1000.0", "", ms(fpn["trickle_p50"]),
-                 ms(fpn["trickle_p99"]), "", ""])
-    rows.append(["baseline fetch/notification: burst", "", "", "1000.0", "", ms(fpn["burst_p50"]),
-                 ms(fpn["burst_p99"]), "", ""])
+    rows.append(
+        [
+            "baseline fetch/notification: trickle",
+            "",
+            "",
+            "1000.0",
+            "",
+            ms(fpn["trickle_p50"]),
+            ms(fpn["trickle_p99"]),
+            "",
+            "",
+        ]
+    )
+    rows.append(
+        [
+            "baseline fetch/notification: burst",
+            "",
+            "",
+            "1000.0",
+            "",
+            ms(fpn["burst_p50"]),
+            ms(fpn["burst_p99"]),
+            "",
+            "",
+        ]
+    )
     poll = base["poll_every_60s"]
-    rows.append(["baseline poll every 60 s: trickle / burst", "", "",
-                 f"{poll['calls_per_1000_notifications_trickle']:.1f} / {poll['calls_per_1000_notifications_burst']:.1f}",
-                 "", "30000.0 ms", "59400.0 ms", "", ""])
-    print_table("Balance freshness and economy (baselines analytical)",
-                ["strategy", "notifications", "ProductAvailability calls", "calls / 1,000", "confirmed",
-                 "local p50", "local p99", "shop p50", "shop p99"], rows)
+    rows.append(
+        [
+            "baseline poll every 60 s: trickle / burst",
+            "",
+            "",
+            f"{poll['calls_per_1000_notifications_trickle']:.1f} / "
+            f"{poll['calls_per_1000_notifications_burst']:.1f}",
+            "",
+            "30000.0 ms",
+            "59400.0 ms",
+            "",
+            "",
+        ]
+    )
+    print_table(
+        "Balance freshness and economy (baselines analytical)",
+        [
+            "strategy",
+            "notifications",
+            "ProductAvailability calls",
+            "calls / 1,000",
+            "confirmed",
+            "local p50",
+            "local p99",
+            "shop p50",
+            "shop p99",
+        ],
+        rows,
+    )
     trickle_p, burst_p = phases
     targets = {
-        "trickle_p99<1.5s": trickle_p["local_p99"] is not None and trickle_p["local_p99"] < 1.5
+        "trickle_p99<1.5s": trickle_p["local_p99"] is not None
+        and trickle_p["local_p99"] < 1.5
         and trickle_p["confirmed"] == trickle_p["changes"],
-        "burst_p99<3s": burst_p["local_p99"] is not None and burst_p["local_p99"] < 3.0
+        "burst_p99<3s": burst_p["local_p99"] is not None
+        and burst_p["local_p99"] < 3.0
         and burst_p["confirmed"] == burst_p["changes"],
         "calls<=20/1000": all((ph["calls_per_1000_notifications"] or 0) <= 20 for ph in phases),
     }
     print("targets:", ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in targets.items()))
-    path = write_results("balances", {"command": " ".join(["benchmarks/balances.py", *sys.argv[1:]]),
-                                      "settings": vars(args), "phases": phases, "baselines": base,
-                                      "targets": targets})
+    path = write_results(
+        "balances",
+        {
+            "command": " ".join(["benchmarks/balances.py", *sys.argv[1:]]),
+            "settings": vars(args),
+            "phases": phases,
+            "baselines": base,
+            "targets": targets,
+        },
+    )
     print(f"wrote {path}")
     return 0
 

@@ -77,9 +77,13 @@ def measure(label: str, make: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     records = result.records if isinstance(result, SweepResult) else result["records"]
-    row = {"run": label, "records": records, "seconds": round(seconds, 2),
-           "records_per_second": round(records / seconds, 1) if seconds else None,
-           "peak_mib": round(peak / 2**20, 2)}
+    row = {
+        "run": label,
+        "records": records,
+        "seconds": round(seconds, 2),
+        "records_per_second": round(records / seconds, 1) if seconds else None,
+        "peak_mib": round(peak / 2**20, 2),
+    }
     if isinstance(result, SweepResult):
         row["api_calls"] = result.api_calls
         row["outcomes"] = dict(result.outcomes)
@@ -88,27 +92,52 @@ def measure(label: str, make: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
 
 
 def connector_for(base_url: str, folder: Path, name: str) -> Connector:
-    settings = Settings(extend={"base_url": base_url, "api_token": "sim-token", "dialect": {"page_size": 500}},
-                        store={"database_url": f"sqlite:///{folder / name}.db"})
+    settings = Settings(
+        extend={"base_url": base_url, "api_token": "sim-token", "dialect": {"page_size": 500}},
+        store={"database_url": f"sqlite:///{folder / name}.db"},
+    )
     c = Connector(settings)
     c.engine.connect()
     return c
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--products", type=int, default=20_000)
     parser.add_argument("--customers", type=int, default=2_000)
     parser.add_argument("--b2b-share", type=float, default=0.1)
-    parser.add_argument("--price-customers", type=int, default=3,
-                        help="customers whose full price list is synced in the prices run")
+    parser.add_argument(
+        "--price-customers",
+        type=int,
+        default=3,
+        help="customers whose full price list is synced in the prices run",
+    )
     args = parser.parse_args()
     port = free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "extend_connector", "simulator", "--port", str(port),
-                            "--products", str(args.products), "--customers", str(args.customers),
-                            "--b2b-share", str(args.b2b_share), "--no-rate-limits", "--no-webhook",
-                            "--max-page-size", "500"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "extend_connector",
+            "simulator",
+            "--port",
+            str(port),
+            "--products",
+            str(args.products),
+            "--customers",
+            str(args.customers),
+            "--b2b-share",
+            str(args.b2b_share),
+            "--no-rate-limits",
+            "--no-webhook",
+            "--max-page-size",
+            "500",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     rows: list[dict[str, Any]] = []
     try:
@@ -135,11 +164,18 @@ def main() -> None:
             counters = httpx.get(f"{base}/_sim/counters").json()["endpoints"]
             rows[-1]["simulator_calls"] = counters
             rows.append(measure("customers streaming (first sync)", lambda: sweep_customers()))
-            b2b = [cu["customerNumber"] for cu in httpx.get(f"{base}/_sim/state/customers").json()
-                   if cu.get("organizationNumber")]
+            b2b = [
+                cu["customerNumber"]
+                for cu in httpx.get(f"{base}/_sim/state/customers").json()
+                if cu.get("organizationNumber")
+            ]
             chosen = ["WEB", *b2b[: max(0, args.price_customers - 1)]]
-            rows.append(measure(f"prices streaming ({len(chosen)} customers)",
-                                lambda: sweep_prices(customers=chosen)))
+            rows.append(
+                measure(
+                    f"prices streaming ({len(chosen)} customers)",
+                    lambda: sweep_prices(customers=chosen),
+                )
+            )
             c.engine.shutdown()
             c.close()
     finally:
@@ -147,13 +183,21 @@ def main() -> None:
         sim.wait(10)
     naive, streaming = rows[0], rows[1]
     ratio = round(naive["peak_mib"] / streaming["peak_mib"], 2) if streaming["peak_mib"] else None
-    summary = {"products": args.products, "customers": args.customers, "b2b_share": args.b2b_share,
-               "peak_memory_ratio_naive_over_streaming": ratio, "runs": rows,
-               "b2b_price_customers_in_data": round(args.customers * args.b2b_share)}
+    summary = {
+        "products": args.products,
+        "customers": args.customers,
+        "b2b_share": args.b2b_share,
+        "peak_memory_ratio_naive_over_streaming": ratio,
+        "runs": rows,
+        "b2b_price_customers_in_data": round(args.customers * args.b2b_share),
+    }
     print()
     print(f"{'run':42} {'records':>8} {'seconds':>8} {'rec/s':>8} {'peak MiB':>9}")
     for r in rows:
-        print(f"{r['run']:42} {r['records']:>8} {r['seconds']:>8} {r['records_per_second']:>8} {r['peak_mib']:>9}")
+        print(
+            f"{r['run']:42} {r['records']:>8} {r['seconds']:>8} {r['records_per_second']:>8} "
+            f"{r['peak_mib']:>9}"
+        )
     print(f"peak memory naive / streaming: {ratio}x")
     out = ROOT / "benchmarks" / "results" / "catalogue_sync.json"
     out.parent.mkdir(parents=True, exist_ok=True)

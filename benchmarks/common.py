@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: processes under test, a lean HTTP load generator, figures, output.
+"""Shared pieces of the benchmarks: processes under test, a lean HTTP load generator, figures,
+output.
 
 Every benchmark runs the connector as its own process (`python -m extend_connector run`, or a
 benchmark's own app build) and takes every timestamp in the benchmark process, outside the
@@ -50,13 +51,22 @@ def ratio(a: float | None, b: float | None) -> str:
 
 
 def machine() -> dict[str, Any]:
-    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
 
 
 def write_results(scenario: str, data: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{scenario}.json"
-    payload = {"scenario": scenario, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), **data}
+    payload = {
+        "scenario": scenario,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        **data,
+    }
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
     return path
 
@@ -89,13 +99,26 @@ class Process:
 
 
 @contextlib.contextmanager
-def process(name: str, argv: list[str], *, env: dict[str, str], log_dir: Path, health_url: str,
-            timeout: float = 90.0) -> Iterator[Process]:
+def process(
+    name: str,
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    log_dir: Path,
+    health_url: str,
+    timeout: float = 90.0,
+) -> Iterator[Process]:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     with log_path.open("ab") as log:
-        popen = subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-                                 cwd=ROOT, start_new_session=True)
+        popen = subprocess.Popen(
+            argv,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
     proc = Process(name=name, popen=popen, log_path=log_path)
     try:
         deadline = time.monotonic() + timeout
@@ -119,22 +142,33 @@ def process(name: str, argv: list[str], *, env: dict[str, str], log_dir: Path, h
                 popen.wait(5)
 
 
-def connector_env(*, port: int, data_dir: Path, base_url: str, token: str, webhook_secret: str,
-                  database_url: str | None = None, shop_url: str | None = None,
-                  extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment settings for `python -m extend_connector run` (no config file is read from ROOT)."""
+def connector_env(
+    *,
+    port: int,
+    data_dir: Path,
+    base_url: str,
+    token: str,
+    webhook_secret: str,
+    database_url: str | None = None,
+    shop_url: str | None = None,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Environment settings for `python -m extend_connector run` (no config file is read from
+    ROOT)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXTEND_CONNECTOR_")}
-    env.update({
-        "EXTEND_CONNECTOR_SERVER__PORT": str(port),
-        "EXTEND_CONNECTOR_STORE__DATA_DIR": str(data_dir),
-        "EXTEND_CONNECTOR_EXTEND__BASE_URL": base_url,
-        "EXTEND_CONNECTOR_EXTEND__API_TOKEN": token,
-        "EXTEND_CONNECTOR_EXTEND__WEBHOOK_SECRET": webhook_secret,
-        # The benchmarks measure the connector's own capacity against a simulator whose limits
-        # are raised or off; on PostgreSQL the fleet-wide bucket (auto = on) would otherwise pace
-        # every run at the contract's default limits (heavy: 60 calls a minute).
-        "EXTEND_CONNECTOR_EXTEND__SHARED_RATE_LIMIT": "off",
-    })
+    env.update(
+        {
+            "EXTEND_CONNECTOR_SERVER__PORT": str(port),
+            "EXTEND_CONNECTOR_STORE__DATA_DIR": str(data_dir),
+            "EXTEND_CONNECTOR_EXTEND__BASE_URL": base_url,
+            "EXTEND_CONNECTOR_EXTEND__API_TOKEN": token,
+            "EXTEND_CONNECTOR_EXTEND__WEBHOOK_SECRET": webhook_secret,
+            # The benchmarks measure the connector's own capacity against a simulator whose limits
+            # are raised or off; on PostgreSQL the fleet-wide bucket (auto = on) would otherwise
+            # pace every run at the contract's default limits (heavy: 60 calls a minute).
+            "EXTEND_CONNECTOR_EXTEND__SHARED_RATE_LIMIT": "off",
+        }
+    )
     if database_url:
         env["EXTEND_CONNECTOR_STORE__DATABASE_URL"] = database_url
     if shop_url:
@@ -179,7 +213,11 @@ class Conn:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
-        head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(body)}"]
+        head = [
+            f"{method} {path} HTTP/1.1",
+            f"Host: {self.host}:{self.port}",
+            f"Content-Length: {len(body)}",
+        ]
         head += [f"{k}: {v}" for k, v in headers.items()]
         self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
         await self.writer.drain()

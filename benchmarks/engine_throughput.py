@@ -2,7 +2,8 @@
 and PostgreSQL, each against a naive baseline measured in the same run.
 
     .venv/bin/python benchmarks/engine_throughput.py [--jobs 500] [--workflows 300]
-        [--postgres postgresql://postgres@127.0.0.1:5432/postgres]   # or EXTEND_CONNECTOR_TEST_POSTGRES_URL
+        [--postgres postgresql://postgres@127.0.0.1:5432/postgres]
+        # --postgres defaults to EXTEND_CONNECTOR_TEST_POSTGRES_URL
 
 Rows (per backend):
   baseline insert      one inbox-like row per committed write transaction (no DBOS)
@@ -45,7 +46,9 @@ def bench_two_steps(n: int) -> int:
 
 
 def _settings(url: str) -> Settings:
-    return Settings(store=StoreSettings(database_url=url), engine=EngineSettings(worker_concurrency=16))
+    return Settings(
+        store=StoreSettings(database_url=url), engine=EngineSettings(worker_concurrency=16)
+    )
 
 
 def baseline_inserts(db: Database, n: int) -> float:
@@ -61,7 +64,9 @@ def enqueue_in_txn(eng: engine.Engine, db: Database, n: int) -> float:
     for i in range(n):
         with db.write() as session:
             session.add(InboxRow(delivery_id=f"enq-{i}", raw_body='{"Id":"x"}'))
-            eng.enqueue_in_transaction(session, bench_two_steps, i, queue="bench", workflow_id=f"enq-{i}")
+            eng.enqueue_in_transaction(
+                session, bench_two_steps, i, queue="bench", workflow_id=f"enq-{i}"
+            )
     return n / (time.perf_counter() - start)
 
 
@@ -74,8 +79,9 @@ def workflow_throughput(url: str, n: int) -> float:
         start = time.perf_counter()
         remaining = set(ids)
         while remaining:
-            done = eng.client.list_workflows(workflow_ids=list(remaining), status="SUCCESS", load_input=False,
-                                             load_output=False)
+            done = eng.client.list_workflows(
+                workflow_ids=list(remaining), status="SUCCESS", load_input=False, load_output=False
+            )
             remaining -= {d.workflow_id for d in done}
             time.sleep(0.02)
         return n / (time.perf_counter() - start)
@@ -123,7 +129,9 @@ def _pg_database(admin_url: str) -> tuple[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--workflows", type=int, default=300)
     parser.add_argument("--postgres", default=os.environ.get("EXTEND_CONNECTOR_TEST_POSTGRES_URL"))
@@ -131,7 +139,9 @@ def main() -> int:
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        results.append(run_backend("sqlite", f"sqlite:///{tmp}/bench.db", args.jobs, args.workflows))
+        results.append(
+            run_backend("sqlite", f"sqlite:///{tmp}/bench.db", args.jobs, args.workflows)
+        )
     if args.postgres:
         url, drop = _pg_database(args.postgres)
         try:
@@ -139,21 +149,33 @@ def main() -> int:
         finally:
             drop()
 
-    header = f"{'backend':<11} {'baseline ins/s':>14} {'enqueue/s':>10} {'ratio':>6} {'2-step wf/s':>12} {'ratio':>6}"
+    header = (
+        f"{'backend':<11} {'baseline ins/s':>14} {'enqueue/s':>10} {'ratio':>6} "
+        f"{'2-step wf/s':>12} {'ratio':>6}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
-        print(f"{r['backend']:<11} {r['baseline_inserts_per_s']:>14.1f} {r['enqueue_in_txn_per_s']:>10.1f} "
-              f"{r['enqueue_vs_baseline']:>6.2f} {r['two_step_workflows_per_s']:>12.1f} {r['workflows_vs_baseline']:>6.2f}")
+        print(
+            f"{r['backend']:<11} {r['baseline_inserts_per_s']:>14.1f} "
+            f"{r['enqueue_in_txn_per_s']:>10.1f} {r['enqueue_vs_baseline']:>6.2f} "
+            f"{r['two_step_workflows_per_s']:>12.1f} {r['workflows_vs_baseline']:>6.2f}"
+        )
     out = Path(__file__).parent / "results" / "engine_throughput.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "results": results,
-    }, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "command": " ".join([Path(sys.executable).name, *sys.argv]),
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+                "cpus": os.cpu_count(),
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
     return 0
 

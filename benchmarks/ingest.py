@@ -1,4 +1,5 @@
-"""Ingest: verified, stored and enqueued Extend webhook deliveries per second, and acknowledgement time.
+"""Ingest: verified, stored and enqueued Extend webhook deliveries per second, and acknowledgement
+time.
 
 The connector runs in its own process (this script with `--serve`: the product's app plus ONE
 benchmark-only route, `POST /bench/ok`, that answers 200 and does nothing: the ceiling of
@@ -66,8 +67,16 @@ def serve() -> None:
     async def ok() -> Response:
         return Response(status_code=200)
 
-    uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.server.port, log_level="warning",
-                                  access_log=False, lifespan="on")).run()
+    uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=settings.server.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
+    ).run()
     connector.close()
 
 
@@ -82,17 +91,35 @@ def bodies(count: int, products: int, seed: int) -> list[tuple[bytes, dict[str, 
         if i % 2:
             note = {"Action": "ProductChanged", "Details": {"ProductNumber": number}}
         else:
-            note = {"Action": "AvailableBalanceChanged",
-                    "Details": {"ProductNumber": number, "Warehouse": "MainWarehouse",
-                                "AvailableBalance": str(rnd.randrange(0, 500))}}
-        body = render_body(delivery_id=uuid.uuid4().hex, attempt=1, notification_id=str(uuid.uuid4()),
-                           notifications=[note])
-        out.append((body, {"Content-Type": "application/json; charset=utf-8", "ms-signature": sign(SECRET, body)}))
+            note = {
+                "Action": "AvailableBalanceChanged",
+                "Details": {
+                    "ProductNumber": number,
+                    "Warehouse": "MainWarehouse",
+                    "AvailableBalance": str(rnd.randrange(0, 500)),
+                },
+            }
+        body = render_body(
+            delivery_id=uuid.uuid4().hex,
+            attempt=1,
+            notification_id=str(uuid.uuid4()),
+            notifications=[note],
+        )
+        out.append(
+            (
+                body,
+                {
+                    "Content-Type": "application/json; charset=utf-8",
+                    "ms-signature": sign(SECRET, body),
+                },
+            )
+        )
     return out
 
 
-async def closed_loop(port: int, path: str, work: list[tuple[bytes, dict[str, str]]], seconds: float,
-                      connections: int) -> dict[str, Any]:
+async def closed_loop(
+    port: int, path: str, work: list[tuple[bytes, dict[str, str]]], seconds: float, connections: int
+) -> dict[str, Any]:
     done = errors = 0
     latencies: list[float] = []
     it = iter(work)
@@ -123,12 +150,19 @@ async def closed_loop(port: int, path: str, work: list[tuple[bytes, dict[str, st
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(connections)))
     elapsed = time.perf_counter() - started
-    return {"per_second": done / elapsed, "ok": done, "errors": errors, "seconds": elapsed,
-            "p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}
+    return {
+        "per_second": done / elapsed,
+        "ok": done,
+        "errors": errors,
+        "seconds": elapsed,
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
+    }
 
 
-async def open_loop(port: int, path: str, work: list[tuple[bytes, dict[str, str]]], rate: float,
-                    seconds: float) -> dict[str, Any]:
+async def open_loop(
+    port: int, path: str, work: list[tuple[bytes, dict[str, str]]], rate: float, seconds: float
+) -> dict[str, Any]:
     pool: asyncio.Queue[Conn] = asyncio.Queue()
     for _ in range(256):
         pool.put_nowait(Conn("127.0.0.1", port))
@@ -163,8 +197,15 @@ async def open_loop(port: int, path: str, work: list[tuple[bytes, dict[str, str]
     await asyncio.gather(*tasks)
     while not pool.empty():
         await pool.get_nowait().close()
-    return {"offered_per_second": rate, "sent": count, "ok": ok, "errors": errors,
-            "p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "max": max(latencies, default=None)}
+    return {
+        "offered_per_second": rate,
+        "sent": count,
+        "ok": ok,
+        "errors": errors,
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
+        "max": max(latencies, default=None),
+    }
 
 
 def stored_deliveries(database_url: str) -> int:
@@ -179,36 +220,78 @@ def stored_deliveries(database_url: str) -> int:
         engine.dispose()
 
 
-def run_backend(backend: str, database_url: str, sim_url: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def run_backend(
+    backend: str, database_url: str, sim_url: str, args: argparse.Namespace, tmp: Path
+) -> dict[str, Any]:
     port = free_port()
-    env = connector_env(port=port, data_dir=tmp / backend, base_url=sim_url, token=TOKEN, webhook_secret=SECRET,
-                        database_url=database_url)
+    env = connector_env(
+        port=port,
+        data_dir=tmp / backend,
+        base_url=sim_url,
+        token=TOKEN,
+        webhook_secret=SECRET,
+        database_url=database_url,
+    )
     need = int(args.rate * args.seconds * 2 + 60_000)
     work = bodies(need, args.products, seed=7)
-    with process(f"connector-{backend}", [PYTHON, __file__, "--serve"], env=env, log_dir=tmp,
-                 health_url=f"http://127.0.0.1:{port}/healthz"):
+    with process(
+        f"connector-{backend}",
+        [PYTHON, __file__, "--serve"],
+        env=env,
+        log_dir=tmp,
+        health_url=f"http://127.0.0.1:{port}/healthz",
+    ):
         # Fixed-rate runs first, so neither inherits the job backlog of a closed-loop burst.
         fixed_ok = asyncio.run(open_loop(port, "/bench/ok", work, args.rate, args.fixed_seconds))
-        fixed = asyncio.run(open_loop(port, "/webhooks/extend", work[: need // 2], args.rate, args.fixed_seconds))
+        fixed = asyncio.run(
+            open_loop(port, "/webhooks/extend", work[: need // 2], args.rate, args.fixed_seconds)
+        )
         ceiling = asyncio.run(closed_loop(port, "/bench/ok", work, args.seconds, args.connections))
-        ingest = asyncio.run(closed_loop(port, "/webhooks/extend", work[need // 2:], args.seconds, args.connections))
+        ingest = asyncio.run(
+            closed_loop(port, "/webhooks/extend", work[need // 2 :], args.seconds, args.connections)
+        )
         stored = stored_deliveries(database_url)
-    return {"backend": backend, "ceiling": ceiling, "ingest": ingest, "fixed_baseline": fixed_ok, "fixed": fixed,
-            "stored_deliveries": stored, "acknowledged_deliveries": ingest["ok"] + fixed["ok"],
-            "share_of_ceiling": ingest["per_second"] / ceiling["per_second"] if ceiling["per_second"] else None,
-            "targets": {"share_of_ceiling>=0.40": ingest["per_second"] >= 0.4 * ceiling["per_second"],
-                        "p99<50ms@rate": fixed["p99"] is not None and fixed["p99"] < 0.050 and fixed["errors"] == 0}}
+    return {
+        "backend": backend,
+        "ceiling": ceiling,
+        "ingest": ingest,
+        "fixed_baseline": fixed_ok,
+        "fixed": fixed,
+        "stored_deliveries": stored,
+        "acknowledged_deliveries": ingest["ok"] + fixed["ok"],
+        "share_of_ceiling": ingest["per_second"] / ceiling["per_second"]
+        if ceiling["per_second"]
+        else None,
+        "targets": {
+            "share_of_ceiling>=0.40": ingest["per_second"] >= 0.4 * ceiling["per_second"],
+            "p99<50ms@rate": fixed["p99"] is not None
+            and fixed["p99"] < 0.050
+            and fixed["errors"] == 0,
+        },
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--seconds", type=float, default=5.0, help="Length of each closed-loop run.")
-    parser.add_argument("--fixed-seconds", type=float, default=10.0, help="Length of each fixed-rate run.")
-    parser.add_argument("--rate", type=float, default=200.0, help="Offered load of the fixed-rate run (per s).")
-    parser.add_argument("--connections", type=int, default=16, help="Connections of the closed-loop runs.")
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="Length of each closed-loop run."
+    )
+    parser.add_argument(
+        "--fixed-seconds", type=float, default=10.0, help="Length of each fixed-rate run."
+    )
+    parser.add_argument(
+        "--rate", type=float, default=200.0, help="Offered load of the fixed-rate run (per s)."
+    )
+    parser.add_argument(
+        "--connections", type=int, default=16, help="Connections of the closed-loop runs."
+    )
     parser.add_argument("--products", type=int, default=2000)
-    parser.add_argument("--postgres", default=None, help="postgresql://user@host:port/db (a throw-away db is made).")
+    parser.add_argument(
+        "--postgres", default=None, help="postgresql://user@host:port/db (a throw-away db is made)."
+    )
     args = parser.parse_args()
     if args.serve:
         serve()
@@ -217,9 +300,23 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as name:
         tmp = Path(name)
         sim_port = free_port()
-        with process("simulator", [PYTHON, "-m", "extend_connector", "simulator", "--port", str(sim_port),
-                                   "--products", str(args.products), "--no-webhook"], env={}, log_dir=tmp,
-                     health_url=f"http://127.0.0.1:{sim_port}/_sim/health"):
+        with process(
+            "simulator",
+            [
+                PYTHON,
+                "-m",
+                "extend_connector",
+                "simulator",
+                "--port",
+                str(sim_port),
+                "--products",
+                str(args.products),
+                "--no-webhook",
+            ],
+            env={},
+            log_dir=tmp,
+            health_url=f"http://127.0.0.1:{sim_port}/_sim/health",
+        ):
             sim_url = f"http://127.0.0.1:{sim_port}/api"
             results.append(run_backend("sqlite", f"sqlite:///{tmp}/ingest.db", sim_url, args, tmp))
             server = postgres_server(args.postgres)
@@ -228,19 +325,53 @@ def main() -> int:
                     results.append(run_backend("postgresql", url, sim_url, args, tmp))
     rows = []
     for r in results:
-        rows.append([f"{r['backend']}: /bench/ok (ceiling)", f"{r['ceiling']['per_second']:.0f}/s", "1.00",
-                     ms(r["fixed_baseline"]["p50"]), ms(r["fixed_baseline"]["p99"]), "-"])
-        rows.append([f"{r['backend']}: /webhooks/extend", f"{r['ingest']['per_second']:.0f}/s",
-                     f"{r['share_of_ceiling']:.2f}", ms(r["fixed"]["p50"]), ms(r["fixed"]["p99"]),
-                     f"{r['stored_deliveries']} stored / {r['acknowledged_deliveries']} acked"])
-    print_table(f"Ingest (closed loop {args.connections} conns; fixed {args.rate:.0f}/s for {args.fixed_seconds:.0f} s)",
-                ["endpoint", "throughput", "ratio to ceiling", f"p50 @{args.rate:.0f}/s", f"p99 @{args.rate:.0f}/s",
-                 "deliveries"], rows)
+        rows.append(
+            [
+                f"{r['backend']}: /bench/ok (ceiling)",
+                f"{r['ceiling']['per_second']:.0f}/s",
+                "1.00",
+                ms(r["fixed_baseline"]["p50"]),
+                ms(r["fixed_baseline"]["p99"]),
+                "-",
+            ]
+        )
+        rows.append(
+            [
+                f"{r['backend']}: /webhooks/extend",
+                f"{r['ingest']['per_second']:.0f}/s",
+                f"{r['share_of_ceiling']:.2f}",
+                ms(r["fixed"]["p50"]),
+                ms(r["fixed"]["p99"]),
+                f"{r['stored_deliveries']} stored / {r['acknowledged_deliveries']} acked",
+            ]
+        )
+    print_table(
+        f"Ingest (closed loop {args.connections} conns; fixed {args.rate:.0f}/s for "
+        f"{args.fixed_seconds:.0f} s)",
+        [
+            "endpoint",
+            "throughput",
+            "ratio to ceiling",
+            f"p50 @{args.rate:.0f}/s",
+            f"p99 @{args.rate:.0f}/s",
+            "deliveries",
+        ],
+        rows,
+    )
     if not postgres_server(args.postgres):
-        print("PostgreSQL: not measured (set EXTEND_CONNECTOR_TEST_POSTGRES_URL or pass --postgres URL)")
-    path = write_results("ingest", {"command": " ".join(["benchmarks/ingest.py", *sys.argv[1:]]),
-                                    "settings": vars(args), "results": results,
-                                    "targets": {"share_of_ceiling": 0.40, "p99_seconds_at_rate": 0.050}})
+        print(
+            "PostgreSQL: not measured (set "
+            "EXTEND_CONNECTOR_TEST_POSTGRES_URL or pass --postgres URL)"
+        )
+    path = write_results(
+        "ingest",
+        {
+            "command": " ".join(["benchmarks/ingest.py", *sys.argv[1:]]),
+            "settings": vars(args),
+            "results": results,
+            "targets": {"share_of_ceiling": 0.40, "p99_seconds_at_rate": 0.050},
+        },
+    )
     print(f"wrote {path}")
     return 0
 

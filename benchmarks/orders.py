@@ -1,4 +1,5 @@
-"""Orders: sustained orders/s from shop intake (POST /v1/orders) to confirmed in Extend, latency, duplicates.
+"""Orders: sustained orders/s from shop intake (POST /v1/orders) to confirmed in Extend, latency,
+duplicates.
 
 The connector runs as `python -m extend_connector run` on SQLite in its own process; the
 simulator (Extend) runs in this process, which takes the instant each order is created there
@@ -68,17 +69,29 @@ class Created:
 
 
 def order(ref: str, products: list[str], rnd: random.Random) -> dict[str, Any]:
-    return {"shopRef": ref, "customerNumber": "WEB",
-            "lines": [{"productNumber": p, "quantity": rnd.randint(1, 3), "unitPrice": 100}
-                      for p in rnd.sample(products, 2)]}
+    return {
+        "shopRef": ref,
+        "customerNumber": "WEB",
+        "lines": [
+            {"productNumber": p, "quantity": rnd.randint(1, 3), "unitPrice": 100}
+            for p in rnd.sample(products, 2)
+        ],
+    }
 
 
-async def shop(url: str, prefix: str, products: list[str], rate: float, seconds: float) -> dict[str, float]:
+async def shop(
+    url: str, prefix: str, products: list[str], rate: float, seconds: float
+) -> dict[str, float]:
     """Post at `rate`/s; returns ref -> instant the shop first sent it."""
     rnd = random.Random(1)
     sent: dict[str, float] = {}
-    async with httpx2.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {SHOP_TOKEN}"}, timeout=30.0,
-                                  limits=httpx2.Limits(max_connections=64)) as http:
+    async with httpx2.AsyncClient(
+        base_url=url,
+        headers={"Authorization": f"Bearer {SHOP_TOKEN}"},
+        timeout=30.0,
+        limits=httpx2.Limits(max_connections=64),
+    ) as http:
+
         async def post(ref: str, body: dict[str, Any]) -> None:
             while True:
                 try:
@@ -103,8 +116,17 @@ async def shop(url: str, prefix: str, products: list[str], rate: float, seconds:
     return sent
 
 
-def run(label: str, sim: Any, created: Created, url: str, products: list[str], rate: float, seconds: float,
-        error_rate: float, settle: float = 60.0) -> dict[str, Any]:
+def run(
+    label: str,
+    sim: Any,
+    created: Created,
+    url: str,
+    products: list[str],
+    rate: float,
+    seconds: float,
+    error_rate: float,
+    settle: float = 60.0,
+) -> dict[str, Any]:
     sim.state.set_faults(error_rate=error_rate)
     prefix = f"B-{label}-"
     sent = asyncio.run(shop(url, prefix, products, rate, seconds))
@@ -118,77 +140,161 @@ def run(label: str, sim: Any, created: Created, url: str, products: list[str], r
     with created.lock:
         done = {ref: created.at[ref] for ref in sent if ref in created.at}
     with sim.state.lock:
-        counts = Counter(o.order_number_external for o in sim.state.orders.values()
-                         if (o.order_number_external or "").startswith(prefix))
+        counts = Counter(
+            o.order_number_external
+            for o in sim.state.orders.values()
+            if (o.order_number_external or "").startswith(prefix)
+        )
     latencies = [done[r] - sent[r] for r in done]
     span = (max(done.values()) - min(sent.values())) if done else None
-    return {"run": label, "error_rate": error_rate, "offered_per_second": rate, "orders": len(sent),
-            "in_extend": len(done), "duplicates": sum(c - 1 for c in counts.values() if c > 1),
-            "per_second": len(done) / span if span else None,
-            "p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}
+    return {
+        "run": label,
+        "error_rate": error_rate,
+        "offered_per_second": rate,
+        "orders": len(sent),
+        "in_extend": len(done),
+        "duplicates": sum(c - 1 for c in counts.values() if c > 1),
+        "per_second": len(done) / span if span else None,
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
+    }
 
 
 def baseline(sim_url: str, token: str, products: list[str], seconds: float) -> dict[str, Any]:
     rnd = random.Random(2)
     latencies = []
     n = 0
-    with httpx2.Client(base_url=sim_url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+    with httpx2.Client(
+        base_url=sim_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as http:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             n += 1
-            body = {"orderHeader": {"customerNumber": "WEB", "orderNumberExternal": f"BASE-{n}"},
-                    "orderRows": [{"product": {"productNumber": p}, "salesData": {"quantity": 1, "unitPrice": 100},
-                                   "warehouse": "MainWarehouse"} for p in rnd.sample(products, 2)]}
+            body = {
+                "orderHeader": {"customerNumber": "WEB", "orderNumberExternal": f"BASE-{n}"},
+                "orderRows": [
+                    {
+                        "product": {"productNumber": p},
+                        "salesData": {"quantity": 1, "unitPrice": 100},
+                        "warehouse": "MainWarehouse",
+                    }
+                    for p in rnd.sample(products, 2)
+                ],
+            }
             t0 = time.monotonic()
             http.post("/CustomerOrders", json=body).raise_for_status()
             latencies.append(time.monotonic() - t0)
-    return {"run": "baseline: direct synchronous POST", "orders": n, "per_second": n / seconds,
-            "p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "duplicates": 0}
+    return {
+        "run": "baseline: direct synchronous POST",
+        "orders": n,
+        "per_second": n / seconds,
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
+        "duplicates": 0,
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rate", type=float, default=100.0, help="Offered orders per second.")
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-orders-") as name:
         tmp = Path(name)
         port = free_port()
-        config = SimulatorConfig(seed=4, products=500, customers=5, time_scale=0.02,
-                                 rate_limit_write=RateLimit(limit=60_000, period_seconds=60),
-                                 rate_limit_standard=RateLimit(limit=120_000, period_seconds=60),
-                                 webhooks=(WebhookRegistration(callback_url=f"http://127.0.0.1:{port}/webhooks/extend",
-                                                               secret=SECRET),))
+        config = SimulatorConfig(
+            seed=4,
+            products=500,
+            customers=5,
+            time_scale=0.02,
+            rate_limit_write=RateLimit(limit=60_000, period_seconds=60),
+            rate_limit_standard=RateLimit(limit=120_000, period_seconds=60),
+            webhooks=(
+                WebhookRegistration(
+                    callback_url=f"http://127.0.0.1:{port}/webhooks/extend", secret=SECRET
+                ),
+            ),
+        )
         config = replace(config)
         with run_in_thread(config) as sim:
             created = Created()
             NotificationTap(sim, on_batch=created.on_batch)
             with sim.state.lock:
-                products = [p.product_number for p in sim.state.products.values() if not p.phase_out][:100]
-            env = connector_env(port=port, data_dir=tmp / "data", base_url=sim.base_url, token=sim.token,
-                                webhook_secret=SECRET,
-                                extra={"EXTEND_CONNECTOR_WEBSHOP__API_TOKEN": SHOP_TOKEN,
-                                       "EXTEND_CONNECTOR_SCOPE__CUSTOMERS": "off",
-                                       "EXTEND_CONNECTOR_SCOPE__PRICES": "off"})
-            with process("connector", [PYTHON, "-m", "extend_connector", "run"], env=env, log_dir=tmp,
-                         health_url=f"http://127.0.0.1:{port}/healthz"):
+                products = [
+                    p.product_number for p in sim.state.products.values() if not p.phase_out
+                ][:100]
+            env = connector_env(
+                port=port,
+                data_dir=tmp / "data",
+                base_url=sim.base_url,
+                token=sim.token,
+                webhook_secret=SECRET,
+                extra={
+                    "EXTEND_CONNECTOR_WEBSHOP__API_TOKEN": SHOP_TOKEN,
+                    "EXTEND_CONNECTOR_SCOPE__CUSTOMERS": "off",
+                    "EXTEND_CONNECTOR_SCOPE__PRICES": "off",
+                },
+            )
+            with process(
+                "connector",
+                [PYTHON, "-m", "extend_connector", "run"],
+                env=env,
+                log_dir=tmp,
+                health_url=f"http://127.0.0.1:{port}/healthz",
+            ):
                 url = f"http://127.0.0.1:{port}"
-                runs = [run("clean", sim, created, url, products, args.rate, args.seconds, 0.0),
-                        run("faults20", sim, created, url, products, args.rate, args.seconds, 0.2)]
+                runs = [
+                    run("clean", sim, created, url, products, args.rate, args.seconds, 0.0),
+                    run("faults20", sim, created, url, products, args.rate, args.seconds, 0.2),
+                ]
             runs.append(baseline(sim.base_url, sim.token, products, 5.0))
     base_rate = runs[-1]["per_second"]
-    rows = [[r["run"], str(r.get("orders")), str(r.get("in_extend", r.get("orders"))),
-             f"{r['per_second']:.1f}/s" if r["per_second"] else "-",
-             f"{r['per_second'] / base_rate:.2f}" if r["per_second"] and base_rate else "-",
-             ms(r["p50"]), ms(r["p99"]), str(r["duplicates"])] for r in runs]
-    print_table(f"Orders: shop intake -> confirmed in Extend (offered {args.rate:.0f}/s for {args.seconds:.0f} s, SQLite)",
-                ["run", "orders", "in Extend", "sustained", "ratio to baseline", "p50", "p99", "duplicates"], rows)
-    targets = {"clean>=50/s": (runs[0]["per_second"] or 0) >= 50, "faults20>=50/s": (runs[1]["per_second"] or 0) >= 50,
-               "no_duplicates": all(r["duplicates"] == 0 for r in runs),
-               "all_in_extend": all(r["in_extend"] == r["orders"] for r in runs[:2])}
+    rows = [
+        [
+            r["run"],
+            str(r.get("orders")),
+            str(r.get("in_extend", r.get("orders"))),
+            f"{r['per_second']:.1f}/s" if r["per_second"] else "-",
+            f"{r['per_second'] / base_rate:.2f}" if r["per_second"] and base_rate else "-",
+            ms(r["p50"]),
+            ms(r["p99"]),
+            str(r["duplicates"]),
+        ]
+        for r in runs
+    ]
+    print_table(
+        f"Orders: shop intake -> confirmed in Extend (offered {args.rate:.0f}/s for "
+        f"{args.seconds:.0f} s, SQLite)",
+        [
+            "run",
+            "orders",
+            "in Extend",
+            "sustained",
+            "ratio to baseline",
+            "p50",
+            "p99",
+            "duplicates",
+        ],
+        rows,
+    )
+    targets = {
+        "clean>=50/s": (runs[0]["per_second"] or 0) >= 50,
+        "faults20>=50/s": (runs[1]["per_second"] or 0) >= 50,
+        "no_duplicates": all(r["duplicates"] == 0 for r in runs),
+        "all_in_extend": all(r["in_extend"] == r["orders"] for r in runs[:2]),
+    }
     print("targets:", ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in targets.items()))
-    path = write_results("orders", {"command": " ".join(["benchmarks/orders.py", *sys.argv[1:]]),
-                                    "settings": vars(args), "runs": runs, "targets": targets})
+    path = write_results(
+        "orders",
+        {
+            "command": " ".join(["benchmarks/orders.py", *sys.argv[1:]]),
+            "settings": vars(args),
+            "runs": runs,
+            "targets": targets,
+        },
+    )
     print(f"wrote {path}")
     return 0
 

@@ -1,7 +1,8 @@
 """Shared rate limit: the cost of one fleet-wide reservation, on SQLite and PostgreSQL.
 
     .venv/bin/python benchmarks/rate_limit.py [--n 2000] [--threads 8]
-        [--postgres postgresql://postgres@127.0.0.1:5432/postgres]   # or EXTEND_CONNECTOR_TEST_POSTGRES_URL
+        [--postgres postgresql://postgres@127.0.0.1:5432/postgres]
+        # --postgres defaults to EXTEND_CONNECTOR_TEST_POSTGRES_URL
 
 Rows (per backend, on the connector's own SQLAlchemy engine, as `service` wires it):
   baseline SELECT 1    a connection checkout and one `SELECT 1` round trip (the naive floor)
@@ -56,8 +57,11 @@ def baseline(db: Database, n: int) -> float:
 
 def acquire(db: Database, n: int) -> float:
     budget = RateBudget()
-    budget.attach_fleet(ThreadedFleetBucket(RateBuckets(db.engine, "bench-acquire")),
-                        limits={"standard": (int(NO_WAIT[0]), NO_WAIT[1])}, headroom=1.0)
+    budget.attach_fleet(
+        ThreadedFleetBucket(RateBuckets(db.engine, "bench-acquire")),
+        limits={"standard": (int(NO_WAIT[0]), NO_WAIT[1])},
+        headroom=1.0,
+    )
 
     async def run() -> float:
         await budget.acquire("standard")
@@ -109,28 +113,44 @@ def run_backend(name: str, url: str, n: int, threads: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=2000, help="Operations per row.")
     parser.add_argument("--threads", type=int, default=8, help="Threads of the contended row.")
-    parser.add_argument("--postgres", default=None, help="postgresql://user@host:port/db (a throw-away db is made).")
+    parser.add_argument(
+        "--postgres", default=None, help="postgresql://user@host:port/db (a throw-away db is made)."
+    )
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        results.append(run_backend("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", args.n, args.threads))
+        results.append(
+            run_backend("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}", args.n, args.threads)
+        )
     server = postgres_server(args.postgres)
     if server:
         with postgres_database(server, "bench_ratelimit") as url:
             results.append(run_backend("postgresql", url, args.n, args.threads))
     else:
-        print("PostgreSQL: not measured (set EXTEND_CONNECTOR_TEST_POSTGRES_URL or pass --postgres URL)")
+        print(
+            "PostgreSQL: not measured (set "
+            "EXTEND_CONNECTOR_TEST_POSTGRES_URL or pass --postgres URL)"
+        )
     rows = []
     for r in results:
         base = r["baseline_select1_s"]
-        for label, key in (("baseline SELECT 1", "baseline_select1_s"), ("reserve", "reserve_s"),
-                           ("acquire (async)", "acquire_s"), (f"reserve x {r['threads']} threads", "reserve_threads_s")):
+        for label, key in (
+            ("baseline SELECT 1", "baseline_select1_s"),
+            ("reserve", "reserve_s"),
+            ("acquire (async)", "acquire_s"),
+            (f"reserve x {r['threads']} threads", "reserve_threads_s"),
+        ):
             rows.append([r["backend"], label, f"{r[key] * 1000:.3f} ms", ratio(r[key], base)])
-    print_table(f"Shared rate limit: cost per reservation ({args.n} each)",
-                ["backend", "operation", "time per op", "ratio to SELECT 1"], rows)
+    print_table(
+        f"Shared rate limit: cost per reservation ({args.n} each)",
+        ["backend", "operation", "time per op", "ratio to SELECT 1"],
+        rows,
+    )
     path = write_results("rate_limit", {"results": results})
     print(f"results: {path}")
 

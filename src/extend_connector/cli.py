@@ -67,21 +67,53 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
 
 
 @main.command()
-@click.option("--path", type=click.Path(path_type=Path, dir_okay=False), default=Path(DEFAULT_CONFIG_FILE),
-              show_default=True, help="Where to write the config file.")
-@click.option("--products", type=click.Choice([s.value for s in ProductsScope]), default=None,
-              help="Sync product master data from Extend?")
-@click.option("--customers", type=click.Choice([s.value for s in CustomersScope]), default=None,
-              help="Customer master: from Extend, to Extend, or no sync.")
-@click.option("--prices", type=click.Choice([s.value for s in PricesScope]), default=None,
-              help="Sync per-customer net prices from Extend?")
-@click.option("--base-url", default=None, help="Extend API base URL (default: the bundled simulator).")
-@click.option("--warehouses", default=None, help="Comma list of the warehouses the shop sells from.")
-@click.option("--default-customer", default=None, help="Extend customer number for anonymous shoppers.")
+@click.option(
+    "--path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path(DEFAULT_CONFIG_FILE),
+    show_default=True,
+    help="Where to write the config file.",
+)
+@click.option(
+    "--products",
+    type=click.Choice([s.value for s in ProductsScope]),
+    default=None,
+    help="Sync product master data from Extend?",
+)
+@click.option(
+    "--customers",
+    type=click.Choice([s.value for s in CustomersScope]),
+    default=None,
+    help="Customer master: from Extend, to Extend, or no sync.",
+)
+@click.option(
+    "--prices",
+    type=click.Choice([s.value for s in PricesScope]),
+    default=None,
+    help="Sync per-customer net prices from Extend?",
+)
+@click.option(
+    "--base-url", default=None, help="Extend API base URL (default: the bundled simulator)."
+)
+@click.option(
+    "--warehouses", default=None, help="Comma list of the warehouses the shop sells from."
+)
+@click.option(
+    "--default-customer", default=None, help="Extend customer number for anonymous shoppers."
+)
 @click.option("--non-interactive", is_flag=True, help="Never ask; use flags and defaults.")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
-def init(path: Path, products: str | None, customers: str | None, prices: str | None, base_url: str | None,
-         warehouses: str | None, default_customer: str | None, non_interactive: bool, force: bool) -> None:
+def init(
+    path: Path,
+    products: str | None,
+    customers: str | None,
+    prices: str | None,
+    base_url: str | None,
+    warehouses: str | None,
+    default_customer: str | None,
+    non_interactive: bool,
+    force: bool,
+) -> None:
     """Write a commented config file, asking the scope questions of Extend's webshop guide.
 
     Orders and balances are always integrated (Extend calls them mandatory). You choose
@@ -103,8 +135,12 @@ def init(path: Path, products: str | None, customers: str | None, prices: str | 
 
     answers = {
         "products": ask(products, "Sync product master data from Extend?", ["sync", "off"], "sync"),
-        "customers": ask(customers, "Customer master data", ["from_extend", "to_extend", "off"], "from_extend"),
-        "prices": ask(prices, "Push Extend's per-customer prices to the shop?", ["sync", "off"], "sync"),
+        "customers": ask(
+            customers, "Customer master data", ["from_extend", "to_extend", "off"], "from_extend"
+        ),
+        "prices": ask(
+            prices, "Push Extend's per-customer prices to the shop?", ["sync", "off"], "sync"
+        ),
     }
     text = render_config(
         scope=answers,
@@ -116,11 +152,15 @@ def init(path: Path, products: str | None, customers: str | None, prices: str | 
     try:
         load_settings(path, env=False)
     except ConfigError as exc:
-        if not exc.unsafe_only:  # pragma: no cover - render_config writes valid files but for secrets
+        if (
+            not exc.unsafe_only
+        ):  # pragma: no cover - render_config writes valid files but for secrets
             raise click.ClickException(f"the file written is not valid: {exc}") from exc
         # A real Extend URL makes the public default secrets unsafe: say what to fill in.
-        click.echo(f"wrote {path}; set these before `run` (in the file or the environment):\n  "
-                   + "\n  ".join(exc.problems))
+        click.echo(
+            f"wrote {path}; set these before `run` (in the file or the environment):\n  "
+            + "\n  ".join(exc.problems)
+        )
         return
     click.echo(f"wrote {path}; run `extend-connector --config {path} check` to see what would run")
 
@@ -159,16 +199,44 @@ def run(ctx: click.Context) -> None:
 
 
 @main.command(context_settings={"show_default": True})
-@click.option("--duration", default=60.0, type=float, help="Seconds the shop places orders before the system settles.")
-@click.option("--seed", default=1, type=int, help="Seed of the simulator's data and of the shop's script.")
+@click.option(
+    "--duration",
+    default=60.0,
+    type=float,
+    help="Seconds the shop places orders before the system settles.",
+)
+@click.option(
+    "--seed", default=1, type=int, help="Seed of the simulator's data and of the shop's script."
+)
 @click.option("--products", default=200, type=int, help="Products in the simulated Extend.")
-@click.option("--orders-per-second", default=2.0, type=float, help="Orders the shop places per second.")
-@click.option("--chaos", is_flag=True, help="Switch faults on in phases: 5xx storm, Extend down, dropped/duplicated hooks.")
-@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Keep the SQLite file and the connector's log here (default: a temporary directory).")
-@click.option("--plain", is_flag=True, help="Plain periodic lines instead of the live view (automatic without a terminal).")
-def demo(duration: float, seed: int, products: int, orders_per_second: float, chaos: bool,
-         data_dir: Path | None, plain: bool) -> None:
+@click.option(
+    "--orders-per-second", default=2.0, type=float, help="Orders the shop places per second."
+)
+@click.option(
+    "--chaos",
+    is_flag=True,
+    help="Switch faults on in phases: 5xx storm, Extend down, dropped/duplicated hooks.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Keep the SQLite file and the connector's log here (default: a temporary directory).",
+)
+@click.option(
+    "--plain",
+    is_flag=True,
+    help="Plain periodic lines instead of the live view (automatic without a terminal).",
+)
+def demo(
+    duration: float,
+    seed: int,
+    products: int,
+    orders_per_second: float,
+    chaos: bool,
+    data_dir: Path | None,
+    plain: bool,
+) -> None:
     """Show the whole system working against the bundled simulator, then check it.
 
     Embedded defaults only: a seeded simulator, the connector on SQLite with in-process
@@ -179,8 +247,15 @@ def demo(duration: float, seed: int, products: int, orders_per_second: float, ch
     from extend_connector.demo import DemoOptions, run_demo
 
     try:
-        options = DemoOptions(duration=duration, seed=seed, products=products, orders_per_second=orders_per_second,
-                              chaos=chaos, data_dir=data_dir, live=False if plain else None)
+        options = DemoOptions(
+            duration=duration,
+            seed=seed,
+            products=products,
+            orders_per_second=orders_per_second,
+            chaos=chaos,
+            data_dir=data_dir,
+            live=False if plain else None,
+        )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     sys.exit(run_demo(options))
@@ -197,57 +272,222 @@ def _rate(text: str) -> tuple[int, float]:
 
 @main.command(context_settings={"show_default": True})
 @click.option("--host", default="127.0.0.1", help="Interface to bind (loopback by default).")
-@click.option("--port", default=8765, type=int, help="Port; the connector's default extend.base_url is http://127.0.0.1:8765/api.")
-@click.option("--seed", default=1, type=int, help="Seed of the data generator: same seed and sizes, same data.")
-@click.option("--products", default=200, type=int, help="Products to generate (100,000 takes a few seconds).")
-@click.option("--customers", default=50, type=int, help="Customers to generate, besides the anonymous webshop customer WEB.")
-@click.option("--b2b-share", default=0.5, type=float, help="Share of generated customers that are B2B (org. number, price list, ...).")
-@click.option("--orders", default=0, type=int, help="Orders to create at start, spread over Registered/Reserved/Picked/Cancelled.")
-@click.option("--warehouses", default="MainWarehouse,GreenWarehouse,TEST", help="Comma list of warehouse names.")
-@click.option("--token", default="sim-token", help="The credential clients must send (connector setting extend.api_token).")
+@click.option(
+    "--port",
+    default=8765,
+    type=int,
+    help="Port; the connector's default extend.base_url is http://127.0.0.1:8765/api.",
+)
+@click.option(
+    "--seed",
+    default=1,
+    type=int,
+    help="Seed of the data generator: same seed and sizes, same data.",
+)
+@click.option(
+    "--products", default=200, type=int, help="Products to generate (100,000 takes a few seconds)."
+)
+@click.option(
+    "--customers",
+    default=50,
+    type=int,
+    help="Customers to generate, besides the anonymous webshop customer WEB.",
+)
+@click.option(
+    "--b2b-share",
+    default=0.5,
+    type=float,
+    help="Share of generated customers that are B2B (org. number, price list, ...).",
+)
+@click.option(
+    "--orders",
+    default=0,
+    type=int,
+    help="Orders to create at start, spread over Registered/Reserved/Picked/Cancelled.",
+)
+@click.option(
+    "--warehouses",
+    default="MainWarehouse,GreenWarehouse,TEST",
+    help="Comma list of warehouse names.",
+)
+@click.option(
+    "--token",
+    default="sim-token",
+    help="The credential clients must send (connector setting extend.api_token).",
+)
 @click.option("--auth-header", default="Authorization", help="Header that carries the credential.")
-@click.option("--auth-scheme", default="Bearer", help="Prefix before the token; '' for a bare API key.")
-@click.option("--envelope", type=click.Choice(["body", "headers"]), default="body",
-              help="List paging: `body` = {items,page,pageSize,totalCount,totalPages}; `headers` = bare array + x-total-* headers.")
-@click.option("--page-size", "default_page_size", default=100, type=int, help="Page size when the client gives none.")
-@click.option("--max-page-size", default=500, type=int, help="Larger page sizes are capped to this.")
-@click.option("--timezone", default="Europe/Stockholm", help="Zone of every date-time the API shows.")
-@click.option("--start-time", default=None, help="Start the clock at this ISO-8601 instant (with offset) instead of now.")
-@click.option("--rate-limits/--no-rate-limits", default=True, help="Enforce the three rate-limit groups (429 when spent).")
-@click.option("--rate-standard", default="300/60", help="Standard group (single GETs): LIMIT/SECONDS.")
+@click.option(
+    "--auth-scheme", default="Bearer", help="Prefix before the token; '' for a bare API key."
+)
+@click.option(
+    "--envelope",
+    type=click.Choice(["body", "headers"]),
+    default="body",
+    help="List paging: `body` = {items,page,pageSize,totalCount,totalPages}; `headers` = bare "
+    "array + x-total-* headers.",
+)
+@click.option(
+    "--page-size",
+    "default_page_size",
+    default=100,
+    type=int,
+    help="Page size when the client gives none.",
+)
+@click.option(
+    "--max-page-size", default=500, type=int, help="Larger page sizes are capped to this."
+)
+@click.option(
+    "--timezone", default="Europe/Stockholm", help="Zone of every date-time the API shows."
+)
+@click.option(
+    "--start-time",
+    default=None,
+    help="Start the clock at this ISO-8601 instant (with offset) instead of now.",
+)
+@click.option(
+    "--rate-limits/--no-rate-limits",
+    default=True,
+    help="Enforce the three rate-limit groups (429 when spent).",
+)
+@click.option(
+    "--rate-standard", default="300/60", help="Standard group (single GETs): LIMIT/SECONDS."
+)
 @click.option("--rate-heavy", default="60/60", help="Heavy group (lists): LIMIT/SECONDS.")
-@click.option("--rate-write", default="120/60", help="Write group (POST/PUT/DELETE): LIMIT/SECONDS.")
-@click.option("--webhook-url", default="http://127.0.0.1:8700/webhooks/extend",
-              help="Register this callback for all 18 events (the connector's default webhook inbox).")
-@click.option("--no-webhook", is_flag=True, help="Register no webhook at start (add them later with PUT /_sim/webhooks/{name}).")
-@click.option("--webhook-secret", default="sim-webhook-secret", help="Secret of that registration (connector setting extend.webhook_secret).")
-@click.option("--webhook-warehouses", default="", help="Comma list: only notifications of these warehouses (empty = all).")
-@click.option("--webhook-batch-size", default=100, type=int, help="Notifications raised together are sent in POSTs of at most this many.")
-@click.option("--time-scale", default=1.0, type=float, help="Multiplies the webhook retry delays (1 min, then 4 min); 0.01 = 0.6 s / 2.4 s.")
-@click.option("--swedish-numbers", is_flag=True, help='Format webhook Details numbers the Swedish way ("5 324", "12,5").')
-@click.option("--error-rate", default=0.0, type=float, help="Probability of a technical 5xx on every /api call.")
+@click.option(
+    "--rate-write", default="120/60", help="Write group (POST/PUT/DELETE): LIMIT/SECONDS."
+)
+@click.option(
+    "--webhook-url",
+    default="http://127.0.0.1:8700/webhooks/extend",
+    help="Register this callback for all 18 events (the connector's default webhook inbox).",
+)
+@click.option(
+    "--no-webhook",
+    is_flag=True,
+    help="Register no webhook at start (add them later with PUT /_sim/webhooks/{name}).",
+)
+@click.option(
+    "--webhook-secret",
+    default="sim-webhook-secret",
+    help="Secret of that registration (connector setting extend.webhook_secret).",
+)
+@click.option(
+    "--webhook-warehouses",
+    default="",
+    help="Comma list: only notifications of these warehouses (empty = all).",
+)
+@click.option(
+    "--webhook-batch-size",
+    default=100,
+    type=int,
+    help="Notifications raised together are sent in POSTs of at most this many.",
+)
+@click.option(
+    "--time-scale",
+    default=1.0,
+    type=float,
+    help="Multiplies the webhook retry delays (1 min, then 4 min); 0.01 = 0.6 s / 2.4 s.",
+)
+@click.option(
+    "--swedish-numbers",
+    is_flag=True,
+    help='Format webhook Details numbers the Swedish way ("5 324", "12,5").',
+)
+@click.option(
+    "--error-rate",
+    default=0.0,
+    type=float,
+    help="Probability of a technical 5xx on every /api call.",
+)
 @click.option("--latency", default=0.0, type=float, help="Seconds added to every /api response.")
-@click.option("--latency-jitter", default=0.0, type=float, help="Plus a uniform random 0..this many seconds.")
-@click.option("--outage", is_flag=True, help="Start in a full outage (ended with DELETE /_sim/outage).")
-@click.option("--outage-mode", type=click.Choice(["503", "drop"]), default="503",
-              help="Outage answers: 503 Technical body, or the connection is dropped unanswered.")
-@click.option("--throttle-storm", default=0.0, type=float, help="Probability of a 429 whatever the budget left.")
-@click.option("--lost-response-rate", default=0.0, type=float,
-              help="Probability that a successful write's response is lost (connection dropped after the write).")
-@click.option("--webhook-duplicate-rate", default=0.0, type=float, help="Probability a delivery is POSTed twice.")
-@click.option("--webhook-drop-rate", default=0.0, type=float, help="Probability a delivery is never sent.")
-@click.option("--webhook-reorder", is_flag=True, help="Send the deliveries of one burst in reverse order.")
-@click.option("--extra-fields", is_flag=True, help="Append an unknown field to every JSON object (Extend may add fields).")
-@click.option("--unknown-webhook-actions", is_flag=True, help="Add a notification with an unknown Action to every delivery.")
-def simulator(host: str, port: int, seed: int, products: int, customers: int, b2b_share: float, orders: int,
-              warehouses: str, token: str, auth_header: str, auth_scheme: str, envelope: str,
-              default_page_size: int, max_page_size: int, timezone: str, start_time: str | None,
-              rate_limits: bool, rate_standard: str, rate_heavy: str, rate_write: str, webhook_url: str,
-              no_webhook: bool, webhook_secret: str, webhook_warehouses: str, webhook_batch_size: int,
-              time_scale: float, swedish_numbers: bool, error_rate: float, latency: float, latency_jitter: float,
-              outage: bool, outage_mode: str, throttle_storm: float, lost_response_rate: float,
-              webhook_duplicate_rate: float, webhook_drop_rate: float, webhook_reorder: bool, extra_fields: bool,
-              unknown_webhook_actions: bool) -> None:
+@click.option(
+    "--latency-jitter", default=0.0, type=float, help="Plus a uniform random 0..this many seconds."
+)
+@click.option(
+    "--outage", is_flag=True, help="Start in a full outage (ended with DELETE /_sim/outage)."
+)
+@click.option(
+    "--outage-mode",
+    type=click.Choice(["503", "drop"]),
+    default="503",
+    help="Outage answers: 503 Technical body, or the connection is dropped unanswered.",
+)
+@click.option(
+    "--throttle-storm",
+    default=0.0,
+    type=float,
+    help="Probability of a 429 whatever the budget left.",
+)
+@click.option(
+    "--lost-response-rate",
+    default=0.0,
+    type=float,
+    help="Probability that a successful write's response "
+    "is lost (connection dropped after the write).",
+)
+@click.option(
+    "--webhook-duplicate-rate",
+    default=0.0,
+    type=float,
+    help="Probability a delivery is POSTed twice.",
+)
+@click.option(
+    "--webhook-drop-rate", default=0.0, type=float, help="Probability a delivery is never sent."
+)
+@click.option(
+    "--webhook-reorder", is_flag=True, help="Send the deliveries of one burst in reverse order."
+)
+@click.option(
+    "--extra-fields",
+    is_flag=True,
+    help="Append an unknown field to every JSON object (Extend may add fields).",
+)
+@click.option(
+    "--unknown-webhook-actions",
+    is_flag=True,
+    help="Add a notification with an unknown Action to every delivery.",
+)
+def simulator(
+    host: str,
+    port: int,
+    seed: int,
+    products: int,
+    customers: int,
+    b2b_share: float,
+    orders: int,
+    warehouses: str,
+    token: str,
+    auth_header: str,
+    auth_scheme: str,
+    envelope: str,
+    default_page_size: int,
+    max_page_size: int,
+    timezone: str,
+    start_time: str | None,
+    rate_limits: bool,
+    rate_standard: str,
+    rate_heavy: str,
+    rate_write: str,
+    webhook_url: str,
+    no_webhook: bool,
+    webhook_secret: str,
+    webhook_warehouses: str,
+    webhook_batch_size: int,
+    time_scale: float,
+    swedish_numbers: bool,
+    error_rate: float,
+    latency: float,
+    latency_jitter: float,
+    outage: bool,
+    outage_mode: str,
+    throttle_storm: float,
+    lost_response_rate: float,
+    webhook_duplicate_rate: float,
+    webhook_drop_rate: float,
+    webhook_reorder: bool,
+    extra_fields: bool,
+    unknown_webhook_actions: bool,
+) -> None:
     """Run the bundled Extend Commerce simulator (API under /api, driving API under /_sim).
 
     It speaks the house contract (docs/simulator.md): the connector's defaults
@@ -264,38 +504,79 @@ def simulator(host: str, port: int, seed: int, products: int, customers: int, b2
     )
 
     try:
-        limits = {name: RateLimit(limit=lim, period_seconds=per)
-                  for name, (lim, per) in (("standard", _rate(rate_standard)), ("heavy", _rate(rate_heavy)),
-                                           ("write", _rate(rate_write)))}
-        hooks = () if no_webhook else (WebhookRegistration(
-            callback_url=webhook_url, secret=webhook_secret,
-            warehouses=tuple(w.strip() for w in webhook_warehouses.split(",") if w.strip())),)
+        limits = {
+            name: RateLimit(limit=lim, period_seconds=per)
+            for name, (lim, per) in (
+                ("standard", _rate(rate_standard)),
+                ("heavy", _rate(rate_heavy)),
+                ("write", _rate(rate_write)),
+            )
+        }
+        hooks = (
+            ()
+            if no_webhook
+            else (
+                WebhookRegistration(
+                    callback_url=webhook_url,
+                    secret=webhook_secret,
+                    warehouses=tuple(w.strip() for w in webhook_warehouses.split(",") if w.strip()),
+                ),
+            )
+        )
         config = SimulatorConfig(
-            seed=seed, products=products, customers=customers, b2b_share=b2b_share, orders=orders,
-            warehouses=tuple(w.strip() for w in warehouses.split(",") if w.strip()), token=token,
-            auth_header=auth_header, auth_scheme=auth_scheme, envelope=envelope,  # type: ignore[arg-type]
-            default_page_size=default_page_size, max_page_size=max_page_size, timezone=timezone,
-            start_time=start_time, rate_limits_enabled=rate_limits, rate_limit_standard=limits["standard"],
-            rate_limit_heavy=limits["heavy"], rate_limit_write=limits["write"], webhooks=hooks,
-            webhook_batch_size=webhook_batch_size, time_scale=time_scale, swedish_numbers=swedish_numbers,
-            faults=FaultConfig(error_rate=error_rate, latency_seconds=latency, latency_jitter_seconds=latency_jitter,
-                               outage=outage, outage_mode=outage_mode,  # type: ignore[arg-type]
-                               throttle_storm=throttle_storm, lost_response_rate=lost_response_rate,
-                               webhook_duplicate_rate=webhook_duplicate_rate, webhook_drop_rate=webhook_drop_rate,
-                               webhook_reorder=webhook_reorder, extra_fields=extra_fields,
-                               unknown_webhook_actions=unknown_webhook_actions),
+            seed=seed,
+            products=products,
+            customers=customers,
+            b2b_share=b2b_share,
+            orders=orders,
+            warehouses=tuple(w.strip() for w in warehouses.split(",") if w.strip()),
+            token=token,
+            auth_header=auth_header,
+            auth_scheme=auth_scheme,
+            envelope=envelope,  # type: ignore[arg-type]
+            default_page_size=default_page_size,
+            max_page_size=max_page_size,
+            timezone=timezone,
+            start_time=start_time,
+            rate_limits_enabled=rate_limits,
+            rate_limit_standard=limits["standard"],
+            rate_limit_heavy=limits["heavy"],
+            rate_limit_write=limits["write"],
+            webhooks=hooks,
+            webhook_batch_size=webhook_batch_size,
+            time_scale=time_scale,
+            swedish_numbers=swedish_numbers,
+            faults=FaultConfig(
+                error_rate=error_rate,
+                latency_seconds=latency,
+                latency_jitter_seconds=latency_jitter,
+                outage=outage,
+                outage_mode=outage_mode,  # type: ignore[arg-type]
+                throttle_storm=throttle_storm,
+                lost_response_rate=lost_response_rate,
+                webhook_duplicate_rate=webhook_duplicate_rate,
+                webhook_drop_rate=webhook_drop_rate,
+                webhook_reorder=webhook_reorder,
+                extra_fields=extra_fields,
+                unknown_webhook_actions=unknown_webhook_actions,
+            ),
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"Extend Commerce simulator: API http://{host}:{port}/api  driving API http://{host}:{port}/_sim  "
-               f"(seed {seed}, {products} products, {customers} customers; Ctrl+C stops)")
+    click.echo(
+        f"Extend Commerce simulator: API http://{host}:{port}/api  driving API "
+        f"http://{host}:{port}/_sim  (seed {seed}, {products} "
+        f"products, {customers} customers; Ctrl+C stops)"
+    )
     serve(config, host=host, port=port)
 
 
 @main.command()
 @click.argument("data_point", type=click.Choice(SYNC_DATA_POINTS))
 @click.option("--full", is_flag=True, help="Ignore the cursor and read everything.")
-@click.option("--dry-run", is_flag=True, help="Fetch and diff, but write nothing and tell the shop nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Fetch and diff, but write nothing and tell the shop nothing."
+)
 @click.pass_context
 def sync(ctx: click.Context, data_point: str, full: bool, dry_run: bool) -> None:
     """Run one sync of DATA_POINT now, with progress and a summary."""
@@ -323,8 +604,9 @@ def run_sync_command(settings: Settings, data_point: str, *, full: bool, dry_run
         return EXIT_SCOPE_OFF
     # Only a job-engine client: the running service delivers the events this sweep publishes.
     with _connector(settings) as connector:
-        result = run_sweep(connector.context, SWEEPS[data_point], full=full, dry_run=dry_run,
-                           console=console)
+        result = run_sweep(
+            connector.context, SWEEPS[data_point], full=full, dry_run=dry_run, console=console
+        )
     Console().print(summary_table(result))
     return EXIT_OK
 
@@ -333,7 +615,8 @@ def run_sync_command(settings: Settings, data_point: str, *, full: bool, dry_run
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Show freshness of every data point, orders not yet in Extend, queue depth and parked failures."""
+    """Show freshness of every data point, orders not yet in Extend, queue depth and parked
+    failures."""
     import json
 
     from extend_connector.flows import failures as parked
@@ -346,32 +629,60 @@ def status(ctx: click.Context, as_json: bool) -> None:
         return
     click.echo(f"now {snap['now']}")
     click.echo("data points (change-date cursors):")
-    for c in snap["cursors"] or [{"name": "(no sweep has run yet)", "highWaterMark": None, "lastRunAt": None,
-                                  "running": False}]:
+    for c in snap["cursors"] or [
+        {
+            "name": "(no sweep has run yet)",
+            "highWaterMark": None,
+            "lastRunAt": None,
+            "running": False,
+        }
+    ]:
         state = " (running)" if c["running"] else ""
-        click.echo(f"  {c['name']:<22} last run {c['lastRunAt'] or '-':<34} up to {c['highWaterMark'] or '-'}{state}")
+        click.echo(
+            f"  {c['name']:<22} last run {c['lastRunAt'] or '-':<34} up to "
+            f"{c['highWaterMark'] or '-'}{state}"
+        )
     click.echo("local copy (newest confirmation from Extend):")
     for table, info in snap["confirmed"].items():
         click.echo(f"  {table:<22} {info['rows']:>8} rows, newest {info['newest'] or '-'}")
     queues = snap["queues"]
-    click.echo("queues (jobs waiting or running): " + (", ".join(f"{k} {v}" for k, v in sorted(queues.items()))
-                                                      or "empty"))
+    click.echo(
+        "queues (jobs waiting or running): "
+        + (", ".join(f"{k} {v}" for k, v in sorted(queues.items())) or "empty")
+    )
     failed = snap["failures"]
-    click.echo("parked failures: " + (", ".join(f"{k} {v}" for k, v in sorted(failed.items())) or "none")
-               + ("  (see `extend-connector failures list`)" if failed else ""))
+    click.echo(
+        "parked failures: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(failed.items())) or "none")
+        + ("  (see `extend-connector failures list`)" if failed else "")
+    )
     unsent = snap["ordersNotInExtend"]
-    click.echo(f"orders acknowledged, not yet in Extend: {unsent['count']}"
-               + (f", oldest received {unsent['oldest']}" if unsent["oldest"] else "")
-               + (f"; {unsent['stuck']} not moving for over {settings.engine.stuck_order_minutes:g} min "
-                  "(see the log's order_stuck / order_job_resumed lines)" if unsent["stuck"] else ""))
+    click.echo(
+        f"orders acknowledged, not yet in Extend: {unsent['count']}"
+        + (f", oldest received {unsent['oldest']}" if unsent["oldest"] else "")
+        + (
+            f"; {unsent['stuck']} not moving for over {settings.engine.stuck_order_minutes:g} min "
+            "(see the log's order_stuck / order_job_resumed lines)"
+            if unsent["stuck"]
+            else ""
+        )
+    )
     outbox = snap["outbox"]
-    click.echo(f"events owed to the shop: {outbox['pending']}" + (f", oldest {outbox['oldest']}" if outbox["oldest"]
-                                                                  else ""))
-    click.echo("marked, waiting for a fetch: " + ", ".join(f"{k} {v}" for k, v in snap["marked"].items()))
+    click.echo(
+        f"events owed to the shop: {outbox['pending']}"
+        + (f", oldest {outbox['oldest']}" if outbox["oldest"] else "")
+    )
+    click.echo(
+        "marked, waiting for a fetch: " + ", ".join(f"{k} {v}" for k, v in snap["marked"].items())
+    )
     limits = snap["rateLimits"]
-    click.echo("fleet rate limit (bucket full again in): "
-               + (", ".join(f"{g} {v['fullAgainInSeconds']:.1f} s" for g, v in limits.items())
-                  or "not in use (extend.shared_rate_limit)"))
+    click.echo(
+        "fleet rate limit (bucket full again in): "
+        + (
+            ", ".join(f"{g} {v['fullAgainInSeconds']:.1f} s" for g, v in limits.items())
+            or "not in use (extend.shared_rate_limit)"
+        )
+    )
 
 
 @main.group()
@@ -394,7 +705,9 @@ def failures_list(ctx: click.Context, show_all: bool) -> None:
         return
     for f in rows:
         state = f"resolved {f.resolved_at.isoformat()}" if f.resolved_at else "open"
-        click.echo(f"{f.id:>6}  {f.kind:<14} {f.key:<24} {f.reason:<20} {state:<10} {f.message[:120]}")
+        click.echo(
+            f"{f.id:>6}  {f.kind:<14} {f.key:<24} {f.reason:<20} {state:<10} {f.message[:120]}"
+        )
 
 
 @failures.command("show")
@@ -444,7 +757,9 @@ def _failure_id(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise click.BadParameter(f"a failure id is a number (see `failures list`), got {text!r}") from None
+        raise click.BadParameter(
+            f"a failure id is a number (see `failures list`), got {text!r}"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -27,7 +27,11 @@ def _toml_value(value: Any) -> str:
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
         # An inline table, so uncommenting the line gives a valid setting (not a Python repr).
-        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        return (
+            "{ "
+            + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items())
+            + " }"
+        )
     if isinstance(value, Path):
         value = value.as_posix()
     return json.dumps(str(value))
@@ -42,8 +46,9 @@ def _default(model: type[BaseModel], name: str) -> Any:
     return None
 
 
-def _render_section(lines: list[str], path: tuple[str, ...], model: type[BaseModel],
-                    overrides: dict[str, Any]) -> None:
+def _render_section(
+    lines: list[str], path: tuple[str, ...], model: type[BaseModel], overrides: dict[str, Any]
+) -> None:
     doc = (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else ""
     lines.append("")
     lines.append(f"# {doc}" if doc else "#")
@@ -67,9 +72,15 @@ def _render_section(lines: list[str], path: tuple[str, ...], model: type[BaseMod
         _render_section(lines, (*path, name), sub, {})
 
 
-def render_config(*, scope: dict[str, str], base_url: str | None = None, warehouses: list[str] | None = None,
-                  default_customer: str | None = None) -> str:
-    """A TOML file listing every setting with its description; chosen values are set, the rest commented."""
+def render_config(
+    *,
+    scope: dict[str, str],
+    base_url: str | None = None,
+    warehouses: list[str] | None = None,
+    default_customer: str | None = None,
+) -> str:
+    """A TOML file listing every setting with its description; chosen values are set, the rest
+    commented."""
     lines = [
         "# extend-connector configuration.",
         "# Every setting is listed with its default (commented out). Environment variables",
@@ -100,35 +111,49 @@ def describe_plan(settings: Settings) -> str:
     }[s.scope.customers.value]
     lines = [
         "configuration is valid",
-        f"  Extend API      {redact_url(str(s.extend.base_url))} (auth header {s.extend.dialect.auth_header})",
+        f"  Extend API      {redact_url(str(s.extend.base_url))} (auth header "
+        f"{s.extend.dialect.auth_header})",
         f"  warehouses      {', '.join(s.extend.warehouses)}",
         f"  database        {redact_url(s.store.url)}",
         f"  engine          role={s.engine.role} version={s.engine.application_version} "
         f"executor={s.engine.executor_id}",
-        f"  server          http://{s.server.host}:{s.server.port} (webhook inbox /webhooks/extend, read API /v1)",
+        f"  server          http://{s.server.host}:{s.server.port} (webhook inbox "
+        "/webhooks/extend, read API /v1)",
         "  orders          on: shop -> POST CustomerOrders; progress by webhook, sweep every "
         f"{s.sync.orders_sweep_minutes:g} min",
         "  balances        on: AvailableBalanceChanged -> coalesced GET ProductAvailability "
-        f"(debounce {s.sync.balance_debounce_seconds:g}s, max {s.sync.balance_max_delay_seconds:g}s), "
-        f"sweep every {s.sync.balances_sweep_minutes:g} min",
+        f"(debounce {s.sync.balance_debounce_seconds:g}s, max "
+        f"{s.sync.balance_max_delay_seconds:g}s), sweep "
+        f"every {s.sync.balances_sweep_minutes:g} min",
         f"  products        {'synced from Extend' if s.scope.products.value == 'sync' else 'off'}",
         f"  customers       {customers}",
-        f"  prices          {'per-customer net prices from Extend' if s.scope.prices.value == 'sync' else 'off'}",
+        "  prices          "
+        f"{'per-customer net prices from Extend' if s.scope.prices.value == 'sync' else 'off'}",
     ]
     lines.append(_describe_secrets(s))
     if not s.extend.verify_webhook_signatures:
-        lines.append("  WARNING         webhook signatures are NOT verified (extend.verify_webhook_signatures = false)")
+        lines.append(
+            "  WARNING         webhook signatures are NOT verified "
+            "(extend.verify_webhook_signatures = false)"
+        )
     return "\n".join(lines)
 
 
 def _describe_secrets(s: Settings) -> str:
     """Which secrets are set (never their values), and whether any is a public default."""
-    secrets = {"extend.api_token": s.extend.api_token, "extend.webhook_secret": s.extend.webhook_secret,
-               "webshop.api_token": s.webshop.api_token, "webshop.webhook_secret": s.webshop.webhook_secret}
+    secrets = {
+        "extend.api_token": s.extend.api_token,
+        "extend.webhook_secret": s.extend.webhook_secret,
+        "webshop.api_token": s.webshop.api_token,
+        "webshop.webhook_secret": s.webshop.webhook_secret,
+    }
     public = [name for name, value in secrets.items() if value.get_secret_value() in PUBLIC_SECRETS]
     line = f"  secrets         {', '.join(secrets)} set (values never shown)"
     if public:
         # Settings refuse these outside loopback, so reaching here means everything is local.
-        line += (f"\n  NOTE            public defaults in use ({', '.join(public)}): fine on loopback only; "
-                 "set your own before Extend or the shop connects from elsewhere")
+        line += (
+            "\n  NOTE            public defaults in use "
+            f"({', '.join(public)}): fine on loopback only; "
+            "set your own before Extend or the shop connects from elsewhere"
+        )
     return line

@@ -28,7 +28,9 @@ def _check_aware(obj: Any) -> None:
     for name in names:
         value = getattr(obj, name)
         if isinstance(value, datetime) and (value.tzinfo is None or value.utcoffset() is None):
-            raise NaiveDatetimeError(f"{cls.__name__}.{name} must carry a UTC offset, got {value!r}")
+            raise NaiveDatetimeError(
+                f"{cls.__name__}.{name} must carry a UTC offset, got {value!r}"
+            )
 
 
 class OrderStatus(StrEnum):

@@ -17,18 +17,48 @@ MASK = "***"
 
 # The password of a URL's userinfo. Greedy up to the last `@` before the path, so a password
 # holding a raw `@` is masked whole; over-masking an odd URL is the safe side.
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@]*:)(?P<password>[^\s/]*)@")
+_URL_PASSWORD = re.compile(
+    r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@]*:)(?P<password>[^\s/]*)@"
+)
 # libpq key/value connection strings and query strings: `password=...`.
-_KEY_PASSWORD = re.compile(r"(?P<head>\b(?:password|passwd|pwd)\s*=\s*)(?P<password>[^\s&;,'\"]+)", re.IGNORECASE)
+_KEY_PASSWORD = re.compile(
+    r"(?P<head>\b(?:password|passwd|pwd)\s*=\s*)(?P<password>[^\s&;,'\"]+)", re.IGNORECASE
+)
 
 # Key fragments (lower case, `_`/`-` removed) whose values are secrets or personal data.
-_SECRET_KEYS = ("secret", "token", "password", "passwd", "authorization", "cookie", "apikey", "signature")
-_PERSONAL_KEYS = ("email", "phone", "mobile", "address", "street", "zip", "postal", "firstname", "lastname",
-                  "fullname", "contactname", "payload", "body", "ssn", "orgnumber", "personalnumber")
+_SECRET_KEYS = (
+    "secret",
+    "token",
+    "password",
+    "passwd",
+    "authorization",
+    "cookie",
+    "apikey",
+    "signature",
+)
+_PERSONAL_KEYS = (
+    "email",
+    "phone",
+    "mobile",
+    "address",
+    "street",
+    "zip",
+    "postal",
+    "firstname",
+    "lastname",
+    "fullname",
+    "contactname",
+    "payload",
+    "body",
+    "ssn",
+    "orgnumber",
+    "personalnumber",
+)
 
 
 def redact_url(url: str) -> str:
-    """`scheme://user:password@host/...` -> `scheme://user:***@host/...`; anything else unchanged."""
+    """`scheme://user:password@host/...` -> `scheme://user:***@host/...`; anything else
+    unchanged."""
     return _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}@", url)
 
 
@@ -46,7 +76,9 @@ def sensitive_key(key: object) -> bool:
     if not isinstance(key, str):
         return False
     norm = key.lower().replace("_", "").replace("-", "")
-    return any(part in norm for part in _SECRET_KEYS) or any(part in norm for part in _PERSONAL_KEYS)
+    return any(part in norm for part in _SECRET_KEYS) or any(
+        part in norm for part in _PERSONAL_KEYS
+    )
 
 
 def redact_value(value: Any, *, depth: int = 0) -> Any:
@@ -56,7 +88,10 @@ def redact_value(value: Any, *, depth: int = 0) -> Any:
     if depth > 8:
         return value
     if isinstance(value, Mapping):
-        return {k: MASK if sensitive_key(k) else redact_value(v, depth=depth + 1) for k, v in value.items()}
+        return {
+            k: MASK if sensitive_key(k) else redact_value(v, depth=depth + 1)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return type(value)(redact_value(v, depth=depth + 1) for v in value)
     return value
@@ -65,7 +100,9 @@ def redact_value(value: Any, *, depth: int = 0) -> Any:
 # --- log pipeline -------------------------------------------------------------------------------
 
 
-def structlog_processor(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
+def structlog_processor(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> dict[str, Any]:
     """A structlog processor: mask sensitive keys and URL passwords (after `format_exc_info`)."""
     return {k: MASK if sensitive_key(k) else redact_value(v) for k, v in event_dict.items()}
 

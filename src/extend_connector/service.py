@@ -61,11 +61,18 @@ log = structlog.get_logger("extend_connector.service")
 # no schedule: imported for its delivery workflow and queue.
 FLOWS = (outbox, orders, balances, products, customers, prices, watchdog)
 SCHEDULES: tuple[Callable[[Settings], None], ...] = (
-    orders.declare_schedules, balances.declare_schedules, products.declare_schedules,
-    customers.declare_schedules, prices.declare_schedules, watchdog.declare_schedules,
+    orders.declare_schedules,
+    balances.declare_schedules,
+    products.declare_schedules,
+    customers.declare_schedules,
+    prices.declare_schedules,
+    watchdog.declare_schedules,
 )
 ROUTERS: tuple[APIRouter, ...] = (
-    webhooks.router, orders_api.router, shop.router, customers_api.router,
+    webhooks.router,
+    orders_api.router,
+    shop.router,
+    customers_api.router,
 )
 
 Sweep = Callable[[bool, bool, Progress | None], Coroutine[Any, Any, SweepResult]]
@@ -84,15 +91,21 @@ SWEEPS: dict[str, Sweep] = {
 MAX_REQUEST_LINE_BYTES = 160 * 1024
 
 
-def configure_logging(level: str = "INFO", *, json: bool = True, stream: TextIO | None = None,
-                      stdlib_format: str = "%(message)s") -> None:
+def configure_logging(
+    level: str = "INFO",
+    *,
+    json: bool = True,
+    stream: TextIO | None = None,
+    stdlib_format: str = "%(message)s",
+) -> None:
     """structlog with JSON lines (or pretty console output for humans), to `stream` (stdout).
 
     Secrets and personal data are masked on the way out (`extend_connector.redact`): values
     under secret or personal keys, and URL passwords in any text, tracebacks included.
     """
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=stdlib_format,
-                        stream=stream)
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO), format=stdlib_format, stream=stream
+    )
     install_stdlib_redaction()
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
@@ -105,7 +118,9 @@ def configure_logging(level: str = "INFO", *, json: bool = True, stream: TextIO 
             structlog_processor,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            getattr(logging, level.upper(), logging.INFO)
+        ),
         # The stdout of now (structlog's default is the one at its import).
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
         cache_logger_on_first_use=False,
@@ -124,10 +139,17 @@ def attach_shared_rate_limit(settings: Settings, db: Database) -> Callable[[], N
     key = budget_key(settings)
     budget = shared_budget(key)
     fleet = ThreadedFleetBucket(RateBuckets(db.engine, key))
-    budget.attach_fleet(fleet, limits=settings.extend.dialect.parsed_rate_limits,
-                        headroom=settings.extend.rate_limit_headroom)
-    log.info("shared_rate_limit_on", database="sqlite" if db.is_sqlite else "postgresql",
-             headroom=settings.extend.rate_limit_headroom, limits=settings.extend.dialect.rate_limits)
+    budget.attach_fleet(
+        fleet,
+        limits=settings.extend.dialect.parsed_rate_limits,
+        headroom=settings.extend.rate_limit_headroom,
+    )
+    log.info(
+        "shared_rate_limit_on",
+        database="sqlite" if db.is_sqlite else "postgresql",
+        headroom=settings.extend.rate_limit_headroom,
+        limits=settings.extend.dialect.rate_limits,
+    )
     return lambda: budget.detach_fleet(fleet)
 
 
@@ -153,18 +175,27 @@ class Connector:
         self._detach_rate_limit = attach_shared_rate_limit(settings, self.db)
         # What this process sees of Extend, shared with the processes answering the shop.
         self._reachability = freshness.Publisher(self.db.engine, role=settings.engine.role).start()
-        self.engine = Engine(settings, db_engine=self.db.engine, scheduler_poll_seconds=scheduler_poll_seconds)
+        self.engine = Engine(
+            settings, db_engine=self.db.engine, scheduler_poll_seconds=scheduler_poll_seconds
+        )
         deliver_to_shop = webshop is not None or settings.webshop.webhook_url is not None
         if webshop is None:
             webshop = (
-                HeadlessWebshop(str(settings.webshop.webhook_url), settings.webshop.webhook_secret.get_secret_value())
+                HeadlessWebshop(
+                    str(settings.webshop.webhook_url),
+                    settings.webshop.webhook_secret.get_secret_value(),
+                )
                 if settings.webshop.webhook_url is not None
                 else RecordingWebshop()
             )
         self.webshop = webshop
         self.context = context.FlowContext(
-            settings=settings, db=self.db, engine=self.engine, webshop=webshop,
-            extend_transport_factory=extend_transport_factory, deliver_to_shop=deliver_to_shop,
+            settings=settings,
+            db=self.db,
+            engine=self.engine,
+            webshop=webshop,
+            extend_transport_factory=extend_transport_factory,
+            deliver_to_shop=deliver_to_shop,
         )
         if clock is not None:
             self.context.clock = clock
@@ -172,9 +203,11 @@ class Connector:
         for declare in SCHEDULES:
             declare(settings)
         if not settings.extend.verify_webhook_signatures:
-            log.warning("webhook_signatures_not_verified",
-                        setting="extend.verify_webhook_signatures",
-                        why="anyone who can reach /webhooks/extend can trigger fetches; turn it back on")
+            log.warning(
+                "webhook_signatures_not_verified",
+                setting="extend.verify_webhook_signatures",
+                why="anyone who can reach /webhooks/extend can trigger fetches; turn it back on",
+            )
 
     # --- HTTP -------------------------------------------------------------------------------
 
@@ -191,9 +224,12 @@ class Connector:
                 await asyncio.to_thread(connector.engine.launch)
             else:
                 await asyncio.to_thread(connector.engine.connect)
-            log.info("connector_started", role=connector.settings.engine.role,
-                     version=connector.settings.engine.application_version,
-                     executor=connector.settings.engine.executor_id)
+            log.info(
+                "connector_started",
+                role=connector.settings.engine.role,
+                version=connector.settings.engine.application_version,
+                executor=connector.settings.engine.executor_id,
+            )
             try:
                 yield
             finally:
@@ -208,9 +244,13 @@ class Connector:
         if self.settings.engine.role == "worker":
             self._serve_worker()
             return
-        server = build_server(self.app(), self.settings, host=self.settings.server.host,
-                              port=self.settings.server.port,
-                              h11_max_incomplete_event_size=MAX_REQUEST_LINE_BYTES)
+        server = build_server(
+            self.app(),
+            self.settings,
+            host=self.settings.server.host,
+            port=self.settings.server.port,
+            h11_max_incomplete_event_size=MAX_REQUEST_LINE_BYTES,
+        )
         server.run()
         self.close()
 
@@ -228,17 +268,27 @@ class Connector:
             self.close()
 
     @contextlib.contextmanager
-    def serve_in_thread(self, *, port: int | None = None, sock: socket.socket | None = None,
-                        timeout: float = 30.0) -> Iterator[str]:
+    def serve_in_thread(
+        self, *, port: int | None = None, sock: socket.socket | None = None, timeout: float = 30.0
+    ) -> Iterator[str]:
         """Serve on 127.0.0.1 (or on `sock`, a socket bound already) in a background thread; yields
         the base URL; stops on exit."""
         if sock is not None:
             port = sock.getsockname()[1]
-        server = build_server(self.app(), self.settings, host="127.0.0.1", port=port or self.settings.server.port,
-                              h11_max_incomplete_event_size=MAX_REQUEST_LINE_BYTES)
+        server = build_server(
+            self.app(),
+            self.settings,
+            host="127.0.0.1",
+            port=port or self.settings.server.port,
+            h11_max_incomplete_event_size=MAX_REQUEST_LINE_BYTES,
+        )
         config = server.config
-        thread = threading.Thread(target=server.run, kwargs={"sockets": None if sock is None else [sock]},
-                                  name="connector-http", daemon=True)
+        thread = threading.Thread(
+            target=server.run,
+            kwargs={"sockets": None if sock is None else [sock]},
+            name="connector-http",
+            daemon=True,
+        )
         thread.start()
         deadline = time.monotonic() + timeout
         while not server.started:

@@ -41,10 +41,13 @@ DEFAULT_CONFIG_FILE = "extend-connector.toml"
 class ConfigError(Exception):
     """The configuration cannot be used; `problems` lists one line per bad setting."""
 
-    def __init__(self, problems: list[str], source: str | None = None, *, unsafe_only: bool = False) -> None:
+    def __init__(
+        self, problems: list[str], source: str | None = None, *, unsafe_only: bool = False
+    ) -> None:
         self.problems = problems
         self.source = source
-        # Every problem is an unsafe secret (the rest of the file is valid): `init` tells what to set.
+        # Every problem is an unsafe secret (the rest of the file is valid): `init` tells what to
+        # set.
         self.unsafe_only = unsafe_only
         where = f" ({source})" if source else ""
         super().__init__(f"configuration error{where}:\n  " + "\n  ".join(problems))
@@ -89,17 +92,23 @@ class PricesScope(StrEnum):
 class ScopeSettings(_Section):
     """The integration scope, as Extend's webshop guide frames it."""
 
-    orders: Literal["on"] = Field("on", description="Always on: orders are mandatory in Extend's guide.")
-    balances: Literal["on"] = Field("on", description="Always on: balances are mandatory in Extend's guide.")
+    orders: Literal["on"] = Field(
+        "on", description="Always on: orders are mandatory in Extend's guide."
+    )
+    balances: Literal["on"] = Field(
+        "on", description="Always on: balances are mandatory in Extend's guide."
+    )
     products: ProductsScope = Field(
         ProductsScope.SYNC, description="Product master data: `sync` (Extend is master) or `off`."
     )
     customers: CustomersScope = Field(
         CustomersScope.FROM_EXTEND,
-        description="Customer master: `from_extend` (B2B), `to_extend` (shop registers customers) or `off`.",
+        description="Customer master: `from_extend` (B2B), "
+        "`to_extend` (shop registers customers) or `off`.",
     )
     prices: PricesScope = Field(
-        PricesScope.SYNC, description="Per-customer net prices from GET ProductPrices: `sync` or `off`."
+        PricesScope.SYNC,
+        description="Per-customer net prices from GET ProductPrices: `sync` or `off`.",
     )
     default_customer_number: str = Field(
         "WEB",
@@ -108,7 +117,8 @@ class ScopeSettings(_Section):
     )
     price_customer_numbers: Annotated[StrList, NoDecode] = Field(
         default_factory=list,
-        description="Extra customer numbers whose prices are kept, besides every synced B2B customer and the default.",
+        description="Extra customer numbers whose prices are kept, besides every synced B2B "
+        "customer and the default.",
     )
 
     _split = field_validator("price_customer_numbers", mode="before")(_split_list)
@@ -155,43 +165,80 @@ def parse_rate_limit(text: str) -> tuple[int, float]:
 
     match = re.fullmatch(_RATE_LIMIT_FORM, text)
     if match is None or float(match.group(2)) <= 0:
-        raise ValueError(f"expected `LIMIT/SECONDS` such as \"300/60\" (limit >= 1, seconds > 0), got {text!r}")
+        raise ValueError(
+            f'expected `LIMIT/SECONDS` such as "300/60" (limit >= 1, seconds > 0), got {text!r}'
+        )
     return int(match.group(1)), float(match.group(2))
 
 
 class DialectSettings(_Section):
-    """Everything Extend has not documented (house contract defaults); see docs/extend-dialect.md."""
+    """Everything Extend has not documented (house contract defaults); see docs/extend-dialect.md."""  # noqa: E501 - its first line heads the section `init` writes
 
-    auth_header: str = Field("Authorization", min_length=1, description="Header that carries the credential.")
-    auth_scheme: str = Field("Bearer", description="Prefix before the token; empty for a bare API key.")
-    page_param: str = Field("page", min_length=1, description="Query parameter of the 1-based page number.")
-    page_size_param: str = Field("pageSize", min_length=1, description="Query parameter of the page size.")
+    auth_header: str = Field(
+        "Authorization", min_length=1, description="Header that carries the credential."
+    )
+    auth_scheme: str = Field(
+        "Bearer", description="Prefix before the token; empty for a bare API key."
+    )
+    page_param: str = Field(
+        "page", min_length=1, description="Query parameter of the 1-based page number."
+    )
+    page_size_param: str = Field(
+        "pageSize", min_length=1, description="Query parameter of the page size."
+    )
     page_size: int = Field(100, ge=1, le=10_000, description="Records asked for per page.")
     envelope: Literal["body", "headers"] = Field(
         "body",
-        description="`body`: {items,page,pageSize,totalCount,totalPages}; `headers`: bare array, totals in headers.",
+        description="`body`: {items,page,pageSize,totalCount,totalPages}; `headers`: bare array, "
+        "totals in headers.",
     )
-    changed_since_param: str = Field("changedSince", min_length=1, description="Change-date filter parameter.")
-    product_numbers_param: str = Field("productNumbers", min_length=1, description="Comma list of product numbers.")
-    warehouse_param: str = Field("warehouse", min_length=1, description="Warehouse filter parameter.")
-    max_url_length: int = Field(1800, ge=256, description="Longest URL sent; product-number lists are chunked to fit.")
-    rate_limit_limit_header: str = Field("x-ratelimit-limit", min_length=1, description="Documented by Extend.")
-    rate_limit_remaining_header: str = Field("x-ratelimit-remaining", min_length=1, description="Assumed name.")
-    rate_limit_reset_header: str = Field("x-ratelimit-reset", min_length=1, description="Assumed name (seconds).")
-    request_id_header: str = Field("x-request-id", min_length=1, description="Response header quoted in errors.")
+    changed_since_param: str = Field(
+        "changedSince", min_length=1, description="Change-date filter parameter."
+    )
+    product_numbers_param: str = Field(
+        "productNumbers", min_length=1, description="Comma list of product numbers."
+    )
+    warehouse_param: str = Field(
+        "warehouse", min_length=1, description="Warehouse filter parameter."
+    )
+    max_url_length: int = Field(
+        1800, ge=256, description="Longest URL sent; product-number lists are chunked to fit."
+    )
+    rate_limit_limit_header: str = Field(
+        "x-ratelimit-limit", min_length=1, description="Documented by Extend."
+    )
+    rate_limit_remaining_header: str = Field(
+        "x-ratelimit-remaining", min_length=1, description="Assumed name."
+    )
+    rate_limit_reset_header: str = Field(
+        "x-ratelimit-reset", min_length=1, description="Assumed name (seconds)."
+    )
+    request_id_header: str = Field(
+        "x-request-id", min_length=1, description="Response header quoted in errors."
+    )
     status_param: str = Field("status", min_length=1, description="Order status filter parameter.")
     order_number_external_param: str = Field(
-        "orderNumberExternal", min_length=1, description="Find-an-order-by-shop-reference parameter."
+        "orderNumberExternal",
+        min_length=1,
+        description="Find-an-order-by-shop-reference parameter.",
     )
-    customer_number_param: str = Field("customerNumber", min_length=1, description="Customer filter (prices).")
+    customer_number_param: str = Field(
+        "customerNumber", min_length=1, description="Customer filter (prices)."
+    )
     changed_since_format: Literal["offset", "utc"] = Field(
-        "offset", description="`offset`: 2024-10-15T15:00:00+02:00 in `timezone`; `utc`: 2024-10-15T13:00:00Z."
+        "offset",
+        description="`offset`: 2024-10-15T15:00:00+02:00 in `timezone`; `utc`: "
+        "2024-10-15T13:00:00Z.",
     )
     timezone: str = Field(
-        "Europe/Stockholm", min_length=1, description="Zone for naive times from Extend and for `offset` dates sent."
+        "Europe/Stockholm",
+        min_length=1,
+        description="Zone for naive times from Extend and for `offset` dates sent.",
     )
     ordered_by_change_date: bool = Field(
-        True, description="Lists come sorted by change date then key (lets change-date walks re-anchor safely)."
+        True,
+        description="Lists come sorted by change date then "
+        "key (lets change-date walks re-anchor safely).",
     )
     paths: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_EXTEND_PATHS),
@@ -199,13 +246,15 @@ class DialectSettings(_Section):
     )
     rate_limit_groups: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_RATE_LIMIT_GROUPS),
-        description="Operation -> rate-limit group (entries given override the defaults one by one).",
+        description="Operation -> rate-limit group "
+        "(entries given override the defaults one by one).",
     )
     rate_limits: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_RATE_LIMITS),
         validate_default=True,
-        description="Rate-limit group -> `LIMIT/SECONDS` (Extend's bucket per credential; entries given override "
-        "the defaults one by one). Used until Extend's x-ratelimit-limit header says otherwise.",
+        description="Rate-limit group -> `LIMIT/SECONDS` (Extend's bucket per credential; entries "
+        "given override the defaults one by one). Used until Extend's x-ratelimit-limit header "
+        "says otherwise.",
     )
 
     @field_validator("timezone")
@@ -227,11 +276,14 @@ class DialectSettings(_Section):
         merged = {**DEFAULT_EXTEND_PATHS, **value}
         for op, spec in merged.items():
             if op not in DEFAULT_EXTEND_PATHS:
-                raise ValueError(f"unknown operation `{op}`; known: {', '.join(DEFAULT_EXTEND_PATHS)}")
+                raise ValueError(
+                    f"unknown operation `{op}`; known: {', '.join(DEFAULT_EXTEND_PATHS)}"
+                )
             want = set(re.findall(r"\{(\w+)\}", DEFAULT_EXTEND_PATHS[op]))
-            if not re.fullmatch(r"(GET|POST|PUT|PATCH|DELETE) /\S*", spec) or set(
-                re.findall(r"\{(\w+)\}", spec)
-            ) != want:
+            if (
+                not re.fullmatch(r"(GET|POST|PUT|PATCH|DELETE) /\S*", spec)
+                or set(re.findall(r"\{(\w+)\}", spec)) != want
+            ):
                 placeholders = "".join(f" {{{p}}}" for p in sorted(want)) or " no placeholder"
                 raise ValueError(f"`{op}` expected `VERB /path` with{placeholders}, got {spec!r}")
         return merged
@@ -242,7 +294,9 @@ class DialectSettings(_Section):
         merged = {**DEFAULT_RATE_LIMIT_GROUPS, **value}
         for op, group in merged.items():
             if op not in DEFAULT_EXTEND_PATHS or not group:
-                raise ValueError(f"expected operation -> non-empty group name, got `{op}` -> {group!r}")
+                raise ValueError(
+                    f"expected operation -> non-empty group name, got `{op}` -> {group!r}"
+                )
         return merged
 
     @field_validator("rate_limits")
@@ -254,12 +308,15 @@ class DialectSettings(_Section):
                 parse_rate_limit(spec)
             except ValueError as exc:
                 raise ValueError(f"`{group}`: {exc}") from None
-        # rate_limit_groups is declared first, so it is validated already (absent when it was wrong).
+        # rate_limit_groups is declared first, so it is validated already (absent when it was
+        # wrong).
         used = set((info.data.get("rate_limit_groups") or {}).values())
         missing = sorted(used - set(merged))
         if missing:
-            raise ValueError(f"no `LIMIT/SECONDS` for group(s) {', '.join(missing)} used in rate_limit_groups; "
-                             f"add e.g. {missing[0]} = \"60/60\"")
+            raise ValueError(
+                f"no `LIMIT/SECONDS` for group(s) {', '.join(missing)} used in rate_limit_groups; "
+                f'add e.g. {missing[0]} = "60/60"'
+            )
         return merged
 
     @property
@@ -277,16 +334,17 @@ class ExtendSettings(_Section):
     )
     api_token: SecretStr = Field(
         SecretStr("sim-token"),
-        description="Credential sent with every call. Never empty; the default (the simulator's) is refused "
-        "outside loopback.",
+        description="Credential sent with every call. Never empty; the default (the simulator's) "
+        "is refused outside loopback.",
     )
     webhook_secret: SecretStr = Field(
         SecretStr("sim-webhook-secret"),
-        description="Secret of the webhook registration in Extend (ms-signature). Never empty while signatures "
-        "are verified; the default (the simulator's) is refused outside loopback.",
+        description="Secret of the webhook registration in Extend (ms-signature). Never empty "
+        "while signatures are verified; the default (the simulator's) is refused outside loopback.",
     )
     verify_webhook_signatures: bool = Field(
-        True, description="Refuse unsigned webhooks. Turning this off logs a warning at every start."
+        True,
+        description="Refuse unsigned webhooks. Turning this off logs a warning at every start.",
     )
     warehouses: Annotated[StrList, NoDecode] = Field(
         default_factory=lambda: ["MainWarehouse"],
@@ -294,16 +352,24 @@ class ExtendSettings(_Section):
         description="Warehouses the shop sells from (balances are fetched for these).",
     )
     connect_timeout_seconds: float = Field(10.0, gt=0, description="TCP connect timeout per call.")
-    read_timeout_seconds: float = Field(60.0, gt=0, description="Read timeout per call; a write that times out is 'outcome unknown'.")
+    read_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Read timeout per call; a write that times out is 'outcome unknown'.",
+    )
     max_in_flight: int = Field(4, ge=1, le=64, description="Concurrent calls per process.")
     shared_rate_limit: Literal["auto", "on", "off"] = Field(
         "auto",
-        description="One rate limit for every process sharing the database (a table in it): `auto` = on with "
-        "PostgreSQL (several processes), off with SQLite (one process); `on` / `off` force it.",
+        description="One rate limit for every process sharing the database (a table in it): `auto` "
+        "= on with PostgreSQL (several processes), off "
+        "with SQLite (one process); `on` / `off` force it.",
     )
     rate_limit_headroom: float = Field(
-        0.9, ge=0.5, le=1.0,
-        description="Share of Extend's limit the fleet uses, so calls in flight and clock jitter never reach a 429.",
+        0.9,
+        ge=0.5,
+        le=1.0,
+        description="Share of Extend's limit the fleet uses, so calls in flight and clock jitter "
+        "never reach a 429.",
     )
     dialect: DialectSettings = Field(default_factory=DialectSettings)
 
@@ -313,21 +379,30 @@ class ExtendSettings(_Section):
 class WebshopSettings(_Section):
     """The shop side: the built-in headless adapter (read API + signed outgoing webhooks)."""
 
-    adapter: Literal["headless"] = Field("headless", description="Webshop adapter; `headless` is built in.")
+    adapter: Literal["headless"] = Field(
+        "headless", description="Webshop adapter; `headless` is built in."
+    )
     api_token: SecretStr = Field(
         SecretStr("shop-token"),
-        description="Bearer token the shop uses on /v1. Outside loopback: at least 16 characters, not the default.",
+        description="Bearer token the shop uses on /v1. Outside loopback: at least 16 characters, "
+        "not the default.",
     )
-    webhook_url: AnyHttpUrl | None = Field(None, description="Where changes are pushed (Standard Webhooks); unset = none.")
+    webhook_url: AnyHttpUrl | None = Field(
+        None, description="Where changes are pushed (Standard Webhooks); unset = none."
+    )
     webhook_secret: SecretStr = Field(
         SecretStr("whsec_c2hvcC13ZWJob29rLXNlY3JldC1kZWZhdWx0"),
-        description="Standard Webhooks secret (`whsec_` + base64) used to sign outgoing webhooks. Outside "
-        "loopback: at least 16 bytes after `whsec_`, not the default.",
+        description="Standard Webhooks secret (`whsec_` + base64) used to sign outgoing webhooks. "
+        "Outside loopback: at least 16 bytes after `whsec_`, not the default.",
     )
     stock_figure: Literal["sum", "per_warehouse"] = Field(
-        "sum", description="Shop-facing stock: sum over sell-from warehouses, or one figure per warehouse."
+        "sum",
+        description="Shop-facing stock: sum over sell-from "
+        "warehouses, or one figure per warehouse.",
     )
-    stale_after_seconds: float = Field(900.0, gt=0, description="Answers older than this say `stale: true`.")
+    stale_after_seconds: float = Field(
+        900.0, gt=0, description="Answers older than this say `stale: true`."
+    )
 
     @field_validator("webhook_secret")
     @classmethod
@@ -348,10 +423,13 @@ class WebshopSettings(_Section):
 class StoreSettings(_Section):
     """Where the local copy and the job state live (one database for both)."""
 
-    data_dir: Path = Field(Path("var"), description="Directory for the SQLite file and other local data.")
+    data_dir: Path = Field(
+        Path("var"), description="Directory for the SQLite file and other local data."
+    )
     database_url: str | None = Field(
         None,
-        description="`sqlite:///path.db` or `postgresql://user@host/db`; default: SQLite file in data_dir.",
+        description="`sqlite:///path.db` or "
+        "`postgresql://user@host/db`; default: SQLite file in data_dir.",
     )
 
     @field_validator("database_url")
@@ -381,22 +459,36 @@ class EngineSettings(_Section):
     """The durable job engine."""
 
     role: Literal["all", "web", "worker"] = Field(
-        "all", description="`all`: API and workers in one process; `web` / `worker` for scale-out on PostgreSQL."
+        "all",
+        description="`all`: API and workers in one process; "
+        "`web` / `worker` for scale-out on PostgreSQL.",
     )
     application_version: str = Field(
-        "1", min_length=1, description="Pinned workflow version; bump deliberately when workflow code changes shape."
+        "1",
+        min_length=1,
+        description="Pinned workflow version; bump deliberately when workflow code changes shape.",
     )
-    executor_id: str = Field("local", min_length=1, description="Stable id of this worker (recovers its own work).")
-    worker_concurrency: int = Field(8, ge=1, le=256, description="Jobs run at once by this worker process.")
+    executor_id: str = Field(
+        "local", min_length=1, description="Stable id of this worker (recovers its own work)."
+    )
+    worker_concurrency: int = Field(
+        8, ge=1, le=256, description="Jobs run at once by this worker process."
+    )
     transient_db_retry_minutes: float = Field(
-        60.0, gt=0, description="How long a job step waits out a lost or refused database connection (SQLite: a held "
-        "lock) before its job fails; the watchdog then resumes it."
+        60.0,
+        gt=0,
+        description="How long a job step waits out a lost or refused database connection (SQLite: "
+        "a held lock) before its job fails; the watchdog then resumes it.",
     )
     stuck_order_minutes: float = Field(
-        10.0, gt=0, description="An acknowledged order not in Extend whose job has not moved for this long is "
-        "recovered (its job resumed or queued again) or parked, and logged at error level."
+        10.0,
+        gt=0,
+        description="An acknowledged order not in Extend whose job has not moved for this long is "
+        "recovered (its job resumed or queued again) or parked, and logged at error level.",
     )
-    watchdog_minutes: float = Field(1.0, gt=0, description="How often the watchdog looks for stuck orders and failed jobs.")
+    watchdog_minutes: float = Field(
+        1.0, gt=0, description="How often the watchdog looks for stuck orders and failed jobs."
+    )
 
 
 class ServerSettings(_Section):
@@ -404,37 +496,70 @@ class ServerSettings(_Section):
 
     host: str = Field("127.0.0.1", min_length=1, description="Interface to bind.")
     port: int = Field(8700, ge=1, le=65535, description="Port to bind.")
-    webhook_max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger webhook bodies get 413.")
+    webhook_max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Larger webhook bodies get 413."
+    )
     max_body_bytes: int = Field(
-        1_048_576, ge=1024, description="Larger bodies on every other route (/v1 included) get 413 before they are read."
+        1_048_576,
+        ge=1024,
+        description="Larger bodies on every other route "
+        "(/v1 included) get 413 before they are read.",
     )
     header_timeout_seconds: float = Field(
-        10.0, gt=0, le=300, description="A connection must complete each request head within this time, else it is closed."
+        10.0,
+        gt=0,
+        le=300,
+        description="A connection must complete each "
+        "request head within this time, else it is closed.",
     )
     body_timeout_seconds: float = Field(
-        30.0, gt=0, le=3600, description="A request body must arrive within this time of its head, else 408."
+        30.0,
+        gt=0,
+        le=3600,
+        description="A request body must arrive within this time of its head, else 408.",
     )
-    keepalive_timeout_seconds: int = Field(5, ge=1, le=300, description="An idle keep-alive connection is closed after this.")
+    keepalive_timeout_seconds: int = Field(
+        5, ge=1, le=300, description="An idle keep-alive connection is closed after this."
+    )
     max_connections: int = Field(
-        4096, ge=16, le=1_000_000,
-        description="Open connections at most; more get a 503 and are closed (lowered to fit the open-file limit).",
+        4096,
+        ge=16,
+        le=1_000_000,
+        description="Open connections at most; more get a 503 and are closed (lowered to fit the "
+        "open-file limit).",
     )
 
 
 class SyncSettings(_Section):
     """Schedules and windows of the flows."""
 
-    overlap_seconds: float = Field(300.0, ge=0, description="Change-date sweeps re-read this much before the cursor.")
-    orders_sweep_minutes: float = Field(15.0, gt=0, description="Order reconciliation sweep interval.")
-    balances_sweep_minutes: float = Field(10.0, gt=0, description="Balance reconciliation sweep interval.")
+    overlap_seconds: float = Field(
+        300.0, ge=0, description="Change-date sweeps re-read this much before the cursor."
+    )
+    orders_sweep_minutes: float = Field(
+        15.0, gt=0, description="Order reconciliation sweep interval."
+    )
+    balances_sweep_minutes: float = Field(
+        10.0, gt=0, description="Balance reconciliation sweep interval."
+    )
     products_sweep_minutes: float = Field(60.0, gt=0, description="Product sweep interval.")
     customers_sweep_minutes: float = Field(60.0, gt=0, description="Customer sweep interval.")
-    prices_full_refresh_minutes: float = Field(360.0, gt=0, description="Full price refresh interval.")
-    prices_active_refresh_minutes: float = Field(30.0, gt=0, description="Price refresh for recently active customers.")
-    balance_debounce_seconds: float = Field(0.3, ge=0, description="Quiet time before a dirty-balance flush.")
-    balance_max_delay_seconds: float = Field(1.0, gt=0, description="Longest a dirty balance waits during a steady stream.")
+    prices_full_refresh_minutes: float = Field(
+        360.0, gt=0, description="Full price refresh interval."
+    )
+    prices_active_refresh_minutes: float = Field(
+        30.0, gt=0, description="Price refresh for recently active customers."
+    )
+    balance_debounce_seconds: float = Field(
+        0.3, ge=0, description="Quiet time before a dirty-balance flush."
+    )
+    balance_max_delay_seconds: float = Field(
+        1.0, gt=0, description="Longest a dirty balance waits during a steady stream."
+    )
     balance_apply_notification_value: bool = Field(
-        False, description="Write the notified balance at once (unconfirmed) before the fetch confirms it."
+        False,
+        description="Write the notified balance at once "
+        "(unconfirmed) before the fetch confirms it.",
     )
 
     @model_validator(mode="after")
@@ -478,7 +603,8 @@ class Settings(BaseSettings):
 
     @property
     def shared_rate_limit_on(self) -> bool:
-        """Whether Extend calls are paced by the database-backed fleet limiter (`auto`: PostgreSQL)."""
+        """Whether Extend calls are paced by the database-backed fleet limiter (`auto`:
+        PostgreSQL)."""
         mode = self.extend.shared_rate_limit
         return mode == "on" or (mode == "auto" and not self.store.is_sqlite)
 
@@ -486,8 +612,8 @@ class Settings(BaseSettings):
     def _cross_checks(self) -> Settings:
         if self.engine.role != "all" and self.store.is_sqlite:
             raise ValueError(
-                "engine.role `web`/`worker` needs store.database_url = postgresql://… (a SQLite file "
-                "cannot be shared by several processes); use role `all` with SQLite"
+                "engine.role `web`/`worker` needs store.database_url = postgresql://… (a SQLite "
+                "file cannot be shared by several processes); use role `all` with SQLite"
             )
         return self
 
@@ -513,16 +639,18 @@ UNSAFE_SECRET_ERROR = "unsafe_secret"
 MIN_OWN_SECRET_LENGTH = 16
 # Published in this repository (settings defaults, simulator, demo) or in Extend's documentation
 # (`secret123` is its signature example): anyone can compute a signature or call with them.
-PUBLIC_SECRETS: frozenset[str] = frozenset({
-    "sim-token",
-    "sim-webhook-secret",
-    "shop-token",
-    "whsec_c2hvcC13ZWJob29rLXNlY3JldC1kZWZhdWx0",
-    "demo-webhook-secret",
-    "demo-shop-token",
-    "whsec_ZGVtby1zaG9wLXdlYmhvb2stc2VjcmV0LTMyYnl0ZXM=",
-    "secret123",
-})
+PUBLIC_SECRETS: frozenset[str] = frozenset(
+    {
+        "sim-token",
+        "sim-webhook-secret",
+        "shop-token",
+        "whsec_c2hvcC13ZWJob29rLXNlY3JldC1kZWZhdWx0",
+        "demo-webhook-secret",
+        "demo-shop-token",
+        "whsec_ZGVtby1zaG9wLXdlYmhvb2stc2VjcmV0LTMyYnl0ZXM=",
+        "secret123",
+    }
+)
 
 
 def _whsec_key(value: str) -> bytes | None:
@@ -533,7 +661,9 @@ def _whsec_key(value: str) -> bytes | None:
         return None
 
 
-_PUBLIC_KEYS = {key for key in (_whsec_key(v) for v in PUBLIC_SECRETS if v.startswith("whsec_")) if key}
+_PUBLIC_KEYS = {
+    key for key in (_whsec_key(v) for v in PUBLIC_SECRETS if v.startswith("whsec_")) if key
+}
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -562,10 +692,14 @@ def exposure(settings: Settings) -> list[str]:
     return reasons
 
 
-_SHOP_TOKEN_HINT = ("a random token of at least 16 characters, e.g. the output of "
-                    "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`")
-_SHOP_WHSEC_HINT = ("`whsec_` + base64 of at least 16 random bytes, e.g. the output of `python3 -c 'import base64, "
-                    "secrets; print(\"whsec_\" + base64.b64encode(secrets.token_bytes(32)).decode())'`")
+_SHOP_TOKEN_HINT = (
+    "a random token of at least 16 characters, e.g. the output of "
+    "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+)
+_SHOP_WHSEC_HINT = (
+    "`whsec_` + base64 of at least 16 random bytes, e.g. the output of `python3 -c 'import base64, "
+    'secrets; print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())\'`'
+)
 # setting -> what to put there instead
 _SECRET_HINTS: dict[tuple[str, str], str] = {
     ("extend", "api_token"): "the credential Extend issued for this integration",
@@ -582,18 +716,24 @@ def _secret_problem(loc: tuple[str, str], value: str, exposed: str) -> str | Non
     if not key:
         what = "empty key after `whsec_`" if is_whsec else "empty"
         if loc == ("extend", "webhook_secret"):
-            what += (", so anyone can sign a webhook (turn extend.verify_webhook_signatures off instead only "
-                     "if something in front checks the calls)")
+            what += (
+                ", so anyone can sign a webhook (turn extend.verify_webhook_signatures off instead "
+                "only if something in front checks the calls)"
+            )
         return f"{what}; set {_SECRET_HINTS[loc]}"
     if not exposed:
         return None
     if value in PUBLIC_SECRETS or (is_whsec and key in _PUBLIC_KEYS):
-        return (f"a public default (published with the simulator, the demo or Extend's docs), refused outside "
-                f"loopback ({exposed}); set {_SECRET_HINTS[loc]}")
+        return (
+            "a public default (published with the simulator, the demo or Extend's docs), refused "
+            f"outside loopback ({exposed}); set {_SECRET_HINTS[loc]}"
+        )
     if loc[0] == "webshop" and len(key) < MIN_OWN_SECRET_LENGTH:
         unit = "bytes after `whsec_`" if is_whsec else "characters"
-        return (f"{len(key)} {unit}; outside loopback ({exposed}) at least {MIN_OWN_SECRET_LENGTH} are needed; "
-                f"set {_SECRET_HINTS[loc]}")
+        return (
+            f"{len(key)} {unit}; outside loopback ({exposed}) at least {MIN_OWN_SECRET_LENGTH} are "
+            f"needed; set {_SECRET_HINTS[loc]}"
+        )
     return None
 
 
@@ -624,7 +764,9 @@ def secret_problems(settings: Settings) -> list[str]:
 
 
 def _describe(error: dict[str, Any]) -> str:
-    loc = tuple(p for p in error.get("loc", ()) if not (isinstance(p, str) and p.startswith("function-")))
+    loc = tuple(
+        p for p in error.get("loc", ()) if not (isinstance(p, str) and p.startswith("function-"))
+    )
     # Drop pydantic's union / validator branch names that are not setting names.
     loc = tuple(p for p in loc if p not in {"url", "none", "function-after[_whsec(), SecretStr]"})
     dotted = ".".join(str(p) for p in loc)
@@ -632,7 +774,9 @@ def _describe(error: dict[str, Any]) -> str:
     if not dotted:
         return redact_text(str(message).removeprefix("Value error, "))
     if error.get("type") == "extra_forbidden":
-        message = "unknown setting (check the spelling; `extend-connector init` writes every setting)"
+        message = (
+            "unknown setting (check the spelling; `extend-connector init` writes every setting)"
+        )
     given = error.get("input")
     secret = any(word in dotted for word in ("secret", "token", "password"))
     hidden = secret or error.get("type") == "extra_forbidden" or isinstance(given, dict)

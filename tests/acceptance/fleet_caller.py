@@ -1,6 +1,8 @@
-"""One connector process that hammers Extend with `get_product` (acceptance test of the shared limiter).
+"""One connector process that hammers Extend with `get_product` (acceptance test of the shared
+limiter).
 
-    python tests/acceptance/fleet_caller.py --name a --dir DIR --products P1,P2 --seconds 4 --tasks 8
+    python tests/acceptance/fleet_caller.py --name a --dir DIR --products P1,P2 --seconds 4 --tasks
+    8
 
 Settings come from the environment (EXTEND_CONNECTOR_*), and the process is put together the way
 every connector process is (`service.Connector`), so the Extend client it gets is the one the
@@ -26,7 +28,9 @@ from extend_connector.settings import load_settings
 GO_TIMEOUT_SECONDS = 60.0
 
 
-async def hammer(connector: Connector, products: list[str], seconds: float, tasks: int) -> dict[str, Any]:
+async def hammer(
+    connector: Connector, products: list[str], seconds: float, tasks: int
+) -> dict[str, Any]:
     client = connector.context.extend()
     ok = 0
     errors: dict[str, int] = {}
@@ -46,9 +50,13 @@ async def hammer(connector: Connector, products: list[str], seconds: float, task
     try:
         await asyncio.gather(*(caller(n) for n in range(tasks)))
         group = client.stats().groups.get("standard")
-        return {"ok": ok, "errors": errors, "throttled_answers": group.throttled if group else 0,
-                "fleet_attached": client.budget.fleet is not None,
-                "fleet_failures": client.budget.fleet_failures}
+        return {
+            "ok": ok,
+            "errors": errors,
+            "throttled_answers": group.throttled if group else 0,
+            "fleet_attached": client.budget.fleet is not None,
+            "fleet_failures": client.budget.fleet_failures,
+        }
     finally:
         await connector.context.aclose()
 

@@ -27,28 +27,46 @@ AUTH = {"authorization": "Bearer shop-token"}
 
 
 class Pair:
-    def __init__(self, sim: Proc, connector: Proc, sim_url: str, url: str, env: dict[str, str],
-                 tmp: Path) -> None:
-        self.sim, self.connector, self.sim_url, self.url, self.env, self.tmp = sim, connector, sim_url, url, env, tmp
+    def __init__(
+        self, sim: Proc, connector: Proc, sim_url: str, url: str, env: dict[str, str], tmp: Path
+    ) -> None:
+        self.sim, self.connector, self.sim_url, self.url, self.env, self.tmp = (
+            sim,
+            connector,
+            sim_url,
+            url,
+            env,
+            tmp,
+        )
         self.http = httpx2.Client(timeout=60)
-        self.products: list[str] = sorted(p["productNumber"] for p in self.admin("GET", "/state/products"))
+        self.products: list[str] = sorted(
+            p["productNumber"] for p in self.admin("GET", "/state/products")
+        )
 
     def admin(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
-        response = self.http.request(method, f"{self.sim_url}/_sim{path}", json=body, params=params, timeout=60)
+        response = self.http.request(
+            method, f"{self.sim_url}/_sim{path}", json=body, params=params, timeout=60
+        )
         assert response.status_code < 300, response.text
         return response.json() if response.content else None
 
     def truth(self) -> dict[str, float]:
-        found = {b["productNumber"]: float(b["availableBalance"]) for b in self.admin("GET", "/state/balances")
-                 if b["warehouse"] == SELL_FROM}
+        found = {
+            b["productNumber"]: float(b["availableBalance"])
+            for b in self.admin("GET", "/state/balances")
+            if b["warehouse"] == SELL_FROM
+        }
         return {p: found.get(p, 0.0) for p in self.products}
 
     def stock(self, numbers: list[str] | None = None) -> dict[str, dict[str, Any]]:
         items: dict[str, dict[str, Any]] = {}
         wanted = numbers or self.products
         for i in range(0, len(wanted), 500):
-            response = self.http.get(f"{self.url}/v1/stock", headers=AUTH,
-                                  params={"productNumbers": ",".join(wanted[i:i + 500]), "pageSize": 500})
+            response = self.http.get(
+                f"{self.url}/v1/stock",
+                headers=AUTH,
+                params={"productNumbers": ",".join(wanted[i : i + 500]), "pageSize": 500},
+            )
             assert response.status_code == 200, response.text
             items.update({item["productNumber"]: item for item in response.json()["items"]})
         return items
@@ -66,24 +84,53 @@ class Pair:
 
     def deliveries_settled(self) -> None:
         """Wait until the simulator has nothing queued, in flight or waiting for a retry."""
-        wait_for(lambda: self.admin("GET", "/deliveries", wait=10, limit=1)["idle"], timeout=180, interval=0.1,
-                 what="the simulator's webhook deliveries to finish")
+        wait_for(
+            lambda: self.admin("GET", "/deliveries", wait=10, limit=1)["idle"],
+            timeout=180,
+            interval=0.1,
+            what="the simulator's webhook deliveries to finish",
+        )
 
     def moves(self, count: int, seed: int, start: int = 0) -> list[dict[str, Any]]:
         rnd = random.Random(seed)
-        return [{"productNumber": self.products[(start + i) % len(self.products)], "warehouse": SELL_FROM,
-                 "delta": rnd.choice([-3, -2, -1, 1, 2, 3, 4])} for i in range(count)]
+        return [
+            {
+                "productNumber": self.products[(start + i) % len(self.products)],
+                "warehouse": SELL_FROM,
+                "delta": rnd.choice([-3, -2, -1, 1, 2, 3, 4]),
+            }
+            for i in range(count)
+        ]
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     tmp = tmp_path_factory.mktemp("balances")
     sim_port, port = free_port(), free_port()
-    sim = Proc("simulator", [*CLI, "simulator", "--port", str(sim_port), "--products", str(PRODUCTS),
-                             "--customers", "2", "--warehouses", f"{SELL_FROM},GreenWarehouse",
-                             "--webhook-url", f"http://127.0.0.1:{port}/webhooks/extend",
-                             "--webhook-batch-size", "20", "--time-scale", "0.01"],
-               env={}, log_dir=tmp, health_url=f"http://127.0.0.1:{sim_port}/_sim/health")
+    sim = Proc(
+        "simulator",
+        [
+            *CLI,
+            "simulator",
+            "--port",
+            str(sim_port),
+            "--products",
+            str(PRODUCTS),
+            "--customers",
+            "2",
+            "--warehouses",
+            f"{SELL_FROM},GreenWarehouse",
+            "--webhook-url",
+            f"http://127.0.0.1:{port}/webhooks/extend",
+            "--webhook-batch-size",
+            "20",
+            "--time-scale",
+            "0.01",
+        ],
+        env={},
+        log_dir=tmp,
+        health_url=f"http://127.0.0.1:{sim_port}/_sim/health",
+    )
     env = {
         "EXTEND_CONNECTOR_EXTEND__BASE_URL": f"http://127.0.0.1:{sim_port}/api",
         "EXTEND_CONNECTOR_EXTEND__WAREHOUSES": SELL_FROM,
@@ -96,14 +143,30 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         # The scheduled sweep stays out of the way; test 2 runs one sweep by hand.
         "EXTEND_CONNECTOR_SYNC__BALANCES_SWEEP_MINUTES": "60",
     }
-    connector = Proc("connector", [*CLI, "run"], env=env, log_dir=tmp, cwd=tmp,
-                     health_url=f"http://127.0.0.1:{port}/healthz")
+    connector = Proc(
+        "connector",
+        [*CLI, "run"],
+        env=env,
+        log_dir=tmp,
+        cwd=tmp,
+        health_url=f"http://127.0.0.1:{port}/healthz",
+    )
     with running(sim, connector):
-        p = Pair(sim, connector, f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{port}", env, tmp)
+        p = Pair(
+            sim, connector, f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{port}", env, tmp
+        )
         # Only the notifications under test; the first start loads every balance.
-        p.admin("PUT", "/webhooks/connector", {"callbackUrl": f"{p.url}/webhooks/extend",
-                                               "events": ["AvailableBalanceChanged"]})
-        wait_for(lambda: not p.mismatches(), timeout=90, interval=1, what="the initial load of every balance")
+        p.admin(
+            "PUT",
+            "/webhooks/connector",
+            {"callbackUrl": f"{p.url}/webhooks/extend", "events": ["AvailableBalanceChanged"]},
+        )
+        wait_for(
+            lambda: not p.mismatches(),
+            timeout=90,
+            interval=1,
+            what="the initial load of every balance",
+        )
         try:
             yield p
         finally:
@@ -113,18 +176,27 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
 def test_a_burst_of_10000_notifications_costs_at_most_one_call_per_50(pair: Pair) -> None:
     pair.admin("POST", "/counters/reset")
     started = time.monotonic()
-    for burst in range(20):  # 20 x 500 moves within 10 s: 10,000 AvailableBalanceChanged over 2,000 products
+    for burst in range(
+        20
+    ):  # 20 x 500 moves within 10 s: 10,000 AvailableBalanceChanged over 2,000 products
         pair.admin("POST", "/stock/bulk", {"moves": pair.moves(500, seed=burst, start=burst * 500)})
         time.sleep(max(0.0, started + (burst + 1) * 0.45 - time.monotonic()))
     fired = time.monotonic() - started
     assert fired < 10
     pair.deliveries_settled()
-    wait_for(lambda: not pair.mismatches(), timeout=120, interval=1, what="every balance equal to the simulator's")
+    wait_for(
+        lambda: not pair.mismatches(),
+        timeout=120,
+        interval=1,
+        what="every balance equal to the simulator's",
+    )
     converged = time.monotonic() - started
     delivered = pair.admin("GET", "/counters")["webhooks"]
     calls = pair.availability_calls()
-    print(f"\n10,000 notifications fired in {fired:.1f}s, converged after {converged:.1f}s, "
-          f"{calls} ProductAvailability calls ({calls / 10:.1f} per 1,000), deliveries {delivered}")
+    print(
+        f"\n10,000 notifications fired in {fired:.1f}s, converged after {converged:.1f}s, "
+        f"{calls} ProductAvailability calls ({calls / 10:.1f} per 1,000), deliveries {delivered}"
+    )
     assert calls <= 10_000 // 50
 
 
@@ -139,7 +211,9 @@ def test_dropped_notifications_are_repaired_by_one_sweep(pair: Pair) -> None:
     dropped = pair.admin("GET", "/deliveries", outcome="dropped", limit=1000)["deliveries"]
     assert dropped, "the fault dropped nothing; the test would prove nothing"
     assert pair.mismatches(), "every balance is right without the sweep; the drop hit nothing"
-    sweep = Proc("sync", [*CLI, "sync", "balances"], env=pair.env, log_dir=pair.tmp, cwd=pair.tmp).start()
+    sweep = Proc(
+        "sync", [*CLI, "sync", "balances"], env=pair.env, log_dir=pair.tmp, cwd=pair.tmp
+    ).start()
     assert sweep.popen is not None and sweep.popen.wait(120) == 0, sweep.tail()
     assert pair.mismatches() == {}
 
@@ -148,9 +222,19 @@ def test_out_of_order_and_duplicated_notifications_never_leave_an_older_value(pa
     pair.admin("PATCH", "/faults", {"webhookReorder": True, "webhookDuplicateRate": 0.5})
     few = pair.products[:20]
     try:
-        for step in range(10):  # separate operations: each is its own burst of deliveries, sent in reverse
-            pair.admin("POST", "/stock/bulk", {"moves": [{"productNumber": p, "warehouse": SELL_FROM,
-                                                          "delta": (step % 3) - 1 or 5} for p in few]})
+        for step in range(
+            10
+        ):  # separate operations: each is its own burst of deliveries, sent in reverse
+            pair.admin(
+                "POST",
+                "/stock/bulk",
+                {
+                    "moves": [
+                        {"productNumber": p, "warehouse": SELL_FROM, "delta": (step % 3) - 1 or 5}
+                        for p in few
+                    ]
+                },
+            )
         pair.deliveries_settled()
     finally:
         pair.admin("PATCH", "/faults", {"webhookReorder": False, "webhookDuplicateRate": 0.0})
@@ -164,19 +248,32 @@ def test_extend_down_keeps_answering_stale_then_converges(pair: Pair) -> None:
     before = pair.local(few)
     pair.admin("POST", "/outage", {"mode": "drop"})
     try:
-        pair.admin("POST", "/stock/bulk", {"moves": [{"productNumber": p, "warehouse": SELL_FROM, "delta": 7}
-                                                     for p in few]})
+        pair.admin(
+            "POST",
+            "/stock/bulk",
+            {"moves": [{"productNumber": p, "warehouse": SELL_FROM, "delta": 7} for p in few]},
+        )
         pair.deliveries_settled()
 
         def stale_answer() -> bool:
-            response = pair.http.get(f"{pair.url}/v1/stock", headers=AUTH, params={"productNumbers": ",".join(few)})
+            response = pair.http.get(
+                f"{pair.url}/v1/stock", headers=AUTH, params={"productNumbers": ",".join(few)}
+            )
             body = response.json()
-            return response.status_code == 200 and body["extendReachable"] is False and all(
-                item["freshness"]["stale"] for item in body["items"])
+            return (
+                response.status_code == 200
+                and body["extendReachable"] is False
+                and all(item["freshness"]["stale"] for item in body["items"])
+            )
 
         wait_for(stale_answer, timeout=60, interval=0.5, what="stale answers while Extend is down")
         assert pair.local(few) == before  # the last values, still served
     finally:
         pair.admin("DELETE", "/outage")
-    wait_for(lambda: not pair.mismatches(few), timeout=90, interval=0.5, what="convergence after the outage")
+    wait_for(
+        lambda: not pair.mismatches(few),
+        timeout=90,
+        interval=0.5,
+        what="convergence after the outage",
+    )
     assert not any(item["freshness"]["stale"] for item in pair.stock(few).values())

@@ -27,8 +27,11 @@ import sqlalchemy as sa
 from support.pgserver import PrivatePostgres, postgres_bin, private_postgres
 from support.processes import CLI, Proc, free_port, running, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900),
-              pytest.mark.skipif(postgres_bin() is None, reason="no PostgreSQL server binaries (initdb)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(900),
+    pytest.mark.skipif(postgres_bin() is None, reason="no PostgreSQL server binaries (initdb)"),
+]
 
 SECRET = "sim-webhook-secret"
 TOKEN = {"authorization": "Bearer shop-token"}
@@ -50,7 +53,10 @@ class Shop:
         self.acknowledged: list[str] = []
 
     def _post(self, ref: str) -> None:
-        body = {"shopRef": ref, "lines": [{"productNumber": "P000001", "quantity": 1, "unitPrice": "12.50"}]}
+        body = {
+            "shopRef": ref,
+            "lines": [{"productNumber": "P000001", "quantity": 1, "unitPrice": "12.50"}],
+        }
         while True:
             try:
                 response = self.http.post(f"{self.url}/v1/orders", json=body, headers=TOKEN)
@@ -71,8 +77,10 @@ class Shop:
                     self.answers["503 json"] += 1
                 else:
                     self.answers[f"{code} other"] += 1
-                    self.unexpected.append(f"{ref}: {code} {response.headers.get('content-type')} "
-                                           f"{response.text[:120]!r}")
+                    self.unexpected.append(
+                        f"{ref}: {code} {response.headers.get('content-type')} "
+                        f"{response.text[:120]!r}"
+                    )
             time.sleep(min(float(response.headers.get("retry-after") or 1.0), 1.0))
 
     def run(self, refs: list[str], on_time: dict[float, Any]) -> None:
@@ -94,14 +102,35 @@ class Shop:
 
 def _sim(tmp_path: Path, port: int) -> tuple[Proc, str]:
     sim_port = free_port()
-    proc = Proc("simulator", [*CLI, "simulator", "--port", str(sim_port), "--products", "40", "--customers", "3",
-                              "--no-rate-limits", "--time-scale", "0.01", "--webhook-secret", SECRET,
-                              "--webhook-url", f"http://127.0.0.1:{port}/webhooks/extend"],
-                env={}, log_dir=tmp_path, health_url=f"http://127.0.0.1:{sim_port}/_sim/health")
+    proc = Proc(
+        "simulator",
+        [
+            *CLI,
+            "simulator",
+            "--port",
+            str(sim_port),
+            "--products",
+            "40",
+            "--customers",
+            "3",
+            "--no-rate-limits",
+            "--time-scale",
+            "0.01",
+            "--webhook-secret",
+            SECRET,
+            "--webhook-url",
+            f"http://127.0.0.1:{port}/webhooks/extend",
+        ],
+        env={},
+        log_dir=tmp_path,
+        health_url=f"http://127.0.0.1:{sim_port}/_sim/health",
+    )
     return proc, f"http://127.0.0.1:{sim_port}"
 
 
-def _env(sim_url: str, db_url: str, port: int, tmp_path: Path, role: str, executor: str) -> dict[str, str]:
+def _env(
+    sim_url: str, db_url: str, port: int, tmp_path: Path, role: str, executor: str
+) -> dict[str, str]:
     return {
         "EXTEND_CONNECTOR_EXTEND__BASE_URL": f"{sim_url}/api",
         "EXTEND_CONNECTOR_EXTEND__WEBHOOK_SECRET": SECRET,
@@ -123,13 +152,18 @@ def _in_extend(http: httpx2.Client, sim_url: str) -> collections.Counter[str]:
 
 def _local(db_url: str) -> tuple[dict[str, str | None], int]:
     """shopRef -> orderNumber, and how many order jobs ended in ERROR."""
-    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"), poolclass=sa.NullPool)
+    engine = sa.create_engine(
+        db_url.replace("postgresql://", "postgresql+psycopg://"), poolclass=sa.NullPool
+    )
     try:
         with engine.connect() as conn:
             rows = dict(conn.execute(sa.text("SELECT shop_ref, order_number FROM orders")).all())
-            failed = conn.execute(sa.text(
-                "SELECT count(*) FROM dbos.workflow_status WHERE name = 'orders.submit' "
-                "AND status IN ('ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')")).scalar_one()
+            failed = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM dbos.workflow_status WHERE name = 'orders.submit' "
+                    "AND status IN ('ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')"
+                )
+            ).scalar_one()
     finally:
         engine.dispose()
     return rows, int(failed)
@@ -146,10 +180,28 @@ def _scenario(tmp_path: Path, postgres: PrivatePostgres, *, fleet: bool) -> None
     port = free_port()
     sim, sim_url = _sim(tmp_path, port)
     role = "web" if fleet else "all"
-    front = Proc(f"connector-{role}", [*CLI, "run"], env=_env(sim_url, db_url, port, tmp_path, role, "web"),
-                 log_dir=tmp_path, cwd=tmp_path, health_url=f"http://127.0.0.1:{port}/healthz")
-    workers = [Proc(f"worker-{n}", [*CLI, "run"], env=_env(sim_url, db_url, port, tmp_path, "worker", f"w{n}"),
-                    log_dir=tmp_path, cwd=tmp_path) for n in (1, 2)] if fleet else []
+    front = Proc(
+        f"connector-{role}",
+        [*CLI, "run"],
+        env=_env(sim_url, db_url, port, tmp_path, role, "web"),
+        log_dir=tmp_path,
+        cwd=tmp_path,
+        health_url=f"http://127.0.0.1:{port}/healthz",
+    )
+    workers = (
+        [
+            Proc(
+                f"worker-{n}",
+                [*CLI, "run"],
+                env=_env(sim_url, db_url, port, tmp_path, "worker", f"w{n}"),
+                log_dir=tmp_path,
+                cwd=tmp_path,
+            )
+            for n in (1, 2)
+        ]
+        if fleet
+        else []
+    )
     refs = [f"{'F' if fleet else 'A'}-{i:04d}" for i in range(ORDERS)]
     shop = Shop(f"http://127.0.0.1:{port}")
     http = httpx2.Client(timeout=30)
@@ -166,7 +218,9 @@ def _scenario(tmp_path: Path, postgres: PrivatePostgres, *, fleet: bool) -> None
 
     with running(sim, front, *workers):
         try:
-            shop.run(refs, {OUTAGE_AFTER_SECONDS: cut, OUTAGE_AFTER_SECONDS + OUTAGE_SECONDS: restore})
+            shop.run(
+                refs, {OUTAGE_AFTER_SECONDS: cut, OUTAGE_AFTER_SECONDS + OUTAGE_SECONDS: restore}
+            )
 
             def all_in_extend() -> bool:
                 local, _ = _local(db_url)
@@ -178,8 +232,10 @@ def _scenario(tmp_path: Path, postgres: PrivatePostgres, *, fleet: bool) -> None
             raise
         counts = _in_extend(http, sim_url)
         local, failed_jobs = _local(db_url)
-    print(f"\n{'web + 2 workers (one SIGKILLed)' if fleet else 'one process'}: shop answers "
-          f"{dict(shop.answers)}; {len(refs)} orders, {sum(counts[r] for r in refs)} in Extend")
+    print(
+        f"\n{'web + 2 workers (one SIGKILLed)' if fleet else 'one process'}: shop answers "
+        f"{dict(shop.answers)}; {len(refs)} orders, {sum(counts[r] for r in refs)} in Extend"
+    )
     assert shop.unexpected == []
     assert set(shop.answers) <= {"200", "202", "503 json"}
     assert shop.answers["503 json"] > 0  # the database really was down while the shop posted
@@ -189,9 +245,13 @@ def _scenario(tmp_path: Path, postgres: PrivatePostgres, *, fleet: bool) -> None
     assert failed_jobs == 0
 
 
-def test_database_restart_during_intake_loses_nothing(tmp_path: Path, postgres: PrivatePostgres) -> None:
+def test_database_restart_during_intake_loses_nothing(
+    tmp_path: Path, postgres: PrivatePostgres
+) -> None:
     _scenario(tmp_path, postgres, fleet=False)
 
 
-def test_database_restart_and_a_killed_worker_lose_nothing(tmp_path: Path, postgres: PrivatePostgres) -> None:
+def test_database_restart_and_a_killed_worker_lose_nothing(
+    tmp_path: Path, postgres: PrivatePostgres
+) -> None:
     _scenario(tmp_path, postgres, fleet=True)

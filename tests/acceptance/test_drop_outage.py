@@ -54,13 +54,19 @@ class Stack:
         return response.json() if response.content else None
 
     def truth(self) -> dict[tuple[str, str], float]:
-        found = {(b["productNumber"], b["warehouse"]): float(b["availableBalance"])
-                 for b in self.sim("GET", "/state/balances") if b["warehouse"] in WAREHOUSES}
+        found = {
+            (b["productNumber"], b["warehouse"]): float(b["availableBalance"])
+            for b in self.sim("GET", "/state/balances")
+            if b["warehouse"] in WAREHOUSES
+        }
         return {(p, w): found.get((p, w), 0.0) for p in self.products for w in WAREHOUSES}
 
     def stock(self) -> dict[str, Any]:
-        response = self.http.get(f"{self.url}/v1/stock", headers=AUTH,
-                                 params={"productNumbers": ",".join(self.products), "pageSize": 500})
+        response = self.http.get(
+            f"{self.url}/v1/stock",
+            headers=AUTH,
+            params={"productNumbers": ",".join(self.products), "pageSize": 500},
+        )
         assert response.status_code == 200, response.text
         return dict(response.json())
 
@@ -68,8 +74,11 @@ class Stack:
         return bool(self.stock()["extendReachable"])
 
     def mismatches(self) -> dict[tuple[str, str], tuple[float | None, float]]:
-        local = {(item["productNumber"], w["warehouse"]): float(w["available"])
-                 for item in self.stock()["items"] for w in item["warehouses"]}
+        local = {
+            (item["productNumber"], w["warehouse"]): float(w["available"])
+            for item in self.stock()["items"]
+            for w in item["warehouses"]
+        }
         return {k: (local.get(k), v) for k, v in self.truth().items() if local.get(k) != v}
 
     def in_extend(self) -> collections.Counter[str]:
@@ -81,7 +90,9 @@ class Stack:
         engine = sa.create_engine(self.db_url, poolclass=sa.NullPool)
         try:
             with engine.connect() as conn:
-                rows = conn.execute(sa.text("SELECT shop_ref FROM orders WHERE order_number IS NOT NULL")).all()
+                rows = conn.execute(
+                    sa.text("SELECT shop_ref FROM orders WHERE order_number IS NOT NULL")
+                ).all()
         finally:
             engine.dispose()
         return len({r[0] for r in rows} & set(refs))
@@ -89,11 +100,21 @@ class Stack:
     def post_orders(self, refs: list[str]) -> None:
         def one(i_ref: tuple[int, str]) -> int:
             i, ref = i_ref
-            body = {"shopRef": ref, "lines": [{"productNumber": self.products[i % len(self.products)],
-                                               "quantity": 1, "unitPrice": "12.50"}]}
+            body = {
+                "shopRef": ref,
+                "lines": [
+                    {
+                        "productNumber": self.products[i % len(self.products)],
+                        "quantity": 1,
+                        "unitPrice": "12.50",
+                    }
+                ],
+            }
             for _ in range(50):  # a shop re-posts what got no answer (idempotent on shopRef)
                 try:
-                    return self.http.post(f"{self.url}/v1/orders", json=body, headers=AUTH).status_code
+                    return self.http.post(
+                        f"{self.url}/v1/orders", json=body, headers=AUTH
+                    ).status_code
                 except httpx2.TransportError:
                     time.sleep(0.2)
             raise AssertionError(f"could not post {ref}")
@@ -104,18 +125,44 @@ class Stack:
 
     def move_stock(self, count: int, seed: int) -> None:
         rnd = random.Random(seed)
-        moves = [{"productNumber": rnd.choice(self.products), "warehouse": rnd.choice(WAREHOUSES),
-                  "delta": rnd.choice([-3, -1, 2, 5, 37])} for _ in range(count)]
+        moves = [
+            {
+                "productNumber": rnd.choice(self.products),
+                "warehouse": rnd.choice(WAREHOUSES),
+                "delta": rnd.choice([-3, -1, 2, 5, 37]),
+            }
+            for _ in range(count)
+        ]
         self.sim("POST", "/stock/bulk", {"moves": moves})
 
 
 def _simulator(tmp: Path, port: int, sim_port: int) -> Proc:
     # Rate limits on (the default): the connector learns the groups from the headers, which is
     # what armed the wedge.
-    return Proc("simulator", [*CLI, "simulator", "--port", str(sim_port), "--products", str(PRODUCTS),
-                              "--customers", "3", "--warehouses", ",".join(WAREHOUSES), "--time-scale", "0.01",
-                              "--webhook-secret", SECRET, "--webhook-url", f"http://127.0.0.1:{port}/webhooks/extend"],
-                env={}, log_dir=tmp, health_url=f"http://127.0.0.1:{sim_port}/_sim/health")
+    return Proc(
+        "simulator",
+        [
+            *CLI,
+            "simulator",
+            "--port",
+            str(sim_port),
+            "--products",
+            str(PRODUCTS),
+            "--customers",
+            "3",
+            "--warehouses",
+            ",".join(WAREHOUSES),
+            "--time-scale",
+            "0.01",
+            "--webhook-secret",
+            SECRET,
+            "--webhook-url",
+            f"http://127.0.0.1:{port}/webhooks/extend",
+        ],
+        env={},
+        log_dir=tmp,
+        health_url=f"http://127.0.0.1:{sim_port}/_sim/health",
+    )
 
 
 def _env(tmp: Path, sim_port: int, port: int) -> dict[str, str]:
@@ -132,7 +179,9 @@ def _env(tmp: Path, sim_port: int, port: int) -> dict[str, str]:
 
 
 def _outage_scenario(stack: Stack) -> None:
-    wait_for(lambda: not stack.mismatches(), 120, interval=1, what="the initial load of every balance")
+    wait_for(
+        lambda: not stack.mismatches(), 120, interval=1, what="the initial load of every balance"
+    )
     wait_for(stack.reachable, 60, interval=0.5, what="extendReachable before the outage")
     refs = [f"D-{uuid.uuid4().hex[:6]}-{i:03d}" for i in range(ORDERS)]
     stack.sim("PATCH", "/faults", {"outage": True, "outage_mode": "drop"})
@@ -146,7 +195,7 @@ def _outage_scenario(stack: Stack) -> None:
     while time.monotonic() < deadline:
         elapsed = time.monotonic() - started
         if not posted_rest and elapsed > 20:
-            stack.post_orders(refs[ORDERS // 2:])
+            stack.post_orders(refs[ORDERS // 2 :])
             posted_rest = True
         if not moved_again and elapsed > 40:
             stack.move_stock(60, seed=2)
@@ -158,33 +207,57 @@ def _outage_scenario(stack: Stack) -> None:
     stack.sim("PATCH", "/faults", {"outage": False})
     ended = time.monotonic()
     try:
-        wait_for(lambda: stack.mapped(refs) == ORDERS or None, CONVERGE_SECONDS, interval=1,
-                 what=f"all {ORDERS} orders in Extend after the outage")
-        wait_for(lambda: not stack.mismatches(), max(1.0, CONVERGE_SECONDS - (time.monotonic() - ended)),
-                 interval=1, what="every balance equal to Extend's after the outage")
+        wait_for(
+            lambda: stack.mapped(refs) == ORDERS or None,
+            CONVERGE_SECONDS,
+            interval=1,
+            what=f"all {ORDERS} orders in Extend after the outage",
+        )
+        wait_for(
+            lambda: not stack.mismatches(),
+            max(1.0, CONVERGE_SECONDS - (time.monotonic() - ended)),
+            interval=1,
+            what="every balance equal to Extend's after the outage",
+        )
     except AssertionError as exc:
         counts = stack.in_extend()
         calls = stack.sim("GET", "/counters").get("endpoints", {})
-        raise AssertionError(f"{exc}; {stack.mapped(refs)} of {ORDERS} orders mapped, "
-                             f"{sum(counts[r] for r in refs)} in Extend, {len(stack.mismatches())} balances differ, "
-                             f"Extend calls answered so far: {calls}") from None
+        raise AssertionError(
+            f"{exc}; {stack.mapped(refs)} of {ORDERS} orders mapped, "
+            f"{sum(counts[r] for r in refs)} in Extend, {len(stack.mismatches())} balances differ, "
+            f"Extend calls answered so far: {calls}"
+        ) from None
     converged = time.monotonic() - ended
     counts = stack.in_extend()
     assert {r: counts[r] for r in refs if counts[r] != 1} == {}
     wait_for(stack.reachable, 30, interval=0.5, what="extendReachable after the outage")
     assert unreachable_seen, "extendReachable stayed true through the whole outage"
-    print(f"\n{ORDERS} orders and every balance converged {converged:.1f}s after a {OUTAGE_SECONDS:.0f}s "
-          "drop-mode outage")
+    print(
+        f"\n{ORDERS} orders and every balance converged {converged:.1f}s after a "
+        f"{OUTAGE_SECONDS:.0f}s "
+        "drop-mode outage"
+    )
 
 
 def test_drop_outage_one_process_sqlite(tmp_path: Path) -> None:
     sim_port, port = free_port(), free_port()
     env = _env(tmp_path, sim_port, port)
-    connector = Proc("connector", [*CLI, "run"], env=env, log_dir=tmp_path, cwd=tmp_path,
-                     health_url=f"http://127.0.0.1:{port}/healthz")
+    connector = Proc(
+        "connector",
+        [*CLI, "run"],
+        env=env,
+        log_dir=tmp_path,
+        cwd=tmp_path,
+        health_url=f"http://127.0.0.1:{port}/healthz",
+    )
     with running(_simulator(tmp_path, port, sim_port), connector):
-        _outage_scenario(Stack(f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{port}",
-                               f"sqlite:///{tmp_path / 'data' / 'extend-connector.db'}"))
+        _outage_scenario(
+            Stack(
+                f"http://127.0.0.1:{sim_port}",
+                f"http://127.0.0.1:{port}",
+                f"sqlite:///{tmp_path / 'data' / 'extend-connector.db'}",
+            )
+        )
 
 
 @pytest.fixture
@@ -200,13 +273,38 @@ def test_drop_outage_web_and_two_workers_postgres(tmp_path: Path, postgres_url: 
     migrate(postgres_url)  # once, before the processes start (they would race on an empty database)
     sim_port, port = free_port(), free_port()
     env = {**_env(tmp_path, sim_port, port), "EXTEND_CONNECTOR_STORE__DATABASE_URL": postgres_url}
-    web = Proc("web", [*CLI, "run"], env={**env, "EXTEND_CONNECTOR_ENGINE__ROLE": "web",
-                                           "EXTEND_CONNECTOR_ENGINE__EXECUTOR_ID": "web"},
-               log_dir=tmp_path, cwd=tmp_path, health_url=f"http://127.0.0.1:{port}/healthz")
-    workers = [Proc(f"worker{i}", [*CLI, "run"], env={**env, "EXTEND_CONNECTOR_ENGINE__ROLE": "worker",
-                                                        "EXTEND_CONNECTOR_ENGINE__EXECUTOR_ID": f"worker-{i}"},
-                    log_dir=tmp_path, cwd=tmp_path) for i in (1, 2)]
+    web = Proc(
+        "web",
+        [*CLI, "run"],
+        env={
+            **env,
+            "EXTEND_CONNECTOR_ENGINE__ROLE": "web",
+            "EXTEND_CONNECTOR_ENGINE__EXECUTOR_ID": "web",
+        },
+        log_dir=tmp_path,
+        cwd=tmp_path,
+        health_url=f"http://127.0.0.1:{port}/healthz",
+    )
+    workers = [
+        Proc(
+            f"worker{i}",
+            [*CLI, "run"],
+            env={
+                **env,
+                "EXTEND_CONNECTOR_ENGINE__ROLE": "worker",
+                "EXTEND_CONNECTOR_ENGINE__EXECUTOR_ID": f"worker-{i}",
+            },
+            log_dir=tmp_path,
+            cwd=tmp_path,
+        )
+        for i in (1, 2)
+    ]
     with running(_simulator(tmp_path, port, sim_port), web, *workers):
-        _outage_scenario(Stack(f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{port}",
-                               postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)))
+        _outage_scenario(
+            Stack(
+                f"http://127.0.0.1:{sim_port}",
+                f"http://127.0.0.1:{port}",
+                postgres_url.replace("postgresql://", "postgresql+psycopg://", 1),
+            )
+        )
     sys.stdout.flush()

@@ -63,9 +63,17 @@ class Stack:
 
     def sync(self, data_point: str) -> None:
         started = time.monotonic()
-        done = subprocess.run([*CLI, "sync", data_point], env={**os.environ, **self.env}, cwd=self.tmp,
-                              capture_output=True, text=True, timeout=SYNC_TIMEOUT)
-        assert done.returncode == 0, f"sync {data_point} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        done = subprocess.run(
+            [*CLI, "sync", data_point],
+            env={**os.environ, **self.env},
+            cwd=self.tmp,
+            capture_output=True,
+            text=True,
+            timeout=SYNC_TIMEOUT,
+        )
+        assert done.returncode == 0, (
+            f"sync {data_point} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
         # The timings go to the test's output (`-s`); docs/masterdata.md quotes them.
         print(f"sync {data_point}: {time.monotonic() - started:.1f} s", flush=True)
 
@@ -79,35 +87,65 @@ class Stack:
     # --- the truth and our copy ------------------------------------------------------------------
 
     def sim_products(self) -> dict[str, tuple[str, bool]]:
-        return {p["productNumber"]: (p["productName"], bool(p["phaseOut"])) for p in self.admin("GET", "/state/products")}
+        return {
+            p["productNumber"]: (p["productName"], bool(p["phaseOut"]))
+            for p in self.admin("GET", "/state/products")
+        }
 
     def sim_customers(self) -> dict[str, tuple[Any, ...]]:
-        return {c["customerNumber"]: (c["name"], c["organizationNumber"], c["priceList"], c["salesperson"])
-                for c in self.admin("GET", "/state/customers")}
+        return {
+            c["customerNumber"]: (
+                c["name"],
+                c["organizationNumber"],
+                c["priceList"],
+                c["salesperson"],
+            )
+            for c in self.admin("GET", "/state/customers")
+        }
 
     def sim_prices(self, customer: str) -> dict[str, tuple[Decimal, Decimal | None]]:
         def dec(value: Any) -> Decimal | None:
             return None if value is None else Decimal(str(value))
 
-        return {p["productNumber"]: (Decimal(str(p["unitPrice"])), dec(p["listPrice"]))
-                for p in self.admin("GET", "/state/prices", params={"customerNumber": customer})}
+        return {
+            p["productNumber"]: (Decimal(str(p["unitPrice"])), dec(p["listPrice"]))
+            for p in self.admin("GET", "/state/prices", params={"customerNumber": customer})
+        }
 
     def local_products(self) -> dict[str, tuple[str, bool]]:
         with self.db.connect() as c:
-            return {n: (name, bool(po)) for n, name, po in c.execute(
-                sa.select(ProductRow.product_number, ProductRow.name, ProductRow.phase_out))}
+            return {
+                n: (name, bool(po))
+                for n, name, po in c.execute(
+                    sa.select(ProductRow.product_number, ProductRow.name, ProductRow.phase_out)
+                )
+            }
 
     def local_customers(self) -> dict[str, tuple[Any, ...]]:
         with self.db.connect() as c:
-            return {row[0]: tuple(row[1:]) for row in c.execute(
-                sa.select(CustomerRow.customer_number, CustomerRow.name, CustomerRow.organization_number,
-                          CustomerRow.price_list, CustomerRow.salesperson))}
+            return {
+                row[0]: tuple(row[1:])
+                for row in c.execute(
+                    sa.select(
+                        CustomerRow.customer_number,
+                        CustomerRow.name,
+                        CustomerRow.organization_number,
+                        CustomerRow.price_list,
+                        CustomerRow.salesperson,
+                    )
+                )
+            }
 
     def local_prices(self, customer: str) -> dict[str, tuple[Decimal, Decimal | None]]:
         with self.db.connect() as c:
-            return {n: (unit, listed) for n, unit, listed in c.execute(
-                sa.select(PriceRow.product_number, PriceRow.unit_price, PriceRow.list_price)
-                .where(PriceRow.customer_number == customer))}
+            return {
+                n: (unit, listed)
+                for n, unit, listed in c.execute(
+                    sa.select(
+                        PriceRow.product_number, PriceRow.unit_price, PriceRow.list_price
+                    ).where(PriceRow.customer_number == customer)
+                )
+            }
 
     def price_rows(self) -> int:
         with self.db.connect() as c:
@@ -115,9 +153,14 @@ class Stack:
 
     def outbox_after(self, last_id: int) -> list[tuple[str, str, dict[str, Any]]]:
         with self.db.connect() as c:
-            return [(t, k, p if isinstance(p, dict) else json.loads(p)) for t, k, p in c.execute(
-                sa.select(OutboxRow.event_type, OutboxRow.key, OutboxRow.payload)
-                .where(OutboxRow.id > last_id).order_by(OutboxRow.id))]
+            return [
+                (t, k, p if isinstance(p, dict) else json.loads(p))
+                for t, k, p in c.execute(
+                    sa.select(OutboxRow.event_type, OutboxRow.key, OutboxRow.payload)
+                    .where(OutboxRow.id > last_id)
+                    .order_by(OutboxRow.id)
+                )
+            ]
 
     def last_outbox_id(self) -> int:
         with self.db.connect() as c:
@@ -128,10 +171,28 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("full_size")
     port = free_port()
-    sim = Proc("simulator", [*CLI, "simulator", "--port", str(port), "--products", str(PRODUCTS),
-                             "--customers", str(CUSTOMERS), "--b2b-share", str(B2B_SHARE), "--no-rate-limits",
-                             "--no-webhook", "--max-page-size", "500"],
-               env={}, log_dir=tmp, health_url=f"http://127.0.0.1:{port}/_sim/health")
+    sim = Proc(
+        "simulator",
+        [
+            *CLI,
+            "simulator",
+            "--port",
+            str(port),
+            "--products",
+            str(PRODUCTS),
+            "--customers",
+            str(CUSTOMERS),
+            "--b2b-share",
+            str(B2B_SHARE),
+            "--no-rate-limits",
+            "--no-webhook",
+            "--max-page-size",
+            "500",
+        ],
+        env={},
+        log_dir=tmp,
+        health_url=f"http://127.0.0.1:{port}/_sim/health",
+    )
     with running(sim):
         s = Stack(tmp, port)
         try:
@@ -193,8 +254,12 @@ def test_full_size_first_sync_exact_then_lists_only_then_exactly_the_changes(sta
     for number in kept:
         watched_after, rest_after = _split(stack.sim_prices(number), watched)
         watched_before, rest_before = before[number]
-        assert rest_after == rest_before, f"{number}: a price outside the changed products moved in Extend"
-        expected_changes |= {(number, p) for p, v in watched_after.items() if watched_before.get(p) != v}
+        assert rest_after == rest_before, (
+            f"{number}: a price outside the changed products moved in Extend"
+        )
+        expected_changes |= {
+            (number, p) for p, v in watched_after.items() if watched_before.get(p) != v
+        }
     assert expected_changes, "the price-list change should move some customer's net prices"
 
     mark = stack.last_outbox_id()
@@ -210,7 +275,11 @@ def test_full_size_first_sync_exact_then_lists_only_then_exactly_the_changes(sta
     told_products = {k for t, k, _ in events if t == "product.changed"}
     told_customers = {k for t, k, _ in events if t == "customer.changed"}
     price_events = [data for t, _, data in events if t == "price.changed"]
-    told_prices = [(data["customer_number"], p["product_number"]) for data in price_events for p in data["prices"]]
+    told_prices = [
+        (data["customer_number"], p["product_number"])
+        for data in price_events
+        for p in data["prices"]
+    ]
     assert told_products == {f"sku:{n}" for n in changed_products}
     assert told_customers == {f"customer:{n}" for n in changed_customers}
     assert sorted(told_prices) == sorted(expected_changes)  # exactly the changed prices, each once

@@ -40,7 +40,11 @@ class Stack:
     http: httpx2.Client
 
     def post_order(self, ref: str, product: str = "P000001", **extra: Any) -> httpx2.Response:
-        body = {"shopRef": ref, "lines": [{"productNumber": product, "quantity": 1, "unitPrice": "12.50"}], **extra}
+        body = {
+            "shopRef": ref,
+            "lines": [{"productNumber": product, "quantity": 1, "unitPrice": "12.50"}],
+            **extra,
+        }
         return self.http.post(f"{self.url}/v1/orders", json=body, headers=TOKEN)
 
     def sim_orders(self) -> dict[str, dict[str, Any]]:
@@ -62,7 +66,9 @@ class Stack:
         engine = sa.create_engine(self.db_url, poolclass=sa.NullPool)
         try:
             with engine.connect() as conn:
-                rows = conn.execute(sa.text("SELECT shop_ref, status, order_number FROM orders")).all()
+                rows = conn.execute(
+                    sa.text("SELECT shop_ref, status, order_number FROM orders")
+                ).all()
         finally:
             engine.dispose()
         return {r[0]: {"status": r[1], "orderNumber": r[2]} for r in rows}
@@ -75,13 +81,35 @@ class Stack:
 def make_stack(tmp_path: Path) -> Iterator[Any]:
     stacks: list[Any] = []
 
-    def make(*, sim_args: tuple[str, ...] = (), sweep_minutes: float = 60.0, products: str = "off") -> Stack:
+    def make(
+        *, sim_args: tuple[str, ...] = (), sweep_minutes: float = 60.0, products: str = "off"
+    ) -> Stack:
         sim_port, port = free_port(), free_port()
         data_dir = tmp_path / f"var{len(stacks)}"
-        sim = Proc("simulator", [*CLI, "simulator", "--port", str(sim_port), "--products", "40", "--customers", "3",
-                                 "--no-rate-limits", "--time-scale", "0.01", "--webhook-secret", SECRET,
-                                 "--webhook-url", f"http://127.0.0.1:{port}/webhooks/extend", *sim_args],
-                   env={}, log_dir=tmp_path, health_url=f"http://127.0.0.1:{sim_port}/_sim/health")
+        sim = Proc(
+            "simulator",
+            [
+                *CLI,
+                "simulator",
+                "--port",
+                str(sim_port),
+                "--products",
+                "40",
+                "--customers",
+                "3",
+                "--no-rate-limits",
+                "--time-scale",
+                "0.01",
+                "--webhook-secret",
+                SECRET,
+                "--webhook-url",
+                f"http://127.0.0.1:{port}/webhooks/extend",
+                *sim_args,
+            ],
+            env={},
+            log_dir=tmp_path,
+            health_url=f"http://127.0.0.1:{sim_port}/_sim/health",
+        )
         env = {
             "EXTEND_CONNECTOR_EXTEND__BASE_URL": f"http://127.0.0.1:{sim_port}/api",
             "EXTEND_CONNECTOR_EXTEND__WEBHOOK_SECRET": SECRET,
@@ -91,14 +119,26 @@ def make_stack(tmp_path: Path) -> Iterator[Any]:
             "EXTEND_CONNECTOR_SYNC__ORDERS_SWEEP_MINUTES": str(sweep_minutes),
             "EXTEND_CONNECTOR_SCOPE__PRODUCTS": products,
         }
-        connector = Proc("connector", [*CLI, "run"], env=env, log_dir=tmp_path, cwd=tmp_path,
-                         health_url=f"http://127.0.0.1:{port}/healthz")
+        connector = Proc(
+            "connector",
+            [*CLI, "run"],
+            env=env,
+            log_dir=tmp_path,
+            cwd=tmp_path,
+            health_url=f"http://127.0.0.1:{port}/healthz",
+        )
         ctx = running(sim, connector)
         ctx.__enter__()
         stacks.append(ctx)
-        return Stack(sim_proc=sim, connector=connector, sim_url=f"http://127.0.0.1:{sim_port}",
-                     url=f"http://127.0.0.1:{port}", env=env,
-                     db_url=f"sqlite:///{data_dir / 'extend-connector.db'}", http=httpx2.Client(timeout=30))
+        return Stack(
+            sim_proc=sim,
+            connector=connector,
+            sim_url=f"http://127.0.0.1:{sim_port}",
+            url=f"http://127.0.0.1:{port}",
+            env=env,
+            db_url=f"sqlite:///{data_dir / 'extend-connector.db'}",
+            http=httpx2.Client(timeout=30),
+        )
 
     yield make
     for ctx in reversed(stacks):
@@ -142,29 +182,54 @@ def test_500_orders_through_errors_and_an_outage_exactly_once(make_stack: Any) -
     stack.sim("POST", "/outage", json={"seconds": 12})
     _post_all(stack, refs[150:])
     posted = time.monotonic()
-    wait_for(lambda: _mapped(stack, refs) == 500 or None, 150, interval=1.0, what="all 500 orders mapped")
+    wait_for(
+        lambda: _mapped(stack, refs) == 500 or None, 150, interval=1.0, what="all 500 orders mapped"
+    )
     done = time.monotonic()
     _assert_exactly_once(stack, refs)
-    assert len([o for o in stack.sim_orders().values() if str(o.get("orderNumberExternal", "")).startswith("W-")]) == 500
-    print(f"\n500 orders: intake {500 / (posted - started):.0f}/s; all in Extend after {done - started:.1f}s "
-          f"(12 s outage, 20% technical errors) = {500 / (done - started):.1f} orders/s end to end")
+    assert (
+        len(
+            [
+                o
+                for o in stack.sim_orders().values()
+                if str(o.get("orderNumberExternal", "")).startswith("W-")
+            ]
+        )
+        == 500
+    )
+    print(
+        f"\n500 orders: intake {500 / (posted - started):.0f}/s; all in Extend after "
+        f"{done - started:.1f}s (12 s outage, 20% technical errors) = {500 / (done - started):.1f} "
+        "orders/s end to end"
+    )
 
 
 def test_sigkill_while_posting_still_exactly_once(make_stack: Any) -> None:
     stack = make_stack(sim_args=("--lost-response-rate", "0.3"))
     refs = [f"K-{i:04d}" for i in range(200)]
     _post_all(stack, refs)
-    wait_for(lambda: sum(stack.by_external()[r] for r in refs) >= 20 or None, 60, interval=0.1,
-             what="some orders in Extend")
+    wait_for(
+        lambda: sum(stack.by_external()[r] for r in refs) >= 20 or None,
+        60,
+        interval=0.1,
+        what="some orders in Extend",
+    )
     stack.connector.kill()  # mid-flight: jobs running, some POSTs answered, some answers lost
     in_extend_at_kill = sum(stack.by_external()[r] for r in refs)
     stack.restart_connector()
     _post_all(stack, refs)  # the shop re-posts what it is unsure of: still one order each
-    wait_for(lambda: _mapped(stack, refs) == len(refs) or None, 120, interval=1.0, what="all 200 mapped after restart")
+    wait_for(
+        lambda: _mapped(stack, refs) == len(refs) or None,
+        120,
+        interval=1.0,
+        what="all 200 mapped after restart",
+    )
     _assert_exactly_once(stack, refs)
     lost = stack.sim("GET", "/counters")
-    print(f"\nkilled with {in_extend_at_kill}/200 in Extend; counters after restart: "
-          f"{json.dumps(lost)[:300]}")
+    print(
+        f"\nkilled with {in_extend_at_kill}/200 in Extend; counters after restart: "
+        f"{json.dumps(lost)[:300]}"
+    )
     assert in_extend_at_kill < 200  # the kill really happened mid-way
 
 
@@ -176,22 +241,37 @@ def _drive(stack: Stack, numbers: list[str]) -> None:
             continue
         stack.sim("POST", f"/orders/{number}/reserve")
         if i % 4 in (1, 2):
-            stack.sim("POST", f"/orders/{number}/pick", json={"carrier": "DHL", "trackingNumber": f"T{i}"})
+            stack.sim(
+                "POST", f"/orders/{number}/pick", json={"carrier": "DHL", "trackingNumber": f"T{i}"}
+            )
         if i % 4 == 0:
-            stack.sim("POST", f"/orders/{number}/expected-delivery-date",
-                      json={"expectedDeliveryDate": "2031-01-15T00:00:00+01:00"})
+            stack.sim(
+                "POST",
+                f"/orders/{number}/expected-delivery-date",
+                json={"expectedDeliveryDate": "2031-01-15T00:00:00+01:00"},
+            )
 
 
 def _statuses_match(stack: Stack, refs: list[str]) -> bool:
     local = stack.local()
     orders = stack.sim_orders()
-    return all(local[r]["orderNumber"] and local[r]["status"] == orders[local[r]["orderNumber"]]["status"]
-               for r in refs)
+    return all(
+        local[r]["orderNumber"] and local[r]["status"] == orders[local[r]["orderNumber"]]["status"]
+        for r in refs
+    )
 
 
 def test_duplicated_reordered_batched_webhooks_end_in_extends_status(make_stack: Any) -> None:
-    stack = make_stack(sim_args=("--webhook-duplicate-rate", "0.5", "--webhook-reorder",
-                                 "--webhook-batch-size", "7", "--unknown-webhook-actions"))
+    stack = make_stack(
+        sim_args=(
+            "--webhook-duplicate-rate",
+            "0.5",
+            "--webhook-reorder",
+            "--webhook-batch-size",
+            "7",
+            "--unknown-webhook-actions",
+        )
+    )
     refs = [f"H-{i:03d}" for i in range(40)]
     _post_all(stack, refs)
     wait_for(lambda: _mapped(stack, refs) == len(refs) or None, 60, what="mapped")
@@ -222,11 +302,19 @@ def test_invalid_order_parked_then_failures_retry_sends_it_once(make_stack: Any)
     stack = make_stack(products="sync")
     engine = sa.create_engine(stack.db_url, poolclass=sa.NullPool)
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT OR IGNORE INTO products (product_number, name, phase_out, document) "
-                             "VALUES ('P000001', 'P1', 0, '{}')"))
+        conn.execute(
+            sa.text(
+                "INSERT OR IGNORE INTO products (product_number, name, phase_out, document) "
+                "VALUES ('P000001', 'P1', 0, '{}')"
+            )
+        )
         # ... and a completed products sweep: only then is a product missing locally unknown.
-        conn.execute(sa.text("INSERT OR IGNORE INTO cursors (name, high_water_mark, stats) "
-                             "VALUES ('products', '2026-01-01 00:00:00.000000', '{}')"))
+        conn.execute(
+            sa.text(
+                "INSERT OR IGNORE INTO cursors (name, high_water_mark, stats) "
+                "VALUES ('products', '2026-01-01 00:00:00.000000', '{}')"
+            )
+        )
     engine.dispose()
     response = stack.post_order("V-1", product="NEWPROD")
     assert response.status_code == 422, response.text
@@ -235,18 +323,35 @@ def test_invalid_order_parked_then_failures_retry_sends_it_once(make_stack: Any)
     cli_env = {**stack.connector.env}
     # The answer names the failure and the command that replays it.
     failure_id = re.search(r"failures retry (\d+)", response.json()["message"]).group(1)  # type: ignore[union-attr]
-    early = subprocess.run([*CLI, "failures", "retry", failure_id], env=cli_env, capture_output=True, text=True,
-                           timeout=60)
+    early = subprocess.run(
+        [*CLI, "failures", "retry", failure_id],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert early.returncode == 1 and "NEWPROD" in early.stderr  # cause still there: stays parked
-    stack.sim("POST", "/products", json={"productNumber": "NEWPROD", "productName": "New", "listPrice": 5})
-    retried = subprocess.run([*CLI, "failures", "retry", failure_id], env=cli_env, capture_output=True,
-                             text=True, timeout=60)
+    stack.sim(
+        "POST", "/products", json={"productNumber": "NEWPROD", "productName": "New", "listPrice": 5}
+    )
+    retried = subprocess.run(
+        [*CLI, "failures", "retry", failure_id],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert retried.returncode == 0, retried.stderr
     wait_for(lambda: stack.local()["V-1"]["orderNumber"], 30, what="V-1 sent")
     time.sleep(1.0)
     assert stack.by_external()["V-1"] == 1
-    again = subprocess.run([*CLI, "failures", "retry", failure_id], env=cli_env, capture_output=True, text=True,
-                           timeout=60)
+    again = subprocess.run(
+        [*CLI, "failures", "retry", failure_id],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 1  # resolved: a second retry sends nothing
     assert stack.by_external()["V-1"] == 1
 
@@ -256,21 +361,48 @@ def test_hostile_webhooks_refused_and_nothing_valid_lost(make_stack: Any) -> Non
 
     stack = make_stack()
     hook = f"{stack.url}/webhooks/extend"
-    raw = json.dumps({"Id": "f" * 32, "Attempt": 1, "Notifications": [
-        {"Action": "OrderPicked", "Details": {"OrderNumber": "1"}}]}).encode()
-    assert stack.http.post(hook, content=raw, headers={"ms-signature": sign("guess", raw)}).status_code == 401
-    assert stack.http.post(hook, content=b"{not json", headers={"ms-signature": sign(SECRET, b"{not json")}
-                           ).status_code == 400
+    raw = json.dumps(
+        {
+            "Id": "f" * 32,
+            "Attempt": 1,
+            "Notifications": [{"Action": "OrderPicked", "Details": {"OrderNumber": "1"}}],
+        }
+    ).encode()
+    assert (
+        stack.http.post(hook, content=raw, headers={"ms-signature": sign("guess", raw)}).status_code
+        == 401
+    )
+    assert (
+        stack.http.post(
+            hook, content=b"{not json", headers={"ms-signature": sign(SECRET, b"{not json")}
+        ).status_code
+        == 400
+    )
     big = b"{" + b" " * (1024 * 1024 + 10) + b"}"
-    assert stack.http.post(hook, content=big, headers={"ms-signature": sign(SECRET, big)}).status_code == 413
-    unknown = json.dumps({"Id": "e" * 32, "Attempt": 1, "Notifications": [
-        {"Action": "SpaceshipLaunched", "Details": {"X": "1"}}]}).encode()
-    assert stack.http.post(hook, content=unknown, headers={"ms-signature": sign(SECRET, unknown)}).status_code == 200
+    assert (
+        stack.http.post(hook, content=big, headers={"ms-signature": sign(SECRET, big)}).status_code
+        == 413
+    )
+    unknown = json.dumps(
+        {
+            "Id": "e" * 32,
+            "Attempt": 1,
+            "Notifications": [{"Action": "SpaceshipLaunched", "Details": {"X": "1"}}],
+        }
+    ).encode()
+    assert (
+        stack.http.post(
+            hook, content=unknown, headers={"ms-signature": sign(SECRET, unknown)}
+        ).status_code
+        == 200
+    )
     # Meanwhile real traffic is not disturbed.
     refs = [f"X-{i}" for i in range(10)]
     _post_all(stack, refs)
     wait_for(lambda: _mapped(stack, refs) == len(refs) or None, 60, what="mapped")
     number = stack.local()["X-3"]["orderNumber"]
     stack.sim("POST", f"/orders/{number}/reserve")
-    wait_for(lambda: stack.local()["X-3"]["status"] == "Reserved", 30, what="hook after hostile ones")
+    wait_for(
+        lambda: stack.local()["X-3"]["status"] == "Reserved", 30, what="hook after hostile ones"
+    )
     _assert_exactly_once(stack, refs)

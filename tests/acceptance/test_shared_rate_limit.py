@@ -45,9 +45,25 @@ class Simulator:
 def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
     tmp = tmp_path_factory.mktemp("shared-rate-limit")
     port = free_port()
-    sim = Proc("simulator", [*CLI, "simulator", "--port", str(port), "--products", "40", "--customers", "3",
-                             "--no-webhook", "--rate-standard", f"{LIMIT}/{PERIOD}"],
-               env={}, log_dir=tmp, health_url=f"http://127.0.0.1:{port}/_sim/health")
+    sim = Proc(
+        "simulator",
+        [
+            *CLI,
+            "simulator",
+            "--port",
+            str(port),
+            "--products",
+            "40",
+            "--customers",
+            "3",
+            "--no-webhook",
+            "--rate-standard",
+            f"{LIMIT}/{PERIOD}",
+        ],
+        env={},
+        log_dir=tmp,
+        health_url=f"http://127.0.0.1:{port}/_sim/health",
+    )
     with running(sim):
         yield Simulator(f"http://127.0.0.1:{port}")
 
@@ -58,7 +74,9 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
-def run_fleet(simulator: Simulator, tmp: Path, database_url: str, shared: str) -> tuple[dict[str, int], list[dict[str, Any]]]:
+def run_fleet(
+    simulator: Simulator, tmp: Path, database_url: str, shared: str
+) -> tuple[dict[str, int], list[dict[str, Any]]]:
     """Run the callers at once; return the simulator's status counts and each caller's figures."""
     from extend_connector.store import migrate
 
@@ -67,31 +85,58 @@ def run_fleet(simulator: Simulator, tmp: Path, database_url: str, shared: str) -
     simulator.admin("POST", "/counters/reset")
     products = sorted(p["productNumber"] for p in simulator.admin("GET", "/state/products"))[:20]
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXTEND_CONNECTOR_")}
-    env.update({
-        "EXTEND_CONNECTOR_EXTEND__BASE_URL": f"{simulator.url}/api",
-        "EXTEND_CONNECTOR_STORE__DATABASE_URL": database_url,
-        "EXTEND_CONNECTOR_STORE__DATA_DIR": str(tmp / "data"),
-        "EXTEND_CONNECTOR_EXTEND__SHARED_RATE_LIMIT": shared,
-        "EXTEND_CONNECTOR_EXTEND__MAX_IN_FLIGHT": str(TASKS),
-        "EXTEND_CONNECTOR_EXTEND__DIALECT__RATE_LIMITS": json.dumps({"standard": f"{LIMIT}/{PERIOD}"}),
-    })
-    callers = [Proc(f"caller-{shared}-{n}", [sys.executable, str(CALLER), "--name", str(n), "--dir", str(tmp),
-                                             "--products", ",".join(products), "--seconds", str(SECONDS),
-                                             "--tasks", str(TASKS)],
-                    env=env, log_dir=tmp, cwd=tmp)
-               for n in range(PROCESSES)]
+    env.update(
+        {
+            "EXTEND_CONNECTOR_EXTEND__BASE_URL": f"{simulator.url}/api",
+            "EXTEND_CONNECTOR_STORE__DATABASE_URL": database_url,
+            "EXTEND_CONNECTOR_STORE__DATA_DIR": str(tmp / "data"),
+            "EXTEND_CONNECTOR_EXTEND__SHARED_RATE_LIMIT": shared,
+            "EXTEND_CONNECTOR_EXTEND__MAX_IN_FLIGHT": str(TASKS),
+            "EXTEND_CONNECTOR_EXTEND__DIALECT__RATE_LIMITS": json.dumps(
+                {"standard": f"{LIMIT}/{PERIOD}"}
+            ),
+        }
+    )
+    callers = [
+        Proc(
+            f"caller-{shared}-{n}",
+            [
+                sys.executable,
+                str(CALLER),
+                "--name",
+                str(n),
+                "--dir",
+                str(tmp),
+                "--products",
+                ",".join(products),
+                "--seconds",
+                str(SECONDS),
+                "--tasks",
+                str(TASKS),
+            ],
+            env=env,
+            log_dir=tmp,
+            cwd=tmp,
+        )
+        for n in range(PROCESSES)
+    ]
     with running(*callers):
-        wait_for(lambda: all((tmp / f"ready-{n}").exists() for n in range(PROCESSES)), 60,
-                 what="every caller built its connector")
+        wait_for(
+            lambda: all((tmp / f"ready-{n}").exists() for n in range(PROCESSES)),
+            60,
+            what="every caller built its connector",
+        )
         (tmp / "go").write_text("go")
         for caller in callers:
             assert caller.popen is not None
             assert caller.popen.wait(60) == 0, caller.tail()
     figures = [json.loads(caller.tail().splitlines()[-1]) for caller in callers]
     statuses = simulator.admin("GET", "/counters")["statuses"]
-    print(f"shared_rate_limit={shared} {database_url.split(':')[0]}: simulator statuses {statuses}; "
-          f"calls per process {[f['ok'] for f in figures]} in {SECONDS:g} s "
-          f"(bucket allows {LIMIT} + {LIMIT / PERIOD:g}/s)")
+    print(
+        f"shared_rate_limit={shared} {database_url.split(':')[0]}: simulator statuses {statuses}; "
+        f"calls per process {[f['ok'] for f in figures]} in {SECONDS:g} s "
+        f"(bucket allows {LIMIT} + {LIMIT / PERIOD:g}/s)"
+    )
     return {k: int(v) for k, v in statuses.items()}, figures
 
 
@@ -104,21 +149,30 @@ def assert_held(statuses: dict[str, int], figures: list[dict[str, Any]]) -> None
     assert statuses.get("200", 0) == sum(f["ok"] for f in figures), (statuses, figures)
 
 
-def test_shared_limit_on_sqlite_holds_across_processes(simulator: Simulator, tmp_path: Path) -> None:
-    statuses, figures = run_fleet(simulator, tmp_path, f"sqlite:///{(tmp_path / 'fleet.db').as_posix()}", "on")
+def test_shared_limit_on_sqlite_holds_across_processes(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    statuses, figures = run_fleet(
+        simulator, tmp_path, f"sqlite:///{(tmp_path / 'fleet.db').as_posix()}", "on"
+    )
     assert_held(statuses, figures)
 
 
 @pytest.mark.postgres
-def test_shared_limit_on_postgres_holds_across_processes(simulator: Simulator, tmp_path: Path,
-                                                         postgres_url: str) -> None:
+def test_shared_limit_on_postgres_holds_across_processes(
+    simulator: Simulator, tmp_path: Path, postgres_url: str
+) -> None:
     # `auto` is on with PostgreSQL: the default of a scale-out deployment.
     statuses, figures = run_fleet(simulator, tmp_path, postgres_url, "auto")
     assert_held(statuses, figures)
 
 
-def test_without_the_shared_limit_the_same_run_gets_429s(simulator: Simulator, tmp_path: Path) -> None:
-    statuses, figures = run_fleet(simulator, tmp_path, f"sqlite:///{(tmp_path / 'fleet.db').as_posix()}", "off")
+def test_without_the_shared_limit_the_same_run_gets_429s(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    statuses, figures = run_fleet(
+        simulator, tmp_path, f"sqlite:///{(tmp_path / 'fleet.db').as_posix()}", "off"
+    )
     assert not any(f["fleet_attached"] for f in figures)
     assert statuses.get("429", 0) > 0, statuses
     assert sum(f["throttled_answers"] for f in figures) == statuses["429"]

@@ -23,12 +23,20 @@ TOKEN = {"authorization": "Bearer shop-token"}
 def test_reads_are_answered_while_2000_slow_connections_are_held(tmp_path: Path) -> None:
     raise_open_files(SLOW + 1024)
     port = free_port()
-    env = {"EXTEND_CONNECTOR_EXTEND__BASE_URL": f"http://127.0.0.1:{free_port()}/api",
-           "EXTEND_CONNECTOR_STORE__DATA_DIR": str(tmp_path / "data"),
-           "EXTEND_CONNECTOR_SERVER__PORT": str(port),
-           "EXTEND_CONNECTOR_SERVER__HEADER_TIMEOUT_SECONDS": "3"}
-    connector = Proc("connector", [*CLI, "run"], env=env, log_dir=tmp_path, cwd=tmp_path,
-                     health_url=f"http://127.0.0.1:{port}/healthz")
+    env = {
+        "EXTEND_CONNECTOR_EXTEND__BASE_URL": f"http://127.0.0.1:{free_port()}/api",
+        "EXTEND_CONNECTOR_STORE__DATA_DIR": str(tmp_path / "data"),
+        "EXTEND_CONNECTOR_SERVER__PORT": str(port),
+        "EXTEND_CONNECTOR_SERVER__HEADER_TIMEOUT_SECONDS": "3",
+    }
+    connector = Proc(
+        "connector",
+        [*CLI, "run"],
+        env=env,
+        log_dir=tmp_path,
+        cwd=tmp_path,
+        health_url=f"http://127.0.0.1:{port}/healthz",
+    )
     base = f"http://127.0.0.1:{port}"
     with running(connector):
         slow = SlowClients("127.0.0.1", port, SLOW, interval=0.5).start()
@@ -42,7 +50,9 @@ def test_reads_are_answered_while_2000_slow_connections_are_held(tmp_path: Path)
                     codes.append(http.get(f"{base}/healthz").status_code)
             assert codes == [200] * 80
             # Every slow connection opened so far ends at its deadline; the clients keep reopening.
-            wait_for(lambda: slow.closed_by_server >= SLOW, timeout=120, what="slow connections closed")
+            wait_for(
+                lambda: slow.closed_by_server >= SLOW, timeout=120, what="slow connections closed"
+            )
         finally:
             slow.stop()
         assert slow.refused == 0

@@ -4,8 +4,9 @@
 database created on the server named by EXTEND_CONNECTOR_TEST_POSTGRES_URL, dropped after
 the test; skipped when that variable is unset). `pg_url` is PostgreSQL only.
 `migrated_url` is a fresh database with the app tables and the job engine's tables at head
-(cloned from a template migrated once per session); `db` is a `store.Database` on it. `settings_for(url, ...)` builds
-Settings pointing at a URL. Declare engine workflows at module level, never inside tests.
+(cloned from a template migrated once per session); `db` is a `store.Database` on it.
+`settings_for(url, ...)` builds Settings pointing at a URL. Declare engine workflows at module
+level, never inside tests.
 """
 
 from __future__ import annotations

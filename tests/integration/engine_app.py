@@ -58,7 +58,12 @@ def count(db: sa.Engine, kind: str, key: str | None = None) -> int:
 
 def values(db: sa.Engine, kind: str) -> list[str | None]:
     with db.connect() as conn:
-        return [r[0] for r in conn.execute(sa.select(effects.c.value).where(effects.c.kind == kind).order_by(effects.c.id))]
+        return [
+            r[0]
+            for r in conn.execute(
+                sa.select(effects.c.value).where(effects.c.kind == kind).order_by(effects.c.id)
+            )
+        ]
 
 
 def switch_on(db: sa.Engine, name: str) -> None:
@@ -74,12 +79,19 @@ def switch_off(db: sa.Engine, name: str) -> None:
 def _switched(name: str) -> bool:
     assert _db is not None
     with _db.connect() as conn:
-        return conn.execute(sa.select(switches.c.name).where(switches.c.name == name)).first() is not None
+        return (
+            conn.execute(sa.select(switches.c.name).where(switches.c.name == name)).first()
+            is not None
+        )
 
 
 DEFAULT = engine.queue("test.default", poll_seconds=0.1)
-PARTITIONED = engine.queue("test.partitioned", partition_concurrency=1, worker_concurrency=2, poll_seconds=0.1)
-RATED = engine.queue("test.rated", rate_limit=engine.RateLimit(limit=2, period_seconds=120), poll_seconds=0.1)
+PARTITIONED = engine.queue(
+    "test.partitioned", partition_concurrency=1, worker_concurrency=2, poll_seconds=0.1
+)
+RATED = engine.queue(
+    "test.rated", rate_limit=engine.RateLimit(limit=2, period_seconds=120), poll_seconds=0.1
+)
 
 
 # --- two async steps; the second can block forever so a test can SIGKILL it ---------------

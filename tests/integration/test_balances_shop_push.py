@@ -47,7 +47,10 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
-                signed = f"{self.headers['webhook-id']}.{self.headers['webhook-timestamp']}.".encode() + body
+                signed = (
+                    f"{self.headers['webhook-id']}.{self.headers['webhook-timestamp']}.".encode()
+                    + body
+                )
                 key = base64.b64decode(SECRET.removeprefix("whsec_"))
                 expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
                 if f"v1,{expected}" not in self.headers["webhook-signature"].split():
@@ -64,7 +67,11 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stock(self, product: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["type"] == "stock.changed" and e["data"]["key"] == f"sku:{product}"]
+        return [
+            e
+            for e in self.events
+            if e["type"] == "stock.changed" and e["data"]["key"] == f"sku:{product}"
+        ]
 
 
 @pytest.fixture
@@ -76,12 +83,18 @@ def shop() -> Iterator[Receiver]:
         receiver.server.shutdown()
 
 
-
-def test_stock_changed_reaches_the_shop_only_when_the_value_changed(tmp_path: Path, shop: Receiver) -> None:
+def test_stock_changed_reaches_the_shop_only_when_the_value_changed(
+    tmp_path: Path, shop: Receiver
+) -> None:
     port = free_port()
     inbox = f"http://127.0.0.1:{port}/webhooks/extend"
-    config = SimulatorConfig(seed=5, products=20, customers=1, warehouses=("MainWarehouse",),
-                             webhooks=(WebhookRegistration(callback_url=inbox, events=("AvailableBalanceChanged",)),))
+    config = SimulatorConfig(
+        seed=5,
+        products=20,
+        customers=1,
+        warehouses=("MainWarehouse",),
+        webhooks=(WebhookRegistration(callback_url=inbox, events=("AvailableBalanceChanged",)),),
+    )
     with run_in_thread(config) as sim:
         settings = Settings(
             store=StoreSettings(database_url=f"sqlite:///{tmp_path / 'c.db'}"),
@@ -95,25 +108,51 @@ def test_stock_changed_reaches_the_shop_only_when_the_value_changed(tmp_path: Pa
         try:
             with connector.serve_in_thread(port=port):
                 product = sorted(sim.state.products)[0]
-                wait_for(lambda: _local(port, product) is not None, timeout=30, what="the initial load")
+                wait_for(
+                    lambda: _local(port, product) is not None, timeout=30, what="the initial load"
+                )
                 start = _local(port, product)
                 assert start is not None
                 # The initial load told the shop about every non-zero balance (once).
                 before = 1 if start else 0
-                wait_for(lambda: len(shop.stock(product)) == before, timeout=30, what="the initial load's event")
+                wait_for(
+                    lambda: len(shop.stock(product)) == before,
+                    timeout=30,
+                    what="the initial load's event",
+                )
 
-                httpx2.post(f"{sim.admin_url}/stock", json={"productNumber": product, "warehouse": "MainWarehouse",
-                                                            "delta": 5})
-                wait_for(lambda: len(shop.stock(product)) == before + 1, timeout=30, what="stock.changed at the shop")
+                httpx2.post(
+                    f"{sim.admin_url}/stock",
+                    json={"productNumber": product, "warehouse": "MainWarehouse", "delta": 5},
+                )
+                wait_for(
+                    lambda: len(shop.stock(product)) == before + 1,
+                    timeout=30,
+                    what="stock.changed at the shop",
+                )
                 event = shop.stock(product)[-1]
                 assert event["data"]["available"] == start + 5
                 assert shop.bad_signatures == 0
 
-                # A notification without a change: fetched and confirmed, but the shop hears nothing.
+                # A notification without a change: fetched and confirmed, but the shop hears
+                # nothing.
                 confirmed = _confirmed_at(port, product)
-                httpx2.post(f"{sim.admin_url}/events", json={"action": "AvailableBalanceChanged", "details": {
-                    "ProductNumber": product, "Warehouse": "MainWarehouse", "AvailableBalance": str(start + 5)}})
-                wait_for(lambda: _confirmed_at(port, product) != confirmed, timeout=30, what="the re-fetch of an unchanged balance")
+                httpx2.post(
+                    f"{sim.admin_url}/events",
+                    json={
+                        "action": "AvailableBalanceChanged",
+                        "details": {
+                            "ProductNumber": product,
+                            "Warehouse": "MainWarehouse",
+                            "AvailableBalance": str(start + 5),
+                        },
+                    },
+                )
+                wait_for(
+                    lambda: _confirmed_at(port, product) != confirmed,
+                    timeout=30,
+                    what="the re-fetch of an unchanged balance",
+                )
                 time.sleep(1.0)  # an event, had one been published, would be delivered by now
                 assert len(shop.stock(product)) == before + 1
         finally:
@@ -121,8 +160,11 @@ def test_stock_changed_reaches_the_shop_only_when_the_value_changed(tmp_path: Pa
 
 
 def _get(port: int, product: str) -> dict[str, Any] | None:
-    response = httpx2.get(f"http://127.0.0.1:{port}/v1/stock", params={"productNumbers": product},
-                          headers={"authorization": "Bearer shop-token"})
+    response = httpx2.get(
+        f"http://127.0.0.1:{port}/v1/stock",
+        params={"productNumbers": product},
+        headers={"authorization": "Bearer shop-token"},
+    )
     item: dict[str, Any] = response.json()["items"][0]
     return item if item["freshness"]["confirmedAt"] else None
 
@@ -135,4 +177,3 @@ def _local(port: int, product: str) -> float | None:
 def _confirmed_at(port: int, product: str) -> str | None:
     item = _get(port, product)
     return None if item is None else str(item["freshness"]["confirmedAt"])
-

@@ -47,7 +47,10 @@ class Stack:
         self.http = httpx2.Client(timeout=30)
 
     def post_order(self, ref: str) -> httpx2.Response:
-        body = {"shopRef": ref, "lines": [{"productNumber": "P000001", "quantity": 2, "unitPrice": "99.50"}]}
+        body = {
+            "shopRef": ref,
+            "lines": [{"productNumber": "P000001", "quantity": 2, "unitPrice": "99.50"}],
+        }
         return self.http.post(f"{self.url}/v1/orders", json=body, headers=TOKEN)
 
     def in_extend(self, ref: str) -> int:
@@ -69,17 +72,28 @@ class Stack:
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     port = free_port()
-    cfg = SimulatorConfig(seed=3, products=20, customers=3, rate_limits_enabled=False, time_scale=0.01,
-                          webhooks=(WebhookRegistration(callback_url=f"http://127.0.0.1:{port}/webhooks/extend"),))
+    cfg = SimulatorConfig(
+        seed=3,
+        products=20,
+        customers=3,
+        rate_limits_enabled=False,
+        time_scale=0.01,
+        webhooks=(WebhookRegistration(callback_url=f"http://127.0.0.1:{port}/webhooks/extend"),),
+    )
     with run_in_thread(cfg) as sim:
-        settings = Settings.model_validate({
-            "extend": {"base_url": sim.base_url, "webhook_secret": "sim-webhook-secret",
-                       "warehouses": ["MainWarehouse", "GreenWarehouse"]},
-            "store": {"database_url": f"sqlite:///{tmp_path / 'c.db'}"},
-            "server": {"port": port},
-            "sync": {"orders_sweep_minutes": 60},
-            "engine": {"watchdog_minutes": 60},  # the tests run the watchdog themselves
-        })
+        settings = Settings.model_validate(
+            {
+                "extend": {
+                    "base_url": sim.base_url,
+                    "webhook_secret": "sim-webhook-secret",
+                    "warehouses": ["MainWarehouse", "GreenWarehouse"],
+                },
+                "store": {"database_url": f"sqlite:///{tmp_path / 'c.db'}"},
+                "server": {"port": port},
+                "sync": {"orders_sweep_minutes": 60},
+                "engine": {"watchdog_minutes": 60},  # the tests run the watchdog themselves
+            }
+        )
         connector = Connector(settings, scheduler_poll_seconds=0.5)
         with connector.db.write() as session:
             for number in list(sim.state.products)[:10]:
@@ -87,8 +101,11 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             session.add(CursorRow(name="products", high_water_mark=datetime.now(UTC), stats={}))
         faults = Faults()
         sa.event.listen(connector.db.engine, "before_cursor_execute", faults.before)
-        engine.configure_transient_retry(engine.TransientRetry(first_wait_seconds=0.05, max_wait_seconds=0.5,
-                                                               give_up_after_seconds=60))
+        engine.configure_transient_retry(
+            engine.TransientRetry(
+                first_wait_seconds=0.05, max_wait_seconds=0.5, give_up_after_seconds=60
+            )
+        )
         try:
             with connector.serve_in_thread(port=port) as url:
                 yield Stack(sim, url, connector, faults)
@@ -108,13 +125,17 @@ def test_order_steps_wait_out_transient_database_errors(stack: Stack) -> None:
     wait_for(lambda: stack.row("T-2").order_number, 60, what="T-2 in Extend")
     assert stack.faults.raised == 3
     assert (stack.in_extend("T-1"), stack.in_extend("T-2")) == (1, 1)
-    info = wait_for(lambda: (j := stack.submit_job("T-2")) and j.status == "SUCCESS" and j, 30, what="job done")
+    info = wait_for(
+        lambda: (j := stack.submit_job("T-2")) and j.status == "SUCCESS" and j, 30, what="job done"
+    )
     assert info.status == "SUCCESS"
 
 
 def test_v1_answers_json_503_and_healthz_fails_while_the_database_is_down(stack: Stack) -> None:
     assert stack.http.get(f"{stack.url}/healthz").json()["database"] == "ok"
-    stack.faults.arm(10**9, refused, lambda s: engine.workflow_id() is None and "dbos" not in s.lower())
+    stack.faults.arm(
+        10**9, refused, lambda s: engine.workflow_id() is None and "dbos" not in s.lower()
+    )
     try:
         health = stack.http.get(f"{stack.url}/healthz")
         posted = stack.post_order("D-1")
@@ -142,10 +163,14 @@ def test_a_permanent_error_is_not_retried_and_still_answers_500(stack: Stack) ->
 def test_watchdog_resumes_a_stopped_order_job_and_it_reaches_extend_once(stack: Stack) -> None:
     # The POST goes through, then recording its answer fails for good: the job ends in ERROR (and
     # Extend's OrderCreated hook is lost, so nothing else records the order meanwhile).
-    stack.http.patch(f"{stack.sim.admin_url}/faults", json={"webhook_drop_rate": 1.0}).raise_for_status()
+    stack.http.patch(
+        f"{stack.sim.admin_url}/faults", json={"webhook_drop_rate": 1.0}
+    ).raise_for_status()
     stack.faults.arm(1, broken, in_job("UPDATE orders SET order_number"))
     assert stack.post_order("W-1").status_code == 202
-    failed = wait_for(lambda: (j := stack.submit_job("W-1")) and j.failed and j, 60, what="job in ERROR")
+    failed = wait_for(
+        lambda: (j := stack.submit_job("W-1")) and j.failed and j, 60, what="job in ERROR"
+    )
     assert failed.status == "ERROR"
     assert stack.in_extend("W-1") == 1 and stack.row("W-1").order_number is None
     assert failures.status_snapshot()["ordersNotInExtend"]["count"] == 1
@@ -162,9 +187,19 @@ def test_watchdog_resumes_a_stopped_order_job_and_it_reaches_extend_once(stack: 
 def test_watchdog_requeues_an_order_without_a_job(stack: Stack) -> None:
     old = datetime.now(UTC) - timedelta(hours=1)
     with stack.connector.db.write() as session:
-        session.add(OrderRow(shop_ref="L-1", status="Received", shop_payload={
-            "shopRef": "L-1", "lines": [{"productNumber": "P000001", "quantity": 1, "unitPrice": "5"}]},
-            created_at=old, updated_at=old, submit_attempts=0))
+        session.add(
+            OrderRow(
+                shop_ref="L-1",
+                status="Received",
+                shop_payload={
+                    "shopRef": "L-1",
+                    "lines": [{"productNumber": "P000001", "quantity": 1, "unitPrice": "5"}],
+                },
+                created_at=old,
+                updated_at=old,
+                submit_attempts=0,
+            )
+        )
     snapshot = failures.status_snapshot()["ordersNotInExtend"]
     assert snapshot["count"] == 1 and snapshot["stuck"] == 1
     assert snapshot["oldest"] == old.isoformat()
@@ -177,7 +212,11 @@ def test_watchdog_parks_an_order_whose_job_keeps_failing(stack: Stack) -> None:
     stack.faults.arm(10**9, broken, in_job("FROM orders"))
     assert stack.post_order("P-1").status_code == 202
     for round_ in range(watchdog.MAX_RECOVERIES + 1):
-        wait_for(lambda: (j := stack.submit_job("P-1")) and j.failed, 60, what=f"job failed (round {round_})")
+        wait_for(
+            lambda: (j := stack.submit_job("P-1")) and j.failed,
+            60,
+            what=f"job failed (round {round_})",
+        )
         outcome = watchdog.watch_once()
         expected = "parked" if round_ == watchdog.MAX_RECOVERIES else "resumed"
         assert outcome.get(expected) == 1, outcome
@@ -198,11 +237,29 @@ def test_watchdog_parks_an_order_whose_job_keeps_failing(stack: Stack) -> None:
 def test_watchdog_parks_other_failed_jobs_once(stack: Stack) -> None:
     from extend_connector.flows import outbox
 
-    stack.faults.arm(1, broken, lambda s: "outbox" in s and engine.workflow_id() == "shop-event-test")
-    job = stack.connector.engine.enqueue(outbox.deliver, 999_999, queue=outbox.QUEUE, partition_key="x:1",
-                                         workflow_id="shop-event-test")
-    wait_for(lambda: (j := stack.connector.engine.get_status(job)) and j.status != "ENQUEUED" and j.status != "PENDING", 60, what="job ended")
-    assert stack.connector.engine.get_status(job).status == "ERROR", (stack.connector.engine.get_status(job), stack.faults.raised)
+    stack.faults.arm(
+        1, broken, lambda s: "outbox" in s and engine.workflow_id() == "shop-event-test"
+    )
+    job = stack.connector.engine.enqueue(
+        outbox.deliver,
+        999_999,
+        queue=outbox.QUEUE,
+        partition_key="x:1",
+        workflow_id="shop-event-test",
+    )
+    wait_for(
+        lambda: (
+            (j := stack.connector.engine.get_status(job))
+            and j.status != "ENQUEUED"
+            and j.status != "PENDING"
+        ),
+        60,
+        what="job ended",
+    )
+    assert stack.connector.engine.get_status(job).status == "ERROR", (
+        stack.connector.engine.get_status(job),
+        stack.faults.raised,
+    )
     assert watchdog.watch_once()["jobs_parked"] == 1
     assert watchdog.watch_once()["jobs_parked"] == 0
     parked = failures.list_failures(kind=watchdog.JOB_FAILURE_KIND)

@@ -64,14 +64,18 @@ def test_inbox_row_and_job_commit_together_or_not_at_all(connected: engine.Engin
     with pytest.raises(Forced), db.write() as session:
         session.add(InboxRow(delivery_id="d-1", raw_body="{}"))
         session.flush()
-        connected.enqueue_in_transaction(session, app.two_steps, "k1", queue="test.default", workflow_id="job-d-1")
+        connected.enqueue_in_transaction(
+            session, app.two_steps, "k1", queue="test.default", workflow_id="job-d-1"
+        )
         raise Forced
     assert _inbox_count(db, "d-1") == 0
     assert connected.get_status("job-d-1") is None
 
     with db.write() as session:
         session.add(InboxRow(delivery_id="d-1", raw_body="{}"))
-        connected.enqueue_in_transaction(session, app.two_steps, "k1", queue="test.default", workflow_id="job-d-1")
+        connected.enqueue_in_transaction(
+            session, app.two_steps, "k1", queue="test.default", workflow_id="job-d-1"
+        )
     assert _inbox_count(db, "d-1") == 1
     info = connected.get_status("job-d-1")
     assert info is not None and info.status == "ENQUEUED" and info.args == ["k1"]
@@ -83,7 +87,9 @@ def test_enqueue_is_idempotent_on_workflow_id(connected: engine.Engine) -> None:
     first = connected.enqueue(app.two_steps, "a", queue="test.default", workflow_id="same")
     second = connected.enqueue(app.two_steps, "b", queue="test.default", workflow_id="same")
     with db.write() as session:
-        third = connected.enqueue_in_transaction(session, app.two_steps, "c", queue="test.default", workflow_id="same")
+        third = connected.enqueue_in_transaction(
+            session, app.two_steps, "c", queue="test.default", workflow_id="same"
+        )
     assert first == second == third == "same"
     jobs = connected.list_workflows(name="test.two_steps")
     assert [(j.workflow_id, j.args) for j in jobs] == [("same", ["a"])]
@@ -144,8 +150,13 @@ def test_failed_job_is_listed_resumed_and_replayed(running: engine.Engine) -> No
         running.resume("no-such-job")
 
 
-def test_debounce_coalesces_a_burst_into_one_run_with_the_last_arguments(running: engine.Engine) -> None:
-    ids = {running.debounce("balances", app.collect, f"v{i}", queue="test.default", period_seconds=1.0) for i in range(10)}
+def test_debounce_coalesces_a_burst_into_one_run_with_the_last_arguments(
+    running: engine.Engine,
+) -> None:
+    ids = {
+        running.debounce("balances", app.collect, f"v{i}", queue="test.default", period_seconds=1.0)
+        for i in range(10)
+    }
     assert len(ids) == 1
     running.wait(ids.pop())
     time.sleep(0.5)
@@ -181,7 +192,9 @@ def ticking() -> Iterator[None]:
         engine._declare.forget_schedule("test.every-second")
 
 
-def test_schedule_fires_once_per_tick(ticking: None, migrated_url: str, make_settings: Callable[..., Settings]) -> None:
+def test_schedule_fires_once_per_tick(
+    ticking: None, migrated_url: str, make_settings: Callable[..., Settings]
+) -> None:
     # Two engines on one database would be two processes in production; one in-process
     # engine plus the uniqueness of each tick's workflow id is what keeps ticks single.
     eng = engine.Engine(make_settings(migrated_url), scheduler_poll_seconds=0.2).launch()
@@ -189,7 +202,12 @@ def test_schedule_fires_once_per_tick(ticking: None, migrated_url: str, make_set
         app.use_database(eng.db_engine)
         wait_until(lambda: app.count(eng.db_engine, "tick") >= 3)
         with eng.db_engine.connect() as conn:
-            keys = [r[0] for r in conn.execute(sa.select(app.effects.c.key).where(app.effects.c.kind == "tick"))]
+            keys = [
+                r[0]
+                for r in conn.execute(
+                    sa.select(app.effects.c.key).where(app.effects.c.kind == "tick")
+                )
+            ]
         assert len(keys) == len(set(keys))
         runs = eng.list_workflows(name="test.tick")
         assert all(r.workflow_id.startswith("sched-test.every-second-") for r in runs)
@@ -214,14 +232,18 @@ def test_interval_to_cron() -> None:
         engine.interval_to_cron(timedelta(minutes=7))
 
 
-def test_one_launched_engine_per_process(running: engine.Engine, make_settings: Callable[..., Settings]) -> None:
+def test_one_launched_engine_per_process(
+    running: engine.Engine, make_settings: Callable[..., Settings]
+) -> None:
     other = engine.Engine(make_settings(running.url))
     with pytest.raises(engine.EngineStateError, match="already running"):
         other.launch()
     other.shutdown()
 
 
-def test_migrations_then_engine_share_one_database(migrated_url: str, make_settings: Callable[..., Settings]) -> None:
+def test_migrations_then_engine_share_one_database(
+    migrated_url: str, make_settings: Callable[..., Settings]
+) -> None:
     # Running the app migrations again after DBOS created its tables changes nothing.
     eng = engine.Engine(make_settings(migrated_url)).connect()
     try:
@@ -230,8 +252,9 @@ def test_migrations_then_engine_share_one_database(migrated_url: str, make_setti
         eng.shutdown()
 
 
-def test_on_launch_runs_once_per_launch_in_roles_that_execute(migrated_url: str,
-                                                              make_settings: Callable[..., Settings]) -> None:
+def test_on_launch_runs_once_per_launch_in_roles_that_execute(
+    migrated_url: str, make_settings: Callable[..., Settings]
+) -> None:
     """Start-up work hooks onto the launch instead of polling until the engine executes."""
     seen: list[tuple[str, bool]] = []
 
@@ -251,7 +274,9 @@ def test_on_launch_runs_once_per_launch_in_roles_that_execute(migrated_url: str,
         engine.Engine(make_settings(migrated_url)).connect().shutdown()
         assert seen == []  # connecting (the CLI, the sync command) executes nothing
         for role in roles:
-            eng = engine.Engine(make_settings(migrated_url, role=role)).launch()  # a failing callback is logged
+            eng = engine.Engine(
+                make_settings(migrated_url, role=role)
+            ).launch()  # a failing callback is logged
             try:
                 app.use_database(eng.db_engine)
                 if role != "web":

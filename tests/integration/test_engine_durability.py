@@ -32,7 +32,9 @@ class Worker:
         self.log = tmp_path / f"{name}.log"
         env = {**os.environ, "EC_TEST_BLOCK": "1" if block else "0"}
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, APP, *argv], env=env, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, APP, *argv], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -53,7 +55,9 @@ class Worker:
         return text
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -75,9 +79,13 @@ def probe(migrated_url: str) -> Iterator[sa.Engine]:
 def test_sigkill_mid_step_finishes_after_restart_without_rerunning_done_steps(
     migrated_url: str, probe: sa.Engine, tmp_path: Path, make_settings: Callable[..., Settings]
 ) -> None:
-    first = Worker(tmp_path, "first", migrated_url, "exec-a", "7", "run-two-steps", "job-kill", block=True)
+    first = Worker(
+        tmp_path, "first", migrated_url, "exec-a", "7", "run-two-steps", "job-kill", block=True
+    )
     try:
-        wait_until(lambda: app.count(probe, "step2-start", "job-kill") == 1, what="second step started")
+        wait_until(
+            lambda: app.count(probe, "step2-start", "job-kill") == 1, what="second step started"
+        )
     finally:
         first.kill()
     assert app.count(probe, "step1", "job-kill") == 1
@@ -139,10 +147,24 @@ def test_two_workers_share_a_partitioned_queue_without_overlap_or_duplicates(
     workers = [Worker(tmp_path, f"w{n}", pg_url, f"w{n}", "1", "serve", "120") for n in (1, 2)]
     try:
         for key, job in jobs:
-            eng.enqueue(app.partition_job, key, job, queue="test.partitioned", partition_key=key, workflow_id=job)
+            eng.enqueue(
+                app.partition_job,
+                key,
+                job,
+                queue="test.partitioned",
+                partition_key=key,
+                workflow_id=job,
+            )
         # Enqueue again: ids are idempotent, nothing may run twice.
         for key, job in jobs[:10]:
-            eng.enqueue(app.partition_job, key, job, queue="test.partitioned", partition_key=key, workflow_id=job)
+            eng.enqueue(
+                app.partition_job,
+                key,
+                job,
+                queue="test.partitioned",
+                partition_key=key,
+                workflow_id=job,
+            )
         # A job that met another of its key records "overlap" instead of "ran".
         wait_until(
             lambda: app.count(pg_probe, "ran") + app.count(pg_probe, "overlap") >= len(jobs),
@@ -158,6 +180,8 @@ def test_two_workers_share_a_partitioned_queue_without_overlap_or_duplicates(
     assert statuses == {"SUCCESS"}
     assert app.count(pg_probe, "overlap") == 0, "two jobs of one partition key ran at the same time"
     with pg_probe.connect() as conn:
-        ran = conn.execute(sa.select(app.effects.c.key, app.effects.c.value).where(app.effects.c.kind == "ran")).all()
+        ran = conn.execute(
+            sa.select(app.effects.c.key, app.effects.c.value).where(app.effects.c.kind == "ran")
+        ).all()
     assert sorted(r[0] for r in ran) == sorted(job for _, job in jobs)  # each exactly once
     assert {r[1] for r in ran} == {"w1", "w2"}  # both processes did work

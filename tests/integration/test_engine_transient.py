@@ -61,14 +61,14 @@ async def async_job(key: str) -> str:
     return f"{first}+{second}"
 
 
-
-
 @pytest.fixture
 def running(migrated_url: str, make_settings: Callable[..., Settings]) -> Iterator[engine.Engine]:
     eng = engine.Engine(make_settings(migrated_url), scheduler_poll_seconds=0.2).launch()
     app.use_database(eng.db_engine)
     sa.event.listen(eng.db_engine, "before_cursor_execute", FAULTS.before)
-    fast = engine.TransientRetry(first_wait_seconds=0.05, max_wait_seconds=0.2, give_up_after_seconds=30)
+    fast = engine.TransientRetry(
+        first_wait_seconds=0.05, max_wait_seconds=0.2, give_up_after_seconds=30
+    )
     engine.configure_transient_retry(fast)
     try:
         yield eng
@@ -78,9 +78,12 @@ def running(migrated_url: str, make_settings: Callable[..., Settings]) -> Iterat
         eng.shutdown()
 
 
-@pytest.mark.parametrize("error", [locked, refused, shutting_down], ids=["sqlite-locked", "pg-refused",
-                                                                              "pg-shutdown"])
-def test_sync_step_waits_out_a_transient_database_error(running: engine.Engine, error: Callable[[str], Exception]) -> None:
+@pytest.mark.parametrize(
+    "error", [locked, refused, shutting_down], ids=["sqlite-locked", "pg-refused", "pg-shutdown"]
+)
+def test_sync_step_waits_out_a_transient_database_error(
+    running: engine.Engine, error: Callable[[str], Exception]
+) -> None:
     FAULTS.arm(2, error, _in_step)
     job = running.enqueue(sync_job, "s1", queue=QUEUE.name)
     assert running.wait(job, timeout_seconds=60) == "sync"
@@ -97,7 +100,9 @@ def test_async_step_and_offloaded_step_wait_out_transient_errors(running: engine
     job = running.enqueue(async_job, "a2", queue=QUEUE.name)
     assert running.wait(job, timeout_seconds=60) == "async+offloaded"
     assert FAULTS.raised == 3
-    assert [app.count(running.db_engine, k, key) for k in ("async", "offloaded") for key in ("a1", "a2")] == [1] * 4
+    assert [
+        app.count(running.db_engine, k, key) for k in ("async", "offloaded") for key in ("a1", "a2")
+    ] == [1] * 4
 
 
 def test_a_constraint_error_is_not_retried(running: engine.Engine) -> None:
@@ -110,8 +115,11 @@ def test_a_constraint_error_is_not_retried(running: engine.Engine) -> None:
 
 
 def test_a_step_gives_up_after_the_configured_time(running: engine.Engine) -> None:
-    engine.configure_transient_retry(engine.TransientRetry(first_wait_seconds=0.05, max_wait_seconds=0.05,
-                                                           give_up_after_seconds=0.3))
+    engine.configure_transient_retry(
+        engine.TransientRetry(
+            first_wait_seconds=0.05, max_wait_seconds=0.05, give_up_after_seconds=0.3
+        )
+    )
     FAULTS.arm(10_000, locked, _in_step)
     job = running.enqueue(sync_job, "g1", queue=QUEUE.name)
     with pytest.raises(engine.WorkflowFailedError):

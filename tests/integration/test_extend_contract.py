@@ -38,11 +38,24 @@ WAREHOUSES = ("MainWarehouse", "GreenWarehouse", "TEST")
 PAST = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-def _client(sim: RunningSimulator, *, retry: RetryPolicy = FAST_RETRY, token: str | None = None,
-            **dialect: Any) -> ExtendClient:
-    settings = Settings(extend={"base_url": sim.base_url, "api_token": token or sim.token,
-                                "warehouses": list(WAREHOUSES), "dialect": dialect})
-    return ExtendClient.from_settings(settings, retry=retry, budget=RateBudget(), drift=DriftRegistry())
+def _client(
+    sim: RunningSimulator,
+    *,
+    retry: RetryPolicy = FAST_RETRY,
+    token: str | None = None,
+    **dialect: Any,
+) -> ExtendClient:
+    settings = Settings(
+        extend={
+            "base_url": sim.base_url,
+            "api_token": token or sim.token,
+            "warehouses": list(WAREHOUSES),
+            "dialect": dialect,
+        }
+    )
+    return ExtendClient.from_settings(
+        settings, retry=retry, budget=RateBudget(), drift=DriftRegistry()
+    )
 
 
 def _run(coro: Any) -> Any:
@@ -51,27 +64,39 @@ def _run(coro: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[RunningSimulator]:
-    with run_in_thread(SimulatorConfig(seed=7, products=50, customers=10, rate_limits_enabled=False)) as running:
+    with run_in_thread(
+        SimulatorConfig(seed=7, products=50, customers=10, rate_limits_enabled=False)
+    ) as running:
         yield running
 
 
 @pytest.fixture()
 def fresh_sim() -> Iterator[RunningSimulator]:
-    with run_in_thread(SimulatorConfig(seed=3, products=12, customers=3, rate_limits_enabled=False)) as running:
+    with run_in_thread(
+        SimulatorConfig(seed=3, products=12, customers=3, rate_limits_enabled=False)
+    ) as running:
         yield running
 
 
 def _order(sim: RunningSimulator, ref: str, *, products: list[str] | None = None) -> Order:
     numbers = products or sorted(p for p, v in sim.state.products.items() if not v.phase_out)[:2]
     return Order(
-        shop_ref=ref, placed_at=datetime.now(UTC), customer_number="WEB",
-        lines=(OrderLine(product_number=numbers[0], quantity=Decimal(2), unit_price=Decimal("199.90"),
-                         vat_percent=Decimal(25)),
-               OrderLine(product_number=numbers[1], quantity=Decimal(1), warehouse="GreenWarehouse")),
+        shop_ref=ref,
+        placed_at=datetime.now(UTC),
+        customer_number="WEB",
+        lines=(
+            OrderLine(
+                product_number=numbers[0],
+                quantity=Decimal(2),
+                unit_price=Decimal("199.90"),
+                vat_percent=Decimal(25),
+            ),
+            OrderLine(product_number=numbers[1], quantity=Decimal(1), warehouse="GreenWarehouse"),
+        ),
     )
 
 
-# --- every method ----------------------------------------------------------------------------------
+# --- every method ---------------------------------------------------------------------------------
 
 
 def test_orders_round_trip(sim: RunningSimulator) -> None:
@@ -86,7 +111,10 @@ def test_orders_round_trip(sim: RunningSimulator) -> None:
             # The shop's price is kept exactly; the unpriced line is priced by Extend.
             assert created.lines[0].unit_price == Decimal("199.90")
             assert created.lines[1].unit_price is not None and created.lines[1].unit_price > 0
-            assert created.lines[0].warehouse == "MainWarehouse" and created.lines[1].warehouse == "GreenWarehouse"
+            assert (
+                created.lines[0].warehouse == "MainWarehouse"
+                and created.lines[1].warehouse == "GreenWarehouse"
+            )
             assert created.expected_delivery_date is not None
 
             fetched = await extend.get_order(created.order_number)
@@ -97,8 +125,16 @@ def test_orders_round_trip(sim: RunningSimulator) -> None:
             assert await extend.find_order("W-nope") is None
 
             changed = await extend.update_order_rows(
-                created.order_number, [OrderLine(product_number=order.lines[0].product_number, quantity=Decimal(5),
-                                                 position=10, warehouse="MainWarehouse")])
+                created.order_number,
+                [
+                    OrderLine(
+                        product_number=order.lines[0].product_number,
+                        quantity=Decimal(5),
+                        position=10,
+                        warehouse="MainWarehouse",
+                    )
+                ],
+            )
             assert changed.lines[0].quantity == Decimal(5)
             cancelled = await extend.cancel_order_rows(created.order_number, [created.lines[1]])
             assert [line.cancelled for line in cancelled.lines] == [False, True]
@@ -132,7 +168,9 @@ def test_availability_products_customers_prices(sim: RunningSimulator) -> None:
     async def scenario() -> None:
         async with _client(sim, max_url_length=300) as extend:
             balances = [b async for b in extend.availability_for_warehouses(["MainWarehouse"])]
-            assert len(balances) == _count(sim, "MainWarehouse") and {b.warehouse for b in balances} == {"MainWarehouse"}
+            assert len(balances) == _count(sim, "MainWarehouse") and {
+                b.warehouse for b in balances
+            } == {"MainWarehouse"}
             assert all(b.available == (b.physical or 0) - (b.reserved or 0) for b in balances)
 
             numbers = sorted(sim.state.products)
@@ -141,7 +179,9 @@ def test_availability_products_customers_prices(sim: RunningSimulator) -> None:
             by_product = [b async for b in extend.availability_for_products(numbers)]
             assert {b.product_number for b in by_product} == set(numbers)
             assert len(by_product) == len(sim.state.balances)
-            assert len(sent) > 1 and all(len(url) <= 300 for url in sent)  # chunked to the URL limit
+            assert len(sent) > 1 and all(
+                len(url) <= 300 for url in sent
+            )  # chunked to the URL limit
 
             recent = [b async for b in extend.availability_changed_since(PAST, warehouses=["TEST"])]
             assert len(recent) == _count(sim, "TEST") and {b.warehouse for b in recent} == {"TEST"}
@@ -150,24 +190,35 @@ def test_availability_products_customers_prices(sim: RunningSimulator) -> None:
             assert len(products) == 50
             one = await extend.get_product(products[3].product_number)
             assert one == products[3]
-            assert [p.product_number async for p in extend.products_changed_since(products[-1].changed_at)] \
-                == [p.product_number for p in products if p.changed_at >= products[-1].changed_at]
+            assert [
+                p.product_number
+                async for p in extend.products_changed_since(products[-1].changed_at)
+            ] == [p.product_number for p in products if p.changed_at >= products[-1].changed_at]
 
             customers = [c async for c in extend.customers_changed_since(PAST)]
             assert len(customers) == len(sim.state.customers)
             b2b = next(c for c in customers if c.is_b2b)
             assert await extend.get_customer(b2b.customer_number) == b2b
 
-            new = await extend.create_customer(Customer(customer_number="", name="Ny Kund AB",
-                                                        organization_number="556677-8899",
-                                                        email="inkop@nykund.se", shop_ref="shop-77"))
+            new = await extend.create_customer(
+                Customer(
+                    customer_number="",
+                    name="Ny Kund AB",
+                    organization_number="556677-8899",
+                    email="inkop@nykund.se",
+                    shop_ref="shop-77",
+                )
+            )
             assert new.customer_number and new.shop_ref == "shop-77" and new.name == "Ny Kund AB"
             with pytest.raises(BusinessConflict):
-                await extend.create_customer(Customer(customer_number="", name="Again",
-                                                      organization_number="5566778899"))
+                await extend.create_customer(
+                    Customer(customer_number="", name="Again", organization_number="5566778899")
+                )
 
             prices = [p async for p in extend.prices_for_customer(b2b.customer_number)]
-            assert len(prices) == 50 and all(p.customer_number == b2b.customer_number for p in prices)
+            assert len(prices) == 50 and all(
+                p.customer_number == b2b.customer_number for p in prices
+            )
             some = [p async for p in extend.prices_for_customer(b2b.customer_number, numbers[:30])]
             assert {p.product_number for p in some} == set(numbers[:30])
             by_number = {p.product_number: p for p in prices}
@@ -184,6 +235,7 @@ def _count(sim: RunningSimulator, warehouse: str) -> int:
 def _record_url(sent: list[str]) -> Any:
     async def hook(request: httpx2.Request) -> None:
         sent.append(str(request.url))
+
     return hook
 
 
@@ -191,8 +243,12 @@ def test_paging_across_many_pages_in_both_walks(sim: RunningSimulator) -> None:
     async def scenario() -> None:
         async with _client(sim, page_size=7) as extend:
             seen: list[tuple[int, int | None]] = []
-            balances = [b async for b in extend.availability_changed_since(
-                PAST, progress=lambda n, total: seen.append((n, total)))]
+            balances = [
+                b
+                async for b in extend.availability_changed_since(
+                    PAST, progress=lambda n, total: seen.append((n, total))
+                )
+            ]
             keys = [(b.product_number, b.warehouse) for b in balances]
             total = len(sim.state.balances)
             assert len(set(keys)) == total > 100
@@ -211,16 +267,23 @@ def test_unknown_fields_are_kept_and_reported(fresh_sim: RunningSimulator) -> No
         async with _client(fresh_sim) as extend:
             products = [p async for p in extend.products_changed_since()]
             assert len(products) == 12 and all(EXTRA_FIELD in p.extra for p in products)
-            await extend.get_order((await extend.create_order(_order(fresh_sim, "W-drift"))).order_number)
+            await extend.get_order(
+                (await extend.create_order(_order(fresh_sim, "W-drift"))).order_number
+            )
             drift = {(r.model, r.field) for r in extend.drift.snapshot()}
             assert ("WireProduct", EXTRA_FIELD) in drift
-            assert {m for m, _ in drift} >= {"WireProduct", "WireOrder", "WireOrderRow", "WireSalesData"}
+            assert {m for m, _ in drift} >= {
+                "WireProduct",
+                "WireOrder",
+                "WireOrderRow",
+                "WireSalesData",
+            }
             assert extend.drift.drain_new() and extend.drift.drain_new() == []
 
     _run(scenario())
 
 
-# --- every error class -------------------------------------------------------------------------------
+# --- every error class ----------------------------------------------------------------------------
 
 
 def test_validation_not_found_business(sim: RunningSimulator) -> None:
@@ -266,8 +329,11 @@ def test_flaky_reads_recover(fresh_sim: RunningSimulator) -> None:
     fresh_sim.state.set_faults(error_rate=0.5)
 
     async def scenario() -> None:
-        async with _client(fresh_sim, page_size=2,
-                           retry=RetryPolicy(floor_seconds=0.0, cap_seconds=0.01, max_attempts=30)) as extend:
+        async with _client(
+            fresh_sim,
+            page_size=2,
+            retry=RetryPolicy(floor_seconds=0.0, cap_seconds=0.01, max_attempts=30),
+        ) as extend:
             products = [p async for p in extend.products_changed_since()]
             assert len(products) == 12
             assert extend.stats().groups["heavy"].retries > 0
@@ -286,7 +352,9 @@ def test_access_denied_is_not_retried(sim: RunningSimulator) -> None:
     _run(scenario())
 
 
-def test_lost_write_answer_is_outcome_unknown_and_lookup_finds_it(fresh_sim: RunningSimulator) -> None:
+def test_lost_write_answer_is_outcome_unknown_and_lookup_finds_it(
+    fresh_sim: RunningSimulator,
+) -> None:
     fresh_sim.state.set_faults(lost_response_rate=1.0)
 
     async def scenario() -> None:
@@ -298,7 +366,9 @@ def test_lost_write_answer_is_outcome_unknown_and_lookup_finds_it(fresh_sim: Run
             found = await extend.find_order("W-lost")  # reads are answered normally
             assert found is not None and found.status is OrderStatus.REGISTERED
             with pytest.raises(OutcomeUnknown):
-                await extend.create_customer(Customer(customer_number="", name="Lost Kund", email="x@y.se"))
+                await extend.create_customer(
+                    Customer(customer_number="", name="Lost Kund", email="x@y.se")
+                )
 
     _run(scenario())
 
@@ -307,9 +377,12 @@ def test_throttle_storm_raises_throttled_when_attempts_run_out(fresh_sim: Runnin
     fresh_sim.state.set_faults(throttle_storm=1.0)
 
     async def scenario() -> None:
-        async with _client(fresh_sim, retry=RetryPolicy(max_attempts=2, floor_seconds=0.0,
-                                                        cap_seconds=0.01)) as extend:
-            extend.budget = RateBudget(sleep=_no_sleep)  # the storm's Retry-After is honoured instantly
+        async with _client(
+            fresh_sim, retry=RetryPolicy(max_attempts=2, floor_seconds=0.0, cap_seconds=0.01)
+        ) as extend:
+            extend.budget = RateBudget(
+                sleep=_no_sleep
+            )  # the storm's Retry-After is honoured instantly
             with pytest.raises(Throttled) as throttled:
                 await extend.get_product(next(iter(fresh_sim.state.products)))
             assert throttled.value.status == 429 and throttled.value.retry_after is not None
@@ -323,13 +396,19 @@ async def _no_sleep(seconds: float) -> None:
 
 
 def test_429_then_recovery() -> None:
-    config = SimulatorConfig(seed=5, products=8, customers=1,
-                             rate_limit_standard=RateLimit(limit=2, period_seconds=1.0))
+    config = SimulatorConfig(
+        seed=5, products=8, customers=1, rate_limit_standard=RateLimit(limit=2, period_seconds=1.0)
+    )
     with run_in_thread(config) as sim:
+
         async def scenario() -> None:
             # Enough attempts that a second 429 under a loaded machine cannot end the test early.
-            async with _client(sim, retry=RetryPolicy(max_attempts=12, max_total_seconds=30, floor_seconds=0.01,
-                                                      cap_seconds=0.05)) as extend:
+            async with _client(
+                sim,
+                retry=RetryPolicy(
+                    max_attempts=12, max_total_seconds=30, floor_seconds=0.01, cap_seconds=0.05
+                ),
+            ) as extend:
                 numbers = sorted(sim.state.products)[:6]
                 # Six at once before the budget has seen a single header: some must get 429.
                 products = await asyncio.gather(*(extend.get_product(n) for n in numbers))
@@ -342,9 +421,11 @@ def test_429_then_recovery() -> None:
 
 
 def test_budget_slows_down_before_429() -> None:
-    config = SimulatorConfig(seed=5, products=12, customers=1,
-                             rate_limit_heavy=RateLimit(limit=3, period_seconds=0.6))
+    config = SimulatorConfig(
+        seed=5, products=12, customers=1, rate_limit_heavy=RateLimit(limit=3, period_seconds=0.6)
+    )
     with run_in_thread(config) as sim:
+
         async def scenario() -> None:
             async with _client(sim, page_size=3) as extend:
                 products = [p async for p in extend.products_changed_since()]
@@ -358,36 +439,71 @@ def test_budget_slows_down_before_429() -> None:
         _run(scenario())
 
 
-# --- a non-default dialect ---------------------------------------------------------------------------
+# --- a non-default dialect ------------------------------------------------------------------------
 
-OTHER_DIALECT = {"auth_header": "X-Api-Key", "auth_scheme": "", "page_param": "pageNo", "page_size_param": "take",
-                 "envelope": "headers", "changed_since_param": "modifiedSince", "product_numbers_param": "items",
-                 "warehouse_param": "stock", "changed_since_format": "utc"}
+OTHER_DIALECT = {
+    "auth_header": "X-Api-Key",
+    "auth_scheme": "",
+    "page_param": "pageNo",
+    "page_size_param": "take",
+    "envelope": "headers",
+    "changed_since_param": "modifiedSince",
+    "product_numbers_param": "items",
+    "warehouse_param": "stock",
+    "changed_since_format": "utc",
+}
 
 
 def test_non_default_dialect_against_a_simulator_configured_the_same() -> None:
-    config = SimulatorConfig(seed=11, products=30, customers=4, rate_limits_enabled=False, token="k-123",
-                             auth_header="X-Api-Key", auth_scheme="", page_param="pageNo", page_size_param="take",
-                             envelope="headers", changed_since_param="modifiedSince", product_numbers_param="items",
-                             warehouse_param="stock")
+    config = SimulatorConfig(
+        seed=11,
+        products=30,
+        customers=4,
+        rate_limits_enabled=False,
+        token="k-123",
+        auth_header="X-Api-Key",
+        auth_scheme="",
+        page_param="pageNo",
+        page_size_param="take",
+        envelope="headers",
+        changed_since_param="modifiedSince",
+        product_numbers_param="items",
+        warehouse_param="stock",
+    )
     with run_in_thread(config) as sim:
+
         async def scenario() -> None:
             async with _client(sim, page_size=4, **OTHER_DIALECT) as extend:
                 products = [p async for p in extend.products_changed_since(PAST)]
                 assert len(products) == 30
-                balances = [b async for b in extend.availability_for_products(
-                    [p.product_number for p in products[:5]], warehouses=["TEST"])]
+                balances = [
+                    b
+                    async for b in extend.availability_for_products(
+                        [p.product_number for p in products[:5]], warehouses=["TEST"]
+                    )
+                ]
                 assert {(b.product_number, b.warehouse) for b in balances} == {
-                    (b.product_number, b.warehouse) for b in sim.state.balances.values()
-                    if b.warehouse == "TEST" and b.product_number in {p.product_number for p in products[:5]}}
-                changed = [b async for b in extend.availability_changed_since(PAST, warehouses=["MainWarehouse"])]
+                    (b.product_number, b.warehouse)
+                    for b in sim.state.balances.values()
+                    if b.warehouse == "TEST"
+                    and b.product_number in {p.product_number for p in products[:5]}
+                }
+                changed = [
+                    b
+                    async for b in extend.availability_changed_since(
+                        PAST, warehouses=["MainWarehouse"]
+                    )
+                ]
                 assert len(changed) == _count(sim, "MainWarehouse")
                 created = await extend.create_order(_order(sim, "W-dialect"))
                 assert (await extend.find_order("W-dialect")) is not None
-                assert (await extend.get_order(created.order_number)).order_number == created.order_number
+                assert (
+                    await extend.get_order(created.order_number)
+                ).order_number == created.order_number
                 assert extend.stats().operations["list_products"] >= 30 // 4
 
-            # The default dialect does not speak to this simulator: the surface really is configuration.
+            # The default dialect does not speak to this simulator: the surface really is
+            # configuration.
             async with _client(sim) as default:
                 with pytest.raises(AccessDenied):
                     await default.get_product("x")
@@ -395,7 +511,7 @@ def test_non_default_dialect_against_a_simulator_configured_the_same() -> None:
         _run(scenario())
 
 
-# --- full listings while records change (issue 12, defect 3) ----------------------------------------
+# --- full listings while records change (issue 12, defect 3) --------------------------------------
 
 
 class TouchHeadAfterFirstPage(httpx2.AsyncHTTPTransport):
@@ -410,8 +526,12 @@ class TouchHeadAfterFirstPage(httpx2.AsyncHTTPTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         response = await super().handle_async_request(request)
-        if (self.touched is None and request.url.path.lower().endswith(self.path)
-                and request.url.params.get("page") == "1" and response.status_code == 200):
+        if (
+            self.touched is None
+            and request.url.path.lower().endswith(self.path)
+            and request.url.params.get("page") == "1"
+            and response.status_code == 200
+        ):
             await response.aread()
             self.touched = response.json()["items"][0]
             self.touch(self.touched)
@@ -422,17 +542,37 @@ def _full_listing(sim: RunningSimulator, kind: str) -> tuple[str, Any, set[Any]]
     """(path, touch(item), keys Extend holds now) for one full listing."""
     state = sim.state
     with state.lock:
-        keys = {"products": set(state.products), "prices": set(state.products), "customers": set(state.customers),
-                "balances": {(b.product_number, b.warehouse) for b in state.balances.values()}}[kind]
+        keys = {
+            "products": set(state.products),
+            "prices": set(state.products),
+            "customers": set(state.customers),
+            "balances": {(b.product_number, b.warehouse) for b in state.balances.values()},
+        }[kind]
     if kind == "products":
-        return "/products", lambda item: state.update_product(item["productNumber"], {"productName": "moved"}), keys
+        return (
+            "/products",
+            lambda item: state.update_product(item["productNumber"], {"productName": "moved"}),
+            keys,
+        )
     if kind == "customers":
-        return "/customers", lambda item: state.update_customer(item["customerNumber"], {"name": "Moved AB"}), keys
+        return (
+            "/customers",
+            lambda item: state.update_customer(item["customerNumber"], {"name": "Moved AB"}),
+            keys,
+        )
     if kind == "prices":
-        return "/productprices", lambda item: state.update_product(item["productNumber"], {"listPrice": 1234.5}), keys
-    return ("/productavailability",
-            lambda item: state.move_stock([{"productNumber": item["productNumber"], "warehouse": item["warehouse"],
-                                            "delta": 1}]), keys)
+        return (
+            "/productprices",
+            lambda item: state.update_product(item["productNumber"], {"listPrice": 1234.5}),
+            keys,
+        )
+    return (
+        "/productavailability",
+        lambda item: state.move_stock(
+            [{"productNumber": item["productNumber"], "warehouse": item["warehouse"], "delta": 1}]
+        ),
+        keys,
+    )
 
 
 async def _list_everything(extend: ExtendClient, kind: str, customer: str) -> list[Any]:
@@ -442,22 +582,38 @@ async def _list_everything(extend: ExtendClient, kind: str, customer: str) -> li
         return [c.customer_number async for c in extend.customers_changed_since(None)]
     if kind == "prices":
         return [p.product_number async for p in extend.prices_for_customer(customer)]
-    return [(b.product_number, b.warehouse) async for b in extend.availability_for_warehouses(WAREHOUSES)]
+    return [
+        (b.product_number, b.warehouse)
+        async for b in extend.availability_for_warehouses(WAREHOUSES)
+    ]
 
 
 @pytest.mark.parametrize("kind", ["products", "customers", "prices", "balances"])
 def test_a_full_listing_loses_nothing_when_a_record_changes_between_pages(kind: str) -> None:
     # Plain page numbers lost the record behind the first page boundary (the demo's balance
     # `missing locally`); every full listing re-anchors on the last change date seen instead.
-    with run_in_thread(SimulatorConfig(seed=11, products=30, customers=12, rate_limits_enabled=False)) as sim:
+    with run_in_thread(
+        SimulatorConfig(seed=11, products=30, customers=12, rate_limits_enabled=False)
+    ) as sim:
         path, touch, expected = _full_listing(sim, kind)
         hook = TouchHeadAfterFirstPage(path, touch)
-        settings = Settings(extend={"base_url": sim.base_url, "api_token": sim.token,
-                                    "warehouses": list(WAREHOUSES), "dialect": {"page_size": 4}})
+        settings = Settings(
+            extend={
+                "base_url": sim.base_url,
+                "api_token": sim.token,
+                "warehouses": list(WAREHOUSES),
+                "dialect": {"page_size": 4},
+            }
+        )
 
         async def scenario() -> list[Any]:
-            async with ExtendClient.from_settings(settings, retry=FAST_RETRY, budget=RateBudget(),
-                                                  drift=DriftRegistry(), transport=hook) as extend:
+            async with ExtendClient.from_settings(
+                settings,
+                retry=FAST_RETRY,
+                budget=RateBudget(),
+                drift=DriftRegistry(),
+                transport=hook,
+            ) as extend:
                 return await _list_everything(extend, kind, sorted(sim.state.customers)[0])
 
         keys = _run(scenario())

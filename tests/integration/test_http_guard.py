@@ -68,22 +68,46 @@ def _lower_open_files() -> None:
 def _open_files(soft: int, hard: int | None = None) -> Callable[[], None]:
     def set_limit() -> None:
         _, current_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, current_hard), min(hard or current_hard, current_hard)))
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE,
+            (min(soft, current_hard), min(hard or current_hard, current_hard)),
+        )
 
     return set_limit
 
 
-def _start(tmp_path: Path, name: str, extra: dict[str, str], *,
-           limit_files: Callable[[], None] = _lower_open_files) -> Server:
+def _start(
+    tmp_path: Path,
+    name: str,
+    extra: dict[str, str],
+    *,
+    limit_files: Callable[[], None] = _lower_open_files,
+) -> Server:
     port = free_port()
-    env = {"EXTEND_CONNECTOR_EXTEND__BASE_URL": f"http://127.0.0.1:{free_port()}/api",
-           "EXTEND_CONNECTOR_STORE__DATA_DIR": str(tmp_path / name),
-           "EXTEND_CONNECTOR_SERVER__PORT": str(port), **extra}
-    proc = Proc(name, [*CLI, "run"], env=env, log_dir=tmp_path, cwd=tmp_path,
-                health_url=f"http://127.0.0.1:{port}/healthz")
+    env = {
+        "EXTEND_CONNECTOR_EXTEND__BASE_URL": f"http://127.0.0.1:{free_port()}/api",
+        "EXTEND_CONNECTOR_STORE__DATA_DIR": str(tmp_path / name),
+        "EXTEND_CONNECTOR_SERVER__PORT": str(port),
+        **extra,
+    }
+    proc = Proc(
+        name,
+        [*CLI, "run"],
+        env=env,
+        log_dir=tmp_path,
+        cwd=tmp_path,
+        health_url=f"http://127.0.0.1:{port}/healthz",
+    )
     with proc.log_path.open("ab") as log:
-        proc.popen = subprocess.Popen(proc.argv, env=proc.env, stdout=log, stderr=subprocess.STDOUT,
-                                      cwd=tmp_path, start_new_session=True, preexec_fn=limit_files)
+        proc.popen = subprocess.Popen(
+            proc.argv,
+            env=proc.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            start_new_session=True,
+            preexec_fn=limit_files,
+        )
     try:
         proc.wait_healthy(60)
     except BaseException:
@@ -95,19 +119,25 @@ def _start(tmp_path: Path, name: str, extra: dict[str, str], *,
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp_path = tmp_path_factory.mktemp("guard")
-    srv = _start(tmp_path, "connector", {
-        "EXTEND_CONNECTOR_SERVER__MAX_BODY_BYTES": str(MAX_BODY),
-        "EXTEND_CONNECTOR_SERVER__WEBHOOK_MAX_BODY_BYTES": str(WEBHOOK_MAX_BODY),
-        "EXTEND_CONNECTOR_SERVER__HEADER_TIMEOUT_SECONDS": str(HEAD_TIMEOUT),
-        "EXTEND_CONNECTOR_SERVER__BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
-    })
+    srv = _start(
+        tmp_path,
+        "connector",
+        {
+            "EXTEND_CONNECTOR_SERVER__MAX_BODY_BYTES": str(MAX_BODY),
+            "EXTEND_CONNECTOR_SERVER__WEBHOOK_MAX_BODY_BYTES": str(WEBHOOK_MAX_BODY),
+            "EXTEND_CONNECTOR_SERVER__HEADER_TIMEOUT_SECONDS": str(HEAD_TIMEOUT),
+            "EXTEND_CONNECTOR_SERVER__BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
+        },
+    )
     try:
         yield srv
     finally:
         srv.proc.stop()
 
 
-def head(method: str, path: str, *, token: bool = True, length: int | None = None, chunked: bool = False) -> bytes:
+def head(
+    method: str, path: str, *, token: bool = True, length: int | None = None, chunked: bool = False
+) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
     if token:
         lines.append(f"Authorization: Bearer {TOKEN}")
@@ -132,7 +162,9 @@ def send_body(exchange: RawExchange, total: int, chunk: int = MiB) -> RawRespons
     if not exchange.send(b'{"shopRef": "'):
         return exchange.poll(1.0)
     while exchange.sent < end:
-        if exchange.poll() is not None or not exchange.send(piece[: min(chunk, end - exchange.sent)]):
+        if exchange.poll() is not None or not exchange.send(
+            piece[: min(chunk, end - exchange.sent)]
+        ):
             break
     return exchange.poll(120.0)
 
@@ -229,9 +261,11 @@ def test_a_chunked_body_over_the_limit_is_cut_while_it_streams(server: Server) -
 
 
 def test_refusals_and_errors_are_json(server: Server) -> None:
-    answers = [httpx2.get(f"{server.url}/v1/stock", timeout=10),
-               httpx2.get(f"{server.url}/v1/stock", headers={"authorization": "Bearer wrong"}, timeout=10),
-               httpx2.get(f"{server.url}/nowhere", timeout=10)]
+    answers = [
+        httpx2.get(f"{server.url}/v1/stock", timeout=10),
+        httpx2.get(f"{server.url}/v1/stock", headers={"authorization": "Bearer wrong"}, timeout=10),
+        httpx2.get(f"{server.url}/nowhere", timeout=10),
+    ]
     assert [a.status_code for a in answers] == [401, 401, 404]
     for answer in answers:
         assert answer.headers["content-type"].startswith("application/json")
@@ -252,16 +286,25 @@ def test_a_client_leaving_mid_body_is_one_log_line(server: Server) -> None:
         exchange.send(head("POST", path, length=10_000) + b'{"Id": "')
         time.sleep(0.3)
         exchange.close()
-    wait_for(lambda: server.log().count("http_client_disconnected") - before == 2, timeout=30,
-             what="one disconnect line per client")
+    wait_for(
+        lambda: server.log().count("http_client_disconnected") - before == 2,
+        timeout=30,
+        what="one disconnect line per client",
+    )
     assert httpx2.get(f"{server.url}/healthz", timeout=10).status_code == 200
     assert "Traceback" not in server.log()
     assert "ClientDisconnect" not in server.log()
 
 
 def test_a_connection_over_the_limit_gets_503_and_the_others_are_served(tmp_path: Path) -> None:
-    srv = _start(tmp_path, "limited", {"EXTEND_CONNECTOR_SERVER__MAX_CONNECTIONS": "16",
-                                       "EXTEND_CONNECTOR_SERVER__HEADER_TIMEOUT_SECONDS": "120"})
+    srv = _start(
+        tmp_path,
+        "limited",
+        {
+            "EXTEND_CONNECTOR_SERVER__MAX_CONNECTIONS": "16",
+            "EXTEND_CONNECTOR_SERVER__HEADER_TIMEOUT_SECONDS": "120",
+        },
+    )
     held: list[RawExchange] = []
     try:
         held = [srv.raw() for _ in range(16)]
@@ -301,7 +344,11 @@ def test_max_connections_is_lowered_to_fit_the_open_file_limit(tmp_path: Path) -
     try:
         assert "max_connections_lowered" in srv.log()
         flood = [srv.raw() for _ in range(600)]
-        wait_for(lambda: len(answered()) >= 600 - 256, timeout=30, what="503s for the connections over 256")
+        wait_for(
+            lambda: len(answered()) >= 600 - 256,
+            timeout=30,
+            what="503s for the connections over 256",
+        )
         time.sleep(1)  # nothing more comes: the other 256 are held, waiting for their heads
         assert len(answered()) == 600 - 256
         for response in answered():

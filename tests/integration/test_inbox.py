@@ -21,16 +21,17 @@ from support.processes import free_port
 SECRET = "inbox-secret"
 
 
-
 @pytest.fixture
 def inbox(tmp_path: Path) -> Iterator[tuple[str, Connector]]:
     port = free_port()
-    settings = Settings.model_validate({
-        # Nothing listens here: the jobs the inbox enqueues may fail, the inbox must not care.
-        "extend": {"base_url": f"http://127.0.0.1:{free_port()}/api", "webhook_secret": SECRET},
-        "store": {"database_url": f"sqlite:///{tmp_path / 'c.db'}"},
-        "server": {"port": port, "webhook_max_body_bytes": 4096},
-    })
+    settings = Settings.model_validate(
+        {
+            # Nothing listens here: the jobs the inbox enqueues may fail, the inbox must not care.
+            "extend": {"base_url": f"http://127.0.0.1:{free_port()}/api", "webhook_secret": SECRET},
+            "store": {"database_url": f"sqlite:///{tmp_path / 'c.db'}"},
+            "server": {"port": port, "webhook_max_body_bytes": 4096},
+        }
+    )
     connector = Connector(settings)
     try:
         with connector.serve_in_thread(port=port) as url:
@@ -40,8 +41,12 @@ def inbox(tmp_path: Path) -> Iterator[tuple[str, Connector]]:
 
 
 def body(delivery_id: str, *notes: tuple[str, dict[str, Any]], attempt: int = 1) -> bytes:
-    data = {"Id": delivery_id, "Attempt": attempt, "Properties": {"NotificationId": "a-b-c"},
-            "Notifications": [{"Action": a, "Details": d} for a, d in notes]}
+    data = {
+        "Id": delivery_id,
+        "Attempt": attempt,
+        "Properties": {"NotificationId": "a-b-c"},
+        "Notifications": [{"Action": a, "Details": d} for a, d in notes],
+    }
     return json.dumps(data, indent=2).encode()
 
 
@@ -56,18 +61,25 @@ def post(url: str, raw: bytes, signature: str | None = "good") -> httpx2.Respons
 
 def test_refusals_and_acceptance(inbox: tuple[str, Connector]) -> None:
     url, connector = inbox
-    order = ("OrderReserved", {"OrderNumber": "100001", "OrderNumberExternal": "S-1", "Warehouse": "MainWarehouse"})
+    order = (
+        "OrderReserved",
+        {"OrderNumber": "100001", "OrderNumberExternal": "S-1", "Warehouse": "MainWarehouse"},
+    )
     raw = body("d1", order, ("SomethingNew", {"X": "1"}))
     assert post(url, raw, signature=None).status_code == 401
     assert post(url, raw, signature=sign("wrong", raw)).status_code == 401
-    assert post(url, raw + b" ", signature=sign(SECRET, raw)).status_code == 401  # body changed after signing
+    assert (
+        post(url, raw + b" ", signature=sign(SECRET, raw)).status_code == 401
+    )  # body changed after signing
     malformed = b'{"Notifications": []'
     assert post(url, malformed).status_code == 400
     assert post(url, b'{"Attempt": 1, "Notifications": []}').status_code == 400  # no Id
     big = body("big", ("OrderPicked", {"OrderNumber": "1", "Pad": "x" * 5000}))
     assert post(url, big).status_code == 413
     with connector.db.read() as s:
-        assert s.scalar(sa.select(sa.func.count()).select_from(InboxRow)) == 0  # nothing refused was stored
+        assert (
+            s.scalar(sa.select(sa.func.count()).select_from(InboxRow)) == 0
+        )  # nothing refused was stored
 
     ok = post(url, raw)
     assert ok.status_code == 200
@@ -77,7 +89,12 @@ def test_refusals_and_acceptance(inbox: tuple[str, Connector]) -> None:
     with connector.db.read() as s:
         row = s.get(InboxRow, "d1")
         assert row is not None
-        assert (row.attempt, row.last_seen_attempt, row.notification_count, row.unknown_action_count) == (1, 3, 2, 1)
+        assert (
+            row.attempt,
+            row.last_seen_attempt,
+            row.notification_count,
+            row.unknown_action_count,
+        ) == (1, 3, 2, 1)
         assert '"SomethingNew"' in row.raw_body
     job = connector.engine.get_status("wh-d1-0")
     assert job is not None and job.queue == "orders-progress"
@@ -90,10 +107,14 @@ def test_refusals_and_acceptance(inbox: tuple[str, Connector]) -> None:
     assert 'extend_connector_http_refused_total{reason="too_large"}' in metrics
 
 
-def test_batched_delivery_enqueues_one_job_per_order_notification(inbox: tuple[str, Connector]) -> None:
+def test_batched_delivery_enqueues_one_job_per_order_notification(
+    inbox: tuple[str, Connector],
+) -> None:
     url, connector = inbox
     notes = [("OrderPicked", {"OrderNumber": str(100 + i)}) for i in range(5)]
     response = post(url, body("batch", *notes))
     assert response.status_code == 200 and response.json()["jobs"] == 5
     infos = [connector.engine.get_status(f"wh-batch-{i}") for i in range(5)]
-    assert [i.partition_key for i in infos if i is not None] == [f"order:{100 + i}" for i in range(5)]
+    assert [i.partition_key for i in infos if i is not None] == [
+        f"order:{100 + i}" for i in range(5)
+    ]

@@ -1,7 +1,7 @@
 """Products, customers and prices against a real simulator and a real database.
 
-Sizes are a small fraction of the issue's (the full 20,000-product run is benchmarks/catalogue_sync.py):
-300 products, 40 customers, prices for the B2B ones plus WEB.
+Sizes are a small fraction of the issue's (the full 20,000-product run is
+benchmarks/catalogue_sync.py): 300 products, 40 customers, prices for the B2B ones plus WEB.
 """
 
 from __future__ import annotations
@@ -40,8 +40,14 @@ def _settings(sim: RunningSimulator, db: str, **scope: Any) -> Settings:
 
 @pytest.fixture()
 def sim() -> Iterator[RunningSimulator]:
-    config = SimulatorConfig(seed=11, products=PRODUCTS, customers=CUSTOMERS, b2b_share=0.15,
-                             rate_limits_enabled=False, webhooks=())
+    config = SimulatorConfig(
+        seed=11,
+        products=PRODUCTS,
+        customers=CUSTOMERS,
+        b2b_share=0.15,
+        rate_limits_enabled=False,
+        webhooks=(),
+    )
     with run_in_thread(config) as running:
         yield running
 
@@ -75,10 +81,14 @@ def sync_all(*, dry_run: bool = False) -> list[SweepResult]:
         from extend_connector.flows.context import current
 
         try:
-            return [await sweep_products(dry_run=dry_run), await sweep_customers(dry_run=dry_run),
-                    await sweep_prices(dry_run=dry_run)]
+            return [
+                await sweep_products(dry_run=dry_run),
+                await sweep_customers(dry_run=dry_run),
+                await sweep_prices(dry_run=dry_run),
+            ]
         finally:
             await current().aclose()
+
     return asyncio.run(go())
 
 
@@ -89,13 +99,18 @@ def _local_products(c: Connector) -> dict[str, tuple[str, bool]]:
 
 def _sim_products(sim: RunningSimulator) -> dict[str, tuple[str, bool]]:
     with sim.state.lock:
-        return {p.product_number: (p.product_name, bool(p.phase_out)) for p in sim.state.products.values()}
+        return {
+            p.product_number: (p.product_name, bool(p.phase_out))
+            for p in sim.state.products.values()
+        }
 
 
 def _local_prices(c: Connector, customer: str) -> dict[str, Decimal]:
     with c.db.read() as s:
-        return {r.product_number: r.unit_price for r in s.scalars(
-            sa.select(PriceRow).where(PriceRow.customer_number == customer))}
+        return {
+            r.product_number: r.unit_price
+            for r in s.scalars(sa.select(PriceRow).where(PriceRow.customer_number == customer))
+        }
 
 
 def _sim_prices(sim: RunningSimulator, customer: str) -> dict[str, Decimal]:
@@ -106,7 +121,9 @@ def _sim_prices(sim: RunningSimulator, customer: str) -> dict[str, Decimal]:
 
 def _b2b(sim: RunningSimulator) -> list[str]:
     with sim.state.lock:
-        return sorted(c.customer_number for c in sim.state.customers.values() if c.organization_number)
+        return sorted(
+            c.customer_number for c in sim.state.customers.values() if c.organization_number
+        )
 
 
 # Each process's reachability row is its heartbeat (written every few seconds whatever it does),
@@ -116,21 +133,29 @@ _HEARTBEATS = {"extend_reachability"}
 
 def _snapshot(c: Connector) -> dict[str, list[tuple[Any, ...]]]:
     with c.db.read() as s:
-        return {t.name: sorted(map(tuple, s.execute(sa.select(t)).all()), key=repr)
-                for t in metadata.sorted_tables if t.name not in _HEARTBEATS}
+        return {
+            t.name: sorted(map(tuple, s.execute(sa.select(t)).all()), key=repr)
+            for t in metadata.sorted_tables
+            if t.name not in _HEARTBEATS
+        }
 
 
-def test_first_sync_exact_second_sync_lists_only_then_exactly_the_changes(sim: RunningSimulator,
-                                                                           connector: Connector) -> None:
+def test_first_sync_exact_second_sync_lists_only_then_exactly_the_changes(
+    sim: RunningSimulator, connector: Connector
+) -> None:
     products, customers, prices = sync_all()
     assert _local_products(connector) == _sim_products(sim)
     assert products.outcomes.get("created") == PRODUCTS
     with connector.db.read() as s:
-        local_customers = {r.customer_number: (r.name, r.organization_number, r.price_list, r.salesperson)
-                           for r in s.scalars(sa.select(CustomerRow))}
+        local_customers = {
+            r.customer_number: (r.name, r.organization_number, r.price_list, r.salesperson)
+            for r in s.scalars(sa.select(CustomerRow))
+        }
     with sim.state.lock:
-        expected = {c.customer_number: (c.name, c.organization_number, c.price_list, c.salesperson)
-                    for c in sim.state.customers.values()}
+        expected = {
+            c.customer_number: (c.name, c.organization_number, c.price_list, c.salesperson)
+            for c in sim.state.customers.values()
+        }
     assert local_customers == expected
     kept = ["WEB", *_b2b(sim)]
     assert len(kept) >= 4
@@ -157,7 +182,9 @@ def test_first_sync_exact_second_sync_lists_only_then_exactly_the_changes(sim: R
     for number in changed_customers:
         sim.state.update_customer(number, {"salesperson": "NEWSP"})
     with sim.state.lock:
-        buyer = next(c for c in sim.state.customers.values() if c.organization_number and c.price_list)
+        buyer = next(
+            c for c in sim.state.customers.values() if c.organization_number and c.price_list
+        )
         price_list = buyer.price_list
     assert price_list is not None
     target = sorted(sim.state.products)[7]
@@ -176,10 +203,13 @@ def test_first_sync_exact_second_sync_lists_only_then_exactly_the_changes(sim: R
     assert _local_prices(connector, buyer.customer_number)[target] == Decimal(str(new_price))
     for number in kept:
         assert _local_prices(connector, number) == _sim_prices(sim, number), number
-    # Told to the shop: 50 products, 10 customers, and the changed prices only (batched per customer).
+    # Told to the shop: 50 products, 10 customers, and the changed prices only (batched per
+    # customer).
     with connector.db.read() as s:
-        events = [(r.event_type, r.payload) for r in s.scalars(
-            sa.select(OutboxRow).where(OutboxRow.id > outbox_before))]
+        events = [
+            (r.event_type, r.payload)
+            for r in s.scalars(sa.select(OutboxRow).where(OutboxRow.id > outbox_before))
+        ]
     by_type = Counter(t for t, _ in events)
     assert by_type["product.changed"] == 50 and by_type["customer.changed"] == 10, by_type
     told_prices = sum(len(data["prices"]) for t, data in events if t == "price.changed")
@@ -207,8 +237,9 @@ class MutateOnFirstPage(NullProgress):
                 self.sim.state.update_product(number, {"productName": self.name})
 
 
-def test_changes_while_paging_with_ties_at_page_boundary_are_picked_up(sim: RunningSimulator,
-                                                                       connector: Connector) -> None:
+def test_changes_while_paging_with_ties_at_page_boundary_are_picked_up(
+    sim: RunningSimulator, connector: Connector
+) -> None:
     run(sweep_products())
     numbers = sorted(sim.state.products)
     # 150 products with one change timestamp: the tie spans a page boundary (page size 100).

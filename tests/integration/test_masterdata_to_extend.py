@@ -27,21 +27,23 @@ TOKEN = "shop-token"
 
 @pytest.fixture()
 def sim() -> Iterator[RunningSimulator]:
-    with run_in_thread(SimulatorConfig(seed=5, products=20, customers=5, rate_limits_enabled=False,
-                                       webhooks=())) as running:
+    with run_in_thread(
+        SimulatorConfig(seed=5, products=20, customers=5, rate_limits_enabled=False, webhooks=())
+    ) as running:
         yield running
 
 
 @pytest.fixture()
 def base(sim: RunningSimulator, db_url: str) -> Iterator[str]:
-    settings = Settings(extend={"base_url": sim.base_url, "api_token": sim.token},
-                        store={"database_url": db_url},
-                        scope={"customers": "to_extend", "products": "off", "prices": "off"})
+    settings = Settings(
+        extend={"base_url": sim.base_url, "api_token": sim.token},
+        store={"database_url": db_url},
+        scope={"customers": "to_extend", "products": "off", "prices": "off"},
+    )
     connector = Connector(settings, webshop=RecordingWebshop(), scheduler_poll_seconds=0.2)
     with connector.serve_in_thread(port=free_port()) as url:
         yield url
     connector.close()
-
 
 
 def _wait_number(shop_ref: str, timeout: float = 30.0) -> str:
@@ -56,28 +58,46 @@ def _wait_number(shop_ref: str, timeout: float = 30.0) -> str:
 
 def _in_extend(sim: RunningSimulator, email: str) -> list[str]:
     with sim.state.lock:
-        return [c.customer_number for c in sim.state.customers.values() if (c.email or "").lower() == email]
+        return [
+            c.customer_number
+            for c in sim.state.customers.values()
+            if (c.email or "").lower() == email
+        ]
 
 
 def test_customer_posted_twice_is_one_extend_customer(sim: RunningSimulator, base: str) -> None:
-    body = {"shopRef": "shop-cust-1", "name": "Anna Berg", "email": "anna@example.com",
-            "delivery_address": {"name": "Anna Berg", "address_line1": "Storgatan 1", "zip_code": "11122",
-                                 "city": "Stockholm"}}
+    body = {
+        "shopRef": "shop-cust-1",
+        "name": "Anna Berg",
+        "email": "anna@example.com",
+        "delivery_address": {
+            "name": "Anna Berg",
+            "address_line1": "Storgatan 1",
+            "zip_code": "11122",
+            "city": "Stockholm",
+        },
+    }
     headers = {"authorization": f"Bearer {TOKEN}"}
     first = httpx2.post(f"{base}/v1/customers", json=body, headers=headers)
     again = httpx2.post(f"{base}/v1/customers", json=body, headers=headers)  # the shop retries
-    assert first.status_code == 202 and again.status_code == 200  # 200: a repeat, nothing new started
+    assert (
+        first.status_code == 202 and again.status_code == 200
+    )  # 200: a repeat, nothing new started
     number = _wait_number("shop-cust-1")
     assert _in_extend(sim, "anna@example.com") == [number]
     status = httpx2.get(f"{base}/v1/customer-registrations/shop-cust-1", headers=headers).json()
     assert status == {"shopRef": "shop-cust-1", "customerNumber": number, "status": "in_extend"}
     # Posting once more after it reached Extend starts nothing new.
-    assert httpx2.post(f"{base}/v1/customers", json=body, headers=headers).json()["customerNumber"] == number
+    assert (
+        httpx2.post(f"{base}/v1/customers", json=body, headers=headers).json()["customerNumber"]
+        == number
+    )
     assert _in_extend(sim, "anna@example.com") == [number]
 
 
 def test_same_new_customer_posted_concurrently_is_accepted_every_time_and_created_once(
-        sim: RunningSimulator, base: str) -> None:
+    sim: RunningSimulator, base: str
+) -> None:
     # A shop that times out and retries at once, or two of its servers: the same new shopRef
     # arrives several times at the same instant. Every request must be accepted (no 500).
     body = {"shopRef": "shop-cust-race", "name": "Race AB", "email": "race@example.com"}
@@ -86,7 +106,9 @@ def test_same_new_customer_posted_concurrently_is_accepted_every_time_and_create
 
     def post() -> int:
         barrier.wait()
-        return httpx2.post(f"{base}/v1/customers", json=body, headers=headers, timeout=30).status_code
+        return httpx2.post(
+            f"{base}/v1/customers", json=body, headers=headers, timeout=30
+        ).status_code
 
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(lambda _: post(), range(8)))
@@ -99,9 +121,15 @@ def test_same_new_customer_posted_concurrently_is_accepted_every_time_and_create
 def test_lost_answer_is_looked_up_not_posted_again(sim: RunningSimulator, base: str) -> None:
     # Every write's answer is lost after Extend stored it: the workflow must find the customer.
     sim.state.set_faults(lost_response_rate=1.0)
-    body = {"shopRef": "shop-cust-2", "name": "Berg AB", "organizationNumber": "556677-8899",
-            "email": "order@berg.example"}
-    response = httpx2.post(f"{base}/v1/customers", json=body, headers={"authorization": f"Bearer {TOKEN}"})
+    body = {
+        "shopRef": "shop-cust-2",
+        "name": "Berg AB",
+        "organizationNumber": "556677-8899",
+        "email": "order@berg.example",
+    }
+    response = httpx2.post(
+        f"{base}/v1/customers", json=body, headers={"authorization": f"Bearer {TOKEN}"}
+    )
     assert response.status_code == 202
     number = _wait_number("shop-cust-2")
     sim.state.set_faults(lost_response_rate=0.0)
@@ -109,8 +137,11 @@ def test_lost_answer_is_looked_up_not_posted_again(sim: RunningSimulator, base: 
 
 
 def test_wrong_token_is_refused(base: str) -> None:
-    response = httpx2.post(f"{base}/v1/customers", json={"shopRef": "x", "name": "X"},
-                           headers={"authorization": "Bearer nope"})
+    response = httpx2.post(
+        f"{base}/v1/customers",
+        json={"shopRef": "x", "name": "X"},
+        headers={"authorization": "Bearer nope"},
+    )
     assert response.status_code == 401
 
 
@@ -122,17 +153,22 @@ def quick_retries() -> Iterator[None]:
         yield
 
 
-def test_order_placed_before_the_customer_reached_extend_is_sent_after_it(quick_retries: None,
-                                                                         sim: RunningSimulator,
-                                                                         base: str) -> None:
+def test_order_placed_before_the_customer_reached_extend_is_sent_after_it(
+    quick_retries: None, sim: RunningSimulator, base: str
+) -> None:
     headers = {"authorization": f"Bearer {TOKEN}"}
-    sim.state.set_faults(outage=True)  # Extend is down: neither the customer nor the order gets through
+    sim.state.set_faults(
+        outage=True
+    )  # Extend is down: neither the customer nor the order gets through
     customer = {"shopRef": "shop-cust-3", "name": "Cecilia Dahl", "email": "cecilia@example.com"}
     assert httpx2.post(f"{base}/v1/customers", json=customer, headers=headers).status_code == 202
     with sim.state.lock:
         product = sorted(sim.state.products)[0]
-    order = {"shopRef": "WEB-3001", "shopCustomerRef": "shop-cust-3",
-             "lines": [{"productNumber": product, "quantity": 1}]}
+    order = {
+        "shopRef": "WEB-3001",
+        "shopCustomerRef": "shop-cust-3",
+        "lines": [{"productNumber": product, "quantity": 1}],
+    }
     assert httpx2.post(f"{base}/v1/orders", json=order, headers=headers).status_code == 202
     time.sleep(1.0)
     assert flow.extend_number_for("shop-cust-3") is None
@@ -142,7 +178,11 @@ def test_order_placed_before_the_customer_reached_extend_is_sent_after_it(quick_
     sent: list[str] = []
     while time.monotonic() < deadline and not sent:
         with sim.state.lock:
-            sent = [o.order_number for o in sim.state.orders.values() if o.order_number_external == "WEB-3001"]
+            sent = [
+                o.order_number
+                for o in sim.state.orders.values()
+                if o.order_number_external == "WEB-3001"
+            ]
         time.sleep(0.2)
     assert len(sent) == 1
     with sim.state.lock:
@@ -154,14 +194,16 @@ def test_order_placed_before_the_customer_reached_extend_is_sent_after_it(quick_
 
 @pytest.fixture()
 def fast_waits() -> Iterator[None]:
-    """The customer's creation and the order's wait for it give up after 2 s instead of 72 h / 24 h."""
+    """The customer's creation and the order's wait for it give up after 2 s instead of 72 h / 24
+    h."""
     quick = retry.Backoff(base_seconds=0.05, cap_seconds=0.2, give_up_seconds=2.0)
     with retry.override({retry.CUSTOMERS_CREATE: quick, retry.ORDERS_CUSTOMER_WAIT: quick}):
         yield
 
 
-def test_a_customer_extend_never_takes_is_parked_and_so_is_its_order(fast_waits: None, sim: RunningSimulator,
-                                                                    base: str) -> None:
+def test_a_customer_extend_never_takes_is_parked_and_so_is_its_order(
+    fast_waits: None, sim: RunningSimulator, base: str
+) -> None:
     # Before flows.retry the budgets (72 h, 24 h) were module constants: this could not be tested.
     headers = {"authorization": f"Bearer {TOKEN}"}
     sim.state.set_faults(outage=True)
@@ -169,8 +211,11 @@ def test_a_customer_extend_never_takes_is_parked_and_so_is_its_order(fast_waits:
     assert httpx2.post(f"{base}/v1/customers", json=customer, headers=headers).status_code == 202
     with sim.state.lock:
         product = sorted(sim.state.products)[0]
-    order = {"shopRef": "WEB-4001", "shopCustomerRef": "shop-cust-4",
-             "lines": [{"productNumber": product, "quantity": 1}]}
+    order = {
+        "shopRef": "WEB-4001",
+        "shopCustomerRef": "shop-cust-4",
+        "lines": [{"productNumber": product, "quantity": 1}],
+    }
     assert httpx2.post(f"{base}/v1/orders", json=order, headers=headers).status_code == 202
 
     def parked() -> list[tuple[str, str, str]]:
@@ -179,8 +224,10 @@ def test_a_customer_extend_never_takes_is_parked_and_so_is_its_order(fast_waits:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(parked()) < 2:
         time.sleep(0.1)
-    assert parked() == [("customer_create", "customer:shop-cust-4", "extend_unavailable"),
-                        ("order", "WEB-4001", "customer_not_created")]
+    assert parked() == [
+        ("customer_create", "customer:shop-cust-4", "extend_unavailable"),
+        ("order", "WEB-4001", "customer_not_created"),
+    ]
     order_view = httpx2.get(f"{base}/v1/orders/WEB-4001", headers=headers).json()
     assert order_view["status"] == "Parked"
     sim.state.set_faults(outage=False)

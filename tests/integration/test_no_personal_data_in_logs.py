@@ -24,14 +24,25 @@ from extend_connector.store.models import OrderRow
 EMAIL = "anna@ex.se"
 STREET = "Storgatan 12"
 # The e-mail first: psycopg's parameter repr is cut after a few dozen characters.
-PAYLOAD = {"email": EMAIL, "shopRef": "R-1", "customer": {"firstName": "Anna", "lastName": "Svensson"},
-           "deliveryAddress": {"street": STREET, "city": "Uppsala"}, "lines": [{"sku": "P1", "quantity": 1}]}
+PAYLOAD = {
+    "email": EMAIL,
+    "shopRef": "R-1",
+    "customer": {"firstName": "Anna", "lastName": "Svensson"},
+    "deliveryAddress": {"street": STREET, "city": "Uppsala"},
+    "lines": [{"sku": "P1", "quantity": 1}],
+}
 
 
 def _order(ref: str) -> OrderRow:
     now = datetime.now(UTC)
-    return OrderRow(shop_ref=ref, status="Received", shop_payload=PAYLOAD, created_at=now, updated_at=now,
-                    submit_attempts=0)
+    return OrderRow(
+        shop_ref=ref,
+        status="Received",
+        shop_payload=PAYLOAD,
+        created_at=now,
+        updated_at=now,
+        submit_attempts=0,
+    )
 
 
 def _failed_insert(db: Database) -> BaseException:
@@ -55,7 +66,8 @@ def test_a_failed_order_insert_does_not_show_the_payload(migrated_url: str) -> N
 
 
 def test_the_logged_traceback_of_a_failed_insert_does_not_show_the_payload(
-        migrated_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    migrated_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     out, err = io.StringIO(), io.StringIO()
     monkeypatch.setattr("sys.stdout", out)
     monkeypatch.setattr("sys.stderr", err)

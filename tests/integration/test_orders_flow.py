@@ -48,9 +48,14 @@ class Stack:
         self.connector = connector
         self.http = httpx2.Client(timeout=30)
 
-    def post_order(self, ref: str, lines: list[dict[str, Any]] | None = None, **extra: Any) -> httpx2.Response:
-        body = {"shopRef": ref, "lines": lines or [{"productNumber": "P000001", "quantity": 2, "unitPrice": "99.50"}],
-                **extra}
+    def post_order(
+        self, ref: str, lines: list[dict[str, Any]] | None = None, **extra: Any
+    ) -> httpx2.Response:
+        body = {
+            "shopRef": ref,
+            "lines": lines or [{"productNumber": "P000001", "quantity": 2, "unitPrice": "99.50"}],
+            **extra,
+        }
         return self.http.post(f"{self.url}/v1/orders", json=body, headers=TOKEN)
 
     def order(self, ref: str) -> dict[str, Any]:
@@ -69,23 +74,37 @@ class Stack:
         return response.json() if response.content else None
 
     def wait_status(self, ref: str, status: str, timeout: float = 30.0) -> dict[str, Any]:
-        return wait_for(lambda: (o := self.order(ref))["status"] == status and o, timeout,
-                        what=f"{ref} {status}")  # type: ignore[no-any-return]
+        return wait_for(
+            lambda: (o := self.order(ref))["status"] == status and o,
+            timeout,
+            what=f"{ref} {status}",
+        )  # type: ignore[no-any-return]
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     port = free_port()
-    cfg = SimulatorConfig(seed=3, products=20, customers=3, rate_limits_enabled=False, time_scale=0.01,
-                          webhooks=(WebhookRegistration(callback_url=f"http://127.0.0.1:{port}/webhooks/extend"),))
+    cfg = SimulatorConfig(
+        seed=3,
+        products=20,
+        customers=3,
+        rate_limits_enabled=False,
+        time_scale=0.01,
+        webhooks=(WebhookRegistration(callback_url=f"http://127.0.0.1:{port}/webhooks/extend"),),
+    )
     with run_in_thread(cfg) as sim:
-        settings = Settings.model_validate({
-            "extend": {"base_url": sim.base_url, "webhook_secret": "sim-webhook-secret",
-                       "warehouses": ["MainWarehouse", "GreenWarehouse"]},
-            "store": {"database_url": f"sqlite:///{tmp_path / 'c.db'}"},
-            "server": {"port": port},
-            "sync": {"orders_sweep_minutes": 60},
-        })
+        settings = Settings.model_validate(
+            {
+                "extend": {
+                    "base_url": sim.base_url,
+                    "webhook_secret": "sim-webhook-secret",
+                    "warehouses": ["MainWarehouse", "GreenWarehouse"],
+                },
+                "store": {"database_url": f"sqlite:///{tmp_path / 'c.db'}"},
+                "server": {"port": port},
+                "sync": {"orders_sweep_minutes": 60},
+            }
+        )
         connector = Connector(settings, scheduler_poll_seconds=0.5)
         # The local product copy, as a completed products sweep would leave it.
         with connector.db.write() as session:
@@ -113,12 +132,16 @@ def test_order_goes_to_extend_once_and_progress_comes_back(stack: Stack) -> None
     assert len(_extend_orders_for(stack, "S-1")) == 1
     number = order["orderNumber"]
     extend_row = _extend_orders_for(stack, "S-1")[0]
-    assert extend_row["orderRows"][0]["salesData"]["unitPrice"] == 99.5  # the shop's price, unchanged
+    assert (
+        extend_row["orderRows"][0]["salesData"]["unitPrice"] == 99.5
+    )  # the shop's price, unchanged
     with stack.connector.db.read() as s:
         assert s.get(IdMappingRow, ("order", "S-1")).extend_id == number  # type: ignore[union-attr]
     stack.admin("POST", f"/orders/{number}/reserve")
     stack.wait_status("S-1", "Reserved")
-    stack.admin("POST", f"/orders/{number}/pick", json={"carrier": "PostNord", "trackingNumber": "TR123"})
+    stack.admin(
+        "POST", f"/orders/{number}/pick", json={"carrier": "PostNord", "trackingNumber": "TR123"}
+    )
     picked = stack.wait_status("S-1", "Picked")
     assert picked["shipments"][0]["trackingNumber"] == "TR123"
     assert picked["shipments"][0]["carrier"] == "PostNord"
@@ -153,7 +176,9 @@ def test_lost_answer_and_outage_still_once(stack: Stack) -> None:
 
 
 def test_invalid_order_parked_then_retried_once(stack: Stack) -> None:
-    response = stack.post_order("S-bad", [{"productNumber": "NEW-1", "quantity": 1, "unitPrice": 10}])
+    response = stack.post_order(
+        "S-bad", [{"productNumber": "NEW-1", "quantity": 1, "unitPrice": 10}]
+    )
     assert response.status_code == 422
     body = response.json()
     assert body["error"] == "order_parked" and "NEW-1" in body["details"][0]["message"]
@@ -163,7 +188,9 @@ def test_invalid_order_parked_then_retried_once(stack: Stack) -> None:
     assert [f.key for f in open_failures] == ["S-bad"]
     with pytest.raises(failures.StillFailing):
         _run(failures.retry(open_failures[0].id))
-    stack.admin("POST", "/products", json={"productNumber": "NEW-1", "productName": "New", "listPrice": 10})
+    stack.admin(
+        "POST", "/products", json={"productNumber": "NEW-1", "productName": "New", "listPrice": 10}
+    )
     message = _run(failures.retry(open_failures[0].id))
     assert "queued" in message
     stack.wait_status("S-bad", "Registered", timeout=30)
@@ -174,8 +201,10 @@ def test_invalid_order_parked_then_retried_once(stack: Stack) -> None:
 
 
 def test_cancel_before_reserved_and_lines(stack: Stack) -> None:
-    lines = [{"productNumber": "P000001", "quantity": 1}, {"productNumber": "P000002", "quantity": 1,
-                                                           "warehouse": "GreenWarehouse"}]
+    lines = [
+        {"productNumber": "P000001", "quantity": 1},
+        {"productNumber": "P000002", "quantity": 1, "warehouse": "GreenWarehouse"},
+    ]
     stack.post_order("S-c1", lines)
     stack.post_order("S-c2", lines)
     stack.wait_status("S-c1", "Registered")
@@ -183,7 +212,9 @@ def test_cancel_before_reserved_and_lines(stack: Stack) -> None:
     assert stack.http.post(f"{stack.url}/v1/orders/S-c1/cancel", headers=TOKEN).status_code == 202
     stack.wait_status("S-c1", "Cancelled")
     assert _extend_orders_for(stack, "S-c1")[0]["status"] == "Cancelled"
-    r = stack.http.post(f"{stack.url}/v1/orders/S-c2/lines/cancel", json={"lines": [2]}, headers=TOKEN)
+    r = stack.http.post(
+        f"{stack.url}/v1/orders/S-c2/lines/cancel", json={"lines": [2]}, headers=TOKEN
+    )
     assert r.status_code == 202
     wait_for(lambda: stack.order("S-c2")["pendingChange"] is None, 20, what="row cancel confirmed")
     rows = _extend_orders_for(stack, "S-c2")[0]["orderRows"]
@@ -206,7 +237,9 @@ def test_sweep_repairs_dropped_webhooks(stack: Stack) -> None:
     assert stats.outcomes["updated"] >= 1
     assert stack.order("S-sw")["status"] == "Reserved"
     again = _run(sweep_orders())
-    assert again.outcomes.get("updated", 0) == again.outcomes.get("unchanged", 0) == 0  # nothing fetched twice
+    assert (
+        again.outcomes.get("updated", 0) == again.outcomes.get("unchanged", 0) == 0
+    )  # nothing fetched twice
     assert again.outcomes["skipped"] >= 1
 
 

@@ -21,8 +21,13 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 @pytest.fixture
 def ctx(db: Database) -> Iterator[FlowContext]:
     # Parking needs the database and the clock only; nothing here may reach an engine or a shop.
-    context = FlowContext(settings=Settings(store=StoreSettings(database_url=db.url)), db=db,
-                          engine=None, webshop=None, clock=lambda: NOW)  # type: ignore[arg-type]
+    context = FlowContext(
+        settings=Settings(store=StoreSettings(database_url=db.url)),
+        db=db,
+        engine=None,
+        webshop=None,
+        clock=lambda: NOW,
+    )  # type: ignore[arg-type]
     install(context)
     try:
         yield context
@@ -32,27 +37,51 @@ def ctx(db: Database) -> Iterator[FlowContext]:
 
 def _outbox_event(db: Database, key: str) -> int:
     with db.write() as session:
-        row = OutboxRow(event_id=outbox.new_event_id(), event_type="stock.changed", key=key,
-                        payload={"available": "5"}, created_at=NOW)
+        row = OutboxRow(
+            event_id=outbox.new_event_id(),
+            event_type="stock.changed",
+            key=key,
+            payload={"available": "5"},
+            created_at=NOW,
+        )
         session.add(row)
         session.flush()
         return row.id
 
 
 def _refuse(outbox_id: int) -> None:
-    refusal = {"outcome": "refused", "error": "shop answered 422: unknown sku", "status": 422, "body": "unknown sku"}
+    refusal = {
+        "outcome": "refused",
+        "error": "shop answered 422: unknown sku",
+        "status": 422,
+        "body": "unknown sku",
+    }
     outbox._record(outbox_id, refusal, 1, None)
 
 
 def _park_from_each_flow(ctx: FlowContext) -> dict[str, int]:
     """One failure parked by each flow's own parking code; their ids by flow."""
     _refuse(_outbox_event(ctx.db, "sku:P1"))
-    customers._customers_park({"shop_ref": "C-1", "name": "Ada"}, "validation", "Extend refused: zip is missing")
+    customers._customers_park(
+        {"shop_ref": "C-1", "name": "Ada"}, "validation", "Extend refused: zip is missing"
+    )
     with ctx.db.write() as session:
-        failures.park(session, kind="order", key="S-1", reason="invalid_order", message="no such product P9",
-                      payload={"shopRef": "S-1"})
-        failures.park(session, kind=watchdog.JOB_FAILURE_KIND, key="wf-1", reason="ERROR",
-                      message="job orders.submit stopped (ERROR): boom", payload={"workflowId": "wf-1"})
+        failures.park(
+            session,
+            kind="order",
+            key="S-1",
+            reason="invalid_order",
+            message="no such product P9",
+            payload={"shopRef": "S-1"},
+        )
+        failures.park(
+            session,
+            kind=watchdog.JOB_FAILURE_KIND,
+            key="wf-1",
+            reason="ERROR",
+            message="job orders.submit stopped (ERROR): boom",
+            payload={"workflowId": "wf-1"},
+        )
     with ctx.db.read() as session:
         rows = session.query(ParkedFailureRow).all()
         return {row.kind: row.id for row in rows}
@@ -61,7 +90,9 @@ def _park_from_each_flow(ctx: FlowContext) -> dict[str, int]:
 def test_a_park_from_each_flow_yields_the_same_row_shape(ctx: FlowContext) -> None:
     ids = _park_from_each_flow(ctx)
     assert sorted(ids) == ["customer_create", "job", "order", "shop_delivery"]
-    shown: dict[str, Any] = {kind: failures.get(failure_id).as_json() for kind, failure_id in ids.items()}
+    shown: dict[str, Any] = {
+        kind: failures.get(failure_id).as_json() for kind, failure_id in ids.items()
+    }
     for kind, failure in shown.items():
         assert failure["detail"]["message"] == failure["message"], kind
         assert failure["createdAt"] == NOW.isoformat() and failure["resolvedAt"] is None, kind

@@ -39,21 +39,41 @@ def _sim_prices(sim: RunningSimulator, customer: str, numbers: list[str]) -> dic
 
 def _local_prices(connector: Connector, customer: str, numbers: list[str]) -> dict[str, Decimal]:
     with connector.db.read() as s:
-        return {r.product_number: r.unit_price for r in s.scalars(
-            sa.select(PriceRow).where(PriceRow.customer_number == customer, PriceRow.product_number.in_(numbers)))}
+        return {
+            r.product_number: r.unit_price
+            for r in s.scalars(
+                sa.select(PriceRow).where(
+                    PriceRow.customer_number == customer, PriceRow.product_number.in_(numbers)
+                )
+            )
+        }
 
 
-def test_product_changes_refresh_prices_once_per_customer_not_once_per_product(tmp_path: Path) -> None:
+def test_product_changes_refresh_prices_once_per_customer_not_once_per_product(
+    tmp_path: Path,
+) -> None:
     port = free_port()
     inbox = f"http://127.0.0.1:{port}/webhooks/extend"
-    config = SimulatorConfig(seed=21, products=200, customers=30, b2b_share=0.2, rate_limits_enabled=False,
-                             time_scale=0.01,
-                             webhooks=(WebhookRegistration(callback_url=inbox, events=("ProductChanged",)),))
+    config = SimulatorConfig(
+        seed=21,
+        products=200,
+        customers=30,
+        b2b_share=0.2,
+        rate_limits_enabled=False,
+        time_scale=0.01,
+        webhooks=(WebhookRegistration(callback_url=inbox, events=("ProductChanged",)),),
+    )
     with run_in_thread(config) as sim:
-        settings = Settings(extend={"base_url": sim.base_url, "api_token": sim.token, "dialect": {"page_size": 100}},
-                            store={"database_url": f"sqlite:///{tmp_path / 'c.db'}"},
-                            server={"port": port},
-                            scope={"products": "sync", "customers": "from_extend", "prices": "sync"})
+        settings = Settings(
+            extend={
+                "base_url": sim.base_url,
+                "api_token": sim.token,
+                "dialect": {"page_size": 100},
+            },
+            store={"database_url": f"sqlite:///{tmp_path / 'c.db'}"},
+            server={"port": port},
+            scope={"products": "sync", "customers": "from_extend", "prices": "sync"},
+        )
         connector = Connector(settings, scheduler_poll_seconds=0.2)
         try:
             connector.engine.connect()
@@ -75,24 +95,37 @@ def test_product_changes_refresh_prices_once_per_customer_not_once_per_product(t
             assert len(kept) >= 4, kept
             with connector.serve_in_thread(port=port):
                 with sim.state.lock:
-                    numbers = sorted(sim.state.products)[10:10 + CHANGED]
+                    numbers = sorted(sim.state.products)[10 : 10 + CHANGED]
                 sim.state.calls.clear()
                 for i, number in enumerate(numbers):
                     with sim.state.lock:
                         price = sim.state.products[number].list_price
-                    response = httpx2.patch(f"{sim.admin_url}/products/{number}",
-                                            json={"productName": f"Changed {i}", "listPrice": round(price * 1.5, 2)})
+                    response = httpx2.patch(
+                        f"{sim.admin_url}/products/{number}",
+                        json={"productName": f"Changed {i}", "listPrice": round(price * 1.5, 2)},
+                    )
                     assert response.status_code == 200, response.text
-                wait_for(lambda: sim.state.calls.get("GET /Products/{productNumber}", 0) >= CHANGED, timeout=60,
-                         what="every changed product fetched")
+                wait_for(
+                    lambda: sim.state.calls.get("GET /Products/{productNumber}", 0) >= CHANGED,
+                    timeout=60,
+                    what="every changed product fetched",
+                )
 
                 def settled() -> bool:
                     with connector.db.read() as s:
-                        dirty = s.scalar(sa.select(sa.func.count()).select_from(DirtyPriceProductRow))
+                        dirty = s.scalar(
+                            sa.select(sa.func.count()).select_from(DirtyPriceProductRow)
+                        )
                     return dirty == 0 and all(
-                        _local_prices(connector, c, numbers) == _sim_prices(sim, c, numbers) for c in kept)
+                        _local_prices(connector, c, numbers) == _sim_prices(sim, c, numbers)
+                        for c in kept
+                    )
 
-                wait_for(settled, timeout=60, what="every kept customer's prices of the changed products equal to Extend's")
+                wait_for(
+                    settled,
+                    timeout=60,
+                    what="every kept customer's prices of the changed products equal to Extend's",
+                )
                 listings = sim.state.calls.get("GET /ProductPrices", 0)
 
                 # A mark whose flush was never asked for (the process died between storing the
@@ -101,12 +134,20 @@ def test_product_changes_refresh_prices_once_per_customer_not_once_per_product(t
                 with sim.state.lock:
                     price = sim.state.products[target[0]].list_price
                 # Only the list price: the simulator sends no ProductChanged for that.
-                httpx2.patch(f"{sim.admin_url}/products/{target[0]}", json={"listPrice": round(price * 2, 2)})
+                httpx2.patch(
+                    f"{sim.admin_url}/products/{target[0]}", json={"listPrice": round(price * 2, 2)}
+                )
                 with connector.db.write() as s:
                     prices.mark_products(s, target, now=datetime.now(UTC))
                 connector.engine.start(prices.scheduled_active_refresh)
-                wait_for(lambda: all(_local_prices(connector, c, target) == _sim_prices(sim, c, target) for c in kept),
-                         timeout=60, what="the orphaned mark's prices refreshed")
+                wait_for(
+                    lambda: all(
+                        _local_prices(connector, c, target) == _sim_prices(sim, c, target)
+                        for c in kept
+                    ),
+                    timeout=60,
+                    what="the orphaned mark's prices refreshed",
+                )
         finally:
             connector.close()
     # Coalesced: at most a few passes (the debounce may split a burst), each one call per customer.

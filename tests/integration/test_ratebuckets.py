@@ -25,12 +25,16 @@ from extend_connector.store.models import RateBucketRow
 EPS = 1e-6
 
 
-
 def assert_token_bucket(starts: list[float], capacity: float, period: float) -> None:
-    """Every window [s_i, s_j] holds at most capacity + refill over its length (bucket starts full)."""
+    """Every window [s_i, s_j] holds at most capacity + refill over its length (bucket starts
+    full)."""
     s = sorted(starts)
     refill = capacity / period
-    worst = max((j - i + 1) - (capacity + (s[j] - s[i]) * refill) for i in range(len(s)) for j in range(i, len(s)))
+    worst = max(
+        (j - i + 1) - (capacity + (s[j] - s[i]) * refill)
+        for i in range(len(s))
+        for j in range(i, len(s))
+    )
     assert worst <= EPS, f"a window holds {worst:.3f} calls more than the bucket allows"
 
 
@@ -48,8 +52,14 @@ def test_a_burst_gets_the_capacity_at_once_then_one_slot_per_interval(db: Databa
     assert buckets.reserve("heavy", 5, 10.0) == 0.0
 
 
-def _reserve_many(url: str, credential: str, count: int, capacity: float, period: float,
-                  start: threading.Event | None = None) -> list[float]:
+def _reserve_many(
+    url: str,
+    credential: str,
+    count: int,
+    capacity: float,
+    period: float,
+    start: threading.Event | None = None,
+) -> list[float]:
     engine = create_db_engine(url, pool_size=1)
     try:
         buckets = RateBuckets(engine, credential)
@@ -94,9 +104,13 @@ def test_threads_reserving_at_once_never_exceed_the_bucket(db: Database) -> None
 
 def test_processes_reserving_at_once_never_exceed_the_bucket(db: Database) -> None:
     capacity, period, processes, each = 6.0, 60.0, 3, 20
-    RateBuckets(db.engine, "cred-p").reserve("other", 1, 1)  # table reachable before the children start
+    RateBuckets(db.engine, "cred-p").reserve(
+        "other", 1, 1
+    )  # table reachable before the children start
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        results = pool.starmap(_reserve_many, [(db.url, "cred-p", each, capacity, period)] * processes)
+        results = pool.starmap(
+            _reserve_many, [(db.url, "cred-p", each, capacity, period)] * processes
+        )
     _check_concurrent([s for r in results for s in r], processes * each, capacity, period)
 
 
@@ -129,9 +143,13 @@ def test_the_clock_is_the_databases_on_postgres(db: Database, backend: str) -> N
         assert slot.now == 1000.0  # SQLite: one machine, the process's clock
 
 
-def test_the_connector_attaches_the_fleet_bucket_when_on_and_detaches_it_on_close(migrated_url: str) -> None:
+def test_the_connector_attaches_the_fleet_bucket_when_on_and_detaches_it_on_close(
+    migrated_url: str,
+) -> None:
     for mode, expected in (("on", True), ("off", False)):
-        settings = Settings(store=StoreSettings(database_url=migrated_url), extend={"shared_rate_limit": mode})
+        settings = Settings(
+            store=StoreSettings(database_url=migrated_url), extend={"shared_rate_limit": mode}
+        )
         connector = Connector(settings)
         try:
             budget = shared_budget(budget_key(settings))
@@ -147,7 +165,9 @@ def test_status_shows_the_fleet_reservations_and_the_marks_waiting(migrated_url:
     from extend_connector.flows import prices
     from extend_connector.flows.failures import status_snapshot
 
-    settings = Settings(store=StoreSettings(database_url=migrated_url), extend={"shared_rate_limit": "on"})
+    settings = Settings(
+        store=StoreSettings(database_url=migrated_url), extend={"shared_rate_limit": "on"}
+    )
     connector = Connector(settings)
     try:
         assert status_snapshot()["rateLimits"] == {}

@@ -47,7 +47,9 @@ def test_dropped_calls_leave_the_fleet_bucket_full(db: Database, backend: str) -
     def handler(request: httpx2.Request) -> httpx2.Response:
         sent.append(time.now)
         if dropping[0]:
-            raise httpx2.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+            raise httpx2.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request
+            )
         return httpx2.Response(200, json={"items": [], "totalCount": 0})
 
     buckets = RateBuckets(db.engine, "cred", clock=time.clock)
@@ -55,10 +57,16 @@ def test_dropped_calls_leave_the_fleet_bucket_full(db: Database, backend: str) -
     # heavy: 6 calls per 60 s, headroom 1: a burst of 6, then one slot every 10 s.
     budget.attach_fleet(ThreadedFleetBucket(buckets), limits={"heavy": (6, 60.0)}, headroom=1.0)
     settings = Settings(extend={"base_url": "http://extend.localhost/api"})
-    client = ExtendClient(dialect=Dialect.from_settings(settings.extend), default_warehouse="MainWarehouse",
-                          default_customer_number="WEB", transport=httpx2.MockTransport(handler),
-                          budget=budget, retry=RetryPolicy(random=lambda: 0.0, floor_seconds=0.0, max_attempts=2),
-                          sleep=time.sleep, clock=time.clock)
+    client = ExtendClient(
+        dialect=Dialect.from_settings(settings.extend),
+        default_warehouse="MainWarehouse",
+        default_customer_number="WEB",
+        transport=httpx2.MockTransport(handler),
+        budget=budget,
+        retry=RetryPolicy(random=lambda: 0.0, floor_seconds=0.0, max_attempts=2),
+        sleep=time.sleep,
+        clock=time.clock,
+    )
 
     async def listing() -> None:
         async for _balance in client.availability_for_warehouses(["MainWarehouse"]):

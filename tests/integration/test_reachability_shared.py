@@ -27,8 +27,12 @@ from extend_connector.store import reachability as store
 from extend_connector.webshop import RecordingWebshop
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-DROPPED = TechnicalFailure("Server disconnected without sending a response.", operation="create_order",
-                           method="POST", url="http://extend/CustomerOrders")
+DROPPED = TechnicalFailure(
+    "Server disconnected without sending a response.",
+    operation="create_order",
+    method="POST",
+    url="http://extend/CustomerOrders",
+)
 
 
 class Clock:
@@ -51,8 +55,13 @@ def test_a_web_process_sees_what_its_workers_see(db: Database) -> None:
     clock = Clock()
     worker = Reachability(clock)
     publisher = Publisher(db.engine, role="worker", source=worker, process="host:1", clock=clock)
-    web = FleetReachability(db.engine, local=Reachability(clock), clock=clock, monotonic=clock.monotonic,
-                            exclude="host:2")
+    web = FleetReachability(
+        db.engine,
+        local=Reachability(clock),
+        clock=clock,
+        monotonic=clock.monotonic,
+        exclude="host:2",
+    )
     assert not publisher.publish_once()  # nothing seen yet: nothing written
     assert web.reachable
 
@@ -80,8 +89,14 @@ def test_a_hanging_call_of_a_live_worker_counts_a_stopped_ones_does_not(db: Data
     clock.advance(1)
     worker.waiting()  # a call that never ends
     publisher = Publisher(db.engine, role="worker", source=worker, process="host:1", clock=clock)
-    web = FleetReachability(db.engine, local=Reachability(clock), clock=clock, monotonic=clock.monotonic,
-                            cache_seconds=0, exclude="host:2")
+    web = FleetReachability(
+        db.engine,
+        local=Reachability(clock),
+        clock=clock,
+        monotonic=clock.monotonic,
+        cache_seconds=0,
+        exclude="host:2",
+    )
     assert publisher.publish_once()
     assert web.reachable  # pending for 0 s
     clock.advance(25)
@@ -92,12 +107,23 @@ def test_a_hanging_call_of_a_live_worker_counts_a_stopped_ones_does_not(db: Data
 
 
 def test_old_rows_are_forgotten(db: Database) -> None:
-    store.publish(db.engine, store.Seen(process="gone:1", role="worker", last_success_at=None,
-                                        last_failure_at=T0 - timedelta(days=3), last_error="x", pending_since=None,
-                                        updated_at=T0 - timedelta(days=2)))
+    store.publish(
+        db.engine,
+        store.Seen(
+            process="gone:1",
+            role="worker",
+            last_success_at=None,
+            last_failure_at=T0 - timedelta(days=3),
+            last_error="x",
+            pending_since=None,
+            updated_at=T0 - timedelta(days=2),
+        ),
+    )
     worker = Reachability(lambda: T0)
     worker.succeeded()
-    Publisher(db.engine, role="worker", source=worker, process="host:1", clock=lambda: T0).publish_once()
+    Publisher(
+        db.engine, role="worker", source=worker, process="host:1", clock=lambda: T0
+    ).publish_once()
     assert [s.process for s in store.recent(db.engine, since=T0 - timedelta(days=30))] == ["host:1"]
 
 
@@ -120,11 +146,22 @@ def web_client(tmp_path: Path) -> Iterator[tuple[TestClient, Database]]:
         db.dispose()
 
 
-def test_the_read_api_says_unreachable_when_only_a_worker_saw_it(web_client: tuple[TestClient, Database]) -> None:
+def test_the_read_api_says_unreachable_when_only_a_worker_saw_it(
+    web_client: tuple[TestClient, Database],
+) -> None:
     client, db = web_client
     now = datetime.now(UTC)
-    store.publish(db.engine, store.Seen(process="worker-host:99", role="worker", last_success_at=now - timedelta(seconds=30),
-                                        last_failure_at=now, last_error="TechnicalFailure: dropped",
-                                        pending_since=None, updated_at=now))
+    store.publish(
+        db.engine,
+        store.Seen(
+            process="worker-host:99",
+            role="worker",
+            last_success_at=now - timedelta(seconds=30),
+            last_failure_at=now,
+            last_error="TechnicalFailure: dropped",
+            pending_since=None,
+            updated_at=now,
+        ),
+    )
     body = client.get("/v1/stock", headers={"authorization": "Bearer shop-token"}).json()
     assert body["extendReachable"] is False

@@ -30,7 +30,6 @@ from extend_connector.store.models import (
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
-
 def test_upgrade_on_an_empty_database_reaches_head_and_is_repeatable(db_url: str) -> None:
     assert current_revision(db_url) is None
     assert migrate(db_url) == head_revision()
@@ -52,7 +51,12 @@ def test_models_and_migrations_do_not_drift(db: Database) -> None:
     eng.shutdown()
     with db.engine.connect() as conn:
         context = MigrationContext.configure(
-            conn, opts={"compare_type": True, "include_name": include_name, "version_table": VERSION_TABLE}
+            conn,
+            opts={
+                "compare_type": True,
+                "include_name": include_name,
+                "version_table": VERSION_TABLE,
+            },
         )
         diff = compare_metadata(context, metadata)
     assert diff == []
@@ -61,28 +65,49 @@ def test_models_and_migrations_do_not_drift(db: Database) -> None:
 def test_amounts_are_exact_and_instants_aware(db: Database) -> None:
     stockholm = timezone(timedelta(hours=1))
     with db.write() as session:
-        session.add(BalanceRow(product_number="P1", warehouse="W", available=Decimal("0.1") + Decimal("0.2"),
-                               extend_changed_at=datetime(2025, 3, 1, 13, 0, tzinfo=stockholm)))
+        session.add(
+            BalanceRow(
+                product_number="P1",
+                warehouse="W",
+                available=Decimal("0.1") + Decimal("0.2"),
+                extend_changed_at=datetime(2025, 3, 1, 13, 0, tzinfo=stockholm),
+            )
+        )
     with db.read() as session:
         row = session.get(BalanceRow, ("P1", "W"))
         assert row is not None
         assert row.available == Decimal("0.3") and str(row.available) == "0.300000"
         assert row.extend_changed_at == T0 and row.extend_changed_at.tzinfo is not None
     with pytest.raises(sa.exc.StatementError) as caught, db.write() as session:
-        session.add(BalanceRow(product_number="P2", warehouse="W", available=Decimal(1),
-                               extend_changed_at=datetime(2025, 3, 1, 12, 0)))
+        session.add(
+            BalanceRow(
+                product_number="P2",
+                warehouse="W",
+                available=Decimal(1),
+                extend_changed_at=datetime(2025, 3, 1, 12, 0),
+            )
+        )
         session.flush()
     assert isinstance(caught.value.orig, NaiveDatetimeError)
 
 
 def test_upsert_reports_real_changes_only(db: Database) -> None:
-    values = {"product_number": "P1", "warehouse": "W", "available": Decimal("5"), "confirmed_at": T0}
+    values = {
+        "product_number": "P1",
+        "warehouse": "W",
+        "available": Decimal("5"),
+        "confirmed_at": T0,
+    }
     touch = ("confirmed_at",)
     with db.write() as session:
         assert repo.upsert(session, BalanceRow, values, touch=touch).inserted
     with db.write() as session:
-        again = repo.upsert(session, BalanceRow, {**values, "available": Decimal("5.000"),
-                                                  "confirmed_at": T0 + timedelta(minutes=1)}, touch=touch)
+        again = repo.upsert(
+            session,
+            BalanceRow,
+            {**values, "available": Decimal("5.000"), "confirmed_at": T0 + timedelta(minutes=1)},
+            touch=touch,
+        )
     assert not again.changed
     with db.read() as session:
         assert session.get(BalanceRow, ("P1", "W")).confirmed_at == T0 + timedelta(minutes=1)  # type: ignore[union-attr]
@@ -101,11 +126,23 @@ def test_marks_keep_the_first_mark_and_move_the_last(db: Database) -> None:
         repo.mark_price_products(session, ["P1", "P2", "P1"], now=T0)
         repo.mark_price_products(session, ["P2"], now=T0 + timedelta(seconds=1))
     with db.read() as session:
-        dirty = {(p, w): (first, last) for p, w, first, last in session.execute(
-            sa.select(DirtyBalanceRow.product_number, DirtyBalanceRow.warehouse,
-                      DirtyBalanceRow.first_marked_at, DirtyBalanceRow.last_marked_at))}
-        prices = {n: at for n, at in session.execute(
-            sa.select(DirtyPriceProductRow.product_number, DirtyPriceProductRow.marked_at))}
+        dirty = {
+            (p, w): (first, last)
+            for p, w, first, last in session.execute(
+                sa.select(
+                    DirtyBalanceRow.product_number,
+                    DirtyBalanceRow.warehouse,
+                    DirtyBalanceRow.first_marked_at,
+                    DirtyBalanceRow.last_marked_at,
+                )
+            )
+        }
+        prices = {
+            n: at
+            for n, at in session.execute(
+                sa.select(DirtyPriceProductRow.product_number, DirtyPriceProductRow.marked_at)
+            )
+        }
     assert dirty == {("P1", "W"): (T0, T0 + timedelta(seconds=1)), ("P2", "W"): (T0, T0)}
     assert prices == {"P1": T0, "P2": T0 + timedelta(seconds=1)}
 

@@ -24,21 +24,34 @@ def locked(statement: str) -> Exception:
 
 
 def refused(statement: str) -> Exception:
-    return sa.exc.OperationalError(statement, {}, psycopg.OperationalError(
-        'connection failed: connection to server at "127.0.0.1", port 5999 failed: Connection refused'))
+    return sa.exc.OperationalError(
+        statement,
+        {},
+        psycopg.OperationalError(
+            'connection failed: connection to server at "127.0.0.1", port 5999 failed: '
+            "Connection refused"
+        ),
+    )
 
 
 def shutting_down(statement: str) -> Exception:
-    return sa.exc.OperationalError(statement, {}, psycopg.errors.AdminShutdown(
-        "terminating connection due to administrator command"))
+    return sa.exc.OperationalError(
+        statement,
+        {},
+        psycopg.errors.AdminShutdown("terminating connection due to administrator command"),
+    )
 
 
 def broken(statement: str) -> Exception:
-    return sa.exc.ProgrammingError(statement, {}, sqlite3.ProgrammingError("a statement that cannot work"))
+    return sa.exc.ProgrammingError(
+        statement, {}, sqlite3.ProgrammingError("a statement that cannot work")
+    )
 
 
 def duplicate(statement: str) -> Exception:
-    return sa.exc.IntegrityError(statement, {}, sqlite3.IntegrityError("UNIQUE constraint failed: test_effects.id"))
+    return sa.exc.IntegrityError(
+        statement, {}, sqlite3.IntegrityError("UNIQUE constraint failed: test_effects.id")
+    )
 
 
 class Faults:

@@ -26,7 +26,9 @@ def admin_url() -> str | None:
     return "postgresql+psycopg://" + raw.split("://", 1)[1]
 
 
-def create_database(prefix: str = "ec_test", template: str | None = None) -> tuple[str, Callable[[], None]]:
+def create_database(
+    prefix: str = "ec_test", template: str | None = None
+) -> tuple[str, Callable[[], None]]:
     """A new database (optionally cloned from `template`): its `postgresql+psycopg://` URL and the
     function that drops it."""
     url = admin_url()

@@ -27,8 +27,16 @@ CLI = [sys.executable, "-m", "extend_connector"]
 class Proc:
     """One child process with its log; `kill()` is SIGKILL, `stop()` is a clean TERM."""
 
-    def __init__(self, name: str, argv: Sequence[str], *, env: dict[str, str], log_dir: Path,
-                 health_url: str | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str],
+        log_dir: Path,
+        health_url: str | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.env = {**os.environ, **env}
@@ -41,8 +49,14 @@ class Proc:
         log = self.log_path.open("ab")
         log.write(f"\n=== start {' '.join(self.argv)}\n".encode())
         log.flush()
-        self.popen = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                      cwd=self.cwd, start_new_session=True)
+        self.popen = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.cwd,
+            start_new_session=True,
+        )
         log.close()
         if self.health_url:
             self.wait_healthy(timeout)
@@ -53,7 +67,9 @@ class Proc:
         while time.monotonic() < deadline:
             assert self.popen is not None
             if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.tail()}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.popen.returncode}:\n{self.tail()}"
+                )
             with contextlib.suppress(httpx2.HTTPError):
                 if httpx2.get(self.health_url or "", timeout=1.0).status_code < 500:
                     return

@@ -26,10 +26,19 @@ def raise_open_files(wanted: int) -> None:
 
 
 class SlowClients:
-    """`n` connections that each send a header line every `interval` seconds and never end the head."""
+    """`n` connections that each send a header line every `interval` seconds and never end the
+    head."""
 
-    def __init__(self, host: str, port: int, n: int, *, interval: float = 1.0, reopen: bool = True,
-                 path: str = "/v1/stock") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        n: int,
+        *,
+        interval: float = 1.0,
+        reopen: bool = True,
+        path: str = "/v1/stock",
+    ) -> None:
         self.host, self.port, self.n = host, port, n
         self.interval, self.reopen, self.path = interval, reopen, path
         self.opened = 0
@@ -81,7 +90,9 @@ class SlowClients:
         self._fill()
         next_line = time.monotonic() + self.interval
         while not self._stop.is_set():
-            for key, _ in self._selector.select(timeout=max(0.0, min(0.2, next_line - time.monotonic()))):
+            for key, _ in self._selector.select(
+                timeout=max(0.0, min(0.2, next_line - time.monotonic()))
+            ):
                 sock: socket.socket = key.fileobj  # type: ignore[assignment]
                 try:
                     data = sock.recv(65536)
@@ -130,7 +141,9 @@ def parse_response(data: bytes) -> RawResponse | None:
     if not sep or not head.startswith(b"HTTP/"):
         return None
     lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    headers = {
+        k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
+    }
     length = int(headers.get("content-length", "0"))
     if len(rest) < length:
         return None
@@ -138,7 +151,8 @@ def parse_response(data: bytes) -> RawResponse | None:
 
 
 class RawExchange:
-    """One request on a raw socket: send the head, then the body in pieces, watching for an early answer."""
+    """One request on a raw socket: send the head, then the body in pieces, watching for an early
+    answer."""
 
     def __init__(self, host: str, port: int) -> None:
         self.sock = socket.create_connection((host, port), timeout=10)
@@ -175,7 +189,8 @@ class RawExchange:
         return parse_response(self.data)
 
     def wait_closed(self, timeout: float) -> bool:
-        """True once the server has closed the connection (read end of file or reset) within `timeout`."""
+        """True once the server has closed the connection (read end of file or reset) within
+        `timeout`."""
         deadline = time.monotonic() + timeout
         while not self.closed and time.monotonic() < deadline:
             self.poll(wait=min(0.5, max(0.0, deadline - time.monotonic())))

@@ -40,7 +40,9 @@ from extend_connector.store.models import BalanceRow, CursorRow, DirtyBalanceRow
 from extend_connector.webshop import RecordingWebshop
 
 SELL_FROM = ["MainWarehouse", "GreenWarehouse"]
-QUICK_RETRY = RetryPolicy(max_attempts=2, max_total_seconds=1.0, floor_seconds=0.01, cap_seconds=0.05)
+QUICK_RETRY = RetryPolicy(
+    max_attempts=2, max_total_seconds=1.0, floor_seconds=0.01, cap_seconds=0.05
+)
 
 
 class NoEngine:
@@ -52,15 +54,20 @@ class NoEngine:
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Any]:
-    with run_in_thread(SimulatorConfig(seed=3, products=40, customers=2, rate_limits_enabled=False)) as running:
+    with run_in_thread(
+        SimulatorConfig(seed=3, products=40, customers=2, rate_limits_enabled=False)
+    ) as running:
         yield running
 
 
 def _settings(sim: Any, tmp_path: Path, page_size: int = 100, **sync: Any) -> Settings:
     return Settings(
         store=StoreSettings(database_url=f"sqlite:///{tmp_path / 'c.db'}"),
-        extend=ExtendSettings(base_url=sim.base_url, warehouses=SELL_FROM,
-                              dialect=DialectSettings(page_size=page_size)),
+        extend=ExtendSettings(
+            base_url=sim.base_url,
+            warehouses=SELL_FROM,
+            dialect=DialectSettings(page_size=page_size),
+        ),
         webshop=WebshopSettings(),
         sync=SyncSettings(**sync),
     )
@@ -71,16 +78,29 @@ def ctx(sim: Any, tmp_path: Path) -> Iterator[context.FlowContext]:
     yield from _ctx(sim, tmp_path)
 
 
-def _ctx(sim: Any, tmp_path: Path, *, page_size: int = 100, transport: httpx2.AsyncBaseTransport | None = None,
-         **sync: Any) -> Iterator[context.FlowContext]:
+def _ctx(
+    sim: Any,
+    tmp_path: Path,
+    *,
+    page_size: int = 100,
+    transport: httpx2.AsyncBaseTransport | None = None,
+    **sync: Any,
+) -> Iterator[context.FlowContext]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     settings = _settings(sim, tmp_path, page_size, **sync)
     migrate(settings.store.url)
     db = Database(settings.store.url)
-    flow = context.FlowContext(settings=settings, db=db, engine=NoEngine(), webshop=RecordingWebshop(),  # type: ignore[arg-type]
-                               deliver_to_shop=False)
+    flow = context.FlowContext(
+        settings=settings,
+        db=db,
+        engine=NoEngine(),
+        webshop=RecordingWebshop(),  # type: ignore[arg-type]
+        deliver_to_shop=False,
+    )
     # Few, short retries: the outage test must not wait out the production retry budget.
-    flow.extend_factory = lambda: ExtendClient.from_settings(settings, retry=QUICK_RETRY, transport=transport)
+    flow.extend_factory = lambda: ExtendClient.from_settings(
+        settings, retry=QUICK_RETRY, transport=transport
+    )
     context.install(flow)
     try:
         yield flow
@@ -108,7 +128,10 @@ def sim_available(sim: Any, product: str, warehouse: str) -> Decimal:
 
 
 def move(sim: Any, product: str, warehouse: str, delta: int) -> None:
-    r = httpx2.post(f"{sim.admin_url}/stock", json={"productNumber": product, "warehouse": warehouse, "delta": delta})
+    r = httpx2.post(
+        f"{sim.admin_url}/stock",
+        json={"productNumber": product, "warehouse": warehouse, "delta": delta},
+    )
     assert r.status_code == 200, r.text
 
 
@@ -125,14 +148,23 @@ def notify(ctx: context.FlowContext, *notes: Any) -> None:
 
 
 def abc(product: str, warehouse: str | None, value: str | None = None) -> AvailableBalanceChanged:
-    return AvailableBalanceChanged(action="AvailableBalanceChanged", details={}, product_number=product,
-                                   warehouse=warehouse, available_balance=None if value is None else Decimal(value))
+    return AvailableBalanceChanged(
+        action="AvailableBalanceChanged",
+        details={},
+        product_number=product,
+        warehouse=warehouse,
+        available_balance=None if value is None else Decimal(value),
+    )
 
 
 def dirty(ctx: context.FlowContext) -> set[tuple[str, str]]:
     with ctx.db.read() as session:
-        return {(p, w) for p, w in session.execute(sa.select(DirtyBalanceRow.product_number,
-                                                             DirtyBalanceRow.warehouse))}
+        return {
+            (p, w)
+            for p, w in session.execute(
+                sa.select(DirtyBalanceRow.product_number, DirtyBalanceRow.warehouse)
+            )
+        }
 
 
 def local(ctx: context.FlowContext, product: str, warehouse: str) -> BalanceRow | None:
@@ -145,8 +177,13 @@ def local(ctx: context.FlowContext, product: str, warehouse: str) -> BalanceRow 
 
 def stock_events(ctx: context.FlowContext) -> list[OutboxRow]:
     with ctx.db.read() as session:
-        rows = list(session.scalars(sa.select(OutboxRow).where(OutboxRow.event_type == "stock.changed")
-                                    .order_by(OutboxRow.id)))
+        rows = list(
+            session.scalars(
+                sa.select(OutboxRow)
+                .where(OutboxRow.event_type == "stock.changed")
+                .order_by(OutboxRow.id)
+            )
+        )
         session.expunge_all()
         return rows
 
@@ -159,13 +196,25 @@ def test_both_balance_actions_are_inline_handlers() -> None:
     assert isinstance(handler_for("balancechanged"), InlineHandler)
 
 
-def test_marks_only_sell_from_warehouses_and_all_of_them_without_warehouse(ctx: context.FlowContext,
-                                                                           sim: Any) -> None:
+def test_marks_only_sell_from_warehouses_and_all_of_them_without_warehouse(
+    ctx: context.FlowContext, sim: Any
+) -> None:
     p1, p2, p3 = products(sim)[:3]
-    notify(ctx, abc(p1, "MainWarehouse"), abc(p2, "TEST"), abc(p3, None),
-           BalanceChanged(action="BalanceChanged", details={}, product_number=p2, warehouse="GreenWarehouse"))
-    assert dirty(ctx) == {(p1, "MainWarehouse"), (p3, "MainWarehouse"), (p3, "GreenWarehouse"),
-                          (p2, "GreenWarehouse")}
+    notify(
+        ctx,
+        abc(p1, "MainWarehouse"),
+        abc(p2, "TEST"),
+        abc(p3, None),
+        BalanceChanged(
+            action="BalanceChanged", details={}, product_number=p2, warehouse="GreenWarehouse"
+        ),
+    )
+    assert dirty(ctx) == {
+        (p1, "MainWarehouse"),
+        (p3, "MainWarehouse"),
+        (p3, "GreenWarehouse"),
+        (p2, "GreenWarehouse"),
+    }
 
 
 def test_notified_value_is_kept_unconfirmed_only_when_asked(sim: Any, tmp_path: Path) -> None:
@@ -176,7 +225,9 @@ def test_notified_value_is_kept_unconfirmed_only_when_asked(sim: Any, tmp_path: 
     for flow in _ctx(sim, tmp_path / "on", balance_apply_notification_value=True):
         notify(flow, abc(p, "MainWarehouse", "17"))
         row = local(flow, p, "MainWarehouse")
-        assert row is not None and row.notified_available == Decimal(17) and row.confirmed_at is None
+        assert (
+            row is not None and row.notified_available == Decimal(17) and row.confirmed_at is None
+        )
         run(balances.flush_once())
         row = local(flow, p, "MainWarehouse")
         assert row is not None and row.notified_available is None and row.confirmed_at is not None
@@ -186,13 +237,16 @@ def test_notified_value_is_kept_unconfirmed_only_when_asked(sim: Any, tmp_path: 
 # --- the flush ----------------------------------------------------------------------------------
 
 
-def test_flush_fetches_writes_clears_and_tells_the_shop_only_real_changes(ctx: context.FlowContext,
-                                                                          sim: Any) -> None:
+def test_flush_fetches_writes_clears_and_tells_the_shop_only_real_changes(
+    ctx: context.FlowContext, sim: Any
+) -> None:
     ps = products(sim)
     move(sim, ps[0], "MainWarehouse", 7)
     notify(ctx, *(abc(p, "MainWarehouse") for p in ps))
     result = run(balances.flush_once())
-    assert result["outcome"] == "done" and result["pairs"] == len(ps) and result["cleared"] == len(ps)
+    assert (
+        result["outcome"] == "done" and result["pairs"] == len(ps) and result["cleared"] == len(ps)
+    )
     assert result["calls"] >= 1
     assert dirty(ctx) == set()
     for p in ps:
@@ -214,18 +268,23 @@ def test_flush_fetches_writes_clears_and_tells_the_shop_only_real_changes(ctx: c
     run(balances.flush_once())
     events = stock_events(ctx)
     assert len(events) == len(first) + 1
-    expected = sim_available(sim, ps[1], "MainWarehouse") + sim_available(sim, ps[1], "GreenWarehouse")
+    expected = sim_available(sim, ps[1], "MainWarehouse") + sim_available(
+        sim, ps[1], "GreenWarehouse"
+    )
     assert events[-1].key == f"sku:{ps[1]}"
     assert Decimal(str(events[-1].payload["available"])) == expected
 
 
-def test_a_mark_made_while_the_fetch_runs_stays_dirty(ctx: context.FlowContext, sim: Any,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_mark_made_while_the_fetch_runs_stays_dirty(
+    ctx: context.FlowContext, sim: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     p = products(sim)[2]
     notify(ctx, abc(p, "MainWarehouse"))
     real_fetch = balances._fetch
 
-    async def fetch_with_a_late_notification(numbers: list[str], warehouses: list[str]) -> list[Balance]:
+    async def fetch_with_a_late_notification(
+        numbers: list[str], warehouses: list[str]
+    ) -> list[Balance]:
         found = await real_fetch(numbers, warehouses)
         # Arrives after the fetch started: its change may be missing from what was fetched.
         late = ctx.clock() + timedelta(milliseconds=5)
@@ -251,9 +310,15 @@ def test_a_product_extend_does_not_return_is_zero(ctx: context.FlowContext) -> N
 
 def test_an_older_answer_never_replaces_a_newer_value(ctx: context.FlowContext) -> None:
     t0 = datetime(2025, 1, 1, 12, tzinfo=UTC)
-    newer = Balance(product_number="P", warehouse="MainWarehouse", available=Decimal(5), changed_at=t0)
-    older = Balance(product_number="P", warehouse="MainWarehouse", available=Decimal(9),
-                    changed_at=t0 - timedelta(seconds=1))
+    newer = Balance(
+        product_number="P", warehouse="MainWarehouse", available=Decimal(5), changed_at=t0
+    )
+    older = Balance(
+        product_number="P",
+        warehouse="MainWarehouse",
+        available=Decimal(9),
+        changed_at=t0 - timedelta(seconds=1),
+    )
     with ctx.db.write() as session:
         assert balances.apply_balances(session, [newer], confirmed_at=t0)["created"] == 1
     with ctx.db.write() as session:
@@ -263,20 +328,37 @@ def test_an_older_answer_never_replaces_a_newer_value(ctx: context.FlowContext) 
     assert row is not None and row.available == 5
     # Duplicates within one answer: the newest wins whatever the order.
     with ctx.db.write() as session:
-        balances.apply_balances(session, [newer, older,
-                                          Balance(product_number="P", warehouse="MainWarehouse",
-                                                  available=Decimal(2), changed_at=t0 + timedelta(seconds=1)),
-                                          newer], confirmed_at=t0)
+        balances.apply_balances(
+            session,
+            [
+                newer,
+                older,
+                Balance(
+                    product_number="P",
+                    warehouse="MainWarehouse",
+                    available=Decimal(2),
+                    changed_at=t0 + timedelta(seconds=1),
+                ),
+                newer,
+            ],
+            confirmed_at=t0,
+        )
     row = local(ctx, "P", "MainWarehouse")
     assert row is not None and row.available == 2
 
 
 def test_per_warehouse_figure(sim: Any, tmp_path: Path) -> None:
-    settings = Settings(extend=ExtendSettings(warehouses=SELL_FROM),
-                        webshop=WebshopSettings(stock_figure="per_warehouse"))
+    settings = Settings(
+        extend=ExtendSettings(warehouses=SELL_FROM),
+        webshop=WebshopSettings(stock_figure="per_warehouse"),
+    )
     assert balances.shop_figure(settings, "P", {"GreenWarehouse": Decimal("2.5")}) == {
-        "productNumber": "P", "warehouses": [{"warehouse": "MainWarehouse", "available": 0},
-                                             {"warehouse": "GreenWarehouse", "available": 2.5}]}
+        "productNumber": "P",
+        "warehouses": [
+            {"warehouse": "MainWarehouse", "available": 0},
+            {"warehouse": "GreenWarehouse", "available": 2.5},
+        ],
+    }
 
 
 def test_flush_reports_retry_while_extend_is_down(ctx: context.FlowContext, sim: Any) -> None:
@@ -299,11 +381,17 @@ def test_flush_reports_retry_while_extend_is_down(ctx: context.FlowContext, sim:
 
 def test_first_sweep_loads_everything_then_only_changes(ctx: context.FlowContext, sim: Any) -> None:
     result = run(balances.sweep_balances())
-    truth = {(b["productNumber"], b["warehouse"]): Decimal(str(b["availableBalance"]))
-             for b in httpx2.get(f"{sim.admin_url}/state/balances").json() if b["warehouse"] in SELL_FROM}
+    truth = {
+        (b["productNumber"], b["warehouse"]): Decimal(str(b["availableBalance"]))
+        for b in httpx2.get(f"{sim.admin_url}/state/balances").json()
+        if b["warehouse"] in SELL_FROM
+    }
     assert result.outcomes.get("created", 0) == len(truth) > 0
     with ctx.db.read() as session:
-        stored = {(r.product_number, r.warehouse): r.available for r in session.scalars(sa.select(BalanceRow))}
+        stored = {
+            (r.product_number, r.warehouse): r.available
+            for r in session.scalars(sa.select(BalanceRow))
+        }
     assert stored == truth
     with ctx.db.read() as session:
         cursor = session.get(CursorRow, balances.CURSOR)
@@ -329,37 +417,59 @@ class MoveAfterFirstPage(httpx2.AsyncHTTPTransport):
 
     def __init__(self, sim: Any, warehouse: str, page_size: int, first_page: Any) -> None:
         super().__init__()
-        self.sim, self.warehouse, self.page_size, self.first_page = sim, warehouse, page_size, first_page
+        self.sim, self.warehouse, self.page_size, self.first_page = (
+            sim,
+            warehouse,
+            page_size,
+            first_page,
+        )
         self.moved: str | None = None
         self.slid: str | None = None
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         response = await super().handle_async_request(request)
         query = dict(request.url.params)
-        if (self.moved is None and request.url.path.lower().endswith("/productavailability")
-                and query.get("warehouse") == self.warehouse and query.get("page") == "1"
-                and self.first_page(query)):
+        if (
+            self.moved is None
+            and request.url.path.lower().endswith("/productavailability")
+            and query.get("warehouse") == self.warehouse
+            and query.get("page") == "1"
+            and self.first_page(query)
+        ):
             await response.aread()
             state = self.sim.state
             with state.lock:
-                order = sorted((b.changed_ms, b.product_number) for b in state.balances.values()
-                               if b.warehouse == self.warehouse)
+                order = sorted(
+                    (b.changed_ms, b.product_number)
+                    for b in state.balances.values()
+                    if b.warehouse == self.warehouse
+                )
             self.moved, self.slid = order[0][1], order[self.page_size][1]
-            state.move_stock([{"productNumber": self.moved, "warehouse": self.warehouse, "delta": 1}])
+            state.move_stock(
+                [{"productNumber": self.moved, "warehouse": self.warehouse, "delta": 1}]
+            )
         return response
 
 
 def _truth(sim: Any) -> dict[tuple[str, str], Decimal]:
-    return {(b["productNumber"], b["warehouse"]): Decimal(str(b["availableBalance"]))
-            for b in httpx2.get(f"{sim.admin_url}/state/balances").json() if b["warehouse"] in SELL_FROM}
+    return {
+        (b["productNumber"], b["warehouse"]): Decimal(str(b["availableBalance"]))
+        for b in httpx2.get(f"{sim.admin_url}/state/balances").json()
+        if b["warehouse"] in SELL_FROM
+    }
 
 
 def _stored(ctx: context.FlowContext) -> dict[tuple[str, str], Decimal]:
     with ctx.db.read() as session:
-        return {(r.product_number, r.warehouse): r.available for r in session.scalars(sa.select(BalanceRow))}
+        return {
+            (r.product_number, r.warehouse): r.available
+            for r in session.scalars(sa.select(BalanceRow))
+        }
 
 
-def test_first_load_keeps_the_balance_that_slides_onto_a_page_already_read(sim: Any, tmp_path: Path) -> None:
+def test_first_load_keeps_the_balance_that_slides_onto_a_page_already_read(
+    sim: Any, tmp_path: Path
+) -> None:
     """Issue 12, defect 3: the demo's `balance P000009@GreenWarehouse: missing locally, Extend 81`.
 
     The first load listed every balance of a warehouse with plain page numbers. Extend's list is
@@ -368,8 +478,12 @@ def test_first_load_keeps_the_balance_that_slides_onto_a_page_already_read(sim: 
     stored. Its change date is old, so no incremental sweep lists it again: missing for good.
     """
     page_size = 10
-    hook = MoveAfterFirstPage(sim, "GreenWarehouse", page_size,
-                              first_page=lambda q: "changedSince" not in q and "productNumbers" not in q)
+    hook = MoveAfterFirstPage(
+        sim,
+        "GreenWarehouse",
+        page_size,
+        first_page=lambda q: "changedSince" not in q and "productNumbers" not in q,
+    )
     for ctx in _ctx(sim, tmp_path, page_size=page_size, transport=hook):
         run(balances.sweep_balances())
         assert hook.slid is not None
@@ -378,34 +492,51 @@ def test_first_load_keeps_the_balance_that_slides_onto_a_page_already_read(sim: 
         assert stored == truth
 
 
-def test_flush_keeps_the_balance_that_slides_onto_a_page_already_read(sim: Any, tmp_path: Path) -> None:
+def test_flush_keeps_the_balance_that_slides_onto_a_page_already_read(
+    sim: Any, tmp_path: Path
+) -> None:
     # The flush lists its dirty products the same way and stores a product it was not given as 0.
     page_size = 10
-    hook = MoveAfterFirstPage(sim, "MainWarehouse", page_size, first_page=lambda q: "productNumbers" in q)
+    hook = MoveAfterFirstPage(
+        sim, "MainWarehouse", page_size, first_page=lambda q: "productNumbers" in q
+    )
     for ctx in _ctx(sim, tmp_path, page_size=page_size, transport=hook):
         with sim.state.lock:
-            main = sorted(b.product_number for b in sim.state.balances.values() if b.warehouse == "MainWarehouse")
+            main = sorted(
+                b.product_number
+                for b in sim.state.balances.values()
+                if b.warehouse == "MainWarehouse"
+            )
         assert len(main) > 2 * page_size
         notify(ctx, *(abc(p, "MainWarehouse") for p in main))
         assert run(balances.flush_once())["outcome"] == "done"
         assert hook.slid is not None and sim_available(sim, hook.slid, "MainWarehouse") != 0
         truth = _truth(sim)
         stored = _stored(ctx)
-        assert {p: stored.get((p, "MainWarehouse")) for p in main} == {p: truth[(p, "MainWarehouse")] for p in main}
+        assert {p: stored.get((p, "MainWarehouse")) for p in main} == {
+            p: truth[(p, "MainWarehouse")] for p in main
+        }
 
 
-def test_incremental_sweep_reads_a_tie_of_many_pages_to_the_end(sim: Any,
-                                                                  tmp_path: Path) -> None:
+def test_incremental_sweep_reads_a_tie_of_many_pages_to_the_end(sim: Any, tmp_path: Path) -> None:
     # Every balance of a warehouse changed in one operation (one instant), a tie over 40 pages of
     # one record: the walk's request budget (pages + 20) ran out inside the tie, every sweep read
     # the same head of it and left the cursor on that instant.
     for ctx in _ctx(sim, tmp_path, page_size=1):
         run(balances.sweep_balances())
         with sim.state.lock:
-            main = sorted(b.product_number for b in sim.state.balances.values() if b.warehouse == "MainWarehouse")
-        sim.state.move_stock([{"productNumber": p, "warehouse": "MainWarehouse", "delta": 2} for p in main])
+            main = sorted(
+                b.product_number
+                for b in sim.state.balances.values()
+                if b.warehouse == "MainWarehouse"
+            )
+        sim.state.move_stock(
+            [{"productNumber": p, "warehouse": "MainWarehouse", "delta": 2} for p in main]
+        )
         with sim.state.lock:
-            instants = {b.changed_ms for b in sim.state.balances.values() if b.warehouse == "MainWarehouse"}
+            instants = {
+                b.changed_ms for b in sim.state.balances.values() if b.warehouse == "MainWarehouse"
+            }
         assert len(instants) == 1 and len(main) >= 40
         result = run(balances.sweep_balances())
         assert not result.full
@@ -416,7 +547,9 @@ def test_incremental_sweep_reads_a_tie_of_many_pages_to_the_end(sim: Any,
 # --- the trigger --------------------------------------------------------------------------------
 
 
-def test_trigger_coalesces_requests_and_always_follows_the_last(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_trigger_coalesces_requests_and_always_follows_the_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     calls: list[float] = []
     requested: list[float] = []
     lock = threading.Lock()
@@ -457,7 +590,9 @@ class LaunchEngine(NoEngine):
         self.enqueued: list[str | None] = []
         self.debounced: list[str] = []
 
-    def enqueue(self, workflow: Any, *args: Any, queue: str, workflow_id: str | None = None, **_: Any) -> str:
+    def enqueue(
+        self, workflow: Any, *args: Any, queue: str, workflow_id: str | None = None, **_: Any
+    ) -> str:
         self.enqueued.append(workflow_id)
         return workflow_id or "job"
 
@@ -466,7 +601,9 @@ class LaunchEngine(NoEngine):
         return "flush"
 
 
-def test_start_up_work_is_an_on_launch_callback_not_a_polling_thread(sim: Any, tmp_path: Path) -> None:
+def test_start_up_work_is_an_on_launch_callback_not_a_polling_thread(
+    sim: Any, tmp_path: Path
+) -> None:
     from extend_connector.engine._declare import declared_on_launch
 
     for flow in _ctx(sim, tmp_path):

@@ -12,14 +12,19 @@ from extend_connector.domain import Balance, NaiveDatetimeError, Order, OrderLin
 
 def test_naive_datetime_refused_with_field_name() -> None:
     with pytest.raises(NaiveDatetimeError, match=r"Balance\.changed_at"):
-        Balance(product_number="1", warehouse="W", available=Decimal(1), changed_at=datetime(2026, 1, 1))
+        Balance(
+            product_number="1", warehouse="W", available=Decimal(1), changed_at=datetime(2026, 1, 1)
+        )
 
 
 def test_order_needs_lines_and_is_frozen() -> None:
     with pytest.raises(ValueError, match="at least one line"):
         Order(shop_ref="A", lines=(), placed_at=datetime.now(UTC))
-    order = Order(shop_ref="A", lines=(OrderLine(product_number="1", quantity=Decimal(2)),),
-                  placed_at=datetime.now(UTC))
+    order = Order(
+        shop_ref="A",
+        lines=(OrderLine(product_number="1", quantity=Decimal(2)),),
+        placed_at=datetime.now(UTC),
+    )
     with pytest.raises(AttributeError):
         order.shop_ref = "B"  # type: ignore[misc]
 

@@ -1,4 +1,5 @@
-"""The Extend client on httpx2.MockTransport: error mapping, write rules, retries, budget, chunking."""
+"""The Extend client on httpx2.MockTransport: error mapping, write rules, retries, budget,
+chunking."""
 
 from __future__ import annotations
 
@@ -38,57 +39,110 @@ from extend_connector.settings import Settings
 Handler = Callable[[httpx2.Request], httpx2.Response]
 
 
-def _client(handler: Handler, *, time: FakeTime | None = None, retry: RetryPolicy | None = None,
-            **dialect: Any) -> ExtendClient:
+def _client(
+    handler: Handler,
+    *,
+    time: FakeTime | None = None,
+    retry: RetryPolicy | None = None,
+    **dialect: Any,
+) -> ExtendClient:
     time = time or FakeTime()
     settings = Settings(extend={"base_url": "http://extend.localhost/api", "dialect": dialect})
     return ExtendClient(
-        dialect=Dialect.from_settings(settings.extend), default_warehouse="MainWarehouse",
-        default_customer_number="WEB", transport=httpx2.MockTransport(handler),
+        dialect=Dialect.from_settings(settings.extend),
+        default_warehouse="MainWarehouse",
+        default_customer_number="WEB",
+        transport=httpx2.MockTransport(handler),
         budget=RateBudget(clock=time.clock, sleep=time.sleep),
-        retry=retry or RetryPolicy(random=lambda: 0.5), sleep=time.sleep, clock=time.clock,
+        retry=retry or RetryPolicy(random=lambda: 0.5),
+        sleep=time.sleep,
+        clock=time.clock,
     )
 
 
 def _order() -> Order:
-    return Order(shop_ref="W-1", placed_at=datetime(2024, 10, 15, 15, tzinfo=UTC),
-                 lines=(OrderLine(product_number="P1", quantity=Decimal(2), unit_price=Decimal("10.6778")),
-                        OrderLine(product_number="P2", quantity=Decimal("1.5"), warehouse="TEST")))
+    return Order(
+        shop_ref="W-1",
+        placed_at=datetime(2024, 10, 15, 15, tzinfo=UTC),
+        lines=(
+            OrderLine(product_number="P1", quantity=Decimal(2), unit_price=Decimal("10.6778")),
+            OrderLine(product_number="P2", quantity=Decimal("1.5"), warehouse="TEST"),
+        ),
+    )
 
 
-ORDER_JSON = {"orderNumber": "5001", "orderNumberExternal": "W-1", "status": "Registered",
-              "changedDate": "2024-10-15T15:00:01.000+02:00",
-              "orderHeader": {"orderNumberExternal": "W-1", "customerNumber": "WEB", "status": "Registered"},
-              "orderRows": [{"position": 10, "product": {"productNumber": "P1"},
-                             "salesData": {"quantity": 2.0, "unitPrice": 10.6778}, "warehouse": "MainWarehouse"}]}
+ORDER_JSON = {
+    "orderNumber": "5001",
+    "orderNumberExternal": "W-1",
+    "status": "Registered",
+    "changedDate": "2024-10-15T15:00:01.000+02:00",
+    "orderHeader": {"orderNumberExternal": "W-1", "customerNumber": "WEB", "status": "Registered"},
+    "orderRows": [
+        {
+            "position": 10,
+            "product": {"productNumber": "P1"},
+            "salesData": {"quantity": 2.0, "unitPrice": 10.6778},
+            "warehouse": "MainWarehouse",
+        }
+    ],
+}
 
 
 def _json(status: int, body: Any, **headers: str) -> httpx2.Response:
-    return httpx2.Response(status, content=json.dumps(body).encode(), headers={"x-request-id": "rid-1", **headers})
+    return httpx2.Response(
+        status, content=json.dumps(body).encode(), headers={"x-request-id": "rid-1", **headers}
+    )
 
 
-# --- the one mapping ---------------------------------------------------------------------------------
+# --- the one mapping ------------------------------------------------------------------------------
 
-CTX = CallContext(operation="get_order", method="GET", url="http://x/api/CustomerOrders/1", is_write=False)
+CTX = CallContext(
+    operation="get_order", method="GET", url="http://x/api/CustomerOrders/1", is_write=False
+)
 
 
-@pytest.mark.parametrize(("status", "error_type", "expected"), [
-    (400, "Validation", ValidationFailed), (422, None, ValidationFailed), (404, "Validation", NotFound),
-    (409, "Business", BusinessConflict), (400, "Business", BusinessConflict), (418, None, ValidationFailed),
-    (401, "Validation", AccessDenied), (403, None, AccessDenied), (429, "Technical", Throttled),
-    (500, "Technical", TechnicalFailure), (502, None, TechnicalFailure), (503, "Technical", TechnicalFailure),
-    (504, None, TechnicalFailure),
-])
+@pytest.mark.parametrize(
+    ("status", "error_type", "expected"),
+    [
+        (400, "Validation", ValidationFailed),
+        (422, None, ValidationFailed),
+        (404, "Validation", NotFound),
+        (409, "Business", BusinessConflict),
+        (400, "Business", BusinessConflict),
+        (418, None, ValidationFailed),
+        (401, "Validation", AccessDenied),
+        (403, None, AccessDenied),
+        (429, "Technical", Throttled),
+        (500, "Technical", TechnicalFailure),
+        (502, None, TechnicalFailure),
+        (503, "Technical", TechnicalFailure),
+        (504, None, TechnicalFailure),
+    ],
+)
 def test_classification(status: int, error_type: str | None, expected: type[Exception]) -> None:
-    body = {"errorType": error_type, "code": "C1", "message": "m", "details": [{"field": "f", "message": "bad"}]}
-    error = classify_response(httpx2.Response(status, json=body, headers={"x-request-id": "r-9"}), CTX)
+    body = {
+        "errorType": error_type,
+        "code": "C1",
+        "message": "m",
+        "details": [{"field": "f", "message": "bad"}],
+    }
+    error = classify_response(
+        httpx2.Response(status, json=body, headers={"x-request-id": "r-9"}), CTX
+    )
     assert type(error) is expected
-    assert (error.status, error.request_id, error.code, error.operation) == (status, "r-9", "C1", "get_order")
+    assert (error.status, error.request_id, error.code, error.operation) == (
+        status,
+        "r-9",
+        "C1",
+        "get_order",
+    )
     assert error.details[0].field == "f" and "C1" in str(error) and '"code"' in error.body_excerpt
 
 
 def test_error_bodies_are_read_tolerantly() -> None:
-    asp = parse_error_body(b'{"title": "One or more validation errors", "errors": {"Qty": ["must be > 0"]}}')
+    asp = parse_error_body(
+        b'{"title": "One or more validation errors", "errors": {"Qty": ["must be > 0"]}}'
+    )
     assert asp.message == "One or more validation errors" and asp.details[0].field == "Qty"
     assert parse_error_body(b"<html>Bad Gateway</html>").message == "<html>Bad Gateway</html>"
     assert parse_error_body(b"[1]").message is None
@@ -99,11 +153,13 @@ def test_retry_after_from_header_date_or_reset() -> None:
     assert r.retry_after == 7
     r = classify_response(httpx2.Response(429, headers={"x-ratelimit-reset": "3"}), CTX)
     assert r.retry_after == 3
-    r = classify_response(httpx2.Response(429, headers={"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}), CTX)
+    r = classify_response(
+        httpx2.Response(429, headers={"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}), CTX
+    )
     assert r.retry_after == 0
 
 
-# --- write rules -------------------------------------------------------------------------------------
+# --- write rules ----------------------------------------------------------------------------------
 
 
 def test_create_order_body_keeps_shop_prices() -> None:
@@ -121,15 +177,27 @@ def test_create_order_body_keeps_shop_prices() -> None:
 
     asyncio.run(run())
     header, rows = seen[0]["orderHeader"], seen[0]["orderRows"]
-    assert header == {"orderType": "Normal", "orderNumberExternal": "W-1", "customerNumber": "WEB",
-                      "currency": "SEK"}
-    assert rows[0] == {"product": {"productNumber": "P1"}, "warehouse": "MainWarehouse",
-                       "salesData": {"quantity": 2, "unitPrice": 10.6778, "currency": "SEK"}}
-    assert rows[1] == {"product": {"productNumber": "P2"}, "warehouse": "TEST", "salesData": {"quantity": 1.5}}
+    assert header == {
+        "orderType": "Normal",
+        "orderNumberExternal": "W-1",
+        "customerNumber": "WEB",
+        "currency": "SEK",
+    }
+    assert rows[0] == {
+        "product": {"productNumber": "P1"},
+        "warehouse": "MainWarehouse",
+        "salesData": {"quantity": 2, "unitPrice": 10.6778, "currency": "SEK"},
+    }
+    assert rows[1] == {
+        "product": {"productNumber": "P2"},
+        "warehouse": "TEST",
+        "salesData": {"quantity": 1.5},
+    }
 
 
-@pytest.mark.parametrize("exc", [httpx2.ReadTimeout, httpx2.RemoteProtocolError, httpx2.ReadError,
-                                 httpx2.WriteTimeout])
+@pytest.mark.parametrize(
+    "exc", [httpx2.ReadTimeout, httpx2.RemoteProtocolError, httpx2.ReadError, httpx2.WriteTimeout]
+)
 def test_write_that_lost_its_answer_is_outcome_unknown_at_once(exc: type[Exception]) -> None:
     calls: list[httpx2.Request] = []
 
@@ -191,12 +259,14 @@ def test_unknown_status_is_unexpected_and_naive_times_use_the_dialect_zone() -> 
             with pytest.raises(UnexpectedResponse, match="Teleported"):
                 await c.get_order("1")
             state = await c.get_order("2")
-            assert state.changed_at == datetime(2024, 10, 15, 15, tzinfo=ZoneInfo("Europe/Stockholm"))
+            assert state.changed_at == datetime(
+                2024, 10, 15, 15, tzinfo=ZoneInfo("Europe/Stockholm")
+            )
 
     asyncio.run(run())
 
 
-# --- retries and time bounds -------------------------------------------------------------------------
+# --- retries and time bounds ----------------------------------------------------------------------
 
 
 def test_reads_retry_with_backoff_until_attempts_run_out() -> None:
@@ -208,8 +278,11 @@ def test_reads_retry_with_backoff_until_attempts_run_out() -> None:
         return _json(503, {"errorType": "Technical", "code": "Down", "message": "m", "details": []})
 
     async def run() -> None:
-        async with _client(handler, time=time, retry=RetryPolicy(max_attempts=4, floor_seconds=1,
-                                                                  cap_seconds=3, random=lambda: 1.0)) as c:
+        async with _client(
+            handler,
+            time=time,
+            retry=RetryPolicy(max_attempts=4, floor_seconds=1, cap_seconds=3, random=lambda: 1.0),
+        ) as c:
             with pytest.raises(TechnicalFailure):
                 await c.get_order("1")
 
@@ -225,8 +298,11 @@ def test_total_time_bound_stops_retries() -> None:
         raise httpx2.ReadTimeout("slow", request=request)
 
     async def run() -> None:
-        async with _client(handler, time=time, retry=RetryPolicy(max_attempts=50, max_total_seconds=9,
-                                                                  floor_seconds=1, cap_seconds=1)) as c:
+        async with _client(
+            handler,
+            time=time,
+            retry=RetryPolicy(max_attempts=50, max_total_seconds=9, floor_seconds=1, cap_seconds=1),
+        ) as c:
             with pytest.raises(TechnicalFailure):
                 await c.get_product("P1")
             assert c.stats().groups["standard"].calls == 2
@@ -236,8 +312,12 @@ def test_total_time_bound_stops_retries() -> None:
 
 def test_throttled_call_waits_as_told_in_the_shared_budget() -> None:
     time = FakeTime()
-    answers = [_json(429, {"errorType": "Technical", "code": "TooMany"}, **{"retry-after": "6"}),
-               _json(200, {"productNumber": "P1", "productName": "x", "changedDate": "2024-10-15T15:00:00Z"})]
+    answers = [
+        _json(429, {"errorType": "Technical", "code": "TooMany"}, **{"retry-after": "6"}),
+        _json(
+            200, {"productNumber": "P1", "productName": "x", "changedDate": "2024-10-15T15:00:00Z"}
+        ),
+    ]
 
     async def run() -> None:
         async with _client(lambda r: answers.pop(0), time=time) as c:
@@ -250,20 +330,27 @@ def test_throttled_call_waits_as_told_in_the_shared_budget() -> None:
 
 
 @given(attempt=st.integers(1, 40), r=st.floats(0, 1), floor=st.floats(0, 5), span=st.floats(0, 60))
-def test_backoff_stays_between_floor_and_cap(attempt: int, r: float, floor: float, span: float) -> None:
+def test_backoff_stays_between_floor_and_cap(
+    attempt: int, r: float, floor: float, span: float
+) -> None:
     policy = RetryPolicy(floor_seconds=floor, cap_seconds=floor + span, random=lambda: r)
     assert floor <= policy.backoff(attempt) <= floor + span + 1e-9
 
 
-# --- the budget ----------------------------------------------------------------------------------------
+# --- the budget -----------------------------------------------------------------------------------
 
 
 def test_budget_paces_below_low_water_and_waits_for_reset_at_zero() -> None:
     time = FakeTime()
     budget = RateBudget(clock=time.clock, sleep=time.sleep, low_water=0.5)
     headers = {"x-ratelimit-limit": "10", "x-ratelimit-remaining": "4", "x-ratelimit-reset": "10"}
-    budget.observe("heavy", headers, limit_header="x-ratelimit-limit", remaining_header="x-ratelimit-remaining",
-                   reset_header="x-ratelimit-reset")
+    budget.observe(
+        "heavy",
+        headers,
+        limit_header="x-ratelimit-limit",
+        remaining_header="x-ratelimit-remaining",
+        reset_header="x-ratelimit-reset",
+    )
 
     async def take(n: int) -> list[float]:
         return [await budget.acquire("heavy") for _ in range(n)]
@@ -284,9 +371,11 @@ def test_budget_without_headers_never_waits() -> None:
     assert asyncio.run(budget.acquire("standard")) == pytest.approx(2.5)
 
 
-# --- chunking and dialect ----------------------------------------------------------------------------
+# --- chunking and dialect -------------------------------------------------------------------------
 
-_numbers = st.lists(st.text(alphabet="ABCÅÄÖ0123456789-/ +,", min_size=1, max_size=40), min_size=1, max_size=200)
+_numbers = st.lists(
+    st.text(alphabet="ABCÅÄÖ0123456789-/ +,", min_size=1, max_size=40), min_size=1, max_size=200
+)
 
 
 _CHUNKERS: dict[int, ExtendClient] = {}
@@ -297,15 +386,22 @@ _CHUNKERS: dict[int, ExtendClient] = {}
 def test_chunks_keep_every_url_short_and_lose_nothing(numbers: list[str], limit: int) -> None:
     # One client per limit: building an AsyncClient per example is slow and irrelevant here.
     client = _CHUNKERS.get(limit) or _CHUNKERS.setdefault(
-        limit, _client(lambda r: httpx2.Response(200), max_url_length=limit))
+        limit, _client(lambda r: httpx2.Response(200), max_url_length=limit)
+    )
     endpoint = client.dialect.endpoint("list_availability")
     params = {"warehouse": "MainWarehouse"}
     chunks = client.chunk_numbers(endpoint, params, numbers)
     assert [n for chunk in chunks for n in chunk] == list(dict.fromkeys(numbers))
     for chunk in chunks:
-        url = httpx2.URL(client.dialect.base_url + endpoint.path,
-                         params={**params, "productNumbers": ",".join(chunk), "page": "99999",
-                                 "pageSize": "99999"})
+        url = httpx2.URL(
+            client.dialect.base_url + endpoint.path,
+            params={
+                **params,
+                "productNumbers": ",".join(chunk),
+                "page": "99999",
+                "pageSize": "99999",
+            },
+        )
         assert len(str(url)) <= limit or len(chunk) == 1
         assert unquote_plus(str(url).split("productNumbers=")[1].split("&")[0]) == ",".join(chunk)
 
@@ -315,13 +411,21 @@ def test_dialect_dates_and_custom_auth() -> None:
     dialect = Dialect.from_settings(settings.extend, auth=lambda: {"X-Signed": "abc"})
     moment = datetime(2024, 10, 15, 15, tzinfo=ZoneInfo("Europe/Stockholm"))
     assert dialect.format_datetime(moment) == "2024-10-15T13:00:00Z"
-    assert Dialect.from_settings(Settings().extend).format_datetime(moment.astimezone(UTC)) == \
-        "2024-10-15T15:00:00+02:00"
+    assert (
+        Dialect.from_settings(Settings().extend).format_datetime(moment.astimezone(UTC))
+        == "2024-10-15T15:00:00+02:00"
+    )
     with pytest.raises(ValueError, match="naive"):
         dialect.format_datetime(datetime(2024, 1, 1))
     assert dict(dialect.auth()) == {"X-Signed": "abc"}
-    moved = Settings(extend={"dialect": {"paths": {"cancel_order": "PUT /CustomerOrders/{orderNumber}/cancel"},
-                                         "rate_limit_groups": {"get_order": "heavy"}}})
+    moved = Settings(
+        extend={
+            "dialect": {
+                "paths": {"cancel_order": "PUT /CustomerOrders/{orderNumber}/cancel"},
+                "rate_limit_groups": {"get_order": "heavy"},
+            }
+        }
+    )
     d = Dialect.from_settings(moved.extend)
     assert d.endpoint("cancel_order").method == "PUT" and d.endpoint("get_order").group == "heavy"
     assert d.endpoint("cancel_order").render(orderNumber="A/1") == "/CustomerOrders/A%2F1/cancel"

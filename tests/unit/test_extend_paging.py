@@ -48,19 +48,30 @@ class FakeList:
             floor = (datetime.fromisoformat(since) - T0).total_seconds()
             rows = [r for r in rows if r[0] >= floor]
         total_pages = max(1, -(-len(rows) // self.page_size))
-        chunk = rows[(number - 1) * self.page_size: number * self.page_size]
-        return Page(items=[{"key": k, "changed": c} for c, k in chunk], page=number,
-                    page_size=self.page_size, total_count=len(rows), total_pages=total_pages)
+        chunk = rows[(number - 1) * self.page_size : number * self.page_size]
+        return Page(
+            items=[{"key": k, "changed": c} for c, k in chunk],
+            page=number,
+            page_size=self.page_size,
+            total_count=len(rows),
+            total_pages=total_pages,
+        )
 
 
 def _walk(page_size: int, extra_pages: int = 10_000) -> ChangeDateWalk:
-    return ChangeDateWalk(page_size=page_size, since_param="changedSince", format_since=lambda d: d.isoformat(),
-                          key=lambda item: item["key"],
-                          changed=lambda item: T0 + timedelta(seconds=item["changed"]), extra_pages=extra_pages)
+    return ChangeDateWalk(
+        page_size=page_size,
+        since_param="changedSince",
+        format_since=lambda d: d.isoformat(),
+        key=lambda item: item["key"],
+        changed=lambda item: T0 + timedelta(seconds=item["changed"]),
+        extra_pages=extra_pages,
+    )
 
 
-async def _collect_change_walk(fake: FakeList, page_size: int, *, since: datetime | None = T0,
-                               extra_pages: int = 10_000) -> list[tuple[str, int]]:
+async def _collect_change_walk(
+    fake: FakeList, page_size: int, *, since: datetime | None = T0, extra_pages: int = 10_000
+) -> list[tuple[str, int]]:
     out: list[tuple[str, int]] = []
     async for items in _walk(page_size, extra_pages).pages(fake.fetch, {}, since):
         out.extend((i["key"], i["changed"]) for i in items)
@@ -69,7 +80,9 @@ async def _collect_change_walk(fake: FakeList, page_size: int, *, since: datetim
 
 async def _collect_number_walk(fake: FakeList, page_size: int) -> list[tuple[str, int]]:
     out: list[tuple[str, int]] = []
-    async for items in PageNumberWalk(page_size=page_size).pages(fake.fetch, {"changedSince": T0.isoformat()}):
+    async for items in PageNumberWalk(page_size=page_size).pages(
+        fake.fetch, {"changedSince": T0.isoformat()}
+    ):
         out.extend((i["key"], i["changed"]) for i in items)
     return out
 
@@ -81,9 +94,13 @@ def test_page_numbers_lose_a_record_that_shifts_and_the_change_date_walk_does_no
             fake.touch("a")
 
     records = {"a": 1, "b": 2, "c": 3, "d": 4}
-    lost = asyncio.run(_collect_number_walk(FakeList(dict(records), 2, change_a_after_first_page), 2))
+    lost = asyncio.run(
+        _collect_number_walk(FakeList(dict(records), 2, change_a_after_first_page), 2)
+    )
     assert "c" not in {k for k, _ in lost}  # the failure mode the walk exists for
-    kept = asyncio.run(_collect_change_walk(FakeList(dict(records), 2, change_a_after_first_page), 2))
+    kept = asyncio.run(
+        _collect_change_walk(FakeList(dict(records), 2, change_a_after_first_page), 2)
+    )
     assert {k for k, _ in kept} == set(records)
     assert ("a", 1001) in kept  # and the changed record is read again, in its new version
 
@@ -113,7 +130,9 @@ def test_a_full_listing_asks_the_first_page_unfiltered_then_from_the_last_change
         return await original(params, number)
 
     async def run() -> list[str]:
-        return [i["key"] async for page in _walk(2).pages(fetch, {"warehouse": "W"}, None) for i in page]
+        return [
+            i["key"] async for page in _walk(2).pages(fetch, {"warehouse": "W"}, None) for i in page
+        ]
 
     assert asyncio.run(run()) == ["a", "b", "c"]
     assert asked[0] == {"warehouse": "W"}
@@ -121,7 +140,9 @@ def test_a_full_listing_asks_the_first_page_unfiltered_then_from_the_last_change
 
 
 @pytest.mark.parametrize("since", [T0, None], ids=["changed-since", "full"])
-def test_a_tie_many_pages_long_is_read_to_the_end_with_the_default_budget(since: datetime | None) -> None:
+def test_a_tie_many_pages_long_is_read_to_the_end_with_the_default_budget(
+    since: datetime | None,
+) -> None:
     # 300 records changed at one instant (a bulk stock move, an import), then 5 later ones. Inside a
     # tie the walk re-reads one page back per page; a budget counted in requests (pages + 20) ran
     # out in the middle, so every sweep stopped at the same record and its cursor stayed at the tie.
@@ -138,11 +159,17 @@ def test_a_server_that_ignores_the_page_number_is_left_after_the_idle_budget() -
     async def fetch(params: dict[str, str], number: int) -> Page:
         nonlocal calls
         calls += 1
-        return Page(items=[{"key": "a", "changed": 1}, {"key": "b", "changed": 1}], page=1, total_count=10,
-                    total_pages=5)
+        return Page(
+            items=[{"key": "a", "changed": 1}, {"key": "b", "changed": 1}],
+            page=1,
+            total_count=10,
+            total_pages=5,
+        )
 
     async def run() -> list[str]:
-        return [i["key"] async for page in _walk(2, extra_pages=3).pages(fetch, {}, T0) for i in page]
+        return [
+            i["key"] async for page in _walk(2, extra_pages=3).pages(fetch, {}, T0) for i in page
+        ]
 
     assert asyncio.run(run()) == ["a", "b"]
     assert calls <= 8
@@ -152,11 +179,14 @@ def test_a_server_that_ignores_the_page_number_is_left_after_the_idle_budget() -
 @given(
     stamps=st.lists(st.integers(0, 30), min_size=0, max_size=40),
     page_size=st.integers(1, 7),
-    changes=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 10_000), st.booleans()), max_size=25),
+    changes=st.lists(
+        st.tuples(st.integers(0, 60), st.integers(0, 10_000), st.booleans()), max_size=25
+    ),
     full=st.booleans(),
 )
-def test_change_date_walk_never_loses_a_record(stamps: list[int], page_size: int,
-                                               changes: list[tuple[int, int, bool]], full: bool) -> None:
+def test_change_date_walk_never_loses_a_record(
+    stamps: list[int], page_size: int, changes: list[tuple[int, int, bool]], full: bool
+) -> None:
     """Whatever changes or appears between pages, every record present at the start is yielded,
     and no (record, change date) is yielded twice; from a change date or over the whole list."""
     records = {f"k{i:03d}": c for i, c in enumerate(stamps)}
@@ -188,7 +218,7 @@ def test_walk_falls_back_to_page_numbers_when_unsorted() -> None:
 
     async def fetch(params: dict[str, str], number: int) -> Page:
         asked.append((params.get("changedSince"), number))
-        return Page(items=items[(number - 1) * 2: number * 2], page=number, total_pages=2)
+        return Page(items=items[(number - 1) * 2 : number * 2], page=number, total_pages=2)
 
     async def run() -> list[str]:
         out = []
@@ -207,7 +237,7 @@ def test_page_number_walk_without_totals_stops_on_short_page() -> None:
 
     async def fetch(params: dict[str, str], number: int) -> Page:
         numbers.append(number)
-        return Page(items=data[(number - 1) * 3: number * 3], page=number)
+        return Page(items=data[(number - 1) * 3 : number * 3], page=number)
 
     async def run() -> list[Any]:
         out: list[Any] = []
@@ -220,11 +250,15 @@ def test_page_number_walk_without_totals_stops_on_short_page() -> None:
 
 
 def test_envelopes() -> None:
-    page = BodyEnvelope().parse({"Items": [1], "page": 2, "pageSize": 1, "totalCount": 5, "totalPages": 5}, {},
-                                requested_page=2)
+    page = BodyEnvelope().parse(
+        {"Items": [1], "page": 2, "pageSize": 1, "totalCount": 5, "totalPages": 5},
+        {},
+        requested_page=2,
+    )
     assert (page.items, page.page, page.total_pages, page.total_count) == ([1], 2, 5, 5)
-    page = HeaderEnvelope().parse([1, 2], {"x-total-count": "9", "x-total-pages": "5", "x-page": "3"},
-                                  requested_page=3)
+    page = HeaderEnvelope().parse(
+        [1, 2], {"x-total-count": "9", "x-total-pages": "5", "x-page": "3"}, requested_page=3
+    )
     assert (page.items, page.page, page.total_pages, page.total_count) == ([1, 2], 3, 5, 9)
     with pytest.raises(EnvelopeError):
         BodyEnvelope().parse([1], {}, requested_page=1)

@@ -70,7 +70,8 @@ def test_every_package_imports_only_what_its_layer_allows() -> None:
     for path in sorted(ROOT.rglob("*.py")):
         package = _package(path)
         if package not in ALLOWED:
-            continue  # service.py, cli.py, demo/, config_file.py: the composition root may import anything
+            # service.py, cli.py, demo/, config_file.py: the composition root may import anything
+            continue
         for line, name in _imports(path):
             if name.startswith("extend_connector") and not _allowed(package, name):
                 problems.append(f"{path.relative_to(ROOT)}:{line} imports {name}")

@@ -25,10 +25,16 @@ from extend_connector.flows.orders import (
 from extend_connector.flows.retry import Failure, Verdict
 
 CALL = {"operation": "create_order", "method": "POST", "url": "http://x/CustomerOrders"}
-PAYLOAD = {"shopRef": "S-9", "currency": "SEK", "placedAt": "2024-10-15T15:00:00+02:00",
-           "lines": [{"productNumber": "A", "quantity": "2", "unitPrice": "10.678"},
-                     {"productNumber": "B", "quantity": "1", "warehouse": "GreenWarehouse"},
-                     {"productNumber": "C", "quantity": "3", "unitPrice": "0.10"}]}
+PAYLOAD = {
+    "shopRef": "S-9",
+    "currency": "SEK",
+    "placedAt": "2024-10-15T15:00:00+02:00",
+    "lines": [
+        {"productNumber": "A", "quantity": "2", "unitPrice": "10.678"},
+        {"productNumber": "B", "quantity": "1", "warehouse": "GreenWarehouse"},
+        {"productNumber": "C", "quantity": "3", "unitPrice": "0.10"},
+    ],
+}
 
 
 def test_backoff_is_capped_and_honours_retry_after() -> None:
@@ -40,8 +46,9 @@ def test_backoff_is_capped_and_honours_retry_after() -> None:
 def test_payload_to_order_keeps_shop_prices_and_drops_cancelled_lines() -> None:
     lines = active_line_numbers(PAYLOAD, {"lines": [2]})
     assert lines == [1, 3]
-    order = order_from_payload(PAYLOAD, customer_number="WEB", line_numbers=lines,
-                               placed_fallback=datetime.now(UTC))
+    order = order_from_payload(
+        PAYLOAD, customer_number="WEB", line_numbers=lines, placed_fallback=datetime.now(UTC)
+    )
     assert [line.product_number for line in order.lines] == ["A", "C"]
     assert order.lines[0].unit_price == Decimal("10.678")
     body = order_body(order, customer_number="WEB", default_warehouse="MainWarehouse")
@@ -60,14 +67,22 @@ def test_canonical_ignores_key_order_only() -> None:
     assert canonical({"a": 1}) != canonical({"a": "1"})
 
 
-@pytest.mark.parametrize(("error", "ambiguous"), [
-    (OutcomeUnknown("lost", **CALL), True),  # sent, answer lost: Extend may have the order
-    (TechnicalFailure("boom", status=500, **CALL), True),  # a 5xx may come after the insert
-    (TechnicalFailure("refused", **CALL), False),  # not sent (connect error)
-    (Throttled("slow down", status=429, retry_after=3.0, **CALL), False),  # refused before processing
-    (AccessDenied("who", status=401, **CALL), False),
-])
-def test_which_failures_make_the_next_attempt_look_up_first(error: Exception, ambiguous: bool) -> None:
+@pytest.mark.parametrize(
+    ("error", "ambiguous"),
+    [
+        (OutcomeUnknown("lost", **CALL), True),  # sent, answer lost: Extend may have the order
+        (TechnicalFailure("boom", status=500, **CALL), True),  # a 5xx may come after the insert
+        (TechnicalFailure("refused", **CALL), False),  # not sent (connect error)
+        (
+            Throttled("slow down", status=429, retry_after=3.0, **CALL),
+            False,
+        ),  # refused before processing
+        (AccessDenied("who", status=401, **CALL), False),
+    ],
+)
+def test_which_failures_make_the_next_attempt_look_up_first(
+    error: Exception, ambiguous: bool
+) -> None:
     outcome = _outcome_of(error, looked_up=False)  # type: ignore[arg-type]
     assert outcome["outcome"] == "retry"
     assert outcome["ambiguous"] is ambiguous
@@ -83,7 +98,9 @@ def test_throttled_waits_as_told() -> None:
 def test_a_conflict_answering_the_look_up_keeps_the_order_queued() -> None:
     # `retry.decide` parks a BusinessConflict; a submit only parks one answering its POST (after
     # a look-up found nothing). Anywhere else the order stays queued and is looked up again.
-    failure = Failure.from_json(_outcome_of(BusinessConflict("busy", status=409, **CALL), looked_up=True))
+    failure = Failure.from_json(
+        _outcome_of(BusinessConflict("busy", status=409, **CALL), looked_up=True)
+    )
     assert failure.verdict is Verdict.RETRY
     assert failure.ambiguous is True
 

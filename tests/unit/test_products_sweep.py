@@ -25,8 +25,12 @@ class Recorder(NullProgress):
         self.pages.append((pages, records))
 
 
-def _run(items: list[Listed], stored: dict[str, datetime | None], gone: set[str] = frozenset(),  # type: ignore[assignment]
-         batch_size: int = 3) -> tuple[datetime | None, list[str], list[list[str]], Recorder]:
+def _run(
+    items: list[Listed],
+    stored: dict[str, datetime | None],
+    gone: set[str] = frozenset(),  # type: ignore[assignment]
+    batch_size: int = 3,
+) -> tuple[datetime | None, list[str], list[list[str]], Recorder]:
     fetched: list[str] = []
     applied: list[list[str]] = []
     progress = Recorder()
@@ -44,8 +48,16 @@ def _run(items: list[Listed], stored: dict[str, datetime | None], gone: set[str]
         applied.append(records)
         return ["updated"] * len(records)
 
-    latest = asyncio.run(list_then_fetch(listing(), stored_changed=lambda keys: {k: stored[k] for k in keys if k in stored},
-                                         fetch=fetch, apply=apply, tally=tally, batch_size=batch_size))
+    latest = asyncio.run(
+        list_then_fetch(
+            listing(),
+            stored_changed=lambda keys: {k: stored[k] for k in keys if k in stored},
+            fetch=fetch,
+            apply=apply,
+            tally=tally,
+            batch_size=batch_size,
+        )
+    )
     return latest, fetched, applied, progress
 
 
@@ -62,7 +74,11 @@ def test_only_records_whose_change_date_differs_are_fetched() -> None:
 
 
 def test_a_record_listed_twice_in_a_batch_is_fetched_once_and_a_vanished_one_is_skipped() -> None:
-    items = [Listed(key="A", changed_at=T0), Listed(key="A", changed_at=T0), Listed(key="B", changed_at=T0)]
+    items = [
+        Listed(key="A", changed_at=T0),
+        Listed(key="A", changed_at=T0),
+        Listed(key="B", changed_at=T0),
+    ]
     _latest, fetched, applied, progress = _run(items, {}, gone={"B"})
     assert fetched == ["A", "B"]
     assert applied == [["A"]]
@@ -101,6 +117,12 @@ def test_tally_counts_listings_running_at_the_same_time() -> None:
 
 def test_content_hash_ignores_the_change_date_only() -> None:
     a = Product(product_number="P1", name="Chair", changed_at=T0)
-    assert content_hash(a) == content_hash(Product(product_number="P1", name="Chair", changed_at=T0 + timedelta(days=1)))
-    assert content_hash(a) != content_hash(Product(product_number="P1", name="Chair", changed_at=T0, phase_out=True))
-    assert content_hash(a) != content_hash(Product(product_number="P1", name="Chair!", changed_at=T0))
+    assert content_hash(a) == content_hash(
+        Product(product_number="P1", name="Chair", changed_at=T0 + timedelta(days=1))
+    )
+    assert content_hash(a) != content_hash(
+        Product(product_number="P1", name="Chair", changed_at=T0, phase_out=True)
+    )
+    assert content_hash(a) != content_hash(
+        Product(product_number="P1", name="Chair!", changed_at=T0)
+    )

@@ -17,15 +17,23 @@ from extend_connector.extend.ratelimit import FLEET_WARNING_INTERVAL_SECONDS
 from extend_connector.settings import Settings
 
 LIMITS = {"standard": (300, 60.0), "heavy": (60, 60.0), "write": (120, 60.0)}
-HEADERS = {"limit_header": "x-ratelimit-limit", "remaining_header": "x-ratelimit-remaining",
-           "reset_header": "x-ratelimit-reset"}
+HEADERS = {
+    "limit_header": "x-ratelimit-limit",
+    "remaining_header": "x-ratelimit-remaining",
+    "reset_header": "x-ratelimit-reset",
+}
 
 
 class FakeFleet:
     """Hands out the waits it is given and records every call."""
 
-    def __init__(self, waits: list[float] | None = None, *, error: Exception | None = None,
-                 hang: bool = False) -> None:
+    def __init__(
+        self,
+        waits: list[float] | None = None,
+        *,
+        error: Exception | None = None,
+        hang: bool = False,
+    ) -> None:
         self.waits = list(waits or [])
         self.error = error
         self.hang = hang
@@ -76,8 +84,11 @@ def test_fleet_wait_adds_to_local_header_pacing() -> None:
     time = FakeTime()
     fleet = FakeFleet([1.0])
     budget = _budget(time, fleet)
-    budget.observe("heavy", {"x-ratelimit-limit": "60", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "4"},
-                   **HEADERS)
+    budget.observe(
+        "heavy",
+        {"x-ratelimit-limit": "60", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "4"},
+        **HEADERS,
+    )
     waited = asyncio.run(budget.acquire("heavy"))
     # 1 s for the fleet slot, then this process still waits for the reset its headers announced.
     assert time.slept[0] == 1.0
@@ -91,7 +102,10 @@ def test_the_limit_extend_announces_replaces_the_configured_one() -> None:
     budget.observe("heavy", {"x-ratelimit-limit": "100", "x-ratelimit-remaining": "99"}, **HEADERS)
     asyncio.run(budget.acquire("heavy"))
     asyncio.run(budget.acquire("write"))
-    assert fleet.reserved == [("heavy", pytest.approx(80.0), 60.0), ("write", pytest.approx(96.0), 60.0)]
+    assert fleet.reserved == [
+        ("heavy", pytest.approx(80.0), 60.0),
+        ("write", pytest.approx(96.0), 60.0),
+    ]
 
 
 def test_a_group_without_a_known_limit_is_not_reserved() -> None:
@@ -105,16 +119,31 @@ def test_a_group_without_a_known_limit_is_not_reserved() -> None:
 def test_a_429_blocks_the_fleet_for_retry_after() -> None:
     time = FakeTime()
     fleet = FakeFleet()
-    answers = [httpx2.Response(429, json={"errorType": "Technical", "code": "TooMany"},
-                               headers={"retry-after": "6", "x-ratelimit-limit": "300"}),
-               httpx2.Response(200, content=json.dumps({"productNumber": "P1", "productName": "x",
-                                                        "changedDate": "2024-10-15T15:00:00Z"}).encode())]
+    answers = [
+        httpx2.Response(
+            429,
+            json={"errorType": "Technical", "code": "TooMany"},
+            headers={"retry-after": "6", "x-ratelimit-limit": "300"},
+        ),
+        httpx2.Response(
+            200,
+            content=json.dumps(
+                {"productNumber": "P1", "productName": "x", "changedDate": "2024-10-15T15:00:00Z"}
+            ).encode(),
+        ),
+    ]
     settings = Settings(extend={"base_url": "http://extend.localhost/api"})
     budget = _budget(time, fleet)
-    client = ExtendClient(dialect=Dialect.from_settings(settings.extend), default_warehouse="MainWarehouse",
-                          default_customer_number="WEB",
-                          transport=httpx2.MockTransport(lambda request: answers.pop(0)), budget=budget,
-                          retry=RetryPolicy(random=lambda: 0.5), sleep=time.sleep, clock=time.clock)
+    client = ExtendClient(
+        dialect=Dialect.from_settings(settings.extend),
+        default_warehouse="MainWarehouse",
+        default_customer_number="WEB",
+        transport=httpx2.MockTransport(lambda request: answers.pop(0)),
+        budget=budget,
+        retry=RetryPolicy(random=lambda: 0.5),
+        sleep=time.sleep,
+        clock=time.clock,
+    )
 
     async def run() -> None:
         async with client:
@@ -172,11 +201,17 @@ def test_detach_only_removes_the_bucket_still_attached() -> None:
     assert first.reserved == second.reserved == []
 
 
-@pytest.mark.parametrize(("failure", "released"), [
-    (httpx2.RemoteProtocolError("Server disconnected without sending a response."), True),  # dropped
-    (httpx2.ConnectError("connection refused"), True),  # never sent
-    (httpx2.ReadTimeout("timed out"), False),  # Extend may have counted (and be processing) it
-])
+@pytest.mark.parametrize(
+    ("failure", "released"),
+    [
+        (
+            httpx2.RemoteProtocolError("Server disconnected without sending a response."),
+            True,
+        ),  # dropped
+        (httpx2.ConnectError("connection refused"), True),  # never sent
+        (httpx2.ReadTimeout("timed out"), False),  # Extend may have counted (and be processing) it
+    ],
+)
 def test_a_call_that_got_no_answer_gives_its_slot_back(failure: Exception, released: bool) -> None:
     time = FakeTime()
     fleet = FakeFleet()
@@ -186,11 +221,21 @@ def test_a_call_that_got_no_answer_gives_its_slot_back(failure: Exception, relea
 
     settings = Settings(extend={"base_url": "http://extend.localhost/api"})
     budget = _budget(time, fleet)
-    budget.observe("standard", {"x-ratelimit-limit": "300", "x-ratelimit-remaining": "10",
-                                "x-ratelimit-reset": "30"}, **HEADERS)
-    client = ExtendClient(dialect=Dialect.from_settings(settings.extend), default_warehouse="MainWarehouse",
-                          default_customer_number="WEB", transport=httpx2.MockTransport(handler), budget=budget,
-                          retry=RetryPolicy(max_attempts=1), sleep=time.sleep, clock=time.clock)
+    budget.observe(
+        "standard",
+        {"x-ratelimit-limit": "300", "x-ratelimit-remaining": "10", "x-ratelimit-reset": "30"},
+        **HEADERS,
+    )
+    client = ExtendClient(
+        dialect=Dialect.from_settings(settings.extend),
+        default_warehouse="MainWarehouse",
+        default_customer_number="WEB",
+        transport=httpx2.MockTransport(handler),
+        budget=budget,
+        retry=RetryPolicy(max_attempts=1),
+        sleep=time.sleep,
+        clock=time.clock,
+    )
 
     async def run() -> None:
         async with client:

@@ -17,8 +17,11 @@ from extend_connector.extend import Dialect, ExtendClient, RateBudget, RetryPoli
 from extend_connector.extend.ratelimit import UNKNOWN_RESET_SECONDS
 from extend_connector.settings import Settings
 
-HEADERS = {"limit_header": "x-ratelimit-limit", "remaining_header": "x-ratelimit-remaining",
-           "reset_header": "x-ratelimit-reset"}
+HEADERS = {
+    "limit_header": "x-ratelimit-limit",
+    "remaining_header": "x-ratelimit-remaining",
+    "reset_header": "x-ratelimit-reset",
+}
 # No budget wait may be longer than this in these tests (the longest reset any answer gave).
 BOUND = 10.0
 
@@ -113,18 +116,34 @@ def test_a_client_whose_calls_are_all_dropped_keeps_calling_extend() -> None:
     def handler(request: httpx2.Request) -> httpx2.Response:
         sent.append(request.url.path)
         if len(sent) == 1:
-            return httpx2.Response(200, json={"productNumber": "P1", "productName": "x",
-                                              "changedDate": "2024-10-15T15:00:00Z"},
-                                   headers={"x-ratelimit-limit": "5", "x-ratelimit-remaining": "4",
-                                            "x-ratelimit-reset": "1"})
-        raise httpx2.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+            return httpx2.Response(
+                200,
+                json={
+                    "productNumber": "P1",
+                    "productName": "x",
+                    "changedDate": "2024-10-15T15:00:00Z",
+                },
+                headers={
+                    "x-ratelimit-limit": "5",
+                    "x-ratelimit-remaining": "4",
+                    "x-ratelimit-reset": "1",
+                },
+            )
+        raise httpx2.RemoteProtocolError(
+            "Server disconnected without sending a response.", request=request
+        )
 
     settings = Settings(extend={"base_url": "http://extend.localhost/api"})
-    client = ExtendClient(dialect=Dialect.from_settings(settings.extend), default_warehouse="MainWarehouse",
-                          default_customer_number="WEB", transport=httpx2.MockTransport(handler),
-                          budget=RateBudget(clock=time.clock, sleep=time.sleep),
-                          retry=RetryPolicy(random=lambda: 0.5, max_attempts=3), sleep=time.sleep,
-                          clock=time.clock)
+    client = ExtendClient(
+        dialect=Dialect.from_settings(settings.extend),
+        default_warehouse="MainWarehouse",
+        default_customer_number="WEB",
+        transport=httpx2.MockTransport(handler),
+        budget=RateBudget(clock=time.clock, sleep=time.sleep),
+        retry=RetryPolicy(random=lambda: 0.5, max_attempts=3),
+        sleep=time.sleep,
+        clock=time.clock,
+    )
 
     async def run() -> int:
         failed = 0

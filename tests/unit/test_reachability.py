@@ -46,9 +46,18 @@ def test_a_call_hanging_on_the_wire_turns_reachability_false_until_an_answer() -
 
 
 def test_the_latest_outcome_of_any_process_decides() -> None:
-    up = View(last_success_at=T0 + timedelta(seconds=5), last_failure_at=T0, last_error="old", pending_since=None)
-    down = View(last_success_at=T0, last_failure_at=T0 + timedelta(seconds=6), last_error="dropped",
-                pending_since=None)
+    up = View(
+        last_success_at=T0 + timedelta(seconds=5),
+        last_failure_at=T0,
+        last_error="old",
+        pending_since=None,
+    )
+    down = View(
+        last_success_at=T0,
+        last_failure_at=T0 + timedelta(seconds=6),
+        last_error="dropped",
+        pending_since=None,
+    )
     assert combine([up], now=T0 + timedelta(seconds=7)).reachable
     state = combine([up, down], now=T0 + timedelta(seconds=7))
     assert not state.reachable and state.last_error == "dropped"
@@ -60,15 +69,31 @@ def test_a_stopped_process_pending_call_is_ignored() -> None:
     now = T0 + timedelta(seconds=100)
     hung = View(last_success_at=None, last_failure_at=None, last_error=None, pending_since=T0)
     assert not combine([hung], now=now).reachable
-    assert combine([View(last_success_at=None, last_failure_at=None, last_error=None, pending_since=T0,
-                         live=False)], now=now).reachable
+    assert combine(
+        [
+            View(
+                last_success_at=None,
+                last_failure_at=None,
+                last_error=None,
+                pending_since=T0,
+                live=False,
+            )
+        ],
+        now=now,
+    ).reachable
 
 
 def _client(handler: httpx2.MockTransport, observer: Reachability) -> ExtendClient:
     settings = Settings(extend={"base_url": "http://extend.localhost/api"})
-    return ExtendClient(dialect=Dialect.from_settings(settings.extend), default_warehouse="MainWarehouse",
-                        default_customer_number="WEB", transport=handler, budget=RateBudget(),
-                        retry=RetryPolicy(max_attempts=1), observer=observer)
+    return ExtendClient(
+        dialect=Dialect.from_settings(settings.extend),
+        default_warehouse="MainWarehouse",
+        default_customer_number="WEB",
+        transport=handler,
+        budget=RateBudget(),
+        retry=RetryPolicy(max_attempts=1),
+        observer=observer,
+    )
 
 
 def test_every_client_call_feeds_reachability() -> None:
@@ -76,7 +101,10 @@ def test_every_client_call_feeds_reachability() -> None:
         httpx2.RemoteProtocolError("Server disconnected without sending a response."),
         httpx2.Response(404, json={"errorType": "Validation", "code": "NotFound"}),
         httpx2.Response(503, json={"errorType": "Technical", "code": "Maintenance"}),
-        httpx2.Response(200, json={"productNumber": "P1", "productName": "x", "changedDate": "2024-10-15T15:00:00Z"}),
+        httpx2.Response(
+            200,
+            json={"productNumber": "P1", "productName": "x", "changedDate": "2024-10-15T15:00:00Z"},
+        ),
     ]
 
     def handler(request: httpx2.Request) -> httpx2.Response:
@@ -110,8 +138,10 @@ def test_a_hanging_call_is_pending_while_it_hangs() -> None:
 
     async def hang(request: httpx2.Request) -> httpx2.Response:
         await release.wait()
-        return httpx2.Response(200, json={"productNumber": "P1", "productName": "x",
-                                          "changedDate": "2024-10-15T15:00:00Z"})
+        return httpx2.Response(
+            200,
+            json={"productNumber": "P1", "productName": "x", "changedDate": "2024-10-15T15:00:00Z"},
+        )
 
     async def run() -> None:
         async with _client(httpx2.MockTransport(hang), r) as client:

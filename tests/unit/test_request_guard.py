@@ -12,11 +12,15 @@ from starlette.requests import Request
 
 from extend_connector.api.guard import GuardLimits, RequestGuard
 
-LIMITS = GuardLimits(shop_token=b"tok", max_body_bytes=100, webhook_max_body_bytes=1000, body_timeout_seconds=0.2)
+LIMITS = GuardLimits(
+    shop_token=b"tok", max_body_bytes=100, webhook_max_body_bytes=1000, body_timeout_seconds=0.2
+)
 Message = dict[str, Any]
 
 
-def scope(path: str, *, token: str | None = "tok", length: int | None = None, chunked: bool = False) -> dict[str, Any]:
+def scope(
+    path: str, *, token: str | None = "tok", length: int | None = None, chunked: bool = False
+) -> dict[str, Any]:
     headers = []
     if token is not None:
         headers.append((b"authorization", f"Bearer {token}".encode()))
@@ -45,7 +49,11 @@ class Client:
         piece = self.pieces.pop(0)
         if piece is None:
             await asyncio.Event().wait()
-        return {"type": "http.request", "body": piece, "more_body": bool(self.pieces) or self.disconnect}
+        return {
+            "type": "http.request",
+            "body": piece,
+            "more_body": bool(self.pieces) or self.disconnect,
+        }
 
     async def send(self, message: Message) -> None:
         self.sent.append(message)
@@ -118,8 +126,9 @@ def test_a_body_that_stalls_gets_408() -> None:
     assert client.headers[b"connection"] == b"close"
 
 
-def test_a_client_leaving_mid_body_is_one_log_line(caplog: pytest.LogCaptureFixture,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_client_leaving_mid_body_is_one_log_line(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
     client = Client(b"x" * 10, disconnect=True)
     run(scope("/webhooks/extend", length=50), client)  # the route would raise ClientDisconnect
     out = capsys.readouterr().out + caplog.text

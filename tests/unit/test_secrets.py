@@ -40,7 +40,9 @@ def _cfg(tmp_path: Path, text: str) -> Path:
 
 def _check(cfg: Path, command: str = "check") -> tuple[int, str]:
     result = CliRunner().invoke(main, ["--config", str(cfg), command], catch_exceptions=False)
-    return result.exit_code, result.output + (result.stderr if result.stderr_bytes is not None else "")
+    return result.exit_code, result.output + (
+        result.stderr if result.stderr_bytes is not None else ""
+    )
 
 
 # --- secrets are never printed ------------------------------------------------------------------
@@ -62,11 +64,23 @@ def test_check_shows_the_extend_url_without_its_credentials(tmp_path: Path) -> N
     assert "erp-user:***@127.0.0.1:8765/api" in out
 
 
-@pytest.mark.parametrize(("toml", "setting"), [
-    ('[store]\ndatabase_url = "postgres://app:s3cret-pw@db.internal/shop"\n', "store.database_url"),
-    ('[extend]\nbase_url = "htp://erp-user:s3cret-pw@erp.example.com/api"\n', "extend.base_url"),
-    ('[webshop]\nwebhook_url = "ftp://shop:s3cret-pw@shop.example.com/hook"\n', "webshop.webhook_url"),
-])
+@pytest.mark.parametrize(
+    ("toml", "setting"),
+    [
+        (
+            '[store]\ndatabase_url = "postgres://app:s3cret-pw@db.internal/shop"\n',
+            "store.database_url",
+        ),
+        (
+            '[extend]\nbase_url = "htp://erp-user:s3cret-pw@erp.example.com/api"\n',
+            "extend.base_url",
+        ),
+        (
+            '[webshop]\nwebhook_url = "ftp://shop:s3cret-pw@shop.example.com/hook"\n',
+            "webshop.webhook_url",
+        ),
+    ],
+)
 def test_a_bad_url_is_echoed_without_its_password(tmp_path: Path, toml: str, setting: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(_cfg(tmp_path, toml), env=False)
@@ -87,7 +101,12 @@ def test_check_never_shows_a_secret_value(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, OWN_SECRETS)
     code, out = _check(cfg)
     assert code == 0, out
-    for value in ("own-extend-token", "own-extend-webhook-secret", "own-shop-token-0123456789", OWN_WHSEC):
+    for value in (
+        "own-extend-token",
+        "own-extend-webhook-secret",
+        "own-shop-token-0123456789",
+        OWN_WHSEC,
+    ):
         assert value not in out
 
 
@@ -103,7 +122,9 @@ EMPTY = [
 
 
 @pytest.mark.parametrize(("loc", "toml"), EMPTY, ids=[".".join(loc) for loc, _ in EMPTY])
-def test_an_empty_secret_is_refused_naming_the_setting(tmp_path: Path, loc: tuple[str, str], toml: str) -> None:
+def test_an_empty_secret_is_refused_naming_the_setting(
+    tmp_path: Path, loc: tuple[str, str], toml: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(_cfg(tmp_path, toml), env=False)
     message = str(info.value)
@@ -113,8 +134,9 @@ def test_an_empty_secret_is_refused_naming_the_setting(tmp_path: Path, loc: tupl
 
 
 @pytest.mark.parametrize("command", ["check", "run", "status"])
-def test_every_command_refuses_an_empty_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                               command: str) -> None:
+def test_every_command_refuses_an_empty_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
     import extend_connector.service
 
     def started(*_: object, **__: object) -> None:
@@ -137,7 +159,9 @@ def test_an_empty_webhook_secret_is_allowed_when_verification_is_off(tmp_path: P
 def test_an_empty_env_secret_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("EXTEND_CONNECTOR_EXTEND__API_TOKEN", "")
-    with pytest.raises(ConfigError, match=r"extend\.api_token \[env EXTEND_CONNECTOR_EXTEND__API_TOKEN\]"):
+    with pytest.raises(
+        ConfigError, match=r"extend\.api_token \[env EXTEND_CONNECTOR_EXTEND__API_TOKEN\]"
+    ):
         load_settings()
 
 
@@ -149,7 +173,12 @@ EXPOSED = [
     '[server]\nhost = "192.168.1.20"\n',
     '[webshop]\nwebhook_url = "https://shop.example.com/hooks/extend"\n',
 ]
-PUBLIC_SETTINGS = ("extend.api_token", "extend.webhook_secret", "webshop.api_token", "webshop.webhook_secret")
+PUBLIC_SETTINGS = (
+    "extend.api_token",
+    "extend.webhook_secret",
+    "webshop.api_token",
+    "webshop.webhook_secret",
+)
 
 
 @pytest.mark.parametrize("toml", EXPOSED)
@@ -169,15 +198,19 @@ def test_public_default_secrets_are_refused_outside_loopback(tmp_path: Path, tom
 def test_own_secrets_start_outside_loopback(tmp_path: Path, toml: str) -> None:
     section, _, rest = toml.partition("\n")
     # Merge the exposing setting into the own-secrets file (TOML forbids a repeated table).
-    text = OWN_SECRETS.replace(f"{section}\n", f"{section}\n{rest}", 1) if section in OWN_SECRETS \
+    text = (
+        OWN_SECRETS.replace(f"{section}\n", f"{section}\n{rest}", 1)
+        if section in OWN_SECRETS
         else OWN_SECRETS + toml
+    )
     code, out = _check(_cfg(tmp_path, text))
     assert code == 0, out
 
 
 def test_one_public_secret_outside_loopback_is_named_alone(tmp_path: Path) -> None:
     text = OWN_SECRETS.replace('api_token = "own-extend-token"', 'api_token = "sim-token"').replace(
-        "[extend]\n", '[extend]\nbase_url = "https://erp.example.com/api"\n')
+        "[extend]\n", '[extend]\nbase_url = "https://erp.example.com/api"\n'
+    )
     code, out = _check(_cfg(tmp_path, text))
     assert code == EXIT_CONFIG
     assert "extend.api_token" in out
@@ -188,12 +221,20 @@ def test_the_demo_secrets_are_public_too(tmp_path: Path) -> None:
     from extend_connector.demo import stack
     from extend_connector.simulator.config import SimulatorConfig, WebhookRegistration
 
-    known = {SimulatorConfig().token, WebhookRegistration(callback_url="http://x").secret,
-             stack.WEBHOOK_SECRET, stack.SHOP_TOKEN, stack.SHOP_WEBHOOK_SECRET}
+    known = {
+        SimulatorConfig().token,
+        WebhookRegistration(callback_url="http://x").secret,
+        stack.WEBHOOK_SECRET,
+        stack.SHOP_TOKEN,
+        stack.SHOP_WEBHOOK_SECRET,
+    }
     assert known <= PUBLIC_SECRETS
-    text = (f'[server]\nhost = "0.0.0.0"\n[extend]\napi_token = "own-extend-token"\n'
-            f'webhook_secret = "{stack.WEBHOOK_SECRET}"\n'
-            f'[webshop]\napi_token = "{stack.SHOP_TOKEN}"\nwebhook_secret = "{stack.SHOP_WEBHOOK_SECRET}"\n')
+    text = (
+        f'[server]\nhost = "0.0.0.0"\n[extend]\napi_token = "own-extend-token"\n'
+        f'webhook_secret = "{stack.WEBHOOK_SECRET}"\n'
+        f'[webshop]\napi_token = "{stack.SHOP_TOKEN}"\nwebhook_secret = '
+        f'"{stack.SHOP_WEBHOOK_SECRET}"\n'
+    )
     with pytest.raises(ConfigError) as info:
         load_settings(_cfg(tmp_path, text), env=False)
     message = str(info.value)
@@ -201,12 +242,21 @@ def test_the_demo_secrets_are_public_too(tmp_path: Path) -> None:
     assert "webshop.webhook_secret" in message and "extend.api_token" not in message
 
 
-@pytest.mark.parametrize(("replace", "setting"), [
-    ('api_token = "own-shop-token-0123456789"', "webshop.api_token"),
-    (f'webhook_secret = "{OWN_WHSEC}"', "webshop.webhook_secret"),
-])
-def test_a_short_shop_secret_is_refused_outside_loopback(tmp_path: Path, replace: str, setting: str) -> None:
-    short = 'api_token = "short-token"' if "api_token" in replace else 'webhook_secret = "whsec_c2hvcnQ="'
+@pytest.mark.parametrize(
+    ("replace", "setting"),
+    [
+        ('api_token = "own-shop-token-0123456789"', "webshop.api_token"),
+        (f'webhook_secret = "{OWN_WHSEC}"', "webshop.webhook_secret"),
+    ],
+)
+def test_a_short_shop_secret_is_refused_outside_loopback(
+    tmp_path: Path, replace: str, setting: str
+) -> None:
+    short = (
+        'api_token = "short-token"'
+        if "api_token" in replace
+        else 'webhook_secret = "whsec_c2hvcnQ="'
+    )
     text = '[server]\nhost = "0.0.0.0"\n' + OWN_SECRETS.replace(replace, short)
     with pytest.raises(ConfigError) as info:
         load_settings(_cfg(tmp_path, text), env=False)
@@ -219,17 +269,28 @@ def test_a_short_shop_secret_is_refused_outside_loopback(tmp_path: Path, replace
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"])
 def test_defaults_on_loopback_still_start(tmp_path: Path, host: str) -> None:
     url_host = host if host.startswith("[") or ":" not in host else f"[{host}]"
-    text = (f'[server]\nhost = "{host.strip("[]")}"\n'
-            f'[extend]\nbase_url = "http://{url_host}:8765/api"\n'
-            f'[webshop]\nwebhook_url = "http://{url_host}:9000/hook"\n')
+    text = (
+        f'[server]\nhost = "{host.strip("[]")}"\n'
+        f'[extend]\nbase_url = "http://{url_host}:8765/api"\n'
+        f'[webshop]\nwebhook_url = "http://{url_host}:9000/hook"\n'
+    )
     assert load_settings(_cfg(tmp_path, text), env=False)
     assert EmbeddedSettings()
 
 
 def test_init_for_a_real_extend_says_which_secrets_to_set(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
-    result = CliRunner().invoke(main, ["init", "--path", str(path), "--non-interactive",
-                                       "--base-url", "https://erp.example.com/api"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "init",
+            "--path",
+            str(path),
+            "--non-interactive",
+            "--base-url",
+            "https://erp.example.com/api",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert path.exists()
     assert "extend.api_token" in result.output and "webshop.webhook_secret" in result.output

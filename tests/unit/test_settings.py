@@ -49,8 +49,18 @@ BAD_VALUES: list[tuple[tuple[str, ...], str, object, str]] = [
     (("extend", "dialect"), "timezone", "Mars/Olympus", "IANA time zone"),
     (("extend", "dialect"), "ordered_by_change_date", "often", "valid boolean"),
     (("extend", "dialect"), "paths", {"get_order": "GET /CustomerOrders"}, "{orderNumber}"),
-    (("extend", "dialect"), "rate_limit_groups", {"fetch_all": "heavy"}, "operation -> non-empty group"),
-    (("extend", "dialect"), "rate_limits", {"standard": "300 per minute"}, "`standard`: expected `LIMIT/SECONDS`"),
+    (
+        ("extend", "dialect"),
+        "rate_limit_groups",
+        {"fetch_all": "heavy"},
+        "operation -> non-empty group",
+    ),
+    (
+        ("extend", "dialect"),
+        "rate_limits",
+        {"standard": "300 per minute"},
+        "`standard`: expected `LIMIT/SECONDS`",
+    ),
     (("webshop",), "adapter", "shopify", "'headless'"),
     (("webshop",), "api_token", 5, "valid string"),
     (("webshop",), "webhook_url", "ftp://x", "URL scheme should be 'http' or 'https'"),
@@ -133,11 +143,19 @@ def _toml(data: dict[str, object], prefix: str = "") -> str:
     return out
 
 
-@pytest.mark.parametrize(("path", "name", "value", "expect"), BAD_VALUES,
-                         ids=[".".join((*p, n)) for p, n, _, _ in BAD_VALUES])
-def test_bad_value_in_file_names_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             path: tuple[str, ...], name: str, value: object,
-                                             expect: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "name", "value", "expect"),
+    BAD_VALUES,
+    ids=[".".join((*p, n)) for p, n, _, _ in BAD_VALUES],
+)
+def test_bad_value_in_file_names_the_setting(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    path: tuple[str, ...],
+    name: str,
+    value: object,
+    expect: str,
+) -> None:
     monkeypatch.chdir(tmp_path)
     cfg = tmp_path / "c.toml"
     cfg.write_text(_toml(_nest(path, name, value)))
@@ -152,7 +170,9 @@ def test_bad_value_in_file_names_the_setting(tmp_path: Path, monkeypatch: pytest
         assert repr(value) not in message.split("[env")[1]
 
 
-def test_env_overrides_file_and_splits_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_overrides_file_and_splits_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('[extend]\nwarehouses = ["A"]\nwebhook_secret = "from-file"\n')
     monkeypatch.setenv("EXTEND_CONNECTOR_EXTEND__WEBHOOK_SECRET", "from-env")
@@ -206,18 +226,31 @@ def test_rate_limits_merge_with_defaults_and_cover_every_group(tmp_path: Path) -
     cfg = tmp_path / "c.toml"
     cfg.write_text('[extend.dialect.rate_limits]\nstandard = "20/2"\n')
     s = load_settings(cfg, env=False)
-    assert s.extend.dialect.parsed_rate_limits == {"standard": (20, 2.0), "heavy": (60, 60.0), "write": (120, 60.0)}
-    for bad, words in (('"0/60"', "limit >= 1"), ('"10/0"', "seconds > 0"), ('"10"', "LIMIT/SECONDS")):
+    assert s.extend.dialect.parsed_rate_limits == {
+        "standard": (20, 2.0),
+        "heavy": (60, 60.0),
+        "write": (120, 60.0),
+    }
+    for bad, words in (
+        ('"0/60"', "limit >= 1"),
+        ('"10/0"', "seconds > 0"),
+        ('"10"', "LIMIT/SECONDS"),
+    ):
         cfg.write_text(f"[extend.dialect.rate_limits]\nheavy = {bad}\n")
         with pytest.raises(ConfigError, match=r"extend\.dialect\.rate_limits") as info:
             load_settings(cfg, env=False)
         assert words in str(info.value)
     # A group named in rate_limit_groups needs a limit.
     cfg.write_text('[extend.dialect.rate_limit_groups]\nget_order = "orders"\n')
-    with pytest.raises(ConfigError, match=r"extend\.dialect\.rate_limits .*group\(s\) orders used in rate_limit_groups"):
+    with pytest.raises(
+        ConfigError,
+        match=r"extend\.dialect\.rate_limits .*group\(s\) orders used in rate_limit_groups",
+    ):
         load_settings(cfg, env=False)
-    cfg.write_text('[extend.dialect.rate_limit_groups]\nget_order = "orders"\n'
-                   '[extend.dialect.rate_limits]\norders = "30/10"\n')
+    cfg.write_text(
+        '[extend.dialect.rate_limit_groups]\nget_order = "orders"\n'
+        '[extend.dialect.rate_limits]\norders = "30/10"\n'
+    )
     assert load_settings(cfg, env=False).extend.dialect.parsed_rate_limits["orders"] == (30, 10.0)
 
 
@@ -227,15 +260,20 @@ def test_shared_rate_limit_auto_follows_the_database(tmp_path: Path) -> None:
     assert not load_settings(cfg, env=False).shared_rate_limit_on  # SQLite: one process
     cfg.write_text('[store]\ndatabase_url = "postgresql://u@h/db"\n')
     assert load_settings(cfg, env=False).shared_rate_limit_on
-    cfg.write_text('[extend]\nshared_rate_limit = "off"\n[store]\ndatabase_url = "postgresql://u@h/db"\n')
+    cfg.write_text(
+        '[extend]\nshared_rate_limit = "off"\n[store]\ndatabase_url = "postgresql://u@h/db"\n'
+    )
     assert not load_settings(cfg, env=False).shared_rate_limit_on
     cfg.write_text('[extend]\nshared_rate_limit = "on"\n')
     assert load_settings(cfg, env=False).shared_rate_limit_on
 
 
 def test_rendered_config_round_trips(tmp_path: Path) -> None:
-    text = render_config(scope={"products": "off", "customers": "off", "prices": "off"},
-                         warehouses=["Main", "Store 2"], default_customer="9000")
+    text = render_config(
+        scope={"products": "off", "customers": "off", "prices": "off"},
+        warehouses=["Main", "Store 2"],
+        default_customer="9000",
+    )
     cfg = tmp_path / "c.toml"
     cfg.write_text(text)
     s = load_settings(cfg, env=False)

@@ -24,16 +24,27 @@ def test_safe_shop_refs(ref: str) -> None:
     assert _In(ref=ref).ref == ref
 
 
-@pytest.mark.parametrize("ref", ["", "../../x", "a/../../x", "c\nx", "-x", ".x", "a b", "x" * 21, "å", "a\x00"])
+@pytest.mark.parametrize(
+    "ref", ["", "../../x", "a/../../x", "c\nx", "-x", ".x", "a b", "x" * 21, "å", "a\x00"]
+)
 def test_unsafe_shop_refs(ref: str) -> None:
     with pytest.raises(ValidationError):
         _In(ref=ref)
 
 
-@pytest.mark.parametrize(("line", "note", "ok"), [
-    ("Åsa Öberg", "a\nb\tc", True), ("a\x00", None, False), (None, "a\x00", False), ("a\nb", None, False),
-    ("a\x7f", None, False), ("a\x85", None, False), ("x" * 11, None, False), (None, "\ud800", False),
-])
+@pytest.mark.parametrize(
+    ("line", "note", "ok"),
+    [
+        ("Åsa Öberg", "a\nb\tc", True),
+        ("a\x00", None, False),
+        (None, "a\x00", False),
+        ("a\nb", None, False),
+        ("a\x7f", None, False),
+        ("a\x85", None, False),
+        ("x" * 11, None, False),
+        (None, "\ud800", False),
+    ],
+)
 def test_text_is_bounded_and_printable(line: str | None, note: str | None, ok: bool) -> None:
     if ok:
         _In(ref="r", line=line, note=note)
@@ -47,7 +58,9 @@ def test_path_keys() -> None:
     for bad in ("", "a\x00b", "a\nb", "x" * 65):
         with pytest.raises(ApiProblem) as caught:
             path_key(bad, "productNumber")
-        assert caught.value.status == 400 and caught.value.body.details[0]["field"] == "productNumber"
+        assert (
+            caught.value.status == 400 and caught.value.body.details[0]["field"] == "productNumber"
+        )
 
 
 def test_instants_at_the_ends_of_time() -> None:
@@ -58,7 +71,9 @@ def test_instants_at_the_ends_of_time() -> None:
             to_utc(value)
         with pytest.raises(ApiProblem) as caught:
             utc_representable(value, "changedSince")
-        assert caught.value.status == 422 and caught.value.body.details[0]["field"] == "changedSince"
+        assert (
+            caught.value.status == 422 and caught.value.body.details[0]["field"] == "changedSince"
+        )
         with pytest.raises(DatetimeOutOfRange):
             UTCDateTime().process_bind_param(value, sa.create_engine("sqlite://").dialect)
     ok = datetime(1, 1, 1, tzinfo=UTC)

@@ -1,4 +1,5 @@
-"""The simulator's Extend behaviour, driven directly on its state (no HTTP): orders, stock, prices, events."""
+"""The simulator's Extend behaviour, driven directly on its state (no HTTP): orders, stock, prices,
+events."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from extend_connector.simulator import (
 
 START = "2024-10-15T10:00:00+02:00"
 
-# Extend's "Minimum order using existing customer and prices from Extend Commerce" (S4), as documented.
+# Extend's "Minimum order using existing customer and prices from Extend Commerce" (S4), as
+# documented.
 MINIMUM_ORDER: dict[str, Any] = {
     "orderHeader": {
         "orderType": "Normal",
@@ -28,28 +30,46 @@ MINIMUM_ORDER: dict[str, Any] = {
         "freightFree": True,
     },
     "orderRows": [
-        {"product": {"productNumber": "P000001"}, "salesData": {"quantity": 2, "unit": "Stk"},
-         "warehouse": "MainWarehouse"},
+        {
+            "product": {"productNumber": "P000001"},
+            "salesData": {"quantity": 2, "unit": "Stk"},
+            "warehouse": "MainWarehouse",
+        },
     ],
 }
 
 
 @pytest.fixture
 def sim() -> tuple[SimState, list[list[Notification]]]:
-    state = SimState(SimulatorConfig(seed=3, products=40, customers=12, start_time=START, frozen_clock=True))
+    state = SimState(
+        SimulatorConfig(seed=3, products=40, customers=12, start_time=START, frozen_clock=True)
+    )
     batches: list[list[Notification]] = []
     state.sink = batches.append
     return state, batches
 
 
-def _order(state: SimState, external: str, rows: list[dict[str, Any]], customer: str = "WEB") -> dict[str, Any]:
-    return state.create_order({"orderHeader": {"orderNumberExternal": external, "customerNumber": customer},
-                               "orderRows": rows})
+def _order(
+    state: SimState, external: str, rows: list[dict[str, Any]], customer: str = "WEB"
+) -> dict[str, Any]:
+    return state.create_order(
+        {
+            "orderHeader": {"orderNumberExternal": external, "customerNumber": customer},
+            "orderRows": rows,
+        }
+    )
 
 
-def _row(product: str = "P000001", quantity: float = 1, warehouse: str | None = "MainWarehouse",
-         **sales: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {"product": {"productNumber": product}, "salesData": {"quantity": quantity, **sales}}
+def _row(
+    product: str = "P000001",
+    quantity: float = 1,
+    warehouse: str | None = "MainWarehouse",
+    **sales: Any,
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "product": {"productNumber": product},
+        "salesData": {"quantity": quantity, **sales},
+    }
     if warehouse is not None:
         row["warehouse"] = warehouse
     return row
@@ -70,17 +90,25 @@ def test_documented_minimum_order_is_accepted_as_is_and_priced_by_extend(sim: An
     expected = state.quote(customer, product, state.clock.now_ms())[0].unit_price
     assert row["salesData"]["unitPrice"] == expected
     assert row["deliveryData"]["quantity"] == 0
-    assert order["orderHeader"]["deliveryAddress"]["city"]  # the existing customer's address is used
+    assert order["orderHeader"]["deliveryAddress"][
+        "city"
+    ]  # the existing customer's address is used
     assert order["expectedDeliveryDate"] >= "2024-10-17"
     assert _actions(batches) == ["OrderCreated"]
-    assert batches[0][0].details == {"OrderNumber": order["orderNumber"],
-                                     "OrderNumberExternal": "YourOwnOrderNumber-20191223",
-                                     "Warehouse": "MainWarehouse"}
+    assert batches[0][0].details == {
+        "OrderNumber": order["orderNumber"],
+        "OrderNumberExternal": "YourOwnOrderNumber-20191223",
+        "Warehouse": "MainWarehouse",
+    }
 
 
 def test_prices_sent_by_the_shop_are_kept_exactly(sim: Any) -> None:
     state, _ = sim
-    order = _order(state, "K-1", [_row(unitPrice=10.6778, vatPercent=12.0), _row("P000002", 3), _row("P000003")])
+    order = _order(
+        state,
+        "K-1",
+        [_row(unitPrice=10.6778, vatPercent=12.0), _row("P000002", 3), _row("P000003")],
+    )
     assert order["orderRows"][0]["salesData"]["unitPrice"] == 10.6778
     assert order["orderRows"][0]["salesData"]["vatPercent"] == 12.0
     assert [r["position"] for r in order["orderRows"]] == [10, 20, 30]
@@ -97,7 +125,9 @@ def test_invalid_orders_are_validation_errors_naming_the_field(sim: Any) -> None
         _order(state, "V-2", [_row(warehouse=None)])
     assert no_warehouse.value.details[0]["field"] == "orderRows[0].warehouse"
     with pytest.raises(ValidationFailed) as malformed:
-        state.create_order({"orderHeader": {"customerNumber": "WEB"}, "orderRows": [_row(quantity=0)]})
+        state.create_order(
+            {"orderHeader": {"customerNumber": "WEB"}, "orderRows": [_row(quantity=0)]}
+        )
     assert malformed.value.status == 400
     assert state.orders == {} and batches == []
 
@@ -115,12 +145,30 @@ def test_row_cancel_with_warehouse_and_the_documented_quirk_without(sim: Any) ->
     state, _ = sim
     order = _order(state, "R-1", [_row(), _row("P000002")])
     number = order["orderNumber"]
-    changed = state.update_order(number, {"orderRows": [{"position": 10, "rowOperation": "Inactive",
-                                                         "warehouse": "MainWarehouse"}]})
-    assert [(r["position"], r["rowOperation"]) for r in changed["orderRows"]] == [(10, "Inactive"), (20, None)]
-    quirk = state.update_order(number, {"orderRows": [{"position": 20, "rowOperation": "Inactive",
-                                                       "product": {"productNumber": "P000002"}}]})
-    rows = [(r["position"], r["rowOperation"], r["product"]["productNumber"]) for r in quirk["orderRows"]]
+    changed = state.update_order(
+        number,
+        {"orderRows": [{"position": 10, "rowOperation": "Inactive", "warehouse": "MainWarehouse"}]},
+    )
+    assert [(r["position"], r["rowOperation"]) for r in changed["orderRows"]] == [
+        (10, "Inactive"),
+        (20, None),
+    ]
+    quirk = state.update_order(
+        number,
+        {
+            "orderRows": [
+                {
+                    "position": 20,
+                    "rowOperation": "Inactive",
+                    "product": {"productNumber": "P000002"},
+                }
+            ]
+        },
+    )
+    rows = [
+        (r["position"], r["rowOperation"], r["product"]["productNumber"])
+        for r in quirk["orderRows"]
+    ]
     # Without the warehouse the row stays active and a new, cancelled row is appended (S4).
     assert rows == [(10, "Inactive", "P000001"), (20, None, "P000002"), (30, "Inactive", "P000002")]
     assert quirk["status"] == "Registered"
@@ -131,8 +179,14 @@ def test_no_change_after_reserved(sim: Any) -> None:
     number = _order(state, "L-1", [_row()])["orderNumber"]
     state.reserve_order(number)
     with pytest.raises(BusinessConflict):
-        state.update_order(number, {"orderRows": [{"position": 10, "rowOperation": "Inactive",
-                                                   "warehouse": "MainWarehouse"}]})
+        state.update_order(
+            number,
+            {
+                "orderRows": [
+                    {"position": 10, "rowOperation": "Inactive", "warehouse": "MainWarehouse"}
+                ]
+            },
+        )
     with pytest.raises(BusinessConflict):
         state.withdraw_order(number)
 
@@ -148,7 +202,9 @@ def test_reserve_lowers_available_and_pick_lowers_physical(sim: Any) -> None:
     assert _actions(batches) == ["AvailableBalanceChanged", "OrderReserved"]
     assert batches[0][0].details["AvailableBalance"] == "95"
     batches.clear()
-    order = state.pick_order(number, [{"position": 10, "quantity": 2}], carrier="PostNord", tracking_number="SE123")
+    order = state.pick_order(
+        number, [{"position": 10, "quantity": 2}], carrier="PostNord", tracking_number="SE123"
+    )
     assert order["status"] == "PartiallyPicked"
     assert (balance.physical, balance.reserved, balance.available) == (98, 3, 95)
     assert _actions(batches) == ["BalanceChanged", "OrderPicked"]  # available did not move
@@ -213,23 +269,38 @@ def test_every_documented_event_can_fire(sim: Any) -> None:
     offer = state.new_offer(customer.customer_number)
     state.fire("OfferChanged", {"OfferNumber": offer})
     state.fire("CustomerInvoiceChanged", {"InvoiceNumber": "500001", "OrderNumber": number})
-    state.deliver_purchase("RP-15", "MainWarehouse", [{"productNumber": "P000002", "quantity": 5324}], complete=False)
-    state.deliver_purchase("RP-15", "MainWarehouse", [{"productNumber": "P000002", "quantity": 1}], complete=True)
-    state.fire("PurchaseCancelled", {"OrderNumber": "RP-16", "Warehouse": "MainWarehouse"}, "MainWarehouse")
+    state.deliver_purchase(
+        "RP-15", "MainWarehouse", [{"productNumber": "P000002", "quantity": 5324}], complete=False
+    )
+    state.deliver_purchase(
+        "RP-15", "MainWarehouse", [{"productNumber": "P000002", "quantity": 1}], complete=True
+    )
+    state.fire(
+        "PurchaseCancelled", {"OrderNumber": "RP-16", "Warehouse": "MainWarehouse"}, "MainWarehouse"
+    )
     assert set(_actions(batches)) == set(EVENTS)
     purchase = next(n for b in batches for n in b if n.action == "PurchasePartiallyDelivered")
-    assert purchase.details == {"OrderNumber": "RP-15", "ProductNumber": "P000002", "Warehouse": "MainWarehouse",
-                                "Quantity": "5324", "Position": "10", "Unit": state.products["P000002"].unit}
+    assert purchase.details == {
+        "OrderNumber": "RP-15",
+        "ProductNumber": "P000002",
+        "Warehouse": "MainWarehouse",
+        "Quantity": "5324",
+        "Position": "10",
+        "Unit": state.products["P000002"].unit,
+    }
 
 
 def test_customer_creation_assigns_a_number_and_refuses_duplicates(sim: Any) -> None:
     state, _ = sim
-    created = state.create_customer({"name": "Ny Kund AB", "organizationNumber": "556036-0793",
-                                     "email": "a@example.se"})
+    created = state.create_customer(
+        {"name": "Ny Kund AB", "organizationNumber": "556036-0793", "email": "a@example.se"}
+    )
     assert created.customer_number not in ("", None) and created.customer_type == "B2B"
     with pytest.raises(BusinessConflict):
         state.create_customer({"name": "Same AB", "organizationNumber": "5560360793"})
-    person = state.create_customer({"name": "Eva", "lastName": "Holm", "email": "Eva.Holm@example.se"})
+    person = state.create_customer(
+        {"name": "Eva", "lastName": "Holm", "email": "Eva.Holm@example.se"}
+    )
     assert person.customer_type == "B2C"
     with pytest.raises(BusinessConflict):
         state.create_customer({"name": "Eva", "email": "eva.holm@EXAMPLE.se"})
@@ -247,9 +318,15 @@ def test_price_change_dates_follow_their_sources(sim: Any) -> None:
     quote, changed = state.quote(customer, product, now)
     assert quote.unit_price == 1000.0 and changed == now
     start = datetime.fromisoformat(START) + timedelta(days=1)
-    state.set_campaign(code="HÖST", prices={"P000005": 700.0}, valid_from=start.isoformat(),
-                       valid_to=(start + timedelta(days=2)).isoformat())
-    assert state.quote(customer, product, state.clock.now_ms())[0].unit_price == 1000.0  # not running yet
+    state.set_campaign(
+        code="HÖST",
+        prices={"P000005": 700.0},
+        valid_from=start.isoformat(),
+        valid_to=(start + timedelta(days=2)).isoformat(),
+    )
+    assert (
+        state.quote(customer, product, state.clock.now_ms())[0].unit_price == 1000.0
+    )  # not running yet
     state.clock.set(start + timedelta(hours=1))
     quote, changed = state.quote(customer, product, state.clock.now_ms())
     assert (quote.unit_price, quote.source) == (700.0, "Campaign")

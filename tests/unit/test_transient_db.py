@@ -17,39 +17,76 @@ def _op(orig: Exception) -> sa.exc.OperationalError:
     return sa.exc.OperationalError("SELECT 1", {}, orig)
 
 
-@pytest.mark.parametrize("error", [
-    _op(sqlite3.OperationalError("database is locked")),
-    _op(sqlite3.OperationalError("disk I/O error")),
-    _op(psycopg.OperationalError('connection failed: connection to server at "127.0.0.1", port 1 failed: '
-                                 "Connection refused")),
-    _op(psycopg.OperationalError("server closed the connection unexpectedly")),
-    _op(psycopg.errors.AdminShutdown("terminating connection due to administrator command")),
-    _op(psycopg.errors.CannotConnectNow("the database system is starting up")),
-    sa.exc.TimeoutError("QueuePool limit of size 20 overflow 10 reached"),
-    sa.exc.OperationalError("SELECT 1", {}, sqlite3.OperationalError("x"), connection_invalidated=True),
-], ids=["sqlite-locked", "sqlite-io", "pg-refused", "pg-closed", "pg-admin-shutdown", "pg-starting", "pool",
-        "invalidated"])
+@pytest.mark.parametrize(
+    "error",
+    [
+        _op(sqlite3.OperationalError("database is locked")),
+        _op(sqlite3.OperationalError("disk I/O error")),
+        _op(
+            psycopg.OperationalError(
+                'connection failed: connection to server at "127.0.0.1", port 1 failed: '
+                "Connection refused"
+            )
+        ),
+        _op(psycopg.OperationalError("server closed the connection unexpectedly")),
+        _op(psycopg.errors.AdminShutdown("terminating connection due to administrator command")),
+        _op(psycopg.errors.CannotConnectNow("the database system is starting up")),
+        sa.exc.TimeoutError("QueuePool limit of size 20 overflow 10 reached"),
+        sa.exc.OperationalError(
+            "SELECT 1", {}, sqlite3.OperationalError("x"), connection_invalidated=True
+        ),
+    ],
+    ids=[
+        "sqlite-locked",
+        "sqlite-io",
+        "pg-refused",
+        "pg-closed",
+        "pg-admin-shutdown",
+        "pg-starting",
+        "pool",
+        "invalidated",
+    ],
+)
 def test_transient(error: Exception) -> None:
     assert engine.is_transient_db_error(error)
 
 
-@pytest.mark.parametrize("error", [
-    sa.exc.IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE constraint failed: orders.shop_ref")),
-    sa.exc.IntegrityError("INSERT", {}, psycopg.errors.UniqueViolation("duplicate key value")),
-    sa.exc.ProgrammingError("SELECT", {}, psycopg.errors.UndefinedTable("relation \"x\" does not exist")),
-    _op(sqlite3.OperationalError("no such table: orders")),
-    sa.exc.DataError("INSERT", {}, psycopg.errors.StringDataRightTruncation("value too long")),
-    ValueError("database is locked"),  # the words alone are not a database error
-    _op(psycopg.errors.QueryCanceled("canceling statement due to statement timeout")),
-], ids=["sqlite-unique", "pg-unique", "pg-undefined-table", "sqlite-no-table", "pg-data", "not-db", "pg-cancel"])
+@pytest.mark.parametrize(
+    "error",
+    [
+        sa.exc.IntegrityError(
+            "INSERT", {}, sqlite3.IntegrityError("UNIQUE constraint failed: orders.shop_ref")
+        ),
+        sa.exc.IntegrityError("INSERT", {}, psycopg.errors.UniqueViolation("duplicate key value")),
+        sa.exc.ProgrammingError(
+            "SELECT", {}, psycopg.errors.UndefinedTable('relation "x" does not exist')
+        ),
+        _op(sqlite3.OperationalError("no such table: orders")),
+        sa.exc.DataError("INSERT", {}, psycopg.errors.StringDataRightTruncation("value too long")),
+        ValueError("database is locked"),  # the words alone are not a database error
+        _op(psycopg.errors.QueryCanceled("canceling statement due to statement timeout")),
+    ],
+    ids=[
+        "sqlite-unique",
+        "pg-unique",
+        "pg-undefined-table",
+        "sqlite-no-table",
+        "pg-data",
+        "not-db",
+        "pg-cancel",
+    ],
+)
 def test_not_transient(error: Exception) -> None:
     assert not engine.is_transient_db_error(error)
 
 
 @pytest.fixture(autouse=True)
 def fast_policy() -> None:
-    engine.configure_transient_retry(engine.TransientRetry(first_wait_seconds=0.001, max_wait_seconds=0.002,
-                                                           give_up_after_seconds=5))
+    engine.configure_transient_retry(
+        engine.TransientRetry(
+            first_wait_seconds=0.001, max_wait_seconds=0.002, give_up_after_seconds=5
+        )
+    )
 
 
 def test_retry_runs_again_until_the_database_answers() -> None:
@@ -77,8 +114,11 @@ def test_retry_does_not_repeat_a_permanent_error() -> None:
 
 
 def test_async_retry_and_give_up() -> None:
-    engine.configure_transient_retry(engine.TransientRetry(first_wait_seconds=0.001, max_wait_seconds=0.002,
-                                                           give_up_after_seconds=0.05))
+    engine.configure_transient_retry(
+        engine.TransientRetry(
+            first_wait_seconds=0.001, max_wait_seconds=0.002, give_up_after_seconds=0.05
+        )
+    )
     calls: list[int] = []
 
     async def body() -> str:

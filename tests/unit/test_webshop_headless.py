@@ -23,9 +23,13 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 def _event() -> ShopEvent:
-    return ShopEvent(event_id="evt_1", type=EventType.STOCK_CHANGED, key="sku:1001",
-                     data={"productNumber": "1001", "available": "5"},
-                     occurred_at=datetime(2026, 11, 28, 12, 0, tzinfo=UTC))
+    return ShopEvent(
+        event_id="evt_1",
+        type=EventType.STOCK_CHANGED,
+        key="sku:1001",
+        data={"productNumber": "1001", "available": "5"},
+        occurred_at=datetime(2026, 11, 28, 12, 0, tzinfo=UTC),
+    )
 
 
 def _adapter(handler: httpx2.MockTransport) -> HeadlessWebshop:
@@ -56,13 +60,24 @@ async def test_delivery_verifies_with_standard_library() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("status", "error"), [(500, ShopUnavailable), (503, ShopUnavailable),
-                                               (429, ShopUnavailable), (408, ShopUnavailable),
-                                               (400, DeliveryRefused), (404, DeliveryRefused),
-                                               (410, DeliveryRefused)])
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (500, ShopUnavailable),
+        (503, ShopUnavailable),
+        (429, ShopUnavailable),
+        (408, ShopUnavailable),
+        (400, DeliveryRefused),
+        (404, DeliveryRefused),
+        (410, DeliveryRefused),
+    ],
+)
 async def test_answers_are_classified(status: int, error: type[Exception]) -> None:
-    shop = _adapter(httpx2.MockTransport(lambda r: httpx2.Response(status, headers={"retry-after": "7"},
-                                                                   text="nope")))
+    shop = _adapter(
+        httpx2.MockTransport(
+            lambda r: httpx2.Response(status, headers={"retry-after": "7"}, text="nope")
+        )
+    )
     with pytest.raises(error) as info:
         await shop.deliver(_event())
     assert info.value.status == status  # type: ignore[attr-defined]
@@ -82,16 +97,30 @@ async def test_unreachable_shop_is_unavailable() -> None:
 
 @pytest.mark.anyio
 async def test_recording_fake_records_and_fails_on_demand() -> None:
-    fake = RecordingWebshop(fail_with=lambda e: ShopUnavailable("down") if e.key == "sku:2" else None)
+    fake = RecordingWebshop(
+        fail_with=lambda e: ShopUnavailable("down") if e.key == "sku:2" else None
+    )
     await fake.deliver(_event())
     with pytest.raises(ShopUnavailable):
-        await fake.deliver(ShopEvent(event_id="e2", type=EventType.STOCK_CHANGED, key="sku:2", data={},
-                                     occurred_at=datetime.now(UTC)))
+        await fake.deliver(
+            ShopEvent(
+                event_id="e2",
+                type=EventType.STOCK_CHANGED,
+                key="sku:2",
+                data={},
+                occurred_at=datetime.now(UTC),
+            )
+        )
     assert [e.event_id for e in fake.of_type("stock.changed")] == ["evt_1"]
 
 
 def test_naive_time_refused() -> None:
     with pytest.raises(ValueError, match="UTC offset"):
-        ShopEvent(event_id="e", type=EventType.ORDER_UPDATED, key="order:1", data={},
-                  occurred_at=datetime(2026, 1, 1))
+        ShopEvent(
+            event_id="e",
+            type=EventType.ORDER_UPDATED,
+            key="order:1",
+            data={},
+            occurred_at=datetime(2026, 1, 1),
+        )
     assert json.loads(json.dumps(_event().envelope()))["timestamp"].endswith("+00:00")

@@ -47,14 +47,16 @@ async def database_problem(app: FastAPI) -> str | None:
     return None
 
 
-def create_app(*, routers: Iterable[APIRouter] = (), state: dict[str, Any] | None = None,
-               lifespan: Any = None) -> FastAPI:
+def create_app(
+    *, routers: Iterable[APIRouter] = (), state: dict[str, Any] | None = None, lifespan: Any = None
+) -> FastAPI:
     """The ASGI app. `state` entries land on `app.state` for the routers' dependencies."""
     app = FastAPI(
         title="extend-connector",
         version=__version__,
-        description="The shop's single integration point: a local copy of Extend Commerce data that keeps "
-        "answering while Extend is down, order intake, and the webhook inbox for Extend.",
+        description="The shop's single integration point: a local copy of Extend Commerce data "
+        "that keeps answering while Extend is down, "
+        "order intake, and the webhook inbox for Extend.",
         lifespan=lifespan,
     )
     install_error_handlers(app)
@@ -68,8 +70,11 @@ def create_app(*, routers: Iterable[APIRouter] = (), state: dict[str, Any] | Non
     async def healthz() -> JSONResponse:
         problem = await database_problem(app)
         if problem is not None:
-            return JSONResponse({"status": "unavailable", "version": __version__, "database": problem},
-                                status_code=503, headers={"Retry-After": "5"})
+            return JSONResponse(
+                {"status": "unavailable", "version": __version__, "database": problem},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
         return JSONResponse({"status": "ok", "version": __version__, "database": "ok"})
 
     @app.get("/metrics", include_in_schema=False)

@@ -22,7 +22,11 @@ CHALLENGE = {"www-authenticate": "Bearer"}
 def token_matches(authorization: bytes | None, expected: bytes) -> bool:
     """Whether an `Authorization` header value is `Bearer <expected>`, compared in constant time."""
     scheme, _, token = (authorization or b"").partition(b" ")
-    return bool(expected) and scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), expected)
+    return (
+        bool(expected)
+        and scheme.lower() == b"bearer"
+        and hmac.compare_digest(token.strip(), expected)
+    )
 
 
 def require_shop_token(request: Request, expected: bytes) -> None:

@@ -2,8 +2,8 @@
 
 The answer is a local durable write (never waits on Extend): the creation workflow
 `customer-<shopRef>` is enqueued in one transaction, so a shop that retries the same request
-gets the same workflow and Extend gets one customer. `GET /v1/customer-registrations/{shopRef}` tells whether
-it has reached Extend yet.
+gets the same workflow and Extend gets one customer. `GET /v1/customer-registrations/{shopRef}`
+tells whether it has reached Extend yet.
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ class _Model(BaseModel):
 
 
 class CustomerIn(_Model):
-    shop_ref: str = shop_ref_field(128, description="The shop's customer reference (identity): letters, digits "
-                                                   "and `._:-`, starting with a letter or digit.")
+    shop_ref: str = shop_ref_field(
+        128,
+        description="The shop's customer reference (identity): letters, digits "
+        "and `._:-`, starting with a letter or digit.",
+    )
     name: str = text(400, min_length=1)
     last_name: str | None = text(200, None)
     organization_number: str | None = text(MAX_KEY, None)
@@ -47,13 +50,24 @@ class CustomerIn(_Model):
 
 def _require_scope(ctx: Context) -> None:
     if ctx.settings.scope.customers != CustomersScope.TO_EXTEND:
-        raise ApiProblem(409, "scope", "customers are created in Extend only with scope.customers = to_extend")
+        raise ApiProblem(
+            409, "scope", "customers are created in Extend only with scope.customers = to_extend"
+        )
 
 
-@router.post("/v1/customers", status_code=202, dependencies=[Depends(shop_token)],
-             responses={200: {"description": "The same customer was registered before (nothing new started)."},
-                        409: {"model": ApiError, "description": "This shopRef was registered with other data, "
-                                                                 "or customers are not created in Extend here."}})
+@router.post(
+    "/v1/customers",
+    status_code=202,
+    dependencies=[Depends(shop_token)],
+    responses={
+        200: {"description": "The same customer was registered before (nothing new started)."},
+        409: {
+            "model": ApiError,
+            "description": "This shopRef was registered with other data, "
+            "or customers are not created in Extend here.",
+        },
+    },
+)
 async def create_customer(body: CustomerIn, ctx: Context) -> JSONResponse:
     """Accept a shop customer; it is created in Extend exactly once, in the background.
 
@@ -64,12 +78,20 @@ async def create_customer(body: CustomerIn, ctx: Context) -> JSONResponse:
     try:
         registration = await run_in_threadpool(flow.register, data)
     except flow.CustomerConflict as exc:
-        raise ApiProblem(409, "customer_conflict", str(exc), [{"field": "shopRef", "message": str(exc)}]) from exc
+        raise ApiProblem(
+            409, "customer_conflict", str(exc), [{"field": "shopRef", "message": str(exc)}]
+        ) from exc
     number = registration.customer_number
-    return JSONResponse({"shopRef": body.shop_ref, "customerNumber": number,
-                         "status": "in_extend" if number else "pending", "created": registration.created,
-                         "workflowId": f"customer-{body.shop_ref}"},
-                        status_code=202 if registration.created else 200)
+    return JSONResponse(
+        {
+            "shopRef": body.shop_ref,
+            "customerNumber": number,
+            "status": "in_extend" if number else "pending",
+            "created": registration.created,
+            "workflowId": f"customer-{body.shop_ref}",
+        },
+        status_code=202 if registration.created else 200,
+    )
 
 
 @router.get("/v1/customer-registrations/{shop_ref}", dependencies=[Depends(shop_token)])
@@ -77,4 +99,8 @@ async def get_customer(shop_ref: str) -> dict[str, Any]:
     ref = path_key(shop_ref, "shopRef", 128)
     # A database read: off the event loop, which every request of the process shares.
     number = await run_in_threadpool(flow.extend_number_for, ref)
-    return {"shopRef": ref, "customerNumber": number, "status": "in_extend" if number else "pending"}
+    return {
+        "shopRef": ref,
+        "customerNumber": number,
+        "status": "in_extend" if number else "pending",
+    }

@@ -27,8 +27,14 @@ class ApiError(BaseModel):
 class ApiProblem(Exception):
     """Raise from a route to answer `status` with an `ApiError` body."""
 
-    def __init__(self, status: int, error: str, message: str, details: list[dict[str, Any]] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body = ApiError(error=error, message=message, details=details or [])
@@ -42,10 +48,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def invalid(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        details = [{"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
-                   for e in exc.errors()]
-        body = ApiError(error="invalid_request", message="the request does not have the expected form",
-                        details=details)
+        details = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        body = ApiError(
+            error="invalid_request",
+            message="the request does not have the expected form",
+            details=details,
+        )
         return JSONResponse(body.model_dump(), status_code=422)
 
     async def http(_: Request, exc: Exception) -> JSONResponse:
@@ -58,17 +69,24 @@ def install_error_handlers(app: FastAPI) -> None:
         # shopRef); anything else from the database is a real error and stays one.
         if not is_transient_db_error(exc):
             raise exc
-        body = ApiError(error="database_unavailable",
-                        message="the connector's database is not reachable right now; nothing was stored, "
-                        "retry after the time in Retry-After")
-        return JSONResponse(body.model_dump(), status_code=503,
-                            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+        body = ApiError(
+            error="database_unavailable",
+            message="the connector's database is not reachable right now; nothing was stored, "
+            "retry after the time in Retry-After",
+        )
+        return JSONResponse(
+            body.model_dump(),
+            status_code=503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
 
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         # A bug, not the client's fault: the shop still gets the one error form (Starlette's own
         # answer is plain text); the traceback is logged by the server as before.
-        body = ApiError(error="internal_error",
-                        message="the connector failed on this request; it is logged, retry later")
+        body = ApiError(
+            error="internal_error",
+            message="the connector failed on this request; it is logged, retry later",
+        )
         return JSONResponse(body.model_dump(), status_code=500)
 
     app.add_exception_handler(ApiProblem, problem)

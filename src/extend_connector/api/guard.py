@@ -29,10 +29,15 @@ from extend_connector.settings import Settings
 
 log = structlog.get_logger("extend_connector.http")
 
-REFUSED = Counter("extend_connector_http_refused_total",
-                  "Requests the HTTP guard answered itself, by reason", ["reason"])
-DISCONNECTS = Counter("extend_connector_http_client_disconnects_total",
-                      "Clients that went away before their request body was complete")
+REFUSED = Counter(
+    "extend_connector_http_refused_total",
+    "Requests the HTTP guard answered itself, by reason",
+    ["reason"],
+)
+DISCONNECTS = Counter(
+    "extend_connector_http_client_disconnects_total",
+    "Clients that went away before their request body was complete",
+)
 
 SHOP_API_PREFIX = "/v1"
 WEBHOOK_PREFIX = "/webhooks/"
@@ -42,7 +47,8 @@ _DISCONNECT: Message = {"type": "http.disconnect"}
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GuardLimits:
-    """What the guard enforces; `from_settings` reads them from the `server` and `webshop` sections."""
+    """What the guard enforces; `from_settings` reads them from the `server` and `webshop`
+    sections."""
 
     shop_token: bytes
     max_body_bytes: int
@@ -51,10 +57,12 @@ class GuardLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GuardLimits:
-        return cls(shop_token=settings.webshop.api_token.get_secret_value().encode(),
-                   max_body_bytes=settings.server.max_body_bytes,
-                   webhook_max_body_bytes=settings.server.webhook_max_body_bytes,
-                   body_timeout_seconds=settings.server.body_timeout_seconds)
+        return cls(
+            shop_token=settings.webshop.api_token.get_secret_value().encode(),
+            max_body_bytes=settings.server.max_body_bytes,
+            webhook_max_body_bytes=settings.server.webhook_max_body_bytes,
+            body_timeout_seconds=settings.server.body_timeout_seconds,
+        )
 
     def body_limit(self, path: str) -> tuple[int, str]:
         """The byte limit for `path` and the setting that names it."""
@@ -75,7 +83,8 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 def bearer_ok(scope: Scope, expected: bytes) -> bool:
-    """The request carries the shop's bearer token (the rule is `auth.token_matches`, shared with the routes)."""
+    """The request carries the shop's bearer token (the rule is `auth.token_matches`, shared with
+    the routes)."""
     return token_matches(_header(scope, b"authorization"), expected)
 
 
@@ -92,11 +101,21 @@ def expects_body(scope: Scope) -> bool:
     return (length is not None and length > 0) or _header(scope, b"transfer-encoding") is not None
 
 
-async def send_error(send: Send, status: int, error: str, message: str, *, close: bool,
-                     headers: dict[str, str] | None = None) -> None:
+async def send_error(
+    send: Send,
+    status: int,
+    error: str,
+    message: str,
+    *,
+    close: bool,
+    headers: dict[str, str] | None = None,
+) -> None:
     """One `ApiError` answer; `close` when the body was not read, so the connection ends with it."""
     body = ApiError(error=error, message=message).model_dump_json().encode()
-    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
     raw_headers += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     if close:
         raw_headers.append((b"connection", b"close"))
@@ -106,7 +125,8 @@ async def send_error(send: Send, status: int, error: str, message: str, *, close
 
 @dataclass(kw_only=True, slots=True)
 class _Exchange:
-    """One request: counts the body as the app reads it, answers a refusal, hides the app's answer after one."""
+    """One request: counts the body as the app reads it, answers a refusal, hides the app's answer
+    after one."""
 
     receive_next: Receive
     send_next: Send
@@ -124,21 +144,29 @@ class _Exchange:
     async def receive(self) -> Message:
         if self.refused:
             return _DISCONNECT
-        if self.body_complete:  # later receives wait for a disconnect (streaming answers): no deadline
+        if (
+            self.body_complete
+        ):  # later receives wait for a disconnect (streaming answers): no deadline
             return await self.receive_next()
         try:
             async with asyncio.timeout_at(self.deadline):
                 message = await self.receive_next()
         except TimeoutError:
-            await self._refuse(408, "body_timeout",
-                               f"the request body did not arrive within server.body_timeout_seconds "
-                               f"({self.timeout_seconds:g} s)")
+            await self._refuse(
+                408,
+                "body_timeout",
+                f"the request body did not arrive within server.body_timeout_seconds "
+                f"({self.timeout_seconds:g} s)",
+            )
             return _DISCONNECT
         if message["type"] == "http.request":
             self.received += len(message.get("body", b""))
             if self.received > self.limit:
-                await self._refuse(413, "too_large",
-                                   f"request body larger than {self.limit_setting} ({self.limit} bytes)")
+                await self._refuse(
+                    413,
+                    "too_large",
+                    f"request body larger than {self.limit_setting} ({self.limit} bytes)",
+                )
                 return _DISCONNECT
             self.body_complete = not message.get("more_body", False)
         elif message["type"] == "http.disconnect":
@@ -154,7 +182,9 @@ class _Exchange:
 
     async def _refuse(self, status: int, reason: str, message: str) -> None:
         REFUSED.labels(reason).inc()
-        log.warning("http_request_refused", reason=reason, path=self.path, received_bytes=self.received)
+        log.warning(
+            "http_request_refused", reason=reason, path=self.path, received_bytes=self.received
+        )
         if not self.response_started:
             await send_error(self.send_next, status, reason, message, close=True)
         self.refused = True
@@ -180,20 +210,40 @@ class RequestGuard:
         path: str = scope["path"]
         if is_shop_api(path) and not bearer_ok(scope, self.limits.shop_token):
             REFUSED.labels(UNAUTHORIZED).inc()
-            await send_error(send, 401, UNAUTHORIZED, UNAUTHORIZED_MESSAGE, close=expects_body(scope), headers=CHALLENGE)
+            await send_error(
+                send,
+                401,
+                UNAUTHORIZED,
+                UNAUTHORIZED_MESSAGE,
+                close=expects_body(scope),
+                headers=CHALLENGE,
+            )
             return
         limit, setting = self.limits.body_limit(path)
         length = declared_length(scope)
         if length is not None and length > limit:
             REFUSED.labels("too_large").inc()
-            log.warning("http_request_refused", reason="too_large", path=path, declared_bytes=length)
-            await send_error(send, 413, "too_large",
-                             f"request body larger than {setting} ({limit} bytes)", close=True)
+            log.warning(
+                "http_request_refused", reason="too_large", path=path, declared_bytes=length
+            )
+            await send_error(
+                send,
+                413,
+                "too_large",
+                f"request body larger than {setting} ({limit} bytes)",
+                close=True,
+            )
             return
         loop = asyncio.get_running_loop()
-        exchange = _Exchange(receive_next=receive, send_next=send, limit=limit, limit_setting=setting,
-                             deadline=loop.time() + self.limits.body_timeout_seconds,
-                             timeout_seconds=self.limits.body_timeout_seconds, path=path)
+        exchange = _Exchange(
+            receive_next=receive,
+            send_next=send,
+            limit=limit,
+            limit_setting=setting,
+            deadline=loop.time() + self.limits.body_timeout_seconds,
+            timeout_seconds=self.limits.body_timeout_seconds,
+            path=path,
+        )
         try:
             await self.app(scope, exchange.receive, exchange.send)
         except ClientDisconnect:

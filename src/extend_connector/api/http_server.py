@@ -33,8 +33,11 @@ from extend_connector.settings import Settings
 
 log = structlog.get_logger("extend_connector.http")
 
-CLOSED = Counter("extend_connector_http_connections_closed_total",
-                 "Connections the server closed to protect itself, by reason", ["reason"])
+CLOSED = Counter(
+    "extend_connector_http_connections_closed_total",
+    "Connections the server closed to protect itself, by reason",
+    ["reason"],
+)
 
 # Descriptors kept free for what is not a client connection: database, Extend and shop clients,
 # log and data files.
@@ -44,16 +47,26 @@ _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 def _raw_response(status: int, reason: str, error: str, message: str, extra: str = "") -> bytes:
     body = ApiError(error=error, message=message).model_dump_json().encode()
-    head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
-            f"{extra}connection: close\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: "
+        f"{len(body)}\r\n{extra}connection: close\r\n\r\n"
+    )
     return head.encode() + body
 
 
-OVER_LIMIT = _raw_response(503, "Service Unavailable", "too_many_connections",
-                           "the server has as many connections open as server.max_connections allows; retry",
-                           "retry-after: 1\r\n")
-HEAD_TIMEOUT = _raw_response(408, "Request Timeout", "header_timeout",
-                             "the request head did not arrive within server.header_timeout_seconds")
+OVER_LIMIT = _raw_response(
+    503,
+    "Service Unavailable",
+    "too_many_connections",
+    "the server has as many connections open as server.max_connections allows; retry",
+    "retry-after: 1\r\n",
+)
+HEAD_TIMEOUT = _raw_response(
+    408,
+    "Request Timeout",
+    "header_timeout",
+    "the request head did not arrive within server.header_timeout_seconds",
+)
 
 
 class Throttled:
@@ -81,7 +94,8 @@ class ConnectionLimits:
 
 
 def raise_open_file_limit() -> int:
-    """Raise this process's soft RLIMIT_NOFILE to its hard limit; return the soft limit now in force."""
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit; return the soft limit now in
+    force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft < hard:
         target = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
@@ -94,20 +108,29 @@ def raise_open_file_limit() -> int:
 
 
 def connection_limits(settings: Settings) -> ConnectionLimits:
-    """The limits for this process: `server.max_connections`, lowered when the open-file limit is smaller."""
+    """The limits for this process: `server.max_connections`, lowered when the open-file limit is
+    smaller."""
     files = raise_open_file_limit()
     fits = max(16, files - RESERVED_DESCRIPTORS)
     wanted = settings.server.max_connections
     if wanted > fits:
-        log.warning("max_connections_lowered", setting="server.max_connections", configured=wanted,
-                    effective=fits, open_file_limit=files,
-                    why="the process may not open more files; raise `ulimit -n` (hard) to allow more")
-    return ConnectionLimits(header_timeout_seconds=settings.server.header_timeout_seconds,
-                            max_connections=min(wanted, fits))
+        log.warning(
+            "max_connections_lowered",
+            setting="server.max_connections",
+            configured=wanted,
+            effective=fits,
+            open_file_limit=files,
+            why="the process may not open more files; raise `ulimit -n` (hard) to allow more",
+        )
+    return ConnectionLimits(
+        header_timeout_seconds=settings.server.header_timeout_seconds,
+        max_connections=min(wanted, fits),
+    )
 
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a head deadline and a connection limit (see the module docstring)."""
+    """uvicorn's h11 protocol with a head deadline and a connection limit (see the module
+    docstring)."""
 
     LIMITS = ConnectionLimits(header_timeout_seconds=10.0, max_connections=4096)
     _over_limit = Throttled("http_connections_over_limit")
@@ -129,10 +152,16 @@ class GuardedH11Protocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         # uvicorn's own answer to bytes that are not HTTP is text/plain; the API answers JSON.
         body = ApiError(error="invalid_http", message=msg).model_dump_json().encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                   (b"connection", b"close")]
-        events = (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body),
-                  h11.EndOfMessage())
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        events = (
+            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        )
         try:
             output = b"".join(self.conn.send(event) or b"" for event in events)
         except h11.LocalProtocolError:  # an answer had already begun: nothing sensible can follow
@@ -166,7 +195,9 @@ class GuardedH11Protocol(H11Protocol):
         self._disarm_head_deadline()
         self._head_cycle = self.cycle
         self._head_bytes = False
-        self._head_timer = self.loop.call_later(self.LIMITS.header_timeout_seconds, self._head_expired)
+        self._head_timer = self.loop.call_later(
+            self.LIMITS.header_timeout_seconds, self._head_expired
+        )
 
     def _disarm_head_deadline(self) -> None:
         if self._head_timer is not None:
@@ -191,7 +222,8 @@ def protocol_class(limits: ConnectionLimits) -> type[GuardedH11Protocol]:
 
 
 class GuardedServer(uvicorn.Server):
-    """uvicorn's server; running out of descriptors in `accept()` is one throttled line, no traceback."""
+    """uvicorn's server; running out of descriptors in `accept()` is one throttled line, no
+    traceback."""
 
     _accept_failed = Throttled("http_accept_failed")
 
@@ -203,8 +235,10 @@ class GuardedServer(uvicorn.Server):
             exc = context.get("exception")
             if isinstance(exc, OSError) and exc.errno in _OUT_OF_DESCRIPTORS:
                 CLOSED.labels("accept_failed").inc()
-                self._accept_failed.hit(error=exc.strerror or str(exc),
-                                        why="out of file descriptors; lower server.max_connections")
+                self._accept_failed.hit(
+                    error=exc.strerror or str(exc),
+                    why="out of file descriptors; lower server.max_connections",
+                )
                 return
             if previous is not None:
                 previous(loop, context)
@@ -215,10 +249,22 @@ class GuardedServer(uvicorn.Server):
         await super().startup(sockets=sockets)
 
 
-def build_server(app: Any, settings: Settings, *, host: str, port: int, **config: Any) -> GuardedServer:
+def build_server(
+    app: Any, settings: Settings, *, host: str, port: int, **config: Any
+) -> GuardedServer:
     """A uvicorn server for the connector's app with the `server` section's protections."""
     limits = connection_limits(settings)
-    return GuardedServer(uvicorn.Config(
-        app, host=host, port=port, http=protocol_class(limits), ws="none", log_level="warning",
-        access_log=False, lifespan="on", timeout_keep_alive=settings.server.keepalive_timeout_seconds,
-        **config))
+    return GuardedServer(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            http=protocol_class(limits),
+            ws="none",
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_keep_alive=settings.server.keepalive_timeout_seconds,
+            **config,
+        )
+    )

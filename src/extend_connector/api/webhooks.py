@@ -45,13 +45,21 @@ log = structlog.get_logger("extend_connector.inbox")
 
 router = APIRouter()
 
-DELIVERIES = Counter("extend_connector_webhook_deliveries_total",
-                     "Webhook deliveries received, by outcome", ["outcome"])
-NOTIFICATIONS = Counter("extend_connector_webhook_notifications_total",
-                        "Notifications of accepted deliveries, by how they were handled", ["handling"])
-INBOX_SECONDS = Histogram("extend_connector_webhook_inbox_seconds",
-                          "Time from body read to answer for accepted deliveries",
-                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+DELIVERIES = Counter(
+    "extend_connector_webhook_deliveries_total",
+    "Webhook deliveries received, by outcome",
+    ["outcome"],
+)
+NOTIFICATIONS = Counter(
+    "extend_connector_webhook_notifications_total",
+    "Notifications of accepted deliveries, by how they were handled",
+    ["handling"],
+)
+INBOX_SECONDS = Histogram(
+    "extend_connector_webhook_inbox_seconds",
+    "Time from body read to answer for accepted deliveries",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -68,40 +76,60 @@ def _problem(status: int, error: str, message: str) -> JSONResponse:
     return JSONResponse({"error": error, "message": message, "details": []}, status_code=status)
 
 
-def _store_in(session: Session, ctx: FlowContext, envelope: WebhookEnvelope, raw: bytes, now: datetime,
-              after: list[tuple[Any, Notification]]) -> tuple[Stored, InboxRow]:
-    """Store one new delivery inside `session`: enqueue or apply each notification, add the inbox row."""
+def _store_in(
+    session: Session,
+    ctx: FlowContext,
+    envelope: WebhookEnvelope,
+    raw: bytes,
+    now: datetime,
+    after: list[tuple[Any, Notification]],
+) -> tuple[Stored, InboxRow]:
+    """Store one new delivery inside `session`: enqueue or apply each notification, add the inbox
+    row."""
     received_at = now.isoformat()
     jobs = inline = unhandled = 0
     for index, note in enumerate(envelope.notifications):
         handler = dispatch.handler_for(note.action)
         if isinstance(handler, dispatch.JobHandler):
-            payload = dispatch.notification_json(note, delivery_id=envelope.id, index=index,
-                                                 received_at=received_at)
-            ctx.engine.enqueue_in_transaction(session, handler.workflow, payload, queue=handler.queue,
-                                              partition_key=note.entity_key,
-                                              workflow_id=f"wh-{envelope.id}-{index}")
+            payload = dispatch.notification_json(
+                note, delivery_id=envelope.id, index=index, received_at=received_at
+            )
+            ctx.engine.enqueue_in_transaction(
+                session,
+                handler.workflow,
+                payload,
+                queue=handler.queue,
+                partition_key=note.entity_key,
+                workflow_id=f"wh-{envelope.id}-{index}",
+            )
             jobs += 1
         elif isinstance(handler, dispatch.InlineHandler):
-            payload = dispatch.notification_json(note, delivery_id=envelope.id, index=index,
-                                                 received_at=received_at)
+            payload = dispatch.notification_json(
+                note, delivery_id=envelope.id, index=index, received_at=received_at
+            )
             handler.apply(session, note, payload)
             if handler.after_commit is not None:
                 after.append((handler, note))
             inline += 1
         else:
             unhandled += 1
-    row = InboxRow(delivery_id=envelope.id, attempt=envelope.attempt,
-                   notification_id=envelope.notification_id, received_at=now,
-                   raw_body=raw.decode("utf-8", "replace"),
-                   notification_count=len(envelope.notifications),
-                   unknown_action_count=unhandled, last_seen_attempt=envelope.attempt)
+    row = InboxRow(
+        delivery_id=envelope.id,
+        attempt=envelope.attempt,
+        notification_id=envelope.notification_id,
+        received_at=now,
+        raw_body=raw.decode("utf-8", "replace"),
+        notification_count=len(envelope.notifications),
+        unknown_action_count=unhandled,
+        last_seen_attempt=envelope.attempt,
+    )
     session.add(row)
     return Stored(duplicate=False, jobs=jobs, inline=inline, unhandled=unhandled), row
 
 
-def store_deliveries(ctx: FlowContext, items: list[tuple[WebhookEnvelope, bytes]]
-                     ) -> tuple[list[Stored], list[tuple[Any, Notification]]]:
+def store_deliveries(
+    ctx: FlowContext, items: list[tuple[WebhookEnvelope, bytes]]
+) -> tuple[list[Stored], list[tuple[Any, Notification]]]:
     """The inbox transaction for a batch of deliveries (sync; one commit for all of them).
 
     A delivery already stored (or repeated within the batch) is a duplicate: only its
@@ -113,8 +141,10 @@ def store_deliveries(ctx: FlowContext, items: list[tuple[WebhookEnvelope, bytes]
     results: list[Stored] = []
     with ctx.db.write() as session:
         ids = {envelope.id for envelope, _ in items}
-        rows = {row.delivery_id: row for row in session.scalars(
-            sa.select(InboxRow).where(InboxRow.delivery_id.in_(ids)))}
+        rows = {
+            row.delivery_id: row
+            for row in session.scalars(sa.select(InboxRow).where(InboxRow.delivery_id.in_(ids)))
+        }
         for envelope, raw in items:
             row = rows.get(envelope.id)
             if row is not None:
@@ -126,7 +156,9 @@ def store_deliveries(ctx: FlowContext, items: list[tuple[WebhookEnvelope, bytes]
     return results, after
 
 
-def store_delivery(ctx: FlowContext, envelope: WebhookEnvelope, raw: bytes) -> tuple[Stored, list[tuple[Any, Notification]]]:
+def store_delivery(
+    ctx: FlowContext, envelope: WebhookEnvelope, raw: bytes
+) -> tuple[Stored, list[tuple[Any, Notification]]]:
     """The inbox transaction for one delivery (see `store_deliveries`)."""
     results, after = store_deliveries(ctx, [(envelope, raw)])
     return results[0], after
@@ -159,7 +191,9 @@ class InboxWriter:
 
     def __init__(self, ctx: FlowContext) -> None:
         self.ctx = ctx
-        self._queue: queue.SimpleQueue[tuple[WebhookEnvelope, bytes, Future[Stored]]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[WebhookEnvelope, bytes, Future[Stored]]] = (
+            queue.SimpleQueue()
+        )
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -192,7 +226,9 @@ class InboxWriter:
 
     def _write(self, batch: list[tuple[WebhookEnvelope, bytes, Future[Stored]]]) -> None:
         try:
-            results, after = store_deliveries(self.ctx, [(envelope, raw) for envelope, raw, _ in batch])
+            results, after = store_deliveries(
+                self.ctx, [(envelope, raw) for envelope, raw, _ in batch]
+            )
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0][2], exc)
@@ -245,21 +281,30 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
 
 
 @router.post("/webhooks/extend", include_in_schema=True, summary="Extend Commerce webhook inbox")
-async def receive(request: Request, ctx: Context,
-                  writer: Annotated[InboxWriter, Depends(inbox_writer)]) -> Response:
+async def receive(
+    request: Request, ctx: Context, writer: Annotated[InboxWriter, Depends(inbox_writer)]
+) -> Response:
     started = time.perf_counter()
     settings = ctx.settings
     raw = await _read_limited(request, settings.server.webhook_max_body_bytes)
     if raw is None:
         DELIVERIES.labels("too_large").inc()
-        log.warning("webhook_refused", outcome="too_large", limit=settings.server.webhook_max_body_bytes)
-        return _problem(413, "too_large",
-                        f"webhook body larger than server.webhook_max_body_bytes "
-                        f"({settings.server.webhook_max_body_bytes} bytes)")
+        log.warning(
+            "webhook_refused", outcome="too_large", limit=settings.server.webhook_max_body_bytes
+        )
+        return _problem(
+            413,
+            "too_large",
+            f"webhook body larger than server.webhook_max_body_bytes "
+            f"({settings.server.webhook_max_body_bytes} bytes)",
+        )
     try:
-        envelope = verify_and_parse(raw, request.headers.get(SIGNATURE_HEADER),
-                                    settings.extend.webhook_secret.get_secret_value(),
-                                    verify=settings.extend.verify_webhook_signatures)
+        envelope = verify_and_parse(
+            raw,
+            request.headers.get(SIGNATURE_HEADER),
+            settings.extend.webhook_secret.get_secret_value(),
+            verify=settings.extend.verify_webhook_signatures,
+        )
     except SignatureInvalid as exc:
         DELIVERIES.labels("forged").inc()
         log.warning("webhook_refused", outcome="forged", why=str(exc), size=len(raw))
@@ -272,12 +317,22 @@ async def receive(request: Request, ctx: Context,
         stored = await asyncio.wrap_future(writer.submit(envelope, raw))
     except Exception as exc:  # whatever failed, nothing committed: Extend must deliver again
         DELIVERIES.labels("error").inc()
-        log.error("webhook_not_stored", outcome="error", delivery_id=envelope.id, attempt=envelope.attempt,
-                  error=f"{type(exc).__name__}: {exc}")
+        log.error(
+            "webhook_not_stored",
+            outcome="error",
+            delivery_id=envelope.id,
+            attempt=envelope.attempt,
+            error=f"{type(exc).__name__}: {exc}",
+        )
         return _problem(503, "not_stored", "the delivery could not be stored; deliver it again")
     if stored.duplicate:
         DELIVERIES.labels("duplicate").inc()
-        log.info("webhook_duplicate", outcome="duplicate", delivery_id=envelope.id, attempt=envelope.attempt)
+        log.info(
+            "webhook_duplicate",
+            outcome="duplicate",
+            delivery_id=envelope.id,
+            attempt=envelope.attempt,
+        )
         return JSONResponse({"status": "duplicate", "id": envelope.id}, status_code=200)
     DELIVERIES.labels("accepted").inc()
     if stored.jobs:
@@ -287,9 +342,24 @@ async def receive(request: Request, ctx: Context,
     if stored.unhandled:
         NOTIFICATIONS.labels("unhandled").inc(stored.unhandled)
     INBOX_SECONDS.observe(time.perf_counter() - started)
-    log.info("webhook_accepted", outcome="accepted", delivery_id=envelope.id, attempt=envelope.attempt,
-             notifications=len(envelope.notifications), jobs=stored.jobs, inline=stored.inline,
-             unhandled=stored.unhandled,
-             actions=sorted({n.action for n in envelope.notifications}))
-    return JSONResponse({"status": "accepted", "id": envelope.id, "jobs": stored.jobs, "inline": stored.inline,
-                         "unhandled": stored.unhandled}, status_code=200)
+    log.info(
+        "webhook_accepted",
+        outcome="accepted",
+        delivery_id=envelope.id,
+        attempt=envelope.attempt,
+        notifications=len(envelope.notifications),
+        jobs=stored.jobs,
+        inline=stored.inline,
+        unhandled=stored.unhandled,
+        actions=sorted({n.action for n in envelope.notifications}),
+    )
+    return JSONResponse(
+        {
+            "status": "accepted",
+            "id": envelope.id,
+            "jobs": stored.jobs,
+            "inline": stored.inline,
+            "unhandled": stored.unhandled,
+        },
+        status_code=200,
+    )

@@ -1,4 +1,5 @@
-"""`extend-connector demo`: the whole system against the bundled simulator, shown live and self-checked.
+"""`extend-connector demo`: the whole system against the bundled simulator, shown live and
+self-checked.
 
 A seeded simulator plays Extend, the connector runs on a SQLite file with in-process workers,
 a scripted shop uses the `/v1` API and a driver plays Extend's warehouse staff; at the end the

@@ -1,4 +1,5 @@
-"""Settle the system after the run and check it: every order in Extend exactly once, every balance equal.
+"""Settle the system after the run and check it: every order in Extend exactly once, every balance
+equal.
 
 Settling means what an operator would wait for: the simulator has delivered (or given up on)
 every webhook, the reconciliation sweeps have run once after the last change, and the
@@ -39,8 +40,10 @@ class CheckResult:
 
     def summary(self) -> str:
         if self.passed:
-            text = (f"self-check: PASSED - {self.orders_checked} orders in Extend exactly once, "
-                    f"{self.balances_checked} balances equal to Extend's")
+            text = (
+                f"self-check: PASSED - {self.orders_checked} orders in Extend exactly once, "
+                f"{self.balances_checked} balances equal to Extend's"
+            )
         else:
             text = f"self-check: FAILED - {len(self.problems)} problem(s)"
         if self.skipped:
@@ -61,21 +64,31 @@ def run_sweeps(log: Callable[[str], None]) -> None:
             log(f"settle: {name} sweep failed: {exc!r}")
 
 
-def sim_balances(sim: RunningSimulator, warehouses: tuple[str, ...]) -> dict[tuple[str, str], float]:
+def sim_balances(
+    sim: RunningSimulator, warehouses: tuple[str, ...]
+) -> dict[tuple[str, str], float]:
     state = sim.state
     with state.lock:
-        return {(b.product_number, b.warehouse): b.physical - b.reserved
-                for b in state.balances.values() if b.warehouse in warehouses}
+        return {
+            (b.product_number, b.warehouse): b.physical - b.reserved
+            for b in state.balances.values()
+            if b.warehouse in warehouses
+        }
 
 
 def local_balances(db: Database, warehouses: tuple[str, ...]) -> dict[tuple[str, str], Decimal]:
     with db.read() as s:
-        rows = s.execute(sa.select(BalanceRow.product_number, BalanceRow.warehouse, BalanceRow.available)
-                         .where(BalanceRow.warehouse.in_(warehouses))).all()
+        rows = s.execute(
+            sa.select(BalanceRow.product_number, BalanceRow.warehouse, BalanceRow.available).where(
+                BalanceRow.warehouse.in_(warehouses)
+            )
+        ).all()
     return {(p, w): a for p, w, a in rows}
 
 
-def balance_mismatches(sim: RunningSimulator, db: Database, warehouses: tuple[str, ...]) -> list[str]:
+def balance_mismatches(
+    sim: RunningSimulator, db: Database, warehouses: tuple[str, ...]
+) -> list[str]:
     truth = sim_balances(sim, warehouses)
     local = local_balances(db, warehouses)
     problems = []
@@ -91,17 +104,29 @@ def balance_mismatches(sim: RunningSimulator, db: Database, warehouses: tuple[st
     return problems
 
 
-def order_problems(sim: RunningSimulator, db: Database, placed: set[str], refused: dict[str, str],
-                   ref_prefix: str) -> list[str]:
+def order_problems(
+    sim: RunningSimulator, db: Database, placed: set[str], refused: dict[str, str], ref_prefix: str
+) -> list[str]:
     state = sim.state
     with state.lock:
-        in_extend = Counter(o.order_number_external for o in state.orders.values()
-                            if (o.order_number_external or "").startswith(ref_prefix))
-        numbers = {o.order_number_external: o.order_number for o in state.orders.values()
-                   if (o.order_number_external or "").startswith(ref_prefix)}
+        in_extend = Counter(
+            o.order_number_external
+            for o in state.orders.values()
+            if (o.order_number_external or "").startswith(ref_prefix)
+        )
+        numbers = {
+            o.order_number_external: o.order_number
+            for o in state.orders.values()
+            if (o.order_number_external or "").startswith(ref_prefix)
+        }
     with db.read() as s:
-        mapped = dict(s.execute(sa.select(OrderRow.shop_ref, OrderRow.order_number)
-                                .where(OrderRow.shop_ref.like(f"{ref_prefix}%"))).all())
+        mapped = dict(
+            s.execute(
+                sa.select(OrderRow.shop_ref, OrderRow.order_number).where(
+                    OrderRow.shop_ref.like(f"{ref_prefix}%")
+                )
+            ).all()
+        )
     problems = []
     for ref in sorted(placed):
         count = in_extend.get(ref, 0)
@@ -110,7 +135,9 @@ def order_problems(sim: RunningSimulator, db: Database, placed: set[str], refuse
         elif count > 1:
             problems.append(f"order {ref}: in Extend {count} times")
         elif mapped.get(ref) != numbers.get(ref):
-            problems.append(f"order {ref}: local mapping {mapped.get(ref)!r}, Extend order {numbers.get(ref)!r}")
+            problems.append(
+                f"order {ref}: local mapping {mapped.get(ref)!r}, Extend order {numbers.get(ref)!r}"
+            )
     for ref in sorted({r for r in in_extend if r} - placed):
         problems.append(f"order {ref}: in Extend but the shop was never told it was accepted")
     for ref, why in sorted(refused.items()):
@@ -118,8 +145,9 @@ def order_problems(sim: RunningSimulator, db: Database, placed: set[str], refuse
     return problems
 
 
-def settle_until_consistent(check: Callable[[], list[str]], *, timeout: float,
-                            log: Callable[[str], None]) -> list[str]:
+def settle_until_consistent(
+    check: Callable[[], list[str]], *, timeout: float, log: Callable[[str], None]
+) -> list[str]:
     """Re-check until nothing differs or the time is up; the last problems found."""
     deadline = time.monotonic() + timeout
     problems = check()

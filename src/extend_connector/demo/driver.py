@@ -1,4 +1,5 @@
-"""The Extend side of the demo: warehouse staff reserving and picking orders, stock moving, and chaos.
+"""The Extend side of the demo: warehouse staff reserving and picking orders, stock moving, and
+chaos.
 
 The driver acts only through the simulator's `/_sim` driving API (as a person in Extend's
 back office would cause the change); it reads the simulator's state to see which orders exist.
@@ -30,21 +31,44 @@ class ChaosPhase:
 
 
 CHAOS: tuple[ChaosPhase, ...] = (
-    ChaosPhase(name="5xx storm: 20% of Extend calls fail, 20% of hooks duplicated", start=0.12, end=0.32,
-               faults={"error_rate": 0.2, "webhook_duplicate_rate": 0.2}),
-    ChaosPhase(name="Extend DOWN: every call answers 503", start=0.38, end=0.56, faults={}, outage=True),
-    ChaosPhase(name="hooks: 25% dropped, 10% duplicated, bursts reordered", start=0.62, end=0.80,
-               faults={"webhook_drop_rate": 0.25, "webhook_duplicate_rate": 0.1, "webhook_reorder": True}),
+    ChaosPhase(
+        name="5xx storm: 20% of Extend calls fail, 20% of hooks duplicated",
+        start=0.12,
+        end=0.32,
+        faults={"error_rate": 0.2, "webhook_duplicate_rate": 0.2},
+    ),
+    ChaosPhase(
+        name="Extend DOWN: every call answers 503", start=0.38, end=0.56, faults={}, outage=True
+    ),
+    ChaosPhase(
+        name="hooks: 25% dropped, 10% duplicated, bursts reordered",
+        start=0.62,
+        end=0.80,
+        faults={"webhook_drop_rate": 0.25, "webhook_duplicate_rate": 0.1, "webhook_reorder": True},
+    ),
 )
-CALM: dict[str, Any] = {"error_rate": 0.0, "webhook_duplicate_rate": 0.0, "webhook_drop_rate": 0.0,
-                        "webhook_reorder": False}
+CALM: dict[str, Any] = {
+    "error_rate": 0.0,
+    "webhook_duplicate_rate": 0.0,
+    "webhook_drop_rate": 0.0,
+    "webhook_reorder": False,
+}
 
 
 class ExtendDriver:
     """A thread moving orders Registered -> Reserved -> Picked and stock up and down."""
 
-    def __init__(self, sim: RunningSimulator, *, ref_prefix: str, warehouses: tuple[str, ...],
-                 products: int, chaos: bool, duration: float, seed: int) -> None:
+    def __init__(
+        self,
+        sim: RunningSimulator,
+        *,
+        ref_prefix: str,
+        warehouses: tuple[str, ...],
+        products: int,
+        chaos: bool,
+        duration: float,
+        seed: int,
+    ) -> None:
         self.sim = sim
         self.ref_prefix = ref_prefix
         self.warehouses = warehouses
@@ -112,8 +136,11 @@ class ExtendDriver:
         now = time.monotonic()
         state = self.sim.state
         with state.lock:
-            mine = [(o.order_number, o.status) for o in state.orders.values()
-                    if (o.order_number_external or "").startswith(self.ref_prefix)]
+            mine = [
+                (o.order_number, o.status)
+                for o in state.orders.values()
+                if (o.order_number_external or "").startswith(self.ref_prefix)
+            ]
         for number, status in mine:
             since = self._seen.setdefault(f"{number}:{status}", now)
             # Staff need a moment: reserve a second after the order arrives, pick two after that.
@@ -126,8 +153,14 @@ class ExtendDriver:
                     self.picked += 1
 
     def _move_stock(self, http: httpx2.Client, tick: int) -> None:
-        moves = [{"productNumber": self.rnd.choice(self.catalogue), "warehouse": self.rnd.choice(self.warehouses),
-                  "delta": self.rnd.choice((-3, -2, -1, 2, 5, 10))} for _ in range(4)]
+        moves = [
+            {
+                "productNumber": self.rnd.choice(self.catalogue),
+                "warehouse": self.rnd.choice(self.warehouses),
+                "delta": self.rnd.choice((-3, -2, -1, 2, 5, 10)),
+            }
+            for _ in range(4)
+        ]
         body = {"moves": moves, "separately": True}
         response = http.post("/stock/bulk", json=body)
         if response.status_code == 200:

@@ -1,4 +1,5 @@
-"""What the demo shows and checks: one snapshot of the connector's database, the simulator and the shop.
+"""What the demo shows and checks: one snapshot of the connector's database, the simulator and the
+shop.
 
 `NotificationTap` counts (and optionally timestamps) every notification the simulator raises,
 by wrapping its webhook sink; benchmarks use it to know when a change left Extend.
@@ -37,8 +38,12 @@ BALANCE_ACTIONS = ("AvailableBalanceChanged", "BalanceChanged")
 class NotificationTap:
     """Counts every notification the simulator raises, at the moment its operation ends."""
 
-    def __init__(self, sim: RunningSimulator, *, on_batch: Callable[[list[Notification], float], None] | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        sim: RunningSimulator,
+        *,
+        on_batch: Callable[[list[Notification], float], None] | None = None,
+    ) -> None:
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._on_batch = on_batch
@@ -103,11 +108,22 @@ def db_figures(db: Database, *, ref_prefix: str) -> dict[str, Any]:
     """Counts and ages from the connector's database (read-only)."""
     now = datetime.now(UTC)
     with db.read() as s:
-        status = {str(k): int(v) for k, v in s.execute(
-            sa.select(OrderRow.status, sa.func.count()).where(OrderRow.shop_ref.like(f"{ref_prefix}%"))
-            .group_by(OrderRow.status)).all()}
-        in_extend = s.scalar(sa.select(sa.func.count()).select_from(OrderRow).where(
-            OrderRow.shop_ref.like(f"{ref_prefix}%"), OrderRow.order_number.is_not(None))) or 0
+        status = {
+            str(k): int(v)
+            for k, v in s.execute(
+                sa.select(OrderRow.status, sa.func.count())
+                .where(OrderRow.shop_ref.like(f"{ref_prefix}%"))
+                .group_by(OrderRow.status)
+            ).all()
+        }
+        in_extend = (
+            s.scalar(
+                sa.select(sa.func.count())
+                .select_from(OrderRow)
+                .where(OrderRow.shop_ref.like(f"{ref_prefix}%"), OrderRow.order_number.is_not(None))
+            )
+            or 0
+        )
         balances = s.scalar(sa.select(sa.func.count()).select_from(BalanceRow)) or 0
         dirty = s.scalar(sa.select(sa.func.count()).select_from(DirtyBalanceRow)) or 0
         freshness = {
@@ -117,23 +133,48 @@ def db_figures(db: Database, *, ref_prefix: str) -> dict[str, Any]:
             "customers": _age(s.scalar(sa.select(sa.func.max(CustomerRow.confirmed_at))), now),
             "prices": _age(s.scalar(sa.select(sa.func.max(PriceRow.confirmed_at))), now),
         }
-        sweeps = {str(name): _age(at, now) for name, at in s.execute(sa.select(CursorRow.name, CursorRow.last_run_at))}
-        parked = dict(s.execute(sa.select(ParkedFailureRow.reason, sa.func.count())
-                                .where(ParkedFailureRow.resolved_at.is_(None))
-                                .group_by(ParkedFailureRow.reason)).all())
+        sweeps = {
+            str(name): _age(at, now)
+            for name, at in s.execute(sa.select(CursorRow.name, CursorRow.last_run_at))
+        }
+        parked = dict(
+            s.execute(
+                sa.select(ParkedFailureRow.reason, sa.func.count())
+                .where(ParkedFailureRow.resolved_at.is_(None))
+                .group_by(ParkedFailureRow.reason)
+            ).all()
+        )
         inbox = s.scalar(sa.select(sa.func.count()).select_from(InboxRow)) or 0
-        outbox_pending = s.scalar(sa.select(sa.func.count()).select_from(OutboxRow)
-                                  .where(OutboxRow.delivered_at.is_(None))) or 0
-    return {"status": status, "in_extend": int(in_extend), "balances": int(balances), "dirty": int(dirty),
-            "freshness": freshness, "sweeps": sweeps, "parked": {str(k): int(v) for k, v in parked.items()},
-            "inbox": int(inbox), "outbox_pending": int(outbox_pending)}
+        outbox_pending = (
+            s.scalar(
+                sa.select(sa.func.count())
+                .select_from(OutboxRow)
+                .where(OutboxRow.delivered_at.is_(None))
+            )
+            or 0
+        )
+    return {
+        "status": status,
+        "in_extend": int(in_extend),
+        "balances": int(balances),
+        "dirty": int(dirty),
+        "freshness": freshness,
+        "sweeps": sweeps,
+        "parked": {str(k): int(v) for k, v in parked.items()},
+        "inbox": int(inbox),
+        "outbox_pending": int(outbox_pending),
+    }
 
 
 def sim_orders(sim: RunningSimulator, ref_prefix: str) -> tuple[int, int]:
     """(orders of this demo in Extend, of which picked)."""
     state = sim.state
     with state.lock:
-        mine = [o.status for o in state.orders.values() if (o.order_number_external or "").startswith(ref_prefix)]
+        mine = [
+            o.status
+            for o in state.orders.values()
+            if (o.order_number_external or "").startswith(ref_prefix)
+        ]
     return len(mine), sum(1 for s in mine if s in ("Picked", "PartiallyPicked"))
 
 

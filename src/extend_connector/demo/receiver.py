@@ -1,4 +1,5 @@
-"""The demo shop's webhook endpoint: verifies the connector's signed Standard Webhooks and counts them.
+"""The demo shop's webhook endpoint: verifies the connector's signed Standard Webhooks and counts
+them.
 
 It stands in for the merchant's shop backend, so the demo (and the balance benchmark) can show
 that changes reach the shop, signed, and when. Served by uvicorn on loopback in a daemon thread.
@@ -65,8 +66,13 @@ class ShopInbox:
         try:
             envelope = json.loads(body)
             data = dict(envelope.get("data") or {})
-            event = ReceivedEvent(event_id=headers.get("webhook-id", ""), type=str(envelope.get("type")),
-                                  key=str(data.get("key", "")), data=data, arrived=time.monotonic())
+            event = ReceivedEvent(
+                event_id=headers.get("webhook-id", ""),
+                type=str(envelope.get("type")),
+                key=str(data.get("key", "")),
+                data=data,
+                arrived=time.monotonic(),
+            )
         except (ValueError, AttributeError, TypeError):
             return 400
         with self._lock:
@@ -115,20 +121,35 @@ class _App:
                 break
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         status = self.inbox.accept(b"".join(chunks), headers) if scope["method"] == "POST" else 405
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"text/plain"), (b"content-length", b"0")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"0")],
+            }
+        )
         await send({"type": "http.response.body", "body": b""})
 
 
 @contextmanager
 def serve_shop_inbox(inbox: ShopInbox, port: int | socket.socket) -> Iterator[str]:
-    """Serve the shop's webhook endpoint on 127.0.0.1:port (or on a socket bound already); yields its URL."""
+    """Serve the shop's webhook endpoint on 127.0.0.1:port (or on a socket bound already); yields
+    its URL."""
     sockets = [port] if isinstance(port, socket.socket) else None
     number: int = port.getsockname()[1] if isinstance(port, socket.socket) else port
-    server = uvicorn.Server(uvicorn.Config(_App(inbox), host="127.0.0.1", port=number, log_level="warning",
-                                           access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, name="demo-shop-inbox",
-                              daemon=True)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            _App(inbox),
+            host="127.0.0.1",
+            port=number,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
+    )
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": sockets}, name="demo-shop-inbox", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:

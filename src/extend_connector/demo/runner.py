@@ -1,4 +1,5 @@
-"""`extend-connector demo`: start the world, run the shop and the driver, show it live, settle, self-check."""
+"""`extend-connector demo`: start the world, run the shop and the driver, show it live, settle,
+self-check."""
 
 from __future__ import annotations
 
@@ -53,8 +54,15 @@ class DemoOptions:
     live: bool | None = None  # None: a live view when stdout is a terminal
 
     def __post_init__(self) -> None:
-        if self.duration <= 0 or self.products < 10 or self.orders_per_second < 0 or self.settle_seconds <= 0:
-            raise ValueError("need duration > 0, products >= 10, orders_per_second >= 0, settle_seconds > 0")
+        if (
+            self.duration <= 0
+            or self.products < 10
+            or self.orders_per_second < 0
+            or self.settle_seconds <= 0
+        ):
+            raise ValueError(
+                "need duration > 0, products >= 10, orders_per_second >= 0, settle_seconds > 0"
+            )
 
 
 class _Demo:
@@ -65,13 +73,27 @@ class _Demo:
         self.ref_prefix = f"DEMO-{options.seed}-"
         self.tap = NotificationTap(stack.sim)
         with stack.sim.state.lock:
-            catalogue = [p.product_number for p in stack.sim.state.products.values() if not p.phase_out]
-        self.shop = ScriptedShop(base_url=stack.connector_url, token=SHOP_TOKEN, products=catalogue[:50],
-                                 warehouses=SELL_FROM, orders_per_second=options.orders_per_second,
-                                 seed=options.seed, features=features)
-        self.driver = ExtendDriver(stack.sim, ref_prefix=self.ref_prefix, warehouses=SELL_FROM,
-                                   products=options.products, chaos=options.chaos, duration=options.duration,
-                                   seed=options.seed)
+            catalogue = [
+                p.product_number for p in stack.sim.state.products.values() if not p.phase_out
+            ]
+        self.shop = ScriptedShop(
+            base_url=stack.connector_url,
+            token=SHOP_TOKEN,
+            products=catalogue[:50],
+            warehouses=SELL_FROM,
+            orders_per_second=options.orders_per_second,
+            seed=options.seed,
+            features=features,
+        )
+        self.driver = ExtendDriver(
+            stack.sim,
+            ref_prefix=self.ref_prefix,
+            warehouses=SELL_FROM,
+            products=options.products,
+            chaos=options.chaos,
+            duration=options.duration,
+            seed=options.seed,
+        )
         self.started = time.monotonic()
 
     def snapshot(self) -> Snapshot:
@@ -81,22 +103,45 @@ class _Demo:
         received, refused, _dups = self.stack.shop_inbox.snapshot()
         stats = self.shop.stats
         with stats.lock:
-            placed, refused_orders, last_stock = len(stats.placed), len(stats.refused), dict(stats.last_stock)
+            placed, refused_orders, last_stock = (
+                len(stats.placed),
+                len(stats.refused),
+                dict(stats.last_stock),
+            )
         phase = self.driver.phase
         return Snapshot(
-            elapsed=time.monotonic() - self.started, phase=phase.name if phase else None,
-            extend_down=self.stack.sim.state.in_outage(), orders_placed=placed,
-            orders_unacknowledged=len(self.shop.unacknowledged), orders_refused=refused_orders,
-            local_status=db["status"], local_in_extend=db["in_extend"], sim_orders=in_sim, sim_shipped=shipped,
+            elapsed=time.monotonic() - self.started,
+            phase=phase.name if phase else None,
+            extend_down=self.stack.sim.state.in_outage(),
+            orders_placed=placed,
+            orders_unacknowledged=len(self.shop.unacknowledged),
+            orders_refused=refused_orders,
+            local_status=db["status"],
+            local_in_extend=db["in_extend"],
+            sim_orders=in_sim,
+            sim_shipped=shipped,
             balance_notifications=self.tap.count(*BALANCE_ACTIONS),
-            availability_calls=calls.get("GET /ProductAvailability", 0), local_balances=db["balances"],
-            dirty_balances=db["dirty"], freshness=db["freshness"], sweeps=db["sweeps"],
-            parked=sum(db["parked"].values()), parked_reasons=db["parked"],
-            deliveries=dict(self.stack.sim.dispatcher.outcomes), inbox_rows=db["inbox"],
-            outbox_pending=db["outbox_pending"], shop_received=received, shop_refused=refused,
-            extend_calls=sum(calls.values()), extend_statuses=statuses, stock_read=last_stock,
-            driver={"reserved": self.driver.reserved, "picked": self.driver.picked,
-                    "stock_moves": self.driver.stock_moves})
+            availability_calls=calls.get("GET /ProductAvailability", 0),
+            local_balances=db["balances"],
+            dirty_balances=db["dirty"],
+            freshness=db["freshness"],
+            sweeps=db["sweeps"],
+            parked=sum(db["parked"].values()),
+            parked_reasons=db["parked"],
+            deliveries=dict(self.stack.sim.dispatcher.outcomes),
+            inbox_rows=db["inbox"],
+            outbox_pending=db["outbox_pending"],
+            shop_received=received,
+            shop_refused=refused,
+            extend_calls=sum(calls.values()),
+            extend_statuses=statuses,
+            stock_read=last_stock,
+            driver={
+                "reserved": self.driver.reserved,
+                "picked": self.driver.picked,
+                "stock_moves": self.driver.stock_moves,
+            },
+        )
 
 
 def _features(url: str) -> Features:
@@ -122,14 +167,25 @@ def run_demo(options: DemoOptions) -> int:
         holder = None
         data_dir = options.data_dir
     try:
-        with running_stack(seed=options.seed, products=options.products,
-                           orders_per_second=options.orders_per_second, data_dir=data_dir) as stack:
+        with running_stack(
+            seed=options.seed,
+            products=options.products,
+            orders_per_second=options.orders_per_second,
+            data_dir=data_dir,
+        ) as stack:
             features = _features(stack.connector_url)
-            say(f"connector  {stack.connector_url}  read API docs: {stack.connector_url}/docs  "
-                f"(bearer token {SHOP_TOKEN})")
-            say(f"webhooks   Extend -> {stack.connector_url}/webhooks/extend   connector -> shop: "
-                f"{stack.shop_inbox_url}")
-            say(f"simulator  {stack.sim.base_url}  driving API {stack.sim.admin_url}   data + log: {data_dir}")
+            say(
+                f"connector  {stack.connector_url}  read API docs: {stack.connector_url}/docs  "
+                f"(bearer token {SHOP_TOKEN})"
+            )
+            say(
+                f"webhooks   Extend -> {stack.connector_url}/webhooks/extend   connector -> shop: "
+                f"{stack.shop_inbox_url}"
+            )
+            say(
+                f"simulator  {stack.sim.base_url}  driving API "
+                f"{stack.sim.admin_url}   data + log: {data_dir}"
+            )
             if features.missing():
                 say(f"not in this build (skipped): {', '.join(features.missing())}")
             return _run(stack, options, features, live=live, log=say)
@@ -143,13 +199,20 @@ def _run(stack: Stack, options: DemoOptions, features: Features, *, live: bool, 
     interrupted = False
     demo.shop.start()
     demo.driver.start()
-    title = (f"extend-connector demo  seed {options.seed}, {options.products} products, "
-             f"{options.orders_per_second:g} orders/s{', chaos' if options.chaos else ''}  (Ctrl-C ends the run)")
+    title = (
+        f"extend-connector demo  seed {options.seed}, {options.products} products, "
+        f"{options.orders_per_second:g} "
+        f"orders/s{', chaos' if options.chaos else ''}  (Ctrl-C ends the run)"
+    )
     end = demo.started + options.duration
     try:
         if live:
-            with Live(render(demo.snapshot(), title=title), console=console_for(), refresh_per_second=4,
-                      transient=False) as view:
+            with Live(
+                render(demo.snapshot(), title=title),
+                console=console_for(),
+                refresh_per_second=4,
+                transient=False,
+            ) as view:
                 while time.monotonic() < end:
                     time.sleep(0.5)
                     view.update(render(demo.snapshot(), title=title))
@@ -162,7 +225,10 @@ def _run(stack: Stack, options: DemoOptions, features: Features, *, live: bool, 
                 time.sleep(0.25)
     except KeyboardInterrupt:
         interrupted = True
-        log("interrupted: stopping the shop and the driver, then settling and checking (Ctrl-C again aborts)")
+        log(
+            "interrupted: stopping the shop and the driver, "
+            "then settling and checking (Ctrl-C again aborts)"
+        )
     try:
         result = _settle_and_check(demo, options, log)
     except KeyboardInterrupt:
@@ -211,6 +277,10 @@ def _settle_and_check(demo: _Demo, options: DemoOptions, log: Say) -> CheckResul
         problems = settle_until_consistent(everything, timeout=options.settle_seconds / 2, log=log)
     unplaced = demo.shop.unacknowledged
     if unplaced:
-        problems.append(f"{len(unplaced)} order(s) never acknowledged by the connector: {unplaced[:5]}")
+        problems.append(
+            f"{len(unplaced)} order(s) never acknowledged by the connector: {unplaced[:5]}"
+        )
     balances = len(local_balances(db, SELL_FROM))
-    return CheckResult(orders_checked=len(placed), balances_checked=balances, problems=problems, skipped=skipped)
+    return CheckResult(
+        orders_checked=len(placed), balances_checked=balances, problems=problems, skipped=skipped
+    )

@@ -31,13 +31,22 @@ class Features:
     @classmethod
     def from_openapi(cls, doc: dict[str, Any]) -> Features:
         paths = doc.get("paths") or {}
-        return cls(orders="post" in (paths.get("/v1/orders") or {}),
-                   customers="post" in (paths.get("/v1/customers") or {}),
-                   stock="/v1/stock" in paths, prices="/v1/prices" in paths, products="/v1/products" in paths)
+        return cls(
+            orders="post" in (paths.get("/v1/orders") or {}),
+            customers="post" in (paths.get("/v1/customers") or {}),
+            stock="/v1/stock" in paths,
+            prices="/v1/prices" in paths,
+            products="/v1/products" in paths,
+        )
 
     def missing(self) -> list[str]:
-        names = {"orders": "POST /v1/orders", "customers": "POST /v1/customers", "stock": "GET /v1/stock",
-                 "prices": "GET /v1/prices", "products": "GET /v1/products"}
+        names = {
+            "orders": "POST /v1/orders",
+            "customers": "POST /v1/customers",
+            "stock": "GET /v1/stock",
+            "prices": "GET /v1/prices",
+            "products": "GET /v1/products",
+        }
         return [names[k] for k in names if not getattr(self, k)]
 
 
@@ -45,20 +54,30 @@ class Features:
 class ShopStats:
     """What the shop did and saw (read by the view and the self-check)."""
 
-    placed: dict[str, float] = field(default_factory=dict)  # shop ref -> monotonic time acknowledged
+    placed: dict[str, float] = field(
+        default_factory=dict
+    )  # shop ref -> monotonic time acknowledged
     attempts: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)  # HTTP status -> count (not acknowledged)
-    refused: dict[str, str] = field(default_factory=dict)  # shop ref -> why the connector refused it
+    rejected: Counter[str] = field(
+        default_factory=Counter
+    )  # HTTP status -> count (not acknowledged)
+    refused: dict[str, str] = field(
+        default_factory=dict
+    )  # shop ref -> why the connector refused it
     customers_registered: list[str] = field(default_factory=list)
     stock_reads: int = 0
     price_reads: int = 0
     read_errors: int = 0
-    last_stock: dict[str, Any] = field(default_factory=dict)  # freshness fields of the last stock answer
+    last_stock: dict[str, Any] = field(
+        default_factory=dict
+    )  # freshness fields of the last stock answer
     last_price: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def order_body(ref: str, lines: list[tuple[str, int, str]], *, customer_ref: str | None) -> dict[str, Any]:
+def order_body(
+    ref: str, lines: list[tuple[str, int, str]], *, customer_ref: str | None
+) -> dict[str, Any]:
     """A shop order as `POST /v1/orders` takes it."""
     body: dict[str, Any] = {
         "shopRef": ref,
@@ -88,8 +107,17 @@ def _freshness(answer: Any) -> dict[str, Any]:
 class ScriptedShop:
     """Runs in its own thread with its own event loop until `stop()`."""
 
-    def __init__(self, *, base_url: str, token: str, products: list[str], warehouses: tuple[str, ...],
-                 orders_per_second: float, seed: int, features: Features) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: str,
+        products: list[str],
+        warehouses: tuple[str, ...],
+        orders_per_second: float,
+        seed: int,
+        features: Features,
+    ) -> None:
         self.base_url = base_url
         self.headers = {"Authorization": f"Bearer {token}"}
         self.products = products
@@ -101,12 +129,16 @@ class ScriptedShop:
         self.stats = ShopStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pending: list[tuple[str, dict[str, Any]]] = []  # not yet acknowledged: re-posted as is
+        self._pending: list[
+            tuple[str, dict[str, Any]]
+        ] = []  # not yet acknowledged: re-posted as is
 
     # ------------------------------------------------------------------ control
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="demo-shop", daemon=True)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._main()), name="demo-shop", daemon=True
+        )
         self._thread.start()
 
     def stop(self, *, finish_pending_seconds: float = 30.0) -> None:
@@ -124,8 +156,9 @@ class ScriptedShop:
 
     async def _main(self) -> None:
         limits = httpx2.Limits(max_connections=32, max_keepalive_connections=32)
-        async with httpx2.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=10.0,
-                                      limits=limits) as http:
+        async with httpx2.AsyncClient(
+            base_url=self.base_url, headers=self.headers, timeout=10.0, limits=limits
+        ) as http:
             tasks = [asyncio.create_task(self._reads(http))]
             if self.features.customers:
                 tasks.append(asyncio.create_task(self._customers(http)))
@@ -167,7 +200,9 @@ class ScriptedShop:
 
     def _new_order(self, ref: str) -> dict[str, Any]:
         lines = []
-        for product in self.rnd.sample(self.products, k=min(len(self.products), self.rnd.randint(1, 3))):
+        for product in self.rnd.sample(
+            self.products, k=min(len(self.products), self.rnd.randint(1, 3))
+        ):
             lines.append((product, self.rnd.randint(1, 3), self.warehouses[0]))
         customer = None
         with self.stats.lock:
@@ -206,9 +241,18 @@ class ScriptedShop:
         while not self._stop.is_set() and n < 10:
             n += 1
             ref = f"DEMO-CUST-{self.seed}-{n}"
-            body = {"shopRef": ref, "name": f"Demo Customer {n}", "email": f"demo{n}@example.com",
-                    "deliveryAddress": {"name": f"Demo Customer {n}", "addressLine1": f"Storgatan {n}",
-                                        "zipCode": "11122", "city": "Stockholm", "countryCode": "SE"}}
+            body = {
+                "shopRef": ref,
+                "name": f"Demo Customer {n}",
+                "email": f"demo{n}@example.com",
+                "deliveryAddress": {
+                    "name": f"Demo Customer {n}",
+                    "addressLine1": f"Storgatan {n}",
+                    "zipCode": "11122",
+                    "city": "Stockholm",
+                    "countryCode": "SE",
+                },
+            }
             try:
                 response = await http.post("/v1/customers", json=body)
                 if response.status_code in (200, 201, 202):
@@ -227,7 +271,9 @@ class ScriptedShop:
                 await self._read(http, "/v1/prices", {"productNumbers": ",".join(sample)}, "price")
             await asyncio.sleep(1.0)
 
-    async def _read(self, http: httpx2.AsyncClient, path: str, params: dict[str, str], what: str) -> None:
+    async def _read(
+        self, http: httpx2.AsyncClient, path: str, params: dict[str, str], what: str
+    ) -> None:
         try:
             response = await http.get(path, params=params)
             ok = response.status_code == 200

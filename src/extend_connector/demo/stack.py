@@ -62,12 +62,16 @@ def reserve_port() -> socket.socket:
 
 
 def simulator_config(*, seed: int, products: int, orders_per_second: float) -> SimulatorConfig:
-    """The seeded Extend the demo runs against; its webhook registration is set once the port is known."""
+    """The seeded Extend the demo runs against; its webhook registration is set once the port is
+    known."""
     # The write budget must carry the shop's order rate plus retries; the heavy group keeps
     # Extend's house default so balance coalescing is shown under a real limit.
     writes = max(120, int(orders_per_second * 60 * 3))
     return SimulatorConfig(
-        seed=seed, products=products, customers=20, warehouses=WAREHOUSES,
+        seed=seed,
+        products=products,
+        customers=20,
+        warehouses=WAREHOUSES,
         rate_limit_write=RateLimit(limit=writes, period_seconds=60),
         rate_limit_standard=RateLimit(limit=max(600, writes * 4), period_seconds=60),
         # Extend retries a failed delivery after 1 and 4 minutes; scaled to 1.2 s and 4.8 s here.
@@ -75,21 +79,38 @@ def simulator_config(*, seed: int, products: int, orders_per_second: float) -> S
     )
 
 
-def connector_settings(*, sim: RunningSimulator, data_dir: Path, port: int, shop_url: str) -> Settings:
-    """The connector's settings for the demo: simulator credentials, short sweeps, the shop's inbox."""
+def connector_settings(
+    *, sim: RunningSimulator, data_dir: Path, port: int, shop_url: str
+) -> Settings:
+    """The connector's settings for the demo: simulator credentials, short sweeps, the shop's
+    inbox."""
     return EmbeddedSettings(
         scope=ScopeSettings(customers=CustomersScope.TO_EXTEND),
-        extend=ExtendSettings(base_url=AnyHttpUrl(sim.base_url), api_token=SecretStr(sim.token),
-                              webhook_secret=SecretStr(WEBHOOK_SECRET), warehouses=list(SELL_FROM),
-                              read_timeout_seconds=10.0),
-        webshop=WebshopSettings(api_token=SecretStr(SHOP_TOKEN), webhook_url=AnyHttpUrl(shop_url),
-                                webhook_secret=SecretStr(SHOP_WEBHOOK_SECRET), stale_after_seconds=30.0),
+        extend=ExtendSettings(
+            base_url=AnyHttpUrl(sim.base_url),
+            api_token=SecretStr(sim.token),
+            webhook_secret=SecretStr(WEBHOOK_SECRET),
+            warehouses=list(SELL_FROM),
+            read_timeout_seconds=10.0,
+        ),
+        webshop=WebshopSettings(
+            api_token=SecretStr(SHOP_TOKEN),
+            webhook_url=AnyHttpUrl(shop_url),
+            webhook_secret=SecretStr(SHOP_WEBHOOK_SECRET),
+            stale_after_seconds=30.0,
+        ),
         store=StoreSettings(data_dir=data_dir),
         server=ServerSettings(port=port),
         # Sweeps every 20-30 s so that what chaos drops is visibly repaired within a demo minute.
-        sync=SyncSettings(orders_sweep_minutes=0.5, balances_sweep_minutes=0.33, products_sweep_minutes=1.0,
-                          customers_sweep_minutes=1.0, prices_full_refresh_minutes=2.0,
-                          prices_active_refresh_minutes=1.0, overlap_seconds=60.0),
+        sync=SyncSettings(
+            orders_sweep_minutes=0.5,
+            balances_sweep_minutes=0.33,
+            products_sweep_minutes=1.0,
+            customers_sweep_minutes=1.0,
+            prices_full_refresh_minutes=2.0,
+            prices_active_refresh_minutes=1.0,
+            overlap_seconds=60.0,
+        ),
     )
 
 
@@ -102,7 +123,9 @@ def log_to_file(path: Path, *, stream: TextIO | None = None) -> TextIO:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    configure_logging("INFO", stream=stream, stdlib_format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(
+        "INFO", stream=stream, stdlib_format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     for name in ("dbos", "uvicorn", "uvicorn.error", "httpx", "httpx2"):
         lg = logging.getLogger(name)
         for h in list(lg.handlers):
@@ -126,7 +149,9 @@ class Stack:
 
 
 @contextmanager
-def running_stack(*, seed: int, products: int, orders_per_second: float, data_dir: Path) -> Iterator[Stack]:
+def running_stack(
+    *, seed: int, products: int, orders_per_second: float, data_dir: Path
+) -> Iterator[Stack]:
     """Start simulator, shop inbox and connector (in that order); stop them in reverse."""
     from extend_connector.service import Connector
 
@@ -143,15 +168,32 @@ def running_stack(*, seed: int, products: int, orders_per_second: float, data_di
         config = simulator_config(seed=seed, products=products, orders_per_second=orders_per_second)
         from dataclasses import replace
 
-        config = replace(config, webhooks=(WebhookRegistration(
-            callback_url=f"http://127.0.0.1:{connector_port}/webhooks/extend", secret=WEBHOOK_SECRET),))
+        config = replace(
+            config,
+            webhooks=(
+                WebhookRegistration(
+                    callback_url=f"http://127.0.0.1:{connector_port}/webhooks/extend",
+                    secret=WEBHOOK_SECRET,
+                ),
+            ),
+        )
         sim = stack.enter_context(run_in_thread(config))
         shop_url = stack.enter_context(serve_shop_inbox(inbox, shop_sock))
-        settings = connector_settings(sim=sim, data_dir=data_dir, port=connector_port, shop_url=shop_url)
+        settings = connector_settings(
+            sim=sim, data_dir=data_dir, port=connector_port, shop_url=shop_url
+        )
         connector = Connector(settings)
         stack.callback(connector.close)
         url = stack.enter_context(connector.serve_in_thread(sock=connector_sock, timeout=60))
         # DBOS installs its own console handler when it launches: send it to the file as well.
         log_to_file(log_path, stream=log_stream)
-        yield Stack(sim=sim, connector=connector, connector_url=url, shop_inbox=inbox, shop_inbox_url=shop_url,
-                    data_dir=data_dir, log_path=log_path, settings=settings)
+        yield Stack(
+            sim=sim,
+            connector=connector,
+            connector_url=url,
+            shop_inbox=inbox,
+            shop_inbox_url=shop_url,
+            data_dir=data_dir,
+            log_path=log_path,
+            settings=settings,
+        )

@@ -47,7 +47,9 @@ def to_json_value(value: Any) -> Any:
 _WORKFLOW_NAMES: dict[Callable[..., Any], str] = {}
 
 
-def workflow(name: str, *, max_recovery_attempts: int = DEFAULT_MAX_RECOVERY_ATTEMPTS) -> Callable[[F], F]:
+def workflow(
+    name: str, *, max_recovery_attempts: int = DEFAULT_MAX_RECOVERY_ATTEMPTS
+) -> Callable[[F], F]:
     """Declare a durable workflow (sync or async). Its arguments must be JSON values.
 
     `name` is its durable identity: rows in the job tables refer to it, so never rename a
@@ -117,7 +119,9 @@ def step(
 
             @functools.wraps(fn)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
-                return to_json_value(await run_with_retry_async(step_name, lambda: fn(*args, **kwargs)))
+                return to_json_value(
+                    await run_with_retry_async(step_name, lambda: fn(*args, **kwargs))
+                )
 
             inner: Callable[..., Any] = run_async
         else:
@@ -235,7 +239,9 @@ def queue(
         raise DeclarationError(f"queue name {name!r} is reserved or empty")
     existing = _QUEUES.get(name)
     if existing is not None and existing != spec:
-        raise DeclarationError(f"queue {name!r} declared twice with different limits: {existing} vs {spec}")
+        raise DeclarationError(
+            f"queue {name!r} declared twice with different limits: {existing} vs {spec}"
+        )
     _QUEUES[name] = spec
     return spec
 

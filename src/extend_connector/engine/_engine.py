@@ -61,7 +61,9 @@ class WorkflowFailedError(EngineError):
 
     def __init__(self, info: WorkflowInfo) -> None:
         self.info = info
-        super().__init__(f"workflow {info.workflow_id} ({info.name}) ended {info.status}: {info.error}")
+        super().__init__(
+            f"workflow {info.workflow_id} ({info.name}) ended {info.status}: {info.error}"
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -157,8 +159,9 @@ class Engine:
         self._log_level = log_level
         self._client: DBOSClient | None = None
         self._launched = False
-        configure_transient_retry(TransientRetry(
-            give_up_after_seconds=settings.engine.transient_db_retry_minutes * 60))
+        configure_transient_retry(
+            TransientRetry(give_up_after_seconds=settings.engine.transient_db_retry_minutes * 60)
+        )
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -200,7 +203,9 @@ class Engine:
         from dbos import _dbos as dbos_module
 
         if dbos_module._dbos_global_instance is not None:
-            raise EngineStateError("a DBOS engine is already running in this process; shut it down first")
+            raise EngineStateError(
+                "a DBOS engine is already running in this process; shut it down first"
+            )
         logging.getLogger("dbos").setLevel(self._log_level)
         config: DBOSConfig = {
             "name": APP_NAME,
@@ -217,7 +222,9 @@ class Engine:
         try:
             DBOS.launch()
             for spec in declared_queues().values():
-                DBOS.register_queue(spec.name, on_conflict="always_update", **self._queue_kwargs(spec))
+                DBOS.register_queue(
+                    spec.name, on_conflict="always_update", **self._queue_kwargs(spec)
+                )
             self._apply_schedules()
         except BaseException:
             DBOS.destroy()
@@ -272,7 +279,10 @@ class Engine:
             "polling_interval_sec": spec.poll_seconds,
         }
         if spec.rate_limit is not None:
-            kwargs["limiter"] = {"limit": spec.rate_limit.limit, "period": spec.rate_limit.period_seconds}
+            kwargs["limiter"] = {
+                "limit": spec.rate_limit.limit,
+                "period": spec.rate_limit.period_seconds,
+            }
         if spec.partition_concurrency is not None:
             kwargs["partition_worker_concurrency"] = min(spec.partition_concurrency, worker)
         return kwargs
@@ -311,7 +321,9 @@ class Engine:
         if spec.partitioned and partition_key is None:
             raise EngineStateError(f"queue {queue!r} is partitioned: pass partition_key=")
         if not spec.partitioned and partition_key is not None:
-            raise EngineStateError(f"queue {queue!r} is not partitioned; partition_key is not allowed")
+            raise EngineStateError(
+                f"queue {queue!r} is not partitioned; partition_key is not allowed"
+            )
         options: EnqueueOptions = {
             "workflow_name": workflow_name(workflow),
             "queue_name": queue,
@@ -367,20 +379,26 @@ class Engine:
             else session_or_connection.get_bind().engine
         )
         if bind.url != self.db_engine.url:
-            raise EngineStateError("enqueue_in_transaction needs a session on the engine's own database")
+            raise EngineStateError(
+                "enqueue_in_transaction needs a session on the engine's own database"
+            )
         options = self._options(workflow, queue, partition_key, workflow_id, delay_seconds)
         handle: WorkflowHandle[Any] = self.client.enqueue_in_transaction(
             session_or_connection, options, *to_json_value(list(args))
         )
         return handle.workflow_id
 
-    def start(self, workflow: Callable[..., Any], *args: Any, workflow_id: str | None = None) -> str:
+    def start(
+        self, workflow: Callable[..., Any], *args: Any, workflow_id: str | None = None
+    ) -> str:
         """Run a workflow now in this process (not on a queue); returns its id.
 
         Idempotent on `workflow_id`. Needs a launched engine (role `all`/`worker`).
         """
         if not self._launched:
-            raise EngineStateError("start() runs work in this process; launch() with role all/worker first")
+            raise EngineStateError(
+                "start() runs work in this process; launch() with role all/worker first"
+            )
         workflow_name(workflow)
         from dbos import SetWorkflowID
 
@@ -409,7 +427,9 @@ class Engine:
         debouncer: DebouncerClient = DebouncerClient(
             self.client, options, debounce_timeout_sec=max_delay_seconds, queue=queue
         )
-        handle: WorkflowHandle[Any] = debouncer.debounce(key, period_seconds, *to_json_value(list(args)))
+        handle: WorkflowHandle[Any] = debouncer.debounce(
+            key, period_seconds, *to_json_value(list(args))
+        )
         return handle.workflow_id
 
     # --- results and operations -----------------------------------------------------------
@@ -418,7 +438,9 @@ class Engine:
         found = self.client.list_workflows(workflow_ids=[workflow_id])
         return _info(found[0]) if found else None
 
-    def wait(self, workflow_id: str, *, timeout_seconds: float = 60.0, poll_seconds: float = 0.05) -> Any:
+    def wait(
+        self, workflow_id: str, *, timeout_seconds: float = 60.0, poll_seconds: float = 0.05
+    ) -> Any:
         """Block until the workflow finishes; return its output or raise `WorkflowFailedError`."""
         deadline = time.monotonic() + timeout_seconds
         while True:
@@ -430,7 +452,9 @@ class Engine:
             if info.status in (*FAILED_STATUSES, "CANCELLED"):
                 raise WorkflowFailedError(info)
             if time.monotonic() > deadline:
-                raise TimeoutError(f"workflow {workflow_id} still {info.status} after {timeout_seconds}s")
+                raise TimeoutError(
+                    f"workflow {workflow_id} still {info.status} after {timeout_seconds}s"
+                )
             time.sleep(poll_seconds)
 
     def list_workflows(
@@ -454,7 +478,8 @@ class Engine:
         return [_info(row) for row in rows]
 
     def list_failed(self, *, name: str | None = None, limit: int = 100) -> list[WorkflowInfo]:
-        """Jobs that stopped for good: ERROR, or crashed too often (MAX_RECOVERY_ATTEMPTS_EXCEEDED)."""
+        """Jobs that stopped for good: ERROR, or crashed too often
+        (MAX_RECOVERY_ATTEMPTS_EXCEEDED)."""
         return self.list_workflows(status=FAILED_STATUSES, name=name, limit=limit)
 
     def list_steps(self, workflow_id: str) -> list[StepRecord]:
@@ -497,7 +522,9 @@ class Engine:
             if info.status == "ERROR":
                 failed = [s.step for s in self.list_steps(workflow_id) if s.error is not None]
                 after = max((s.step for s in self.list_steps(workflow_id)), default=0) + 1
-                self.client.rewind_workflow(workflow_id, start_step=min(failed) if failed else after)
+                self.client.rewind_workflow(
+                    workflow_id, start_step=min(failed) if failed else after
+                )
             else:
                 self.client.resume_workflow(workflow_id)
         except DBOSNonExistentWorkflowError as exc:
@@ -529,8 +556,12 @@ class Engine:
         many. A worker restarted with its own executor id does this for itself at launch."""
         count = 0
         for executor in executor_ids:
-            pending = self.client.list_workflows(status=["PENDING"], executor_id=executor, load_input=False)
+            pending = self.client.list_workflows(
+                status=["PENDING"], executor_id=executor, load_input=False
+            )
             for row in pending:
-                if self.client._sys_db.reenqueue_for_recovery(row.workflow_id, [executor], INTERNAL_QUEUE_NAME):
+                if self.client._sys_db.reenqueue_for_recovery(
+                    row.workflow_id, [executor], INTERNAL_QUEUE_NAME
+                ):
                     count += 1
         return count

@@ -28,13 +28,26 @@ T = TypeVar("T")
 _SQLITE_TRANSIENT = ("database is locked", "database table is locked", "disk i/o error")
 # psycopg's words for a server that went away or is not accepting connections yet.
 _POSTGRES_TRANSIENT = (
-    "connection failed", "server closed the connection", "connection refused", "terminating connection",
-    "the database system is starting up", "the database system is shutting down", "consuming input failed",
-    "connection is closed", "connection timeout expired", "could not receive data", "ssl connection has been closed",
+    "connection failed",
+    "server closed the connection",
+    "connection refused",
+    "terminating connection",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "consuming input failed",
+    "connection is closed",
+    "connection timeout expired",
+    "could not receive data",
+    "ssl connection has been closed",
 )
 # Never transient: the statement itself is wrong, or the data breaks a rule; running it again
 # gives the same answer.
-_PERMANENT = (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.DataError, sa.exc.NotSupportedError)
+_PERMANENT = (
+    sa.exc.IntegrityError,
+    sa.exc.ProgrammingError,
+    sa.exc.DataError,
+    sa.exc.NotSupportedError,
+)
 
 
 def is_transient_db_error(exc: BaseException) -> bool:
@@ -89,8 +102,14 @@ def _should_wait(exc: Exception, name: str, attempt: int, started: float) -> flo
     if not is_transient_db_error(exc) or time.monotonic() - started > policy.give_up_after_seconds:
         return None
     wait = policy.wait(attempt)
-    log.warning("step_database_unavailable", step=name, attempt=attempt, retry_in=round(wait, 2),
-                error=type(exc).__name__, detail=str(getattr(exc, "orig", exc))[:200])
+    log.warning(
+        "step_database_unavailable",
+        step=name,
+        attempt=attempt,
+        retry_in=round(wait, 2),
+        error=type(exc).__name__,
+        detail=str(getattr(exc, "orig", exc))[:200],
+    )
     return wait
 
 

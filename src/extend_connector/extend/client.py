@@ -92,9 +92,14 @@ class GroupStats:
     waited_seconds: float = 0.0
 
     def __sub__(self, other: GroupStats) -> GroupStats:
-        return GroupStats(calls=self.calls - other.calls, retries=self.retries - other.retries,
-                          throttled=self.throttled - other.throttled, failures=self.failures - other.failures,
-                          waits=self.waits - other.waits, waited_seconds=self.waited_seconds - other.waited_seconds)
+        return GroupStats(
+            calls=self.calls - other.calls,
+            retries=self.retries - other.retries,
+            throttled=self.throttled - other.throttled,
+            failures=self.failures - other.failures,
+            waits=self.waits - other.waits,
+            waited_seconds=self.waited_seconds - other.waited_seconds,
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -177,9 +182,14 @@ class ExtendClient:
         self._groups: dict[str, GroupStats] = {}
         self._operations: dict[str, int] = {}
         self._envelope: Envelope = (
-            BodyEnvelope() if dialect.envelope == "body" else HeaderEnvelope(
-                total_count_header=dialect.total_count_header, total_pages_header=dialect.total_pages_header,
-                page_header=dialect.page_header, page_size_header=dialect.page_size_header)
+            BodyEnvelope()
+            if dialect.envelope == "body"
+            else HeaderEnvelope(
+                total_count_header=dialect.total_count_header,
+                total_pages_header=dialect.total_pages_header,
+                page_header=dialect.page_header,
+                page_size_header=dialect.page_size_header,
+            )
         )
 
     @classmethod
@@ -205,7 +215,9 @@ class ExtendClient:
             default_warehouse=extend.warehouses[0],
             default_customer_number=settings.scope.default_customer_number,
             transport=transport,
-            timeout=httpx2.Timeout(extend.read_timeout_seconds, connect=extend.connect_timeout_seconds),
+            timeout=httpx2.Timeout(
+                extend.read_timeout_seconds, connect=extend.connect_timeout_seconds
+            ),
             max_in_flight=extend.max_in_flight,
             budget=budget,
             retry=retry,
@@ -230,7 +242,9 @@ class ExtendClient:
 
     def _count(self, group: str, **delta: float) -> None:
         current = self._groups.get(group, GroupStats())
-        self._groups[group] = replace(current, **{k: getattr(current, k) + v for k, v in delta.items()})
+        self._groups[group] = replace(
+            current, **{k: getattr(current, k) + v for k, v in delta.items()}
+        )
 
     # --- one call --------------------------------------------------------------------------------
 
@@ -248,7 +262,9 @@ class ExtendClient:
         """Send one request (with retries); return the 2xx response or raise an ExtendError."""
         endpoint = self.dialect.endpoint(operation)
         url = self._url(endpoint, path_values or {})
-        ctx = CallContext(operation=operation, method=endpoint.method, url=url, is_write=endpoint.is_write)
+        ctx = CallContext(
+            operation=operation, method=endpoint.method, url=url, is_write=endpoint.is_write
+        )
         content = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self._in_flight)
@@ -271,8 +287,9 @@ class ExtendClient:
             try:
                 async with self._semaphore:
                     try:
-                        response = await self._http.request(endpoint.method, url, params=params, content=content,
-                                                            headers=headers)
+                        response = await self._http.request(
+                            endpoint.method, url, params=params, content=content, headers=headers
+                        )
                     except httpx2.TransportError as exc:
                         error = classify_exception(exc, ctx)
                         sent = not request_not_sent(exc)
@@ -280,17 +297,24 @@ class ExtendClient:
                         # well be, it was being processed), so the budget gets the unit back.
                         uncounted = not sent or not isinstance(exc, httpx2.TimeoutException)
                     else:
-                        self.budget.observe(group, response.headers,
-                                            limit_header=self.dialect.rate_limit_limit_header,
-                                            remaining_header=self.dialect.rate_limit_remaining_header,
-                                            reset_header=self.dialect.rate_limit_reset_header)
+                        self.budget.observe(
+                            group,
+                            response.headers,
+                            limit_header=self.dialect.rate_limit_limit_header,
+                            remaining_header=self.dialect.rate_limit_remaining_header,
+                            reset_header=self.dialect.rate_limit_reset_header,
+                        )
                         if response.is_success:
                             if self.observer is not None:
                                 self.observer.succeeded()
                             return response
-                        error = classify_response(response, ctx, parse_body=self.dialect.parse_error,
-                                                  request_id_header=self.dialect.request_id_header,
-                                                  reset_header=self.dialect.rate_limit_reset_header)
+                        error = classify_response(
+                            response,
+                            ctx,
+                            parse_body=self.dialect.parse_error,
+                            request_id_header=self.dialect.request_id_header,
+                            reset_header=self.dialect.rate_limit_reset_header,
+                        )
                         sent = True
                         uncounted = False
             finally:
@@ -304,12 +328,15 @@ class ExtendClient:
                 self._count(group, throttled=1)
                 await self.budget.report_throttled(group, error.retry_after)
             if not self.retry.retryable(error, is_write=endpoint.is_write, sent=sent) or (
-                    attempt >= self.retry.max_attempts):
+                attempt >= self.retry.max_attempts
+            ):
                 self._count(group, failures=1)
                 raise error
             # A throttled call waits in the budget (with everybody else in the group), not here.
             delay = 0.0 if isinstance(error, Throttled) else self.retry.delay(attempt, error)
-            expected = error.retry_after if isinstance(error, Throttled) and error.retry_after else delay
+            expected = (
+                error.retry_after if isinstance(error, Throttled) and error.retry_after else delay
+            )
             if self._clock() - started + expected > self.retry.max_total_seconds:
                 self._count(group, failures=1)
                 raise error
@@ -329,17 +356,27 @@ class ExtendClient:
         cls: type[ExtendError] = OutcomeUnknown if endpoint.is_write else UnexpectedResponse
         if endpoint.is_write:
             why = f"write answered {response.status_code} but {why}; look it up before re-sending"
-        return cls(why, operation=operation, method=endpoint.method, url=str(response.request.url),
-                   status=response.status_code, body_excerpt=response.content[:500].decode("utf-8", "replace"),
-                   request_id=response.headers.get(self.dialect.request_id_header))
+        return cls(
+            why,
+            operation=operation,
+            method=endpoint.method,
+            url=str(response.request.url),
+            status=response.status_code,
+            body_excerpt=response.content[:500].decode("utf-8", "replace"),
+            request_id=response.headers.get(self.dialect.request_id_header),
+        )
 
     def _parse(self, model: type[M], data: Any, response: httpx2.Response, operation: str) -> M:
         try:
             return model.model_validate(data, context={"drift": self.drift})
         except ValidationError as exc:
-            raise self._unreadable(response, operation, f"{model.__name__}: {exc.errors()[:3]}") from exc
+            raise self._unreadable(
+                response, operation, f"{model.__name__}: {exc.errors()[:3]}"
+            ) from exc
 
-    def _convert(self, build: Callable[[W], T], wire: W, response: httpx2.Response, operation: str) -> T:
+    def _convert(
+        self, build: Callable[[W], T], wire: W, response: httpx2.Response, operation: str
+    ) -> T:
         try:
             return build(wire)
         except (ValueError, TypeError) as exc:  # unknown status, naive dates, ...
@@ -350,14 +387,20 @@ class ExtendClient:
 
     # --- lists -----------------------------------------------------------------------------------
 
-    async def _fetch_page(self, operation: str, params: dict[str, str], number: int,
-                          holder: list[httpx2.Response]) -> Page:
-        query = {**params, self.dialect.page_param: str(number),
-                 self.dialect.page_size_param: str(self.dialect.page_size)}
+    async def _fetch_page(
+        self, operation: str, params: dict[str, str], number: int, holder: list[httpx2.Response]
+    ) -> Page:
+        query = {
+            **params,
+            self.dialect.page_param: str(number),
+            self.dialect.page_size_param: str(self.dialect.page_size),
+        }
         response = await self._call(operation, params=query)
         holder[:] = [response]
         try:
-            return self._envelope.parse(self._json(response, operation), response.headers, requested_page=number)
+            return self._envelope.parse(
+                self._json(response, operation), response.headers, requested_page=number
+            )
         except EnvelopeError as exc:
             raise self._unreadable(response, operation, str(exc)) from exc
 
@@ -390,8 +433,10 @@ class ExtendClient:
         # and the one behind the page boundary slides onto a page already read, unseen.
         if key is not None and changed is not None:
             walk = ChangeDateWalk(
-                page_size=self.dialect.page_size, since_param=self.dialect.changed_since_param,
-                format_since=self.dialect.format_datetime, key=key,
+                page_size=self.dialect.page_size,
+                since_param=self.dialect.changed_since_param,
+                format_since=self.dialect.format_datetime,
+                key=key,
                 changed=lambda item: _aware_or_none(self.dialect, changed(item)),
                 ordered=self.dialect.ordered_by_change_date,
             )
@@ -415,16 +460,24 @@ class ExtendClient:
         Raises ValidationFailed (fix the order), BusinessConflict (e.g. duplicate external number:
         look it up), TechnicalFailure, Throttled, or OutcomeUnknown (look it up before re-sending).
         """
-        body = mapping.order_body(order, customer_number=order.customer_number or self.default_customer_number,
-                                  default_warehouse=self.default_warehouse)
+        body = mapping.order_body(
+            order,
+            customer_number=order.customer_number or self.default_customer_number,
+            default_warehouse=self.default_warehouse,
+        )
         return await self._order_call("create_order", body=body)
 
-    async def _order_call(self, operation: str, *, path_values: Mapping[str, str] | None = None,
-                          body: Any = None) -> OrderState:
+    async def _order_call(
+        self, operation: str, *, path_values: Mapping[str, str] | None = None, body: Any = None
+    ) -> OrderState:
         response = await self._call(operation, path_values=path_values, body=body)
         wire = self._parse(WireOrder, self._json(response, operation), response, operation)
-        return self._convert(lambda w: mapping.order_state(w, self.dialect.aware, fallback_changed=self._now()),
-                             wire, response, operation)
+        return self._convert(
+            lambda w: mapping.order_state(w, self.dialect.aware, fallback_changed=self._now()),
+            wire,
+            response,
+            operation,
+        )
 
     async def get_order(self, order_number: str) -> OrderState:
         """GET CustomerOrders/{orderNumber}: status, rows, shipments, expected delivery date."""
@@ -436,84 +489,139 @@ class ExtendClient:
         # Compared here as well: a server that ignores the filter must not make us pick a stranger.
         async for wire, response in self._items("list_orders", WireOrderLight, params):
             if wire.order_number_external == order_number_external:
-                return self._convert(lambda w: mapping.order_change(w, self.dialect.aware), wire, response,
-                                     "list_orders")
+                return self._convert(
+                    lambda w: mapping.order_change(w, self.dialect.aware),
+                    wire,
+                    response,
+                    "list_orders",
+                )
         return None
 
-    async def orders_changed_since(self, since: datetime, *, status: str | None = None,
-                                   progress: PageProgress | None = None) -> AsyncIterator[OrderChange]:
+    async def orders_changed_since(
+        self, since: datetime, *, status: str | None = None, progress: PageProgress | None = None
+    ) -> AsyncIterator[OrderChange]:
         """GET CustomerOrders?changedSince=…: light items, every page (inclusive; may repeat)."""
         params = {self.dialect.status_param: status} if status else {}
         async for wire, response in self._items(
-                "list_orders", WireOrderLight, params, since=since, key=lambda w: w.order_number,
-                changed=lambda w: w.changed_date, progress=progress):
-            yield self._convert(lambda w: mapping.order_change(w, self.dialect.aware), wire, response,
-                                "list_orders")
+            "list_orders",
+            WireOrderLight,
+            params,
+            since=since,
+            key=lambda w: w.order_number,
+            changed=lambda w: w.changed_date,
+            progress=progress,
+        ):
+            yield self._convert(
+                lambda w: mapping.order_change(w, self.dialect.aware), wire, response, "list_orders"
+            )
 
     async def update_order_rows(self, order_number: str, lines: Sequence[OrderLine]) -> OrderState:
-        """Send changed rows (by `position`); a line with `cancelled=True` goes as rowOperation Inactive.
+        """Send changed rows (by `position`); a line with `cancelled=True` goes as rowOperation
+        Inactive.
 
         Only while the order is Registered; later Extend answers 409 (BusinessConflict).
         """
-        rows = [mapping.row_body(line, default_warehouse=self.default_warehouse, currency=None) for line in lines]
-        return await self._order_call("update_order", path_values={"orderNumber": order_number},
-                                      body={"orderRows": rows})
+        rows = [
+            mapping.row_body(line, default_warehouse=self.default_warehouse, currency=None)
+            for line in lines
+        ]
+        return await self._order_call(
+            "update_order", path_values={"orderNumber": order_number}, body={"orderRows": rows}
+        )
 
     async def cancel_order_rows(self, order_number: str, lines: Sequence[OrderLine]) -> OrderState:
         """Cancel rows: each sent with its position, `rowOperation: Inactive` and its warehouse."""
         missing = [line.product_number for line in lines if line.position is None]
         if missing:
             raise ValueError(f"rows to cancel need Extend's position: {missing}")
-        return await self.update_order_rows(order_number, [replace(line, cancelled=True) for line in lines])
+        return await self.update_order_rows(
+            order_number, [replace(line, cancelled=True) for line in lines]
+        )
 
     async def cancel_order(self, order_number: str) -> OrderState:
         """Cancel a whole order (Registered only; 409 BusinessConflict after reservation)."""
         return await self._order_call("cancel_order", path_values={"orderNumber": order_number})
 
-    # --- availability ------------------------------------------------------------------------------
+    # --- availability -----------------------------------------------------------------------------
 
-    def _balances(self, params: dict[str, str], since: datetime | None,
-                  progress: PageProgress | None) -> AsyncIterator[tuple[WireAvailability, httpx2.Response]]:
-        return self._items("list_availability", WireAvailability, params, since=since,
-                           key=lambda w: (w.product_number, w.warehouse), changed=lambda w: w.changed_date,
-                           progress=progress)
+    def _balances(
+        self, params: dict[str, str], since: datetime | None, progress: PageProgress | None
+    ) -> AsyncIterator[tuple[WireAvailability, httpx2.Response]]:
+        return self._items(
+            "list_availability",
+            WireAvailability,
+            params,
+            since=since,
+            key=lambda w: (w.product_number, w.warehouse),
+            changed=lambda w: w.changed_date,
+            progress=progress,
+        )
 
     async def _warehouse_params(self, warehouses: Iterable[str] | None) -> list[dict[str, str]]:
         if not warehouses:
             return [{}]
         return [{self.dialect.warehouse_param: w} for w in dict.fromkeys(warehouses)]
 
-    async def availability_changed_since(self, since: datetime, *, warehouses: Iterable[str] | None = None,
-                                         progress: PageProgress | None = None) -> AsyncIterator[Balance]:
+    async def availability_changed_since(
+        self,
+        since: datetime,
+        *,
+        warehouses: Iterable[str] | None = None,
+        progress: PageProgress | None = None,
+    ) -> AsyncIterator[Balance]:
         """GET ProductAvailability?changedSince=… (per warehouse when given), every page."""
         for params in await self._warehouse_params(warehouses):
             async for wire, response in self._balances(params, since, progress):
-                yield self._convert(lambda w: mapping.balance(w, self.dialect.aware), wire, response,
-                                    "list_availability")
+                yield self._convert(
+                    lambda w: mapping.balance(w, self.dialect.aware),
+                    wire,
+                    response,
+                    "list_availability",
+                )
 
-    async def availability_for_products(self, product_numbers: Iterable[str], *,
-                                        warehouses: Iterable[str] | None = None) -> AsyncIterator[Balance]:
+    async def availability_for_products(
+        self, product_numbers: Iterable[str], *, warehouses: Iterable[str] | None = None
+    ) -> AsyncIterator[Balance]:
         """GET ProductAvailability?productNumbers=… in chunks that keep every URL short enough."""
         endpoint = self.dialect.endpoint("list_availability")
         for params in await self._warehouse_params(warehouses):
             for chunk in self.chunk_numbers(endpoint, params, product_numbers):
-                query = {**params, self.dialect.product_numbers_param: self.dialect.join_numbers(chunk)}
+                query = {
+                    **params,
+                    self.dialect.product_numbers_param: self.dialect.join_numbers(chunk),
+                }
                 async for wire, response in self._balances(query, None, None):
-                    yield self._convert(lambda w: mapping.balance(w, self.dialect.aware), wire, response,
-                                        "list_availability")
+                    yield self._convert(
+                        lambda w: mapping.balance(w, self.dialect.aware),
+                        wire,
+                        response,
+                        "list_availability",
+                    )
 
-    async def availability_for_warehouses(self, warehouses: Iterable[str]) -> AsyncIterator[Balance]:
+    async def availability_for_warehouses(
+        self, warehouses: Iterable[str]
+    ) -> AsyncIterator[Balance]:
         """Every balance of the given warehouses (full refresh)."""
         for params in await self._warehouse_params(list(warehouses) or None):
             async for wire, response in self._balances(params, None, None):
-                yield self._convert(lambda w: mapping.balance(w, self.dialect.aware), wire, response,
-                                    "list_availability")
+                yield self._convert(
+                    lambda w: mapping.balance(w, self.dialect.aware),
+                    wire,
+                    response,
+                    "list_availability",
+                )
 
-    def chunk_numbers(self, endpoint: Endpoint, params: Mapping[str, str],
-                      numbers: Iterable[str]) -> list[list[str]]:
-        """Split product numbers so each URL (with paging parameters) stays within max_url_length."""
-        probe = {**params, self.dialect.page_param: "99999", self.dialect.page_size_param: "99999",
-                 self.dialect.product_numbers_param: ""}
+    def chunk_numbers(
+        self, endpoint: Endpoint, params: Mapping[str, str], numbers: Iterable[str]
+    ) -> list[list[str]]:
+        """Split product numbers so each URL (with paging parameters) stays within
+        max_url_length."""
+        probe = {
+            **params,
+            self.dialect.page_param: "99999",
+            self.dialect.page_size_param: "99999",
+            self.dialect.product_numbers_param: "",
+        }
         fixed = len(str(httpx2.URL(self._url(endpoint, {}), params=probe)))
         room = self.dialect.max_url_length - fixed
         chunks: list[list[str]] = []
@@ -531,33 +639,58 @@ class ExtendClient:
             chunks.append(current)
         return chunks
 
-    # --- products ----------------------------------------------------------------------------------
+    # --- products ---------------------------------------------------------------------------------
 
-    async def products_changed_since(self, since: datetime | None = None, *,
-                                     progress: PageProgress | None = None) -> AsyncIterator[Product]:
+    async def products_changed_since(
+        self, since: datetime | None = None, *, progress: PageProgress | None = None
+    ) -> AsyncIterator[Product]:
         """GET Products?changedSince=… (all products when `since` is None), every page."""
-        async for wire, response in self._items("list_products", WireProduct, {}, since=since,
-                                                key=lambda w: w.product_number,
-                                                changed=lambda w: w.changed_date, progress=progress):
-            yield self._convert(lambda w: mapping.product(w, self.dialect.aware, fallback_changed=self._now()),
-                                wire, response, "list_products")
+        async for wire, response in self._items(
+            "list_products",
+            WireProduct,
+            {},
+            since=since,
+            key=lambda w: w.product_number,
+            changed=lambda w: w.changed_date,
+            progress=progress,
+        ):
+            yield self._convert(
+                lambda w: mapping.product(w, self.dialect.aware, fallback_changed=self._now()),
+                wire,
+                response,
+                "list_products",
+            )
 
     async def get_product(self, product_number: str) -> Product:
         response = await self._call("get_product", path_values={"productNumber": product_number})
-        wire = self._parse(WireProduct, self._json(response, "get_product"), response, "get_product")
-        return self._convert(lambda w: mapping.product(w, self.dialect.aware, fallback_changed=self._now()),
-                             wire, response, "get_product")
+        wire = self._parse(
+            WireProduct, self._json(response, "get_product"), response, "get_product"
+        )
+        return self._convert(
+            lambda w: mapping.product(w, self.dialect.aware, fallback_changed=self._now()),
+            wire,
+            response,
+            "get_product",
+        )
 
-    # --- customers ---------------------------------------------------------------------------------
+    # --- customers --------------------------------------------------------------------------------
 
-    async def customers_changed_since(self, since: datetime | None = None, *,
-                                      progress: PageProgress | None = None) -> AsyncIterator[Customer]:
+    async def customers_changed_since(
+        self, since: datetime | None = None, *, progress: PageProgress | None = None
+    ) -> AsyncIterator[Customer]:
         """GET Customers?changedSince=… (all customers when `since` is None), every page."""
-        async for wire, response in self._items("list_customers", WireCustomer, {}, since=since,
-                                                key=lambda w: w.customer_number,
-                                                changed=lambda w: w.changed_date, progress=progress):
-            yield self._convert(lambda w: mapping.customer(w, self.dialect.aware), wire, response,
-                                "list_customers")
+        async for wire, response in self._items(
+            "list_customers",
+            WireCustomer,
+            {},
+            since=since,
+            key=lambda w: w.customer_number,
+            changed=lambda w: w.changed_date,
+            progress=progress,
+        ):
+            yield self._convert(
+                lambda w: mapping.customer(w, self.dialect.aware), wire, response, "list_customers"
+            )
 
     async def get_customer(self, customer_number: str) -> Customer:
         response = await self._call("get_customer", path_values={"customerNumber": customer_number})
@@ -565,18 +698,26 @@ class ExtendClient:
 
     def _customer(self, response: httpx2.Response, operation: str) -> Customer:
         wire = self._parse(WireCustomer, self._json(response, operation), response, operation)
-        return self._convert(lambda w: mapping.customer(w, self.dialect.aware), wire, response, operation)
+        return self._convert(
+            lambda w: mapping.customer(w, self.dialect.aware), wire, response, operation
+        )
 
     async def create_customer(self, customer: Customer) -> Customer:
-        """POST Customers (shop is master). A lost answer raises OutcomeUnknown: look it up first."""
+        """POST Customers (shop is master). A lost answer raises OutcomeUnknown: look it up
+        first."""
         response = await self._call("create_customer", body=mapping.customer_body(customer))
         created = self._customer(response, "create_customer")
         return replace(created, shop_ref=customer.shop_ref)
 
-    # --- prices ------------------------------------------------------------------------------------
+    # --- prices -----------------------------------------------------------------------------------
 
-    async def prices_for_customer(self, customer_number: str, product_numbers: Iterable[str] | None = None,
-                                  *, progress: PageProgress | None = None) -> AsyncIterator[Price]:
+    async def prices_for_customer(
+        self,
+        customer_number: str,
+        product_numbers: Iterable[str] | None = None,
+        *,
+        progress: PageProgress | None = None,
+    ) -> AsyncIterator[Price]:
         """GET ProductPrices?customerNumber=…[&productNumbers=…] (chunked), every page."""
         endpoint = self.dialect.endpoint("list_prices")
         params = {self.dialect.customer_number_param: customer_number}
@@ -584,14 +725,25 @@ class ExtendClient:
         if product_numbers is None:
             queries = [params]
         else:
-            queries = [{**params, self.dialect.product_numbers_param: self.dialect.join_numbers(chunk)}
-                       for chunk in self.chunk_numbers(endpoint, params, product_numbers)]
+            queries = [
+                {**params, self.dialect.product_numbers_param: self.dialect.join_numbers(chunk)}
+                for chunk in self.chunk_numbers(endpoint, params, product_numbers)
+            ]
         for query in queries:
-            async for wire, response in self._items("list_prices", WirePrice, query, progress=progress,
-                                                    key=_price_key, changed=lambda w: w.changed_date):
+            async for wire, response in self._items(
+                "list_prices",
+                WirePrice,
+                query,
+                progress=progress,
+                key=_price_key,
+                changed=lambda w: w.changed_date,
+            ):
                 yield self._convert(
                     lambda w: mapping.price(w, self.dialect.aware, customer_number=customer_number),
-                    wire, response, "list_prices")
+                    wire,
+                    response,
+                    "list_prices",
+                )
 
 
 def _price_key(wire: WirePrice) -> Hashable:

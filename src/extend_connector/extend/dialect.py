@@ -94,7 +94,8 @@ class Dialect:
             endpoints[op] = Endpoint(operation=op, method=method, path=path, group=group)
         return cls(
             base_url=str(extend.base_url).rstrip("/"),
-            auth=auth or header_auth(d.auth_header, d.auth_scheme, extend.api_token.get_secret_value()),
+            auth=auth
+            or header_auth(d.auth_header, d.auth_scheme, extend.api_token.get_secret_value()),
             endpoints=endpoints,
             page_param=d.page_param,
             page_size_param=d.page_size_param,

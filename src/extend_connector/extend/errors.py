@@ -1,16 +1,22 @@
 """One error tree for every Extend call, classified by what the caller must do.
 
 ```
-ExtendError                      every failure of a call; carries status, body excerpt, operation, request id
- ├── ValidationFailed            400/404/422, errorType "Validation": fix the data; NEVER retried unchanged
+ExtendError                      every failure of a call; carries status, body excerpt,
+ │                               operation, request id
+ ├── ValidationFailed            400/404/422, errorType "Validation": fix the data; NEVER
+ │    │                          retried unchanged
  │    └── NotFound               404: the record does not exist (a flow may treat this as an answer)
- ├── BusinessConflict            409, errorType "Business": terminal for this request; reconcile by GET
- ├── TechnicalFailure            5xx, network errors, read timeouts: retry with backoff, keep the item queued
+ ├── BusinessConflict            409, errorType "Business": terminal for this request; reconcile
+ │                               by GET
+ ├── TechnicalFailure            5xx, network errors, read timeouts: retry with backoff, keep the
+ │    │                          item queued
  │    ├── AccessDenied           401/403: the credential or dialect is wrong; an operator must act
- │    └── UnexpectedResponse     2xx whose body cannot be understood (not JSON, required field missing)
+ │    └── UnexpectedResponse     2xx whose body cannot be understood (not JSON, required field
+ │                               missing)
  ├── Throttled                   429: wait as `retry_after` says (Retry-After / x-ratelimit-reset)
  └── OutcomeUnknown              a WRITE whose answer was lost (timeout or broken connection after
-                                 sending): look the record up before re-sending; never retried blindly
+                                 sending): look the record up before re-sending; never retried
+                                 blindly
 ```
 
 `classify_response` and `classify_exception` are the only places that decide the class; the
@@ -102,7 +108,8 @@ class TechnicalFailure(ExtendError):
 
 
 class AccessDenied(TechnicalFailure):
-    """401/403. Kept under TechnicalFailure so items stay queued, but never retried within a call."""
+    """401/403. Kept under TechnicalFailure so items stay queued, but never retried within a
+    call."""
 
 
 class UnexpectedResponse(TechnicalFailure):
@@ -148,7 +155,9 @@ def parse_error_body(raw: bytes) -> ErrorBody:
             if isinstance(item, dict):
                 field = _first(item, "field", "name", "property")
                 msg = _first(item, "message", "msg", "error")
-                details.append(ErrorDetail(field=None if field is None else str(field), message=str(msg or "")))
+                details.append(
+                    ErrorDetail(field=None if field is None else str(field), message=str(msg or ""))
+                )
             elif item is not None:
                 details.append(ErrorDetail(field=None, message=str(item)))
     elif isinstance(raw_details, dict):
@@ -221,7 +230,8 @@ def classify_response(
     request_id_header: str = "x-request-id",
     reset_header: str = "x-ratelimit-reset",
 ) -> ExtendError:
-    """The error for a non-success answer. Status decides first; the body's errorType refines 4xx."""
+    """The error for a non-success answer. Status decides first; the body's errorType refines
+    4xx."""
     status = response.status_code
     raw = response.content
     body = parse_body(raw)
@@ -238,7 +248,9 @@ def classify_response(
     if body.code:
         message = f"[{body.code}] {message}"
     if status == 429:
-        return Throttled(message, retry_after=parse_retry_after(response.headers, reset_header), **kwargs)
+        return Throttled(
+            message, retry_after=parse_retry_after(response.headers, reset_header), **kwargs
+        )
     if status in (401, 403):
         return AccessDenied(message, **kwargs)
     if status == 404:
@@ -257,7 +269,11 @@ def classify_response(
 
 
 # Exceptions raised before a single byte of the request could have reached Extend.
-_NOT_SENT: tuple[type[Exception], ...] = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+_NOT_SENT: tuple[type[Exception], ...] = (
+    httpx2.ConnectError,
+    httpx2.ConnectTimeout,
+    httpx2.PoolTimeout,
+)
 
 
 def request_not_sent(exc: BaseException) -> bool:
@@ -270,5 +286,7 @@ def classify_exception(exc: httpx2.TransportError, ctx: CallContext) -> ExtendEr
     kwargs: dict[str, Any] = {"operation": ctx.operation, "method": ctx.method, "url": ctx.url}
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if ctx.is_write and not request_not_sent(exc):
-        return OutcomeUnknown(f"answer lost after sending ({what}); look it up before re-sending", **kwargs)
+        return OutcomeUnknown(
+            f"answer lost after sending ({what}); look it up before re-sending", **kwargs
+        )
     return TechnicalFailure(what, **kwargs)

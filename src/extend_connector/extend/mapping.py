@@ -71,19 +71,31 @@ def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
 def address_body(address: Address | None) -> dict[str, Any] | None:
     if address is None:
         return None
-    return _drop_none({
-        "name": address.name, "careOf": address.care_of, "addressLine1": address.address_line1,
-        "addressLine2": address.address_line2, "zipCode": address.zip_code, "city": address.city,
-        "countryCode": address.country_code, "phone": address.phone, "email": address.email,
-    })
+    return _drop_none(
+        {
+            "name": address.name,
+            "careOf": address.care_of,
+            "addressLine1": address.address_line1,
+            "addressLine2": address.address_line2,
+            "zipCode": address.zip_code,
+            "city": address.city,
+            "countryCode": address.country_code,
+            "phone": address.phone,
+            "email": address.email,
+        }
+    )
 
 
 def row_body(line: OrderLine, *, default_warehouse: str, currency: str | None) -> dict[str, Any]:
-    sales = _drop_none({
-        "quantity": number(line.quantity), "unit": line.unit, "unitPrice": number(line.unit_price),
-        "vatPercent": number(line.vat_percent),
-        "currency": currency if line.unit_price is not None else None,
-    })
+    sales = _drop_none(
+        {
+            "quantity": number(line.quantity),
+            "unit": line.unit,
+            "unitPrice": number(line.unit_price),
+            "vatPercent": number(line.vat_percent),
+            "currency": currency if line.unit_price is not None else None,
+        }
+    )
     row: dict[str, Any] = {
         "product": {"productNumber": line.product_number},
         "salesData": sales,
@@ -103,35 +115,52 @@ def order_body(order: Order, *, customer_number: str, default_warehouse: str) ->
     Prices are sent exactly as the shop set them (Extend keeps them); a line without a price
     leaves `unitPrice` out so Extend prices it for the customer.
     """
-    header = _drop_none({
-        "orderType": "Normal",
-        "orderNumberExternal": order.shop_ref,
-        "customerNumber": customer_number,
-        "askedDeliveryDate": order.asked_delivery_date.isoformat() if order.asked_delivery_date else None,
-        "currency": order.currency,
-        "deliveryAddress": address_body(order.delivery_address),
-        "invoiceAddress": address_body(order.invoice_address),
-        "paymentType": order.payment_type,
-        "orderEmail": order.email,
-        "notes": order.notes,
-    })
-    rows = [row_body(line, default_warehouse=default_warehouse, currency=order.currency) for line in order.lines]
+    header = _drop_none(
+        {
+            "orderType": "Normal",
+            "orderNumberExternal": order.shop_ref,
+            "customerNumber": customer_number,
+            "askedDeliveryDate": order.asked_delivery_date.isoformat()
+            if order.asked_delivery_date
+            else None,
+            "currency": order.currency,
+            "deliveryAddress": address_body(order.delivery_address),
+            "invoiceAddress": address_body(order.invoice_address),
+            "paymentType": order.payment_type,
+            "orderEmail": order.email,
+            "notes": order.notes,
+        }
+    )
+    rows = [
+        row_body(line, default_warehouse=default_warehouse, currency=order.currency)
+        for line in order.lines
+    ]
     return {"orderHeader": header, "orderRows": rows}
 
 
 def customer_body(customer: Customer) -> dict[str, Any]:
     addresses = []
-    for kind, address in (("Delivery", customer.delivery_address), ("Invoice", customer.invoice_address)):
+    for kind, address in (
+        ("Delivery", customer.delivery_address),
+        ("Invoice", customer.invoice_address),
+    ):
         body = address_body(address)
         if body is not None:
             addresses.append({"type": kind, **body})
-    return _drop_none({
-        "customerNumber": customer.customer_number or None, "name": customer.name,
-        "lastName": customer.last_name, "organizationNumber": customer.organization_number,
-        "customerGroup": customer.customer_group, "priceList": customer.price_list,
-        "salesperson": customer.salesperson, "email": customer.email, "phone": customer.phone,
-        "addresses": addresses or None,
-    })
+    return _drop_none(
+        {
+            "customerNumber": customer.customer_number or None,
+            "name": customer.name,
+            "lastName": customer.last_name,
+            "organizationNumber": customer.organization_number,
+            "customerGroup": customer.customer_group,
+            "priceList": customer.price_list,
+            "salesperson": customer.salesperson,
+            "email": customer.email,
+            "phone": customer.phone,
+            "addresses": addresses or None,
+        }
+    )
 
 
 # --- incoming --------------------------------------------------------------------------------
@@ -167,16 +196,25 @@ def order_state(wire: WireOrder, aware: Aware, *, fallback_changed: datetime) ->
         raise UnknownStatus("order has no status")
     shipments = tuple(
         Shipment(
-            shipment_number=s.shipment_number, carrier=s.carrier, tracking_number=s.tracking_number,
-            tracking_url=s.tracking_url, ship_date=_opt(s.ship_date, aware),
-            lines=tuple(ShipmentLine(position=r.position, product_number=r.product_number, quantity=r.quantity)
-                        for r in s.rows),
+            shipment_number=s.shipment_number,
+            carrier=s.carrier,
+            tracking_number=s.tracking_number,
+            tracking_url=s.tracking_url,
+            ship_date=_opt(s.ship_date, aware),
+            lines=tuple(
+                ShipmentLine(
+                    position=r.position, product_number=r.product_number, quantity=r.quantity
+                )
+                for r in s.rows
+            ),
         )
         for s in wire.shipments
     )
     return OrderState(
         order_number=wire.order_number,
-        order_number_external=wire.order_header.order_number_external or wire.order_number_external or "",
+        order_number_external=wire.order_header.order_number_external
+        or wire.order_number_external
+        or "",
         status=order_status(status_text),
         changed_at=aware(wire.changed_date) if wire.changed_date else fallback_changed,
         expected_delivery_date=_when(wire.expected_delivery_date, aware),
@@ -187,34 +225,51 @@ def order_state(wire: WireOrder, aware: Aware, *, fallback_changed: datetime) ->
 
 def order_change(wire: WireOrderLight, aware: Aware) -> OrderChange:
     return OrderChange(
-        order_number=wire.order_number, order_number_external=wire.order_number_external,
-        status=order_status(wire.status), changed_at=aware(wire.changed_date),
+        order_number=wire.order_number,
+        order_number_external=wire.order_number_external,
+        status=order_status(wire.status),
+        changed_at=aware(wire.changed_date),
     )
 
 
 def balance(wire: WireAvailability, aware: Aware) -> Balance:
     return Balance(
-        product_number=wire.product_number, warehouse=wire.warehouse, available=wire.available_balance,
-        physical=wire.physical_balance, reserved=wire.reserved_quantity,
+        product_number=wire.product_number,
+        warehouse=wire.warehouse,
+        available=wire.available_balance,
+        physical=wire.physical_balance,
+        reserved=wire.reserved_quantity,
         changed_at=_opt(wire.changed_date, aware),
     )
 
 
 def product(wire: WireProduct, aware: Aware, *, fallback_changed: datetime) -> Product:
     return Product(
-        product_number=wire.product_number, name=wire.product_name or "",
+        product_number=wire.product_number,
+        name=wire.product_name or "",
         changed_at=aware(wire.changed_date) if wire.changed_date else fallback_changed,
-        unit=wire.unit, ean=wire.ean, vat_percent=wire.vat_percent, notes=wire.product_notes,
-        customs_commodity_code=wire.customs_commodity_code, supply_mode=wire.supply_mode,
-        phase_out=bool(wire.phase_out), extra=dict(wire.model_extra or {}),
+        unit=wire.unit,
+        ean=wire.ean,
+        vat_percent=wire.vat_percent,
+        notes=wire.product_notes,
+        customs_commodity_code=wire.customs_commodity_code,
+        supply_mode=wire.supply_mode,
+        phase_out=bool(wire.phase_out),
+        extra=dict(wire.model_extra or {}),
     )
 
 
 def _address(wire: WireAddress) -> Address:
     return Address(
-        name=wire.name or "", address_line1=wire.address_line1 or "", zip_code=wire.zip_code or "",
-        city=wire.city or "", country_code=wire.country_code or "SE", care_of=wire.care_of,
-        address_line2=wire.address_line2, phone=wire.phone, email=wire.email,
+        name=wire.name or "",
+        address_line1=wire.address_line1 or "",
+        zip_code=wire.zip_code or "",
+        city=wire.city or "",
+        country_code=wire.country_code or "SE",
+        care_of=wire.care_of,
+        address_line2=wire.address_line2,
+        phone=wire.phone,
+        email=wire.email,
     )
 
 
@@ -223,10 +278,16 @@ def customer(wire: WireCustomer, aware: Aware) -> Customer:
     delivery = by_type.get("delivery")
     invoice = by_type.get("invoice")
     return Customer(
-        customer_number=wire.customer_number, name=wire.name or "",
-        changed_at=_opt(wire.changed_date, aware), last_name=wire.last_name,
-        organization_number=wire.organization_number, customer_group=wire.customer_group,
-        price_list=wire.price_list, salesperson=wire.salesperson, email=wire.email, phone=wire.phone,
+        customer_number=wire.customer_number,
+        name=wire.name or "",
+        changed_at=_opt(wire.changed_date, aware),
+        last_name=wire.last_name,
+        organization_number=wire.organization_number,
+        customer_group=wire.customer_group,
+        price_list=wire.price_list,
+        salesperson=wire.salesperson,
+        email=wire.email,
+        phone=wire.phone,
         delivery_address=_address(delivery) if delivery else None,
         invoice_address=_address(invoice) if invoice else None,
     )
@@ -236,8 +297,13 @@ def price(wire: WirePrice, aware: Aware, *, customer_number: str) -> Price:
     # `unitPrice` is already the net best price (campaign, discount or list); the campaign price
     # is shown only while it applies, and Extend decides that.
     return Price(
-        customer_number=wire.customer_number or customer_number, product_number=wire.product_number,
-        unit_price=wire.unit_price, currency=wire.currency or "SEK", list_price=wire.list_price,
-        discount_percent=wire.discount_percent, price_list=wire.price_list, vat_percent=wire.vat_percent,
+        customer_number=wire.customer_number or customer_number,
+        product_number=wire.product_number,
+        unit_price=wire.unit_price,
+        currency=wire.currency or "SEK",
+        list_price=wire.list_price,
+        discount_percent=wire.discount_percent,
+        price_list=wire.price_list,
+        vat_percent=wire.vat_percent,
         valid_to=_opt(wire.valid_to, aware),
     )

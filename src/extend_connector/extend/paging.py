@@ -60,7 +60,9 @@ class BodyEnvelope:
 
     def parse(self, data: Any, headers: Mapping[str, str], *, requested_page: int) -> Page:
         if not isinstance(data, dict):
-            raise EnvelopeError(f"expected an object with `{self.items_key}`, got {type(data).__name__}")
+            raise EnvelopeError(
+                f"expected an object with `{self.items_key}`, got {type(data).__name__}"
+            )
         lowered = {str(k).lower(): v for k, v in data.items()}
         items = lowered.get(self.items_key.lower())
         if not isinstance(items, list):
@@ -141,8 +143,9 @@ class ChangeDateWalk:
     # next sweep); a server that keeps answering nothing new is left after this many such pages.
     extra_pages: int = 20
 
-    async def pages(self, fetch: FetchPage, params: dict[str, str],
-                    since: datetime | None) -> AsyncIterator[list[Any]]:
+    async def pages(
+        self, fetch: FetchPage, params: dict[str, str], since: datetime | None
+    ) -> AsyncIterator[list[Any]]:
         anchor = since
         number = 1
         ordered = self.ordered
@@ -156,7 +159,11 @@ class ChangeDateWalk:
 
         async def get(n: int) -> tuple[Page, list[Any]]:
             nonlocal limit, yielded, idle
-            query = dict(params) if anchor is None else {**params, self.since_param: self.format_since(anchor)}
+            query = (
+                dict(params)
+                if anchor is None
+                else {**params, self.since_param: self.format_since(anchor)}
+            )
             page = await fetch(query, n)
             if limit is None and page.total_count is not None:
                 limit = page.total_count + self.extra_pages * self.page_size
@@ -192,8 +199,10 @@ class ChangeDateWalk:
             if is_last(page, self.page_size) or spent():
                 return
             stamps = [self.changed(item) for item in page.items]
-            if ordered and (any(s is None for s in stamps) or any(
-                    a > b for a, b in itertools.pairwise(stamps) if a and b)):
+            if ordered and (
+                any(s is None for s in stamps)
+                or any(a > b for a, b in itertools.pairwise(stamps) if a and b)
+            ):
                 ordered = False  # the server does not sort as promised: fall back to page numbers
             last = stamps[-1]
             if ordered and last is not None and (anchor is None or last > anchor):

@@ -48,7 +48,8 @@ log = structlog.get_logger("extend_connector.ratelimit")
 
 
 class FleetBucket(Protocol):
-    """A token bucket per rate-limit group shared by every process calling Extend with one credential.
+    """A token bucket per rate-limit group shared by every process calling Extend with one
+    credential.
 
     `limit` is the bucket's capacity (calls, headroom applied, may be fractional) refilled evenly
     over `period` seconds.
@@ -121,8 +122,9 @@ class GroupBudget:
 
 
 class RateBudget:
-    def __init__(self, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep,
-                 low_water: float = 0.2) -> None:
+    def __init__(
+        self, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep, low_water: float = 0.2
+    ) -> None:
         self._clock = clock
         self._sleep = sleep
         self._low_water = low_water
@@ -130,12 +132,20 @@ class RateBudget:
         self._lock = threading.Lock()
         self._fleet: _Fleet | None = None
         self._fleet_warned_at: float | None = None
-        self.fleet_failures = 0  # operations of the fleet bucket that failed (local pacing took over)
+        self.fleet_failures = (
+            0  # operations of the fleet bucket that failed (local pacing took over)
+        )
 
     # --- the fleet-wide bucket -------------------------------------------------------------------
 
-    def attach_fleet(self, bucket: FleetBucket, *, limits: Mapping[str, tuple[int, float]],
-                     headroom: float = 0.9, timeout: float = 5.0) -> None:
+    def attach_fleet(
+        self,
+        bucket: FleetBucket,
+        *,
+        limits: Mapping[str, tuple[int, float]],
+        headroom: float = 0.9,
+        timeout: float = 5.0,
+    ) -> None:
         """Draw every call from `bucket` too (replacing any bucket attached before).
 
         `limits`: group -> (limit, period seconds) as configured; Extend's `x-ratelimit-limit`
@@ -169,13 +179,21 @@ class RateBudget:
         with self._lock:
             self.fleet_failures += 1
             now = self._clock()
-            due = self._fleet_warned_at is None or now - self._fleet_warned_at >= FLEET_WARNING_INTERVAL_SECONDS
+            due = (
+                self._fleet_warned_at is None
+                or now - self._fleet_warned_at >= FLEET_WARNING_INTERVAL_SECONDS
+            )
             if due:
                 self._fleet_warned_at = now
         if due:
-            log.warning("fleet_rate_limit_unavailable", operation=operation, group=name,
-                        error=f"{type(exc).__name__}: {exc}"[:300], failures=self.fleet_failures,
-                        fallback="this process paces from Extend's headers only until the table answers")
+            log.warning(
+                "fleet_rate_limit_unavailable",
+                operation=operation,
+                group=name,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+                failures=self.fleet_failures,
+                fallback="this process paces from Extend's headers only until the table answers",
+            )
 
     async def _fleet_wait(self, name: str) -> float:
         fleet = self._fleet
@@ -248,9 +266,17 @@ class RateBudget:
             if taken:
                 return waited
 
-    def observe(self, name: str, headers: Mapping[str, str], *, limit_header: str,
-                remaining_header: str, reset_header: str) -> None:
-        """Learn the group's state from an answer's rate-limit headers (missing ones are ignored)."""
+    def observe(
+        self,
+        name: str,
+        headers: Mapping[str, str],
+        *,
+        limit_header: str,
+        remaining_header: str,
+        reset_header: str,
+    ) -> None:
+        """Learn the group's state from an answer's rate-limit headers (missing ones are
+        ignored)."""
         limit = _int(headers.get(limit_header))
         remaining = _int(headers.get(remaining_header))
         reset = _float(headers.get(reset_header))
@@ -261,7 +287,9 @@ class RateBudget:
             now = self._clock()
             if limit is not None:
                 g.limit = limit
-            new_window = reset is not None and (g.reset_at is None or now + reset > g.reset_at + 0.5)
+            new_window = reset is not None and (
+                g.reset_at is None or now + reset > g.reset_at + 0.5
+            )
             if reset is not None:
                 g.reset_at = now + reset
             if remaining is not None:
@@ -280,7 +308,9 @@ class RateBudget:
         with self._lock:
             g = self._group(name)
             g.remaining = 0
-            g.reset_at = self._clock() + (retry_after if retry_after is not None else UNKNOWN_RESET_SECONDS)
+            g.reset_at = self._clock() + (
+                retry_after if retry_after is not None else UNKNOWN_RESET_SECONDS
+            )
 
     async def report_throttled(self, name: str, retry_after: float | None) -> None:
         """A 429 arrived: block the group in this process and, when attached, in the whole fleet."""
@@ -319,8 +349,12 @@ class RateBudget:
         with self._lock:
             now = self._clock()
             return [
-                GroupBudget(group=name, limit=g.limit, remaining=g.remaining,
-                            reset_in=None if g.reset_at is None else max(0.0, g.reset_at - now))
+                GroupBudget(
+                    group=name,
+                    limit=g.limit,
+                    remaining=g.remaining,
+                    reset_in=None if g.reset_at is None else max(0.0, g.reset_at - now),
+                )
                 for name, g in sorted(self._groups.items())
             ]
 
@@ -344,7 +378,8 @@ _shared_lock = threading.Lock()
 
 
 def shared_budget(key: str) -> RateBudget:
-    """The process-wide budget for one Extend credential (key: base URL + credential fingerprint)."""
+    """The process-wide budget for one Extend credential (key: base URL + credential
+    fingerprint)."""
     with _shared_lock:
         budget = _shared.get(key)
         if budget is None:

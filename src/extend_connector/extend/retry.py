@@ -35,17 +35,21 @@ class RetryPolicy:
             raise ValueError("need 0 <= floor_seconds <= cap_seconds")
 
     def backoff(self, attempt: int) -> float:
-        """Delay after failed attempt number `attempt` (1-based): full jitter in [floor, ceiling]."""
+        """Delay after failed attempt number `attempt` (1-based): full jitter in [floor,
+        ceiling]."""
         ceiling = min(self.cap_seconds, self.floor_seconds * self.multiplier ** (attempt - 1))
         return self.floor_seconds + (ceiling - self.floor_seconds) * self.random()
 
     def delay(self, attempt: int, error: ExtendError) -> float:
-        """Extend's own figure wins over our backoff when it asks for longer (never beyond cap*3)."""
+        """Extend's own figure wins over our backoff when it asks for longer (never beyond
+        cap*3)."""
         ours = self.backoff(attempt)
         if error.retry_after is not None:
             # Small jitter on top so many waiters do not all return in the same millisecond.
             told = error.retry_after + (self.floor_seconds * self.random())
-            return min(max(told, ours if not isinstance(error, Throttled) else 0.0), self.cap_seconds * 3)
+            return min(
+                max(told, ours if not isinstance(error, Throttled) else 0.0), self.cap_seconds * 3
+            )
         return ours
 
     def retryable(self, error: ExtendError, *, is_write: bool, sent: bool) -> bool:

@@ -109,6 +109,7 @@ def normalise_number(text: str) -> Decimal:
 
 # --- notifications -----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Notification:
     action: str
@@ -231,9 +232,12 @@ class WebhookEnvelope:
     notifications: tuple[Notification, ...]
 
 
-ORDER_ACTIONS = frozenset({"OrderCreated", "OrderReserved", "OrderPicked", "OrderCancelled",
-                           "OrderDeliveryDataChanged"})
-PURCHASE_ACTIONS = frozenset({"PurchasePartiallyDelivered", "PurchaseDelivered", "PurchaseCancelled"})
+ORDER_ACTIONS = frozenset(
+    {"OrderCreated", "OrderReserved", "OrderPicked", "OrderCancelled", "OrderDeliveryDataChanged"}
+)
+PURCHASE_ACTIONS = frozenset(
+    {"PurchasePartiallyDelivered", "PurchaseDelivered", "PurchaseCancelled"}
+)
 
 
 def _lower_keys(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -265,12 +269,15 @@ def _num(value: str | None) -> Decimal | None:
 
 def _bounded(name: str, value: str, limit: int = MAX_KEY_LENGTH) -> str:
     if len(value) > limit:
-        raise MalformedWebhook(f"{name} is {len(value)} characters long; at most {limit} are stored")
+        raise MalformedWebhook(
+            f"{name} is {len(value)} characters long; at most {limit} are stored"
+        )
     return value
 
 
 def _check_storable(data: Any) -> None:
-    """Refuse what a database cannot store or a parser cannot walk: deep nesting, NUL, lone surrogates."""
+    """Refuse what a database cannot store or a parser cannot walk: deep nesting, NUL, lone
+    surrogates."""
     stack: list[tuple[Any, int]] = [(data, 1)]
     while stack:
         value, depth = stack.pop()
@@ -311,7 +318,10 @@ def _notifications(action: str, raw_details: Any) -> list[Notification]:
         return [_one(action, obj) for obj in objects]
     except (KeyError, InvalidNumber, ValueError) as exc:
         problem = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
-        return [UnknownNotification(action=action, details=_details(obj), problem=problem) for obj in objects]
+        return [
+            UnknownNotification(action=action, details=_details(obj), problem=problem)
+            for obj in objects
+        ]
 
 
 def _one(action: str, obj: Mapping[str, Any]) -> Notification:
@@ -329,24 +339,46 @@ def _one(action: str, obj: Mapping[str, Any]) -> Notification:
         return _bounded(name, value) if value else None
 
     if action in ORDER_ACTIONS:
-        return OrderNotification(action=action, details=details, order_number=need("OrderNumber"),
-                                 order_number_external=opt("OrderNumberExternal"), warehouse=opt("Warehouse"))
+        return OrderNotification(
+            action=action,
+            details=details,
+            order_number=need("OrderNumber"),
+            order_number_external=opt("OrderNumberExternal"),
+            warehouse=opt("Warehouse"),
+        )
     if action == "AvailableBalanceChanged":
-        return AvailableBalanceChanged(action=action, details=details, product_number=need("ProductNumber"),
-                                       warehouse=opt("Warehouse"),
-                                       available_balance=_num(opt("AvailableBalance") or opt("Balance")))
+        return AvailableBalanceChanged(
+            action=action,
+            details=details,
+            product_number=need("ProductNumber"),
+            warehouse=opt("Warehouse"),
+            available_balance=_num(opt("AvailableBalance") or opt("Balance")),
+        )
     if action == "BalanceChanged":
-        return BalanceChanged(action=action, details=details, product_number=need("ProductNumber"),
-                              warehouse=opt("Warehouse"), balance=_num(opt("Balance")))
+        return BalanceChanged(
+            action=action,
+            details=details,
+            product_number=need("ProductNumber"),
+            warehouse=opt("Warehouse"),
+            balance=_num(opt("Balance")),
+        )
     if action in ("ProductCreated", "ProductChanged"):
-        return ProductNotification(action=action, details=details, product_number=need("ProductNumber"))
+        return ProductNotification(
+            action=action, details=details, product_number=need("ProductNumber")
+        )
     if action in ("CustomerCreated", "CustomerChanged"):
-        return CustomerNotification(action=action, details=details, customer_number=need("CustomerNumber"))
+        return CustomerNotification(
+            action=action, details=details, customer_number=need("CustomerNumber")
+        )
     if action in ("OfferCreated", "OfferChanged"):
         return OfferNotification(action=action, details=details, offer_number=need("OfferNumber"))
     if action in ("CustomerInvoiceCreated", "CustomerInvoiceChanged"):
-        return InvoiceNotification(action=action, details=details, invoice_number=need("InvoiceNumber"),
-                                   order_number=opt("OrderNumber"))
+        return InvoiceNotification(
+            action=action,
+            details=details,
+            invoice_number=need("InvoiceNumber"),
+            order_number=opt("OrderNumber"),
+        )
     return UnknownNotification(action=action, details=details)
 
 
@@ -361,13 +393,23 @@ def _purchase(action: str, objects: list[Mapping[str, Any]]) -> Notification:
         warehouse = warehouse or _bounded("Warehouse", d.get("warehouse") or "") or None
         if d.get("productnumber") or d.get("quantity"):
             position = d.get("position")
-            rows.append(PurchaseRow(
-                product_number=d.get("productnumber") or None, quantity=_num(d.get("quantity")),
-                position=int(normalise_number(position)) if position else None, unit=d.get("unit") or None))
+            rows.append(
+                PurchaseRow(
+                    product_number=d.get("productnumber") or None,
+                    quantity=_num(d.get("quantity")),
+                    position=int(normalise_number(position)) if position else None,
+                    unit=d.get("unit") or None,
+                )
+            )
     if not order_number:
         raise KeyError("OrderNumber")
-    return PurchaseNotification(action=action, details=merged, order_number=order_number, warehouse=warehouse,
-                                rows=tuple(rows))
+    return PurchaseNotification(
+        action=action,
+        details=merged,
+        order_number=order_number,
+        warehouse=warehouse,
+        rows=tuple(rows),
+    )
 
 
 def parse_envelope(raw: bytes) -> WebhookEnvelope:
@@ -386,14 +428,26 @@ def parse_envelope(raw: bytes) -> WebhookEnvelope:
     if not delivery_id:
         raise MalformedWebhook("no Id")
     attempt_text = _text(top.get("attempt")).strip()
-    if len(attempt_text) > 7 or not (attempt_text or "1").isdecimal() or int(attempt_text or 1) > MAX_ATTEMPT:
-        raise MalformedWebhook(f"Attempt is not a number from 0 to {MAX_ATTEMPT}: {attempt_text[:20]!r}")
+    if (
+        len(attempt_text) > 7
+        or not (attempt_text or "1").isdecimal()
+        or int(attempt_text or 1) > MAX_ATTEMPT
+    ):
+        raise MalformedWebhook(
+            f"Attempt is not a number from 0 to {MAX_ATTEMPT}: {attempt_text[:20]!r}"
+        )
     attempt = int(attempt_text or 1)
     properties = top.get("properties")
     notification_id = None
     if isinstance(properties, Mapping):
-        notification_id = _bounded("NotificationId", _text(_lower_keys(properties).get("notificationid")).strip(),
-                                   MAX_ID_LENGTH) or None
+        notification_id = (
+            _bounded(
+                "NotificationId",
+                _text(_lower_keys(properties).get("notificationid")).strip(),
+                MAX_ID_LENGTH,
+            )
+            or None
+        )
     raw_notes = top.get("notifications")
     if isinstance(raw_notes, Mapping):
         raw_notes = [raw_notes]
@@ -406,11 +460,17 @@ def parse_envelope(raw: bytes) -> WebhookEnvelope:
         fields = _lower_keys(note)
         action = _bounded("Action", _text(fields.get("action")).strip())
         notifications.extend(_notifications(action or "(none)", fields.get("details")))
-    return WebhookEnvelope(id=delivery_id, attempt=attempt, notification_id=notification_id,
-                           notifications=tuple(notifications))
+    return WebhookEnvelope(
+        id=delivery_id,
+        attempt=attempt,
+        notification_id=notification_id,
+        notifications=tuple(notifications),
+    )
 
 
-def verify_and_parse(raw: bytes, header: str | None, secret: str, *, verify: bool = True) -> WebhookEnvelope:
+def verify_and_parse(
+    raw: bytes, header: str | None, secret: str, *, verify: bool = True
+) -> WebhookEnvelope:
     """The inbox's one call: refuse a bad signature before a single byte is parsed."""
     if verify:
         verify_signature(raw, header, secret)

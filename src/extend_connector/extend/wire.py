@@ -48,12 +48,18 @@ class DriftRegistry:
             old = self._records.get(key)
             if old is None:
                 self._records[key] = DriftRecord(
-                    model=model, field=field, first_seen=now, last_seen=now, count=1,
+                    model=model,
+                    field=field,
+                    first_seen=now,
+                    last_seen=now,
+                    count=1,
                     example=repr(value)[:EXAMPLE_CHARS],
                 )
                 self._new.append(key)
             else:
-                self._records[key] = old.model_copy(update={"last_seen": now, "count": old.count + 1})
+                self._records[key] = old.model_copy(
+                    update={"last_seen": now, "count": old.count + 1}
+                )
 
     def snapshot(self) -> list[DriftRecord]:
         with self._lock:
@@ -78,7 +84,10 @@ def _aliases(model: type[BaseModel]) -> tuple[dict[str, str], frozenset[str]]:
     (parsing is hot: a first price load parses millions of records)."""
     cached = _ALIASES.get(model)
     if cached is None:
-        known = {(info.alias or name).lower(): info.alias or name for name, info in model.model_fields.items()}
+        known = {
+            (info.alias or name).lower(): info.alias or name
+            for name, info in model.model_fields.items()
+        }
         cached = _ALIASES[model] = (known, frozenset(known.values()))
     return cached
 
@@ -100,7 +109,10 @@ DateOrInstant = Annotated[datetime | date, BeforeValidator(_date_or_instant)]
 
 class WireModel(BaseModel):
     model_config = ConfigDict(
-        extra="allow", alias_generator=to_camel, populate_by_name=True, frozen=True,
+        extra="allow",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
     )
 
     @model_validator(mode="before")

@@ -114,20 +114,25 @@ class StockFigure:
         {"productNumber", "warehouses": [{"warehouse", "available"}]} (`webshop.stock_figure`)."""
         if form == "sum":
             return {"productNumber": self.product_number, "available": _number(self.available)}
-        return {"productNumber": self.product_number,
-                "warehouses": [{"warehouse": w, "available": _number(v)}
-                               for w, v in self.warehouses]}
+        return {
+            "productNumber": self.product_number,
+            "warehouses": [{"warehouse": w, "available": _number(v)} for w, v in self.warehouses],
+        }
 
 
-def stock_figure(product_number: str, warehouses: Sequence[str],
-                 available: Mapping[str, Decimal]) -> StockFigure:
+def stock_figure(
+    product_number: str, warehouses: Sequence[str], available: Mapping[str, Decimal]
+) -> StockFigure:
     """The figure of `product_number` over `warehouses` from their available balances."""
-    return StockFigure(product_number=product_number,
-                       warehouses=tuple((w, available.get(w, Decimal(0))) for w in warehouses))
+    return StockFigure(
+        product_number=product_number,
+        warehouses=tuple((w, available.get(w, Decimal(0))) for w in warehouses),
+    )
 
 
-def shop_figure(settings: Settings, product_number: str,
-                available: Mapping[str, Decimal]) -> dict[str, Any]:
+def shop_figure(
+    settings: Settings, product_number: str, available: Mapping[str, Decimal]
+) -> dict[str, Any]:
     """The pushed form of the shop's figure for one product, over its sell-from warehouses."""
     figure = stock_figure(product_number, sell_from(settings), available)
     return figure.event(settings.webshop.stock_figure)
@@ -150,19 +155,40 @@ def _mark(session: Session, notification: Notification, _json: dict[str, Any]) -
         return  # the shop does not sell from there
     now = ctx.clock()
     mark_dirty(session, [(notification.product_number, w) for w in targets], now=now)
-    if (ctx.settings.sync.balance_apply_notification_value and isinstance(notification, AvailableBalanceChanged)
-            and notification.available_balance is not None and notification.warehouse is not None):
-        _note_notified(session, notification.product_number, notification.warehouse,
-                       notification.available_balance, now)
+    if (
+        ctx.settings.sync.balance_apply_notification_value
+        and isinstance(notification, AvailableBalanceChanged)
+        and notification.available_balance is not None
+        and notification.warehouse is not None
+    ):
+        _note_notified(
+            session,
+            notification.product_number,
+            notification.warehouse,
+            notification.available_balance,
+            now,
+        )
 
 
-def _note_notified(session: Session, product_number: str, warehouse: str, value: Decimal, now: datetime) -> None:
+def _note_notified(
+    session: Session, product_number: str, warehouse: str, value: Decimal, now: datetime
+) -> None:
     """Keep the announced value as unconfirmed (the read API shows it until a fetch confirms)."""
     row = session.get(BalanceRow, (product_number, warehouse), with_for_update=True)
     if row is None:
-        session.execute(sa.insert(BalanceRow).values(
-            product_number=product_number, warehouse=warehouse, available=value, physical=None, reserved=None,
-            extend_changed_at=None, confirmed_at=None, notified_available=value, notified_at=now))
+        session.execute(
+            sa.insert(BalanceRow).values(
+                product_number=product_number,
+                warehouse=warehouse,
+                available=value,
+                physical=None,
+                reserved=None,
+                extend_changed_at=None,
+                confirmed_at=None,
+                notified_available=value,
+                notified_at=now,
+            )
+        )
         return
     row.notified_available = value
     row.notified_at = now
@@ -172,8 +198,10 @@ def _after_commit(_notifications: list[Notification]) -> None:
     trigger.request()
 
 
-dispatch.on(["AvailableBalanceChanged", "BalanceChanged"], dispatch.InlineHandler(apply=_mark,
-                                                                                  after_commit=_after_commit))
+dispatch.on(
+    ["AvailableBalanceChanged", "BalanceChanged"],
+    dispatch.InlineHandler(apply=_mark, after_commit=_after_commit),
+)
 
 
 class FlushTrigger:
@@ -199,7 +227,9 @@ class FlushTrigger:
             self._idle.clear()
             self._wanted.set()
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="balances-flush-trigger", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="balances-flush-trigger", daemon=True
+                )
                 self._thread.start()
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
@@ -234,8 +264,13 @@ def request_flush() -> str:
     """Debounce a flush now (synchronous); returns the id of the pending flush job."""
     ctx = current()
     sync = ctx.settings.sync
-    return ctx.engine.debounce(FLUSH_KEY, flush_balances, queue=QUEUE, period_seconds=sync.balance_debounce_seconds,
-                               max_delay_seconds=sync.balance_max_delay_seconds)
+    return ctx.engine.debounce(
+        FLUSH_KEY,
+        flush_balances,
+        queue=QUEUE,
+        period_seconds=sync.balance_debounce_seconds,
+        max_delay_seconds=sync.balance_max_delay_seconds,
+    )
 
 
 # --- writing balances --------------------------------------------------------------------------
@@ -256,12 +291,24 @@ def _held(session: Session, product_numbers: Sequence[str]) -> dict[tuple[str, s
     found: dict[tuple[str, str], _Held] = {}
     t = _BALANCES.c
     for i in range(0, len(product_numbers), IN_CHUNK):
-        chunk = list(product_numbers[i:i + IN_CHUNK])
-        query = sa.select(t.product_number, t.warehouse, t.available, t.physical, t.reserved, t.extend_changed_at,
-                          t.notified_at).where(t.product_number.in_(chunk))
+        chunk = list(product_numbers[i : i + IN_CHUNK])
+        query = sa.select(
+            t.product_number,
+            t.warehouse,
+            t.available,
+            t.physical,
+            t.reserved,
+            t.extend_changed_at,
+            t.notified_at,
+        ).where(t.product_number.in_(chunk))
         for p, w, available, physical, reserved, changed, notified_at in session.execute(query):
-            found[(p, w)] = _Held(available=available, physical=physical, reserved=reserved, changed_at=changed,
-                                  notified=notified_at is not None)
+            found[(p, w)] = _Held(
+                available=available,
+                physical=physical,
+                reserved=reserved,
+                changed_at=changed,
+                notified=notified_at is not None,
+            )
     return found
 
 
@@ -277,8 +324,14 @@ class _Figures:
         return shop_figure(settings, product_number, self.by_product.get(product_number, {}))
 
 
-def apply_balances(session: Session, fetched: Iterable[Balance], *, absent_as_zero: Iterable[tuple[str, str]] = (),
-                   confirmed_at: datetime, dry_run: bool = False) -> dict[str, int]:
+def apply_balances(
+    session: Session,
+    fetched: Iterable[Balance],
+    *,
+    absent_as_zero: Iterable[tuple[str, str]] = (),
+    confirmed_at: datetime,
+    dry_run: bool = False,
+) -> dict[str, int]:
     """Write fetched balances (and 0 for the `absent_as_zero` pairs Extend did not return).
 
     Returns counts of `created`, `updated`, `unchanged` and `skipped` (older than what is stored);
@@ -297,8 +350,13 @@ def apply_balances(session: Session, fetched: Iterable[Balance], *, absent_as_ze
             latest[key] = b
     for product_number, warehouse in absent_as_zero:
         if (product_number, warehouse) not in latest and warehouse in warehouses:
-            latest[(product_number, warehouse)] = Balance(product_number=product_number, warehouse=warehouse,
-                                                          available=Decimal(0), physical=None, reserved=None)
+            latest[(product_number, warehouse)] = Balance(
+                product_number=product_number,
+                warehouse=warehouse,
+                available=Decimal(0),
+                physical=None,
+                reserved=None,
+            )
     products = sorted({p for p, _ in latest})
     held = _held(session, products)
     before = _Figures(held)
@@ -311,16 +369,36 @@ def apply_balances(session: Session, fetched: Iterable[Balance], *, absent_as_ze
         row = held.get((product_number, warehouse))
         if row is None:
             counts["created"] += 1
-            inserts.append({"product_number": product_number, "warehouse": warehouse, "available": b.available,
-                            "physical": b.physical, "reserved": b.reserved, "extend_changed_at": b.changed_at,
-                            "confirmed_at": confirmed_at, "notified_available": None, "notified_at": None})
-        elif row.changed_at is not None and b.changed_at is not None and b.changed_at < row.changed_at:
+            inserts.append(
+                {
+                    "product_number": product_number,
+                    "warehouse": warehouse,
+                    "available": b.available,
+                    "physical": b.physical,
+                    "reserved": b.reserved,
+                    "extend_changed_at": b.changed_at,
+                    "confirmed_at": confirmed_at,
+                    "notified_available": None,
+                    "notified_at": None,
+                }
+            )
+        elif (
+            row.changed_at is not None
+            and b.changed_at is not None
+            and b.changed_at < row.changed_at
+        ):
             counts["skipped"] += 1
             continue
-        elif (row.available == b.available and row.physical == b.physical and row.reserved == b.reserved
-              and (b.changed_at is None or row.changed_at == b.changed_at)):
+        elif (
+            row.available == b.available
+            and row.physical == b.physical
+            and row.reserved == b.reserved
+            and (b.changed_at is None or row.changed_at == b.changed_at)
+        ):
             counts["unchanged"] += 1
-            (updates if row.notified else touched).append(_update_values(product_number, warehouse, b, row))
+            (updates if row.notified else touched).append(
+                _update_values(product_number, warehouse, b, row)
+            )
         else:
             counts["updated"] += 1
             updates.append(_update_values(product_number, warehouse, b, row))
@@ -334,29 +412,47 @@ def apply_balances(session: Session, fetched: Iterable[Balance], *, absent_as_ze
         session.execute(_insert_ignore(session), inserts)
     if updates:
         session.execute(
-            sa.update(_BALANCES).where(t.product_number == sa.bindparam("p"), t.warehouse == sa.bindparam("w"))
-            .values(available=sa.bindparam("available"), physical=sa.bindparam("physical"),
-                    reserved=sa.bindparam("reserved"), extend_changed_at=sa.bindparam("changed_at"),
-                    confirmed_at=confirmed_at, notified_available=None, notified_at=None),
-            updates)
+            sa.update(_BALANCES)
+            .where(t.product_number == sa.bindparam("p"), t.warehouse == sa.bindparam("w"))
+            .values(
+                available=sa.bindparam("available"),
+                physical=sa.bindparam("physical"),
+                reserved=sa.bindparam("reserved"),
+                extend_changed_at=sa.bindparam("changed_at"),
+                confirmed_at=confirmed_at,
+                notified_available=None,
+                notified_at=None,
+            ),
+            updates,
+        )
     if touched:
         # Unchanged rows only get their confirmation time.
         session.execute(
-            sa.update(_BALANCES).where(t.product_number == sa.bindparam("p"), t.warehouse == sa.bindparam("w"))
+            sa.update(_BALANCES)
+            .where(t.product_number == sa.bindparam("p"), t.warehouse == sa.bindparam("w"))
             .values(confirmed_at=confirmed_at),
-            [{"p": u["p"], "w": u["w"]} for u in touched])
+            [{"p": u["p"], "w": u["w"]} for u in touched],
+        )
     events = []
     for product_number in products:
         figure = after.figure(settings, product_number)
         if figure != before.figure(settings, product_number):
-            events.append((f"sku:{product_number}", {**figure, "confirmedAt": confirmed_at.isoformat()}))
+            events.append(
+                (f"sku:{product_number}", {**figure, "confirmedAt": confirmed_at.isoformat()})
+            )
     outbox.publish_many(session, EventType.STOCK_CHANGED, events)
     return counts
 
 
 def _update_values(product_number: str, warehouse: str, b: Balance, row: _Held) -> dict[str, Any]:
-    return {"p": product_number, "w": warehouse, "available": b.available, "physical": b.physical,
-            "reserved": b.reserved, "changed_at": b.changed_at if b.changed_at is not None else row.changed_at}
+    return {
+        "p": product_number,
+        "w": warehouse,
+        "available": b.available,
+        "physical": b.physical,
+        "reserved": b.reserved,
+        "changed_at": b.changed_at if b.changed_at is not None else row.changed_at,
+    }
 
 
 def _insert_ignore(session: Session) -> Any:
@@ -372,8 +468,11 @@ def _newer_or_same(a: datetime | None, b: datetime | None) -> bool:
 
 def _snapshot(limit: int) -> list[tuple[str, str]]:
     with current().db.read() as session:
-        rows = session.execute(sa.select(DirtyBalanceRow.product_number, DirtyBalanceRow.warehouse)
-                               .order_by(DirtyBalanceRow.first_marked_at).limit(limit)).all()
+        rows = session.execute(
+            sa.select(DirtyBalanceRow.product_number, DirtyBalanceRow.warehouse)
+            .order_by(DirtyBalanceRow.first_marked_at)
+            .limit(limit)
+        ).all()
     return [(p, w) for p, w in rows]
 
 
@@ -381,9 +480,11 @@ def _clear(session: Session, pairs: Sequence[tuple[str, str]], fetch_started: da
     """Delete the dirty rows of `pairs` marked no later than `fetch_started`; newer marks stay."""
     table = _DIRTY
     result: sa.CursorResult[Any] = session.execute(  # type: ignore[assignment]
-        sa.delete(table)
-        .where(table.c.product_number == sa.bindparam("p"), table.c.warehouse == sa.bindparam("w"),
-               table.c.last_marked_at <= sa.bindparam("t")),
+        sa.delete(table).where(
+            table.c.product_number == sa.bindparam("p"),
+            table.c.warehouse == sa.bindparam("w"),
+            table.c.last_marked_at <= sa.bindparam("t"),
+        ),
         [{"p": p, "w": w, "t": fetch_started} for p, w in pairs],
     )
     return int(result.rowcount or 0)
@@ -391,7 +492,9 @@ def _clear(session: Session, pairs: Sequence[tuple[str, str]], fetch_started: da
 
 async def _fetch(product_numbers: list[str], warehouses: list[str]) -> list[Balance]:
     extend = current().extend()
-    return [b async for b in extend.availability_for_products(product_numbers, warehouses=warehouses)]
+    return [
+        b async for b in extend.availability_for_products(product_numbers, warehouses=warehouses)
+    ]
 
 
 async def flush_once(limit: int = MAX_PAIRS_PER_PASS) -> dict[str, Any]:
@@ -414,22 +517,35 @@ async def flush_once(limit: int = MAX_PAIRS_PER_PASS) -> dict[str, Any]:
         fetched = await _fetch(product_numbers, sell_from(ctx.settings))
     except extend_errors.ExtendError as exc:
         reachability.failed(exc)
-        log.warning("balances_flush_fetch_failed", error=str(exc), pairs=len(pairs),
-                    kind=type(exc).__name__)
+        log.warning(
+            "balances_flush_fetch_failed", error=str(exc), pairs=len(pairs), kind=type(exc).__name__
+        )
         verdict = "retry" if retry.decide(exc).retryable else "failed"
-        return {"outcome": verdict, "error": str(exc)[:300],
-                "kind": type(exc).__name__, "pairs": len(pairs)}
+        return {
+            "outcome": verdict,
+            "error": str(exc)[:300],
+            "kind": type(exc).__name__,
+            "pairs": len(pairs),
+        }
     reachability.succeeded()
     calls = extend.stats().operations.get("list_availability", 0) - calls_before
 
     def write() -> tuple[dict[str, int], int]:
         with ctx.db.write() as session:
-            return (apply_balances(session, fetched, absent_as_zero=pairs, confirmed_at=ctx.clock()),
-                    _clear(session, pairs, fetch_started))
+            return (
+                apply_balances(session, fetched, absent_as_zero=pairs, confirmed_at=ctx.clock()),
+                _clear(session, pairs, fetch_started),
+            )
 
     counts, cleared = await asyncio.to_thread(write)
-    return {"outcome": "done", "pairs": len(pairs), "cleared": cleared, "calls": calls, **counts,
-            "more": len(pairs) >= limit}
+    return {
+        "outcome": "done",
+        "pairs": len(pairs),
+        "cleared": cleared,
+        "calls": calls,
+        **counts,
+        "more": len(pairs) >= limit,
+    }
 
 
 @engine.step()
@@ -444,14 +560,19 @@ async def flush_balances() -> dict[str, Any]:
     A `failed` pass is not retryable as is (e.g. a sell-from warehouse Extend does not know): a
     person must fix the settings; the rows stay dirty and the error is in the job's result and log.
     """
-    return await run_passes(_flush_pass, add=("pairs", "calls", "created", "updated", "unchanged", "skipped"),
-                            policy=retry.BALANCES_FLUSH)
+    return await run_passes(
+        _flush_pass,
+        add=("pairs", "calls", "created", "updated", "unchanged", "skipped"),
+        policy=retry.BALANCES_FLUSH,
+    )
 
 
 # --- the reconciliation sweep ------------------------------------------------------------------
 
 
-async def sweep_balances(full: bool = False, dry_run: bool = False, progress: Progress | None = None) -> SweepResult:
+async def sweep_balances(
+    full: bool = False, dry_run: bool = False, progress: Progress | None = None
+) -> SweepResult:
     """List balances changed since the cursor (every balance when `full` or on first start),
     page by page, and repair the local copy. `dry_run` reads and compares but writes nothing
     (not even the cursor). Returns what it did (`extend-connector sync balances` prints it).
@@ -477,8 +598,13 @@ async def sweep_balances(full: bool = False, dry_run: bool = False, progress: Pr
 
     def write(items: list[Balance], absent: list[tuple[str, str]] | None = None) -> dict[str, int]:
         with ctx.db.write() as session:
-            return apply_balances(session, items, absent_as_zero=absent or (),
-                                  confirmed_at=ctx.clock(), dry_run=dry_run)
+            return apply_balances(
+                session,
+                items,
+                absent_as_zero=absent or (),
+                confirmed_at=ctx.clock(),
+                dry_run=dry_run,
+            )
 
     def record(counts: dict[str, int]) -> None:
         for outcome, n in counts.items():
@@ -487,9 +613,14 @@ async def sweep_balances(full: bool = False, dry_run: bool = False, progress: Pr
 
     def held_pairs() -> list[tuple[str, str]]:
         with ctx.db.read() as session:
-            return [(p, w) for p, w in session.execute(
-                sa.select(BalanceRow.product_number, BalanceRow.warehouse)
-                .where(BalanceRow.warehouse.in_(sell_from(settings))))]
+            return [
+                (p, w)
+                for p, w in session.execute(
+                    sa.select(BalanceRow.product_number, BalanceRow.warehouse).where(
+                        BalanceRow.warehouse.in_(sell_from(settings))
+                    )
+                )
+            ]
 
     since = await asyncio.to_thread(begin)
     full_load = since is None
@@ -499,16 +630,24 @@ async def sweep_balances(full: bool = False, dry_run: bool = False, progress: Pr
     try:
         for warehouse in sell_from(settings):
             page = tally.listing()
-            extend_listing = (extend.availability_for_warehouses([warehouse]) if full_load
-                              else extend.availability_changed_since(since, warehouses=[warehouse],  # type: ignore[arg-type]
-                                                                     progress=page))
+            extend_listing = (
+                extend.availability_for_warehouses([warehouse])
+                if full_load
+                else extend.availability_changed_since(
+                    since,  # type: ignore[arg-type]
+                    warehouses=[warehouse],
+                    progress=page,
+                )
+            )
             count = 0
             async for balance in extend_listing:
                 count += 1
                 if full_load and count % settings.extend.dialect.page_size == 0:
                     page(count, None)
                 seen.add((balance.product_number, balance.warehouse))
-                if balance.changed_at is not None and (latest is None or balance.changed_at > latest):
+                if balance.changed_at is not None and (
+                    latest is None or balance.changed_at > latest
+                ):
                     latest = balance.changed_at
                 batch.append(balance)
                 if len(batch) >= 500:
@@ -522,7 +661,7 @@ async def sweep_balances(full: bool = False, dry_run: bool = False, progress: Pr
             # A balance we hold that Extend no longer lists has no stock record there any more.
             gone = [pair for pair in await asyncio.to_thread(held_pairs) if pair not in seen]
             for i in range(0, len(gone), 500):
-                record(await asyncio.to_thread(write, [], gone[i:i + 500]))
+                record(await asyncio.to_thread(write, [], gone[i : i + 500]))
     except extend_errors.ExtendError as exc:
         reachability.failed(exc)
         raise
@@ -530,8 +669,13 @@ async def sweep_balances(full: bool = False, dry_run: bool = False, progress: Pr
 
     def finish() -> datetime | None:
         with ctx.db.write() as session:
-            return cursors.finish(session, CURSOR, latest_seen=latest, now=ctx.clock(),
-                                  stats=tally.result().as_stats())
+            return cursors.finish(
+                session,
+                CURSOR,
+                latest_seen=latest,
+                now=ctx.clock(),
+                stats=tally.result().as_stats(),
+            )
 
     mark = None if dry_run else await asyncio.to_thread(finish)
     result = tally.result(cursor=mark)
@@ -543,7 +687,9 @@ async def sweep_balances(full: bool = False, dry_run: bool = False, progress: Pr
 
 def _dirty_waiting() -> bool:
     with current().db.read() as session:
-        return session.execute(sa.select(DirtyBalanceRow.product_number).limit(1)).first() is not None
+        return (
+            session.execute(sa.select(DirtyBalanceRow.product_number).limit(1)).first() is not None
+        )
 
 
 @engine.step()
@@ -567,9 +713,14 @@ async def scheduled_sweep(scheduled_at: Any = None, context: Any = None) -> dict
 
 # --- schedule and start-up -----------------------------------------------------------------------
 
-_VALID_SECONDS = sorted({*(s for s in range(1, 60) if 60 % s == 0),
-                         *(m * 60 for m in range(1, 60) if 60 % m == 0),
-                         *(h * 3600 for h in range(1, 24) if 24 % h == 0), 86400})
+_VALID_SECONDS = sorted(
+    {
+        *(s for s in range(1, 60) if 60 % s == 0),
+        *(m * 60 for m in range(1, 60) if 60 % m == 0),
+        *(h * 3600 for h in range(1, 24) if 24 % h == 0),
+        86400,
+    }
+)
 
 
 def sweep_interval(minutes: float) -> timedelta:
@@ -580,7 +731,12 @@ def sweep_interval(minutes: float) -> timedelta:
 
 def declare_schedules(settings: Settings) -> None:
     """Called by `service.Connector`: the sweep schedule, and a flush of what a crash left dirty."""
-    engine.schedule(SCHEDULE, scheduled_sweep, every=sweep_interval(settings.sync.balances_sweep_minutes), queue=QUEUE)
+    engine.schedule(
+        SCHEDULE,
+        scheduled_sweep,
+        every=sweep_interval(settings.sync.balances_sweep_minutes),
+        queue=QUEUE,
+    )
     engine.on_launch("balances.startup", _startup_flush)
 
 

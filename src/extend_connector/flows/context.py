@@ -60,10 +60,13 @@ class FlowContext:
                 if self.extend_factory is not None:
                     client = self.extend_factory()
                 else:
-                    transport = self.extend_transport_factory() if self.extend_transport_factory else None
+                    transport = (
+                        self.extend_transport_factory() if self.extend_transport_factory else None
+                    )
                     # Every call this process makes tells the shop whether Extend answers.
-                    client = ExtendClient.from_settings(self.settings, transport=transport,
-                                                        observer=freshness.reachability)
+                    client = ExtendClient.from_settings(
+                        self.settings, transport=transport, observer=freshness.reachability
+                    )
                 self._clients[id(loop)] = client
             return client
 
@@ -87,5 +90,7 @@ def install(ctx: FlowContext | None) -> None:
 
 def current() -> FlowContext:
     if _current is None:
-        raise RuntimeError("no FlowContext installed: build a service.Connector (or install one in tests)")
+        raise RuntimeError(
+            "no FlowContext installed: build a service.Connector (or install one in tests)"
+        )
     return _current

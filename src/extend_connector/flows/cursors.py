@@ -16,9 +16,11 @@ from sqlalchemy.orm import Session
 from extend_connector.store.models import CursorRow
 
 
-def start(session: Session, name: str, *, now: datetime, overlap: timedelta,
-          full: bool = False) -> datetime | None:
-    """Begin a sweep: store the signpost; return the `changedSince` to ask for (None = everything)."""
+def start(
+    session: Session, name: str, *, now: datetime, overlap: timedelta, full: bool = False
+) -> datetime | None:
+    """Begin a sweep: store the signpost; return the `changedSince` to ask for (None =
+    everything)."""
     row = session.get(CursorRow, name)
     if row is None:
         row = CursorRow(name=name, stats={})
@@ -29,8 +31,14 @@ def start(session: Session, name: str, *, now: datetime, overlap: timedelta,
     return row.high_water_mark - overlap
 
 
-def finish(session: Session, name: str, *, latest_seen: datetime | None,
-           stats: dict[str, Any] | None = None, now: datetime) -> datetime | None:
+def finish(
+    session: Session,
+    name: str,
+    *,
+    latest_seen: datetime | None,
+    stats: dict[str, Any] | None = None,
+    now: datetime,
+) -> datetime | None:
     """End a sweep: advance the mark to min(latest_seen, signpost); return the new mark."""
     row = session.get(CursorRow, name)
     if row is None:

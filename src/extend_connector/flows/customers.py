@@ -72,12 +72,17 @@ def _address_json(address: Address | None) -> dict[str, Any] | None:
 
 
 def stored_changed(session: Session, numbers: list[str]) -> dict[str, datetime | None]:
-    rows = session.execute(sa.select(CustomerRow.customer_number, CustomerRow.extend_changed_at)
-                           .where(CustomerRow.customer_number.in_(numbers)))
+    rows = session.execute(
+        sa.select(CustomerRow.customer_number, CustomerRow.extend_changed_at).where(
+            CustomerRow.customer_number.in_(numbers)
+        )
+    )
     return {number: changed for number, changed in rows}
 
 
-def apply(session: Session, customers: list[Customer], *, now: datetime, dry_run: bool = False) -> list[str]:
+def apply(
+    session: Session, customers: list[Customer], *, now: datetime, dry_run: bool = False
+) -> list[str]:
     """Upsert customers; publish `customer.changed` for real changes; one outcome per customer."""
     outcomes = []
     for customer in customers:
@@ -106,7 +111,9 @@ def apply(session: Session, customers: list[Customer], *, now: datetime, dry_run
             if customer.shop_ref is not None:
                 row.shop_ref = customer.shop_ref
             doc = customer_document(replace(customer, shop_ref=row.shop_ref))
-            outbox.publish(session, EventType.CUSTOMER_CHANGED, f"customer:{customer.customer_number}", doc)
+            outbox.publish(
+                session, EventType.CUSTOMER_CHANGED, f"customer:{customer.customer_number}", doc
+            )
         row.extend_changed_at = customer.changed_at
         row.confirmed_at = now
     return outcomes
@@ -131,11 +138,22 @@ async def _listing(since: datetime | None, tally: Tally) -> AsyncIterator[Listed
         yield Listed(key=customer.customer_number, changed_at=customer.changed_at)
 
 
-async def sweep_customers(full: bool = False, dry_run: bool = False,
-                          progress: Progress | None = None) -> SweepResult:
-    """List customers changed since the cursor (all when `full` or first run), fetch each changed one."""
-    return await sweep_changed("customers", cursor=CURSOR, listing=_listing, stored_changed=stored_changed,
-                               fetch=_fetch, apply=apply, full=full, dry_run=dry_run, progress=progress)
+async def sweep_customers(
+    full: bool = False, dry_run: bool = False, progress: Progress | None = None
+) -> SweepResult:
+    """List customers changed since the cursor (all when `full` or first run), fetch each changed
+    one."""
+    return await sweep_changed(
+        "customers",
+        cursor=CURSOR,
+        listing=_listing,
+        stored_changed=stored_changed,
+        fetch=_fetch,
+        apply=apply,
+        full=full,
+        dry_run=dry_run,
+        progress=progress,
+    )
 
 
 # --- from_extend jobs ------------------------------------------------------------------------
@@ -182,15 +200,24 @@ async def _customers_sweep_step() -> dict[str, Any]:
 
 def shop_customer(data: Mapping[str, Any]) -> Customer:
     """The shop's customer (JSON of `POST /v1/customers`, snake_case) as a domain value."""
+
     def address(value: Any) -> Address | None:
         return Address(**value) if isinstance(value, dict) else None
 
-    return Customer(customer_number="", name=str(data["name"]), last_name=data.get("last_name"),
-                    organization_number=data.get("organization_number"),
-                    customer_group=data.get("customer_group"), price_list=data.get("price_list"),
-                    salesperson=data.get("salesperson"), email=data.get("email"), phone=data.get("phone"),
-                    delivery_address=address(data.get("delivery_address")),
-                    invoice_address=address(data.get("invoice_address")), shop_ref=str(data["shop_ref"]))
+    return Customer(
+        customer_number="",
+        name=str(data["name"]),
+        last_name=data.get("last_name"),
+        organization_number=data.get("organization_number"),
+        customer_group=data.get("customer_group"),
+        price_list=data.get("price_list"),
+        salesperson=data.get("salesperson"),
+        email=data.get("email"),
+        phone=data.get("phone"),
+        delivery_address=address(data.get("delivery_address")),
+        invoice_address=address(data.get("invoice_address")),
+        shop_ref=str(data["shop_ref"]),
+    )
 
 
 def _digits(value: str | None) -> str:
@@ -200,7 +227,9 @@ def _digits(value: str | None) -> str:
 def _matches(candidate: Customer, wanted: Customer) -> bool:
     if _digits(wanted.organization_number):
         return _digits(candidate.organization_number) == _digits(wanted.organization_number)
-    return bool(wanted.email and candidate.email and candidate.email.lower() == wanted.email.lower())
+    return bool(
+        wanted.email and candidate.email and candidate.email.lower() == wanted.email.lower()
+    )
 
 
 @engine.step()
@@ -239,16 +268,25 @@ async def _customers_post(data: dict[str, Any]) -> dict[str, Any]:
 
 
 @engine.step()
-def _customers_store(data: dict[str, Any], extend_number: str, created: dict[str, Any] | None) -> None:
+def _customers_store(
+    data: dict[str, Any], extend_number: str, created: dict[str, Any] | None
+) -> None:
     ctx = current()
     ref = str(data["shop_ref"])
     with ctx.db.write() as session:
         if session.get(IdMappingRow, (MAPPING_KIND, ref)) is None:
-            session.add(IdMappingRow(kind=MAPPING_KIND, shop_ref=ref, extend_id=extend_number,
-                                     created_at=ctx.clock()))
-        customer = replace(shop_customer(data), customer_number=extend_number,
-                           changed_at=datetime.fromisoformat(created["changed_at"])
-                           if created and created.get("changed_at") else None)
+            session.add(
+                IdMappingRow(
+                    kind=MAPPING_KIND, shop_ref=ref, extend_id=extend_number, created_at=ctx.clock()
+                )
+            )
+        customer = replace(
+            shop_customer(data),
+            customer_number=extend_number,
+            changed_at=datetime.fromisoformat(created["changed_at"])
+            if created and created.get("changed_at")
+            else None,
+        )
         row = session.get(CustomerRow, extend_number)
         if row is None:
             apply(session, [customer], now=ctx.clock())
@@ -260,8 +298,16 @@ def _customers_store(data: dict[str, Any], extend_number: str, created: dict[str
 def _customers_park(data: dict[str, Any], reason: str, error: str) -> None:
     ctx = current()
     with ctx.db.write() as session:
-        park_failure(session, kind=FAILURE_KIND, key=f"customer:{data['shop_ref']}", reason=reason, message=error,
-                     detail={"error": error}, payload=data, now=ctx.clock())
+        park_failure(
+            session,
+            kind=FAILURE_KIND,
+            key=f"customer:{data['shop_ref']}",
+            reason=reason,
+            message=error,
+            detail={"error": error},
+            payload=data,
+            now=ctx.clock(),
+        )
 
 
 @engine.workflow("customers.create_in_extend")
@@ -281,8 +327,9 @@ async def create_in_extend(data: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(action, retry.RetryAfter):
                 await engine.offload(_customers_park, data, "extend_unavailable", failure.error)
                 return {"outcome": "parked", "reason": "extend_unavailable"}
-            waited += await retry.pause(action.seconds, policy=policy,
-                                        retry_after=failure.retry_after)
+            waited += await retry.pause(
+                action.seconds, policy=policy, retry_after=failure.retry_after
+            )
             continue
         failures = 0
         if answer["outcome"] == "created":
@@ -303,7 +350,12 @@ async def create_in_extend(data: dict[str, Any]) -> dict[str, Any]:
         unknown += 1
         # The lost-answer waits (1, 2, 4 ... s) do not count against the outage budget.
         await retry.pause(policy.delay(unknown), policy=policy)
-    await engine.offload(_customers_park, data, "outcome_unknown", "no answer after repeated attempts and not found by lookup")
+    await engine.offload(
+        _customers_park,
+        data,
+        "outcome_unknown",
+        "no answer after repeated attempts and not found by lookup",
+    )
     return {"outcome": "parked", "reason": "outcome_unknown"}
 
 
@@ -332,8 +384,10 @@ def _registered(ref: str) -> dict[str, Any] | None:
 def _check_same(ref: str, data: dict[str, Any], registered: dict[str, Any]) -> None:
     if _canonical(registered) != _canonical(data):
         raise CustomerConflict(
-            f"customer {ref!r} was already registered with different data; a shop customer reference "
-            "identifies one customer (change it in Extend, or use a new reference)")
+            f"customer {ref!r} was already registered with "
+            "different data; a shop customer reference "
+            "identifies one customer (change it in Extend, or use a new reference)"
+        )
 
 
 def register(data: dict[str, Any]) -> Registration:
@@ -357,15 +411,27 @@ def register(data: dict[str, Any]) -> Registration:
 
 
 def enqueue_creation(session: Session, data: dict[str, Any]) -> str:
-    """In the caller's transaction: start the creation workflow (idempotent on the shop reference)."""
+    """In the caller's transaction: start the creation workflow (idempotent on the shop
+    reference)."""
     ref = str(data["shop_ref"])
-    return current().engine.enqueue_in_transaction(session, create_in_extend, data, queue=QUEUE,
-                                                   partition_key=f"customer:{ref}", workflow_id=f"customer-{ref}")
+    return current().engine.enqueue_in_transaction(
+        session,
+        create_in_extend,
+        data,
+        queue=QUEUE,
+        partition_key=f"customer:{ref}",
+        workflow_id=f"customer-{ref}",
+    )
 
 
 def declare_schedules(settings: Settings) -> None:
     if settings.scope.customers == CustomersScope.FROM_EXTEND:
-        dispatch.on(["CustomerCreated", "CustomerChanged"], dispatch.JobHandler(workflow=refresh_customer,
-                                                                                queue=QUEUE))
-        engine.schedule("customers.sweep", scheduled_sweep,
-                        every=timedelta(minutes=settings.sync.customers_sweep_minutes))
+        dispatch.on(
+            ["CustomerCreated", "CustomerChanged"],
+            dispatch.JobHandler(workflow=refresh_customer, queue=QUEUE),
+        )
+        engine.schedule(
+            "customers.sweep",
+            scheduled_sweep,
+            every=timedelta(minutes=settings.sync.customers_sweep_minutes),
+        )

@@ -52,8 +52,9 @@ def handler_for(action: str) -> Handler | None:
     return _HANDLERS.get(action.lower())
 
 
-def notification_json(notification: Notification, *, delivery_id: str, index: int,
-                      received_at: str) -> dict[str, Any]:
+def notification_json(
+    notification: Notification, *, delivery_id: str, index: int, received_at: str
+) -> dict[str, Any]:
     """The JSON a job handler receives: enough to refetch, never the data itself."""
     return {
         "action": notification.action,

@@ -67,17 +67,32 @@ class Failure:
         return str(text) if text else self.reason
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "key": self.key, "reason": self.reason,
-                "message": self.message, "detail": self.detail, "payload": self.payload,
-                "createdAt": self.created_at.isoformat(),
-                "resolvedAt": self.resolved_at.isoformat() if self.resolved_at else None,
-                "retryCount": self.retry_count}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "key": self.key,
+            "reason": self.reason,
+            "message": self.message,
+            "detail": self.detail,
+            "payload": self.payload,
+            "createdAt": self.created_at.isoformat(),
+            "resolvedAt": self.resolved_at.isoformat() if self.resolved_at else None,
+            "retryCount": self.retry_count,
+        }
 
 
 def _view(row: ParkedFailureRow) -> Failure:
-    return Failure(id=row.id, kind=row.kind, key=row.key, reason=row.reason, detail=dict(row.detail or {}),
-                   payload=dict(row.payload or {}), created_at=row.created_at, resolved_at=row.resolved_at,
-                   retry_count=row.retry_count)
+    return Failure(
+        id=row.id,
+        kind=row.kind,
+        key=row.key,
+        reason=row.reason,
+        detail=dict(row.detail or {}),
+        payload=dict(row.payload or {}),
+        created_at=row.created_at,
+        resolved_at=row.resolved_at,
+        retry_count=row.retry_count,
+    )
 
 
 Replay = Callable[[Failure], "str | Awaitable[str]"]
@@ -102,9 +117,18 @@ def replay_kinds() -> list[str]:
 # --- writing ---------------------------------------------------------------------------------
 
 
-def park(session: Session, *, kind: str, key: str, reason: str, message: str,
-         detail: dict[str, Any] | None = None, payload: dict[str, Any] | None = None,
-         now: datetime | None = None, merge_open: bool = True) -> int:
+def park(
+    session: Session,
+    *,
+    kind: str,
+    key: str,
+    reason: str,
+    message: str,
+    detail: dict[str, Any] | None = None,
+    payload: dict[str, Any] | None = None,
+    now: datetime | None = None,
+    merge_open: bool = True,
+) -> int:
     """Park an item in the caller's transaction: the one way any flow parks a failure, so every
     parked row has the same shape (`detail["message"]` is the line a person reads first).
 
@@ -114,18 +138,26 @@ def park(session: Session, *, kind: str, key: str, reason: str, message: str,
     """
     when = now or current().clock()
     body = {**(detail or {}), "message": message}
-    existing = session.scalars(
-        sa.select(ParkedFailureRow).where(ParkedFailureRow.kind == kind, ParkedFailureRow.key == key,
-                                          ParkedFailureRow.resolved_at.is_(None))
-    ).first() if merge_open else None
+    existing = (
+        session.scalars(
+            sa.select(ParkedFailureRow).where(
+                ParkedFailureRow.kind == kind,
+                ParkedFailureRow.key == key,
+                ParkedFailureRow.resolved_at.is_(None),
+            )
+        ).first()
+        if merge_open
+        else None
+    )
     if existing is not None:
         existing.reason = reason
         existing.detail = body
         if payload is not None:
             existing.payload = payload
         return existing.id
-    row = ParkedFailureRow(kind=kind, key=key, reason=reason, detail=body, payload=payload or {},
-                           created_at=when)
+    row = ParkedFailureRow(
+        kind=kind, key=key, reason=reason, detail=body, payload=payload or {}, created_at=when
+    )
     session.add(row)
     session.flush()
     return row.id
@@ -134,8 +166,11 @@ def park(session: Session, *, kind: str, key: str, reason: str, message: str,
 def resolve_open(session: Session, *, kind: str, key: str, now: datetime) -> int:
     """Mark every open failure of (kind, key) resolved (the item went through another way)."""
     rows = session.scalars(
-        sa.select(ParkedFailureRow).where(ParkedFailureRow.kind == kind, ParkedFailureRow.key == key,
-                                          ParkedFailureRow.resolved_at.is_(None))
+        sa.select(ParkedFailureRow).where(
+            ParkedFailureRow.kind == kind,
+            ParkedFailureRow.key == key,
+            ParkedFailureRow.resolved_at.is_(None),
+        )
     ).all()
     for row in rows:
         row.resolved_at = now
@@ -145,7 +180,9 @@ def resolve_open(session: Session, *, kind: str, key: str, now: datetime) -> int
 # --- reading ---------------------------------------------------------------------------------
 
 
-def list_failures(*, include_resolved: bool = False, kind: str | None = None, limit: int = 200) -> list[Failure]:
+def list_failures(
+    *, include_resolved: bool = False, kind: str | None = None, limit: int = 200
+) -> list[Failure]:
     query = sa.select(ParkedFailureRow).order_by(ParkedFailureRow.id.desc()).limit(limit)
     if not include_resolved:
         query = query.where(ParkedFailureRow.resolved_at.is_(None))
@@ -158,7 +195,8 @@ def list_failures(*, include_resolved: bool = False, kind: str | None = None, li
 def open_counts(session: Session) -> dict[str, int]:
     """Open failures per kind (for `status`)."""
     rows = session.execute(
-        sa.select(ParkedFailureRow.kind, sa.func.count()).where(ParkedFailureRow.resolved_at.is_(None))
+        sa.select(ParkedFailureRow.kind, sa.func.count())
+        .where(ParkedFailureRow.resolved_at.is_(None))
         .group_by(ParkedFailureRow.kind)
     ).all()
     return {kind: int(n) for kind, n in rows}
@@ -183,11 +221,15 @@ async def retry(failure_id: int) -> str:
     """
     failure = await asyncio.to_thread(get, failure_id)
     if failure.resolved_at is not None:
-        raise AlreadyResolved(f"failure {failure_id} was resolved at {failure.resolved_at.isoformat()}")
+        raise AlreadyResolved(
+            f"failure {failure_id} was resolved at {failure.resolved_at.isoformat()}"
+        )
     replay = _REPLAYS.get(failure.kind)
     if replay is None:
-        raise NoReplay(f"no replay is registered for failures of kind {failure.kind!r} "
-                       f"(known: {', '.join(replay_kinds()) or 'none'})")
+        raise NoReplay(
+            f"no replay is registered for failures of kind {failure.kind!r} "
+            f"(known: {', '.join(replay_kinds()) or 'none'})"
+        )
     ctx = current()
     try:
         # A sync replay does its database work where it is called: in a worker thread.
@@ -201,13 +243,15 @@ async def retry(failure_id: int) -> str:
         detail = {"lastRetry": str(exc), "message": str(exc)}
         await asyncio.to_thread(_note_retry, ctx, failure_id, detail, resolved=False)
         raise
-    await asyncio.to_thread(_note_retry, ctx, failure_id, {"lastRetry": str(outcome)},
-                            resolved=True)
+    await asyncio.to_thread(
+        _note_retry, ctx, failure_id, {"lastRetry": str(outcome)}, resolved=True
+    )
     return str(outcome)
 
 
-def _note_retry(ctx: FlowContext, failure_id: int, detail: dict[str, Any], *,
-                resolved: bool) -> None:
+def _note_retry(
+    ctx: FlowContext, failure_id: int, detail: dict[str, Any], *, resolved: bool
+) -> None:
     with ctx.db.write() as session:
         row = session.get(ParkedFailureRow, failure_id)
         if row is not None:
@@ -224,8 +268,13 @@ def _replay_shop_delivery(failure: Failure) -> str:
         raise StillFailing(f"failure {failure.id} does not name its outbox event")
     ctx = current()
     # The outbox module is glue shared by every flow; its replay lives here with the others.
-    ctx.engine.enqueue(outbox.deliver, int(outbox_id), queue=outbox.QUEUE, partition_key=failure.key,
-                       workflow_id=f"shop-event-{outbox_id}-retry-{failure.id}-{failure.retry_count + 1}")
+    ctx.engine.enqueue(
+        outbox.deliver,
+        int(outbox_id),
+        queue=outbox.QUEUE,
+        partition_key=failure.key,
+        workflow_id=f"shop-event-{outbox_id}-retry-{failure.id}-{failure.retry_count + 1}",
+    )
     return f"shop event {outbox_id} queued for delivery again"
 
 
@@ -246,41 +295,64 @@ def status_snapshot() -> dict[str, Any]:
     snapshot: dict[str, Any] = {"now": ctx.clock().isoformat(), "cursors": [], "confirmed": {}}
     with ctx.db.read() as session:
         for row in session.scalars(sa.select(CursorRow).order_by(CursorRow.name)):
-            snapshot["cursors"].append({
-                "name": row.name,
-                "highWaterMark": row.high_water_mark.isoformat() if row.high_water_mark else None,
-                "lastRunAt": row.last_run_at.isoformat() if row.last_run_at else None,
-                "running": row.signpost is not None, "stats": row.stats or {}})
+            snapshot["cursors"].append(
+                {
+                    "name": row.name,
+                    "highWaterMark": row.high_water_mark.isoformat()
+                    if row.high_water_mark
+                    else None,
+                    "lastRunAt": row.last_run_at.isoformat() if row.last_run_at else None,
+                    "running": row.signpost is not None,
+                    "stats": row.stats or {},
+                }
+            )
         for table in Base.metadata.sorted_tables:
             column = table.c.get("confirmed_at")
             if column is None:
                 continue
-            newest, count = session.execute(sa.select(sa.func.max(column), sa.func.count()).select_from(table)).one()
+            newest, count = session.execute(
+                sa.select(sa.func.max(column), sa.func.count()).select_from(table)
+            ).one()
             snapshot["confirmed"][table.name] = {
-                "rows": int(count), "newest": newest.isoformat() if isinstance(newest, datetime) else newest}
+                "rows": int(count),
+                "newest": newest.isoformat() if isinstance(newest, datetime) else newest,
+            }
         snapshot["failures"] = open_counts(session)
         pending, oldest = session.execute(
-            sa.select(sa.func.count(), sa.func.min(OutboxRow.created_at)).where(OutboxRow.delivered_at.is_(None))
+            sa.select(sa.func.count(), sa.func.min(OutboxRow.created_at)).where(
+                OutboxRow.delivered_at.is_(None)
+            )
         ).one()
-        snapshot["outbox"] = {"pending": int(pending),
-                              "oldest": oldest.isoformat() if isinstance(oldest, datetime) else oldest}
+        snapshot["outbox"] = {
+            "pending": int(pending),
+            "oldest": oldest.isoformat() if isinstance(oldest, datetime) else oldest,
+        }
         # Work marked and not yet fetched from Extend (balances, product-triggered prices).
         snapshot["marked"] = {
             table.name: int(session.scalar(sa.select(sa.func.count()).select_from(table)) or 0)
-            for table in Base.metadata.sorted_tables if table.name.startswith("dirty_")}
+            for table in Base.metadata.sorted_tables
+            if table.name.startswith("dirty_")
+        }
         # The fleet-wide rate limit per group: seconds until its bucket is full again, i.e. how far
         # the processes sharing this database have drawn it down (0: full, no wait for anyone).
         now_epoch = time.time()
         snapshot["rateLimits"] = {
             group: {"fullAgainInSeconds": round(max(0.0, float(tat) - now_epoch), 3)}
             for group, tat in session.execute(
-                sa.select(RateBucketRow.rate_group, RateBucketRow.tat).order_by(RateBucketRow.rate_group))}
+                sa.select(RateBucketRow.rate_group, RateBucketRow.tat).order_by(
+                    RateBucketRow.rate_group
+                )
+            )
+        }
         from datetime import timedelta
 
         from extend_connector.flows.watchdog import unsent_orders
 
         snapshot["ordersNotInExtend"] = unsent_orders(
-            session, now=ctx.clock(), stuck_after=timedelta(minutes=ctx.settings.engine.stuck_order_minutes)).as_json()
+            session,
+            now=ctx.clock(),
+            stuck_after=timedelta(minutes=ctx.settings.engine.stuck_order_minutes),
+        ).as_json()
     try:
         snapshot["queues"] = ctx.engine.queue_depth()
     except Exception as exc:  # the job tables may not exist before the first start

@@ -44,7 +44,9 @@ log = structlog.get_logger("extend_connector.freshness")
 STALLED_AFTER_SECONDS = 20.0  # a call on the wire this long, nothing answered since: unreachable
 PUBLISH_INTERVAL_SECONDS = 1.0  # a process writes its row at most this often
 HEARTBEAT_SECONDS = 10.0  # and at least this often while it has something to say
-LIVE_SECONDS = 30.0  # a row not refreshed for this long is from a stopped process: its pending call is ignored
+LIVE_SECONDS = (
+    30.0  # a row not refreshed for this long is from a stopped process: its pending call is ignored
+)
 RECENT_SECONDS = 600.0  # rows older than this are not read at all
 READ_CACHE_SECONDS = 1.0  # the read API reads the rows at most this often
 FORGET_AFTER = timedelta(days=1)  # rows of processes silent this long are deleted
@@ -75,7 +77,9 @@ class View:
     live: bool = True
 
 
-def combine(views: Iterable[View], *, now: datetime, stalled_after: float = STALLED_AFTER_SECONDS) -> ReachabilityState:
+def combine(
+    views: Iterable[View], *, now: datetime, stalled_after: float = STALLED_AFTER_SECONDS
+) -> ReachabilityState:
     """One verdict from several processes' views: the latest outcome anywhere decides, and a live
     call pending longer than `stalled_after` with no success anywhere since it began means down."""
     views = list(views)
@@ -86,12 +90,20 @@ def combine(views: Iterable[View], *, now: datetime, stalled_after: float = STAL
     pending = [v.pending_since for v in views if v.live and v.pending_since is not None]
     pending_since = min(pending, default=None)
     down = last_failure is not None and (last_success is None or last_failure > last_success)
-    stalled = [p for p in pending if (now - p).total_seconds() > stalled_after
-               and (last_success is None or last_success < p)]
+    stalled = [
+        p
+        for p in pending
+        if (now - p).total_seconds() > stalled_after and (last_success is None or last_success < p)
+    ]
     if stalled and not down:
         last_error = f"no answer from Extend for {(now - min(stalled)).total_seconds():.0f} s"
-    return ReachabilityState(reachable=not (down or stalled), last_success_at=last_success,
-                             last_failure_at=last_failure, last_error=last_error, pending_since=pending_since)
+    return ReachabilityState(
+        reachable=not (down or stalled),
+        last_success_at=last_success,
+        last_failure_at=last_failure,
+        last_error=last_error,
+        pending_since=pending_since,
+    )
 
 
 class Reachability:
@@ -100,8 +112,9 @@ class Reachability:
     Implements `extend.CallObserver`: the flows' clients report every call to it.
     """
 
-    def __init__(self, clock: Callable[[], datetime] = _utcnow,
-                 stalled_after: float = STALLED_AFTER_SECONDS) -> None:
+    def __init__(
+        self, clock: Callable[[], datetime] = _utcnow, stalled_after: float = STALLED_AFTER_SECONDS
+    ) -> None:
         self._clock = clock
         self._stalled_after = stalled_after
         self._lock = threading.Lock()
@@ -137,8 +150,12 @@ class Reachability:
 
     def view(self) -> View:
         with self._lock:
-            return View(last_success_at=self._last_success, last_failure_at=self._last_failure,
-                        last_error=self._last_error, pending_since=min(self._pending.values(), default=None))
+            return View(
+                last_success_at=self._last_success,
+                last_failure_at=self._last_failure,
+                last_error=self._last_error,
+                pending_since=min(self._pending.values(), default=None),
+            )
 
     def state(self) -> ReachabilityState:
         return combine([self.view()], now=self._clock(), stalled_after=self._stalled_after)
@@ -184,9 +201,17 @@ class Publisher:
     """Writes this process's view to the shared table: on change (at most once per `interval`)
     and every `heartbeat`; nothing while the process has never called Extend."""
 
-    def __init__(self, engine: sa.Engine, *, role: str, source: Reachability | None = None,
-                 process: str | None = None, clock: Callable[[], datetime] = _utcnow,
-                 interval: float = PUBLISH_INTERVAL_SECONDS, heartbeat: float = HEARTBEAT_SECONDS) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        role: str,
+        source: Reachability | None = None,
+        process: str | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        interval: float = PUBLISH_INTERVAL_SECONDS,
+        heartbeat: float = HEARTBEAT_SECONDS,
+    ) -> None:
         self.engine = engine
         self.role = role
         self.source = source or reachability
@@ -205,15 +230,27 @@ class Publisher:
         """Write the row when it changed or the heartbeat is due; return whether it wrote."""
         view = self.source.view()
         now = self._clock()
-        if view == View(last_success_at=None, last_failure_at=None, last_error=None, pending_since=None):
+        if view == View(
+            last_success_at=None, last_failure_at=None, last_error=None, pending_since=None
+        ):
             return False
-        due = self._written_at is None or (now - self._written_at).total_seconds() >= self._heartbeat
+        due = (
+            self._written_at is None or (now - self._written_at).total_seconds() >= self._heartbeat
+        )
         if view == self._written and not due:
             return False
-        store.publish(self.engine, store.Seen(
-            process=self.process, role=self.role, last_success_at=view.last_success_at,
-            last_failure_at=view.last_failure_at, last_error=view.last_error, pending_since=view.pending_since,
-            updated_at=now))
+        store.publish(
+            self.engine,
+            store.Seen(
+                process=self.process,
+                role=self.role,
+                last_success_at=view.last_success_at,
+                last_failure_at=view.last_failure_at,
+                last_error=view.last_error,
+                pending_since=view.pending_since,
+                updated_at=now,
+            ),
+        )
         if self._written_at is None:
             store.forget(self.engine, older_than=now - FORGET_AFTER)
         self._written, self._written_at = view, now
@@ -228,7 +265,9 @@ class Publisher:
                 self._warner.warn("reachability_publish_failed", exc)
 
     def start(self) -> Publisher:
-        self._thread = threading.Thread(target=self._run, name="reachability-publisher", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="reachability-publisher", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -242,9 +281,16 @@ class Publisher:
 class FleetReachability:
     """This process's view combined with every other process's recent row (rows cached briefly)."""
 
-    def __init__(self, engine: sa.Engine, *, local: Reachability | None = None,
-                 clock: Callable[[], datetime] = _utcnow, monotonic: Callable[[], float] = time.monotonic,
-                 cache_seconds: float = READ_CACHE_SECONDS, exclude: str | None = None) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        local: Reachability | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+        cache_seconds: float = READ_CACHE_SECONDS,
+        exclude: str | None = None,
+    ) -> None:
         self.engine = engine
         self.local = local or reachability
         self._clock = clock
@@ -259,11 +305,16 @@ class FleetReachability:
 
     def _recent(self, now: datetime) -> list[store.Seen]:
         with self._lock:
-            fresh = self._read_at is not None and self._monotonic() - self._read_at < self._cache_seconds
+            fresh = (
+                self._read_at is not None
+                and self._monotonic() - self._read_at < self._cache_seconds
+            )
             if fresh:
                 return self._rows
             try:
-                self._rows = store.recent(self.engine, since=now - timedelta(seconds=RECENT_SECONDS))
+                self._rows = store.recent(
+                    self.engine, since=now - timedelta(seconds=RECENT_SECONDS)
+                )
                 self.reads += 1
             except Exception as exc:  # the shop still gets an answer: from this process's view
                 self._warner.warn("reachability_read_failed", exc)
@@ -278,8 +329,15 @@ class FleetReachability:
             if row.process == self._exclude:
                 continue  # our own row is older than what we know
             live = (now - row.updated_at).total_seconds() <= LIVE_SECONDS
-            views.append(View(last_success_at=row.last_success_at, last_failure_at=row.last_failure_at,
-                              last_error=row.last_error, pending_since=row.pending_since, live=live))
+            views.append(
+                View(
+                    last_success_at=row.last_success_at,
+                    last_failure_at=row.last_failure_at,
+                    last_error=row.last_error,
+                    pending_since=row.pending_since,
+                    live=live,
+                )
+            )
         return combine(views, now=now)
 
     @property
@@ -309,19 +367,25 @@ class Freshness:
     stale: bool
 
     def as_json(self) -> dict[str, object]:
-        return {"confirmedAt": self.confirmed_at.isoformat() if self.confirmed_at else None,
-                "ageSeconds": None if self.age_seconds is None else round(self.age_seconds, 3),
-                "stale": self.stale}
+        return {
+            "confirmedAt": self.confirmed_at.isoformat() if self.confirmed_at else None,
+            "ageSeconds": None if self.age_seconds is None else round(self.age_seconds, 3),
+            "stale": self.stale,
+        }
 
 
-def freshness(confirmed_at: datetime | None, *, now: datetime, stale_after_seconds: float,
-              reachable: bool) -> Freshness:
+def freshness(
+    confirmed_at: datetime | None, *, now: datetime, stale_after_seconds: float, reachable: bool
+) -> Freshness:
     """Freshness of a value confirmed at `confirmed_at` (never confirmed counts as stale)."""
     if confirmed_at is None:
         return Freshness(confirmed_at=None, age_seconds=None, stale=True)
     age = max(0.0, (now - confirmed_at).total_seconds())
-    return Freshness(confirmed_at=confirmed_at, age_seconds=age,
-                     stale=(not reachable) or age > stale_after_seconds)
+    return Freshness(
+        confirmed_at=confirmed_at,
+        age_seconds=age,
+        stale=(not reachable) or age > stale_after_seconds,
+    )
 
 
 def oldest(values: list[datetime | None]) -> datetime | None:

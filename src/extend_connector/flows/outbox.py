@@ -50,31 +50,63 @@ def publish(session: Session, event_type: EventType, key: str, data: dict[str, A
     in the outbox for the read API's change feed but no delivery job is enqueued.
     """
     ctx = current()
-    row = OutboxRow(event_id=new_event_id(), event_type=event_type.value, key=key,
-                    payload=engine.to_json_value(data), created_at=ctx.clock())
+    row = OutboxRow(
+        event_id=new_event_id(),
+        event_type=event_type.value,
+        key=key,
+        payload=engine.to_json_value(data),
+        created_at=ctx.clock(),
+    )
     session.add(row)
     session.flush()
     if ctx.deliver_to_shop:
-        ctx.engine.enqueue_in_transaction(session, deliver, row.id, queue=QUEUE, partition_key=key,
-                                          workflow_id=f"shop-event-{row.id}")
+        ctx.engine.enqueue_in_transaction(
+            session,
+            deliver,
+            row.id,
+            queue=QUEUE,
+            partition_key=key,
+            workflow_id=f"shop-event-{row.id}",
+        )
     return row.id
 
 
-def publish_many(session: Session, event_type: EventType, events: list[tuple[str, dict[str, Any]]]) -> list[int]:
+def publish_many(
+    session: Session, event_type: EventType, events: list[tuple[str, dict[str, Any]]]
+) -> list[int]:
     """`publish` for many (key, data) events at once: one multi-row insert instead of one flush
     each (a balance flush can tell the shop about thousands of products)."""
     if not events:
         return []
     ctx = current()
     now = ctx.clock()
-    rows = [{"event_id": new_event_id(), "event_type": event_type.value, "key": key, "payload": engine.to_json_value(data), "created_at": now,
-             "attempts": 0} for key, data in events]
-    ids = [int(i) for i in session.scalars(
-        sa.insert(OutboxRow).returning(OutboxRow.id, sort_by_parameter_order=True), rows)]
+    rows = [
+        {
+            "event_id": new_event_id(),
+            "event_type": event_type.value,
+            "key": key,
+            "payload": engine.to_json_value(data),
+            "created_at": now,
+            "attempts": 0,
+        }
+        for key, data in events
+    ]
+    ids = [
+        int(i)
+        for i in session.scalars(
+            sa.insert(OutboxRow).returning(OutboxRow.id, sort_by_parameter_order=True), rows
+        )
+    ]
     if ctx.deliver_to_shop:
         for outbox_id, (key, _data) in zip(ids, events, strict=True):
-            ctx.engine.enqueue_in_transaction(session, deliver, outbox_id, queue=QUEUE, partition_key=key,
-                                              workflow_id=f"shop-event-{outbox_id}")
+            ctx.engine.enqueue_in_transaction(
+                session,
+                deliver,
+                outbox_id,
+                queue=QUEUE,
+                partition_key=key,
+                workflow_id=f"shop-event-{outbox_id}",
+            )
     return ids
 
 
@@ -84,25 +116,39 @@ def _load(outbox_id: int) -> dict[str, Any] | None:
         row = session.get(OutboxRow, outbox_id)
         if row is None or row.delivered_at is not None:
             return None
-        return {"id": event_id_of(row), "type": row.event_type, "key": row.key, "data": row.payload,
-                "created_at": row.created_at.isoformat()}
+        return {
+            "id": event_id_of(row),
+            "type": row.event_type,
+            "key": row.key,
+            "data": row.payload,
+            "created_at": row.created_at.isoformat(),
+        }
 
 
 @engine.step()
 async def _attempt(outbox_id: int, event: dict[str, Any], attempt: int) -> dict[str, Any]:
     ctx = current()
     # `_load` is a recorded step, so every attempt (and a recovered workflow) sends the same id.
-    shop_event = ShopEvent(event_id=str(event.get("id") or f"evt_{outbox_id}"), type=EventType(event["type"]), key=event["key"],
-                           data=event["data"], occurred_at=datetime.fromisoformat(event["created_at"]),
-                           attempt=attempt)
+    shop_event = ShopEvent(
+        event_id=str(event.get("id") or f"evt_{outbox_id}"),
+        type=EventType(event["type"]),
+        key=event["key"],
+        data=event["data"],
+        occurred_at=datetime.fromisoformat(event["created_at"]),
+        attempt=attempt,
+    )
     try:
         await ctx.webshop.deliver(shop_event)
     except WebshopError as exc:
         failure = retry.decide(exc)
         if failure.retryable:
             return failure.as_json()
-        return {"outcome": "refused", "error": failure.error, "status": failure.status,
-                "body": failure.body}
+        return {
+            "outcome": "refused",
+            "error": failure.error,
+            "status": failure.status,
+            "body": failure.body,
+        }
     return {"outcome": "delivered"}
 
 
@@ -126,17 +172,32 @@ def _record(outbox_id: int, outcome: dict[str, Any], attempt: int, next_in: floa
             _park(session, row, outcome, attempt, now)
 
 
-def _park(session: Session, row: OutboxRow, outcome: dict[str, Any], attempt: int, now: datetime) -> int:
+def _park(
+    session: Session, row: OutboxRow, outcome: dict[str, Any], attempt: int, now: datetime
+) -> int:
     """Park an event the shop refused or that could not be delivered in time (one row per event)."""
     refused = outcome["outcome"] == "refused"
-    error = str(outcome.get("error") or ("the shop refused the event" if refused else "the shop was unreachable"))
+    error = str(
+        outcome.get("error")
+        or ("the shop refused the event" if refused else "the shop was unreachable")
+    )
     return failures.park(
-        session, kind=FAILURE_KIND, key=row.key, reason="shop_refused" if refused else "shop_unreachable",
+        session,
+        kind=FAILURE_KIND,
+        key=row.key,
+        reason="shop_refused" if refused else "shop_unreachable",
         message=error,
-        detail={"error": outcome.get("error"), "status": outcome.get("status"), "body": outcome.get("body"),
-                "outbox_id": row.id, "attempts": attempt},
+        detail={
+            "error": outcome.get("error"),
+            "status": outcome.get("status"),
+            "body": outcome.get("body"),
+            "outbox_id": row.id,
+            "attempts": attempt,
+        },
         payload={"outbox_id": row.id, "event_type": row.event_type, "data": row.payload},
-        now=now, merge_open=False)
+        now=now,
+        merge_open=False,
+    )
 
 
 @engine.workflow("shop.deliver_event")

@@ -52,11 +52,14 @@ CONCURRENT_CUSTOMERS = 2
 
 def kept_customer_numbers(session: Session, settings: Settings) -> list[str]:
     """Every customer number whose prices are kept, in a stable order."""
-    numbers = dict.fromkeys([settings.scope.default_customer_number, *settings.scope.price_customer_numbers])
-    rows = session.execute(sa.select(CustomerRow.customer_number)
-                           .where(CustomerRow.organization_number.is_not(None),
-                                  CustomerRow.organization_number != "")
-                           .order_by(CustomerRow.customer_number))
+    numbers = dict.fromkeys(
+        [settings.scope.default_customer_number, *settings.scope.price_customer_numbers]
+    )
+    rows = session.execute(
+        sa.select(CustomerRow.customer_number)
+        .where(CustomerRow.organization_number.is_not(None), CustomerRow.organization_number != "")
+        .order_by(CustomerRow.customer_number)
+    )
     numbers.update(dict.fromkeys(number for (number,) in rows))
     return list(numbers)
 
@@ -65,8 +68,11 @@ def active_customer_numbers(session: Session, settings: Settings, *, now: dateti
     """Kept customers that placed an order within the full-refresh interval."""
     since = now - timedelta(minutes=settings.sync.prices_full_refresh_minutes)
     kept = set(kept_customer_numbers(session, settings))
-    rows = session.execute(sa.select(OrderRow.customer_number).distinct()
-                           .where(OrderRow.created_at >= since, OrderRow.customer_number.is_not(None)))
+    rows = session.execute(
+        sa.select(OrderRow.customer_number)
+        .distinct()
+        .where(OrderRow.created_at >= since, OrderRow.customer_number.is_not(None))
+    )
     return sorted(number for (number,) in rows if number in kept)
 
 
@@ -79,15 +85,25 @@ def price_document(price: Price) -> dict[str, Any]:
     def text(value: object) -> str | None:
         return None if value is None else str(value)
 
-    return {"product_number": price.product_number,
-            "unit_price": str(price.unit_price), "currency": price.currency,
-            "list_price": text(price.list_price), "discount_percent": text(price.discount_percent),
-            "price_list": price.price_list, "vat_percent": text(price.vat_percent),
-            "valid_to": price.valid_to.isoformat() if price.valid_to else None}
+    return {
+        "product_number": price.product_number,
+        "unit_price": str(price.unit_price),
+        "currency": price.currency,
+        "list_price": text(price.list_price),
+        "discount_percent": text(price.discount_percent),
+        "price_list": price.price_list,
+        "vat_percent": text(price.vat_percent),
+        "valid_to": price.valid_to.isoformat() if price.valid_to else None,
+    }
 
 
-def publish_changes(session: Session, customer_number: str, *, changed: list[dict[str, Any]] | None = None,
-                    deleted: list[str] | None = None) -> None:
+def publish_changes(
+    session: Session,
+    customer_number: str,
+    *,
+    changed: list[dict[str, Any]] | None = None,
+    deleted: list[str] | None = None,
+) -> None:
     """Tell the shop about one batch of a customer's price changes: ONE `price.changed` event.
 
     A first load of 200 customers x 20,000 products is 4 million new prices; an event (outbox
@@ -95,20 +111,33 @@ def publish_changes(session: Session, customer_number: str, *, changed: list[dic
     calls. An event per batch (at most `BATCH` prices) is 8,000 events for the same load.
     """
     if changed or deleted:
-        outbox.publish(session, EventType.PRICE_CHANGED, prices_key(customer_number),
-                       {"customer_number": customer_number, "prices": changed or [], "deleted": deleted or []})
+        outbox.publish(
+            session,
+            EventType.PRICE_CHANGED,
+            prices_key(customer_number),
+            {"customer_number": customer_number, "prices": changed or [], "deleted": deleted or []},
+        )
 
 
 # The columns that make a price; compared as a tuple to tell a real change from a confirmation.
-_VALUE_COLUMNS = ("unit_price", "currency", "list_price", "discount_percent", "price_list", "vat_percent",
-                  "valid_to")
+_VALUE_COLUMNS = (
+    "unit_price",
+    "currency",
+    "list_price",
+    "discount_percent",
+    "price_list",
+    "vat_percent",
+    "valid_to",
+)
 
 
 def _values(price: Price) -> dict[str, Any]:
     return {name: getattr(price, name) for name in _VALUE_COLUMNS}
 
 
-def apply(session: Session, prices: list[Price], *, now: datetime, dry_run: bool = False) -> list[str]:
+def apply(
+    session: Session, prices: list[Price], *, now: datetime, dry_run: bool = False
+) -> list[str]:
     """Upsert one batch of one customer's prices; publish the real changes as one event.
 
     Core statements only (a first load is millions of prices): one query reads the batch's
@@ -122,10 +151,15 @@ def apply(session: Session, prices: list[Price], *, now: datetime, dry_run: bool
     # A product listed twice in one batch (a page repeated by Extend) is written once, last wins.
     prices = list({p.product_number: p for p in prices}.values())
     columns = [getattr(PriceRow, name) for name in _VALUE_COLUMNS]
-    stored = {number: tuple(values) for number, *values in session.execute(
-        sa.select(PriceRow.product_number, *columns).where(
-            PriceRow.customer_number == customer,
-            PriceRow.product_number.in_([p.product_number for p in prices])))}
+    stored = {
+        number: tuple(values)
+        for number, *values in session.execute(
+            sa.select(PriceRow.product_number, *columns).where(
+                PriceRow.customer_number == customer,
+                PriceRow.product_number.in_([p.product_number for p in prices]),
+            )
+        )
+    }
     outcomes: list[str] = []
     created: list[dict[str, Any]] = []
     updated: list[dict[str, Any]] = []
@@ -136,8 +170,14 @@ def apply(session: Session, prices: list[Price], *, now: datetime, dry_run: bool
         old = stored.get(price.product_number)
         if old is None:
             outcomes.append("created")
-            created.append({"customer_number": customer, "product_number": price.product_number, **values,
-                            "confirmed_at": now})
+            created.append(
+                {
+                    "customer_number": customer,
+                    "product_number": price.product_number,
+                    **values,
+                    "confirmed_at": now,
+                }
+            )
         elif old == tuple(values.values()):
             outcomes.append("unchanged")
             unchanged.append(price.product_number)
@@ -154,34 +194,55 @@ def apply(session: Session, prices: list[Price], *, now: datetime, dry_run: bool
         # On the Table, not the mapped class: an ORM executemany UPDATE wants whole primary keys.
         table = _PRICES
         session.execute(
-            sa.update(table).where(table.c.customer_number == customer,
-                                   table.c.product_number == sa.bindparam("b_product"))
+            sa.update(table)
+            .where(
+                table.c.customer_number == customer,
+                table.c.product_number == sa.bindparam("b_product"),
+            )
             .values({**{name: sa.bindparam(name) for name in _VALUE_COLUMNS}, "confirmed_at": now}),
-            updated)
+            updated,
+        )
     if unchanged:
-        session.execute(sa.update(PriceRow).where(PriceRow.customer_number == customer,
-                                                  PriceRow.product_number.in_(unchanged))
-                        .values(confirmed_at=now).execution_options(synchronize_session=False))
+        session.execute(
+            sa.update(PriceRow)
+            .where(PriceRow.customer_number == customer, PriceRow.product_number.in_(unchanged))
+            .values(confirmed_at=now)
+            .execution_options(synchronize_session=False)
+        )
     publish_changes(session, customer, changed=changed_docs)
     return outcomes
 
 
 def _delete_unconfirmed(session: Session, customer_number: str, *, before: datetime) -> int:
     """Delete the prices of a customer a complete listing did not return; tell the shop."""
-    gone = list(session.scalars(sa.select(PriceRow.product_number).where(
-        PriceRow.customer_number == customer_number,
-        sa.or_(PriceRow.confirmed_at.is_(None), PriceRow.confirmed_at < before))))
+    gone = list(
+        session.scalars(
+            sa.select(PriceRow.product_number).where(
+                PriceRow.customer_number == customer_number,
+                sa.or_(PriceRow.confirmed_at.is_(None), PriceRow.confirmed_at < before),
+            )
+        )
+    )
     for start in range(0, len(gone), BATCH):
-        chunk = gone[start:start + BATCH]
-        session.execute(sa.delete(PriceRow).where(PriceRow.customer_number == customer_number,
-                                                  PriceRow.product_number.in_(chunk)))
+        chunk = gone[start : start + BATCH]
+        session.execute(
+            sa.delete(PriceRow).where(
+                PriceRow.customer_number == customer_number, PriceRow.product_number.in_(chunk)
+            )
+        )
         publish_changes(session, customer_number, deleted=chunk)
     return len(gone)
 
 
-async def refresh_customer(customer_number: str, product_numbers: Iterable[str] | None = None, *,
-                           tally: Tally, dry_run: bool = False) -> None:
-    """Read one customer's prices (all, or the given products, chunked) and apply them batch by batch.
+async def refresh_customer(
+    customer_number: str,
+    product_numbers: Iterable[str] | None = None,
+    *,
+    tally: Tally,
+    dry_run: bool = False,
+) -> None:
+    """Read one customer's prices (all, or the given products, chunked) and apply them batch by
+    batch.
 
     Each batch is written in a worker thread, so the event loop goes on reading pages (this
     customer's next one, or another customer's in a concurrent sweep) while SQLite writes.
@@ -205,7 +266,9 @@ async def refresh_customer(customer_number: str, product_numbers: Iterable[str] 
         tally.record_many(await asyncio.to_thread(write, prices))
 
     try:
-        async for price in ctx.extend().prices_for_customer(customer_number, product_numbers, progress=page):
+        async for price in ctx.extend().prices_for_customer(
+            customer_number, product_numbers, progress=page
+        ):
             batch.append(price)
             if seen is not None:
                 seen.add(price.product_number)
@@ -222,8 +285,11 @@ async def refresh_customer(customer_number: str, product_numbers: Iterable[str] 
     def finish() -> int:
         if dry_run:
             with ctx.db.read() as session:
-                stored = session.scalars(sa.select(PriceRow.product_number)
-                                         .where(PriceRow.customer_number == customer_number))
+                stored = session.scalars(
+                    sa.select(PriceRow.product_number).where(
+                        PriceRow.customer_number == customer_number
+                    )
+                )
                 return sum(1 for number in stored if seen is not None and number not in seen)
         with ctx.db.write() as session:
             return _delete_unconfirmed(session, customer_number, before=started)
@@ -236,8 +302,13 @@ def _kept_customers(ctx: FlowContext) -> list[str]:
         return kept_customer_numbers(session, ctx.settings)
 
 
-async def sweep_prices(full: bool = False, dry_run: bool = False, progress: Progress | None = None,
-                       *, customers: list[str] | None = None) -> SweepResult:
+async def sweep_prices(
+    full: bool = False,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    *,
+    customers: list[str] | None = None,
+) -> SweepResult:
     """Refresh every kept customer's prices (or the given customers'). Prices have no change
     cursor, so every sweep is a full listing; `full` is accepted for the common signature.
 
@@ -278,9 +349,13 @@ async def refresh_customer_prices(customer_number: str) -> dict[str, Any]:
 
 def enqueue_customer_prices(customer_number: str, *, reason: str) -> str:
     """Called by the customer flow; idempotent per customer and trigger."""
-    return current().engine.enqueue(refresh_customer_prices, customer_number, queue=QUEUE,
-                                    partition_key=f"customer:{customer_number}",
-                                    workflow_id=f"prices-customer-{customer_number}-{reason}")
+    return current().engine.enqueue(
+        refresh_customer_prices,
+        customer_number,
+        queue=QUEUE,
+        partition_key=f"customer:{customer_number}",
+        workflow_id=f"prices-customer-{customer_number}-{reason}",
+    )
 
 
 # --- product triggers, coalesced ----------------------------------------------------------------
@@ -307,15 +382,20 @@ FULL_LISTING_ABOVE = 500
 
 
 def mark_products(session: Session, product_numbers: Iterable[str], *, now: datetime) -> None:
-    """Mark products whose prices must be refreshed for every kept customer (caller's transaction)."""
+    """Mark products whose prices must be refreshed for every kept customer (caller's
+    transaction)."""
     repositories.mark_price_products(session, product_numbers, now=now)
 
 
 def request_product_prices() -> str:
     """Ask for a flush of the marked products' prices within FLUSH_DEBOUNCE_SECONDS (coalesced)."""
-    return current().engine.debounce(FLUSH_KEY, flush_product_prices, queue=TRIGGER_QUEUE,
-                                     period_seconds=FLUSH_DEBOUNCE_SECONDS,
-                                     max_delay_seconds=FLUSH_MAX_DELAY_SECONDS)
+    return current().engine.debounce(
+        FLUSH_KEY,
+        flush_product_prices,
+        queue=TRIGGER_QUEUE,
+        period_seconds=FLUSH_DEBOUNCE_SECONDS,
+        max_delay_seconds=FLUSH_MAX_DELAY_SECONDS,
+    )
 
 
 async def refresh_marked_products(limit: int = FLUSH_MAX_PRODUCTS) -> dict[str, Any]:
@@ -326,8 +406,13 @@ async def refresh_marked_products(limit: int = FLUSH_MAX_PRODUCTS) -> dict[str, 
 
     def snapshot() -> tuple[list[str], list[str], bool]:
         with ctx.db.read() as session:
-            rows = list(session.scalars(sa.select(DirtyPriceProductRow.product_number)
-                                        .order_by(DirtyPriceProductRow.marked_at).limit(limit + 1)))
+            rows = list(
+                session.scalars(
+                    sa.select(DirtyPriceProductRow.product_number)
+                    .order_by(DirtyPriceProductRow.marked_at)
+                    .limit(limit + 1)
+                )
+            )
             return rows[:limit], kept_customer_numbers(session, ctx.settings), len(rows) > limit
 
     numbers, customers, more = await asyncio.to_thread(snapshot)
@@ -341,13 +426,22 @@ async def refresh_marked_products(limit: int = FLUSH_MAX_PRODUCTS) -> dict[str, 
     def clear() -> None:
         table = _DIRTY
         with ctx.db.write() as session:
-            session.execute(sa.delete(table).where(table.c.product_number == sa.bindparam("p"),
-                                                   table.c.marked_at <= sa.bindparam("t")),
-                            [{"p": n, "t": started} for n in numbers])
+            session.execute(
+                sa.delete(table).where(
+                    table.c.product_number == sa.bindparam("p"),
+                    table.c.marked_at <= sa.bindparam("t"),
+                ),
+                [{"p": n, "t": started} for n in numbers],
+            )
 
     await asyncio.to_thread(clear)
-    result = {"products": len(numbers), "customers": len(customers), "whole_lists": whole, "more": more,
-              **tally.result().as_stats()}
+    result = {
+        "products": len(numbers),
+        "customers": len(customers),
+        "whole_lists": whole,
+        "more": more,
+        **tally.result().as_stats(),
+    }
     log.info("prices_products_refreshed", **result)
     return result
 
@@ -364,7 +458,8 @@ async def _product_prices_pass() -> dict[str, Any]:
 
 @engine.workflow("prices.products_flush")
 async def flush_product_prices() -> dict[str, Any]:
-    """Refresh the prices of every marked product; waits out an Extend outage with capped backoff."""
+    """Refresh the prices of every marked product; waits out an Extend outage with capped
+    backoff."""
     return await run_passes(_product_prices_pass, add=("products",), policy=retry.PRICES_FLUSH)
 
 
@@ -409,7 +504,13 @@ async def refresh_active() -> SweepResult:
 
 def declare_schedules(settings: Settings) -> None:
     if settings.scope.prices == PricesScope.SYNC:
-        engine.schedule("prices.full_refresh", scheduled_full_refresh,
-                        every=timedelta(minutes=settings.sync.prices_full_refresh_minutes))
-        engine.schedule("prices.active_refresh", scheduled_active_refresh,
-                        every=timedelta(minutes=settings.sync.prices_active_refresh_minutes))
+        engine.schedule(
+            "prices.full_refresh",
+            scheduled_full_refresh,
+            every=timedelta(minutes=settings.sync.prices_full_refresh_minutes),
+        )
+        engine.schedule(
+            "prices.active_refresh",
+            scheduled_active_refresh,
+            every=timedelta(minutes=settings.sync.prices_active_refresh_minutes),
+        )

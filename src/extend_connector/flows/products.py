@@ -56,12 +56,17 @@ def content_hash(product: Product) -> str:
 
 
 def stored_changed(session: Session, numbers: list[str]) -> dict[str, datetime | None]:
-    rows = session.execute(sa.select(ProductRow.product_number, ProductRow.extend_changed_at)
-                           .where(ProductRow.product_number.in_(numbers)))
+    rows = session.execute(
+        sa.select(ProductRow.product_number, ProductRow.extend_changed_at).where(
+            ProductRow.product_number.in_(numbers)
+        )
+    )
     return {number: changed for number, changed in rows}
 
 
-def apply(session: Session, products: list[Product], *, now: datetime, dry_run: bool = False) -> list[str]:
+def apply(
+    session: Session, products: list[Product], *, now: datetime, dry_run: bool = False
+) -> list[str]:
     """Upsert products; publish `product.changed` for real changes. Returns one outcome per product.
 
     With `dry_run` nothing is written or published: the outcomes say what would happen.
@@ -70,7 +75,9 @@ def apply(session: Session, products: list[Product], *, now: datetime, dry_run: 
     for product in products:
         row = session.get(ProductRow, product.product_number)
         digest = content_hash(product)
-        outcome = "created" if row is None else ("unchanged" if row.content_hash == digest else "updated")
+        outcome = (
+            "created" if row is None else ("unchanged" if row.content_hash == digest else "updated")
+        )
         outcomes.append(outcome)
         if dry_run:
             continue
@@ -88,8 +95,12 @@ def apply(session: Session, products: list[Product], *, now: datetime, dry_run: 
             row.phase_out = product.phase_out
             row.document = product_document(product)
             row.content_hash = digest
-            outbox.publish(session, EventType.PRODUCT_CHANGED, f"sku:{product.product_number}",
-                           product_document(product))
+            outbox.publish(
+                session,
+                EventType.PRODUCT_CHANGED,
+                f"sku:{product.product_number}",
+                product_document(product),
+            )
         row.extend_changed_at = product.changed_at
         row.confirmed_at = now
     return outcomes
@@ -109,11 +120,22 @@ async def _listing(since: datetime | None, tally: Tally) -> AsyncIterator[Listed
         yield Listed(key=product.product_number, changed_at=product.changed_at)
 
 
-async def sweep_products(full: bool = False, dry_run: bool = False,
-                          progress: Progress | None = None) -> SweepResult:
-    """List products changed since the cursor (all when `full` or first run) and fetch each changed one."""
-    return await sweep_changed("products", cursor=CURSOR, listing=_listing, stored_changed=stored_changed,
-                               fetch=_fetch, apply=apply, full=full, dry_run=dry_run, progress=progress)
+async def sweep_products(
+    full: bool = False, dry_run: bool = False, progress: Progress | None = None
+) -> SweepResult:
+    """List products changed since the cursor (all when `full` or first run) and fetch each changed
+    one."""
+    return await sweep_changed(
+        "products",
+        cursor=CURSOR,
+        listing=_listing,
+        stored_changed=stored_changed,
+        fetch=_fetch,
+        apply=apply,
+        full=full,
+        dry_run=dry_run,
+        progress=progress,
+    )
 
 
 # --- durable jobs ----------------------------------------------------------------------------
@@ -144,8 +166,11 @@ async def _products_refresh_step(product_number: str) -> str:
 
 @engine.workflow("products.refresh")
 async def refresh_product(notification: dict[str, Any]) -> str:
-    """ProductCreated / ProductChanged: fetch the product, upsert it, mark its prices for refresh."""
-    number = str(notification.get("entityKey") or notification.get("details", {}).get("ProductNumber") or "")
+    """ProductCreated / ProductChanged: fetch the product, upsert it, mark its prices for
+    refresh."""
+    number = str(
+        notification.get("entityKey") or notification.get("details", {}).get("ProductNumber") or ""
+    )
     number = number.removeprefix("sku:")
     if not number:
         return "skipped"
@@ -164,6 +189,12 @@ async def _products_sweep_step() -> dict[str, Any]:
 
 def declare_schedules(settings: Settings) -> None:
     if settings.scope.products == ProductsScope.SYNC:
-        dispatch.on(["ProductCreated", "ProductChanged"], dispatch.JobHandler(workflow=refresh_product, queue=QUEUE))
-        engine.schedule("products.sweep", scheduled_sweep,
-                        every=timedelta(minutes=settings.sync.products_sweep_minutes))
+        dispatch.on(
+            ["ProductCreated", "ProductChanged"],
+            dispatch.JobHandler(workflow=refresh_product, queue=QUEUE),
+        )
+        engine.schedule(
+            "products.sweep",
+            scheduled_sweep,
+            every=timedelta(minutes=settings.sync.products_sweep_minutes),
+        )

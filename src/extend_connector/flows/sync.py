@@ -6,7 +6,8 @@ table; schedules run the same sweep with no one watching. So a sweep takes a `Pr
 (anything with the four methods below; `NullProgress` when no one watches) and returns a
 `SweepResult`. `Tally` does the counting for a sweep and forwards to the `Progress`:
 
-    async def sweep_balances(full: bool, dry_run: bool, progress: Progress | None = None) -> SweepResult:
+    async def sweep_balances(full: bool, dry_run: bool, progress: Progress | None = None) ->
+    SweepResult:
         extend = current().extend()
         tally = Tally("balances", progress, full=full, dry_run=dry_run, stats=extend.stats)
         async for balance in extend.availability_changed_since(since, progress=tally.page):
@@ -90,19 +91,33 @@ class SweepResult:
 
     def as_stats(self) -> dict[str, object]:
         """A JSON-able summary (cursor stats, workflow results)."""
-        return {"data_point": self.data_point, "full": self.full, "dry_run": self.dry_run,
-                "pages": self.pages, "records": self.records, "outcomes": dict(self.outcomes),
-                "api_calls": self.api_calls, "rate_limit_waits": self.rate_limit_waits,
-                "waited_seconds": round(self.waited_seconds, 3),
-                "cursor": self.cursor.isoformat() if self.cursor else None}
+        return {
+            "data_point": self.data_point,
+            "full": self.full,
+            "dry_run": self.dry_run,
+            "pages": self.pages,
+            "records": self.records,
+            "outcomes": dict(self.outcomes),
+            "api_calls": self.api_calls,
+            "rate_limit_waits": self.rate_limit_waits,
+            "waited_seconds": round(self.waited_seconds, 3),
+            "cursor": self.cursor.isoformat() if self.cursor else None,
+        }
 
 
 class Tally:
     """Counts one sweep and forwards every event to its `Progress`."""
 
-    def __init__(self, data_point: str, progress: Progress | None = None, *, full: bool = False,
-                 dry_run: bool = False, total: int | None = None,
-                 stats: Callable[[], ClientStats] | None = None) -> None:
+    def __init__(
+        self,
+        data_point: str,
+        progress: Progress | None = None,
+        *,
+        full: bool = False,
+        dry_run: bool = False,
+        total: int | None = None,
+        stats: Callable[[], ClientStats] | None = None,
+    ) -> None:
         self.data_point = data_point
         self.progress: Progress = progress if progress is not None else NullProgress()
         self.full = full
@@ -129,7 +144,8 @@ class Tally:
         return page
 
     def page(self, records_in_listing: int, total: int | None) -> None:
-        """The page callback of the sweep's default list (for sweeps that read one list at a time)."""
+        """The page callback of the sweep's default list (for sweeps that read one list at a
+        time)."""
         self._advance(records_in_listing - self._default_seen, total)
         self._default_seen = records_in_listing
 
@@ -152,7 +168,8 @@ class Tally:
         self.refresh_api()
 
     def refresh_api(self) -> None:
-        """Report the API counters again (called by page() and record(); call it after lone calls)."""
+        """Report the API counters again (called by page() and record(); call it after lone
+        calls)."""
         if self._stats is not None:
             self.api(self._stats())
 
@@ -168,14 +185,26 @@ class Tally:
         if self._stats_start is None or self._stats_last is None:
             return 0, 0, 0.0
         delta = self._stats_last - self._stats_start
-        return (delta.calls, sum(g.waits for g in delta.groups.values()),
-                sum(g.waited_seconds for g in delta.groups.values()))
+        return (
+            delta.calls,
+            sum(g.waits for g in delta.groups.values()),
+            sum(g.waited_seconds for g in delta.groups.values()),
+        )
 
     def result(self, *, cursor: datetime | None = None) -> SweepResult:
         calls, waits, waited = self._api_delta()
-        return SweepResult(data_point=self.data_point, full=self.full, dry_run=self.dry_run, pages=self.pages,
-                           records=self.records, outcomes=dict(self.outcomes), api_calls=calls,
-                           rate_limit_waits=waits, waited_seconds=waited, cursor=cursor)
+        return SweepResult(
+            data_point=self.data_point,
+            full=self.full,
+            dry_run=self.dry_run,
+            pages=self.pages,
+            records=self.records,
+            outcomes=dict(self.outcomes),
+            api_calls=calls,
+            rate_limit_waits=waits,
+            waited_seconds=waited,
+            cursor=cursor,
+        )
 
 
 # --- list, then fetch what changed -----------------------------------------------------------
@@ -205,8 +234,9 @@ async def list_then_fetch(
 
     A list item whose change date equals the stored one is not fetched (a second sweep with
     nothing changed costs only the list calls); `fetch` returns None for a record gone since
-    it was listed. Up to `fetch_concurrency` fetches of a batch run at once. Batches keep memory flat whatever the catalogue size: at most `batch_size`
-    items are held at once. Returns the latest change date seen (for the cursor).
+    it was listed. Up to `fetch_concurrency` fetches of a batch run at once. Batches keep memory
+    flat whatever the catalogue size: at most `batch_size` items are held at once. Returns the
+    latest change date seen (for the cursor).
     """
     latest: datetime | None = None
     batch: list[Listed] = []
@@ -218,7 +248,11 @@ async def list_then_fetch(
         for item in batch:
             if item.key in wanted:  # the overlap walk may list a record twice
                 continue
-            if item.key in known and item.changed_at is not None and known[item.key] == item.changed_at:
+            if (
+                item.key in known
+                and item.changed_at is not None
+                and known[item.key] == item.changed_at
+            ):
                 tally.record("unchanged")
                 continue
             wanted.append(item.key)
@@ -286,13 +320,24 @@ async def sweep_changed(
         with ctx.db.read() if dry_run else ctx.db.write() as session:
             return apply(session, records, now=ctx.clock(), dry_run=dry_run)
 
-    latest = await list_then_fetch(listing(since, tally), stored_changed=known, fetch=fetch, apply=write,
-                                   tally=tally, batch_size=extend.dialect.page_size)
+    latest = await list_then_fetch(
+        listing(since, tally),
+        stored_changed=known,
+        fetch=fetch,
+        apply=write,
+        tally=tally,
+        batch_size=extend.dialect.page_size,
+    )
 
     def finish() -> datetime | None:
         with ctx.db.write() as session:
-            return cursors.finish(session, cursor, latest_seen=latest, now=ctx.clock(),
-                                  stats=tally.result().as_stats())
+            return cursors.finish(
+                session,
+                cursor,
+                latest_seen=latest,
+                now=ctx.clock(),
+                stats=tally.result().as_stats(),
+            )
 
     mark = None if dry_run else await asyncio.to_thread(finish)
     result = tally.result(cursor=mark)
@@ -315,9 +360,15 @@ class RichProgress:
         from rich.progress import Progress as Bar
 
         self.console = console or Console(stderr=True)
-        self._bar = Bar(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=self.console,
-                        transient=False)
+        self._bar = Bar(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
         self._task: Any = None
         self._pages = self._records = self._calls = self._waits = 0
 
@@ -329,7 +380,7 @@ class RichProgress:
         self._bar.stop()
 
     def _refresh(self) -> None:
-        detail = (f"pages {self._pages}  API calls {self._calls}  rate-limit waits {self._waits}")
+        detail = f"pages {self._pages}  API calls {self._calls}  rate-limit waits {self._waits}"
         if self._task is not None:
             self._bar.update(self._task, completed=self._records, detail=detail)
 
@@ -357,7 +408,9 @@ class RichProgress:
 def summary_table(result: SweepResult) -> Any:
     from rich.table import Table
 
-    title = f"sync {result.data_point}" + (" (dry run: nothing written, nothing told)" if result.dry_run else "")
+    title = f"sync {result.data_point}" + (
+        " (dry run: nothing written, nothing told)" if result.dry_run else ""
+    )
     table = Table(title=title)
     table.add_column("what")
     table.add_column("count", justify="right")
@@ -365,7 +418,11 @@ def summary_table(result: SweepResult) -> Any:
     table.add_row("pages", str(result.pages))
     for outcome in (*OUTCOMES, *sorted(set(result.outcomes) - set(OUTCOMES))):
         if outcome in result.outcomes or outcome in OUTCOMES[:3]:
-            label = f"would be {outcome}" if result.dry_run and outcome in ("created", "updated", "deleted") else outcome
+            label = (
+                f"would be {outcome}"
+                if result.dry_run and outcome in ("created", "updated", "deleted")
+                else outcome
+            )
             table.add_row(label, str(result.outcomes.get(outcome, 0)))
     table.add_row("API calls", str(result.api_calls))
     table.add_row("rate-limit waits", f"{result.rate_limit_waits} ({result.waited_seconds:.1f} s)")
@@ -378,15 +435,23 @@ def scope_off(settings: Any, data_point: str) -> str | None:
     if data_point == "products" and scope.products == "off":
         return "scope.products = off"
     if data_point == "customers" and scope.customers != "from_extend":
-        return f"scope.customers = {scope.customers.value} (customers are read from Extend only with from_extend)"
+        return (
+            f"scope.customers = {scope.customers.value} (customers are read from Extend only "
+            "with from_extend)"
+        )
     if data_point == "prices" and scope.prices == "off":
         return "scope.prices = off"
     return None
 
 
-def run_sweep(ctx: FlowContext,
-              sweep: Callable[[bool, bool, Progress | None], Awaitable[SweepResult]], *,
-              full: bool, dry_run: bool, console: Any) -> SweepResult:
+def run_sweep(
+    ctx: FlowContext,
+    sweep: Callable[[bool, bool, Progress | None], Awaitable[SweepResult]],
+    *,
+    full: bool,
+    dry_run: bool,
+    console: Any,
+) -> SweepResult:
     """Run one sweep now in `ctx` (the caller built it and closes it), with a progress bar."""
 
     async def go() -> SweepResult:

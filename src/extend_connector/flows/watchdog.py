@@ -54,8 +54,11 @@ class Unsent:
     stuck: int  # not moved for longer than engine.stuck_order_minutes
 
     def as_json(self) -> dict[str, Any]:
-        return {"count": self.count, "oldest": self.oldest.isoformat() if self.oldest else None,
-                "stuck": self.stuck}
+        return {
+            "count": self.count,
+            "oldest": self.oldest.isoformat() if self.oldest else None,
+            "stuck": self.stuck,
+        }
 
 
 def _unsent() -> sa.ColumnElement[bool]:
@@ -63,15 +66,20 @@ def _unsent() -> sa.ColumnElement[bool]:
 
 
 def unsent_orders(session: sa.orm.Session, *, now: datetime, stuck_after: timedelta) -> Unsent:
-    count, oldest = session.execute(sa.select(sa.func.count(), sa.func.min(OrderRow.created_at))
-                                    .where(_unsent())).one()
-    stuck = session.scalar(sa.select(sa.func.count()).where(_unsent(), OrderRow.updated_at < now - stuck_after))
+    count, oldest = session.execute(
+        sa.select(sa.func.count(), sa.func.min(OrderRow.created_at)).where(_unsent())
+    ).one()
+    stuck = session.scalar(
+        sa.select(sa.func.count()).where(_unsent(), OrderRow.updated_at < now - stuck_after)
+    )
     return Unsent(count=int(count), oldest=oldest, stuck=int(stuck or 0))
 
 
 def _submit_jobs(shop_ref: str) -> list[engine.WorkflowInfo]:
     """Every submit job of the order, newest first (prefix match, then the exact argument)."""
-    found = current().engine.list_workflows(name=SUBMIT_JOB, id_prefix=f"order-{shop_ref}", limit=100)
+    found = current().engine.list_workflows(
+        name=SUBMIT_JOB, id_prefix=f"order-{shop_ref}", limit=100
+    )
     return [j for j in found if j.args and j.args[0] == shop_ref]
 
 
@@ -85,8 +93,9 @@ def _last_moved(job: engine.WorkflowInfo) -> datetime | None:
 def _park(shop_ref: str, reason: str, message: str, detail: dict[str, Any]) -> str:
     ctx = current()
     with ctx.db.write() as session:
-        parked = orders.park_unsent(session, shop_ref, reason=reason, message=message, detail=detail,
-                                    now=ctx.clock())
+        parked = orders.park_unsent(
+            session, shop_ref, reason=reason, message=message, detail=detail, now=ctx.clock()
+        )
         row = session.get(OrderRow, shop_ref)
         if row is not None and parked is not None:
             row.watchdog_recoveries = 0  # a `failures retry` starts a fresh count
@@ -103,25 +112,38 @@ def _recover_stopped(shop_ref: str, job: engine.WorkflowInfo) -> str:
         if recoveries < MAX_RECOVERIES:
             row.watchdog_recoveries = recoveries + 1
     if recoveries >= MAX_RECOVERIES:
-        return _park(shop_ref, "job_failed",
-                     f"the job sending order {shop_ref} to Extend stopped ({job.status}: {job.error}) "
-                     f"and failed again after {MAX_RECOVERIES} resumptions; fix the cause, then "
-                     "`extend-connector failures retry`",
-                     {"workflowId": job.workflow_id, "jobStatus": job.status, "error": job.error})
+        return _park(
+            shop_ref,
+            "job_failed",
+            f"the job sending order {shop_ref} to Extend stopped ({job.status}: {job.error}) "
+            f"and failed again after {MAX_RECOVERIES} resumptions; fix the cause, then "
+            "`extend-connector failures retry`",
+            {"workflowId": job.workflow_id, "jobStatus": job.status, "error": job.error},
+        )
     ctx.engine.resume(job.workflow_id)
-    log.error("order_job_resumed", shop_ref=shop_ref, workflow_id=job.workflow_id, job_status=job.status,
-              error=job.error, resumption=recoveries + 1)
+    log.error(
+        "order_job_resumed",
+        shop_ref=shop_ref,
+        workflow_id=job.workflow_id,
+        job_status=job.status,
+        error=job.error,
+        resumption=recoveries + 1,
+    )
     return "resumed"
 
 
 def _requeue_missing(shop_ref: str) -> str:
     ctx = current()
-    job = ctx.engine.enqueue(orders.submit, shop_ref, queue=orders.SUBMIT_QUEUE, workflow_id=f"order-{shop_ref}")
+    job = ctx.engine.enqueue(
+        orders.submit, shop_ref, queue=orders.SUBMIT_QUEUE, workflow_id=f"order-{shop_ref}"
+    )
     log.error("order_job_missing_requeued", shop_ref=shop_ref, workflow_id=job)
     return "requeued"
 
 
-def check_order(shop_ref: str, updated_at: datetime, *, now: datetime, stuck_after: timedelta) -> str:
+def check_order(
+    shop_ref: str, updated_at: datetime, *, now: datetime, stuck_after: timedelta
+) -> str:
     """Look after one acknowledged order that is not in Extend; returns what was done."""
     jobs = _submit_jobs(shop_ref)
     if not jobs:
@@ -130,22 +152,35 @@ def check_order(shop_ref: str, updated_at: datetime, *, now: datetime, stuck_aft
     if latest.failed:
         return _recover_stopped(shop_ref, latest)
     if latest.status == "CANCELLED":
-        return _park(shop_ref, "job_cancelled",
-                     f"the job sending order {shop_ref} to Extend was cancelled; `extend-connector failures "
-                     "retry` sends it again, or cancel the order in the shop",
-                     {"workflowId": latest.workflow_id})
+        return _park(
+            shop_ref,
+            "job_cancelled",
+            f"the job sending order {shop_ref} to Extend was cancelled; `extend-connector failures "
+            "retry` sends it again, or cancel the order in the shop",
+            {"workflowId": latest.workflow_id},
+        )
     if latest.status == "SUCCESS" and updated_at < now - stuck_after:
-        return _park(shop_ref, "job_ended_unsent",
-                     f"the job sending order {shop_ref} ended ({latest.output}) without the order reaching "
-                     "Extend; `extend-connector failures retry` sends it again (looking it up in Extend first)",
-                     {"workflowId": latest.workflow_id, "output": latest.output})
+        return _park(
+            shop_ref,
+            "job_ended_unsent",
+            f"the job sending order {shop_ref} ended ({latest.output}) without the order reaching "
+            "Extend; `extend-connector failures retry` "
+            "sends it again (looking it up in Extend first)",
+            {"workflowId": latest.workflow_id, "output": latest.output},
+        )
     if latest.status in ALIVE and updated_at < now - stuck_after:
         moved = _last_moved(latest)
         if moved is None or moved < now - stuck_after:
-            log.error("order_stuck", shop_ref=shop_ref, workflow_id=latest.workflow_id, job_status=latest.status,
-                      executor=latest.executor_id, order_updated_at=updated_at.isoformat(),
-                      job_moved_at=moved.isoformat() if moved else None,
-                      hint="a worker that died and never restarted: Engine.recover([executor])")
+            log.error(
+                "order_stuck",
+                shop_ref=shop_ref,
+                workflow_id=latest.workflow_id,
+                job_status=latest.status,
+                executor=latest.executor_id,
+                order_updated_at=updated_at.isoformat(),
+                job_moved_at=moved.isoformat() if moved else None,
+                hint="a worker that died and never restarted: Engine.recover([executor])",
+            )
             return "stuck"
     return "moving"
 
@@ -153,13 +188,22 @@ def check_order(shop_ref: str, updated_at: datetime, *, now: datetime, stuck_aft
 def _candidates(now: datetime, stuck_after: timedelta) -> list[tuple[str, datetime]]:
     """Unsent orders that have not moved for the threshold, plus those whose latest job stopped."""
     ctx = current()
-    failed_refs = {j.args[0] for j in ctx.engine.list_failed(name=SUBMIT_JOB, limit=SCAN_LIMIT) if j.args}
+    failed_refs = {
+        j.args[0] for j in ctx.engine.list_failed(name=SUBMIT_JOB, limit=SCAN_LIMIT) if j.args
+    }
     with ctx.db.read() as session:
         rows = session.execute(
             sa.select(OrderRow.shop_ref, OrderRow.updated_at)
-            .where(_unsent(), sa.or_(OrderRow.updated_at < now - stuck_after,
-                                     OrderRow.shop_ref.in_(sorted(failed_refs))))
-            .order_by(OrderRow.updated_at).limit(SCAN_LIMIT)).all()
+            .where(
+                _unsent(),
+                sa.or_(
+                    OrderRow.updated_at < now - stuck_after,
+                    OrderRow.shop_ref.in_(sorted(failed_refs)),
+                ),
+            )
+            .order_by(OrderRow.updated_at)
+            .limit(SCAN_LIMIT)
+        ).all()
     return [(ref, updated) for ref, updated in rows]
 
 
@@ -171,22 +215,44 @@ def _park_failed_jobs() -> int:
         return 0
     parked = 0
     with ctx.db.write() as session:
-        known = {(key, created) for key, created in session.execute(
-            sa.select(ParkedFailureRow.key, ParkedFailureRow.created_at).where(
-                ParkedFailureRow.kind == JOB_FAILURE_KIND,
-                ParkedFailureRow.key.in_([j.workflow_id for j in stopped])))}
+        known = {
+            (key, created)
+            for key, created in session.execute(
+                sa.select(ParkedFailureRow.key, ParkedFailureRow.created_at).where(
+                    ParkedFailureRow.kind == JOB_FAILURE_KIND,
+                    ParkedFailureRow.key.in_([j.workflow_id for j in stopped]),
+                )
+            )
+        }
         for job in stopped:
             stopped_at = job.updated_at or job.created_at
             # A failure parked after the job last stopped is this stop (open, or retried already).
-            if any(key == job.workflow_id and stopped_at is not None and created >= stopped_at
-                   for key, created in known):
+            if any(
+                key == job.workflow_id and stopped_at is not None and created >= stopped_at
+                for key, created in known
+            ):
                 continue
-            failures.park(session, kind=JOB_FAILURE_KIND, key=job.workflow_id, reason=job.error_type or job.status,
-                          message=f"job {job.name} stopped ({job.status}): {job.error}"[:2000],
-                          detail={"workflowId": job.workflow_id, "name": job.name, "jobStatus": job.status,
-                                  "error": job.error}, payload={"workflowId": job.workflow_id})
-            log.error("job_failed_parked", workflow_id=job.workflow_id, name=job.name, job_status=job.status,
-                      error=job.error)
+            failures.park(
+                session,
+                kind=JOB_FAILURE_KIND,
+                key=job.workflow_id,
+                reason=job.error_type or job.status,
+                message=f"job {job.name} stopped ({job.status}): {job.error}"[:2000],
+                detail={
+                    "workflowId": job.workflow_id,
+                    "name": job.name,
+                    "jobStatus": job.status,
+                    "error": job.error,
+                },
+                payload={"workflowId": job.workflow_id},
+            )
+            log.error(
+                "job_failed_parked",
+                workflow_id=job.workflow_id,
+                name=job.name,
+                job_status=job.status,
+                error=job.error,
+            )
             parked += 1
     return parked
 
@@ -226,7 +292,8 @@ def _pass() -> dict[str, int]:
     try:
         current()
     except RuntimeError:
-        # A process that launched an engine without a Connector (a test, a script) has nothing to watch.
+        # A process that launched an engine without a Connector (a test, a script) has nothing to
+        # watch.
         return {}
     return watch_once()
 
@@ -238,9 +305,20 @@ def scheduled_watchdog(scheduled_at: Any = None, context: Any = None) -> dict[st
 
 
 def declare_schedules(settings: Settings) -> None:
-    engine.schedule("watchdog", scheduled_watchdog, every=sweep_interval(settings.engine.watchdog_minutes),
-                    queue=QUEUE)
+    engine.schedule(
+        "watchdog",
+        scheduled_watchdog,
+        every=sweep_interval(settings.engine.watchdog_minutes),
+        queue=QUEUE,
+    )
 
 
-__all__ = ["JOB_FAILURE_KIND", "MAX_RECOVERIES", "Unsent", "check_order", "declare_schedules", "unsent_orders",
-           "watch_once"]
+__all__ = [
+    "JOB_FAILURE_KIND",
+    "MAX_RECOVERIES",
+    "Unsent",
+    "check_order",
+    "declare_schedules",
+    "unsent_orders",
+    "watch_once",
+]

@@ -33,41 +33,96 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("GET", "/_sim/health", "liveness"),
     ("GET", "/_sim/config", "the configuration in use"),
     ("GET", "/_sim/state", "record counts and the clock"),
-    ("GET", "/_sim/state/{products|customers|balances|orders|price-lists|discount-lists|campaigns}",
-     "the true state of one entity, every record (orders in full detail)"),
+    (
+        "GET",
+        "/_sim/state/{products|customers|balances|orders|price-lists|discount-lists|campaigns}",
+        "the true state of one entity, every record (orders in full detail)",
+    ),
     ("GET", "/_sim/state/prices?customerNumber=", "every net price of one customer"),
-    ("POST", "/_sim/orders/{orderNumber}/reserve", "Registered -> Reserved (OrderReserved, AvailableBalanceChanged)"),
-    ("POST", "/_sim/orders/{orderNumber}/pick", "{rows?:[{position,quantity}], carrier?, trackingNumber?, trackingUrl?}"),
+    (
+        "POST",
+        "/_sim/orders/{orderNumber}/reserve",
+        "Registered -> Reserved (OrderReserved, AvailableBalanceChanged)",
+    ),
+    (
+        "POST",
+        "/_sim/orders/{orderNumber}/pick",
+        "{rows?:[{position,quantity}], carrier?, trackingNumber?, trackingUrl?}",
+    ),
     ("POST", "/_sim/orders/{orderNumber}/cancel", "cancel (OrderCancelled; releases reservations)"),
-    ("POST", "/_sim/orders/{orderNumber}/expected-delivery-date", "{expectedDeliveryDate} (OrderDeliveryDataChanged)"),
-    ("POST", "/_sim/stock", "{productNumber, warehouse, delta | physical} (BalanceChanged, AvailableBalanceChanged)"),
-    ("POST", "/_sim/stock/bulk", "{moves:[...]} or {random:{count, products, warehouses?, seed?, maxDelta?}}, separately?"),
+    (
+        "POST",
+        "/_sim/orders/{orderNumber}/expected-delivery-date",
+        "{expectedDeliveryDate} (OrderDeliveryDataChanged)",
+    ),
+    (
+        "POST",
+        "/_sim/stock",
+        "{productNumber, warehouse, delta | physical} (BalanceChanged, AvailableBalanceChanged)",
+    ),
+    (
+        "POST",
+        "/_sim/stock/bulk",
+        "{moves:[...]} or {random:{count, products, warehouses?, seed?, maxDelta?}}, separately?",
+    ),
     ("POST", "/_sim/products", "create a product (ProductCreated)"),
-    ("PATCH", "/_sim/products/{productNumber}", "change fields, listPrice too (ProductChanged unless only the price)"),
+    (
+        "PATCH",
+        "/_sim/products/{productNumber}",
+        "change fields, listPrice too (ProductChanged unless only the price)",
+    ),
     ("POST", "/_sim/customers", "create a customer (CustomerCreated)"),
     ("PATCH", "/_sim/customers/{customerNumber}", "change fields (CustomerChanged)"),
     ("PUT", "/_sim/price-lists/{name}/{productNumber}", "{unitPrice | null}"),
     ("PUT", "/_sim/discount-lists/{name}", "{productGroup | productNumber, percent | null}"),
-    ("PUT", "/_sim/campaigns/{code}", "{prices:{productNumber:price}, validFrom, validTo, name?, customerGroup?}"),
-    ("POST", "/_sim/purchases/{orderNumber}/deliver", "{warehouse, rows:[{productNumber, quantity, position?, unit?}], complete}"),
+    (
+        "PUT",
+        "/_sim/campaigns/{code}",
+        "{prices:{productNumber:price}, validFrom, validTo, name?, customerGroup?}",
+    ),
+    (
+        "POST",
+        "/_sim/purchases/{orderNumber}/deliver",
+        "{warehouse, rows:[{productNumber, quantity, position?, unit?}], complete}",
+    ),
     ("POST", "/_sim/purchases/{orderNumber}/cancel", "{warehouse} (PurchaseCancelled)"),
     ("POST", "/_sim/offers", "{customerNumber?} (OfferCreated)"),
     ("POST", "/_sim/offers/{offerNumber}/change", "(OfferChanged)"),
     ("POST", "/_sim/invoices/{invoiceNumber}/change", "{orderNumber?} (CustomerInvoiceChanged)"),
-    ("POST", "/_sim/events", "{action, details:{}, warehouse?}: fire any notification, unknown actions too"),
+    (
+        "POST",
+        "/_sim/events",
+        "{action, details:{}, warehouse?}: fire any notification, unknown actions too",
+    ),
     ("GET", "/_sim/counters", "API calls per endpoint, per rate-limit group, per status"),
     ("POST", "/_sim/counters/reset", "zero the counters"),
     ("GET", "/_sim/rate-limits", "limits and whether they are enforced"),
     ("PUT", "/_sim/rate-limits", "{enabled?, standard?|heavy?|write?: {limit, periodSeconds}}"),
     ("POST", "/_sim/rate-limits/reset", "refill every bucket"),
     ("GET", "/_sim/webhooks", "registrations"),
-    ("PUT", "/_sim/webhooks/{name}", "{callbackUrl, secret?, warehouses?, active?, events?, techContactEmail?}"),
+    (
+        "PUT",
+        "/_sim/webhooks/{name}",
+        "{callbackUrl, secret?, warehouses?, active?, events?, techContactEmail?}",
+    ),
     ("DELETE", "/_sim/webhooks/{name}", "remove a registration"),
-    ("GET", "/_sim/deliveries", "?registration= &action= &outcome= &limit= &wait=seconds (wait for idle first)"),
+    (
+        "GET",
+        "/_sim/deliveries",
+        "?registration= &action= &outcome= &limit= &wait=seconds (wait for idle first)",
+    ),
     ("DELETE", "/_sim/deliveries", "forget recorded deliveries"),
     ("GET", "/_sim/faults", "the fault switches now"),
-    ("PATCH", "/_sim/faults", "{switch: value, ...} (names as in FaultConfig, snake_case or camelCase)"),
-    ("POST", "/_sim/outage", "{seconds?, mode?: '503' | 'drop'}: an outage window (no seconds: until DELETE)"),
+    (
+        "PATCH",
+        "/_sim/faults",
+        "{switch: value, ...} (names as in FaultConfig, snake_case or camelCase)",
+    ),
+    (
+        "POST",
+        "/_sim/outage",
+        "{seconds?, mode?: '503' | 'drop'}: an outage window (no seconds: until DELETE)",
+    ),
     ("DELETE", "/_sim/outage", "end the outage"),
     ("GET", "/_sim/clock", "now, frozen or not"),
     ("POST", "/_sim/clock", "{advanceSeconds? | set? (ISO with offset), frozen?}"),
@@ -110,9 +165,13 @@ def dispatch_admin(sim: Simulator, request: Request) -> tuple[int, Any]:
         if action == "reserve":
             return 200, state.reserve_order(number)
         if action == "pick":
-            return 200, state.pick_order(number, body.get("rows"), carrier=body.get("carrier"),
-                                         tracking_number=body.get("trackingNumber"),
-                                         tracking_url=body.get("trackingUrl"))
+            return 200, state.pick_order(
+                number,
+                body.get("rows"),
+                carrier=body.get("carrier"),
+                tracking_number=body.get("trackingNumber"),
+                tracking_url=body.get("trackingUrl"),
+            )
         if action == "cancel":
             return 200, state.cancel_order(number)
         if action == "expected-delivery-date":
@@ -126,8 +185,10 @@ def dispatch_admin(sim: Simulator, request: Request) -> tuple[int, Any]:
             balances = _bulk_stock(sim, body)
         else:
             raise ValidationFailed("NotFound", "no such /_sim route", status=404)
-        return 200, {"moved": len(balances),
-                     "balances": [state.balance_json(b) for b in balances[:1000]]}
+        return 200, {
+            "moved": len(balances),
+            "balances": [state.balance_json(b) for b in balances[:1000]],
+        }
 
     if head == "products":
         if method == "POST" and n == 1:
@@ -142,28 +203,48 @@ def dispatch_admin(sim: Simulator, request: Request) -> tuple[int, Any]:
     if head == "price-lists" and method == "PUT" and n == 3:
         body = _body(request)
         state.set_price_list_entry(seg[1], seg[2], body.get("unitPrice"))
-        return 200, {"priceList": seg[1], "productNumber": seg[2], "unitPrice": body.get("unitPrice")}
+        return 200, {
+            "priceList": seg[1],
+            "productNumber": seg[2],
+            "unitPrice": body.get("unitPrice"),
+        }
     if head == "discount-lists" and method == "PUT" and n == 2:
         body = _body(request)
-        state.set_discount(seg[1], body.get("percent"), product_group=body.get("productGroup"),
-                           product_number=body.get("productNumber"))
+        state.set_discount(
+            seg[1],
+            body.get("percent"),
+            product_group=body.get("productGroup"),
+            product_number=body.get("productNumber"),
+        )
         return 200, {"discountList": seg[1], **body}
     if head == "campaigns" and method == "PUT" and n == 2:
         body = _body(request)
-        camp = state.set_campaign(code=seg[1], prices=dict(body["prices"]), valid_from=str(body["validFrom"]),
-                                  valid_to=str(body["validTo"]), name=body.get("name"),
-                                  customer_group=body.get("customerGroup"))
+        camp = state.set_campaign(
+            code=seg[1],
+            prices=dict(body["prices"]),
+            valid_from=str(body["validFrom"]),
+            valid_to=str(body["validTo"]),
+            name=body.get("name"),
+            customer_group=body.get("customerGroup"),
+        )
         return 200, {"code": camp.code, "products": len(camp.prices)}
 
     if head == "purchases" and method == "POST" and n == 3:
         body = _body(request)
         if seg[2].lower() == "deliver":
-            state.deliver_purchase(seg[1], str(body["warehouse"]), list(body.get("rows") or []),
-                                   complete=bool(body.get("complete", True)))
+            state.deliver_purchase(
+                seg[1],
+                str(body["warehouse"]),
+                list(body.get("rows") or []),
+                complete=bool(body.get("complete", True)),
+            )
             return 200, {"orderNumber": seg[1]}
         if seg[2].lower() == "cancel":
-            state.fire("PurchaseCancelled", {"OrderNumber": seg[1], "Warehouse": body.get("warehouse")},
-                       body.get("warehouse"))
+            state.fire(
+                "PurchaseCancelled",
+                {"OrderNumber": seg[1], "Warehouse": body.get("warehouse")},
+                body.get("warehouse"),
+            )
             return 200, {"orderNumber": seg[1]}
     if head == "offers" and method == "POST":
         if n == 1:
@@ -172,8 +253,10 @@ def dispatch_admin(sim: Simulator, request: Request) -> tuple[int, Any]:
             state.fire("OfferChanged", {"OfferNumber": seg[1]})
             return 200, {"offerNumber": seg[1]}
     if head == "invoices" and method == "POST" and n == 3 and seg[2].lower() == "change":
-        state.fire("CustomerInvoiceChanged", {"InvoiceNumber": seg[1],
-                                              "OrderNumber": _body(request).get("orderNumber")})
+        state.fire(
+            "CustomerInvoiceChanged",
+            {"InvoiceNumber": seg[1], "OrderNumber": _body(request).get("orderNumber")},
+        )
         return 200, {"invoiceNumber": seg[1]}
     if head == "events" and method == "POST":
         body = _body(request)
@@ -205,8 +288,12 @@ def dispatch_admin(sim: Simulator, request: Request) -> tuple[int, Any]:
             for group in RATE_LIMIT_GROUPS:
                 if group in body:
                     spec = body[group]
-                    sim.limiter.set_limit(group, RateLimit(limit=int(spec["limit"]),
-                                                           period_seconds=float(spec["periodSeconds"])))
+                    sim.limiter.set_limit(
+                        group,
+                        RateLimit(
+                            limit=int(spec["limit"]), period_seconds=float(spec["periodSeconds"])
+                        ),
+                    )
             return 200, _rate_limits(sim)
         if method == "POST" and n == 2 and seg[1].lower() == "reset":
             sim.limiter.reset()
@@ -221,12 +308,18 @@ def dispatch_admin(sim: Simulator, request: Request) -> tuple[int, Any]:
             events = tuple(body.get("events") or EVENTS)
             unknown = [e for e in events if e not in EVENTS]
             if unknown:
-                raise ValidationFailed("UnknownEvent", f"unknown events {unknown}; known: {list(EVENTS)}")
-            reg = WebhookRegistration(name=seg[1], callback_url=str(body["callbackUrl"]),
-                                      secret=str(body.get("secret", "sim-webhook-secret")),
-                                      tech_contact_email=str(body.get("techContactEmail", "tech@example.com")),
-                                      warehouses=tuple(body.get("warehouses") or ()),
-                                      active=bool(body.get("active", True)), events=events)
+                raise ValidationFailed(
+                    "UnknownEvent", f"unknown events {unknown}; known: {list(EVENTS)}"
+                )
+            reg = WebhookRegistration(
+                name=seg[1],
+                callback_url=str(body["callbackUrl"]),
+                secret=str(body.get("secret", "sim-webhook-secret")),
+                tech_contact_email=str(body.get("techContactEmail", "tech@example.com")),
+                warehouses=tuple(body.get("warehouses") or ()),
+                active=bool(body.get("active", True)),
+                events=events,
+            )
             state.put_registration(reg)
             return 200, _registration_json(reg)
         if method == "DELETE" and n == 2:
@@ -239,10 +332,16 @@ def dispatch_admin(sim: Simulator, request: Request) -> tuple[int, Any]:
             wait = request.query.get("wait")
             idle = sim.dispatcher.wait_idle(float(wait)) if wait else None
             records = sim.dispatcher.snapshot()
-            registration, wanted, outcome = (request.query.get(k) for k in ("registration", "action", "outcome"))
-            out = [r.as_json() for r in records
-                   if (registration is None or r.registration == registration)
-                   and (wanted is None or wanted in r.actions) and (outcome is None or r.outcome == outcome)]
+            registration, wanted, outcome = (
+                request.query.get(k) for k in ("registration", "action", "outcome")
+            )
+            out = [
+                r.as_json()
+                for r in records
+                if (registration is None or r.registration == registration)
+                and (wanted is None or wanted in r.actions)
+                and (outcome is None or r.outcome == outcome)
+            ]
             limit = int(request.query.get("limit", "0") or 0)
             if limit:
                 out = out[-limit:]
@@ -255,12 +354,16 @@ def dispatch_admin(sim: Simulator, request: Request) -> tuple[int, Any]:
         if method == "GET":
             return 200, _jsonable(dataclasses.asdict(state.faults))
         if method in ("PATCH", "PUT"):
-            return 200, _jsonable(dataclasses.asdict(state.set_faults(**_fault_changes(_body(request)))))
+            return 200, _jsonable(
+                dataclasses.asdict(state.set_faults(**_fault_changes(_body(request))))
+            )
     if head == "outage":
         if method == "POST":
             body = _body(request)
             seconds = body.get("seconds")
-            state.start_outage(None if seconds is None else float(seconds), str(body.get("mode", "503")))
+            state.start_outage(
+                None if seconds is None else float(seconds), str(body.get("mode", "503"))
+            )
             return 200, _jsonable(dataclasses.asdict(state.faults))
         if method == "DELETE":
             state.set_faults(outage=False)
@@ -277,14 +380,20 @@ def dispatch_admin(sim: Simulator, request: Request) -> tuple[int, Any]:
                 from extend_connector.simulator.state import parse_instant
 
                 state.clock.set(parse_instant(str(body["set"]), "set"))
-        return 200, {"now": state.clock.now().isoformat(timespec="milliseconds"), "frozen": state.clock.frozen,
-                     "timezone": str(state.clock.tz)}
+        return 200, {
+            "now": state.clock.now().isoformat(timespec="milliseconds"),
+            "frozen": state.clock.frozen,
+            "timezone": str(state.clock.tz),
+        }
 
-    raise ValidationFailed("NotFound", f"no /_sim route {method} {request.path}; GET /_sim lists them", status=404)
+    raise ValidationFailed(
+        "NotFound", f"no /_sim route {method} {request.path}; GET /_sim lists them", status=404
+    )
 
 
 def _bulk_stock(sim: Simulator, body: dict[str, Any]) -> list[Any]:
-    """Many stock moves fast. `separately`: one operation (so one webhook POST per registration) per move."""
+    """Many stock moves fast. `separately`: one operation (so one webhook POST per registration) per
+    move."""
     state = sim.state
     moves = body.get("moves")
     spec = body.get("random")
@@ -300,8 +409,13 @@ def _bulk_stock(sim: Simulator, body: dict[str, Any]) -> list[Any]:
         for i in range(count):
             delta = rnd.randint(1, max_delta) * (1 if rnd.random() < 0.5 else -1)
             # Cycle through the products so every one of them moves.
-            moves.append({"productNumber": numbers[i % len(numbers)], "warehouse": warehouses[i % len(warehouses)],
-                          "delta": delta})
+            moves.append(
+                {
+                    "productNumber": numbers[i % len(numbers)],
+                    "warehouse": warehouses[i % len(warehouses)],
+                    "delta": delta,
+                }
+            )
     if not isinstance(moves, list):
         raise ValidationFailed("InvalidBody", "give moves:[...] or random:{count, products}")
     # One change per move, or per BULK_CHUNK moves: the state lock is released in between so the
@@ -309,7 +423,7 @@ def _bulk_stock(sim: Simulator, body: dict[str, Any]) -> list[Any]:
     step = 1 if body.get("separately") else BULK_CHUNK
     out = []
     for start in range(0, len(moves), step):
-        out.extend(state.move_stock(moves[start:start + step]))
+        out.extend(state.move_stock(moves[start : start + step]))
     return out
 
 
@@ -317,10 +431,15 @@ def _state(sim: Simulator, request: Request, entity: str | None) -> Any:
     state = sim.state
     with state.lock:
         if entity is None:
-            return {"counts": state.snapshot_counts(), "now": state.clock.now().isoformat(timespec="milliseconds"),
-                    "warehouses": list(sim.config.warehouses)}
+            return {
+                "counts": state.snapshot_counts(),
+                "now": state.clock.now().isoformat(timespec="milliseconds"),
+                "warehouses": list(sim.config.warehouses),
+            }
         if entity == "products":
-            return [state.product_json(p) | {"listPrice": p.list_price} for p in state.products.values()]
+            return [
+                state.product_json(p) | {"listPrice": p.list_price} for p in state.products.values()
+            ]
         if entity == "customers":
             return [state.customer_json(c) for c in state.customers.values()]
         if entity == "balances":
@@ -328,16 +447,28 @@ def _state(sim: Simulator, request: Request, entity: str | None) -> Any:
         if entity == "orders":
             return [state.order_json(o) for o in state.orders.values()]
         if entity == "price-lists":
-            return [{"name": pl.name, "currency": pl.currency, "entries": pl.entries}
-                    for pl in state.price_lists.values()]
+            return [
+                {"name": pl.name, "currency": pl.currency, "entries": pl.entries}
+                for pl in state.price_lists.values()
+            ]
         if entity == "discount-lists":
-            return [{"name": d.name, "byGroup": d.by_group, "byProduct": d.by_product}
-                    for d in state.discount_lists.values()]
+            return [
+                {"name": d.name, "byGroup": d.by_group, "byProduct": d.by_product}
+                for d in state.discount_lists.values()
+            ]
         if entity == "campaigns":
             fmt = state.clock.fmt
-            return [{"code": c.code, "name": c.name, "prices": c.prices, "validFrom": fmt(c.valid_from_ms),
-                     "validTo": fmt(c.valid_to_ms), "customerGroup": c.customer_group}
-                    for c in state.campaigns.values()]
+            return [
+                {
+                    "code": c.code,
+                    "name": c.name,
+                    "prices": c.prices,
+                    "validFrom": fmt(c.valid_from_ms),
+                    "validTo": fmt(c.valid_to_ms),
+                    "customerGroup": c.customer_group,
+                }
+                for c in state.campaigns.values()
+            ]
         if entity == "prices":
             number = request.query.get("customernumber")
             if not number:
@@ -351,20 +482,36 @@ def _state(sim: Simulator, request: Request, entity: str | None) -> Any:
 def _counters(sim: Simulator) -> dict[str, Any]:
     state = sim.state
     with state.lock:
-        return {"endpoints": dict(state.calls), "groups": {g: state.group_calls.get(g, 0) for g in RATE_LIMIT_GROUPS},
-                "statuses": {str(k): v for k, v in state.status_counts.items()},
-                "total": sum(state.calls.values()), "admin": dict(state.admin_calls),
-                "webhooks": dict(sim.dispatcher.outcomes)}
+        return {
+            "endpoints": dict(state.calls),
+            "groups": {g: state.group_calls.get(g, 0) for g in RATE_LIMIT_GROUPS},
+            "statuses": {str(k): v for k, v in state.status_counts.items()},
+            "total": sum(state.calls.values()),
+            "admin": dict(state.admin_calls),
+            "webhooks": dict(sim.dispatcher.outcomes),
+        }
 
 
 def _rate_limits(sim: Simulator) -> dict[str, Any]:
-    return {"enabled": sim.limiter.enabled,
-            **{g: {"limit": r.limit, "periodSeconds": r.period_seconds} for g, r in sim.limiter.limits.items()}}
+    return {
+        "enabled": sim.limiter.enabled,
+        **{
+            g: {"limit": r.limit, "periodSeconds": r.period_seconds}
+            for g, r in sim.limiter.limits.items()
+        },
+    }
 
 
 def _registration_json(r: WebhookRegistration) -> dict[str, Any]:
-    return {"name": r.name, "callbackUrl": r.callback_url, "secret": r.secret, "techContactEmail": r.tech_contact_email,
-            "warehouses": list(r.warehouses), "active": r.active, "events": list(r.events)}
+    return {
+        "name": r.name,
+        "callbackUrl": r.callback_url,
+        "secret": r.secret,
+        "techContactEmail": r.tech_contact_email,
+        "warehouses": list(r.warehouses),
+        "active": r.active,
+        "events": list(r.events),
+    }
 
 
 def _fault_changes(body: dict[str, Any]) -> dict[str, Any]:
@@ -373,7 +520,9 @@ def _fault_changes(body: dict[str, Any]) -> dict[str, Any]:
     for key, value in body.items():
         name = key if key in names else _snake(key)
         if name not in names:
-            raise ValidationFailed("UnknownFault", f"unknown fault switch {key!r}; known: {sorted(names)}")
+            raise ValidationFailed(
+                "UnknownFault", f"unknown fault switch {key!r}; known: {sorted(names)}"
+            )
         if name == "error_rates":
             value = tuple((str(k), float(v)) for k, v in dict(value).items())
         elif name == "error_statuses":
@@ -386,7 +535,9 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        if value and all(isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in value):
+        if value and all(
+            isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in value
+        ):
             return {k: _jsonable(v) for k, v in value}
         return [_jsonable(v) for v in value]
     return value

@@ -16,8 +16,9 @@ from zoneinfo import ZoneInfo
 class SimClock:
     """Wall clock = start instant + elapsed; elapsed is real time (unless frozen) + manual moves."""
 
-    def __init__(self, tz: str = "Europe/Stockholm", *, start: datetime | None = None,
-                 frozen: bool = False) -> None:
+    def __init__(
+        self, tz: str = "Europe/Stockholm", *, start: datetime | None = None, frozen: bool = False
+    ) -> None:
         self.tz = ZoneInfo(tz)
         if start is not None and start.utcoffset() is None:
             raise ValueError("start must carry a UTC offset")

@@ -36,7 +36,6 @@ EVENTS: tuple[str, ...] = (
 RATE_LIMIT_GROUPS: tuple[str, ...] = ("standard", "heavy", "write")
 
 
-
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RateLimit:
     """A token bucket: `limit` requests, refilled evenly over `period_seconds`."""
@@ -76,12 +75,16 @@ class FaultConfig:
     """Fault injection. Every probability is per request (or per delivery) in [0, 1]."""
 
     error_rate: float = 0.0  # technical 5xx on any /api endpoint
-    error_rates: tuple[tuple[str, float], ...] = ()  # per endpoint key, e.g. ("GET /ProductAvailability", 0.5)
+    error_rates: tuple[
+        tuple[str, float], ...
+    ] = ()  # per endpoint key, e.g. ("GET /ProductAvailability", 0.5)
     error_statuses: tuple[int, ...] = (500, 502, 503, 504)
     latency_seconds: float = 0.0  # added to every /api response
     latency_jitter_seconds: float = 0.0  # plus uniform 0..jitter
     outage: bool = False  # full outage of /api while true (see outage_mode)
-    outage_mode: Literal["503", "drop"] = "503"  # 503 Technical body, or the connection is dropped unanswered
+    outage_mode: Literal["503", "drop"] = (
+        "503"  # 503 Technical body, or the connection is dropped unanswered
+    )
     throttle_storm: float = 0.0  # probability that a request gets 429 whatever its budget
     lost_response_rate: float = 0.0  # writes that succeed but whose response is never sent
     webhook_duplicate_rate: float = 0.0  # deliveries POSTed twice (same Id, same Attempt)
@@ -97,8 +100,13 @@ class FaultConfig:
         return self.error_rate
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "throttle_storm", "lost_response_rate", "webhook_duplicate_rate",
-                     "webhook_drop_rate"):
+        for name in (
+            "error_rate",
+            "throttle_storm",
+            "lost_response_rate",
+            "webhook_duplicate_rate",
+            "webhook_drop_rate",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
@@ -162,8 +170,11 @@ class SimulatorConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
 
     def rate_limit(self, group: str) -> RateLimit:
-        limits = {"standard": self.rate_limit_standard, "heavy": self.rate_limit_heavy,
-                  "write": self.rate_limit_write}
+        limits = {
+            "standard": self.rate_limit_standard,
+            "heavy": self.rate_limit_heavy,
+            "write": self.rate_limit_write,
+        }
         return limits[group]
 
     def __post_init__(self) -> None:

@@ -1,4 +1,5 @@
-"""A change-date index: keys kept sorted by (changed epoch-ms, key) for inclusive changedSince paging.
+"""A change-date index: keys kept sorted by (changed epoch-ms, key) for inclusive changedSince
+paging.
 
 Lists page over this order, so a record changed while a client pages moves to the END of
 the order (its new change date is the newest): a client that re-reads from its high-water
@@ -34,12 +35,17 @@ class ChangeIndex:
         self._at[key] = changed_ms
         insort(self._order, (changed_ms, key))
 
-    def query(self, since_ms: int | None, offset: int, limit: int,
-              keep: Callable[[str], bool] | None = None) -> tuple[int, list[str]]:
+    def query(
+        self,
+        since_ms: int | None,
+        offset: int,
+        limit: int,
+        keep: Callable[[str], bool] | None = None,
+    ) -> tuple[int, list[str]]:
         """(total matching, keys of the requested slice), oldest change first."""
         start = 0 if since_ms is None else bisect_left(self._order, (since_ms, ""))
         if keep is None:
             total = len(self._order) - start
-            return total, [key for _, key in self._order[start + offset: start + offset + limit]]
+            return total, [key for _, key in self._order[start + offset : start + offset + limit]]
         matching = [key for _, key in self._order[start:] if keep(key)]
-        return len(matching), matching[offset: offset + limit]
+        return len(matching), matching[offset : offset + limit]

@@ -45,9 +45,13 @@ def round_price(value: float) -> float:
     return float(Decimal(repr(value)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
 
-def best_price(*, list_price: float, price_list_price: float | None = None,
-               discount_percent: float | None = None,
-               campaigns: Iterable[CampaignOffer] = ()) -> PriceQuote:
+def best_price(
+    *,
+    list_price: float,
+    price_list_price: float | None = None,
+    discount_percent: float | None = None,
+    campaigns: Iterable[CampaignOffer] = (),
+) -> PriceQuote:
     """Pick the net price among the candidates (see the module docstring for the rule)."""
     best_campaign: CampaignOffer | None = None
     for offer in campaigns:
@@ -57,13 +61,20 @@ def best_price(*, list_price: float, price_list_price: float | None = None,
     if price_list_price is not None:
         candidates.append((price_list_price, "PriceList"))
     if discount_percent is not None:
-        candidates.append((round_price(list_price * (100.0 - discount_percent) / 100.0), "Discount"))
+        candidates.append(
+            (round_price(list_price * (100.0 - discount_percent) / 100.0), "Discount")
+        )
     if best_campaign is not None:
         candidates.append((best_campaign.price, "Campaign"))
     price, source = candidates[0]
     for candidate, name in candidates[1:]:
         if candidate < price:  # strict: on a tie the earlier (less special) source stays
             price, source = candidate, name
-    return PriceQuote(unit_price=price, list_price=list_price, source=source,
-                      price_list_price=price_list_price, discount_percent=discount_percent,
-                      campaign=best_campaign)
+    return PriceQuote(
+        unit_price=price,
+        list_price=list_price,
+        source=source,
+        price_list_price=price_list_price,
+        discount_percent=discount_percent,
+        campaign=best_campaign,
+    )

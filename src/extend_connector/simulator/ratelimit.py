@@ -26,16 +26,20 @@ class Verdict:
     retry_after_seconds: int
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        out = [(b"x-ratelimit-limit", str(self.limit).encode()),
-               (b"x-ratelimit-remaining", str(self.remaining).encode()),
-               (b"x-ratelimit-reset", str(self.reset_seconds).encode())]
+        out = [
+            (b"x-ratelimit-limit", str(self.limit).encode()),
+            (b"x-ratelimit-remaining", str(self.remaining).encode()),
+            (b"x-ratelimit-reset", str(self.reset_seconds).encode()),
+        ]
         if not self.allowed:
             out.append((b"retry-after", str(self.retry_after_seconds).encode()))
         return out
 
 
 class RateLimiter:
-    def __init__(self, clock: SimClock, limits: dict[str, RateLimit], *, enabled: bool = True) -> None:
+    def __init__(
+        self, clock: SimClock, limits: dict[str, RateLimit], *, enabled: bool = True
+    ) -> None:
         self.clock = clock
         self.limits = dict(limits)
         self.enabled = enabled
@@ -51,12 +55,19 @@ class RateLimiter:
         with self._lock:
             self._buckets.clear()
 
-    def check(self, credential: str, group: str, *, consume: bool = True, force_deny: bool = False) -> Verdict:
+    def check(
+        self, credential: str, group: str, *, consume: bool = True, force_deny: bool = False
+    ) -> Verdict:
         """Take one token (or only look, with consume=False). force_deny: a throttling storm."""
         rule = self.limits[group]
         if not self.enabled and not force_deny:
-            return Verdict(allowed=True, limit=rule.limit, remaining=rule.limit, reset_seconds=0,
-                           retry_after_seconds=0)
+            return Verdict(
+                allowed=True,
+                limit=rule.limit,
+                remaining=rule.limit,
+                reset_seconds=0,
+                retry_after_seconds=0,
+            )
         rate = rule.limit / rule.period_seconds
         now = self.clock.elapsed()
         with self._lock:
@@ -69,5 +80,10 @@ class RateLimiter:
         remaining = 0 if force_deny else math.floor(tokens)
         reset = math.ceil((rule.limit - tokens) / rate) if tokens < rule.limit else 0
         retry = max(1, math.ceil((1.0 - tokens) / rate)) if tokens < 1.0 else 1
-        return Verdict(allowed=allowed, limit=rule.limit, remaining=remaining, reset_seconds=reset,
-                       retry_after_seconds=retry)
+        return Verdict(
+            allowed=allowed,
+            limit=rule.limit,
+            remaining=remaining,
+            reset_seconds=reset,
+            retry_after_seconds=retry,
+        )

@@ -1,4 +1,5 @@
-"""Serving the simulator: uvicorn in a background thread (tests, benchmarks) or in the foreground (CLI).
+"""Serving the simulator: uvicorn in a background thread (tests, benchmarks) or in the foreground
+(CLI).
 
 `SimHttpProtocol` is uvicorn's HTTP protocol plus a registry of open connections by client
 address, so a fault can drop a connection without answering it (outage mode `drop`, a write
@@ -78,28 +79,42 @@ def _free_socket(host: str, port: int) -> socket.socket:
 
 
 def uvicorn_config(app: Simulator, **kwargs: Any) -> uvicorn.Config:
-    return uvicorn.Config(app, http=SimHttpProtocol, lifespan="on", access_log=False, log_level="warning",
-                          timeout_keep_alive=30, **kwargs)
+    return uvicorn.Config(
+        app,
+        http=SimHttpProtocol,
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_keep_alive=30,
+        **kwargs,
+    )
 
 
 @contextmanager
-def run_in_thread(config: SimulatorConfig | None = None, *, host: str = "127.0.0.1",
-                  port: int = 0) -> Iterator[RunningSimulator]:
+def run_in_thread(
+    config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[RunningSimulator]:
     """Serve a new simulator on a free loopback port in a daemon thread; stop it on exit."""
     app = build_app(config)
     sock = _free_socket(host, port)
     bound_port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn_config(app))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"simulator-{bound_port}",
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"simulator-{bound_port}", daemon=True
+    )
     thread.start()
     while not server.started:
         if not thread.is_alive():
             raise RuntimeError("the simulator failed to start")
         threading.Event().wait(0.01)
     try:
-        yield RunningSimulator(base_url=f"http://{host}:{bound_port}/api", admin_url=f"http://{host}:{bound_port}/_sim",
-                               token=app.config.token, port=bound_port, app=app)
+        yield RunningSimulator(
+            base_url=f"http://{host}:{bound_port}/api",
+            admin_url=f"http://{host}:{bound_port}/_sim",
+            token=app.config.token,
+            port=bound_port,
+            app=app,
+        )
     finally:
         server.should_exit = True
         thread.join(timeout=10)

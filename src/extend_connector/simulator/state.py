@@ -37,7 +37,8 @@ from extend_connector.simulator.records import (
 )
 
 _LOST_PLUS = re.compile(r"\d \d\d:\d\d$")
-SEP = "\x00"  # joins product number and warehouse in the availability index; sorts before any character
+# Joins product number and warehouse in the availability index; sorts before any character.
+SEP = "\x00"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -60,11 +61,17 @@ def parse_instant(text: str, field: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except (TypeError, ValueError) as exc:
-        raise ValidationFailed("InvalidDateTime", f"{field} is not an ISO-8601 date-time: {text!r}",
-                               details=[{"field": field, "message": "expected e.g. 2024-10-15T15:00:00+02:00"}]) from exc
+        raise ValidationFailed(
+            "InvalidDateTime",
+            f"{field} is not an ISO-8601 date-time: {text!r}",
+            details=[{"field": field, "message": "expected e.g. 2024-10-15T15:00:00+02:00"}],
+        ) from exc
     if value.utcoffset() is None:
-        raise ValidationFailed("InvalidDateTime", f"{field} must carry a UTC offset: {text!r}",
-                               details=[{"field": field, "message": "add an offset such as +02:00"}])
+        raise ValidationFailed(
+            "InvalidDateTime",
+            f"{field} must carry a UTC offset: {text!r}",
+            details=[{"field": field, "message": "add an offset such as +02:00"}],
+        )
     return value
 
 
@@ -73,7 +80,9 @@ class SimState:
 
     def __init__(self, config: SimulatorConfig, *, clock: SimClock | None = None) -> None:
         self.config = config
-        start = None if config.start_time is None else parse_instant(config.start_time, "start_time")
+        start = (
+            None if config.start_time is None else parse_instant(config.start_time, "start_time")
+        )
         self.clock = clock or SimClock(config.timezone, start=start, frozen=config.frozen_clock)
         self.lock = threading.RLock()
         self.faults: FaultConfig = config.faults
@@ -103,7 +112,9 @@ class SimState:
         self.balances_ix = ChangeIndex()
         self.orders_ix = ChangeIndex()
         self.pricing_version = 0
-        self._price_cache: dict[str, tuple[int, int, ChangeIndex, dict[str, PriceQuote], dict[str, int]]] = {}
+        self._price_cache: dict[
+            str, tuple[int, int, ChangeIndex, dict[str, PriceQuote], dict[str, int]]
+        ] = {}
         self._next_order = 100001
         self._next_customer = 10001 + config.customers
         self._next_shipment = 1
@@ -116,9 +127,17 @@ class SimState:
     def _load(self) -> None:
         cfg = self.config
         start_ms = self.clock.now_ms()
-        ds = generate(seed=cfg.seed, products=cfg.products, customers=cfg.customers, b2b_share=cfg.b2b_share,
-                      warehouses=cfg.warehouses, price_lists=cfg.price_lists, discount_lists=cfg.discount_lists,
-                      campaigns=cfg.campaigns, start_ms=start_ms)
+        ds = generate(
+            seed=cfg.seed,
+            products=cfg.products,
+            customers=cfg.customers,
+            b2b_share=cfg.b2b_share,
+            warehouses=cfg.warehouses,
+            price_lists=cfg.price_lists,
+            discount_lists=cfg.discount_lists,
+            campaigns=cfg.campaigns,
+            start_ms=start_ms,
+        )
         fmt = self.clock.fmt
         for p in ds.products:
             p.changed = fmt(p.changed_ms)
@@ -153,16 +172,32 @@ class SimState:
                 product = products[rnd.randrange(len(products))]
                 stocked = self.balances_by_product.get(product.product_number) or []
                 warehouse = stocked[0].warehouse if stocked else self.config.warehouses[0]
-                rows.append({"product": {"productNumber": product.product_number},
-                             "salesData": {"quantity": float(rnd.randint(1, 5))}, "warehouse": warehouse})
-            order = self.create_order({"orderHeader": {
-                "orderType": "Normal", "orderNumberExternal": f"SEED-{self.config.seed}-{i + 1}",
-                "customerNumber": customers[rnd.randrange(len(customers))]}, "orderRows": rows})
+                rows.append(
+                    {
+                        "product": {"productNumber": product.product_number},
+                        "salesData": {"quantity": float(rnd.randint(1, 5))},
+                        "warehouse": warehouse,
+                    }
+                )
+            order = self.create_order(
+                {
+                    "orderHeader": {
+                        "orderType": "Normal",
+                        "orderNumberExternal": f"SEED-{self.config.seed}-{i + 1}",
+                        "customerNumber": customers[rnd.randrange(len(customers))],
+                    },
+                    "orderRows": rows,
+                }
+            )
             step = i % 4  # a quarter each: Registered, Reserved, Picked, Cancelled
             if step >= 1 and step != 3:
                 self.reserve_order(order["orderNumber"])
             if step == 2:
-                self.pick_order(order["orderNumber"], carrier="PostNord", tracking_number=f"SE{rnd.randrange(10**9)}")
+                self.pick_order(
+                    order["orderNumber"],
+                    carrier="PostNord",
+                    tracking_number=f"SE{rnd.randrange(10**9)}",
+                )
             if step == 3:
                 self.cancel_order(order["orderNumber"])
 
@@ -170,7 +205,8 @@ class SimState:
 
     @contextmanager
     def operation(self) -> Iterator[int]:
-        """One change: holds the lock, yields its timestamp (ms), hands its notifications on at the end."""
+        """One change: holds the lock, yields its timestamp (ms), hands its notifications on at the
+        end."""
         with self.lock:
             outer = self._pending is None
             if outer:
@@ -189,9 +225,13 @@ class SimState:
         """Raise a notification inside the current operation; Details values become strings."""
         if self._pending is None:
             raise RuntimeError("emit() outside an operation")
-        self._pending.append(Notification(
-            action=action, warehouse=warehouse,
-            details={k: self.fmt_value(v) for k, v in details.items() if v is not None}))
+        self._pending.append(
+            Notification(
+                action=action,
+                warehouse=warehouse,
+                details={k: self.fmt_value(v) for k, v in details.items() if v is not None},
+            )
+        )
 
     def fmt_value(self, value: Any) -> str:
         """Strings, as Extend sends them; Swedish number formatting when switched on."""
@@ -222,19 +262,28 @@ class SimState:
     def create_product(self, data: dict[str, Any]) -> Product:
         number = str(data.get("productNumber") or "")
         if not number:
-            raise ValidationFailed("MissingField", "productNumber is required",
-                                   details=[{"field": "productNumber", "message": "required"}])
+            raise ValidationFailed(
+                "MissingField",
+                "productNumber is required",
+                details=[{"field": "productNumber", "message": "required"}],
+            )
         with self.operation() as now:
             if number in self.products:
                 raise BusinessConflict("DuplicateProduct", f"product {number} exists")
-            p = Product(product_number=number, product_name=str(data.get("productName") or number),
-                        product_notes=data.get("productNotes"), unit=str(data.get("unit") or "ST"),
-                        ean=str(data.get("ean") or ""), vat_percent=float(data.get("vatPercent", 25.0)),
-                        customs_commodity_code=data.get("customsCommodityCode"),
-                        supply_mode=str(data.get("supplyMode") or "Warehouse"),
-                        phase_out=bool(data.get("phaseOut", False)),
-                        product_group=str(data.get("productGroup") or "HEM"),
-                        list_price=float(data.get("listPrice", 100.0)), price_changed_ms=now)
+            p = Product(
+                product_number=number,
+                product_name=str(data.get("productName") or number),
+                product_notes=data.get("productNotes"),
+                unit=str(data.get("unit") or "ST"),
+                ean=str(data.get("ean") or ""),
+                vat_percent=float(data.get("vatPercent", 25.0)),
+                customs_commodity_code=data.get("customsCommodityCode"),
+                supply_mode=str(data.get("supplyMode") or "Warehouse"),
+                phase_out=bool(data.get("phaseOut", False)),
+                product_group=str(data.get("productGroup") or "HEM"),
+                list_price=float(data.get("listPrice", 100.0)),
+                price_changed_ms=now,
+            )
             self._stamp(p, now)
             self.products[number] = p
             self.products_ix.touch(number, now)
@@ -242,10 +291,18 @@ class SimState:
             self.emit("ProductCreated", ProductNumber=number)
             return p
 
-    _PRODUCT_FIELDS: ClassVar[dict[str, str]] = {"productName": "product_name", "productNotes": "product_notes", "unit": "unit",
-                       "ean": "ean", "vatPercent": "vat_percent", "customsCommodityCode": "customs_commodity_code",
-                       "supplyMode": "supply_mode", "phaseOut": "phase_out", "productGroup": "product_group",
-                       "listPrice": "list_price"}
+    _PRODUCT_FIELDS: ClassVar[dict[str, str]] = {
+        "productName": "product_name",
+        "productNotes": "product_notes",
+        "unit": "unit",
+        "ean": "ean",
+        "vatPercent": "vat_percent",
+        "customsCommodityCode": "customs_commodity_code",
+        "supplyMode": "supply_mode",
+        "phaseOut": "phase_out",
+        "productGroup": "product_group",
+        "listPrice": "list_price",
+    }
 
     def update_product(self, number: str, changes: dict[str, Any]) -> Product:
         unknown = set(changes) - set(self._PRODUCT_FIELDS)
@@ -254,7 +311,11 @@ class SimState:
         with self.operation() as now:
             p = self.product(number)
             for key, value in changes.items():
-                setattr(p, self._PRODUCT_FIELDS[key], float(value) if key in ("vatPercent", "listPrice") else value)
+                setattr(
+                    p,
+                    self._PRODUCT_FIELDS[key],
+                    float(value) if key in ("vatPercent", "listPrice") else value,
+                )
             if "listPrice" in changes or "productGroup" in changes:
                 p.price_changed_ms = now
                 self.pricing_version += 1
@@ -280,8 +341,11 @@ class SimState:
             raise ValidationFailed("InvalidBody", "expected a JSON object")
         name = data.get("name")
         if not isinstance(name, str) or not name.strip():
-            raise ValidationFailed("MissingField", "name is required",
-                                   details=[{"field": "name", "message": "required"}])
+            raise ValidationFailed(
+                "MissingField",
+                "name is required",
+                details=[{"field": "name", "message": "required"}],
+            )
         orgno = data.get("organizationNumber")
         email = data.get("email")
         problems = []
@@ -294,37 +358,70 @@ class SimState:
         if not isinstance(addresses, list) or not all(isinstance(a, dict) for a in addresses):
             problems.append({"field": "addresses", "message": "expected a list of address objects"})
         if problems:
-            raise ValidationFailed("InvalidCustomer", "the customer cannot be created", status=422, details=problems)
+            raise ValidationFailed(
+                "InvalidCustomer", "the customer cannot be created", status=422, details=problems
+            )
         with self.operation() as now:
             digits = "".join(ch for ch in str(orgno or "") if ch.isdigit())
             for other in self.customers.values():
-                if digits and other.organization_number and \
-                        "".join(ch for ch in other.organization_number if ch.isdigit()) == digits:
-                    raise BusinessConflict("DuplicateCustomer",
-                                           f"organisation number {orgno} belongs to customer {other.customer_number}",
-                                           details=[{"field": "organizationNumber", "message": other.customer_number}])
-                if not digits and email and other.email and other.email.lower() == str(email).lower():
-                    raise BusinessConflict("DuplicateCustomer",
-                                           f"e-mail {email} belongs to customer {other.customer_number}",
-                                           details=[{"field": "email", "message": other.customer_number}])
+                if (
+                    digits
+                    and other.organization_number
+                    and "".join(ch for ch in other.organization_number if ch.isdigit()) == digits
+                ):
+                    raise BusinessConflict(
+                        "DuplicateCustomer",
+                        f"organisation number {orgno} belongs to customer {other.customer_number}",
+                        details=[{"field": "organizationNumber", "message": other.customer_number}],
+                    )
+                if (
+                    not digits
+                    and email
+                    and other.email
+                    and other.email.lower() == str(email).lower()
+                ):
+                    raise BusinessConflict(
+                        "DuplicateCustomer",
+                        f"e-mail {email} belongs to customer {other.customer_number}",
+                        details=[{"field": "email", "message": other.customer_number}],
+                    )
             number = str(self._next_customer)
             self._next_customer += 1
-            c = Customer(customer_number=number, customer_type="B2B" if orgno else "B2C", name=name.strip(),
-                         last_name=data.get("lastName"), organization_number=orgno,
-                         customer_group=data.get("customerGroup"), price_list=data.get("priceList"),
-                         discount_list=data.get("discountList"), salesperson=data.get("salesperson"),
-                         email=email, phone=data.get("phone"), addresses=[dict(a) for a in addresses],
-                         currency=str(data.get("currency") or "SEK"), pricing_changed_ms=now)
+            c = Customer(
+                customer_number=number,
+                customer_type="B2B" if orgno else "B2C",
+                name=name.strip(),
+                last_name=data.get("lastName"),
+                organization_number=orgno,
+                customer_group=data.get("customerGroup"),
+                price_list=data.get("priceList"),
+                discount_list=data.get("discountList"),
+                salesperson=data.get("salesperson"),
+                email=email,
+                phone=data.get("phone"),
+                addresses=[dict(a) for a in addresses],
+                currency=str(data.get("currency") or "SEK"),
+                pricing_changed_ms=now,
+            )
             self._stamp(c, now)
             self.customers[number] = c
             self.customers_ix.touch(number, now)
             self.emit("CustomerCreated", CustomerNumber=number)
             return c
 
-    _CUSTOMER_FIELDS: ClassVar[dict[str, str]] = {"name": "name", "lastName": "last_name", "organizationNumber": "organization_number",
-                        "customerGroup": "customer_group", "priceList": "price_list",
-                        "discountList": "discount_list", "salesperson": "salesperson", "email": "email",
-                        "phone": "phone", "addresses": "addresses", "currency": "currency"}
+    _CUSTOMER_FIELDS: ClassVar[dict[str, str]] = {
+        "name": "name",
+        "lastName": "last_name",
+        "organizationNumber": "organization_number",
+        "customerGroup": "customer_group",
+        "priceList": "price_list",
+        "discountList": "discount_list",
+        "salesperson": "salesperson",
+        "email": "email",
+        "phone": "phone",
+        "addresses": "addresses",
+        "currency": "currency",
+    }
 
     def update_customer(self, number: str, changes: dict[str, Any]) -> Customer:
         unknown = set(changes) - set(self._CUSTOMER_FIELDS)
@@ -349,8 +446,11 @@ class SimState:
         for number in camp.prices:
             self.campaigns_by_product.setdefault(number, []).append(camp)
 
-    def set_price_list_entry(self, price_list: str, product_number: str, unit_price: float | None) -> None:
-        """Set (or with None remove) a price-list price. Fires no webhook: Extend has no price event."""
+    def set_price_list_entry(
+        self, price_list: str, product_number: str, unit_price: float | None
+    ) -> None:
+        """Set (or with None remove) a price-list price. Fires no webhook: Extend has no price
+        event."""
         with self.operation() as now:
             self.product(product_number)
             pl = self.price_lists.setdefault(price_list, PriceList(name=price_list))
@@ -361,10 +461,18 @@ class SimState:
             pl.entry_changed_ms[product_number] = now
             self.pricing_version += 1
 
-    def set_discount(self, discount_list: str, percent: float | None, *, product_group: str | None = None,
-                     product_number: str | None = None) -> None:
+    def set_discount(
+        self,
+        discount_list: str,
+        percent: float | None,
+        *,
+        product_group: str | None = None,
+        product_number: str | None = None,
+    ) -> None:
         if (product_group is None) == (product_number is None):
-            raise ValidationFailed("InvalidDiscount", "give exactly one of productGroup and productNumber")
+            raise ValidationFailed(
+                "InvalidDiscount", "give exactly one of productGroup and productNumber"
+            )
         if percent is not None and not 0 <= percent <= 100:
             raise ValidationFailed("InvalidDiscount", "percent must be within 0..100")
         with self.operation() as now:
@@ -378,8 +486,16 @@ class SimState:
             dl.changed_ms = now
             self.pricing_version += 1
 
-    def set_campaign(self, *, code: str, prices: dict[str, float], valid_from: str, valid_to: str,
-                     name: str | None = None, customer_group: str | None = None) -> Campaign:
+    def set_campaign(
+        self,
+        *,
+        code: str,
+        prices: dict[str, float],
+        valid_from: str,
+        valid_to: str,
+        name: str | None = None,
+        customer_group: str | None = None,
+    ) -> Campaign:
         start = int(parse_instant(valid_from, "validFrom").timestamp() * 1000)
         end = int(parse_instant(valid_to, "validTo").timestamp() * 1000)
         if end <= start:
@@ -391,8 +507,15 @@ class SimState:
             if old is not None:
                 for number in old.prices:
                     self.campaigns_by_product[number].remove(old)
-            camp = Campaign(code=code, name=name or code, prices={k: float(v) for k, v in prices.items()},
-                            valid_from_ms=start, valid_to_ms=end, customer_group=customer_group, changed_ms=now)
+            camp = Campaign(
+                code=code,
+                name=name or code,
+                prices={k: float(v) for k, v in prices.items()},
+                valid_from_ms=start,
+                valid_to_ms=end,
+                customer_group=customer_group,
+                changed_ms=now,
+            )
             self._add_campaign(camp)
             self.pricing_version += 1
             return camp
@@ -410,7 +533,9 @@ class SimState:
         if customer.discount_list is not None:
             dl = self.discount_lists.get(customer.discount_list)
             if dl is not None:
-                percent = dl.by_product.get(product.product_number, dl.by_group.get(product.product_group))
+                percent = dl.by_product.get(
+                    product.product_number, dl.by_group.get(product.product_group)
+                )
                 changed = max(changed, dl.changed_ms)
         offers = []
         for camp in self.campaigns_by_product.get(product.product_number, ()):
@@ -423,14 +548,27 @@ class SimState:
             if camp.valid_to_ms <= now_ms:
                 changed = max(changed, camp.valid_to_ms)
             if camp.active(now_ms):
-                offers.append(CampaignOffer(code=camp.code, price=camp.prices[product.product_number],
-                                            valid_from_ms=camp.valid_from_ms, valid_to_ms=camp.valid_to_ms))
-        quote = best_price(list_price=product.list_price, price_list_price=pl_price,
-                           discount_percent=percent, campaigns=offers)
+                offers.append(
+                    CampaignOffer(
+                        code=camp.code,
+                        price=camp.prices[product.product_number],
+                        valid_from_ms=camp.valid_from_ms,
+                        valid_to_ms=camp.valid_to_ms,
+                    )
+                )
+        quote = best_price(
+            list_price=product.list_price,
+            price_list_price=pl_price,
+            discount_percent=percent,
+            campaigns=offers,
+        )
         return quote, min(changed, now_ms)
 
-    def price_index(self, customer_number: str) -> tuple[ChangeIndex, dict[str, PriceQuote], dict[str, int]]:
-        """Every price of one customer, indexed by change date; cached until prices or a campaign boundary change."""
+    def price_index(
+        self, customer_number: str
+    ) -> tuple[ChangeIndex, dict[str, PriceQuote], dict[str, int]]:
+        """Every price of one customer, indexed by change date; cached until prices or a campaign
+        boundary change."""
         customer = self.customer(customer_number)
         now = self.clock.now_ms()
         cached = self._price_cache.get(customer_number)
@@ -442,7 +580,12 @@ class SimState:
             quotes[number], changed[number] = self.quote(customer, product, now)
         ix = ChangeIndex()
         ix.load((ms, k) for k, ms in changed.items())
-        boundaries = [b for camp in self.campaigns.values() for b in (camp.valid_from_ms, camp.valid_to_ms) if b > now]
+        boundaries = [
+            b
+            for camp in self.campaigns.values()
+            for b in (camp.valid_from_ms, camp.valid_to_ms)
+            if b > now
+        ]
         expires = min(boundaries, default=2**62)
         if len(self._price_cache) >= 16:
             self._price_cache.pop(next(iter(self._price_cache)))
@@ -457,14 +600,17 @@ class SimState:
         if b is None:
             self.product(product_number)
             if warehouse not in self.config.warehouses:
-                raise ValidationFailed("UnknownWarehouse", f"warehouse {warehouse!r} does not exist", status=422)
+                raise ValidationFailed(
+                    "UnknownWarehouse", f"warehouse {warehouse!r} does not exist", status=422
+                )
             b = Balance(product_number=product_number, warehouse=warehouse, physical=0.0)
             self.balances[key] = b
             self.balances_by_product.setdefault(product_number, []).append(b)
         return b
 
-    def _change_balance(self, b: Balance, now: int, *, physical_delta: float = 0.0,
-                        reserved_delta: float = 0.0) -> None:
+    def _change_balance(
+        self, b: Balance, now: int, *, physical_delta: float = 0.0, reserved_delta: float = 0.0
+    ) -> None:
         before_physical, before_available = b.physical, b.available
         b.physical += physical_delta
         b.reserved += reserved_delta
@@ -473,11 +619,21 @@ class SimState:
         self._stamp(b, now)
         self.balances_ix.touch(b.product_number + SEP + b.warehouse, now)
         if b.physical != before_physical:
-            self.emit("BalanceChanged", b.warehouse, ProductNumber=b.product_number, Warehouse=b.warehouse,
-                      Balance=b.physical)
+            self.emit(
+                "BalanceChanged",
+                b.warehouse,
+                ProductNumber=b.product_number,
+                Warehouse=b.warehouse,
+                Balance=b.physical,
+            )
         if b.available != before_available:
-            self.emit("AvailableBalanceChanged", b.warehouse, ProductNumber=b.product_number,
-                      Warehouse=b.warehouse, AvailableBalance=b.available)
+            self.emit(
+                "AvailableBalanceChanged",
+                b.warehouse,
+                ProductNumber=b.product_number,
+                Warehouse=b.warehouse,
+                AvailableBalance=b.available,
+            )
 
     def move_stock(self, moves: list[dict[str, Any]]) -> list[Balance]:
         """Receive/adjust stock in one operation. Each move: productNumber, warehouse and either
@@ -486,9 +642,13 @@ class SimState:
         for i, move in enumerate(moves):
             number, warehouse = move.get("productNumber"), move.get("warehouse")
             if not isinstance(number, str) or not isinstance(warehouse, str):
-                raise ValidationFailed("InvalidMove", f"move {i}: productNumber and warehouse are required")
+                raise ValidationFailed(
+                    "InvalidMove", f"move {i}: productNumber and warehouse are required"
+                )
             if ("delta" in move) == ("physical" in move):
-                raise ValidationFailed("InvalidMove", f"move {i}: give exactly one of delta and physical")
+                raise ValidationFailed(
+                    "InvalidMove", f"move {i}: give exactly one of delta and physical"
+                )
             checked.append((number, warehouse, move.get("delta"), move.get("physical")))
         with self.operation() as now:
             out = []
@@ -504,22 +664,34 @@ class SimState:
     def order(self, number: str) -> Order:
         o = self.orders.get(number)
         if o is None:
-            raise ValidationFailed("NotFound", f"customer order {number!r} does not exist", status=404)
+            raise ValidationFailed(
+                "NotFound", f"customer order {number!r} does not exist", status=404
+            )
         return o
 
     def _expected_dates(self, header: dict[str, Any], now_ms: int) -> tuple[str, str]:
-        today = datetime.fromtimestamp(now_ms / 1000, self.clock.tz).replace(hour=0, minute=0, second=0,
-                                                                               microsecond=0)
+        today = datetime.fromtimestamp(now_ms / 1000, self.clock.tz).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
         expected = today + timedelta(days=2)
         asked = header.get("askedDeliveryDate")
         if isinstance(asked, str):
-            asked_dt = parse_instant(asked, "orderHeader.askedDeliveryDate").astimezone(self.clock.tz)
+            asked_dt = parse_instant(asked, "orderHeader.askedDeliveryDate").astimezone(
+                self.clock.tz
+            )
             expected = max(expected, asked_dt.replace(hour=0, minute=0, second=0, microsecond=0))
         ship = expected - timedelta(days=1)
         return expected.isoformat(timespec="seconds"), ship.isoformat(timespec="seconds")
 
-    def _check_row(self, i: int, row: Any, problems: list[dict[str, str]], structural: list[dict[str, str]],
-                   *, need_warehouse: bool = True) -> None:
+    def _check_row(
+        self,
+        i: int,
+        row: Any,
+        problems: list[dict[str, str]],
+        structural: list[dict[str, str]],
+        *,
+        need_warehouse: bool = True,
+    ) -> None:
         where = f"orderRows[{i}]"
         if not isinstance(row, dict):
             structural.append({"field": where, "message": "expected an object"})
@@ -529,23 +701,50 @@ class SimState:
         if not isinstance(number, str) or not number:
             structural.append({"field": f"{where}.product.productNumber", "message": "required"})
         elif number not in self.products:
-            problems.append({"field": f"{where}.product.productNumber", "message": f"unknown product {number!r}"})
+            problems.append(
+                {
+                    "field": f"{where}.product.productNumber",
+                    "message": f"unknown product {number!r}",
+                }
+            )
         sales = row.get("salesData")
         quantity = sales.get("quantity") if isinstance(sales, dict) else None
         if isinstance(quantity, bool) or not isinstance(quantity, int | float) or quantity <= 0:
-            structural.append({"field": f"{where}.salesData.quantity", "message": "a positive number is required"})
-        if isinstance(sales, dict) and sales.get("unitPrice") is not None and (
-                isinstance(sales["unitPrice"], bool) or not isinstance(sales["unitPrice"], int | float)):
-            structural.append({"field": f"{where}.salesData.unitPrice", "message": "must be a number"})
+            structural.append(
+                {"field": f"{where}.salesData.quantity", "message": "a positive number is required"}
+            )
+        if (
+            isinstance(sales, dict)
+            and sales.get("unitPrice") is not None
+            and (
+                isinstance(sales["unitPrice"], bool)
+                or not isinstance(sales["unitPrice"], int | float)
+            )
+        ):
+            structural.append(
+                {"field": f"{where}.salesData.unitPrice", "message": "must be a number"}
+            )
         warehouse = row.get("warehouse")
         if warehouse is None or warehouse == "":
             if need_warehouse:
-                problems.append({"field": f"{where}.warehouse", "message": "every row needs a warehouse"})
+                problems.append(
+                    {"field": f"{where}.warehouse", "message": "every row needs a warehouse"}
+                )
         elif warehouse not in self.config.warehouses:
-            problems.append({"field": f"{where}.warehouse", "message": f"unknown warehouse {warehouse!r}"})
+            problems.append(
+                {"field": f"{where}.warehouse", "message": f"unknown warehouse {warehouse!r}"}
+            )
 
-    def _new_row(self, position: int, row: dict[str, Any], customer: Customer, currency: str,
-                 expected: str, ship: str, now: int) -> OrderRow:
+    def _new_row(
+        self,
+        position: int,
+        row: dict[str, Any],
+        customer: Customer,
+        currency: str,
+        expected: str,
+        ship: str,
+        now: int,
+    ) -> OrderRow:
         product = self.products[row["product"]["productNumber"]]
         sent = row.get("salesData") or {}
         unit_price = sent.get("unitPrice")
@@ -553,30 +752,58 @@ class SimState:
         if unit_price is None:
             # "Minimum order using ... prices from Extend Commerce": Extend prices the row (S4).
             unit_price = self.quote(customer, product, now)[0].unit_price
-        sales = {"quantity": float(sent["quantity"]), "unit": sent.get("unit") or product.unit,
-                 "unitPrice": float(unit_price), "vatPercent": float(sent.get("vatPercent", product.vat_percent)),
-                 "currency": sent.get("currency") or currency, "unitExplicitCost": sent.get("unitExplicitCost"),
-                 "listPrice": float(sent.get("listPrice", list_price))}
+        sales = {
+            "quantity": float(sent["quantity"]),
+            "unit": sent.get("unit") or product.unit,
+            "unitPrice": float(unit_price),
+            "vatPercent": float(sent.get("vatPercent", product.vat_percent)),
+            "currency": sent.get("currency") or currency,
+            "unitExplicitCost": sent.get("unitExplicitCost"),
+            "listPrice": float(sent.get("listPrice", list_price)),
+        }
         sent_product = row["product"]
-        product_block = {"productNumber": product.product_number,
-                         "productName": sent_product.get("productName") or product.product_name,
-                         "productNotes": sent_product.get("productNotes", product.product_notes),
-                         "customerProductNumber": sent_product.get("customerProductNumber"),
-                         "customsCommodityCode": product.customs_commodity_code}
-        known = {"position", "rowOperation", "product", "salesData", "warehouse", "supplyMode", "batchNumber",
-                 "shipDate", "expectedDeliveryDate", "deliveryData"}
-        return OrderRow(position=position, product=product_block, sales_data=sales,
-                        warehouse=row.get("warehouse") or None,
-                        row_operation=row.get("rowOperation") if row.get("rowOperation") == "Inactive" else None,
-                        supply_mode=product.supply_mode, batch_number=row.get("batchNumber"),
-                        ship_date=ship, expected_delivery_date=expected,
-                        extra={k: v for k, v in row.items() if k not in known})
+        product_block = {
+            "productNumber": product.product_number,
+            "productName": sent_product.get("productName") or product.product_name,
+            "productNotes": sent_product.get("productNotes", product.product_notes),
+            "customerProductNumber": sent_product.get("customerProductNumber"),
+            "customsCommodityCode": product.customs_commodity_code,
+        }
+        known = {
+            "position",
+            "rowOperation",
+            "product",
+            "salesData",
+            "warehouse",
+            "supplyMode",
+            "batchNumber",
+            "shipDate",
+            "expectedDeliveryDate",
+            "deliveryData",
+        }
+        return OrderRow(
+            position=position,
+            product=product_block,
+            sales_data=sales,
+            warehouse=row.get("warehouse") or None,
+            row_operation=row.get("rowOperation")
+            if row.get("rowOperation") == "Inactive"
+            else None,
+            supply_mode=product.supply_mode,
+            batch_number=row.get("batchNumber"),
+            ship_date=ship,
+            expected_delivery_date=expected,
+            extra={k: v for k, v in row.items() if k not in known},
+        )
 
     def create_order(self, body: Any) -> dict[str, Any]:
         """POST CustomerOrders: the documented orderHeader / orderRows shape (S4)."""
         if not isinstance(body, dict) or not isinstance(body.get("orderHeader"), dict):
-            raise ValidationFailed("InvalidBody", "expected {\"orderHeader\": {...}, \"orderRows\": [...]}",
-                                   details=[{"field": "orderHeader", "message": "required"}])
+            raise ValidationFailed(
+                "InvalidBody",
+                'expected {"orderHeader": {...}, "orderRows": [...]}',
+                details=[{"field": "orderHeader", "message": "required"}],
+            )
         header = dict(body["orderHeader"])
         rows = body.get("orderRows")
         structural: list[dict[str, str]] = []
@@ -588,11 +815,17 @@ class SimState:
         if not isinstance(customer_number, str) or not customer_number:
             structural.append({"field": "orderHeader.customerNumber", "message": "required"})
         elif customer_number not in self.customers:
-            problems.append({"field": "orderHeader.customerNumber",
-                             "message": f"unknown customer {customer_number!r}"})
+            problems.append(
+                {
+                    "field": "orderHeader.customerNumber",
+                    "message": f"unknown customer {customer_number!r}",
+                }
+            )
         external = header.get("orderNumberExternal")
         if external is not None and not isinstance(external, str | int):
-            structural.append({"field": "orderHeader.orderNumberExternal", "message": "must be a string"})
+            structural.append(
+                {"field": "orderHeader.orderNumberExternal", "message": "must be a string"}
+            )
         asked = header.get("askedDeliveryDate")
         if asked is not None:
             try:
@@ -600,25 +833,44 @@ class SimState:
                     raise ValidationFailed("InvalidDateTime", "not a string")
                 parse_instant(asked, "orderHeader.askedDeliveryDate")
             except ValidationFailed:
-                structural.append({"field": "orderHeader.askedDeliveryDate",
-                                   "message": "expected ISO-8601 with offset, e.g. 2019-12-25T00:00:00+02:00"})
+                structural.append(
+                    {
+                        "field": "orderHeader.askedDeliveryDate",
+                        "message": "expected ISO-8601 with offset, e.g. 2019-12-25T00:00:00+02:00",
+                    }
+                )
         for i, row in enumerate(rows):
             self._check_row(i, row, problems, structural)
         if structural:
-            raise ValidationFailed("InvalidOrder", "the order is not well-formed", status=400, details=structural)
+            raise ValidationFailed(
+                "InvalidOrder", "the order is not well-formed", status=400, details=structural
+            )
         if problems:
-            raise ValidationFailed("InvalidOrder", "the order refers to unknown or missing data", status=422,
-                                   details=problems)
-        phased = [r["product"]["productNumber"] for r in rows if self.products[r["product"]["productNumber"]].phase_out]
+            raise ValidationFailed(
+                "InvalidOrder",
+                "the order refers to unknown or missing data",
+                status=422,
+                details=problems,
+            )
+        phased = [
+            r["product"]["productNumber"]
+            for r in rows
+            if self.products[r["product"]["productNumber"]].phase_out
+        ]
         with self.operation() as now:
             if external is not None and str(external) in self.orders_by_external:
                 existing = self.orders_by_external[str(external)]
-                raise BusinessConflict("DuplicateOrderNumberExternal",
-                                       f"orderNumberExternal {external} is already used by order {existing}",
-                                       details=[{"field": "orderHeader.orderNumberExternal", "message": existing}])
+                raise BusinessConflict(
+                    "DuplicateOrderNumberExternal",
+                    f"orderNumberExternal {external} is already used by order {existing}",
+                    details=[{"field": "orderHeader.orderNumberExternal", "message": existing}],
+                )
             if phased:
-                raise BusinessConflict("ProductPhasedOut", f"phased-out products cannot be ordered: {phased}",
-                                       details=[{"field": "orderRows", "message": n} for n in phased])
+                raise BusinessConflict(
+                    "ProductPhasedOut",
+                    f"phased-out products cannot be ordered: {phased}",
+                    details=[{"field": "orderRows", "message": n} for n in phased],
+                )
             customer = self.customers[str(customer_number)]
             number = str(self._next_order)
             self._next_order += 1
@@ -626,20 +878,37 @@ class SimState:
             currency = str(header.get("currency") or customer.currency)
             delivery = next((a for a in customer.addresses if a.get("type") == "Delivery"), None)
             invoice = next((a for a in customer.addresses if a.get("type") == "Invoice"), delivery)
-            defaults = {"orderType": "Normal", "orderNumberExternal": None, "askedDeliveryDate": None,
-                        "partialDelivery": False, "freightFree": False,
-                        "deliveryAddress": _strip_type(delivery), "invoiceAddress": _strip_type(invoice),
-                        "paymentType": None, "yourReference": None, "ourReference": customer.salesperson,
-                        "orderEmail": customer.email, "currency": currency, "notes": None}
+            defaults = {
+                "orderType": "Normal",
+                "orderNumberExternal": None,
+                "askedDeliveryDate": None,
+                "partialDelivery": False,
+                "freightFree": False,
+                "deliveryAddress": _strip_type(delivery),
+                "invoiceAddress": _strip_type(invoice),
+                "paymentType": None,
+                "yourReference": None,
+                "ourReference": customer.salesperson,
+                "orderEmail": customer.email,
+                "currency": currency,
+                "notes": None,
+            }
             for key, value in defaults.items():
                 if header.get(key) is None:
                     header[key] = value
             if external is not None:
                 header["orderNumberExternal"] = str(external)
-            order = Order(order_number=number, header=header, rows=[], order_date=self.clock.fmt(now),
-                          expected_delivery_date=expected)
+            order = Order(
+                order_number=number,
+                header=header,
+                rows=[],
+                order_date=self.clock.fmt(now),
+                expected_delivery_date=expected,
+            )
             for i, row in enumerate(rows):
-                order.rows.append(self._new_row((i + 1) * 10, row, customer, currency, expected, ship, now))
+                order.rows.append(
+                    self._new_row((i + 1) * 10, row, customer, currency, expected, ship, now)
+                )
             self._stamp(order, now)
             self.orders[number] = order
             if external is not None:
@@ -655,8 +924,13 @@ class SimState:
             if row.warehouse and row.warehouse not in warehouses:
                 warehouses.append(row.warehouse)
         for warehouse in warehouses or [None]:
-            self.emit(action, warehouse, OrderNumber=order.order_number,
-                      OrderNumberExternal=order.order_number_external, Warehouse=warehouse)
+            self.emit(
+                action,
+                warehouse,
+                OrderNumber=order.order_number,
+                OrderNumberExternal=order.order_number_external,
+                Warehouse=warehouse,
+            )
 
     def update_order(self, number: str, body: Any) -> dict[str, Any]:
         """PUT CustomerOrders/{orderNumber}: change a Registered order. [ASSUMPTION: verb and shape]
@@ -668,19 +942,28 @@ class SimState:
         Cancelled (OrderCancelled fires). Any change once Reserved (or later) -> 409 Business.
         """
         if not isinstance(body, dict):
-            raise ValidationFailed("InvalidBody", "expected {\"orderHeader\"?: {...}, \"orderRows\"?: [...]}")
+            raise ValidationFailed(
+                "InvalidBody", 'expected {"orderHeader"?: {...}, "orderRows"?: [...]}'
+            )
         rows = body.get("orderRows") or []
         header = body.get("orderHeader") or {}
         if not isinstance(rows, list) or not isinstance(header, dict):
-            raise ValidationFailed("InvalidBody", "orderRows must be a list and orderHeader an object")
+            raise ValidationFailed(
+                "InvalidBody", "orderRows must be a list and orderHeader an object"
+            )
         with self.operation() as now:
             order = self.order(number)
             if order.status != "Registered":
-                raise BusinessConflict("OrderLocked", f"order {number} is {order.status}; it can no longer be changed",
-                                       details=[{"field": "status", "message": order.status}])
+                raise BusinessConflict(
+                    "OrderLocked",
+                    f"order {number} is {order.status}; it can no longer be changed",
+                    details=[{"field": "status", "message": order.status}],
+                )
             for key in ("customerNumber", "orderNumberExternal"):
                 if key in header and header[key] != order.header.get(key):
-                    raise BusinessConflict("ImmutableField", f"{key} cannot be changed on an existing order")
+                    raise BusinessConflict(
+                        "ImmutableField", f"{key} cannot be changed on an existing order"
+                    )
             by_position = {r.position: r for r in order.rows}
             structural: list[dict[str, str]] = []
             problems: list[dict[str, str]] = []
@@ -692,14 +975,24 @@ class SimState:
                 if position is None:
                     self._check_row(i, row, problems, structural)
                 elif position not in by_position:
-                    problems.append({"field": f"orderRows[{i}].position", "message": f"no row {position}"})
+                    problems.append(
+                        {"field": f"orderRows[{i}].position", "message": f"no row {position}"}
+                    )
                 elif row.get("warehouse") and row["warehouse"] not in self.config.warehouses:
-                    problems.append({"field": f"orderRows[{i}].warehouse", "message": "unknown warehouse"})
+                    problems.append(
+                        {"field": f"orderRows[{i}].warehouse", "message": "unknown warehouse"}
+                    )
             if structural:
-                raise ValidationFailed("InvalidOrder", "the change is not well-formed", details=structural)
+                raise ValidationFailed(
+                    "InvalidOrder", "the change is not well-formed", details=structural
+                )
             if problems:
-                raise ValidationFailed("InvalidOrder", "the change refers to unknown data", status=422,
-                                       details=problems)
+                raise ValidationFailed(
+                    "InvalidOrder",
+                    "the change refers to unknown data",
+                    status=422,
+                    details=problems,
+                )
             customer = self.customers[order.customer_number]
             currency = str(order.header.get("currency") or "SEK")
             first = order.rows[0] if order.rows else None
@@ -708,29 +1001,45 @@ class SimState:
             for row in rows:
                 position = row.get("position")
                 if position is None:
-                    order.rows.append(self._new_row(order.next_position(), row, customer, currency, expected,
-                                                    ship, now))
+                    order.rows.append(
+                        self._new_row(
+                            order.next_position(), row, customer, currency, expected, ship, now
+                        )
+                    )
                     continue
                 target = by_position[position]
                 if row.get("rowOperation") == "Inactive":
                     if row.get("warehouse"):
                         target.row_operation = "Inactive"
                     else:
-                        # Extend's documented quirk: without the warehouse a new, cancelled row is added.
+                        # Extend's documented quirk: without the warehouse a new, cancelled row is
+                        # added.
                         quirk = dict(row)
                         quirk.setdefault("product", {"productNumber": target.product_number})
-                        if not isinstance(quirk.get("salesData"), dict) or "quantity" not in quirk["salesData"]:
+                        if (
+                            not isinstance(quirk.get("salesData"), dict)
+                            or "quantity" not in quirk["salesData"]
+                        ):
                             quirk["salesData"] = {**target.sales_data}
                         if quirk["product"].get("productNumber") not in self.products:
                             quirk["product"] = {"productNumber": target.product_number}
-                        new = self._new_row(order.next_position(), quirk, customer, currency, expected, ship, now)
+                        new = self._new_row(
+                            order.next_position(), quirk, customer, currency, expected, ship, now
+                        )
                         new.row_operation = "Inactive"
                         new.warehouse = None
                         order.rows.append(new)
                     continue
                 sales = row.get("salesData")
                 if isinstance(sales, dict):
-                    for key in ("quantity", "unitPrice", "vatPercent", "unit", "listPrice", "unitExplicitCost"):
+                    for key in (
+                        "quantity",
+                        "unitPrice",
+                        "vatPercent",
+                        "unit",
+                        "listPrice",
+                        "unitExplicitCost",
+                    ):
                         if key in sales:
                             target.sales_data[key] = sales[key]
                 if row.get("warehouse"):
@@ -754,8 +1063,11 @@ class SimState:
         with self.operation() as now:
             order = self.order(number)
             if order.status != "Registered":
-                raise BusinessConflict("OrderLocked", f"order {number} is {order.status}; it can no longer be changed",
-                                       details=[{"field": "status", "message": order.status}])
+                raise BusinessConflict(
+                    "OrderLocked",
+                    f"order {number} is {order.status}; it can no longer be changed",
+                    details=[{"field": "status", "message": order.status}],
+                )
             order.status = "Cancelled"
             self._stamp(order, now)
             self.orders_ix.touch(number, now)
@@ -767,19 +1079,31 @@ class SimState:
         with self.operation() as now:
             order = self.order(number)
             if order.status != "Registered":
-                raise BusinessConflict("InvalidTransition", f"order {number} is {order.status}, not Registered")
+                raise BusinessConflict(
+                    "InvalidTransition", f"order {number} is {order.status}, not Registered"
+                )
             order.status = "Reserved"
             for row in order.rows:
                 if row.active and row.warehouse:
-                    self._change_balance(self._balance(row.product_number, row.warehouse), now,
-                                         reserved_delta=row.quantity)
+                    self._change_balance(
+                        self._balance(row.product_number, row.warehouse),
+                        now,
+                        reserved_delta=row.quantity,
+                    )
             self._stamp(order, now)
             self.orders_ix.touch(number, now)
             self._emit_order("OrderReserved", order)
             return self.order_json(order)
 
-    def pick_order(self, number: str, rows: list[dict[str, Any]] | None = None, *, carrier: str | None = None,
-                   tracking_number: str | None = None, tracking_url: str | None = None) -> dict[str, Any]:
+    def pick_order(
+        self,
+        number: str,
+        rows: list[dict[str, Any]] | None = None,
+        *,
+        carrier: str | None = None,
+        tracking_number: str | None = None,
+        tracking_url: str | None = None,
+    ) -> dict[str, Any]:
         """Reserved/PartiallyPicked -> Picked or PartiallyPicked, with one shipment.
 
         `rows` = [{position, quantity}] picks part; None picks everything left. Picking lowers the
@@ -788,19 +1112,29 @@ class SimState:
         with self.operation() as now:
             order = self.order(number)
             if order.status not in ("Reserved", "PartiallyPicked"):
-                raise BusinessConflict("InvalidTransition", f"order {number} is {order.status}; reserve it first")
+                raise BusinessConflict(
+                    "InvalidTransition", f"order {number} is {order.status}; reserve it first"
+                )
             by_position = {r.position: r for r in order.rows if r.active}
             wanted: list[tuple[OrderRow, float]] = []
             if rows is None:
-                wanted = [(r, r.quantity - r.delivered) for r in by_position.values() if r.quantity > r.delivered]
+                wanted = [
+                    (r, r.quantity - r.delivered)
+                    for r in by_position.values()
+                    if r.quantity > r.delivered
+                ]
             else:
                 for item in rows:
                     row = by_position.get(item.get("position"))  # type: ignore[arg-type]
                     if row is None:
-                        raise ValidationFailed("InvalidPick", f"no active row {item.get('position')}")
+                        raise ValidationFailed(
+                            "InvalidPick", f"no active row {item.get('position')}"
+                        )
                     quantity = float(item.get("quantity", row.quantity - row.delivered))
                     if quantity <= 0 or quantity > row.quantity - row.delivered + 1e-9:
-                        raise ValidationFailed("InvalidPick", f"row {row.position}: cannot pick {quantity}")
+                        raise ValidationFailed(
+                            "InvalidPick", f"row {row.position}: cannot pick {quantity}"
+                        )
                     wanted.append((row, quantity))
             if not wanted:
                 raise BusinessConflict("NothingToPick", f"order {number} has nothing left to pick")
@@ -810,17 +1144,37 @@ class SimState:
                 row.delivered += quantity
                 row.ship_date = ship_date
                 if row.warehouse:
-                    self._change_balance(self._balance(row.product_number, row.warehouse), now,
-                                         physical_delta=-quantity, reserved_delta=-quantity)
-                shipment_rows.append({"position": row.position, "productNumber": row.product_number,
-                                      "quantity": quantity})
+                    self._change_balance(
+                        self._balance(row.product_number, row.warehouse),
+                        now,
+                        physical_delta=-quantity,
+                        reserved_delta=-quantity,
+                    )
+                shipment_rows.append(
+                    {
+                        "position": row.position,
+                        "productNumber": row.product_number,
+                        "quantity": quantity,
+                    }
+                )
             shipment_number = f"SH{self._next_shipment:07d}"
             self._next_shipment += 1
             if tracking_number and not tracking_url:
-                tracking_url = f"https://tracking.example.se/{carrier or 'carrier'}/{tracking_number}".replace(" ", "")
-            order.shipments.append(Shipment(shipment_number=shipment_number, carrier=carrier,
-                                            tracking_number=tracking_number, tracking_url=tracking_url,
-                                            ship_date=ship_date, rows=shipment_rows))
+                tracking_url = (
+                    f"https://tracking.example.se/{carrier or 'carrier'}/{tracking_number}".replace(
+                        " ", ""
+                    )
+                )
+            order.shipments.append(
+                Shipment(
+                    shipment_number=shipment_number,
+                    carrier=carrier,
+                    tracking_number=tracking_number,
+                    tracking_url=tracking_url,
+                    ship_date=ship_date,
+                    rows=shipment_rows,
+                )
+            )
             done = all(r.delivered >= r.quantity - 1e-9 for r in order.rows if r.active)
             order.status = "Picked" if done else "PartiallyPicked"
             self._stamp(order, now)
@@ -837,12 +1191,17 @@ class SimState:
         with self.operation() as now:
             order = self.order(number)
             if order.status not in ("Registered", "Reserved"):
-                raise BusinessConflict("InvalidTransition", f"order {number} is {order.status}; it cannot be cancelled")
+                raise BusinessConflict(
+                    "InvalidTransition", f"order {number} is {order.status}; it cannot be cancelled"
+                )
             if order.status == "Reserved":
                 for row in order.rows:
                     if row.active and row.warehouse:
-                        self._change_balance(self._balance(row.product_number, row.warehouse), now,
-                                             reserved_delta=-row.quantity)
+                        self._change_balance(
+                            self._balance(row.product_number, row.warehouse),
+                            now,
+                            reserved_delta=-row.quantity,
+                        )
             order.status = "Cancelled"
             self._stamp(order, now)
             self.orders_ix.touch(number, now)
@@ -866,25 +1225,40 @@ class SimState:
             self._emit_order("OrderDeliveryDataChanged", order)
             return self.order_json(order)
 
-    # ------------------------------------------------------------------ purchases, offers, invoices, any event
+    # ------------------------------------------------------------------ purchases, offers,
+    # invoices, any event
 
-    def deliver_purchase(self, number: str, warehouse: str, rows: list[dict[str, Any]], *,
-                         complete: bool) -> None:
-        """A purchase order (e.g. RP-15) arrives: stock goes up, Purchase(Partially)Delivered fires per row."""
+    def deliver_purchase(
+        self, number: str, warehouse: str, rows: list[dict[str, Any]], *, complete: bool
+    ) -> None:
+        """A purchase order (e.g. RP-15) arrives: stock goes up, Purchase(Partially)Delivered fires
+        per row."""
         if warehouse not in self.config.warehouses:
-            raise ValidationFailed("UnknownWarehouse", f"warehouse {warehouse!r} does not exist", status=422)
+            raise ValidationFailed(
+                "UnknownWarehouse", f"warehouse {warehouse!r} does not exist", status=422
+            )
         with self.operation() as now:
             action = "PurchaseDelivered" if complete else "PurchasePartiallyDelivered"
             for i, row in enumerate(rows):
                 product = self.product(str(row.get("productNumber")))
                 quantity = float(row.get("quantity") or 0)
-                self._change_balance(self._balance(product.product_number, warehouse), now, physical_delta=quantity)
-                self.emit(action, warehouse, OrderNumber=number, ProductNumber=product.product_number,
-                          Warehouse=warehouse, Quantity=quantity, Position=row.get("position", (i + 1) * 10),
-                          Unit=row.get("unit", product.unit))
+                self._change_balance(
+                    self._balance(product.product_number, warehouse), now, physical_delta=quantity
+                )
+                self.emit(
+                    action,
+                    warehouse,
+                    OrderNumber=number,
+                    ProductNumber=product.product_number,
+                    Warehouse=warehouse,
+                    Quantity=quantity,
+                    Position=row.get("position", (i + 1) * 10),
+                    Unit=row.get("unit", product.unit),
+                )
 
     def fire(self, action: str, details: dict[str, Any], warehouse: str | None = None) -> None:
-        """Raise any notification as is (offers, invoices, purchase cancellations, unknown actions)."""
+        """Raise any notification as is (offers, invoices, purchase cancellations, unknown
+        actions)."""
         with self.operation():
             self.emit(action, warehouse, **details)
 
@@ -895,7 +1269,8 @@ class SimState:
             self.emit("OfferCreated", OfferNumber=number, CustomerNumber=customer_number)
             return number
 
-    # ------------------------------------------------------------------ faults and webhooks at run time
+    # ------------------------------------------------------------------ faults and webhooks at run
+    # time
 
     def set_faults(self, **changes: Any) -> FaultConfig:
         with self.lock:
@@ -934,71 +1309,153 @@ class SimState:
             if reg is not None:
                 self.registrations[name] = replace(reg, active=False)
 
-    # ------------------------------------------------------------------ wire shapes (camelCase JSON)
+    # ------------------------------------------------------------------ wire shapes (camelCase
+    # JSON)
 
     def product_json(self, p: Product) -> dict[str, Any]:
-        return {"productNumber": p.product_number, "productName": p.product_name, "productNotes": p.product_notes,
-                "unit": p.unit, "ean": p.ean, "vatPercent": p.vat_percent,
-                "customsCommodityCode": p.customs_commodity_code, "supplyMode": p.supply_mode,
-                "phaseOut": p.phase_out, "productGroup": p.product_group, "changedDate": p.changed}
+        return {
+            "productNumber": p.product_number,
+            "productName": p.product_name,
+            "productNotes": p.product_notes,
+            "unit": p.unit,
+            "ean": p.ean,
+            "vatPercent": p.vat_percent,
+            "customsCommodityCode": p.customs_commodity_code,
+            "supplyMode": p.supply_mode,
+            "phaseOut": p.phase_out,
+            "productGroup": p.product_group,
+            "changedDate": p.changed,
+        }
 
     def customer_json(self, c: Customer) -> dict[str, Any]:
-        return {"customerNumber": c.customer_number, "customerType": c.customer_type, "name": c.name,
-                "lastName": c.last_name, "organizationNumber": c.organization_number,
-                "customerGroup": c.customer_group, "priceList": c.price_list, "discountList": c.discount_list,
-                "salesperson": c.salesperson, "email": c.email, "phone": c.phone, "currency": c.currency,
-                "addresses": c.addresses, "changedDate": c.changed}
+        return {
+            "customerNumber": c.customer_number,
+            "customerType": c.customer_type,
+            "name": c.name,
+            "lastName": c.last_name,
+            "organizationNumber": c.organization_number,
+            "customerGroup": c.customer_group,
+            "priceList": c.price_list,
+            "discountList": c.discount_list,
+            "salesperson": c.salesperson,
+            "email": c.email,
+            "phone": c.phone,
+            "currency": c.currency,
+            "addresses": c.addresses,
+            "changedDate": c.changed,
+        }
 
     @staticmethod
     def balance_json(b: Balance) -> dict[str, Any]:
-        return {"productNumber": b.product_number, "warehouse": b.warehouse, "physicalBalance": b.physical,
-                "reservedQuantity": b.reserved, "availableBalance": b.physical - b.reserved,
-                "changedDate": b.changed}
+        return {
+            "productNumber": b.product_number,
+            "warehouse": b.warehouse,
+            "physicalBalance": b.physical,
+            "reservedQuantity": b.reserved,
+            "availableBalance": b.physical - b.reserved,
+            "changedDate": b.changed,
+        }
 
     @staticmethod
     def order_light_json(o: Order) -> dict[str, Any]:
-        return {"orderNumber": o.order_number, "orderNumberExternal": o.order_number_external,
-                "status": o.status, "changedDate": o.changed}
+        return {
+            "orderNumber": o.order_number,
+            "orderNumberExternal": o.order_number_external,
+            "status": o.status,
+            "changedDate": o.changed,
+        }
 
     def order_json(self, o: Order) -> dict[str, Any]:
-        header = {"orderNumber": o.order_number, **o.header, "status": o.status, "orderDate": o.order_date,
-                  "expectedDeliveryDate": o.expected_delivery_date, "changedDate": o.changed}
+        header = {
+            "orderNumber": o.order_number,
+            **o.header,
+            "status": o.status,
+            "orderDate": o.order_date,
+            "expectedDeliveryDate": o.expected_delivery_date,
+            "changedDate": o.changed,
+        }
         rows = []
         for r in o.rows:
-            delivery = {"quantity": r.delivered, "unit": r.sales_data.get("unit"),
-                        "unitPrice": r.sales_data.get("unitPrice"), "vatPercent": r.sales_data.get("vatPercent"),
-                        "currency": r.sales_data.get("currency"), "unitExplicitCost": r.sales_data.get("unitExplicitCost"),
-                        "listPrice": r.sales_data.get("listPrice")}
-            rows.append({"position": r.position, "rowOperation": r.row_operation, "product": dict(r.product),
-                         "salesData": dict(r.sales_data), "supplyMode": r.supply_mode, "batchNumber": r.batch_number,
-                         "warehouse": r.warehouse, "shipDate": r.ship_date,
-                         "expectedDeliveryDate": r.expected_delivery_date, "deliveryData": delivery, **r.extra})
-        shipments = [{"shipmentNumber": s.shipment_number, "carrier": s.carrier, "trackingNumber": s.tracking_number,
-                      "trackingUrl": s.tracking_url, "shipDate": s.ship_date, "rows": [dict(x) for x in s.rows]}
-                     for s in o.shipments]
-        return {**self.order_light_json(o), "expectedDeliveryDate": o.expected_delivery_date, "orderHeader": header,
-                "orderRows": rows, "shipments": shipments}
+            delivery = {
+                "quantity": r.delivered,
+                "unit": r.sales_data.get("unit"),
+                "unitPrice": r.sales_data.get("unitPrice"),
+                "vatPercent": r.sales_data.get("vatPercent"),
+                "currency": r.sales_data.get("currency"),
+                "unitExplicitCost": r.sales_data.get("unitExplicitCost"),
+                "listPrice": r.sales_data.get("listPrice"),
+            }
+            rows.append(
+                {
+                    "position": r.position,
+                    "rowOperation": r.row_operation,
+                    "product": dict(r.product),
+                    "salesData": dict(r.sales_data),
+                    "supplyMode": r.supply_mode,
+                    "batchNumber": r.batch_number,
+                    "warehouse": r.warehouse,
+                    "shipDate": r.ship_date,
+                    "expectedDeliveryDate": r.expected_delivery_date,
+                    "deliveryData": delivery,
+                    **r.extra,
+                }
+            )
+        shipments = [
+            {
+                "shipmentNumber": s.shipment_number,
+                "carrier": s.carrier,
+                "trackingNumber": s.tracking_number,
+                "trackingUrl": s.tracking_url,
+                "shipDate": s.ship_date,
+                "rows": [dict(x) for x in s.rows],
+            }
+            for s in o.shipments
+        ]
+        return {
+            **self.order_light_json(o),
+            "expectedDeliveryDate": o.expected_delivery_date,
+            "orderHeader": header,
+            "orderRows": rows,
+            "shipments": shipments,
+        }
 
-    def price_json(self, customer: Customer, number: str, quote: PriceQuote, changed_ms: int) -> dict[str, Any]:
+    def price_json(
+        self, customer: Customer, number: str, quote: PriceQuote, changed_ms: int
+    ) -> dict[str, Any]:
         product = self.products[number]
         camp = quote.campaign
         fmt = self.clock.fmt
-        return {"productNumber": number, "customerNumber": customer.customer_number,
-                "priceList": customer.price_list, "unitPrice": quote.unit_price, "listPrice": quote.list_price,
-                "discountPercent": quote.discount_percent, "campaignPrice": camp.price if camp else None,
-                "campaignFrom": fmt(camp.valid_from_ms) if camp else None,
-                "campaignTo": fmt(camp.valid_to_ms) if camp else None,
-                "currency": customer.currency, "vatPercent": product.vat_percent, "priceSource": quote.source,
-                "validFrom": fmt(camp.valid_from_ms) if camp and quote.source == "Campaign" else fmt(changed_ms),
-                "validTo": fmt(camp.valid_to_ms) if camp and quote.source == "Campaign" else None,
-                "changedDate": fmt(changed_ms)}
+        return {
+            "productNumber": number,
+            "customerNumber": customer.customer_number,
+            "priceList": customer.price_list,
+            "unitPrice": quote.unit_price,
+            "listPrice": quote.list_price,
+            "discountPercent": quote.discount_percent,
+            "campaignPrice": camp.price if camp else None,
+            "campaignFrom": fmt(camp.valid_from_ms) if camp else None,
+            "campaignTo": fmt(camp.valid_to_ms) if camp else None,
+            "currency": customer.currency,
+            "vatPercent": product.vat_percent,
+            "priceSource": quote.source,
+            "validFrom": fmt(camp.valid_from_ms)
+            if camp and quote.source == "Campaign"
+            else fmt(changed_ms),
+            "validTo": fmt(camp.valid_to_ms) if camp and quote.source == "Campaign" else None,
+            "changedDate": fmt(changed_ms),
+        }
 
     def snapshot_counts(self) -> dict[str, int]:
         with self.lock:
-            return {"products": len(self.products), "customers": len(self.customers),
-                    "balances": len(self.balances), "orders": len(self.orders),
-                    "priceLists": len(self.price_lists), "discountLists": len(self.discount_lists),
-                    "campaigns": len(self.campaigns)}
+            return {
+                "products": len(self.products),
+                "customers": len(self.customers),
+                "balances": len(self.balances),
+                "orders": len(self.orders),
+                "priceLists": len(self.price_lists),
+                "discountLists": len(self.discount_lists),
+                "campaigns": len(self.campaigns),
+            }
 
 
 def _strip_type(address: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -47,7 +47,9 @@ class _KeepAlivePoster:
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self._idle: dict[tuple[str, int], list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
+        self._idle: dict[
+            tuple[str, int], list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+        ] = {}
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
         parts = urlsplit(url)
@@ -57,7 +59,9 @@ class _KeepAlivePoster:
         head += [f"{k}: {v}" for k, v in headers.items()]
         request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
         idle = self._idle.setdefault((host, port), [])
-        while idle:  # a reused connection may have been closed by the server meanwhile: try the next
+        while (
+            idle
+        ):  # a reused connection may have been closed by the server meanwhile: try the next
             reader, writer = idle.pop()
             try:
                 async with asyncio.timeout(self.timeout):  # cheaper than wait_for: no extra task
@@ -68,7 +72,9 @@ class _KeepAlivePoster:
                 writer.close()
                 raise DeliveryError(f"no answer within {self.timeout} s") from exc
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), self.timeout)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port), self.timeout
+            )
         except (OSError, TimeoutError) as exc:
             raise DeliveryError(f"cannot connect to {host}:{port}: {exc!r}") from exc
         try:
@@ -82,8 +88,12 @@ class _KeepAlivePoster:
             raise DeliveryError(f"no answer within {self.timeout} s") from exc
 
     @staticmethod
-    async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes,
-                        idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> int:
+    async def _exchange(
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        request: bytes,
+        idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+    ) -> int:
         writer.write(request)
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
@@ -122,7 +132,8 @@ class _KeepAlivePoster:
 
 
 RETRY_DELAYS_SECONDS = (60.0, 240.0)
-"""Waits before attempts 2 and 3 (ASP.NET WebHooks defaults: 1 and 4 minutes), times config.time_scale."""
+"""Waits before attempts 2 and 3 (ASP.NET WebHooks defaults: 1 and 4 minutes), times
+config.time_scale."""
 
 UNKNOWN_ACTION = "SimulatedFutureEvent"
 EXTRA_FIELD = "SimExtraField"
@@ -133,12 +144,21 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest().upper()
 
 
-def render_body(*, delivery_id: str, attempt: int, notification_id: str,
-                notifications: list[dict[str, Any]], extra_fields: bool = False) -> bytes:
+def render_body(
+    *,
+    delivery_id: str,
+    attempt: int,
+    notification_id: str,
+    notifications: list[dict[str, Any]],
+    extra_fields: bool = False,
+) -> bytes:
     """The pretty-printed body (2-space indent, as Newtonsoft's Formatting.Indented), UTF-8."""
-    envelope: dict[str, Any] = {"Id": delivery_id, "Attempt": attempt,
-                                "Properties": {"NotificationId": notification_id},
-                                "Notifications": notifications}
+    envelope: dict[str, Any] = {
+        "Id": delivery_id,
+        "Attempt": attempt,
+        "Properties": {"NotificationId": notification_id},
+        "Notifications": notifications,
+    }
     if extra_fields:
         envelope[EXTRA_FIELD] = "added by the simulator's extra-fields fault"
     return _pretty(envelope, "").encode("utf-8")
@@ -196,11 +216,21 @@ class DeliveryRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "registration": self.registration, "callbackUrl": self.callback_url,
-                "attempt": self.attempt, "actions": self.actions, "status": self.status,
-                "outcome": self.outcome, "error": self.error, "sentAt": self.sent_at,
-                "durationMs": round(self.duration_ms, 2), "duplicate": self.duplicate,
-                "signature": self.signature, "body": self.body}
+        return {
+            "id": self.id,
+            "registration": self.registration,
+            "callbackUrl": self.callback_url,
+            "attempt": self.attempt,
+            "actions": self.actions,
+            "status": self.status,
+            "outcome": self.outcome,
+            "error": self.error,
+            "sentAt": self.sent_at,
+            "durationMs": round(self.duration_ms, 2),
+            "duplicate": self.duplicate,
+            "signature": self.signature,
+            "body": self.body,
+        }
 
 
 class WebhookDispatcher:
@@ -226,7 +256,8 @@ class WebhookDispatcher:
     # ---------------------------------------------------------------- from any thread
 
     def submit(self, batch: list[Notification]) -> None:
-        """Group one operation's notifications per registration, apply webhook faults, queue them."""
+        """Group one operation's notifications per registration, apply webhook faults, queue
+        them."""
         faults = self.state.faults
         with self.state.lock:
             registrations = list(self.state.registrations.values())
@@ -237,13 +268,28 @@ class WebhookDispatcher:
                 continue
             size = self.config.webhook_batch_size
             for start in range(0, len(wanted), size):
-                items = [self._notification_json(n, faults.extra_fields) for n in wanted[start:start + size]]
+                items = [
+                    self._notification_json(n, faults.extra_fields)
+                    for n in wanted[start : start + size]
+                ]
                 if faults.unknown_webhook_actions:
-                    items.append(self._notification_json(
-                        Notification(action=UNKNOWN_ACTION, details={"Note": "an Action this client has never seen"}),
-                        faults.extra_fields))
-                jobs.append(Job(delivery_id=uuid.uuid4().hex, notification_id=str(uuid.uuid4()),
-                                registration=reg.name, notifications=items))
+                    items.append(
+                        self._notification_json(
+                            Notification(
+                                action=UNKNOWN_ACTION,
+                                details={"Note": "an Action this client has never seen"},
+                            ),
+                            faults.extra_fields,
+                        )
+                    )
+                jobs.append(
+                    Job(
+                        delivery_id=uuid.uuid4().hex,
+                        notification_id=str(uuid.uuid4()),
+                        registration=reg.name,
+                        notifications=items,
+                    )
+                )
         if not jobs:
             return
         if faults.webhook_reorder:
@@ -251,12 +297,28 @@ class WebhookDispatcher:
         ready: list[Job] = []
         for job in jobs:
             if self.state.chance(faults.webhook_drop_rate):
-                self._record(job, None, None, "dropped", "dropped by the webhook_drop_rate fault", 0.0, b"", "")
+                self._record(
+                    job,
+                    None,
+                    None,
+                    "dropped",
+                    "dropped by the webhook_drop_rate fault",
+                    0.0,
+                    b"",
+                    "",
+                )
                 continue
             ready.append(job)
             if self.state.chance(faults.webhook_duplicate_rate):
-                ready.append(Job(delivery_id=job.delivery_id, notification_id=job.notification_id,
-                                 registration=job.registration, notifications=job.notifications, duplicate=True))
+                ready.append(
+                    Job(
+                        delivery_id=job.delivery_id,
+                        notification_id=job.notification_id,
+                        registration=job.registration,
+                        notifications=job.notifications,
+                        duplicate=True,
+                    )
+                )
         if not ready:
             return
         self._ensure_started()
@@ -288,7 +350,8 @@ class WebhookDispatcher:
             self.outcomes.clear()
 
     def close(self) -> None:
-        """Stop the sender thread (idempotent); deliveries still waiting for a retry are abandoned."""
+        """Stop the sender thread (idempotent); deliveries still waiting for a retry are
+        abandoned."""
         with self._lock:
             if self._closed:
                 return
@@ -312,9 +375,13 @@ class WebhookDispatcher:
         asyncio.set_event_loop(loop)
         self._loop = loop
         self._queue = asyncio.Queue()
-        limits = httpx2.Limits(max_connections=self.config.webhook_concurrency * 2,
-                               max_keepalive_connections=self.config.webhook_concurrency * 2)
-        self._client = httpx2.AsyncClient(timeout=self.config.webhook_timeout_seconds, limits=limits)
+        limits = httpx2.Limits(
+            max_connections=self.config.webhook_concurrency * 2,
+            max_keepalive_connections=self.config.webhook_concurrency * 2,
+        )
+        self._client = httpx2.AsyncClient(
+            timeout=self.config.webhook_timeout_seconds, limits=limits
+        )
         self._poster = _KeepAlivePoster(self.config.webhook_timeout_seconds)
         workers = [loop.create_task(self._worker()) for _ in range(self.config.webhook_concurrency)]
         self._started.set()
@@ -345,15 +412,25 @@ class WebhookDispatcher:
         with self.state.lock:
             reg = self.state.registrations.get(job.registration)
         if reg is None or not reg.active:
-            self._record(job, reg, None, "abandoned", "registration removed or inactive", 0.0, b"", "")
+            self._record(
+                job, reg, None, "abandoned", "registration removed or inactive", 0.0, b"", ""
+            )
             self._done()
             return
         job.attempt += 1
-        body = render_body(delivery_id=job.delivery_id, attempt=job.attempt, notification_id=job.notification_id,
-                           notifications=job.notifications, extra_fields=self.state.faults.extra_fields)
+        body = render_body(
+            delivery_id=job.delivery_id,
+            attempt=job.attempt,
+            notification_id=job.notification_id,
+            notifications=job.notifications,
+            extra_fields=self.state.faults.extra_fields,
+        )
         signature = sign(reg.secret, body)
-        headers = {"Content-Type": "application/json; charset=utf-8", "ms-signature": signature,
-                   "User-Agent": "extend-commerce-simulator"}
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "ms-signature": signature,
+            "User-Agent": "extend-commerce-simulator",
+        }
         started = time.perf_counter()
         status: int | None = None
         error: str | None = None
@@ -371,17 +448,30 @@ class WebhookDispatcher:
             self._record(job, reg, status, "delivered", None, elapsed, body, signature)
             self._done()
         elif status == 410:
-            self._record(job, reg, status, "gone", "410 Gone: registration deactivated", elapsed, body, signature)
+            self._record(
+                job,
+                reg,
+                status,
+                "gone",
+                "410 Gone: registration deactivated",
+                elapsed,
+                body,
+                signature,
+            )
             self.state.deactivate_registration(reg.name)
             self._done()
         elif job.attempt <= len(RETRY_DELAYS_SECONDS) and not job.duplicate:
-            self._record(job, reg, status, "failed", error or f"HTTP {status}", elapsed, body, signature)
+            self._record(
+                job, reg, status, "failed", error or f"HTTP {status}", elapsed, body, signature
+            )
             delay = RETRY_DELAYS_SECONDS[job.attempt - 1] * self.config.time_scale
             assert self._loop is not None
             self._loop.call_later(delay, self._enqueue, job)
         else:
             outcome = "abandoned" if not job.duplicate else "failed"
-            self._record(job, reg, status, outcome, error or f"HTTP {status}", elapsed, body, signature)
+            self._record(
+                job, reg, status, outcome, error or f"HTTP {status}", elapsed, body, signature
+            )
             self._done()
 
     def _done(self) -> None:
@@ -391,13 +481,32 @@ class WebhookDispatcher:
                 self._outstanding = 0
                 self._idle.notify_all()
 
-    def _record(self, job: Job, reg: WebhookRegistration | None, status: int | None, outcome: str,
-                error: str | None, duration_ms: float, body: bytes, signature: str) -> None:
+    def _record(
+        self,
+        job: Job,
+        reg: WebhookRegistration | None,
+        status: int | None,
+        outcome: str,
+        error: str | None,
+        duration_ms: float,
+        body: bytes,
+        signature: str,
+    ) -> None:
         record = DeliveryRecord(
-            id=job.delivery_id, registration=job.registration, callback_url=reg.callback_url if reg else "",
-            attempt=job.attempt, actions=[str(n.get("Action")) for n in job.notifications], status=status,
-            outcome=outcome, error=error, sent_at=self.state.clock.now().isoformat(timespec="milliseconds"),
-            duration_ms=duration_ms, body=body.decode("utf-8"), signature=signature, duplicate=job.duplicate)
+            id=job.delivery_id,
+            registration=job.registration,
+            callback_url=reg.callback_url if reg else "",
+            attempt=job.attempt,
+            actions=[str(n.get("Action")) for n in job.notifications],
+            status=status,
+            outcome=outcome,
+            error=error,
+            sent_at=self.state.clock.now().isoformat(timespec="milliseconds"),
+            duration_ms=duration_ms,
+            body=body.decode("utf-8"),
+            signature=signature,
+            duplicate=job.duplicate,
+        )
         with self._lock:
             self.deliveries.append(record)
             self.outcomes[outcome] += 1
@@ -410,4 +519,3 @@ class WebhookDispatcher:
             details[EXTRA_FIELD] = "x"
             item[EXTRA_FIELD] = "x"
         return item
-

@@ -61,7 +61,9 @@ def create_db_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> sa
     url = normalise_url(url)
     if is_sqlite(url):
         if url in ("sqlite://", "sqlite:///:memory:"):
-            raise ValueError("an in-memory SQLite database cannot be shared by the job engine; use a file")
+            raise ValueError(
+                "an in-memory SQLite database cannot be shared by the job engine; use a file"
+            )
         engine = sa.create_engine(
             url,
             echo=echo,

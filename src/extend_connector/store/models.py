@@ -176,7 +176,9 @@ class OutboxRow(Base):
     __tablename__ = "outbox"
     __table_args__ = (sa.Index("ix_outbox_pending", "delivered_at", "next_attempt_at"),)
 
-    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
     # What the shop dedupes on (`webhook-id`): random, so it never repeats across databases the
     # way the row id does (null only for rows written before migration 0007: `evt_<id>`).
     event_id: Mapped[str | None] = mapped_column(sa.String(64), unique=True, index=True)
@@ -203,9 +205,7 @@ class CursorRow(Base):
 
 class IdMappingRow(Base):
     __tablename__ = "id_mappings"
-    __table_args__ = (
-        sa.UniqueConstraint("kind", "extend_id"),
-    )
+    __table_args__ = (sa.UniqueConstraint("kind", "extend_id"),)
 
     kind: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
     shop_ref: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
@@ -219,7 +219,9 @@ class ParkedFailureRow(Base):
     __tablename__ = "parked_failures"
     __table_args__ = (sa.Index("ix_parked_failures_open", "resolved_at", "kind"),)
 
-    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
     kind: Mapped[str] = mapped_column(sa.String(32))
     key: Mapped[str] = mapped_column(sa.String(200))
     reason: Mapped[str] = mapped_column(sa.String(64))

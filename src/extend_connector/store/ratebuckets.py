@@ -48,7 +48,9 @@ class Slot:
 class RateBuckets:
     """The buckets of one Extend credential (`credential`: `extend.budget_key(settings)`)."""
 
-    def __init__(self, engine: sa.Engine, credential: str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, engine: sa.Engine, credential: str, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.engine = engine
         self.credential = credential
         self._clock = clock
@@ -58,22 +60,42 @@ class RateBuckets:
         # Built once: constructing Core statements per call cost more than the round trip.
         c = _TABLE.c
         now = self._now()
-        mine = (c.credential == sa.bindparam("b_credential"), c.rate_group == sa.bindparam("b_group"))
+        mine = (
+            c.credential == sa.bindparam("b_credential"),
+            c.rate_group == sa.bindparam("b_group"),
+        )
         self._reserve = (
-            sa.update(_TABLE).where(*mine)
-            .values(tat=sa.case((c.tat > now, c.tat), else_=now) + sa.bindparam("interval", type_=sa.Double))
+            sa.update(_TABLE)
+            .where(*mine)
+            .values(
+                tat=sa.case((c.tat > now, c.tat), else_=now)
+                + sa.bindparam("interval", type_=sa.Double)
+            )
             .returning(c.tat, now.label("now"))
         )
         floor = now + sa.bindparam("ahead", type_=sa.Double)
-        self._block = sa.update(_TABLE).where(*mine).values(tat=sa.case((c.tat > floor, c.tat), else_=floor)) \
+        self._block = (
+            sa.update(_TABLE)
+            .where(*mine)
+            .values(tat=sa.case((c.tat > floor, c.tat), else_=floor))
             .returning(c.tat)
+        )
         # Giving a slot back never makes the bucket fuller than full (tat <= now means full).
         back = c.tat - sa.bindparam("interval", type_=sa.Double)
-        self._release = sa.update(_TABLE).where(*mine).values(tat=sa.case((back > now, back), else_=now)) \
+        self._release = (
+            sa.update(_TABLE)
+            .where(*mine)
+            .values(tat=sa.case((back > now, back), else_=now))
             .returning(c.tat)
+        )
         insert = postgresql.insert if self._postgres else sqlite.insert
-        self._insert = insert(_TABLE).values(credential=sa.bindparam("b_credential"),
-                                             rate_group=sa.bindparam("b_group"), tat=0.0).on_conflict_do_nothing()
+        self._insert = (
+            insert(_TABLE)
+            .values(
+                credential=sa.bindparam("b_credential"), rate_group=sa.bindparam("b_group"), tat=0.0
+            )
+            .on_conflict_do_nothing()
+        )
 
     # --- the FleetBucket operations (blocking) -------------------------------------------------
 
@@ -94,7 +116,7 @@ class RateBuckets:
         interval back (never beyond a full bucket)."""
         self._run(self._release, group, interval=_interval(limit, period))
 
-    # --- for tests and benchmarks ------------------------------------------------------------------
+    # --- for tests and benchmarks -----------------------------------------------------------------
 
     def reserve_slot(self, group: str, limit: float, period: float) -> Slot:
         """Reserve one call and return its slot (start and reservation instant, database clock)."""
@@ -111,7 +133,7 @@ class RateBuckets:
             conn.rollback()
         return None if value is None else float(value)
 
-    # --- internals ---------------------------------------------------------------------------------
+    # --- internals --------------------------------------------------------------------------------
 
     def _now(self) -> sa.ColumnElement[float]:
         if self._postgres:
@@ -137,12 +159,15 @@ class RateBuckets:
                 self._known.discard(group)
         raise RuntimeError(f"rate bucket {self.credential!r}/{group!r} could not be created")
 
-    def _execute(self, statement: sa.Executable, params: dict[str, Any], *,
-                 returns: bool = True) -> tuple[Any, ...] | None:
+    def _execute(
+        self, statement: sa.Executable, params: dict[str, Any], *, returns: bool = True
+    ) -> tuple[Any, ...] | None:
         if self._postgres:
             # Autocommit: no BEGIN/COMMIT round trips, and `now()` is this statement's start.
             with self.engine.connect() as conn:
-                result = conn.execution_options(isolation_level="AUTOCOMMIT").execute(statement, params)
+                result = conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+                    statement, params
+                )
                 return _first(result) if returns else None
         # SQLite: the driver opens BEGIN IMMEDIATE before the UPDATE (store.database), so the
         # write lock is taken at once and the transaction is this one statement.

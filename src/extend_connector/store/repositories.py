@@ -57,7 +57,10 @@ def upsert(
     if missing:
         raise ValueError(f"upsert into {table.name} needs primary key columns {missing}")
     inserted = session.execute(
-        dialect_insert(session)(table).values(**values).on_conflict_do_nothing().returning(*table.primary_key.columns)
+        dialect_insert(session)(table)
+        .values(**values)
+        .on_conflict_do_nothing()
+        .returning(*table.primary_key.columns)
     ).first()
     if inserted is not None:
         return UpsertResult(inserted=True, changed=True, changed_columns=tuple(values))
@@ -65,7 +68,9 @@ def upsert(
     current = session.execute(sa.select(table).where(*where).with_for_update()).mappings().one()
     touched = set(touch)
     changed = tuple(
-        name for name, value in values.items() if name not in keys and name not in touched and current[name] != value
+        name
+        for name, value in values.items()
+        if name not in keys and name not in touched and current[name] != value
     )
     updates = {name: values[name] for name in (*changed, *(t for t in touched if t in values))}
     if updates:
@@ -76,19 +81,29 @@ def upsert(
 # --- marks: work to fetch, written inside the transaction that learnt of it ------------------
 
 
-def mark_dirty(session: Session, pairs: Iterable[tuple[str, str]], *, now: datetime | None = None) -> None:
+def mark_dirty(
+    session: Session, pairs: Iterable[tuple[str, str]], *, now: datetime | None = None
+) -> None:
     """Mark (product_number, warehouse) pairs dirty; keeps the first mark time of each."""
     now = now or utcnow()
-    rows = [{"product_number": p, "warehouse": w, "first_marked_at": now, "last_marked_at": now} for p, w in pairs]
+    rows = [
+        {"product_number": p, "warehouse": w, "first_marked_at": now, "last_marked_at": now}
+        for p, w in pairs
+    ]
     if not rows:
         return
     stmt = dialect_insert(session)(DirtyBalanceRow.__table__).values(rows)
-    session.execute(stmt.on_conflict_do_update(
-        index_elements=["product_number", "warehouse"], set_={"last_marked_at": stmt.excluded.last_marked_at}
-    ))
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["product_number", "warehouse"],
+            set_={"last_marked_at": stmt.excluded.last_marked_at},
+        )
+    )
 
 
-def mark_price_products(session: Session, product_numbers: Iterable[str], *, now: datetime | None = None) -> None:
+def mark_price_products(
+    session: Session, product_numbers: Iterable[str], *, now: datetime | None = None
+) -> None:
     """Mark products whose prices must be refreshed for every kept customer; a new mark moves
     `marked_at` on, so a flush that started before it leaves the product marked."""
     now = now or utcnow()
@@ -96,5 +111,9 @@ def mark_price_products(session: Session, product_numbers: Iterable[str], *, now
     if not rows:
         return
     stmt = dialect_insert(session)(DirtyPriceProductRow.__table__)
-    session.execute(stmt.on_conflict_do_update(index_elements=["product_number"],
-                                               set_={"marked_at": stmt.excluded.marked_at}), rows)
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["product_number"], set_={"marked_at": stmt.excluded.marked_at}
+        ),
+        rows,
+    )

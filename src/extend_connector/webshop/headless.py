@@ -32,8 +32,14 @@ def _retry_after(response: httpx2.Response) -> float | None:
 class HeadlessWebshop:
     """Deliver events as signed webhooks to `url`; the read API serves everything else."""
 
-    def __init__(self, url: str, secret: str, *, timeout: float = 10.0,
-                 transport: httpx2.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
         self._url = url
         self._signer = Webhook(secret)
         self._http = httpx2.AsyncClient(timeout=timeout, transport=transport)
@@ -49,7 +55,11 @@ class HeadlessWebshop:
 
     async def deliver(self, event: ShopEvent) -> None:
         body = json.dumps(event.envelope(), separators=(",", ":"), default=str)
-        headers = {"content-type": "application/json", **event.extra_headers, **self.sign(event, body)}
+        headers = {
+            "content-type": "application/json",
+            **event.extra_headers,
+            **self.sign(event, body),
+        }
         try:
             response = await self._http.post(self._url, content=body.encode(), headers=headers)
         except httpx2.HTTPError as exc:
@@ -59,12 +69,15 @@ class HeadlessWebshop:
         excerpt = response.text[:500]
         if response.status_code >= 500 or response.status_code in _RETRYABLE_4XX:
             raise ShopUnavailable(
-                f"shop answered {response.status_code}", status=response.status_code,
-                body_excerpt=excerpt, retry_after=_retry_after(response),
+                f"shop answered {response.status_code}",
+                status=response.status_code,
+                body_excerpt=excerpt,
+                retry_after=_retry_after(response),
             )
         raise DeliveryRefused(
             f"shop refused {event.type.value} {event.key}: {response.status_code}",
-            status=response.status_code, body_excerpt=excerpt,
+            status=response.status_code,
+            body_excerpt=excerpt,
         )
 
     async def aclose(self) -> None:

@@ -24,7 +24,9 @@ def upgrade() -> None:
     op.create_table(
         "dirty_price_products",
         sa.Column("product_number", sa.String(length=64), nullable=False),
-        sa.Column("marked_at", extend_connector.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "marked_at", extend_connector.store.types.UTCDateTime(timezone=True), nullable=False
+        ),
         sa.PrimaryKeyConstraint("product_number", name=op.f("pk_dirty_price_products")),
     )
 

@@ -32,7 +32,9 @@ def upgrade() -> None:
         sa.Column("updated_at", UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("process", name=op.f("pk_extend_reachability")),
     )
-    op.create_index(op.f("ix_extend_reachability_updated_at"), "extend_reachability", ["updated_at"])
+    op.create_index(
+        op.f("ix_extend_reachability_updated_at"), "extend_reachability", ["updated_at"]
+    )
 
 
 def downgrade() -> None:

@@ -20,7 +20,9 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("orders", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("watchdog_recoveries", sa.Integer(), nullable=False, server_default="0"))
+        batch_op.add_column(
+            sa.Column("watchdog_recoveries", sa.Integer(), nullable=False, server_default="0")
+        )
 
 
 def downgrade() -> None:
