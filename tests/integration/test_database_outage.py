@@ -22,11 +22,10 @@ import sqlalchemy as sa
 from extend_connector import engine
 from extend_connector.flows import failures, watchdog
 from extend_connector.service import Connector
-from extend_connector.settings import Settings
-from extend_connector.simulator import SimulatorConfig, WebhookRegistration, run_in_thread
-from extend_connector.store.models import CursorRow, OrderRow, ProductRow
+from extend_connector.store.models import OrderRow
 from support.dbfaults import Faults, broken, locked, refused
-from support.processes import free_port, wait_for
+from support.order_stack import order_stack
+from support.processes import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -71,47 +70,26 @@ class Stack:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    port = free_port()
-    cfg = SimulatorConfig(
-        seed=3,
-        products=20,
-        customers=3,
-        rate_limits_enabled=False,
-        time_scale=0.01,
-        webhooks=(WebhookRegistration(callback_url=f"http://127.0.0.1:{port}/webhooks/extend"),),
-    )
-    with run_in_thread(cfg) as sim:
-        settings = Settings.model_validate(
-            {
-                "extend": {
-                    "base_url": sim.base_url,
-                    "webhook_secret": "sim-webhook-secret",
-                    "warehouses": ["MainWarehouse", "GreenWarehouse"],
-                },
-                "store": {"database_url": f"sqlite:///{tmp_path / 'c.db'}"},
-                "server": {"port": port},
-                "sync": {"orders_sweep_minutes": 60},
-                "engine": {"watchdog_minutes": 60},  # the tests run the watchdog themselves
-            }
-        )
-        connector = Connector(settings, scheduler_poll_seconds=0.5)
-        with connector.db.write() as session:
-            for number in list(sim.state.products)[:10]:
-                session.add(ProductRow(product_number=number, name=number))
-            session.add(CursorRow(name="products", high_water_mark=datetime.now(UTC), stats={}))
-        faults = Faults()
+    faults = Faults()
+
+    def prepare(connector: Connector) -> None:
         sa.event.listen(connector.db.engine, "before_cursor_execute", faults.before)
         engine.configure_transient_retry(
             engine.TransientRetry(
                 first_wait_seconds=0.05, max_wait_seconds=0.5, give_up_after_seconds=60
             )
         )
+
+    # The tests run the watchdog themselves.
+    with order_stack(tmp_path, engine_settings={"watchdog_minutes": 60}, prepare=prepare) as (
+        sim,
+        connector,
+        url,
+    ):
         try:
-            with connector.serve_in_thread(port=port) as url:
-                yield Stack(sim, url, connector, faults)
+            yield Stack(sim, url, connector, faults)
         finally:
             faults.disarm()
-            connector.close()
 
 
 def test_order_steps_wait_out_transient_database_errors(stack: Stack) -> None:

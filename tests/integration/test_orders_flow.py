@@ -10,7 +10,6 @@ import asyncio
 import itertools
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,9 @@ import sqlalchemy as sa
 
 from extend_connector.flows import failures
 from extend_connector.service import Connector
-from extend_connector.settings import Settings
-from extend_connector.simulator import SimulatorConfig, WebhookRegistration, run_in_thread
-from extend_connector.store.models import CursorRow, IdMappingRow, OrderRow, OutboxRow, ProductRow
-from support.processes import free_port, wait_for
+from extend_connector.store.models import IdMappingRow, OrderRow, OutboxRow
+from support.order_stack import order_stack
+from support.processes import wait_for
 
 TOKEN = {"authorization": "Bearer shop-token"}
 
@@ -83,39 +81,8 @@ class Stack:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    port = free_port()
-    cfg = SimulatorConfig(
-        seed=3,
-        products=20,
-        customers=3,
-        rate_limits_enabled=False,
-        time_scale=0.01,
-        webhooks=(WebhookRegistration(callback_url=f"http://127.0.0.1:{port}/webhooks/extend"),),
-    )
-    with run_in_thread(cfg) as sim:
-        settings = Settings.model_validate(
-            {
-                "extend": {
-                    "base_url": sim.base_url,
-                    "webhook_secret": "sim-webhook-secret",
-                    "warehouses": ["MainWarehouse", "GreenWarehouse"],
-                },
-                "store": {"database_url": f"sqlite:///{tmp_path / 'c.db'}"},
-                "server": {"port": port},
-                "sync": {"orders_sweep_minutes": 60},
-            }
-        )
-        connector = Connector(settings, scheduler_poll_seconds=0.5)
-        # The local product copy, as a completed products sweep would leave it.
-        with connector.db.write() as session:
-            for number in list(sim.state.products)[:10]:
-                session.add(ProductRow(product_number=number, name=number))
-            session.add(CursorRow(name="products", high_water_mark=datetime.now(UTC), stats={}))
-        try:
-            with connector.serve_in_thread(port=port) as url:
-                yield Stack(sim, url, connector)
-        finally:
-            connector.close()
+    with order_stack(tmp_path) as (sim, connector, url):
+        yield Stack(sim, url, connector)
 
 
 def _extend_orders_for(stack: Stack, ref: str) -> list[dict[str, Any]]:
