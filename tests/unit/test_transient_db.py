@@ -31,6 +31,9 @@ def _op(orig: Exception) -> sa.exc.OperationalError:
         _op(psycopg.OperationalError("server closed the connection unexpectedly")),
         _op(psycopg.errors.AdminShutdown("terminating connection due to administrator command")),
         _op(psycopg.errors.CannotConnectNow("the database system is starting up")),
+        _op(psycopg.errors.DeadlockDetected("deadlock detected")),
+        _op(psycopg.errors.TooManyConnections("sorry, too many clients already")),
+        _op(psycopg.errors.IdleInTransactionSessionTimeout("terminating connection")),
         sa.exc.TimeoutError("QueuePool limit of size 20 overflow 10 reached"),
         sa.exc.OperationalError(
             "SELECT 1", {}, sqlite3.OperationalError("x"), connection_invalidated=True
@@ -43,6 +46,9 @@ def _op(orig: Exception) -> sa.exc.OperationalError:
         "pg-closed",
         "pg-admin-shutdown",
         "pg-starting",
+        "pg-deadlock",
+        "pg-too-many",
+        "pg-idle-timeout",
         "pool",
         "invalidated",
     ],

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
-from dbos import DBOS
-from dbos._serialization import DBOSPortableJSONSerializer
+from dbos import DBOS, DBOSPortableJSONSerializer
 
 from extend_connector.engine._transient import run_with_retry, run_with_retry_async
 

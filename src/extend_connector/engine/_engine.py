@@ -17,13 +17,23 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from dbos import DBOS, DBOSClient, DBOSConfig, EnqueueOptions, WorkflowHandle, WorkflowStatus
-from dbos._debouncer import DebouncerClient
-from dbos._error import DBOSException, DBOSNonExistentWorkflowError
-from dbos._serialization import DBOSPortableJSONSerializer
-from dbos._utils import INTERNAL_QUEUE_NAME
+from dbos import (
+    DBOS,
+    DBOSClient,
+    DBOSConfig,
+    DBOSPortableJSONSerializer,
+    DebouncerClient,
+    EnqueueOptions,
+    WorkflowHandle,
+    WorkflowStatus,
+)
 from sqlalchemy.orm import Session
 
+from extend_connector.engine._dbos_private import (
+    DBOSException,
+    DBOSNonExistentWorkflowError,
+    reenqueue_for_recovery,
+)
 from extend_connector.engine._declare import (
     QueueSpec,
     declared_on_launch,
@@ -560,8 +570,6 @@ class Engine:
                 status=["PENDING"], executor_id=executor, load_input=False
             )
             for row in pending:
-                if self.client._sys_db.reenqueue_for_recovery(
-                    row.workflow_id, [executor], INTERNAL_QUEUE_NAME
-                ):
+                if reenqueue_for_recovery(self.client, row.workflow_id, [executor]):
                     count += 1
         return count

@@ -18,7 +18,6 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 import structlog
-from dbos._utils import retriable_postgres_exception
 
 log = structlog.get_logger("extend_connector.engine")
 
@@ -40,6 +39,13 @@ _POSTGRES_TRANSIENT = (
     "could not receive data",
     "ssl connection has been closed",
 )
+# PostgreSQL error classes (SQLSTATE) that go away by themselves: connection exception (08),
+# insufficient resources (53), operator intervention (57: admin shutdown, crash shutdown,
+# cannot connect now), plus a deadlock (40P01) and an idle-in-transaction timeout (25P03),
+# both of which rolled the transaction back. 57014 (query cancelled) is a deliberate stop.
+_POSTGRES_TRANSIENT_CLASSES = ("08", "53", "57")
+_POSTGRES_TRANSIENT_STATES = ("40P01", "25P03")
+_POSTGRES_DELIBERATE = ("57014",)
 # Never transient: the statement itself is wrong, or the data breaks a rule; running it again
 # gives the same answer.
 _PERMANENT = (
@@ -59,7 +65,10 @@ def is_transient_db_error(exc: BaseException) -> bool:
         return False
     if exc.connection_invalidated:
         return True
-    if retriable_postgres_exception(exc):
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    if sqlstate in _POSTGRES_DELIBERATE:
+        return False
+    if sqlstate in _POSTGRES_TRANSIENT_STATES or sqlstate[:2] in _POSTGRES_TRANSIENT_CLASSES:
         return True
     if not isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
         return False

@@ -1,0 +1,41 @@
+"""The private DBOS names the engine relies on still exist and mean what the engine assumes.
+
+A DBOS release that moves or changes one of them fails here, naming it, instead of failing a
+merchant's worker at run time (`engine/_dbos_private.py` lists why each is needed)."""
+
+from __future__ import annotations
+
+import inspect
+
+import dbos
+from dbos._sys_db import SystemDatabase
+
+from extend_connector.engine import _dbos_private
+
+
+def test_exception_classes_are_dbos_exceptions() -> None:
+    assert issubclass(_dbos_private.DBOSNonExistentWorkflowError, _dbos_private.DBOSException)
+    assert issubclass(_dbos_private.DBOSException, Exception)
+
+
+def test_internal_queue_name_is_a_plain_name() -> None:
+    assert isinstance(_dbos_private.INTERNAL_QUEUE_NAME, str)
+    assert _dbos_private.INTERNAL_QUEUE_NAME
+
+
+def test_reenqueue_for_recovery_takes_what_the_engine_passes() -> None:
+    assert "_sys_db" in inspect.getsource(dbos.DBOSClient.__init__)
+    params = list(inspect.signature(SystemDatabase.reenqueue_for_recovery).parameters)
+    assert params == ["self", "workflow_id", "executor_ids", "recovery_queue_name"]
+
+
+def test_only_this_module_imports_private_dbos_names() -> None:
+    from pathlib import Path
+
+    package = Path(_dbos_private.__file__).parents[1]
+    offenders = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if path.name != "_dbos_private.py" and "dbos._" in path.read_text(encoding="utf-8")
+    ]
+    assert offenders == []
