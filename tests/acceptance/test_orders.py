@@ -147,12 +147,16 @@ def make_stack(tmp_path: Path) -> Iterator[Any]:
 
 def _post_all(stack: Stack, refs: list[str]) -> None:
     def one(ref: str) -> int:
-        for _ in range(50):  # the shop retries a POST that got no answer (idempotent on shopRef)
+        # The shop retries a POST that got no answer (idempotent on shopRef), for as long as a
+        # connector restart takes on a busy machine.
+        give_up = time.monotonic() + 120
+        while True:
             try:
                 return stack.post_order(ref).status_code
             except httpx2.TransportError:
+                if time.monotonic() > give_up:
+                    raise AssertionError(f"could not post {ref}") from None
                 time.sleep(0.2)
-        raise AssertionError(f"could not post {ref}")
 
     with ThreadPoolExecutor(16) as pool:
         codes = list(pool.map(one, refs))
@@ -205,22 +209,27 @@ def test_500_orders_through_errors_and_an_outage_exactly_once(make_stack: Any) -
 
 
 def test_sigkill_while_posting_still_exactly_once(make_stack: Any) -> None:
-    stack = make_stack(sim_args=("--lost-response-rate", "0.3"))
+    # Every Extend answer takes at least 0.2 s, so 200 orders need seconds to go in
+    # (at most 32 at once): the kill below, as soon as 20 are in, lands mid-way on any machine.
+    stack = make_stack(sim_args=("--lost-response-rate", "0.3", "--latency", "0.2"))
     refs = [f"K-{i:04d}" for i in range(200)]
-    _post_all(stack, refs)
-    wait_for(
-        lambda: sum(stack.by_external()[r] for r in refs) >= 20 or None,
-        60,
-        interval=0.1,
-        what="some orders in Extend",
-    )
-    stack.connector.kill()  # mid-flight: jobs running, some POSTs answered, some answers lost
-    in_extend_at_kill = sum(stack.by_external()[r] for r in refs)
-    stack.restart_connector()
+    with ThreadPoolExecutor(1) as shop:
+        # The shop keeps posting through the kill and the restart (intake is cut mid-way too).
+        posting = shop.submit(_post_all, stack, refs)
+        wait_for(
+            lambda: sum(stack.by_external()[r] for r in refs) >= 20 or None,
+            120,
+            interval=0.1,
+            what="some orders in Extend",
+        )
+        stack.connector.kill()  # mid-flight: jobs running, some POSTs answered, some answers lost
+        in_extend_at_kill = sum(stack.by_external()[r] for r in refs)
+        stack.restart_connector()
+        posting.result()
     _post_all(stack, refs)  # the shop re-posts what it is unsure of: still one order each
     wait_for(
         lambda: _mapped(stack, refs) == len(refs) or None,
-        120,
+        180,
         interval=1.0,
         what="all 200 mapped after restart",
     )
