@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import json
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import httpx2
 import pytest
 
+from extend_connector.flows import balances, outbox
 from extend_connector.service import Connector
 from extend_connector.settings import (
     ExtendSettings,
@@ -32,6 +32,7 @@ from extend_connector.settings import (
 )
 from extend_connector.simulator import SimulatorConfig, WebhookRegistration, run_in_thread
 from support.processes import free_port, wait_for
+from support.settle import wait_settled
 
 SECRET = "whsec_" + base64.b64encode(b"shop-receiver-secret-for-tests").decode()
 
@@ -153,7 +154,8 @@ def test_stock_changed_reaches_the_shop_only_when_the_value_changed(
                     timeout=30,
                     what="the re-fetch of an unchanged balance",
                 )
-                time.sleep(1.0)  # an event, had one been published, would be delivered by now
+                # An event, had one been published, would be delivered once both queues are idle.
+                wait_settled(connector.engine, balances.QUEUE, outbox.QUEUE)
                 assert len(shop.stock(product)) == before + 1
         finally:
             connector.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,12 @@ import pytest
 import sqlalchemy as sa
 
 from extend_connector.flows import failures
+from extend_connector.flows.orders.base import PROGRESS_QUEUE
 from extend_connector.service import Connector
 from extend_connector.store.models import IdMappingRow, OrderRow, OutboxRow
 from support.order_stack import order_stack
 from support.processes import wait_for
+from support.settle import wait_settled
 
 TOKEN = {"authorization": "Bearer shop-token"}
 
@@ -195,10 +196,17 @@ def test_sweep_repairs_dropped_webhooks(stack: Stack) -> None:
 
     stack.post_order("S-sw")
     order = stack.wait_status("S-sw", "Registered")
-    time.sleep(1.5)  # let the OrderCreated refresh finish (it would fetch the reservation too)
+    # The OrderCreated refresh finishes first (it would fetch the reservation too).
+    wait_settled(stack.connector.engine, PROGRESS_QUEUE)
     stack.admin("PATCH", "/faults", json={"webhookDropRate": 1.0})
     stack.admin("POST", f"/orders/{order['orderNumber']}/reserve")
-    time.sleep(1.0)
+    wait_for(
+        lambda: stack.admin("GET", "/deliveries", params={"outcome": "dropped"})["deliveries"],
+        20,
+        interval=0.05,
+        what="the reservation's webhook dropped",
+    )
+    wait_settled(stack.connector.engine, PROGRESS_QUEUE)
     assert stack.order("S-sw")["status"] == "Registered"  # the hook was dropped
     stats = _run(sweep_orders())
     assert stats.outcomes["updated"] >= 1

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import httpx2
 import pytest
 
-from extend_connector.flows import failures, retry
+from extend_connector.flows import customers, failures, outbox, retry
 from extend_connector.service import Connector
 from extend_connector.settings import Settings
 from extend_connector.simulator import SimulatorConfig, run_in_thread
@@ -27,6 +27,7 @@ from extend_connector.webshop import (
     WebshopError,
 )
 from support.processes import free_port
+from support.settle import wait_settled
 
 TOKEN = "shop-token"
 
@@ -80,7 +81,8 @@ def _run(
             while time.monotonic() < deadline and not parked:
                 parked = _customer_failures()
                 time.sleep(0.1)
-            time.sleep(0.5)  # a second parking of the same event, were there one, would show by now
+            # A second parking of the same event, were there one, would show once both are idle.
+            wait_settled(connector.engine, customers.QUEUE, outbox.QUEUE)
             parked = _customer_failures()
             with connector.db.read() as session:
                 rows = list(session.query(OutboxRow).filter(OutboxRow.key.like("customer:%")))
