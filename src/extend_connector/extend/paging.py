@@ -13,17 +13,19 @@ Walks:
   one place forward, and one record slips past the page boundary unseen. This walk re-anchors
   instead: after each page it asks again from the last change date seen (inclusive) at page 1,
   skipping records already yielded with the same change date. A record that changes mid-walk is
-  read again in its new version; none is skipped. Its chase bound counts records (the first total
-  plus `extra_pages` pages), so a tie of one change date over many pages is read to the end.
+  read again in its new version; none is skipped. Inside a tie of one change date bigger than a
+  page it steps by page number and checks afterwards (see `pages`). Its chase bound counts records
+  (the first total plus `extra_pages` pages), so a tie over many pages is read to the end.
 
 Both stream page by page; nothing is materialised beyond one page and a small dedupe set.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -142,20 +144,38 @@ class ChangeDateWalk:
     # first total (the caller's cursor, the last change date it stored, picks up the rest on its
     # next sweep); a server that keeps answering nothing new is left after this many such pages.
     extra_pages: int = 20
+    # Re-read a page back at every step inside a tie (the walk before ties were checked
+    # afterwards; twice the calls). The re-read of a suspect tie walks this way.
+    careful: bool = False
 
     async def pages(
         self, fetch: FetchPage, params: dict[str, str], since: datetime | None
-    ) -> AsyncIterator[list[Any]]:
+    ) -> AsyncGenerator[list[Any], None]:
         anchor = since
         number = 1
         ordered = self.ordered
         seen: set[tuple[Hashable, datetime | None]] = set()  # yielded since `anchor` was set
-        # The chase bound counts records, not requests: re-reading inside a tie bigger than a page
-        # costs two requests per page, and a request budget ran out in the middle of such a tie
-        # (every later sweep then stopped at the same place, its cursor stuck at that instant).
+        # The chase bound counts records, not requests (a request budget ran out in the middle of
+        # a tie bigger than a page: every later sweep then stopped at the same place).
         limit: int | None = None
         yielded = 0
         idle = 0  # requests in a row that brought nothing new
+        # Ties read over more than one page: instant -> keys read in it. A tie is stepped through
+        # by page number; a tied record read already that changes meanwhile shifts every record
+        # behind it one place forward, and one slides onto a page already read, unseen. Instead
+        # of re-reading a page back at every step (twice the calls for every tie), the walk
+        # notices afterwards: the record reappears later with a newer change date (or the total
+        # shrinks). Only then is that tie read again, carefully (`_reread_tie`).
+        stepped: dict[datetime, set[Hashable]] = {}
+        tie_total: dict[datetime, int] = {}
+        suspect: set[datetime] = set()
+        left: dict[datetime, datetime] = {}  # tie instant -> where the walk went on after it
+        marks: set[tuple[Hashable, datetime | None]] = set()  # yielded since the first stepped tie
+
+        def note(key: Hashable, stamp: datetime | None) -> None:
+            for instant, keys in stepped.items():
+                if stamp is not None and stamp > instant and key in keys:
+                    suspect.add(instant)  # read in the tie, changed since: it may have shifted
 
         async def get(n: int) -> tuple[Page, list[Any]]:
             nonlocal limit, yielded, idle
@@ -169,10 +189,18 @@ class ChangeDateWalk:
                 limit = page.total_count + self.extra_pages * self.page_size
             fresh = []
             for item in page.items:
-                mark = (self.key(item), self.changed(item))
-                if mark not in seen:
-                    seen.add(mark)
-                    fresh.append(item)
+                key, stamp = self.key(item), self.changed(item)
+                if (key, stamp) in seen:
+                    continue
+                seen.add((key, stamp))
+                fresh.append(item)
+                if stepped:
+                    marks.add((key, stamp))
+                    note(key, stamp)
+            if anchor in stepped and page.total_count is not None:
+                if page.total_count < tie_total.get(anchor, page.total_count):
+                    suspect.add(anchor)  # a record went: the rest shifted forward
+                tie_total[anchor] = page.total_count
             yielded += len(fresh)
             idle = 0 if fresh else idle + 1
             return page, fresh
@@ -184,11 +212,9 @@ class ChangeDateWalk:
             page, fresh = await get(number)
             if fresh:
                 yield fresh
-            if number > 1 and ordered:
-                # Stepping pages inside one change date (a tie bigger than a page): a tied record
-                # that changed meanwhile left the tie, and everything behind it slid one place
-                # forward, so the head of this page may now sit on the page before. Re-read
-                # backwards until a page brings nothing new.
+            if number > 1 and ordered and self.careful:
+                # Records may vanish without a trace: re-read backwards at every step until a
+                # page brings nothing new.
                 back = number - 1
                 while back >= 1 and not spent():
                     _, again = await get(back)
@@ -196,8 +222,8 @@ class ChangeDateWalk:
                         break
                     yield again
                     back -= 1
-            if is_last(page, self.page_size) or spent():
-                return
+            if not page.items or is_last(page, self.page_size) or spent():
+                break
             stamps = [self.changed(item) for item in page.items]
             if ordered and (
                 any(s is None for s in stamps)
@@ -207,7 +233,60 @@ class ChangeDateWalk:
             last = stamps[-1]
             if ordered and last is not None and (anchor is None or last > anchor):
                 # Everything not yet seen is at or after `last`: ask again from there.
+                if anchor in stepped:
+                    left[anchor] = last
                 anchor, number = last, 1
                 seen = {mark for mark in seen if mark[1] == last}
-            else:
-                number += 1
+                continue
+            if ordered and not self.careful and anchor is not None and last == anchor:
+                # A whole page inside one change date: step through the tie by page number,
+                # remembering what was read in it.
+                if not stepped:
+                    marks |= seen
+                stepped.setdefault(anchor, set()).update(self.key(item) for item in page.items)
+                if page.total_count is not None:
+                    tie_total.setdefault(anchor, page.total_count)
+            number += 1
+        if stepped and limit is not None and yielded >= limit:
+            # Left a list that keeps changing: a moved record may not have come round yet.
+            suspect |= stepped.keys()
+        # A re-read can bring the new version of a record read in another tie: that tie is
+        # suspect too, so this runs until no tie is left to check.
+        checked: set[datetime] = set()
+        while suspect - checked:
+            instant = min(suspect - checked)
+            checked.add(instant)
+            async for again in self._reread_tie(fetch, params, instant, left.get(instant), marks):
+                for item in again:
+                    note(self.key(item), self.changed(item))
+                yield again
+
+    async def _reread_tie(
+        self,
+        fetch: FetchPage,
+        params: dict[str, str],
+        instant: datetime,
+        until: datetime | None,
+        marks: set[tuple[Hashable, datetime | None]],
+    ) -> AsyncIterator[list[Any]]:
+        """Read again, carefully (re-reading backwards at every step), from the tie at `instant` to
+        where the walk went on after it (`until`; None: the end), and yield what was never
+        yielded: whatever slid back while the tie was stepped through lies there."""
+        careful = replace(self, careful=True)
+        async with contextlib.aclosing(careful.pages(fetch, params, instant)) as pages:
+            async for items in pages:
+                fresh = self._unseen(items, marks)
+                if fresh:
+                    yield fresh
+                stamps = [self.changed(item) for item in items]
+                if until is not None and any(s is not None and s > until for s in stamps):
+                    return
+
+    def _unseen(self, items: list[Any], marks: set[tuple[Hashable, datetime | None]]) -> list[Any]:
+        fresh = []
+        for item in items:
+            mark = (self.key(item), self.changed(item))
+            if mark not in marks:
+                marks.add(mark)
+                fresh.append(item)
+        return fresh
