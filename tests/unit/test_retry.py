@@ -229,7 +229,7 @@ def test_the_flows_keep_their_documented_ranges() -> None:
         retry.ORDERS_REFRESH: (1.0, 300.0, 1800.0),
         retry.SHOP_DELIVERY: (1.0, 300.0, 72 * 3600.0),
         retry.CUSTOMERS_CREATE: (1.0, 300.0, 72 * 3600.0),
-        retry.BALANCES_FLUSH: (1.0, 5.0, 3600.0),
+        retry.BALANCES_FLUSH: (1.0, 2.0, 3600.0),
         retry.PRICES_FLUSH: (1.0, 60.0, 6 * 3600.0),
     }
     for name, (base, cap, give_up) in expected.items():
@@ -275,7 +275,7 @@ def _passes(results: list[dict[str, Any]]) -> Any:
 
 
 def test_a_flush_waits_out_an_outage_by_its_policy(clock: FakeClock) -> None:
-    # Before flows.retry a unit test could only wait these out in real time (1 + 2 + 4 + 5 s).
+    # Before flows.retry a unit test could only wait these out in real time (1 + 2 + 2 + 2 s).
     one_pass = _passes(
         [{"outcome": "retry", "error": "down"}] * 4
         + [
@@ -286,7 +286,7 @@ def test_a_flush_waits_out_an_outage_by_its_policy(clock: FakeClock) -> None:
     )
     result = asyncio.run(passes.run_passes(one_pass, add=("pairs",), policy=retry.BALANCES_FLUSH))
     assert result == {"outcome": "done", "passes": 2, "retries": 5, "pairs": 5}
-    assert clock.slept == [1.0, 2.0, 4.0, 5.0, 1.0]  # a done pass starts the backoff again
+    assert clock.slept == [1.0, 2.0, 2.0, 2.0, 1.0]  # a done pass starts the backoff again
 
 
 def test_a_flush_gives_up_when_its_budget_is_spent(clock: FakeClock) -> None:

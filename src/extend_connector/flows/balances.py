@@ -79,7 +79,7 @@ engine.queue(QUEUE, concurrency=1, poll_seconds=0.1)
 TRIGGER_MIN_INTERVAL = 0.05  # seconds between two debounce calls of one process
 MAX_PAIRS_PER_PASS = 5000  # dirty pairs fetched per flush pass (memory and transaction size)
 IN_CHUNK = 500  # product numbers per SQL IN (...) list
-# The flush's backoff is `flows.retry` policy `balances.flush` (1 s doubling to 5 s, then gives up
+# The flush's backoff is `flows.retry` policy `balances.flush` (1 s, then 2 s, then gives up
 # after an hour: the rows stay dirty; the next sweep triggers a flush again).
 
 
