@@ -266,6 +266,25 @@ def test_unknown_status_is_unexpected_and_naive_times_use_the_dialect_zone() -> 
     asyncio.run(run())
 
 
+def test_null_lists_read_as_empty() -> None:
+    # Extend's samples show `null` where a list is empty (.NET services often serialise an empty
+    # list so): an order with no rows or shipments yet, a customer with no addresses.
+    order = dict(ORDER_JSON, orderRows=None, shipments=None)
+    customer = {"customerNumber": "C1", "name": "Lund AB", "addresses": None}
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return _json(200, customer if "Customers" in request.url.path else order)
+
+    async def run() -> None:
+        async with _client(handler) as c:
+            state = await c.get_order("5001")
+            assert state.order_number == "5001" and state.lines == () and state.shipments == ()
+            found = await c.get_customer("C1")
+            assert found.customer_number == "C1"
+
+    asyncio.run(run())
+
+
 # --- retries and time bounds ----------------------------------------------------------------------
 
 

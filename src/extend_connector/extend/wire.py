@@ -107,6 +107,14 @@ def _date_or_instant(value: Any) -> Any:
 DateOrInstant = Annotated[datetime | date, BeforeValidator(_date_or_instant)]
 
 
+def _none_as_empty(value: Any) -> Any:
+    return [] if value is None else value
+
+
+# Extend's samples show `null` for an empty list (.NET services often serialise one that way).
+NullAsEmpty = BeforeValidator(_none_as_empty)
+
+
 class WireModel(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -232,18 +240,18 @@ class WireShipment(WireModel):
     tracking_number: str | None = None
     tracking_url: str | None = None
     ship_date: datetime | None = None
-    rows: list[WireShipmentRow] = Field(default_factory=list)
+    rows: Annotated[list[WireShipmentRow], NullAsEmpty] = Field(default_factory=list)
 
 
 class WireOrder(WireModel):
     order_number: str
     order_number_external: str | None = None
     order_header: WireOrderHeader = Field(default_factory=WireOrderHeader)
-    order_rows: list[WireOrderRow] = Field(default_factory=list)
+    order_rows: Annotated[list[WireOrderRow], NullAsEmpty] = Field(default_factory=list)
     status: str | None = None
     changed_date: datetime | None = None
     expected_delivery_date: DateOrInstant | None = None
-    shipments: list[WireShipment] = Field(default_factory=list)
+    shipments: Annotated[list[WireShipment], NullAsEmpty] = Field(default_factory=list)
 
 
 # --- master data --------------------------------------------------------------------------------
@@ -287,7 +295,7 @@ class WireCustomer(WireModel):
     salesperson: str | None = None
     email: str | None = None
     phone: str | None = None
-    addresses: list[WireAddress] = Field(default_factory=list)
+    addresses: Annotated[list[WireAddress], NullAsEmpty] = Field(default_factory=list)
     customer_type: str | None = None
     discount_list: str | None = None
     currency: str | None = None
