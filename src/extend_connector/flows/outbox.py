@@ -11,6 +11,8 @@ gets it parked (kind `shop_delivery`) for a person to look at.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -125,6 +127,49 @@ def _load(outbox_id: int) -> dict[str, Any] | None:
         }
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Delivered:
+    """The shop took the event (`_attempt`'s result, as JSON)."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"outcome": "delivered"}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Refused:
+    """The shop refused the event: retrying it unchanged cannot help (`_attempt`'s result)."""
+
+    error: str
+    status: int | None = None
+    body: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"outcome": "refused", "error": self.error, "status": self.status, "body": self.body}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Refused:
+        status = data.get("status")
+        return cls(
+            error=str(data.get("error") or ""),
+            status=None if status is None else int(status),
+            body=str(data.get("body") or ""),
+        )
+
+
+Attempt = Delivered | Refused | retry.Failure
+
+
+def attempt_from_json(data: Mapping[str, Any]) -> Attempt:
+    """What `_attempt` returned, read back from its recorded JSON."""
+    match data.get("outcome"):
+        case "delivered":
+            return Delivered()
+        case "refused":
+            return Refused.from_json(data)
+        case _:
+            return retry.Failure.from_json(data)
+
+
 @engine.step()
 async def _attempt(outbox_id: int, event: dict[str, Any], attempt: int) -> dict[str, Any]:
     ctx = current()
@@ -143,17 +188,14 @@ async def _attempt(outbox_id: int, event: dict[str, Any], attempt: int) -> dict[
         failure = retry.decide(exc)
         if failure.retryable:
             return failure.as_json()
-        return {
-            "outcome": "refused",
-            "error": failure.error,
-            "status": failure.status,
-            "body": failure.body,
-        }
-    return {"outcome": "delivered"}
+        return Refused(error=failure.error, status=failure.status, body=failure.body).as_json()
+    return Delivered().as_json()
 
 
 @engine.step()
-def _record(outbox_id: int, outcome: dict[str, Any], attempt: int, next_in: float | None) -> None:
+def _record(outbox_id: int, result: dict[str, Any], attempt: int, next_in: float | None) -> None:
+    # Takes the recorded JSON (a step's arguments are recorded too), typed here once.
+    outcome = attempt_from_json(result)
     ctx = current()
     now = ctx.clock()
     with ctx.db.write() as session:
@@ -161,25 +203,24 @@ def _record(outbox_id: int, outcome: dict[str, Any], attempt: int, next_in: floa
         if row is None:
             return
         row.attempts = attempt
-        if outcome["outcome"] == "delivered":
+        if isinstance(outcome, Delivered):
             row.delivered_at = now
             row.last_error = None
             row.next_attempt_at = None
             return
-        row.last_error = outcome.get("error")
+        row.last_error = outcome.error
         row.next_attempt_at = now + timedelta(seconds=next_in) if next_in is not None else None
-        if outcome["outcome"] == "refused" or next_in is None:
+        if isinstance(outcome, Refused) or next_in is None:
             _park(session, row, outcome, attempt, now)
 
 
 def _park(
-    session: Session, row: OutboxRow, outcome: dict[str, Any], attempt: int, now: datetime
+    session: Session, row: OutboxRow, outcome: Refused | retry.Failure, attempt: int, now: datetime
 ) -> int:
     """Park an event the shop refused or that could not be delivered in time (one row per event)."""
-    refused = outcome["outcome"] == "refused"
-    error = str(
-        outcome.get("error")
-        or ("the shop refused the event" if refused else "the shop was unreachable")
+    refused = isinstance(outcome, Refused)
+    error = outcome.error or (
+        "the shop refused the event" if refused else "the shop was unreachable"
     )
     return failures.park(
         session,
@@ -188,9 +229,9 @@ def _park(
         reason="shop_refused" if refused else "shop_unreachable",
         message=error,
         detail={
-            "error": outcome.get("error"),
-            "status": outcome.get("status"),
-            "body": outcome.get("body"),
+            "error": outcome.error,
+            "status": outcome.status,
+            "body": outcome.body,
             "outbox_id": row.id,
             "attempts": attempt,
         },
@@ -210,17 +251,20 @@ async def deliver(outbox_id: int) -> str:
     attempt = 0
     while True:
         attempt += 1
-        outcome = await _attempt(outbox_id, event, attempt)
-        if outcome["outcome"] == "delivered":
-            await engine.offload(_record, outbox_id, outcome, attempt, None)
-            return "delivered"
-        if outcome["outcome"] == "refused":
-            await engine.offload(_record, outbox_id, outcome, attempt, None)
-            return "refused"
+        result = await _attempt(outbox_id, event, attempt)
+        match attempt_from_json(result):
+            case Delivered():
+                await engine.offload(_record, outbox_id, result, attempt, None)
+                return "delivered"
+            case Refused():
+                await engine.offload(_record, outbox_id, result, attempt, None)
+                return "refused"
+            case retry.Failure() as failure:
+                pass
         policy = retry.policy(retry.SHOP_DELIVERY)
-        action = policy.next(retry.Failure.from_json(outcome), attempt=attempt, waited=waited)
+        action = policy.next(failure, attempt=attempt, waited=waited)
         if not isinstance(action, retry.RetryAfter):
-            await engine.offload(_record, outbox_id, outcome, attempt, None)
+            await engine.offload(_record, outbox_id, result, attempt, None)
             return "gave_up"
-        await engine.offload(_record, outbox_id, outcome, attempt, action.seconds)
+        await engine.offload(_record, outbox_id, result, attempt, action.seconds)
         waited += await retry.pause(action.seconds, policy=policy)

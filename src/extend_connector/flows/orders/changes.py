@@ -4,6 +4,8 @@ by the `orders.apply_change` job (later it is refused)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from extend_connector import engine
@@ -88,6 +90,40 @@ def request_cancel(shop_ref: str, line_numbers: list[int] | None = None) -> dict
         return order_view(session, row)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Changed:
+    """What `_change_once` did (its result, as JSON): `nothing` to send, Extend `refused` or found
+    the change `invalid` (with its message), else `apply_state`'s answer for the changed order."""
+
+    result: str
+    message: str | None = None  # refused, invalid
+    error: str | None = None  # invalid
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"outcome": self.result}
+        if self.message is not None:
+            data["message"] = self.message
+        if self.error is not None:
+            data["error"] = self.error
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Changed:
+        message, error = data.get("message"), data.get("error")
+        return cls(
+            result=str(data["outcome"]),
+            message=None if message is None else str(message),
+            error=None if error is None else str(error),
+        )
+
+
+def change_from_json(data: Mapping[str, Any]) -> Changed | retry.Failure:
+    """What `_change_once` returned, read back from its recorded JSON."""
+    if data.get("outcome") in (retry.Verdict.RETRY, retry.Verdict.PARK):
+        return retry.Failure.from_json(data)
+    return Changed.from_json(data)
+
+
 @engine.step(name="orders.change_once")
 async def _change_once(shop_ref: str) -> dict[str, Any]:
     ctx = current()
@@ -106,7 +142,7 @@ async def _change_once(shop_ref: str) -> dict[str, Any]:
 
     loaded = await asyncio.to_thread(load)
     if loaded is None:
-        return {"outcome": "nothing"}
+        return Changed(result="nothing").as_json()
     extend = ctx.extend()
     change = loaded["change"]
     try:
@@ -133,9 +169,10 @@ async def _change_once(shop_ref: str) -> dict[str, Any]:
             else:
                 state = await extend.cancel_order_rows(loaded["number"], lines)
     except BusinessConflict as exc:
-        return {"outcome": "refused", "message": exc.error.message or str(exc)}
+        return Changed(result="refused", message=exc.error.message or str(exc)).as_json()
     except ValidationFailed as exc:
-        return {"outcome": "invalid", "message": exc.error.message or str(exc), "error": str(exc)}
+        message = exc.error.message or str(exc)
+        return Changed(result="invalid", message=message, error=str(exc)).as_json()
     except (TechnicalFailure, Throttled, OutcomeUnknown) as exc:
         # A lost cancel answer is harmless to repeat: cancelling twice is refused or a no-op.
         return retry.decide(exc).as_json()
@@ -150,7 +187,7 @@ async def _change_once(shop_ref: str) -> dict[str, Any]:
                 tell_shop(session, row, before)
             return result
 
-    return {"outcome": await asyncio.to_thread(write)}
+    return Changed(result=await asyncio.to_thread(write)).as_json()
 
 
 @engine.step(name="orders.change_refused")
@@ -179,17 +216,19 @@ async def change_loop(shop_ref: str) -> str:
     attempt = 0
     while True:
         attempt += 1
-        outcome = await _change_once(shop_ref)
-        kind = outcome["outcome"]
-        if kind == "refused":
-            await engine.offload(_change_refused, shop_ref, outcome["message"], False)
-            return "refused"
-        if kind == "invalid":
-            await engine.offload(_change_refused, shop_ref, outcome["message"], True)
-            return "parked"
-        if kind != retry.Verdict.RETRY:
-            return str(kind)
-        failure = retry.Failure.from_json(outcome)
+        outcome = change_from_json(await _change_once(shop_ref))
+        match outcome:
+            case Changed(result="refused"):
+                await engine.offload(_change_refused, shop_ref, outcome.message or "", False)
+                return "refused"
+            case Changed(result="invalid"):
+                await engine.offload(_change_refused, shop_ref, outcome.message or "", True)
+                return "parked"
+            case Changed():
+                return outcome.result
+            case retry.Failure(verdict=retry.Verdict.PARK):
+                return outcome.verdict.value
+        failure = outcome
         policy = retry.policy(retry.ORDERS)
         # No lost-answer shortcut as in a submit: a cancel is sent again after the backoff.
         await retry.pause(

@@ -4,6 +4,8 @@ and the `orders.refresh` job an order webhook enqueues."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -113,13 +115,39 @@ def line_cancelled(detail: dict[str, Any], line_number: int) -> bool:
     )
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Refreshed:
+    """What `_refresh_once` did with the order it fetched (its result, as JSON): `apply_state`'s
+    answer (applied / unchanged / stale / not_ours) with the order's status, or `not_found`."""
+
+    result: str
+    status: str | None = None  # absent for not_found
+
+    def as_json(self) -> dict[str, Any]:
+        if self.status is None:
+            return {"outcome": self.result}
+        return {"outcome": self.result, "status": self.status}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Refreshed:
+        status = data.get("status")
+        return cls(result=str(data["outcome"]), status=None if status is None else str(status))
+
+
+def refresh_from_json(data: Mapping[str, Any]) -> Refreshed | retry.Failure:
+    """What `_refresh_once` returned, read back from its recorded JSON."""
+    if data.get("outcome") in (retry.Verdict.RETRY, retry.Verdict.PARK):
+        return retry.Failure.from_json(data)
+    return Refreshed.from_json(data)
+
+
 @engine.step(name="orders.refresh_once")
 async def _refresh_once(order_number: str) -> dict[str, Any]:
     ctx = current()
     try:
         state = await ctx.extend().get_order(order_number)
     except NotFound:
-        return {"outcome": "not_found"}
+        return Refreshed(result="not_found").as_json()
     except (TechnicalFailure, Throttled) as exc:
         return retry.decide(exc).as_json()
 
@@ -127,7 +155,7 @@ async def _refresh_once(order_number: str) -> dict[str, Any]:
         with ctx.db.write() as session:
             return apply_state(session, state, now=ctx.clock())
 
-    return {"outcome": await asyncio.to_thread(write), "status": state.status.value}
+    return Refreshed(result=await asyncio.to_thread(write), status=state.status.value).as_json()
 
 
 @engine.workflow("orders.refresh")
@@ -141,11 +169,13 @@ async def refresh(notification: dict[str, Any]) -> str:
     attempt = 0
     while True:
         attempt += 1
-        outcome = await _refresh_once(order_number)
-        if outcome["outcome"] != retry.Verdict.RETRY:
-            return str(outcome["outcome"])
+        outcome = refresh_from_json(await _refresh_once(order_number))
+        if isinstance(outcome, Refreshed):
+            return outcome.result
+        if not outcome.retryable:
+            return outcome.verdict.value
+        failure = outcome
         policy = retry.policy(retry.ORDERS_REFRESH)
-        failure = retry.Failure.from_json(outcome)
         action = policy.next(failure, attempt=attempt, waited=waited)
         if not isinstance(action, retry.RetryAfter):
             log.warning("order_refresh_gave_up", order_number=order_number, error=failure.error)

@@ -4,7 +4,8 @@ re-POST after an attempt that may have reached Extend), waits out outages and pa
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -55,6 +56,93 @@ def _resolve_customer(shop_ref: str) -> str | None:
         return customer
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Sent:
+    """The order is in Extend: `created` now or `found` by a look-up (`_send`'s result, as JSON),
+    with what applying Extend's state did and whether the shop has a change waiting."""
+
+    outcome: str  # created, found
+    order_number: str
+    result: str  # apply_state's answer
+    pending_change: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "orderNumber": self.order_number,
+            "result": self.result,
+            "pendingChange": self.pending_change,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Sent:
+        return cls(
+            outcome=str(data["outcome"]),
+            order_number=str(data["orderNumber"]),
+            result=str(data["result"]),
+            pending_change=bool(data["pendingChange"]),
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Settled:
+    """Nothing was sent: the order is `done`, `cancelled` or `missing` (`_send`'s result)."""
+
+    outcome: str  # done, cancelled, missing
+    order_number: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"outcome": self.outcome, "orderNumber": self.order_number}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Settled:
+        number = data.get("orderNumber")
+        return cls(
+            outcome=str(data["outcome"]), order_number=None if number is None else str(number)
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Invalid:
+    """Extend refused the order (`_send`'s result): it is parked with this reason and message."""
+
+    reason: str  # extend_rejected, extend_conflict
+    error: str
+    message: str
+    details: tuple[dict[str, Any], ...] = ()  # {"field", "message"} each
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "outcome": "invalid",
+            "reason": self.reason,
+            "error": self.error,
+            "message": self.message,
+            "details": list(self.details),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Invalid:
+        return cls(
+            reason=str(data["reason"]),
+            error=str(data["error"]),
+            message=str(data["message"]),
+            details=tuple(data.get("details") or ()),
+        )
+
+
+def send_from_json(data: Mapping[str, Any]) -> Sent | Settled | Invalid | retry.Failure:
+    """What `_send` returned, read back from its recorded JSON."""
+    match data.get("outcome"):
+        case "created" | "found":
+            return Sent.from_json(data)
+        case "invalid":
+            return Invalid.from_json(data)
+        case retry.Verdict.RETRY | retry.Verdict.PARK:
+            return retry.Failure.from_json(data)
+        case _:
+            return Settled.from_json(data)
+
+
 def _outcome_of(exc: ExtendError, looked_up: bool) -> dict[str, Any]:
     # Whether Extend may have created the order although the call failed (`retry.decide`): then
     # the next attempt looks it up first; so does every attempt after a look-up.
@@ -95,7 +183,7 @@ def _mark_attempt(shop_ref: str, attempt: int) -> dict[str, Any]:
         }
 
 
-def _record(state: OrderState, line_numbers: list[int] | None) -> dict[str, Any]:
+def _record(state: OrderState, line_numbers: list[int] | None) -> tuple[str, bool]:
     ctx = current()
     now = ctx.clock()
     with ctx.db.write() as session:
@@ -103,7 +191,7 @@ def _record(state: OrderState, line_numbers: list[int] | None) -> dict[str, Any]
         row = find_local(session, state.order_number, state.order_number_external)
         failures.resolve_open(session, kind=FAILURE_KIND, key=state.order_number_external, now=now)
         pending = bool(row is not None and row.shop_change)
-    return {"result": result, "pendingChange": pending}
+    return result, pending
 
 
 def _refusal(exc: ValidationFailed | BusinessConflict) -> str:
@@ -122,7 +210,7 @@ async def _send(shop_ref: str, customer: str, attempt: int, look_up: bool) -> di
     ctx = current()
     mark = await asyncio.to_thread(_mark_attempt, shop_ref, attempt)
     if mark["state"] != "send":
-        return {"outcome": mark["state"], "orderNumber": mark.get("orderNumber")}
+        return Settled(outcome=mark["state"], order_number=mark.get("orderNumber")).as_json()
     looked_up = look_up or mark["began_before"]
     extend = ctx.extend()
     lines: list[int] = mark["lines"]
@@ -131,11 +219,16 @@ async def _send(shop_ref: str, customer: str, attempt: int, look_up: bool) -> di
             found = await extend.find_order(shop_ref)
             if found is not None:
                 state = await extend.get_order(found.order_number)
-                recorded = await asyncio.to_thread(_record, state, lines)
+                result, pending = await asyncio.to_thread(_record, state, lines)
                 log.info(
                     "order_found_in_extend", shop_ref=shop_ref, order_number=state.order_number
                 )
-                return {"outcome": "found", "orderNumber": state.order_number, **recorded}
+                return Sent(
+                    outcome="found",
+                    order_number=state.order_number,
+                    result=result,
+                    pending_change=pending,
+                ).as_json()
         shop_order: ShopOrder = mark["order"]
         order = shop_order.to_order(
             customer_number=customer,
@@ -147,32 +240,42 @@ async def _send(shop_ref: str, customer: str, attempt: int, look_up: bool) -> di
         except BusinessConflict as conflict:
             found = await extend.find_order(shop_ref)
             if found is None:
-                return {
-                    "outcome": "invalid",
-                    "reason": "extend_conflict",
-                    "error": str(conflict),
-                    "message": _refusal(conflict),
-                    "details": [{"field": d.field, "message": d.message} for d in conflict.details],
-                }
+                return Invalid(
+                    reason="extend_conflict",
+                    error=str(conflict),
+                    message=_refusal(conflict),
+                    details=tuple(
+                        {"field": d.field, "message": d.message} for d in conflict.details
+                    ),
+                ).as_json()
             state = await extend.get_order(found.order_number)
-            recorded = await asyncio.to_thread(_record, state, lines)
-            return {"outcome": "found", "orderNumber": state.order_number, **recorded}
-        recorded = await asyncio.to_thread(_record, state, lines)
+            result, pending = await asyncio.to_thread(_record, state, lines)
+            return Sent(
+                outcome="found",
+                order_number=state.order_number,
+                result=result,
+                pending_change=pending,
+            ).as_json()
+        result, pending = await asyncio.to_thread(_record, state, lines)
         log.info(
             "order_created_in_extend",
             shop_ref=shop_ref,
             order_number=state.order_number,
             attempt=attempt,
         )
-        return {"outcome": "created", "orderNumber": state.order_number, **recorded}
+        return Sent(
+            outcome="created",
+            order_number=state.order_number,
+            result=result,
+            pending_change=pending,
+        ).as_json()
     except ValidationFailed as exc:
-        return {
-            "outcome": "invalid",
-            "reason": "extend_rejected",
-            "error": str(exc),
-            "message": _refusal(exc),
-            "details": [{"field": d.field, "message": d.message} for d in exc.details],
-        }
+        return Invalid(
+            reason="extend_rejected",
+            error=str(exc),
+            message=_refusal(exc),
+            details=tuple({"field": d.field, "message": d.message} for d in exc.details),
+        ).as_json()
     except (TechnicalFailure, Throttled, OutcomeUnknown) as exc:
         return _outcome_of(exc, looked_up)
     except ExtendError as exc:  # any other class: treat as technical, keep the order queued
@@ -271,24 +374,24 @@ async def submit(shop_ref: str) -> str:
     look_up = base > 0
     while True:
         attempt += 1
-        outcome = await _send(shop_ref, customer, base + attempt, look_up)
-        kind = outcome["outcome"]
-        if kind in ("created", "found"):
-            if outcome.get("pendingChange"):
-                await change_loop(shop_ref)
-            return str(kind)
-        if kind in ("done", "cancelled", "missing"):
-            return str(kind)
-        if kind == "invalid":
-            await engine.offload(
-                _park_order,
-                shop_ref,
-                outcome["reason"],
-                f"Extend refused order {shop_ref}: {outcome['message']}",
-                {"error": outcome["error"], "details": outcome["details"]},
-            )
-            return "parked"
-        failure = retry.Failure.from_json(outcome)
+        outcome = send_from_json(await _send(shop_ref, customer, base + attempt, look_up))
+        match outcome:
+            case Sent():
+                if outcome.pending_change:
+                    await change_loop(shop_ref)
+                return outcome.outcome
+            case Settled():
+                return outcome.outcome
+            case Invalid():
+                await engine.offload(
+                    _park_order,
+                    shop_ref,
+                    outcome.reason,
+                    f"Extend refused order {shop_ref}: {outcome.message}",
+                    {"error": outcome.error, "details": list(outcome.details)},
+                )
+                return "parked"
+        failure = outcome
         failures_in_a_row += 1
         look_up = failure.ambiguous
         await engine.offload(_mark_waiting, shop_ref, failure.error)
