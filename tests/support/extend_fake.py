@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,17 @@ ONE_ATTEMPT = RetryPolicy(max_attempts=1, max_total_seconds=1.0, floor_seconds=0
 
 class _SimulatorTransport(httpx2.ASGITransport):
     """httpx2's ASGI transport, with the simulator's dropped connection (an outage in `drop`
-    mode, a lost answer) surfacing as the transport error a real socket gives."""
+    mode, a lost answer) surfacing as the transport error a real socket gives; every request is
+    noted as (method, path) in `seen`."""
+
+    def __init__(self, *, app: Any, seen: list[tuple[str, str]]) -> None:
+        super().__init__(app=app)
+        self.seen = seen
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        self.seen.append((request.method, request.url.path))
+        if len(self.seen) > 500:  # a workflow retrying without waiting fails instead of hanging
+            raise AssertionError("more than 500 requests to the simulator: a runaway retry loop")
         try:
             return await super().handle_async_request(request)
         except ConnectionResetError as exc:
@@ -52,6 +60,7 @@ class ExtendFake:
     drive, `set_faults(...)` for fault injection (FaultConfig's fields)."""
 
     app: Any  # simulator.app.Simulator
+    requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) as sent
 
     @property
     def state(self) -> SimState:
@@ -59,10 +68,14 @@ class ExtendFake:
         return state
 
     def transport(self) -> httpx2.AsyncBaseTransport:
-        return _SimulatorTransport(app=self.app)
+        return _SimulatorTransport(app=self.app, seen=self.requests)
 
     def set_faults(self, **changes: Any) -> FaultConfig:
         return self.state.set_faults(**changes)
+
+    def posts(self, path_suffix: str) -> int:
+        """How many POSTs were sent to a path ending in `path_suffix`."""
+        return sum(1 for m, p in self.requests if m == "POST" and p.endswith(path_suffix))
 
     def orders_for(self, shop_ref: str) -> list[Any]:
         """The simulator's orders whose external number is `shop_ref`."""

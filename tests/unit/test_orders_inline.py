@@ -75,6 +75,7 @@ def test_intake_records_the_submit_job_and_submit_creates_the_order_once(
         assert _run(submit("S-1")) == "created"
         assert _run(submit("S-1")) == "done"  # a second job finds it sent: nothing re-sent
         created = fake.orders_for("S-1")
+        assert fake.posts("/CustomerOrders") == 1
         assert len(created) == 1
         row = _row(ctx, "S-1")
         assert row.order_number == created[0].order_number
@@ -95,7 +96,8 @@ def test_lost_answer_is_looked_up_before_resending(tmp_path: Path, fake: ExtendF
     with inline_context(tmp_path, fake, clock=HookedClock(heal)) as (ctx, run):
         accept_order(_payload("S-lost"))
         assert _run(submit("S-lost")) == "found"
-        assert len(fake.orders_for("S-lost")) == 1  # looked up, not POSTed again
+        assert len(fake.orders_for("S-lost")) == 1
+        assert fake.posts("/CustomerOrders") == 1  # looked up, not POSTed again
         row = _row(ctx, "S-lost")
         assert row.order_number == fake.orders_for("S-lost")[0].order_number
         assert row.submit_attempts == 2
@@ -118,6 +120,11 @@ def test_5xx_backs_off_on_the_fake_clock(tmp_path: Path, fake: ExtendFake) -> No
         accept_order(_payload("S-busy"))
         assert _run(submit("S-busy")) == "created"  # a 5xx POST did not create it: no look-up
         assert len(fake.orders_for("S-busy")) == 1
+        # A 5xx to a POST may have reached Extend: the first one is looked up (the look-ups fail
+        # too) before the only other POST, which creates it.
+        calls = [m for m, p in fake.requests if p.endswith("/CustomerOrders")]
+        assert calls[0] == "POST" and calls[-1] == "POST" and calls.count("POST") == 2
+        assert set(calls[1:-1]) == {"GET"}
         assert _row(ctx, "S-busy").order_number is not None
         # The waits are the workflow's durable sleeps: recorded, summed on the clock, not slept.
         assert run.sleeps == waits and len(waits) >= 3
