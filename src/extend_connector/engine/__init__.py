@@ -55,6 +55,7 @@ from extend_connector.engine._engine import (
     WorkflowFailedError,
     WorkflowInfo,
 )
+from extend_connector.engine._inline import FakeClock, InlineEngine, InlineRun, Job, inline
 from extend_connector.engine._transient import (
     TransientRetry,
     configure_transient_retry,
@@ -69,6 +70,10 @@ __all__ = [
     "Engine",
     "EngineError",
     "EngineStateError",
+    "FakeClock",
+    "InlineEngine",
+    "InlineRun",
+    "Job",
     "QueueSpec",
     "RateLimit",
     "ScheduleSpec",
@@ -82,6 +87,7 @@ __all__ = [
     "declared_workflows",
     "forget_on_launch",
     "forget_schedule",
+    "inline",
     "interval_to_cron",
     "is_transient_db_error",
     "offload",

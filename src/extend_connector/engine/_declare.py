@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 
 from dbos import DBOS, DBOSPortableJSONSerializer
 
+from extend_connector.engine._inline import ACTIVE, StepPolicy
 from extend_connector.engine._transient import run_with_retry, run_with_retry_async
 
 T = TypeVar("T")
@@ -44,6 +45,8 @@ def to_json_value(value: Any) -> Any:
 # --- workflows and steps ------------------------------------------------------------------
 
 _WORKFLOW_NAMES: dict[Callable[..., Any], str] = {}
+# The declared wrapper -> the DBOS-registered function it calls outside `inline()`.
+_DBOS_FUNCTIONS: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
 def workflow(
@@ -59,9 +62,19 @@ def workflow(
         raise DeclarationError(f"workflow name {name!r} is empty or already declared")
 
     def decorate(fn: F) -> F:
-        wrapped = DBOS.workflow(name=name, max_recovery_attempts=max_recovery_attempts)(fn)
-        _WORKFLOW_NAMES[wrapped] = name
-        return cast(F, wrapped)
+        registered = DBOS.workflow(name=name, max_recovery_attempts=max_recovery_attempts)(fn)
+
+        @functools.wraps(registered)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            # Outside `inline()` (always, in production) this one check is the whole overhead.
+            if ACTIVE.run is None:
+                return registered(*args, **kwargs)
+            return fn(*args, **kwargs)  # inline: the body itself (an async one's coroutine)
+
+        _WORKFLOW_NAMES[call] = name
+        _WORKFLOW_NAMES[registered] = name
+        _DBOS_FUNCTIONS[call] = registered
+        return cast(F, call)
 
     return decorate
 
@@ -69,6 +82,12 @@ def workflow(
 def declared_workflows() -> dict[str, str]:
     """Every declared workflow's durable name -> the module that declares it."""
     return {name: fn.__module__ for fn, name in _WORKFLOW_NAMES.items()}
+
+
+def dbos_function(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The DBOS-registered function behind a declared workflow (what DBOS APIs must be given)."""
+    workflow_name(fn)
+    return _DBOS_FUNCTIONS.get(fn, fn)
 
 
 def workflow_name(fn: Callable[..., Any]) -> str:
@@ -142,7 +161,34 @@ def step(
             should_retry=retry_on,
             timeout_seconds=timeout_seconds,
         )(inner)
-        return cast(F, decorated)
+        policy = StepPolicy(
+            retries=retries,
+            backoff_seconds=backoff_seconds,
+            backoff_rate=backoff_rate,
+            retry_on=retry_on,
+        )
+        call: Callable[..., Any]
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(decorated)
+            async def call_async(*args: Any, **kwargs: Any) -> Any:
+                run = ACTIVE.run
+                if run is None:
+                    return await decorated(*args, **kwargs)
+                return await run.run_step_async(step_name, policy, inner, *args, **kwargs)
+
+            call = call_async
+        else:
+
+            @functools.wraps(decorated)
+            def call_sync(*args: Any, **kwargs: Any) -> Any:
+                run = ACTIVE.run
+                if run is None:
+                    return decorated(*args, **kwargs)
+                return run.run_step(step_name, policy, inner, *args, **kwargs)
+
+            call = call_sync
+        return cast(F, call)
 
     return decorate
 
@@ -159,17 +205,31 @@ async def offload(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 def sleep(seconds: float) -> None:
-    """Durable sleep inside a sync workflow: after a restart only the remainder is slept."""
+    """Durable sleep inside a sync workflow: after a restart only the remainder is slept.
+
+    Under `inline()` it advances the fake clock and is recorded instead."""
+    run = ACTIVE.run
+    if run is not None:
+        run.sleep(seconds)
+        return
     DBOS.sleep(seconds)
 
 
 async def sleep_async(seconds: float) -> None:
-    """Durable sleep inside an async workflow."""
+    """Durable sleep inside an async workflow (under `inline()`: recorded, no wait)."""
+    run = ACTIVE.run
+    if run is not None:
+        run.sleep(seconds)
+        return
     await DBOS.sleep_async(seconds)
 
 
 def workflow_id() -> str | None:
-    """The id of the workflow this code runs in (None outside a workflow)."""
+    """The id of the workflow this code runs in (None outside a workflow; a made-up one
+    under `inline()`)."""
+    run = ACTIVE.run
+    if run is not None:
+        return run.workflow_id
     return DBOS.workflow_id
 
 

@@ -36,6 +36,7 @@ from extend_connector.engine._dbos_private import (
 )
 from extend_connector.engine._declare import (
     QueueSpec,
+    dbos_function,
     declared_on_launch,
     declared_queues,
     declared_schedules,
@@ -307,7 +308,7 @@ class Engine:
                 [
                     {
                         "schedule_name": spec.name,
-                        "workflow_fn": spec.workflow,
+                        "workflow_fn": dbos_function(spec.workflow),
                         "schedule": spec.cron,
                         "queue_name": spec.queue,
                     }
@@ -415,8 +416,8 @@ class Engine:
         json_args = to_json_value(list(args))
         if workflow_id is not None:
             with SetWorkflowID(workflow_id):
-                return DBOS.start_workflow(workflow, *json_args).workflow_id
-        return DBOS.start_workflow(workflow, *json_args).workflow_id
+                return DBOS.start_workflow(dbos_function(workflow), *json_args).workflow_id
+        return DBOS.start_workflow(dbos_function(workflow), *json_args).workflow_id
 
     def debounce(
         self,
