@@ -477,12 +477,26 @@ def _snapshot(limit: int) -> list[tuple[str, str]]:
 
 
 def _clear(session: Session, pairs: Sequence[tuple[str, str]], fetch_started: datetime) -> int:
-    """Delete the dirty rows of `pairs` marked no later than `fetch_started`; newer marks stay."""
+    """Delete the dirty rows of `pairs` marked no later than `fetch_started`; newer marks stay.
+
+    A row that another transaction holds is left alone (SKIP LOCKED, PostgreSQL): that is an
+    ingest marking it again, so it must stay dirty anyway. Waiting for it instead deadlocked
+    against the ingest, which marks rows in notification order while this deletes them in
+    mark order (issue #13's fleet scenario; the step's retry recovered, a pass later).
+    """
     table = _DIRTY
-    result: sa.CursorResult[Any] = session.execute(  # type: ignore[assignment]
-        sa.delete(table).where(
+    held_by_none = (
+        sa.select(table.c.product_number, table.c.warehouse)
+        .where(
             table.c.product_number == sa.bindparam("p"),
             table.c.warehouse == sa.bindparam("w"),
+            table.c.last_marked_at <= sa.bindparam("t"),
+        )
+        .with_for_update(skip_locked=True)
+    )
+    result: sa.CursorResult[Any] = session.execute(  # type: ignore[assignment]
+        sa.delete(table).where(
+            sa.tuple_(table.c.product_number, table.c.warehouse).in_(held_by_none),
             table.c.last_marked_at <= sa.bindparam("t"),
         ),
         [{"p": p, "w": w, "t": fetch_started} for p, w in pairs],

@@ -66,11 +66,11 @@ class _KeepAlivePoster:
             try:
                 async with asyncio.timeout(self.timeout):  # cheaper than wait_for: no extra task
                     return await self._exchange(reader, writer, request, idle)
-            except (OSError, asyncio.IncompleteReadError, DeliveryError):
-                writer.close()
-            except TimeoutError as exc:
+            except TimeoutError as exc:  # first: it is an OSError, and must not be sent again
                 writer.close()
                 raise DeliveryError(f"no answer within {self.timeout} s") from exc
+            except (OSError, asyncio.IncompleteReadError, DeliveryError):
+                writer.close()
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(host, port), self.timeout
@@ -80,12 +80,12 @@ class _KeepAlivePoster:
         try:
             async with asyncio.timeout(self.timeout):
                 return await self._exchange(reader, writer, request, idle)
+        except TimeoutError as exc:  # first: it is an OSError
+            writer.close()
+            raise DeliveryError(f"no answer within {self.timeout} s") from exc
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             writer.close()
             raise DeliveryError(f"connection failed: {exc!r}") from exc
-        except TimeoutError as exc:
-            writer.close()
-            raise DeliveryError(f"no answer within {self.timeout} s") from exc
 
     @staticmethod
     async def _exchange(
