@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -43,6 +43,7 @@ from extend_connector.webshop import (
 )
 
 QUEUE = "shop-delivery"
+_OUTBOX = cast(sa.Table, OutboxRow.__table__)
 FAILURE_KIND = "shop_delivery"
 engine.queue(QUEUE, partition_concurrency=1, worker_concurrency=32, poll_seconds=0.2)
 # The drainer's partition of QUEUE: partition_concurrency=1 makes it one drainer in the fleet.
@@ -356,14 +357,37 @@ def _record_many(results: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[s
     now = ctx.clock()
     policy = retry.policy(retry.SHOP_DELIVERY)
     counts = {"delivered": 0, "retrying": 0, "parked": 0}
+    t = OutboxRow.__table__.c
+    delivered = [
+        {"b_id": head["id"], "b_attempts": head["attempt"]}
+        for head, outcome in results
+        if outcome["outcome"] == "delivered"
+    ]
     with ctx.db.write() as session:
+        if delivered:
+            # One statement for the common case; a row a job of the previous version delivered
+            # meanwhile keeps its own record.
+            session.execute(
+                sa.update(_OUTBOX)
+                .where(t.id == sa.bindparam("b_id"), t.delivered_at.is_(None))
+                .values(
+                    delivered_at=now,
+                    last_error=None,
+                    next_attempt_at=None,
+                    attempts=sa.bindparam("b_attempts"),
+                ),
+                delivered,
+            )
+            counts["delivered"] = len(delivered)
         for head, outcome in results:
+            if outcome["outcome"] == "delivered":
+                continue
             row = session.get(OutboxRow, head["id"])
             if row is None or row.delivered_at is not None:
                 continue  # delivered meanwhile by a job of the previous version: nothing owed
             attempt = head["attempt"]
             next_in: float | None = None
-            if outcome["outcome"] not in ("delivered", "refused"):
+            if outcome["outcome"] != "refused":
                 action = policy.next(
                     retry.Failure.from_json(outcome),
                     attempt=attempt,
@@ -372,12 +396,6 @@ def _record_many(results: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[s
                 if isinstance(action, retry.RetryAfter):
                     next_in = action.seconds
             row.attempts = attempt
-            if outcome["outcome"] == "delivered":
-                row.delivered_at = now
-                row.last_error = None
-                row.next_attempt_at = None
-                counts["delivered"] += 1
-                continue
             row.last_error = outcome.get("error")
             row.next_attempt_at = now + timedelta(seconds=next_in) if next_in is not None else None
             if next_in is None:
