@@ -386,6 +386,12 @@ def main() -> int:
         and burst_p["local_p99"] < 3.0
         and burst_p["confirmed"] == burst_p["changes"],
         "calls<=20/1000": all((ph["calls_per_1000_notifications"] or 0) <= 20 for ph in phases),
+        "shop_trickle_p99<=2s": trickle_p["shop_p99"] is not None
+        and trickle_p["shop_p99"] <= 2.0
+        and trickle_p["shop_told"] == trickle_p["changes"],
+        "shop_burst_p99<=4s": burst_p["shop_p99"] is not None
+        and burst_p["shop_p99"] <= 4.0
+        and burst_p["shop_told"] == burst_p["changes"],
     }
     print("targets:", ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in targets.items()))
     path = write_results(
