@@ -21,6 +21,7 @@ from extend_connector.simulator.server import RunningSimulator
 from extend_connector.store.models import OutboxRow
 from extend_connector.webshop import (
     DeliveryRefused,
+    EventType,
     RecordingWebshop,
     ShopEvent,
     ShopUnavailable,
@@ -117,3 +118,50 @@ def test_a_shop_that_refuses_gets_the_event_parked_at_once(
     )
     assert [(f.reason, f.key) for f in parked] == [("shop_refused", rows[0].key)]
     assert [row.attempts for row in rows] == [1]
+
+
+def test_events_about_one_record_arrive_in_order_while_it_waits_others_pass(
+    fast_delivery: None, sim: RunningSimulator, db_url: str
+) -> None:
+    """The drainer's per-key order: a key whose oldest event waits for a retry holds its later
+    events back (they arrive after it, in order) and holds nobody else up."""
+    settings = Settings(
+        extend={"base_url": sim.base_url, "api_token": sim.token},
+        store={"database_url": db_url},
+        scope={"customers": "off", "products": "off", "prices": "off"},
+    )
+    slow, other = "sku:ORDER-TEST", "sku:OTHER-TEST"
+    shop = RecordingWebshop(
+        fail_with=lambda event: (
+            ShopUnavailable("busy", status=503)
+            if event.key == slow and event.data["n"] == 1 and event.attempt <= 2
+            else None
+        )
+    )
+    connector = Connector(settings, webshop=shop, scheduler_poll_seconds=0.2)
+    try:
+        with connector.serve_in_thread(port=free_port()):
+            for key, n in ((slow, 1), (other, 1), (slow, 2), (slow, 3)):
+                with connector.db.write() as session:
+                    outbox.publish(session, EventType.STOCK_CHANGED, key, {"n": n})
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if len([e for e in shop.events if e.key in (slow, other)]) >= 4:
+                    break
+                time.sleep(0.05)
+            wait_settled(connector.engine, outbox.QUEUE)
+            with connector.db.read() as session:
+                rows = list(session.query(OutboxRow).filter(OutboxRow.key.in_((slow, other))))
+                session.expunge_all()
+    finally:
+        connector.close()
+    told = [(e.key, e.data["n"]) for e in shop.events if e.key in (slow, other)]
+    assert [n for key, n in told if key == slow] == [1, 2, 3]
+    assert told.index((other, 1)) < told.index((slow, 1))
+    assert all(row.delivered_at is not None for row in rows)
+    assert sorted((row.key, row.payload["n"], row.attempts) for row in rows) == [
+        (slow, 1, 3),
+        (slow, 2, 1),
+        (slow, 3, 1),
+        (other, 1, 1),
+    ]

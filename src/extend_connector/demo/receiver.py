@@ -92,6 +92,12 @@ class ShopInbox:
         with self._lock:
             return dict(self.counts), self.refused, self.duplicates
 
+    def arrived(self, key: str) -> float | None:
+        """When the latest event about `key` arrived (monotonic clock), None if none did."""
+        with self._lock:
+            event = self.latest.get(key)
+            return None if event is None else event.arrived
+
     def drain(self) -> list[ReceivedEvent]:
         with self._lock:
             out, self.events = self.events, []
