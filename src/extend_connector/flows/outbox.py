@@ -369,7 +369,7 @@ def _keys_with_delivery_jobs() -> set[str]:
     return {job.partition_key for job in jobs if job.partition_key}
 
 
-async def _deliver_head(head: dict[str, Any], limit: asyncio.Semaphore) -> dict[str, Any]:
+async def _deliver_head(head: dict[str, Any], limit: asyncio.Semaphore) -> Attempt:
     event = head["event"]
     shop_event = ShopEvent(
         event_id=event["id"],
@@ -385,17 +385,12 @@ async def _deliver_head(head: dict[str, Any], limit: asyncio.Semaphore) -> dict[
         except WebshopError as exc:
             failure = retry.decide(exc)
             if failure.retryable:
-                return failure.as_json()
-            return {
-                "outcome": "refused",
-                "error": failure.error,
-                "status": failure.status,
-                "body": failure.body,
-            }
-    return {"outcome": "delivered"}
+                return failure
+            return Refused(error=failure.error, status=failure.status, body=failure.body)
+    return Delivered()
 
 
-def _record_many(results: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, int]:
+def _record_many(results: list[tuple[dict[str, Any], Attempt]]) -> dict[str, int]:
     """Write every outcome of one pass in one transaction: delivered, due again later, parked."""
     ctx = current()
     now = ctx.clock()
@@ -405,7 +400,7 @@ def _record_many(results: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[s
     delivered = [
         {"b_id": head["id"], "b_attempts": head["attempt"]}
         for head, outcome in results
-        if outcome["outcome"] == "delivered"
+        if isinstance(outcome, Delivered)
     ]
     with ctx.db.write() as session:
         if delivered:
@@ -424,23 +419,21 @@ def _record_many(results: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[s
             )
             counts["delivered"] = len(delivered)
         for head, outcome in results:
-            if outcome["outcome"] == "delivered":
+            if isinstance(outcome, Delivered):
                 continue
             row = session.get(OutboxRow, head["id"])
             if row is None or row.delivered_at is not None:
                 continue  # delivered meanwhile by a job of the previous version: nothing owed
             attempt = head["attempt"]
             next_in: float | None = None
-            if outcome["outcome"] != "refused":
+            if isinstance(outcome, retry.Failure):
                 action = policy.next(
-                    retry.Failure.from_json(outcome),
-                    attempt=attempt,
-                    waited=_waited_before(policy, attempt),
+                    outcome, attempt=attempt, waited=_waited_before(policy, attempt)
                 )
                 if isinstance(action, retry.RetryAfter):
                     next_in = action.seconds
             row.attempts = attempt
-            row.last_error = outcome.get("error")
+            row.last_error = outcome.error or None
             row.next_attempt_at = now + timedelta(seconds=next_in) if next_in is not None else None
             if next_in is None:
                 _park(session, row, outcome, attempt, now)
