@@ -26,7 +26,8 @@ from support.fleet import Stack, connector_env, simulator, web_and_workers
 from support.postgres import throwaway_database
 from support.processes import CLI, Proc, free_port, running, wait_for
 
-pytestmark = pytest.mark.slow
+# The PostgreSQL variant may first wait its turn for the server's fleet slot (support.postgres).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 PRODUCTS = 40
 ORDERS = 80
@@ -124,7 +125,7 @@ def test_drop_outage_one_process_sqlite(tmp_path: Path) -> None:
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    with throwaway_database("ec_drop") as url:
+    with throwaway_database("ec_drop", fleet=True) as url:
         yield url
 
 

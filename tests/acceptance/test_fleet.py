@@ -45,7 +45,7 @@ SECONDS_PER_NOTIFICATION = 0.01
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    with throwaway_database("ec_fleet") as url:
+    with throwaway_database("ec_fleet", fleet=True) as url:
         yield url
 
 

@@ -23,7 +23,8 @@ import pytest
 from support.postgres import throwaway_database
 from support.processes import CLI, Proc, free_port, running, wait_for
 
-pytestmark = pytest.mark.slow
+# The PostgreSQL variant may first wait its turn for the server's fleet slot (support.postgres).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 CALLER = Path(__file__).with_name("fleet_caller.py")
 LIMIT, PERIOD = 20, 2
@@ -70,7 +71,7 @@ def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    with throwaway_database("ec_fleet") as url:
+    with throwaway_database("ec_fleet", fleet=True) as url:
         yield url
 
 

@@ -8,9 +8,13 @@ variable are skipped.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -48,13 +52,31 @@ def create_database(
 
 
 @contextlib.contextmanager
-def throwaway_database(prefix: str) -> Iterator[str]:
+def fleet_slot() -> Iterator[None]:
+    """Hold the server's one slot for a fleet scenario (several connector processes, each with a
+    pool of up to 30 connections) for the length of the block. Parallel test workers take turns
+    (an exclusive lock on a file named after the server), so two fleets never run at once and
+    the server's connection limit (100 by default) is not used up."""
+    server = hashlib.sha256((admin_url() or "").encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"extend-connector-fleet-{server}.lock"
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def throwaway_database(prefix: str, *, fleet: bool = False) -> Iterator[str]:
     """A new database for the length of the block, as the `postgresql://` URL the connector's
-    settings take; skips the test without the variable."""
+    settings take; skips the test without the variable. `fleet`: the block runs several
+    connector processes on it, so it waits for the server's fleet slot (`fleet_slot`)."""
     if admin_url() is None:
         pytest.skip(f"{PG_ENV} not set")
-    url, drop = create_database(prefix)
-    try:
-        yield url.replace("postgresql+psycopg://", "postgresql://", 1)
-    finally:
-        drop()
+    with fleet_slot() if fleet else contextlib.nullcontext():
+        url, drop = create_database(prefix)
+        try:
+            yield url.replace("postgresql+psycopg://", "postgresql://", 1)
+        finally:
+            drop()
