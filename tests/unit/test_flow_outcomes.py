@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from extend_connector.flows import retry
+from extend_connector.flows.customers import (
+    NotPosted,
+    Parked,
+    Posted,
+    Stored,
+    creation_from_json,
+    post_from_json,
+)
 from extend_connector.flows.orders.changes import Changed, change_from_json
 from extend_connector.flows.orders.progress import Refreshed, refresh_from_json
 from extend_connector.flows.orders.submit import Invalid, Sent, Settled, send_from_json
@@ -151,3 +159,57 @@ def test_send_retry_is_a_failure() -> None:
         verdict=retry.Verdict.RETRY, reason="OutcomeUnknown", error="lost", ambiguous=True
     )
     assert send_from_json(failure.as_json()) == failure
+
+
+def test_customer_post_round_trip() -> None:
+    for posted in (
+        Posted(customer={"customer_number": "10042", "name": "Ab", "changed_at": None}),
+        NotPosted(result="unknown", error="timeout"),
+        NotPosted(result="conflict", error="409 duplicate"),
+        NotPosted(result="invalid", error="422 name"),
+    ):
+        assert post_from_json(posted.as_json()) == posted
+
+
+def test_customer_post_reads_recorded_shapes() -> None:
+    document = {"customer_number": "10042", "name": "Ab", "changed_at": "2026-01-02T03:04:05"}
+    created = {"outcome": "created", "customer": document}
+    posted = post_from_json(created)
+    assert posted == Posted(customer=document)
+    assert isinstance(posted, Posted) and posted.customer_number == "10042"
+    assert posted.as_json() == created
+    for result in ("unknown", "conflict", "invalid"):
+        recorded = {"outcome": result, "error": "e"}
+        assert post_from_json(recorded) == NotPosted(result=result, error="e")
+        assert NotPosted(result=result, error="e").as_json() == recorded
+
+
+def test_customer_post_retry_is_a_failure() -> None:
+    failure = retry.Failure(verdict=retry.Verdict.RETRY, reason="Throttled", error="429")
+    assert post_from_json(failure.as_json()) == failure
+
+
+def test_customer_creation_round_trip() -> None:
+    for done in (
+        Stored(result="created", customer_number="10042"),
+        Stored(result="found", customer_number="10043"),
+        Parked(reason="validation"),
+    ):
+        assert creation_from_json(done.as_json()) == done
+
+
+def test_customer_creation_reads_recorded_shapes() -> None:
+    shapes = [
+        (
+            {"outcome": "created", "customer_number": "10042"},
+            Stored(result="created", customer_number="10042"),
+        ),
+        (
+            {"outcome": "found", "customer_number": "10043"},
+            Stored(result="found", customer_number="10043"),
+        ),
+        ({"outcome": "parked", "reason": "outcome_unknown"}, Parked(reason="outcome_unknown")),
+    ]
+    for recorded, typed in shapes:
+        assert creation_from_json(recorded) == typed
+        assert typed.as_json() == recorded
