@@ -15,6 +15,7 @@ from extend_connector.flows.orders.changes import Changed, change_from_json
 from extend_connector.flows.orders.progress import Refreshed, refresh_from_json
 from extend_connector.flows.orders.submit import Invalid, Sent, Settled, send_from_json
 from extend_connector.flows.outbox import Delivered, Refused, attempt_from_json
+from extend_connector.flows.passes import PassDone, PassFailed, pass_from_json
 
 
 def test_outbox_delivered_shape() -> None:
@@ -213,3 +214,61 @@ def test_customer_creation_reads_recorded_shapes() -> None:
     for recorded, typed in shapes:
         assert creation_from_json(recorded) == typed
         assert typed.as_json() == recorded
+
+
+def test_pass_round_trip() -> None:
+    for outcome in (
+        PassDone(more=True, counts={"pairs": 3, "calls": 1, "created": 2}),
+        PassDone(more=False),
+        PassFailed(retryable=True, error="503", kind="TechnicalFailure", pairs=7),
+        PassFailed(retryable=False, error="unknown warehouse", kind="ValidationFailed", pairs=2),
+        PassFailed(retryable=True, error="down"),
+    ):
+        assert pass_from_json(outcome.as_json()) == outcome
+
+
+def test_balance_pass_reads_recorded_shapes() -> None:
+    done = {
+        "outcome": "done",
+        "pairs": 4,
+        "cleared": 4,
+        "calls": 1,
+        "created": 1,
+        "updated": 2,
+        "unchanged": 1,
+        "skipped": 0,
+        "more": False,
+    }
+    typed = pass_from_json(done)
+    assert isinstance(typed, PassDone) and not typed.more
+    assert typed.count("updated") == 2 and typed.count("absent") == 0
+    assert typed.as_json() == done
+    empty = {"outcome": "done", "pairs": 0, "calls": 0, "more": False}
+    assert pass_from_json(empty) == PassDone(more=False, counts={"pairs": 0, "calls": 0})
+    assert PassDone(more=False, counts={"pairs": 0, "calls": 0}).as_json() == empty
+    for verdict, retryable in (("retry", True), ("failed", False)):
+        recorded = {"outcome": verdict, "error": "e", "kind": "TechnicalFailure", "pairs": 5}
+        failed = PassFailed(retryable=retryable, error="e", kind="TechnicalFailure", pairs=5)
+        assert pass_from_json(recorded) == failed
+        assert failed.as_json() == recorded
+
+
+def test_price_pass_reads_recorded_shapes() -> None:
+    done = {
+        "outcome": "done",
+        "products": 2,
+        "customers": 3,
+        "whole_lists": False,
+        "more": True,
+        "data_point": "prices",
+        "outcomes": {"updated": 4},
+        "api_calls": 3,
+        "waited_seconds": 0.0,
+        "cursor": None,
+    }
+    typed = pass_from_json(done)
+    assert isinstance(typed, PassDone) and typed.more and typed.count("products") == 2
+    assert typed.as_json() == done
+    recorded = {"outcome": "retry", "error": "503"}
+    assert pass_from_json(recorded) == PassFailed(retryable=True, error="503")
+    assert PassFailed(retryable=True, error="503").as_json() == recorded
