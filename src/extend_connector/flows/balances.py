@@ -56,7 +56,7 @@ from extend_connector.extend.webhooks import AvailableBalanceChanged, BalanceCha
 from extend_connector.flows import cursors, dispatch, outbox, retry
 from extend_connector.flows.context import current
 from extend_connector.flows.freshness import reachability
-from extend_connector.flows.passes import run_passes
+from extend_connector.flows.passes import PassDone, PassFailed, run_passes
 from extend_connector.flows.sync import Progress, SweepResult, Tally
 from extend_connector.settings import Settings
 from extend_connector.store.models import BalanceRow, DirtyBalanceRow
@@ -522,7 +522,7 @@ async def flush_once(limit: int = MAX_PAIRS_PER_PASS) -> dict[str, Any]:
     # Database work runs off the event loop: every async job of the process shares that loop.
     pairs = await asyncio.to_thread(_snapshot, limit)
     if not pairs:
-        return {"outcome": "done", "pairs": 0, "calls": 0, "more": False}
+        return PassDone(more=False, counts={"pairs": 0, "calls": 0}).as_json()
     extend = ctx.extend()
     calls_before = extend.stats().operations.get("list_availability", 0)
     fetch_started = ctx.clock()
@@ -534,13 +534,12 @@ async def flush_once(limit: int = MAX_PAIRS_PER_PASS) -> dict[str, Any]:
         log.warning(
             "balances_flush_fetch_failed", error=str(exc), pairs=len(pairs), kind=type(exc).__name__
         )
-        verdict = "retry" if retry.decide(exc).retryable else "failed"
-        return {
-            "outcome": verdict,
-            "error": str(exc)[:300],
-            "kind": type(exc).__name__,
-            "pairs": len(pairs),
-        }
+        return PassFailed(
+            retryable=retry.decide(exc).retryable,
+            error=str(exc)[:300],
+            kind=type(exc).__name__,
+            pairs=len(pairs),
+        ).as_json()
     reachability.succeeded()
     calls = extend.stats().operations.get("list_availability", 0) - calls_before
 
@@ -552,14 +551,10 @@ async def flush_once(limit: int = MAX_PAIRS_PER_PASS) -> dict[str, Any]:
             )
 
     counts, cleared = await asyncio.to_thread(write)
-    return {
-        "outcome": "done",
-        "pairs": len(pairs),
-        "cleared": cleared,
-        "calls": calls,
-        **counts,
-        "more": len(pairs) >= limit,
-    }
+    return PassDone(
+        more=len(pairs) >= limit,
+        counts={"pairs": len(pairs), "cleared": cleared, "calls": calls, **counts},
+    ).as_json()
 
 
 @engine.step()

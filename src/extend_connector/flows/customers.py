@@ -249,22 +249,68 @@ async def _customers_lookup(data: dict[str, Any], since_iso: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Posted:
+    """Extend created the customer (`_customers_post`'s result): its document as Extend answered
+    (`customer_document`)."""
+
+    customer: dict[str, Any]
+
+    @property
+    def customer_number(self) -> str:
+        return str(self.customer["customer_number"])
+
+    def as_json(self) -> dict[str, Any]:
+        return {"outcome": "created", "customer": self.customer}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Posted:
+        return cls(customer=dict(data["customer"]))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NotPosted:
+    """Extend did not say it created the customer (`_customers_post`'s result): `unknown` (the
+    answer was lost), `conflict` (refused as a duplicate) or `invalid` (refused data)."""
+
+    result: str  # unknown, conflict, invalid
+    error: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"outcome": self.result, "error": self.error}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> NotPosted:
+        return cls(result=str(data["outcome"]), error=str(data.get("error") or ""))
+
+
+def post_from_json(data: Mapping[str, Any]) -> Posted | NotPosted | retry.Failure:
+    """What `_customers_post` returned, read back from its recorded JSON."""
+    match data.get("outcome"):
+        case "created":
+            return Posted.from_json(data)
+        case "unknown" | "conflict" | "invalid":
+            return NotPosted.from_json(data)
+        case _:
+            return retry.Failure.from_json(data)
+
+
 @engine.step()
 async def _customers_post(data: dict[str, Any]) -> dict[str, Any]:
     """POST Customers once; the outcome is data so the workflow decides (never a blind retry)."""
     try:
         created = await current().extend().create_customer(shop_customer(data))
     except OutcomeUnknown as exc:
-        return {"outcome": "unknown", "error": str(exc)}
+        return NotPosted(result="unknown", error=str(exc)).as_json()
     except BusinessConflict as exc:
-        return {"outcome": "conflict", "error": str(exc)}
+        return NotPosted(result="conflict", error=str(exc)).as_json()
     except ValidationFailed as exc:
-        return {"outcome": "invalid", "error": str(exc)}
+        return NotPosted(result="invalid", error=str(exc)).as_json()
     except ExtendError as exc:
         # Technical or throttled (`retry.decide`): nothing was stored, or Extend said so; wait
         # and post again, for as long as the policy allows.
         return retry.decide(exc).as_json()
-    return {"outcome": "created", "customer": customer_document(created)}
+    return Posted(customer=customer_document(created)).as_json()
 
 
 @engine.step()
@@ -310,53 +356,91 @@ def _customers_park(data: dict[str, Any], reason: str, error: str) -> None:
         )
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Stored:
+    """The customer exists in Extend and is mapped (`create_in_extend`'s result): `created` by
+    this workflow, or `found` by the lookup after a lost answer or a duplicate refusal."""
+
+    result: str  # created, found
+    customer_number: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"outcome": self.result, "customer_number": self.customer_number}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Stored:
+        return cls(result=str(data["outcome"]), customer_number=str(data["customer_number"]))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Parked:
+    """A person must look (`create_in_extend`'s result): parked with this reason
+    (extend_unavailable, validation, conflict, outcome_unknown)."""
+
+    reason: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"outcome": "parked", "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Parked:
+        return cls(reason=str(data["reason"]))
+
+
+def creation_from_json(data: Mapping[str, Any]) -> Stored | Parked:
+    """What `create_in_extend` returned, read back from its recorded JSON."""
+    if data.get("outcome") == "parked":
+        return Parked.from_json(data)
+    return Stored.from_json(data)
+
+
+async def _park(data: dict[str, Any], reason: str, error: str) -> dict[str, Any]:
+    await engine.offload(_customers_park, data, reason, error)
+    return Parked(reason=reason).as_json()
+
+
 @engine.workflow("customers.create_in_extend")
 async def create_in_extend(data: dict[str, Any]) -> dict[str, Any]:
-    """Create the shop's customer in Extend exactly once; returns {outcome, customer_number?}."""
+    """Create the shop's customer in Extend exactly once; returns `Stored` or `Parked` as JSON."""
     began = await engine.offload(_customers_began)
     unknown = 0
     failures = 0
     waited = 0.0
     while unknown < MAX_CREATE_ATTEMPTS:
-        answer = await _customers_post(data)
+        answer = post_from_json(await _customers_post(data))
         policy = retry.policy(retry.CUSTOMERS_CREATE)
-        if answer["outcome"] == retry.Verdict.RETRY:
-            failures += 1
-            failure = retry.Failure.from_json(answer)
-            action = policy.next(failure, attempt=failures, waited=waited)
-            if not isinstance(action, retry.RetryAfter):
-                await engine.offload(_customers_park, data, "extend_unavailable", failure.error)
-                return {"outcome": "parked", "reason": "extend_unavailable"}
-            waited += await retry.pause(
-                action.seconds, policy=policy, retry_after=failure.retry_after
-            )
-            continue
+        match answer:
+            case retry.Failure() as failure:
+                failures += 1
+                action = policy.next(failure, attempt=failures, waited=waited)
+                if not isinstance(action, retry.RetryAfter):
+                    return await _park(data, "extend_unavailable", failure.error)
+                waited += await retry.pause(
+                    action.seconds, policy=policy, retry_after=failure.retry_after
+                )
+                continue
+            case Posted() as posted:
+                number = posted.customer_number
+                await engine.offload(_customers_store, data, number, posted.customer)
+                return Stored(result="created", customer_number=number).as_json()
+            case NotPosted(result="invalid", error=error):
+                return await _park(data, "validation", error)
+            case NotPosted() as refused:
+                pass
         failures = 0
-        if answer["outcome"] == "created":
-            number = str(answer["customer"]["customer_number"])
-            await engine.offload(_customers_store, data, number, answer["customer"])
-            return {"outcome": "created", "customer_number": number}
-        if answer["outcome"] == "invalid":
-            await engine.offload(_customers_park, data, "validation", answer["error"])
-            return {"outcome": "parked", "reason": "validation"}
         # Lost answer or duplicate: the customer may already be ours in Extend.
         found = await _customers_lookup(data, began)
         if found is not None:
             await engine.offload(_customers_store, data, found, None)
-            return {"outcome": "found", "customer_number": found}
-        if answer["outcome"] == "conflict":
-            await engine.offload(_customers_park, data, "conflict", answer["error"])
-            return {"outcome": "parked", "reason": "conflict"}
+            return Stored(result="found", customer_number=found).as_json()
+        if refused.result == "conflict":
+            return await _park(data, "conflict", refused.error)
         unknown += 1
         # The lost-answer waits (1, 2, 4 ... s) do not count against the outage budget.
         await retry.pause(policy.delay(unknown), policy=policy)
-    await engine.offload(
-        _customers_park,
-        data,
-        "outcome_unknown",
-        "no answer after repeated attempts and not found by lookup",
+    return await _park(
+        data, "outcome_unknown", "no answer after repeated attempts and not found by lookup"
     )
-    return {"outcome": "parked", "reason": "outcome_unknown"}
 
 
 class CustomerConflict(Exception):

@@ -33,7 +33,7 @@ from extend_connector.extend import (
 )
 from extend_connector.flows import outbox, retry
 from extend_connector.flows.context import FlowContext, current
-from extend_connector.flows.passes import run_passes
+from extend_connector.flows.passes import PassDone, PassFailed, run_passes
 from extend_connector.flows.sync import Progress, SweepResult, Tally
 from extend_connector.settings import PricesScope, Settings
 from extend_connector.store import repositories
@@ -449,11 +449,11 @@ async def refresh_marked_products(limit: int = FLUSH_MAX_PRODUCTS) -> dict[str, 
 @engine.step()
 async def _product_prices_pass() -> dict[str, Any]:
     try:
-        return {"outcome": "done", **await refresh_marked_products()}
+        return PassDone.from_json(await refresh_marked_products()).as_json()
     except ExtendError as exc:
         if not retry.decide(exc).retryable:
             raise  # refused data: the job fails and shows it; the marks stay
-        return {"outcome": "retry", "error": str(exc)}
+        return PassFailed(retryable=True, error=str(exc)).as_json()
 
 
 @engine.workflow("prices.products_flush")
