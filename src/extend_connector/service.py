@@ -170,7 +170,11 @@ class Connector:
             Path(settings.store.data_dir).mkdir(parents=True, exist_ok=True)
             db_file = settings.store.url.removeprefix("sqlite:///")
             Path(db_file).parent.mkdir(parents=True, exist_ok=True)
-        self.db = Database(settings.store.url)
+        self.db = Database(
+            settings.store.url,
+            pool_size=settings.store.pool_size,
+            max_overflow=settings.store.max_overflow,
+        )
         migrate(settings.store.url, engine=self.db.engine)
         self._detach_rate_limit = attach_shared_rate_limit(settings, self.db)
         # What this process sees of Extend, shared with the processes answering the shop.

@@ -431,6 +431,21 @@ class StoreSettings(_Section):
         description="`sqlite:///path.db` or "
         "`postgresql://user@host/db`; default: SQLite file in data_dir.",
     )
+    pool_size: int = Field(
+        20,
+        ge=2,
+        le=500,
+        description="Database connections one process keeps open. On PostgreSQL every process "
+        "(web, each worker, a `sync`) holds up to pool_size + max_overflow: keep their sum "
+        "below the server's max_connections.",
+    )
+    max_overflow: int = Field(
+        10,
+        ge=0,
+        le=500,
+        description="Extra PostgreSQL connections one process may open for a burst beyond "
+        "pool_size (closed again when returned).",
+    )
 
     @field_validator("database_url")
     @classmethod

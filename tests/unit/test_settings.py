@@ -69,6 +69,8 @@ BAD_VALUES: list[tuple[tuple[str, ...], str, object, str]] = [
     (("webshop",), "stale_after_seconds", 0, "greater than 0"),
     (("store",), "data_dir", 5, "valid path"),
     (("store",), "database_url", "mysql://x", "sqlite:///PATH"),
+    (("store",), "pool_size", 1, "greater than or equal to 2"),
+    (("store",), "max_overflow", -1, "greater than or equal to 0"),
     (("engine",), "role", "both", "'all', 'web' or 'worker'"),
     (("engine",), "application_version", "", "at least 1 character"),
     (("engine",), "executor_id", "", "at least 1 character"),
@@ -286,3 +288,25 @@ def test_rendered_config_round_trips(tmp_path: Path) -> None:
     line = next(x for x in text.splitlines() if x.startswith("# rate_limits = "))
     cfg.write_text(text.replace(line, line.removeprefix("# ").replace('"300/60"', '"30/6"')))
     assert load_settings(cfg, env=False).extend.dialect.parsed_rate_limits["standard"] == (30, 6.0)
+
+
+def test_the_pool_settings_bound_a_process_postgresql_connections() -> None:
+    from extend_connector.store.database import Database
+
+    settings = Settings.model_validate(
+        {
+            "store": {
+                "database_url": "postgresql://u@db.localhost/x",
+                "pool_size": 4,
+                "max_overflow": 2,
+            }
+        }
+    )
+    db = Database(
+        settings.store.url,
+        pool_size=settings.store.pool_size,
+        max_overflow=settings.store.max_overflow,
+    )
+    pool = db.engine.pool
+    assert (pool.size(), pool._max_overflow) == (4, 2)  # type: ignore[attr-defined]
+    db.engine.dispose()

@@ -180,7 +180,10 @@ class Engine:
     def db_engine(self) -> sa.Engine:
         """The SQLAlchemy engine shared by DBOS and the app tables (after `connect()`)."""
         if self._db_engine is None:
-            self._db_engine = create_db_engine(self.url)
+            store = self.settings.store
+            self._db_engine = create_db_engine(
+                self.url, pool_size=store.pool_size, max_overflow=store.max_overflow
+            )
         return self._db_engine
 
     @property

@@ -52,8 +52,12 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
         cursor.close()
 
 
-def create_db_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> sa.Engine:
-    """The SQLAlchemy engine for `url` (SQLite file or PostgreSQL), configured as above.
+def create_db_engine(
+    url: str, *, pool_size: int = 20, max_overflow: int = 10, echo: bool = False
+) -> sa.Engine:
+    """The SQLAlchemy engine for `url` (SQLite file or PostgreSQL), configured as above. On
+    PostgreSQL a process holds at most `pool_size + max_overflow` connections (settings
+    `store.pool_size`, `store.max_overflow`); a SQLite file has no connection limit.
 
     Bound parameters are kept out of exception texts (`hide_parameters`): they carry the shop's
     orders and customers (names, e-mail, addresses), and a failed statement's traceback is logged.
@@ -80,7 +84,7 @@ def create_db_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> sa
         echo=echo,
         hide_parameters=True,
         pool_size=pool_size,
-        max_overflow=10,
+        max_overflow=max_overflow,
         pool_timeout=60,
         pool_pre_ping=True,
         connect_args={"application_name": "extend-connector", "connect_timeout": 10},
@@ -99,9 +103,20 @@ def begin_write(connection: sa.Connection) -> None:
 class Database:
     """The app's handle on its database: an engine plus read and write sessions."""
 
-    def __init__(self, url: str, *, engine: sa.Engine | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        engine: sa.Engine | None = None,
+        pool_size: int = 20,
+        max_overflow: int = 10,
+    ) -> None:
         self.url = normalise_url(url)
-        self.engine = engine if engine is not None else create_db_engine(self.url)
+        self.engine = (
+            engine
+            if engine is not None
+            else create_db_engine(self.url, pool_size=pool_size, max_overflow=max_overflow)
+        )
         self._owns_engine = engine is None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
