@@ -24,6 +24,7 @@ import httpx2
 import pytest
 import sqlalchemy as sa
 
+from support.fleet import SECRET, simulator
 from support.pgserver import PrivatePostgres, postgres_bin, private_postgres
 from support.processes import CLI, Proc, free_port, running, wait_for
 
@@ -33,7 +34,6 @@ pytestmark = [
     pytest.mark.skipif(postgres_bin() is None, reason="no PostgreSQL server binaries (initdb)"),
 ]
 
-SECRET = "sim-webhook-secret"
 TOKEN = {"authorization": "Bearer shop-token"}
 ORDERS = 150
 PER_SECOND = 5.0
@@ -102,28 +102,8 @@ class Shop:
 
 def _sim(tmp_path: Path, port: int) -> tuple[Proc, str]:
     sim_port = free_port()
-    proc = Proc(
-        "simulator",
-        [
-            *CLI,
-            "simulator",
-            "--port",
-            str(sim_port),
-            "--products",
-            "40",
-            "--customers",
-            "3",
-            "--no-rate-limits",
-            "--time-scale",
-            "0.01",
-            "--webhook-secret",
-            SECRET,
-            "--webhook-url",
-            f"http://127.0.0.1:{port}/webhooks/extend",
-        ],
-        env={},
-        log_dir=tmp_path,
-        health_url=f"http://127.0.0.1:{sim_port}/_sim/health",
+    proc = simulator(
+        tmp_path, port, sim_port, products=40, warehouses=None, extra=("--no-rate-limits",)
     )
     return proc, f"http://127.0.0.1:{sim_port}"
 

@@ -23,9 +23,9 @@ import httpx2
 import pytest
 import sqlalchemy as sa
 
+from support.fleet import SECRET, simulator
 from support.processes import CLI, Proc, free_port, running, wait_for
 
-SECRET = "sim-webhook-secret"
 TOKEN = {"authorization": "Bearer shop-token"}
 
 
@@ -86,29 +86,13 @@ def make_stack(tmp_path: Path) -> Iterator[Any]:
     ) -> Stack:
         sim_port, port = free_port(), free_port()
         data_dir = tmp_path / f"var{len(stacks)}"
-        sim = Proc(
-            "simulator",
-            [
-                *CLI,
-                "simulator",
-                "--port",
-                str(sim_port),
-                "--products",
-                "40",
-                "--customers",
-                "3",
-                "--no-rate-limits",
-                "--time-scale",
-                "0.01",
-                "--webhook-secret",
-                SECRET,
-                "--webhook-url",
-                f"http://127.0.0.1:{port}/webhooks/extend",
-                *sim_args,
-            ],
-            env={},
-            log_dir=tmp_path,
-            health_url=f"http://127.0.0.1:{sim_port}/_sim/health",
+        sim = simulator(
+            tmp_path,
+            port,
+            sim_port,
+            products=40,
+            warehouses=None,
+            extra=("--no-rate-limits", *sim_args),
         )
         env = {
             "EXTEND_CONNECTOR_EXTEND__BASE_URL": f"http://127.0.0.1:{sim_port}/api",

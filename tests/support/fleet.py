@@ -149,9 +149,16 @@ class Stack:
 
 
 def simulator(
-    tmp: Path, port: int, sim_port: int, *, products: int, extra: tuple[str, ...] = ()
+    tmp: Path,
+    port: int,
+    sim_port: int,
+    *,
+    products: int,
+    extra: tuple[str, ...] = (),
+    warehouses: tuple[str, ...] | None = WAREHOUSES,
 ) -> Proc:
-    """The bundled simulator as Extend, sending its webhooks to the connector on `port`."""
+    """The bundled simulator as Extend, sending its webhooks to the connector on `port`
+    (`warehouses` None: the simulator's own default list)."""
     return Proc(
         "simulator",
         [
@@ -163,8 +170,7 @@ def simulator(
             str(products),
             "--customers",
             "3",
-            "--warehouses",
-            ",".join(WAREHOUSES),
+            *(("--warehouses", ",".join(warehouses)) if warehouses is not None else ()),
             "--time-scale",
             "0.01",
             "--webhook-secret",
