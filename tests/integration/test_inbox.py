@@ -1,5 +1,6 @@
 """The webhook inbox on a real connector (HTTP on loopback, SQLite): every refusal class, dedupe
-on Id, one job per handled notification, unknown actions stored and acknowledged."""
+on Id, one dirty mark per notified record (no job per notification), unknown actions stored and
+acknowledged."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from extend_connector.extend.webhooks import sign
 from extend_connector.service import Connector
 from extend_connector.settings import Settings
-from extend_connector.store.models import InboxRow
+from extend_connector.store.models import DirtyRecordRow, InboxRow
 from support.processes import free_port
 
 SECRET = "inbox-secret"
@@ -26,7 +27,7 @@ def inbox(tmp_path: Path) -> Iterator[tuple[str, Connector]]:
     port = free_port()
     settings = Settings.model_validate(
         {
-            # Nothing listens here: the jobs the inbox enqueues may fail, the inbox must not care.
+            # Nothing listens here: the drains the inbox asks for fail, the inbox must not care.
             "extend": {"base_url": f"http://127.0.0.1:{free_port()}/api", "webhook_secret": SECRET},
             "store": {"database_url": f"sqlite:///{tmp_path / 'c.db'}"},
             "server": {"port": port, "webhook_max_body_bytes": 4096},
@@ -83,7 +84,7 @@ def test_refusals_and_acceptance(inbox: tuple[str, Connector]) -> None:
 
     ok = post(url, raw)
     assert ok.status_code == 200
-    assert ok.json() == {"status": "accepted", "id": "d1", "jobs": 1, "inline": 0, "unhandled": 1}
+    assert ok.json() == {"status": "accepted", "id": "d1", "inline": 1, "unhandled": 1}
     again = post(url, body("d1", order, ("SomethingNew", {"X": "1"}), attempt=3))
     assert again.status_code == 200 and again.json()["status"] == "duplicate"
     with connector.db.read() as s:
@@ -96,9 +97,9 @@ def test_refusals_and_acceptance(inbox: tuple[str, Connector]) -> None:
             row.unknown_action_count,
         ) == (1, 3, 2, 1)
         assert '"SomethingNew"' in row.raw_body
-    job = connector.engine.get_status("wh-d1-0")
-    assert job is not None and job.queue == "orders-progress"
-    assert connector.engine.get_status("wh-d1-1") is None  # unknown action: stored, no job
+    # The order is marked for the order drain (once, though delivered twice); no job per hook.
+    assert marks(connector) == {("order", "100001"): 1}
+    assert connector.engine.get_status("wh-d1-0") is None
 
     metrics = httpx2.get(f"{url}/metrics", timeout=10).text
     for outcome in ("forged", "malformed", "accepted", "duplicate"):
@@ -107,14 +108,25 @@ def test_refusals_and_acceptance(inbox: tuple[str, Connector]) -> None:
     assert 'extend_connector_http_refused_total{reason="too_large"}' in metrics
 
 
-def test_batched_delivery_enqueues_one_job_per_order_notification(
+def test_batched_delivery_marks_each_order_once_and_starts_no_job_per_notification(
     inbox: tuple[str, Connector],
 ) -> None:
     url, connector = inbox
     notes = [("OrderPicked", {"OrderNumber": str(100 + i)}) for i in range(5)]
+    notes += [("OrderReserved", {"OrderNumber": "100"}), ("OrderCancelled", {"OrderNumber": "100"})]
     response = post(url, body("batch", *notes))
-    assert response.status_code == 200 and response.json()["jobs"] == 5
-    infos = [connector.engine.get_status(f"wh-batch-{i}") for i in range(5)]
-    assert [i.partition_key for i in infos if i is not None] == [
-        f"order:{100 + i}" for i in range(5)
-    ]
+    assert response.status_code == 200 and response.json()["inline"] == 7
+    # Three hooks about order 100 are one mark, its generation moved on twice.
+    assert marks(connector) == {
+        ("order", "100"): 3,
+        **{("order", str(100 + i)): 1 for i in (1, 2, 3, 4)},
+    }
+    assert [connector.engine.get_status(f"wh-batch-{i}") for i in range(7)] == [None] * 7
+
+
+def marks(connector: Connector) -> dict[tuple[str, str], int]:
+    with connector.db.read() as s:
+        rows = s.execute(
+            sa.select(DirtyRecordRow.kind, DirtyRecordRow.key, DirtyRecordRow.generation)
+        )
+        return {(kind, key): generation for kind, key, generation in rows}

@@ -180,4 +180,4 @@ def test_status_shows_the_fleet_reservations_and_the_marks_waiting(migrated_url:
     finally:
         connector.close()
     assert 28.0 < snap["rateLimits"]["heavy"]["fullAgainInSeconds"] <= 30.0
-    assert snap["marked"] == {"dirty_balances": 0, "dirty_price_products": 2}
+    assert snap["marked"] == {"dirty_balances": 0, "dirty_price_products": 2, "dirty_records": 0}

@@ -15,7 +15,7 @@ from typing import Any
 import httpx2
 
 from extend_connector import engine
-from extend_connector.extend import ExtendClient
+from extend_connector.extend import CallObserver, ExtendClient
 from extend_connector.extend.ratelimit import RateBudget
 from extend_connector.extend.retry import RetryPolicy
 from extend_connector.flows import context
@@ -109,10 +109,12 @@ def inline_context(
     run_jobs: bool = False,
     settings: dict[str, Any] | None = None,
     clock: engine.FakeClock | None = None,
+    observer: CallObserver | None = None,
 ) -> Iterator[tuple[context.FlowContext, engine.InlineRun]]:
     """A FlowContext (migrated SQLite in `tmp_path`, the fake Extend, an `InlineEngine`, the
     local product copy as a products sweep leaves it) installed inside `engine.inline()`; the
-    context's clock is the run's fake clock."""
+    context's clock is the run's fake clock. `observer` (e.g. `flows.freshness.reachability`)
+    hears of every call, as the real context's clients report to reachability."""
     cfg = Settings.model_validate(
         {
             "extend": {
@@ -141,6 +143,7 @@ def inline_context(
             transport=fake.transport(),
             sleep=_no_wait,
             budget=RateBudget(sleep=_no_wait),
+            observer=observer,
         )
         ctx.extend_factory = factory
         with db.write() as session:

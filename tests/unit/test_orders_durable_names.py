@@ -13,7 +13,7 @@ from datetime import timedelta
 from extend_connector import engine
 from extend_connector.engine._declare import declared_queues, declared_schedules
 from extend_connector.extend.webhooks import ORDER_ACTIONS
-from extend_connector.flows import dispatch, failures, orders
+from extend_connector.flows import dispatch, failures, orders, records
 from extend_connector.settings import Settings
 
 WORKFLOWS = {"orders.apply_change", "orders.refresh", "orders.submit", "orders.sweep"}
@@ -63,12 +63,11 @@ def test_the_orders_queues_are_declared_once_as_before() -> None:
     assert {name: declared[name] for name in QUEUES} == QUEUES
 
 
-def test_order_webhooks_enqueue_the_refresh_on_the_progress_queue() -> None:
+def test_order_webhooks_mark_the_order_for_the_order_drain() -> None:
+    # `orders.refresh` stays declared (jobs of the previous version) but no hook enqueues it.
     for action in ORDER_ACTIONS:
-        handler = dispatch.handler_for(action)
-        assert isinstance(handler, dispatch.JobHandler)
-        assert handler.workflow is orders.refresh
-        assert handler.queue == orders.PROGRESS_QUEUE
+        assert dispatch.handler_for(action) is records.handler(records.ORDER)
+    assert records.kind(records.ORDER).refresh is orders.progress.refresh_orders
 
 
 def test_failed_orders_and_cancellations_can_be_replayed() -> None:

@@ -1,11 +1,12 @@
-"""The webhook inbox, `POST /webhooks/extend`: verify, store, enqueue, answer; nothing else.
+"""The webhook inbox, `POST /webhooks/extend`: verify, store, mark, answer; nothing else.
 
 Order of work (design rule 2, a webhook is a trigger, not data): read the raw body, refuse
 it if too large (413), check `ms-signature` on the exact bytes (401), parse (400), then ONE
 write transaction stores the delivery (deduplicated on Extend's `Id`) and, per notification,
-either enqueues the job of the flow that handles its action (partitioned by the entity key)
-or runs the flow's inline bookkeeping. Only after the commit is 2xx answered; any failure
-before it answers 5xx so Extend delivers again. A redelivery (same Id, any Attempt) is
+runs the bookkeeping of the flow that handles its action (marks the balance pair or the record
+dirty; flows/dispatch.py); the flows' drains fetch what was marked, in batches, behind it.
+Only after the commit is 2xx answered; any failure before it answers 5xx so Extend delivers
+again. A redelivery (same Id, any Attempt) is
 acknowledged without doing anything twice. Unknown actions are stored, counted, acknowledged.
 """
 
@@ -67,7 +68,6 @@ class Stored:
     """What the transaction did with one delivery."""
 
     duplicate: bool
-    jobs: int = 0
     inline: int = 0
     unhandled: int = 0
 
@@ -84,35 +84,22 @@ def _store_in(
     now: datetime,
     after: list[tuple[Any, Notification]],
 ) -> tuple[Stored, InboxRow]:
-    """Store one new delivery inside `session`: enqueue or apply each notification, add the inbox
+    """Store one new delivery inside `session`: apply each notification's handler, add the inbox
     row."""
     received_at = now.isoformat()
-    jobs = inline = unhandled = 0
+    inline = unhandled = 0
     for index, note in enumerate(envelope.notifications):
         handler = dispatch.handler_for(note.action)
-        if isinstance(handler, dispatch.JobHandler):
-            payload = dispatch.notification_json(
-                note, delivery_id=envelope.id, index=index, received_at=received_at
-            )
-            ctx.engine.enqueue_in_transaction(
-                session,
-                handler.workflow,
-                payload,
-                queue=handler.queue,
-                partition_key=note.entity_key,
-                workflow_id=f"wh-{envelope.id}-{index}",
-            )
-            jobs += 1
-        elif isinstance(handler, dispatch.InlineHandler):
-            payload = dispatch.notification_json(
-                note, delivery_id=envelope.id, index=index, received_at=received_at
-            )
-            handler.apply(session, note, payload)
-            if handler.after_commit is not None:
-                after.append((handler, note))
-            inline += 1
-        else:
+        if handler is None:
             unhandled += 1
+            continue
+        payload = dispatch.notification_json(
+            note, delivery_id=envelope.id, index=index, received_at=received_at
+        )
+        handler.apply(session, note, payload)
+        if handler.after_commit is not None:
+            after.append((handler, note))
+        inline += 1
     row = InboxRow(
         delivery_id=envelope.id,
         attempt=envelope.attempt,
@@ -124,7 +111,7 @@ def _store_in(
         last_seen_attempt=envelope.attempt,
     )
     session.add(row)
-    return Stored(duplicate=False, jobs=jobs, inline=inline, unhandled=unhandled), row
+    return Stored(duplicate=False, inline=inline, unhandled=unhandled), row
 
 
 def store_deliveries(
@@ -335,8 +322,6 @@ async def receive(
         )
         return JSONResponse({"status": "duplicate", "id": envelope.id}, status_code=200)
     DELIVERIES.labels("accepted").inc()
-    if stored.jobs:
-        NOTIFICATIONS.labels("job").inc(stored.jobs)
     if stored.inline:
         NOTIFICATIONS.labels("inline").inc(stored.inline)
     if stored.unhandled:
@@ -348,7 +333,6 @@ async def receive(
         delivery_id=envelope.id,
         attempt=envelope.attempt,
         notifications=len(envelope.notifications),
-        jobs=stored.jobs,
         inline=stored.inline,
         unhandled=stored.unhandled,
         actions=sorted({n.action for n in envelope.notifications}),
@@ -357,7 +341,6 @@ async def receive(
         {
             "status": "accepted",
             "id": envelope.id,
-            "jobs": stored.jobs,
             "inline": stored.inline,
             "unhandled": stored.unhandled,
         },

@@ -37,8 +37,6 @@ triggers a flush when dirty rows are waiting (a crash between an inbox commit an
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -56,7 +54,7 @@ from extend_connector.extend.webhooks import AvailableBalanceChanged, BalanceCha
 from extend_connector.flows import cursors, dispatch, outbox, retry
 from extend_connector.flows.context import current
 from extend_connector.flows.freshness import reachability
-from extend_connector.flows.passes import PassDone, PassFailed, run_passes
+from extend_connector.flows.passes import PassDone, PassFailed, Trigger, run_passes
 from extend_connector.flows.sync import Progress, SweepResult, Tally
 from extend_connector.settings import Settings
 from extend_connector.store.models import BalanceRow, DirtyBalanceRow
@@ -204,57 +202,13 @@ dispatch.on(
 )
 
 
-class FlushTrigger:
-    """Start a debounced flush on request, from a background thread, at most once per interval.
-
-    `request()` never blocks and never fails. A request that arrives while a debounce call is
-    under way is served by one more call after it, so the last request is always followed by a
-    debounce call made after it (the dirty rows are durable; this only decides when they go).
-    """
+class FlushTrigger(Trigger):
+    """The process's trigger of the debounced flush (`passes.Trigger` calling `request_flush`)."""
 
     def __init__(self, min_interval: float = TRIGGER_MIN_INTERVAL) -> None:
-        self.min_interval = min_interval
-        self.calls = 0
-        self.failures = 0
-        self._wanted = threading.Event()
-        self._idle = threading.Event()
-        self._idle.set()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def request(self) -> None:
-        with self._lock:
-            self._idle.clear()
-            self._wanted.set()
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="balances-flush-trigger", daemon=True
-                )
-                self._thread.start()
-
-    def wait_idle(self, timeout: float = 10.0) -> bool:
-        """Block until every request so far has been served (tests)."""
-        return self._idle.wait(timeout)
-
-    def _run(self) -> None:
-        while True:
-            if not self._wanted.wait(timeout=30.0):
-                with self._lock:
-                    if not self._wanted.is_set():
-                        self._thread = None
-                        return
-                continue
-            self._wanted.clear()  # requests from now on get another call after this one
-            try:
-                request_flush()
-                self.calls += 1
-            except Exception as exc:  # the sweep (or the next notification) flushes instead
-                self.failures += 1
-                log.warning("balances_flush_trigger_failed", error=str(exc))
-            with self._lock:
-                if not self._wanted.is_set():
-                    self._idle.set()
-            time.sleep(self.min_interval)
+        super().__init__(
+            lambda: request_flush(), name="balances-flush-trigger", min_interval=min_interval
+        )
 
 
 trigger = FlushTrigger()

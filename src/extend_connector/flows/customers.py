@@ -1,6 +1,7 @@
 """Customer master data, per `scope.customers`.
 
-- `from_extend`: `CustomerCreated` / `CustomerChanged` refetch the customer, and a change-date
+- `from_extend`: `CustomerCreated` / `CustomerChanged` mark the customer dirty and the customer
+  drain (`refresh_customers`, flows/records.py) refetches the marked ones in batches; a change-date
   sweep (list, then fetch each changed one) reconciles; the local copy keeps addresses, customer
   group, price list, salesperson and organisation number; the shop is told of real changes.
 - `to_extend`: the shop registers a customer (`POST /v1/customers`), a durable workflow
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Mapping
@@ -33,7 +35,7 @@ from extend_connector.extend import (
     OutcomeUnknown,
     ValidationFailed,
 )
-from extend_connector.flows import dispatch, outbox, prices, retry
+from extend_connector.flows import dispatch, outbox, prices, records, retry
 from extend_connector.flows.context import current
 from extend_connector.flows.failures import park as park_failure
 from extend_connector.flows.sync import Listed, Progress, SweepResult, Tally, sweep_changed
@@ -183,6 +185,39 @@ async def refresh_customer(notification: dict[str, Any]) -> str:
     if outcome in ("created", "updated") and current().settings.scope.prices == PricesScope.SYNC:
         prices.enqueue_customer_prices(number, reason=str(notification.get("deliveryId", "")))
     return outcome
+
+
+async def refresh_customers(numbers: list[str]) -> dict[str, records.Outcome]:
+    """The customer drain's refresh (flows/records.py): fetch each customer Extend said changed,
+    upsert them in one transaction and, when prices are kept, queue a price refresh for each
+    created or changed one (with the upsert)."""
+    ctx = current()
+    fetched = await records.fetch_all(numbers, _fetch)
+    outcomes: dict[str, records.Outcome] = {}
+    found: list[tuple[str, Customer]] = []
+    for number, got in fetched.items():
+        if got is None:
+            outcomes[number] = "skipped"
+        elif isinstance(got, retry.Failure):
+            outcomes[number] = got
+        else:
+            found.append((number, got))
+    prices_kept = ctx.settings.scope.prices == PricesScope.SYNC
+
+    def write(session: Session, number: str, customer: Customer) -> str:
+        outcome = apply(session, [customer], now=ctx.clock())[0]
+        if outcome in ("created", "updated") and prices_kept:
+            # Named after the version of the customer: a pass run again queues nothing twice.
+            changed = customer.changed_at
+            reason = changed.isoformat() if changed is not None else "changed"
+            prices.enqueue_customer_prices(number, reason=reason, session=session)
+        return outcome
+
+    outcomes.update(await asyncio.to_thread(records.write_all, found, write))
+    return outcomes
+
+
+records.register(records.CUSTOMER, refresh=refresh_customers, policy=retry.ORDERS_REFRESH)
 
 
 @engine.workflow("customers.sweep")
@@ -510,10 +545,7 @@ def enqueue_creation(session: Session, data: dict[str, Any]) -> str:
 
 def declare_schedules(settings: Settings) -> None:
     if settings.scope.customers == CustomersScope.FROM_EXTEND:
-        dispatch.on(
-            ["CustomerCreated", "CustomerChanged"],
-            dispatch.JobHandler(workflow=refresh_customer, queue=QUEUE),
-        )
+        dispatch.on(["CustomerCreated", "CustomerChanged"], records.handler(records.CUSTOMER))
         engine.schedule(
             "customers.sweep",
             scheduled_sweep,

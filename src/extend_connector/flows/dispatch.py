@@ -1,12 +1,11 @@
 """Which flow handles which Extend webhook action, declared by the flows themselves.
 
 The webhook inbox knows no flow: for each notification of a delivery it looks up the
-action here. A handler is either
-- a `job`: a durable workflow enqueued (in the inbox's transaction) on a queue partitioned by the
-  notification's entity key, called as `workflow(notification_json)`; or
-- `inline`: a function run inside the inbox's own transaction (cheap bookkeeping such as marking
-  balances dirty, so a burst of thousands of notifications costs no job each), plus an optional
-  `after_commit` callback (e.g. start a debounced flush).
+action here. A handler is a function run inside the inbox's own transaction (cheap bookkeeping:
+mark the balance pair or the record dirty, so a burst of thousands of notifications costs no
+durable job each), plus an optional `after_commit` callback (start a debounced flush or drain).
+Balances mark `dirty_balances` (flows/balances.py); orders, products and customers mark
+`dirty_records` through `flows.records.handler(kind)`.
 Actions with no handler are stored and counted by the inbox, then acknowledged.
 """
 
@@ -22,18 +21,12 @@ from extend_connector.extend.webhooks import Notification
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class JobHandler:
-    workflow: Callable[..., Any]
-    queue: str
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
 class InlineHandler:
     apply: Callable[[Session, Notification, dict[str, Any]], None]
     after_commit: Callable[[list[Notification]], None] | None = None
 
 
-Handler = JobHandler | InlineHandler
+Handler = InlineHandler
 
 _HANDLERS: dict[str, Handler] = {}
 

@@ -11,11 +11,17 @@ stops and leaves its marks for the next trigger or sweep.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from extend_connector.flows import retry
+
+log = structlog.get_logger("extend_connector.flows.passes")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -112,3 +118,61 @@ async def run_passes(
             return {"outcome": "gave_up", "error": failed.error, **totals}
         totals["retries"] += 1
         waited += await retry.pause(action.seconds, policy=backoff)
+
+
+class Trigger:
+    """Start a debounced job on request, from a background thread, at most once per interval.
+
+    `request()` never blocks and never fails: the inbox calls it after its commit, per delivery.
+    `action` makes the call (an `Engine.debounce`, a database write of a few ms, too slow to make
+    per notification at 1,000/s). A request that arrives while a call is under way is served by
+    one more call after it, so the last request is always followed by a call made after it (the
+    marks are durable; this only decides when they go). Used by the balance flush and the
+    record drains (flows/records.py).
+    """
+
+    def __init__(
+        self, action: Callable[[], object], *, name: str, min_interval: float = 0.05
+    ) -> None:
+        self.action = action
+        self.name = name
+        self.min_interval = min_interval
+        self.calls = 0
+        self.failures = 0
+        self._wanted = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def request(self) -> None:
+        with self._lock:
+            self._idle.clear()
+            self._wanted.set()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until every request so far has been served (tests)."""
+        return self._idle.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            if not self._wanted.wait(timeout=30.0):
+                with self._lock:
+                    if not self._wanted.is_set():
+                        self._thread = None
+                        return
+                continue
+            self._wanted.clear()  # requests from now on get another call after this one
+            try:
+                self.action()
+                self.calls += 1
+            except Exception as exc:  # the sweep (or the next request) starts the job instead
+                self.failures += 1
+                log.warning("trigger_failed", trigger=self.name, error=str(exc))
+            with self._lock:
+                if not self._wanted.is_set():
+                    self._idle.set()
+            time.sleep(self.min_interval)

@@ -347,15 +347,22 @@ async def refresh_customer_prices(customer_number: str) -> dict[str, Any]:
     return await _prices_customer_step(customer_number)
 
 
-def enqueue_customer_prices(customer_number: str, *, reason: str) -> str:
-    """Called by the customer flow; idempotent per customer and trigger."""
-    return current().engine.enqueue(
-        refresh_customer_prices,
-        customer_number,
-        queue=QUEUE,
-        partition_key=f"customer:{customer_number}",
-        workflow_id=f"prices-customer-{customer_number}-{reason}",
-    )
+def enqueue_customer_prices(
+    customer_number: str, *, reason: str, session: Session | None = None
+) -> str:
+    """Called by the customer flow; idempotent per customer and trigger (`reason`). With a
+    `session`, the job commits with the caller's transaction."""
+    eng = current().engine
+    options: dict[str, Any] = {
+        "queue": QUEUE,
+        "partition_key": f"customer:{customer_number}",
+        "workflow_id": f"prices-customer-{customer_number}-{reason}",
+    }
+    if session is not None:
+        return eng.enqueue_in_transaction(
+            session, refresh_customer_prices, customer_number, **options
+        )
+    return eng.enqueue(refresh_customer_prices, customer_number, **options)
 
 
 # --- product triggers, coalesced ----------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Product master data from Extend (`scope.products = sync`): webhook refetch and change-date sweep.
 
-`ProductCreated` / `ProductChanged` enqueue `refresh_product` (one job per product, in order per
-`sku:<productNumber>`), which fetches `GET Products/{productNumber}` and upserts the local copy
-(and, when prices are kept, marks the product's prices for a coalesced refresh: flows/prices.py).
+`ProductCreated` / `ProductChanged` mark the product dirty (flows/records.py); the product drain
+(`refresh_products`) fetches the marked products with `GET Products/{productNumber}` and upserts
+them in one transaction (and, when prices are kept, marks their prices for a coalesced refresh:
+flows/prices.py). `refresh_product` (a job per hook) stays declared for jobs of the previous
+version.
 The sweep lists products changed since the cursor and fetches each changed one; it reconciles
 webhooks that never came. The shop is told (`product.changed`) only when the content hash
 changes, so a touch in Extend that changed nothing the shop shows tells it nothing. A phased-out
@@ -26,7 +28,7 @@ from sqlalchemy.orm import Session
 from extend_connector import engine
 from extend_connector.domain import Product
 from extend_connector.extend import NotFound
-from extend_connector.flows import dispatch, outbox, prices
+from extend_connector.flows import dispatch, outbox, prices, records, retry
 from extend_connector.flows.context import current
 from extend_connector.flows.sync import Listed, Progress, SweepResult, Tally, sweep_changed
 from extend_connector.settings import PricesScope, ProductsScope, Settings
@@ -177,6 +179,39 @@ async def refresh_product(notification: dict[str, Any]) -> str:
     return await _products_refresh_step(number)
 
 
+async def refresh_products(numbers: list[str]) -> dict[str, records.Outcome]:
+    """The product drain's refresh (flows/records.py): fetch each product Extend said changed,
+    upsert them in one transaction and mark their prices for the coalesced price refresh."""
+    ctx = current()
+    fetched = await records.fetch_all(numbers, _fetch)
+    outcomes: dict[str, records.Outcome] = {}
+    found: list[tuple[str, Product]] = []
+    for number, got in fetched.items():
+        if got is None:
+            outcomes[number] = "skipped"  # gone: Extend has no product deletion event
+        elif isinstance(got, retry.Failure):
+            outcomes[number] = got
+        else:
+            found.append((number, got))
+    prices_kept = ctx.settings.scope.prices == PricesScope.SYNC
+
+    def write(session: Session, number: str, product: Product) -> str:
+        outcome = apply(session, [product], now=ctx.clock())[0]
+        if prices_kept:
+            # A new or changed product may have new prices for every kept customer (Extend
+            # sends no price event): marked with the product, refreshed in a coalesced batch.
+            prices.mark_products(session, [number], now=ctx.clock())
+        return outcome
+
+    outcomes.update(await asyncio.to_thread(records.write_all, found, write))
+    if prices_kept and found:
+        await asyncio.to_thread(prices.request_product_prices)
+    return outcomes
+
+
+records.register(records.PRODUCT, refresh=refresh_products, policy=retry.ORDERS_REFRESH)
+
+
 @engine.workflow("products.sweep")
 async def scheduled_sweep(scheduled_at: Any = None, context: Any = None) -> dict[str, Any]:
     return await _products_sweep_step()
@@ -189,10 +224,7 @@ async def _products_sweep_step() -> dict[str, Any]:
 
 def declare_schedules(settings: Settings) -> None:
     if settings.scope.products == ProductsScope.SYNC:
-        dispatch.on(
-            ["ProductCreated", "ProductChanged"],
-            dispatch.JobHandler(workflow=refresh_product, queue=QUEUE),
-        )
+        dispatch.on(["ProductCreated", "ProductChanged"], records.handler(records.PRODUCT))
         engine.schedule(
             "products.sweep",
             scheduled_sweep,

@@ -253,6 +253,26 @@ class DirtyPriceProductRow(Base):
     marked_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class DirtyRecordRow(Base):
+    """A record (order, product, customer) an Extend webhook said changed and that no refresh has
+    fetched since: refreshed by its kind's drainer in batches (flows/records.py). `generation`
+    grows with every mark, so a refresh clears only the mark it saw."""
+
+    __tablename__ = "dirty_records"
+
+    kind: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    generation: Mapped[int] = mapped_column(default=1)
+    first_marked_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_marked_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_failed_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(sa.Text, default=None)
+
+    __table_args__ = (sa.Index("ix_dirty_records_due", "kind", "next_attempt_at"),)
+
+
 class DriftRow(Base):
     """A field Extend sent that our wire models do not know (kept and reported)."""
 

@@ -12,10 +12,11 @@
   backoff and no retry budget; a long backoff ends early once Extend answers any call of any
   process again (`flows.retry`, policy `orders`). Extend refusing the data: parked with
   Extend's message.
-- Progress (`progress.refresh`): order webhooks enqueue it per order; it fetches the order, and
-  the fetched order is the truth, applied unless an even newer one was applied already
-  (Extend's changedDate decides, not the status rank). The shop is told only when something it
-  shows changed (`view`).
+- Progress (`progress.refresh_orders`): order webhooks mark the order dirty (flows/records.py:
+  no job per hook, several hooks about one order are one mark); the order drain fetches the
+  marked orders in batches, and the fetched order is the truth, applied unless an even newer
+  one was applied already (Extend's changedDate decides, not the status rank). The shop is told
+  only when something it shows changed (`view`).
 - Sweep (`sweep.sweep_orders`): every `sync.orders_sweep_minutes` the orders changed since the
   cursor are listed and each of ours whose change is newer than our copy is fetched: it repairs
   lost webhooks. Never a poll per order.

@@ -16,9 +16,9 @@ from extend_connector import engine
 from extend_connector.domain import OrderState, OrderStatus
 from extend_connector.extend import NotFound, TechnicalFailure, Throttled
 from extend_connector.extend.webhooks import ORDER_ACTIONS
-from extend_connector.flows import dispatch, retry
+from extend_connector.flows import dispatch, records, retry
 from extend_connector.flows.context import current
-from extend_connector.flows.orders.base import FAILURE_KIND, PROGRESS_QUEUE, log
+from extend_connector.flows.orders.base import FAILURE_KIND, log
 from extend_connector.flows.orders.view import (
     expected_at,
     order_view,
@@ -183,4 +183,37 @@ async def refresh(notification: dict[str, Any]) -> str:
         waited += await retry.pause(action.seconds, policy=policy, retry_after=failure.retry_after)
 
 
-dispatch.on(sorted(ORDER_ACTIONS), dispatch.JobHandler(workflow=refresh, queue=PROGRESS_QUEUE))
+async def refresh_orders(numbers: list[str]) -> dict[str, records.Outcome]:
+    """The order drain's refresh (flows/records.py): fetch each order Extend said changed and
+    apply what came back, all in one transaction."""
+    ctx = current()
+    client = ctx.extend()
+
+    async def fetch(number: str) -> OrderState | None:
+        try:
+            return await client.get_order(number)
+        except NotFound:
+            return None
+
+    fetched = await records.fetch_all(numbers, fetch)
+    outcomes: dict[str, records.Outcome] = {}
+    states: list[tuple[str, OrderState]] = []
+    for number, got in fetched.items():
+        if got is None:
+            outcomes[number] = "not_found"
+        elif isinstance(got, retry.Failure):
+            outcomes[number] = got
+        else:
+            states.append((number, got))
+
+    def write(session: Session, _number: str, state: OrderState) -> str:
+        return apply_state(session, state, now=ctx.clock())
+
+    outcomes.update(await asyncio.to_thread(records.write_all, states, write))
+    return outcomes
+
+
+records.register(records.ORDER, refresh=refresh_orders, policy=retry.ORDERS_REFRESH)
+# Order hooks mark the order for the drain; `refresh` (a job per hook) stays declared for jobs
+# the previous version enqueued.
+dispatch.on(sorted(ORDER_ACTIONS), records.handler(records.ORDER))
