@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import sys
 import tempfile
@@ -220,6 +221,20 @@ def stored_deliveries(database_url: str) -> int:
         engine.dispose()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc): unlike wall time, it hardly moves
+    when other programs share the machine, so it compares runs on a busy machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu(pid: int, seconds: float = 3.0) -> float:
+    """Share of a core the connector uses doing nothing (its queue pollers and timers)."""
+    before = cpu_seconds(pid)
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - before) / seconds
+
+
 def run_backend(
     backend: str, database_url: str, sim_url: str, args: argparse.Namespace, tmp: Path
 ) -> dict[str, Any]:
@@ -240,12 +255,21 @@ def run_backend(
         env=env,
         log_dir=tmp,
         health_url=f"http://127.0.0.1:{port}/healthz",
-    ):
+    ) as server:
+        pid = server.popen.pid
+        idle = idle_cpu(pid)
         # Fixed-rate runs first, so neither inherits the job backlog of a closed-loop burst.
+        cpu0 = cpu_seconds(pid)
         fixed_ok = asyncio.run(open_loop(port, "/bench/ok", work, args.rate, args.fixed_seconds))
+        cpu1 = cpu_seconds(pid)
         fixed = asyncio.run(
             open_loop(port, "/webhooks/extend", work[: need // 2], args.rate, args.fixed_seconds)
         )
+        cpu2 = cpu_seconds(pid)
+        # CPU per request in each fixed-rate run (work done behind the answer in that window
+        # included; the idle share is in both).
+        fixed_ok["cpu_ms_per_request"] = 1000 * (cpu1 - cpu0) / max(1, fixed_ok["ok"])
+        fixed["cpu_ms_per_request"] = 1000 * (cpu2 - cpu1) / max(1, fixed["ok"])
         ceiling = asyncio.run(closed_loop(port, "/bench/ok", work, args.seconds, args.connections))
         ingest = asyncio.run(
             closed_loop(port, "/webhooks/extend", work[need // 2 :], args.seconds, args.connections)
@@ -257,6 +281,7 @@ def run_backend(
         "ingest": ingest,
         "fixed_baseline": fixed_ok,
         "fixed": fixed,
+        "idle_cpu_share": idle,
         "stored_deliveries": stored,
         "acknowledged_deliveries": ingest["ok"] + fixed["ok"],
         "share_of_ceiling": ingest["per_second"] / ceiling["per_second"]
@@ -332,6 +357,7 @@ def main() -> int:
                 "1.00",
                 ms(r["fixed_baseline"]["p50"]),
                 ms(r["fixed_baseline"]["p99"]),
+                f"{r['fixed_baseline']['cpu_ms_per_request']:.2f} ms",
                 "-",
             ]
         )
@@ -342,6 +368,7 @@ def main() -> int:
                 f"{r['share_of_ceiling']:.2f}",
                 ms(r["fixed"]["p50"]),
                 ms(r["fixed"]["p99"]),
+                f"{r['fixed']['cpu_ms_per_request']:.2f} ms",
                 f"{r['stored_deliveries']} stored / {r['acknowledged_deliveries']} acked",
             ]
         )
@@ -354,10 +381,16 @@ def main() -> int:
             "ratio to ceiling",
             f"p50 @{args.rate:.0f}/s",
             f"p99 @{args.rate:.0f}/s",
+            f"CPU per request @{args.rate:.0f}/s",
             "deliveries",
         ],
         rows,
     )
+    for r in results:
+        print(
+            f"{r['backend']}: the idle connector uses {100 * r['idle_cpu_share']:.1f}% of a core "
+            "(queue pollers, timers)"
+        )
     if not postgres_server(args.postgres):
         print(
             "PostgreSQL: not measured (set "

@@ -33,7 +33,7 @@ QUEUES = {
         name="orders-submit", worker_concurrency=32, poll_seconds=0.2
     ),
     "orders-progress": engine.QueueSpec(
-        name="orders-progress", partition_concurrency=1, worker_concurrency=32, poll_seconds=0.2
+        name="orders-progress", partition_concurrency=1, worker_concurrency=32, poll_seconds=0.5
     ),
     "orders-sweep": engine.QueueSpec(name="orders-sweep", concurrency=1),
 }

@@ -16,6 +16,7 @@ import asyncio
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,6 +64,9 @@ INBOX_SECONDS = Histogram(
 )
 
 
+ApplyMany = Callable[[Session, list[Notification]], None]
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Stored:
     """What the transaction did with one delivery."""
@@ -83,6 +87,7 @@ def _store_in(
     raw: bytes,
     now: datetime,
     after: list[tuple[Any, Notification]],
+    batched: dict[int, tuple[ApplyMany, list[Notification]]],
 ) -> tuple[Stored, InboxRow]:
     """Store one new delivery inside `session`: apply each notification's handler, add the inbox
     row."""
@@ -93,10 +98,13 @@ def _store_in(
         if handler is None:
             unhandled += 1
             continue
-        payload = dispatch.notification_json(
-            note, delivery_id=envelope.id, index=index, received_at=received_at
-        )
-        handler.apply(session, note, payload)
+        if handler.apply_many is not None:
+            batched.setdefault(id(handler), (handler.apply_many, []))[1].append(note)
+        else:
+            payload = dispatch.notification_json(
+                note, delivery_id=envelope.id, index=index, received_at=received_at
+            )
+            handler.apply(session, note, payload)
         if handler.after_commit is not None:
             after.append((handler, note))
         inline += 1
@@ -125,6 +133,7 @@ def store_deliveries(
     """
     now = ctx.clock()
     after: list[tuple[Any, Notification]] = []
+    batched: dict[int, tuple[ApplyMany, list[Notification]]] = {}
     results: list[Stored] = []
     with ctx.db.write() as session:
         ids = {envelope.id for envelope, _ in items}
@@ -138,8 +147,11 @@ def store_deliveries(
                 row.last_seen_attempt = max(row.last_seen_attempt, envelope.attempt)
                 results.append(Stored(duplicate=True))
                 continue
-            stored, rows[envelope.id] = _store_in(session, ctx, envelope, raw, now, after)
+            stored, rows[envelope.id] = _store_in(session, ctx, envelope, raw, now, after, batched)
             results.append(stored)
+        # The handlers that mark in bulk, once for the whole batch (one statement, many marks).
+        for apply_many, notes in batched.values():
+            apply_many(session, notes)
     return results, after
 
 

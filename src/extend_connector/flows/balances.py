@@ -141,31 +141,42 @@ def shop_figure(
 
 def _mark(session: Session, notification: Notification, _json: dict[str, Any]) -> None:
     """Inline handler: mark the notified pairs dirty inside the inbox transaction."""
-    if not isinstance(notification, AvailableBalanceChanged | BalanceChanged):
-        return
+    _mark_many(session, [notification])
+
+
+def _mark_many(session: Session, notifications: list[Notification]) -> None:
+    """Inline handler for a group-committed batch: one statement marks every notified pair."""
     ctx = current()
     warehouses = sell_from(ctx.settings)
-    if notification.warehouse is None:
-        targets = warehouses
-    elif notification.warehouse in warehouses:
-        targets = [notification.warehouse]
-    else:
-        return  # the shop does not sell from there
     now = ctx.clock()
-    mark_dirty(session, [(notification.product_number, w) for w in targets], now=now)
-    if (
-        ctx.settings.sync.balance_apply_notification_value
-        and isinstance(notification, AvailableBalanceChanged)
-        and notification.available_balance is not None
-        and notification.warehouse is not None
-    ):
-        _note_notified(
-            session,
-            notification.product_number,
-            notification.warehouse,
-            notification.available_balance,
-            now,
-        )
+    pairs: dict[tuple[str, str], None] = {}  # in order, each once (one upsert may not repeat a row)
+    for notification in notifications:
+        if not isinstance(notification, AvailableBalanceChanged | BalanceChanged):
+            continue
+        if notification.warehouse is None:
+            targets = warehouses
+        elif notification.warehouse in warehouses:
+            targets = [notification.warehouse]
+        else:
+            continue  # the shop does not sell from there
+        pairs.update(dict.fromkeys((notification.product_number, w) for w in targets))
+    mark_dirty(session, list(pairs), now=now)
+    if not ctx.settings.sync.balance_apply_notification_value:
+        return
+    for notification in notifications:
+        if (
+            isinstance(notification, AvailableBalanceChanged)
+            and notification.available_balance is not None
+            and notification.warehouse is not None
+            and notification.warehouse in warehouses
+        ):
+            _note_notified(
+                session,
+                notification.product_number,
+                notification.warehouse,
+                notification.available_balance,
+                now,
+            )
 
 
 def _note_notified(
@@ -198,7 +209,7 @@ def _after_commit(_notifications: list[Notification]) -> None:
 
 dispatch.on(
     ["AvailableBalanceChanged", "BalanceChanged"],
-    dispatch.InlineHandler(apply=_mark, after_commit=_after_commit),
+    dispatch.InlineHandler(apply=_mark, apply_many=_mark_many, after_commit=_after_commit),
 )
 
 

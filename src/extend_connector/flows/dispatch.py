@@ -22,8 +22,13 @@ from extend_connector.extend.webhooks import Notification
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class InlineHandler:
+    """`apply` runs per notification inside the inbox transaction; a handler with `apply_many`
+    gets every notification of a group-committed batch for it in one call instead (one statement
+    for many marks), in delivery order."""
+
     apply: Callable[[Session, Notification, dict[str, Any]], None]
     after_commit: Callable[[list[Notification]], None] | None = None
+    apply_many: Callable[[Session, list[Notification]], None] | None = None
 
 
 Handler = InlineHandler

@@ -377,7 +377,7 @@ def enqueue_customer_prices(
 # each customer's whole price list instead, which is fewer pages than product-number chunks.
 
 TRIGGER_QUEUE = "prices-triggers"
-engine.queue(TRIGGER_QUEUE, worker_concurrency=1, poll_seconds=0.5)
+engine.queue(TRIGGER_QUEUE, worker_concurrency=1, poll_seconds=1.0)  # debounced by 5 s anyway
 FLUSH_KEY = "prices.products"
 FLUSH_DEBOUNCE_SECONDS = 5.0
 FLUSH_MAX_DELAY_SECONDS = 60.0

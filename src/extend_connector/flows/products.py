@@ -39,7 +39,9 @@ log = structlog.get_logger("extend_connector.flows.products")
 
 QUEUE = "products"
 CURSOR = "products"
-engine.queue(QUEUE, partition_concurrency=1, worker_concurrency=32, poll_seconds=0.5)
+# Product hooks go to the product drain (flows/records.py); this queue only runs `products.refresh`
+# jobs of the previous version, so it is polled seldom (each poll is a dequeue transaction).
+engine.queue(QUEUE, partition_concurrency=1, worker_concurrency=32, poll_seconds=2.0)
 
 
 def product_document(product: Product) -> dict[str, Any]:

@@ -84,11 +84,12 @@ def upsert(
 def mark_dirty(
     session: Session, pairs: Iterable[tuple[str, str]], *, now: datetime | None = None
 ) -> None:
-    """Mark (product_number, warehouse) pairs dirty; keeps the first mark time of each."""
+    """Mark (product_number, warehouse) pairs dirty; keeps the first mark time of each. A pair
+    named twice is marked once (PostgreSQL refuses an upsert that touches a row twice)."""
     now = now or utcnow()
     rows = [
         {"product_number": p, "warehouse": w, "first_marked_at": now, "last_marked_at": now}
-        for p, w in pairs
+        for p, w in dict.fromkeys(pairs)
     ]
     if not rows:
         return

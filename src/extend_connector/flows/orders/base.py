@@ -21,7 +21,9 @@ SWEEP_QUEUE = "orders-sweep"
 # Most of a submit job's life during an outage is a durable sleep; a wide queue keeps those sleepers
 # from holding back fresh orders (calls to Extend are bounded by the client's max_in_flight).
 engine.queue(SUBMIT_QUEUE, worker_concurrency=32, poll_seconds=0.2)
-engine.queue(PROGRESS_QUEUE, partition_concurrency=1, worker_concurrency=32, poll_seconds=0.2)
+# Progress hooks go to the order drain (flows/records.py); this queue keeps the shop's changes
+# (`orders.apply_change`) and jobs of the previous version: polled less often.
+engine.queue(PROGRESS_QUEUE, partition_concurrency=1, worker_concurrency=32, poll_seconds=0.5)
 engine.queue(SWEEP_QUEUE, concurrency=1)
 
 CURSOR = "orders"
