@@ -174,7 +174,8 @@ def test_rate_limited_queue_starts_no_more_than_its_limit(running: engine.Engine
     statuses = sorted(running.get_status(i).status for i in ids)  # type: ignore[union-attr]
     assert statuses == ["ENQUEUED"] * 4 + ["SUCCESS"] * 2
     assert app.count(running.db_engine, "collected") == 2
-    assert running.queue_depth() == {"test.rated": 4}
+    # (The engine's own schedules, e.g. the watchdog's, may have a job on their queues too.)
+    assert running.queue_depth().get("test.rated") == 4
 
 
 def test_cancel_keeps_a_job_from_running(connected: engine.Engine) -> None:

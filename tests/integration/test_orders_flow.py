@@ -17,12 +17,11 @@ import pytest
 import sqlalchemy as sa
 
 from extend_connector.flows import failures
-from extend_connector.flows.orders.base import PROGRESS_QUEUE
 from extend_connector.service import Connector
 from extend_connector.store.models import IdMappingRow, OrderRow, OutboxRow
 from support.order_stack import order_stack
 from support.processes import wait_for
-from support.settle import wait_settled
+from support.settle import wait_drained
 
 TOKEN = {"authorization": "Bearer shop-token"}
 
@@ -197,7 +196,7 @@ def test_sweep_repairs_dropped_webhooks(stack: Stack) -> None:
     stack.post_order("S-sw")
     order = stack.wait_status("S-sw", "Registered")
     # The OrderCreated refresh finishes first (it would fetch the reservation too).
-    wait_settled(stack.connector.engine, PROGRESS_QUEUE)
+    wait_drained(stack.connector.engine, stack.connector.db, "order")
     stack.admin("PATCH", "/faults", json={"webhookDropRate": 1.0})
     stack.admin("POST", f"/orders/{order['orderNumber']}/reserve")
     wait_for(
@@ -206,7 +205,7 @@ def test_sweep_repairs_dropped_webhooks(stack: Stack) -> None:
         interval=0.05,
         what="the reservation's webhook dropped",
     )
-    wait_settled(stack.connector.engine, PROGRESS_QUEUE)
+    wait_drained(stack.connector.engine, stack.connector.db, "order")
     assert stack.order("S-sw")["status"] == "Registered"  # the hook was dropped
     stats = _run(sweep_orders())
     assert stats.outcomes["updated"] >= 1

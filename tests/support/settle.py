@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from extend_connector.engine import Engine
+from extend_connector.store.database import Database
+from extend_connector.store.models import DirtyRecordRow
 from support.processes import wait_for
 
 
@@ -15,3 +19,19 @@ def wait_settled(engine: Engine, *queues: str, timeout: float = 30.0) -> None:
         interval=0.05,
         what=f"no job waiting or running on {', '.join(queues)}",
     )
+
+
+def wait_drained(engine: Engine, db: Database, kind: str, timeout: float = 30.0) -> None:
+    """Until no record of `kind` (flows/records.py: order, product, customer) is marked and its
+    drain's queue is idle: every hook received so far has been fetched and applied."""
+
+    def drained() -> bool | None:
+        with db.read() as session:
+            marked = session.scalar(
+                sa.select(sa.func.count())
+                .select_from(DirtyRecordRow)
+                .where(DirtyRecordRow.kind == kind)
+            )
+        return (not marked and not engine.queue_depth().get(f"records-{kind}")) or None
+
+    wait_for(drained, timeout, interval=0.05, what=f"no {kind} marked and its drain idle")

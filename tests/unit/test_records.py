@@ -155,3 +155,18 @@ def test_a_spent_budget_drops_the_mark_for_the_sweep(tmp_path: Path, fake: Exten
         assert [r["retrying"] for r in results] == [1, 1, 1, 0]
         assert results[-1]["gave_up"] == 1
         assert _marks(ctx) == {}
+
+
+def test_marks_nobody_drains_get_their_drain_asked_for_again(
+    tmp_path: Path, fake: ExtendFake
+) -> None:
+    # The watchdog calls this each pass (flows/watchdog.watch_once).
+    p1 = next(iter(fake.state.products))
+    clock = engine.FakeClock()
+    with inline_context(tmp_path, fake, clock=clock) as (ctx, run):
+        _mark(ctx, p1)  # committed, but its process died before the trigger
+        assert records.request_forgotten_drains(clock()) == 0  # due only just now
+        clock.advance(records.FORGOTTEN_AFTER.total_seconds() + 1)
+        assert records.request_forgotten_drains(clock()) == 1
+        [job] = [j for j in run.jobs if j.workflow == "records.drain"]
+        assert (job.kind, job.args) == ("debounce", (records.PRODUCT,))

@@ -127,16 +127,26 @@ class Trigger:
     `action` makes the call (an `Engine.debounce`, a database write of a few ms, too slow to make
     per notification at 1,000/s). A request that arrives while a call is under way is served by
     one more call after it, so the last request is always followed by a call made after it (the
-    marks are durable; this only decides when they go). Used by the balance flush and the
-    record drains (flows/records.py).
+    marks are durable; this only decides when they go). A call that fails (the database is
+    down) is made again, after 0.5 s doubling to 5 s, until it goes through: the marks wait
+    durably, but no further hook may come to ask again. Used by the balance flush and the record
+    drains (flows/records.py).
     """
 
     def __init__(
-        self, action: Callable[[], object], *, name: str, min_interval: float = 0.05
+        self,
+        action: Callable[[], object],
+        *,
+        name: str,
+        min_interval: float = 0.05,
+        retry_first_seconds: float = 0.5,
+        retry_cap_seconds: float = 5.0,
     ) -> None:
         self.action = action
         self.name = name
         self.min_interval = min_interval
+        self.retry_first_seconds = retry_first_seconds
+        self.retry_cap_seconds = retry_cap_seconds
         self.calls = 0
         self.failures = 0
         self._wanted = threading.Event()
@@ -158,6 +168,7 @@ class Trigger:
         return self._idle.wait(timeout)
 
     def _run(self) -> None:
+        failed = 0  # calls failed in a row
         while True:
             if not self._wanted.wait(timeout=30.0):
                 with self._lock:
@@ -168,10 +179,25 @@ class Trigger:
             self._wanted.clear()  # requests from now on get another call after this one
             try:
                 self.action()
-                self.calls += 1
-            except Exception as exc:  # the sweep (or the next request) starts the job instead
+            except Exception as exc:
                 self.failures += 1
-                log.warning("trigger_failed", trigger=self.name, error=str(exc))
+                failed += 1
+                wait = min(self.retry_cap_seconds, self.retry_first_seconds * 2 ** (failed - 1))
+                if failed == 1 or failed % 20 == 0:
+                    log.warning(
+                        "trigger_failed",
+                        trigger=self.name,
+                        error=f"{type(exc).__name__}: {exc}"[:500],
+                        failed_calls=failed,
+                        retry_in=wait,
+                    )
+                self._wanted.set()  # served only once a call goes through
+                time.sleep(wait)
+                continue
+            self.calls += 1
+            if failed:
+                log.info("trigger_recovered", trigger=self.name, failed_calls=failed)
+                failed = 0
             with self._lock:
                 if not self._wanted.is_set():
                     self._idle.set()

@@ -255,6 +255,29 @@ def request_drain(name: str) -> str:
     )
 
 
+FORGOTTEN_AFTER = timedelta(seconds=60)  # a due mark this old has no drain coming (watchdog)
+
+
+def request_forgotten_drains(now: datetime) -> int:
+    """Ask again for the drain of every kind with a mark due for longer than `FORGOTTEN_AFTER`
+    (the watchdog calls this); returns how many drains were asked for."""
+    t = _DIRTY.c
+    with current().db.read() as session:
+        names = list(
+            session.scalars(
+                sa.select(t.kind).where(t.next_attempt_at <= now - FORGOTTEN_AFTER).distinct()
+            )
+        )
+    asked = 0
+    for name in names:
+        if name in _KINDS:
+            request_drain(name)
+            asked += 1
+    if asked:
+        log.warning("record_drains_requested_again", kinds=sorted(n for n in names if n in _KINDS))
+    return asked
+
+
 # --- the drainer -------------------------------------------------------------------------------
 
 

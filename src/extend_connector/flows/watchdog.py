@@ -15,6 +15,9 @@ Every `engine.watchdog_minutes` (one run at a time across the fleet):
      and never came back needs `Engine.recover`; an Extend call that never returns).
 2. Any other job that stopped in ERROR is parked as a failure of kind `job` (one per job), so it
    shows in `status` and `failures list`; `failures retry` resumes it.
+3. Records marked by webhooks (flows/records.py) that have been due for longer than
+   `records.FORGOTTEN_AFTER` get their drain asked for again: the process that marked them may
+   have died between its commit and its trigger, and no further hook may come.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import sqlalchemy as sa
 import structlog
 
 from extend_connector import engine
-from extend_connector.flows import failures, orders
+from extend_connector.flows import failures, orders, records
 from extend_connector.flows.balances import sweep_interval
 from extend_connector.flows.context import current
 from extend_connector.settings import Settings
@@ -267,6 +270,9 @@ def watch_once() -> dict[str, int]:
         outcome = check_order(shop_ref, updated_at, now=now, stuck_after=stuck_after)
         tally[outcome] = tally.get(outcome, 0) + 1
     tally["jobs_parked"] = _park_failed_jobs()
+    drains = records.request_forgotten_drains(now)
+    if drains:
+        tally["drains_requested"] = drains
     acted = {k: v for k, v in tally.items() if k not in ("moving", "young", "settled") and v}
     if acted:
         log.warning("watchdog_acted", **acted)
