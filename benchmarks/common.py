@@ -215,7 +215,13 @@ def fleet_slot(server_url: str) -> Iterator[None]:
     digest = hashlib.sha256(admin.encode()).hexdigest()[:12]
     path = Path(tempfile.gettempdir()) / f"extend-connector-fleet-{digest}.lock"
     with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for the PostgreSQL fleet slot ({path}): another fleet runs", flush=True)
+            waited = time.monotonic()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            print(f"got the fleet slot after {time.monotonic() - waited:.0f} s", flush=True)
         try:
             yield
         finally:
