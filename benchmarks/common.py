@@ -105,9 +105,11 @@ def process(
     *,
     env: dict[str, str],
     log_dir: Path,
-    health_url: str,
+    health_url: str | None,
     timeout: float = 90.0,
 ) -> Iterator[Process]:
+    """Start `argv`; with `health_url`, wait until it answers below 500 (a process without HTTP,
+    such as a `worker`, is only checked to be still running)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     with log_path.open("ab") as log:
@@ -122,7 +124,7 @@ def process(
     proc = Process(name=name, popen=popen, log_path=log_path)
     try:
         deadline = time.monotonic() + timeout
-        while True:
+        while health_url is not None:
             if popen.poll() is not None:
                 raise RuntimeError(f"{name} exited with {popen.returncode}:\n{proc.tail()}")
             with contextlib.suppress(httpx2.HTTPError):
@@ -131,6 +133,8 @@ def process(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{name} not healthy after {timeout}s:\n{proc.tail()}")
             time.sleep(0.1)
+        if popen.poll() is not None:
+            raise RuntimeError(f"{name} exited with {popen.returncode}:\n{proc.tail()}")
         yield proc
     finally:
         if popen.poll() is None:
@@ -196,6 +200,144 @@ def postgres_database(server_url: str, name_prefix: str) -> Iterator[str]:
 
 def postgres_server(cli_value: str | None) -> str | None:
     return cli_value or os.environ.get("EXTEND_CONNECTOR_TEST_POSTGRES_URL")
+
+
+@contextlib.contextmanager
+def fleet_slot(server_url: str) -> Iterator[None]:
+    """Hold the PostgreSQL server's one slot for several connector processes (the lock file of
+    tests/support/postgres.py `fleet_slot`), so a benchmark's fleet and a test's fleet never run
+    at once and use up the server's connections together."""
+    import fcntl
+    import hashlib
+    import tempfile
+
+    admin = "postgresql+psycopg://" + server_url.split("://", 1)[1]
+    digest = hashlib.sha256(admin.encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"extend-connector-fleet-{digest}.lock"
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for the PostgreSQL fleet slot ({path}): another fleet runs", flush=True)
+            waited = time.monotonic()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            print(f"got the fleet slot after {time.monotonic() - waited:.0f} s", flush=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def migrate_database(env: dict[str, str], log_dir: Path) -> None:
+    """`extend-connector db upgrade` with the settings in `env` (before several processes start
+    on one new database: they would race to create it)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (log_dir / "db-upgrade.log").open("ab") as log:
+        subprocess.run(
+            [PYTHON, "-m", "extend_connector", "db", "upgrade"],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=log_dir,
+            check=True,
+            timeout=180,
+        )
+
+
+# ------------------------------------------------------------------ the simulator as a process
+
+
+def simulator_argv(
+    port: int,
+    *,
+    products: int,
+    webhook_url: str | None,
+    webhook_secret: str,
+    warehouses: tuple[str, ...] | None = None,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
+    """`extend-connector simulator` on `port`: seeded, webhooks signed with `webhook_secret` to
+    `webhook_url` (None: no registration), retries of failed webhooks scaled to seconds."""
+    argv = [
+        PYTHON,
+        "-m",
+        "extend_connector",
+        "simulator",
+        "--port",
+        str(port),
+        "--products",
+        str(products),
+        "--customers",
+        "3",
+        "--time-scale",
+        "0.01",
+        "--webhook-secret",
+        webhook_secret,
+    ]
+    argv += ["--webhook-url", webhook_url] if webhook_url else ["--no-webhook"]
+    if warehouses:
+        argv += ["--warehouses", ",".join(warehouses)]
+    return argv + list(extra)
+
+
+class Sim:
+    """The simulator's driving API (`/_sim`) over HTTP: state, counters, faults."""
+
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.api_url = f"{self.base}/api"
+        self.http = httpx2.Client(base_url=f"{self.base}/_sim", timeout=60)
+
+    def __call__(self, method: str, path: str, body: Any = None) -> Any:
+        response = self.http.request(method, path, json=body)
+        if response.status_code >= 300:
+            raise RuntimeError(f"{method} /_sim{path}: {response.status_code} {response.text}")
+        return response.json() if response.content else None
+
+    def counters(self) -> dict[str, Any]:
+        return dict(self("GET", "/counters"))
+
+    def balances(self, warehouses: tuple[str, ...]) -> dict[tuple[str, str], float]:
+        """Extend's available balance of every product in `warehouses` (absent: 0)."""
+        products = [p["productNumber"] for p in self("GET", "/state/products")]
+        found = {
+            (b["productNumber"], b["warehouse"]): float(b["availableBalance"])
+            for b in self("GET", "/state/balances")
+            if b["warehouse"] in warehouses
+        }
+        return {(p, w): found.get((p, w), 0.0) for p in products for w in warehouses}
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def local_stock(
+    http: httpx2.Client, url: str, shop_token: str, products: list[str]
+) -> dict[tuple[str, str], float]:
+    """The connector's `GET /v1/stock` for `products` (pages of 500) as (product, warehouse) ->
+    available."""
+    out: dict[tuple[str, str], float] = {}
+    for i in range(0, len(products), 500):
+        response = http.get(
+            f"{url}/v1/stock",
+            headers={"Authorization": f"Bearer {shop_token}"},
+            params={"productNumbers": ",".join(products[i : i + 500]), "pageSize": 500},
+        )
+        response.raise_for_status()
+        for item in response.json()["items"]:
+            for w in item["warehouses"]:
+                out[(item["productNumber"], w["warehouse"])] = float(w["available"])
+    return out
+
+
+def stock_mismatches(
+    http: httpx2.Client, url: str, shop_token: str, truth: dict[tuple[str, str], float]
+) -> int:
+    """How many (product, warehouse) balances of the connector's `/v1/stock` differ from
+    `truth` (Extend's, from `Sim.balances`)."""
+    products = sorted({p for p, _ in truth})
+    local = local_stock(http, url, shop_token, products)
+    return sum(1 for k, v in truth.items() if local.get(k) != v)
 
 
 # ------------------------------------------------------------------ lean HTTP/1.1 load generator
