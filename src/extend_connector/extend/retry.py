@@ -1,7 +1,11 @@
 """When a failed call is tried again inside the client, and after how long.
 
 Exponential backoff with full jitter between a floor and a cap, honouring what Extend says
-(`Retry-After`, `x-ratelimit-reset`), bounded by a number of attempts and a total time.
+(`Retry-After`, `x-ratelimit-reset`), bounded by a number of attempts and a total time. A failure
+whose `Retry-After` asks for longer than `max_told_wait_seconds` (an outage: 503 with
+Retry-After 30) is not slept inside the call but raised with the figure: the durable flow waits
+it out where it can also see Extend answer again (the balance flush probes every 2 s), instead of
+one call holding its slot for half a minute. A throttled call waits in the shared budget.
 
 What is retried: reads that failed technically or were throttled, and writes that provably
 never reached Extend (connect errors) or were throttled (refused before processing). A write
@@ -26,6 +30,7 @@ class RetryPolicy:
     floor_seconds: float = 0.2
     cap_seconds: float = 20.0
     multiplier: float = 2.0
+    max_told_wait_seconds: float = 5.0
     random: Callable[[], float] = field(default=random.random, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -59,5 +64,7 @@ class RetryPolicy:
         if isinstance(error, AccessDenied):
             return False
         if isinstance(error, TechnicalFailure):
+            if error.retry_after is not None and error.retry_after > self.max_told_wait_seconds:
+                return False  # a long outage: the caller's durable flow waits it out
             return not is_write or not sent
         return False
