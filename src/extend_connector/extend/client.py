@@ -210,6 +210,7 @@ class ExtendClient:
         if budget is None:
             # One budget per Extend credential per process, whoever builds the client.
             budget = shared_budget(budget_key(settings))
+            budget.set_periods(extend.dialect.parsed_rate_limits)
         return cls(
             dialect=dialect,
             default_warehouse=extend.warehouses[0],

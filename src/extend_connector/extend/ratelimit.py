@@ -14,7 +14,13 @@ by every flow of a process (`shared_budget`) and does two things before each cal
    answer at all (connection dropped or never made; not a timeout) gives its slot back
    (`release`), so an outage does not drain the bucket of calls Extend never counted.
 2. Per process, from the headers: when fewer than `low_water` of the limit remain, calls are
-   spaced evenly over the time left until the reset; at zero they wait for the reset. A 429
+   paced: at the group's refill rate (`limit / period`, the period from the dialect's
+   `rate_limits`, `set_periods`) or, when that is faster, spread evenly over the time left until
+   the reset (a window that ends soon); a group with no known period is spread over the reset.
+   Only spreading wasted a token bucket: Extend's (and the simulator's) reset is the time until
+   the bucket is full again, so the calls left went at a fraction of the refill rate and about a
+   fifth of the bucket stayed unused for a whole catalogue sync. At zero calls wait for the
+   reset. A 429
    empties the group for this process until its `retry_after`. Every count is held only until
    the reset time that came with it (`UNKNOWN_RESET_SECONDS` when none came); after that the
    group is unknown again and calls go until an answer teaches it. So every wait ends by time
@@ -129,12 +135,20 @@ class RateBudget:
         self._sleep = sleep
         self._low_water = low_water
         self._groups: dict[str, _Group] = {}
+        self._periods: dict[str, float] = {}
         self._lock = threading.Lock()
         self._fleet: _Fleet | None = None
         self._fleet_warned_at: float | None = None
         self.fleet_failures = (
             0  # operations of the fleet bucket that failed (local pacing took over)
         )
+
+    def set_periods(self, limits: Mapping[str, tuple[int, float]]) -> None:
+        """The refill period of each group (group -> (configured limit, period seconds), the
+        dialect's `rate_limits`): below the low-water mark calls go at `limit / period` a second,
+        with the limit Extend's headers give."""
+        with self._lock:
+            self._periods = {group: period for group, (_, period) in limits.items() if period > 0}
 
     # --- the fleet-wide bucket -------------------------------------------------------------------
 
@@ -247,7 +261,11 @@ class RateBudget:
                 start = max(now, g.next_slot)
                 # Spread from this call's slot, not from now: callers reserving at one instant
                 # would otherwise be spaced past the reset they are spread over.
-                g.next_slot = start + max(0.0, g.reset_at - start) / (g.remaining + 1)
+                interval = max(0.0, g.reset_at - start) / (g.remaining + 1)
+                period = self._periods.get(name)
+                if period is not None:
+                    interval = min(interval, period / g.limit)  # the bucket's refill rate
+                g.next_slot = start + interval
                 return start - now, True
             return 0.0, True
 
