@@ -228,8 +228,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def idle_cpu(pid: int, seconds: float = 3.0) -> float:
-    """Share of a core the connector uses doing nothing (its queue pollers and timers)."""
+def idle_cpu(pid: int, seconds: float = 3.0, settle: float = 5.0) -> float:
+    """Share of a core the connector uses doing nothing (its queue pollers and timers), measured
+    after `settle` seconds for its start-up work (the first balance load, the first sweeps)."""
+    time.sleep(settle)
     before = cpu_seconds(pid)
     time.sleep(seconds)
     return (cpu_seconds(pid) - before) / seconds
