@@ -194,8 +194,10 @@ def main(argv: list[str]) -> int:
         engine=EngineSettings(role=role, executor_id=executor_id, application_version=version),
     )
     os.environ["EC_TEST_EXECUTOR"] = executor_id
-    eng = engine.Engine(settings).launch()
+    eng = engine.Engine(settings)
+    # Before the launch: a job recovered at launch may run its steps (which record here) at once.
     use_database(eng.db_engine)
+    eng.launch()
     try:
         if mode == "run-two-steps":
             # Enqueue (idempotent on the id: a restart finds the job already there) and wait.
