@@ -102,6 +102,33 @@ def test_documented_minimum_order_is_accepted_as_is_and_priced_by_extend(sim: An
     }
 
 
+def test_extend_assigns_the_order_number_and_keeps_one_everywhere(sim: Any) -> None:
+    # A client that sends its own `orderNumber` (or other figures Extend keeps) in the header gets
+    # Extend's number back, the same at the top level and inside `orderHeader`, also after a
+    # change; Extend assigns numbers (issue #16).
+    state, _ = sim
+    body = {
+        "orderHeader": {
+            "orderNumber": "999999",
+            "status": "Delivered",
+            "orderNumberExternal": "S-own-number",
+            "customerNumber": "WEB",
+        },
+        "orderRows": [_row()],
+    }
+    order = state.create_order(body)
+    number = order["orderNumber"]
+    assert number != "999999"
+    assert order["orderHeader"]["orderNumber"] == number
+    assert order["status"] == order["orderHeader"]["status"] == "Registered"
+    changed = state.update_order(
+        number, {"orderHeader": {"orderNumber": "123", "yourReference": "Eva"}}
+    )
+    assert changed["orderNumber"] == changed["orderHeader"]["orderNumber"] == number
+    assert changed["orderHeader"]["yourReference"] == "Eva"
+    assert state.order_json(state.order(number))["orderHeader"]["orderNumber"] == number
+
+
 def test_prices_sent_by_the_shop_are_kept_exactly(sim: Any) -> None:
     state, _ = sim
     order = _order(

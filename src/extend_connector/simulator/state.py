@@ -40,6 +40,12 @@ _LOST_PLUS = re.compile(r"\d \d\d:\d\d$")
 # Joins product number and warehouse in the availability index; sorts before any character.
 SEP = "\x00"
 
+# orderHeader fields Extend assigns and keeps: a client sending them is ignored (one number,
+# Extend's own, at the top level and inside orderHeader).
+SERVER_OWNED_HEADER = frozenset(
+    {"orderNumber", "status", "orderDate", "changedDate", "expectedDeliveryDate"}
+)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Notification:
@@ -804,7 +810,8 @@ class SimState:
                 'expected {"orderHeader": {...}, "orderRows": [...]}',
                 details=[{"field": "orderHeader", "message": "required"}],
             )
-        header = dict(body["orderHeader"])
+        # What Extend keeps itself (its number, status and dates) is never taken from the client.
+        header = {k: v for k, v in body["orderHeader"].items() if k not in SERVER_OWNED_HEADER}
         rows = body.get("orderRows")
         structural: list[dict[str, str]] = []
         problems: list[dict[str, str]] = []
@@ -1045,7 +1052,8 @@ class SimState:
                 if row.get("warehouse"):
                     target.warehouse = row["warehouse"]
             for key, value in header.items():
-                order.header[key] = value
+                if key not in SERVER_OWNED_HEADER:
+                    order.header[key] = value
             if "askedDeliveryDate" in header:
                 order.expected_delivery_date = self._expected_dates(order.header, now)[0]
             self._stamp(order, now)
@@ -1367,8 +1375,8 @@ class SimState:
 
     def order_json(self, o: Order) -> dict[str, Any]:
         header = {
-            "orderNumber": o.order_number,
             **o.header,
+            "orderNumber": o.order_number,
             "status": o.status,
             "orderDate": o.order_date,
             "expectedDeliveryDate": o.expected_delivery_date,
