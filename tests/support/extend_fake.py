@@ -5,6 +5,7 @@ engine, so workflow logic runs as plain calls."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -95,6 +96,19 @@ def extend_fake(config: SimulatorConfig | None = None) -> Iterator[ExtendFake]:
         yield ExtendFake(app=app)
     finally:
         app.close()
+
+
+def run_flow(coro: Any) -> Any:
+    """Run a flow's coroutine to its end on a fresh event loop, then close the installed
+    context's clients (they belong to that loop)."""
+
+    async def go() -> Any:
+        try:
+            return await coro
+        finally:
+            await context.current().aclose()
+
+    return asyncio.run(go())
 
 
 async def _no_wait(seconds: float) -> None:

@@ -6,7 +6,6 @@ Asserts what is observable: order rows, failures, the simulator's orders, the re
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from extend_connector.flows import context
 from extend_connector.flows.orders import accept_order, submit
 from extend_connector.store.models import OrderRow, ParkedFailureRow, ProductRow
 from support.extend_fake import ExtendFake, extend_fake, inline_context
+from support.extend_fake import run_flow as _run
 
 
 class HookedClock(engine.FakeClock):
@@ -44,16 +44,6 @@ def _payload(ref: str, product: str = "P000001") -> dict[str, Any]:
         "shopRef": ref,
         "lines": [{"productNumber": product, "quantity": 2, "unitPrice": "99.50"}],
     }
-
-
-def _run(coro: Any) -> Any:
-    async def go() -> Any:
-        try:
-            return await coro
-        finally:
-            await context.current().aclose()
-
-    return asyncio.run(go())
 
 
 def _row(ctx: context.FlowContext, ref: str) -> OrderRow:

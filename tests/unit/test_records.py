@@ -4,11 +4,9 @@ kind's policy and end early once Extend answers again, and a spent budget drops 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -18,6 +16,7 @@ from extend_connector.flows import context, products, records, retry
 from extend_connector.flows.freshness import reachability
 from extend_connector.store.models import DirtyRecordRow, ProductRow
 from support.extend_fake import ExtendFake, extend_fake, inline_context
+from support.extend_fake import run_flow as _run
 
 
 @pytest.fixture
@@ -26,16 +25,6 @@ def fake() -> Iterator[ExtendFake]:
     with extend_fake() as f:
         yield f
     reachability.reset()
-
-
-def _run(coro: Any) -> Any:
-    async def go() -> Any:
-        try:
-            return await coro
-        finally:
-            await context.current().aclose()
-
-    return asyncio.run(go())
 
 
 def _mark(ctx: context.FlowContext, *keys: str) -> None:

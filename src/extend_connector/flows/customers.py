@@ -192,16 +192,7 @@ async def refresh_customers(numbers: list[str]) -> dict[str, records.Outcome]:
     upsert them in one transaction and, when prices are kept, queue a price refresh for each
     created or changed one (with the upsert)."""
     ctx = current()
-    fetched = await records.fetch_all(numbers, _fetch)
-    outcomes: dict[str, records.Outcome] = {}
-    found: list[tuple[str, Customer]] = []
-    for number, got in fetched.items():
-        if got is None:
-            outcomes[number] = "skipped"
-        elif isinstance(got, retry.Failure):
-            outcomes[number] = got
-        else:
-            found.append((number, got))
+    outcomes, found = records.split(await records.fetch_all(numbers, _fetch), missing="skipped")
     prices_kept = ctx.settings.scope.prices == PricesScope.SYNC
 
     def write(session: Session, number: str, customer: Customer) -> str:

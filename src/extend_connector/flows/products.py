@@ -185,16 +185,8 @@ async def refresh_products(numbers: list[str]) -> dict[str, records.Outcome]:
     """The product drain's refresh (flows/records.py): fetch each product Extend said changed,
     upsert them in one transaction and mark their prices for the coalesced price refresh."""
     ctx = current()
-    fetched = await records.fetch_all(numbers, _fetch)
-    outcomes: dict[str, records.Outcome] = {}
-    found: list[tuple[str, Product]] = []
-    for number, got in fetched.items():
-        if got is None:
-            outcomes[number] = "skipped"  # gone: Extend has no product deletion event
-        elif isinstance(got, retry.Failure):
-            outcomes[number] = got
-        else:
-            found.append((number, got))
+    # A product gone since its hook keeps its local copy: Extend has no product deletion event.
+    outcomes, found = records.split(await records.fetch_all(numbers, _fetch), missing="skipped")
     prices_kept = ctx.settings.scope.prices == PricesScope.SYNC
 
     def write(session: Session, number: str, product: Product) -> str:

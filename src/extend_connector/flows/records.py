@@ -197,6 +197,23 @@ async def fetch_all(
     return dict(zip(keys, found, strict=True))
 
 
+def split(
+    fetched: Mapping[str, T | retry.Failure | None], *, missing: str
+) -> tuple[dict[str, Outcome], list[tuple[str, T]]]:
+    """`fetch_all`'s answers as the outcomes already known (`missing` for a record Extend does
+    not have, the failures) and the (key, record) pairs to write."""
+    outcomes: dict[str, Outcome] = {}
+    found: list[tuple[str, T]] = []
+    for key, got in fetched.items():
+        if got is None:
+            outcomes[key] = missing
+        elif isinstance(got, retry.Failure):
+            outcomes[key] = got
+        else:
+            found.append((key, got))
+    return outcomes, found
+
+
 def write_all(
     items: Sequence[tuple[str, T]], write: Callable[[Session, str, T], str]
 ) -> dict[str, Outcome]:

@@ -195,16 +195,7 @@ async def refresh_orders(numbers: list[str]) -> dict[str, records.Outcome]:
         except NotFound:
             return None
 
-    fetched = await records.fetch_all(numbers, fetch)
-    outcomes: dict[str, records.Outcome] = {}
-    states: list[tuple[str, OrderState]] = []
-    for number, got in fetched.items():
-        if got is None:
-            outcomes[number] = "not_found"
-        elif isinstance(got, retry.Failure):
-            outcomes[number] = got
-        else:
-            states.append((number, got))
+    outcomes, states = records.split(await records.fetch_all(numbers, fetch), missing="not_found")
 
     def write(session: Session, _number: str, state: OrderState) -> str:
         return apply_state(session, state, now=ctx.clock())
