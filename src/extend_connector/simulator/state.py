@@ -805,6 +805,8 @@ class SimState:
                 details=[{"field": "orderHeader", "message": "required"}],
             )
         header = dict(body["orderHeader"])
+        # Extend assigns order numbers: one sent by the caller is ignored, not echoed.
+        header.pop("orderNumber", None)
         rows = body.get("orderRows")
         structural: list[dict[str, str]] = []
         problems: list[dict[str, str]] = []
@@ -1045,7 +1047,8 @@ class SimState:
                 if row.get("warehouse"):
                     target.warehouse = row["warehouse"]
             for key, value in header.items():
-                order.header[key] = value
+                if key != "orderNumber":  # the number is Extend's own and never changes
+                    order.header[key] = value
             if "askedDeliveryDate" in header:
                 order.expected_delivery_date = self._expected_dates(order.header, now)[0]
             self._stamp(order, now)
@@ -1367,8 +1370,8 @@ class SimState:
 
     def order_json(self, o: Order) -> dict[str, Any]:
         header = {
-            "orderNumber": o.order_number,
             **o.header,
+            "orderNumber": o.order_number,
             "status": o.status,
             "orderDate": o.order_date,
             "expectedDeliveryDate": o.expected_delivery_date,
