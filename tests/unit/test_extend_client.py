@@ -353,6 +353,49 @@ def test_a_null_where_a_value_is_required_names_model_and_field(
     asyncio.run(run())
 
 
+def test_the_dialect_renames_response_fields_per_model() -> None:
+    product = {"itemNumber": "P1", "Title": "Chair", "unit": "pcs"}
+    order = dict(ORDER_JSON)
+    order["orderRows"] = [
+        {"position": 10, "product": {"itemNumber": "P1"}, "salesData": {"qty": 2}}
+    ]
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return _json(200, product if "Products" in request.url.path else order)
+
+    fields = {
+        "Product": {"productNumber": "itemNumber", "productName": "title"},
+        "ProductRef": {"productNumber": "itemNumber"},
+        "SalesData": {"quantity": "qty"},
+    }
+
+    async def run() -> ExtendClient:
+        async with _client(handler, fields=fields) as c:
+            found = await c.get_product("P1")
+            assert (found.product_number, found.name) == ("P1", "Chair")
+            state = await c.get_order("5001")
+            assert [(line.product_number, line.quantity) for line in state.lines] == [
+                ("P1", Decimal(2))
+            ]
+            return c
+
+    client = asyncio.run(run())
+    # a renamed field is known, not drift
+    assert not {"itemNumber", "Title", "qty"} & {r.field for r in client.drift.snapshot()}
+
+
+def test_the_dialect_field_table_matches_the_wire_models() -> None:
+    from extend_connector.extend import wire
+    from extend_connector.settings import DIALECT_FIELD_MODELS
+
+    models = {
+        name.removeprefix("Wire"): tuple(sorted(i.alias or n for n, i in m.model_fields.items()))
+        for name, m in vars(wire).items()
+        if isinstance(m, type) and issubclass(m, wire.WireModel) and m is not wire.WireModel
+    }
+    assert {k: tuple(sorted(v)) for k, v in DIALECT_FIELD_MODELS.items()} == models
+
+
 # --- retries and time bounds ----------------------------------------------------------------------
 
 

@@ -369,7 +369,9 @@ class ExtendClient:
 
     def _parse(self, model: type[M], data: Any, response: httpx2.Response, operation: str) -> M:
         try:
-            return model.model_validate(data, context={"drift": self.drift})
+            return model.model_validate(
+                data, context={"drift": self.drift, "renames": self.dialect.field_renames}
+            )
         except ValidationError as exc:
             raise self._unreadable(
                 response, operation, f"{model.__name__}: {exc.errors()[:3]}"

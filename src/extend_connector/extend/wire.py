@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -149,6 +150,15 @@ def _none_as_empty(value: Any) -> Any:
 NullAsEmpty = BeforeValidator(_none_as_empty)
 
 
+def _renames(info: ValidationInfo, model: str) -> Mapping[str, str] | None:
+    """The dialect's renames for `model` (lower-cased name Extend sends -> expected name)."""
+    context = info.context
+    if not isinstance(context, dict):
+        return None
+    renames = context.get("renames")
+    return renames.get(model) if renames else None
+
+
 def _registry(info: ValidationInfo) -> DriftRegistry:
     context = info.context if isinstance(info.context, dict) else {}
     registry = context.get("drift")
@@ -169,6 +179,11 @@ class WireModel(BaseModel):
         if not isinstance(data, dict):
             return data
         known, exact = _aliases(cls)
+        renames = _renames(info, cls.__name__)
+        if renames:
+            data = {
+                renames.get(k.lower(), k) if isinstance(k, str) else k: v for k, v in data.items()
+            }
         if data.keys() <= exact:
             folded = data  # every key already spelled as the model spells it (the usual case)
         else:
