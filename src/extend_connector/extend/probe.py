@@ -104,6 +104,14 @@ def _body(response: httpx2.Response) -> Any:
         return None
 
 
+def _sample_body(response: httpx2.Response) -> Any:
+    """The answer as plain JSON for the sample file (numbers stay numbers)."""
+    try:
+        return json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        return response.text[:2000]
+
+
 def _items(body: Any) -> tuple[list[Any] | None, Literal["body", "headers"] | None]:
     if isinstance(body, list):
         return body, "headers"
@@ -139,6 +147,9 @@ class Prober:
         self.report.samples.append(
             {
                 "operation": operation,
+                "method": response.request.method,
+                "path": response.request.url.path,
+                "query": response.request.url.query.decode("ascii", "replace"),
                 "params": dict(params or {}),
                 "path_values": dict(path_values or {}),
                 "status": response.status_code,
@@ -147,7 +158,7 @@ class Prober:
                     for k, v in response.headers.items()
                     if k.lower().startswith("x-") or k.lower() == "content-type"
                 },
-                "body": redact_value(_body(response)),
+                "body": redact_value(_sample_body(response)),
             }
         )
         return response
