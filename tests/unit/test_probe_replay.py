@@ -55,4 +55,4 @@ def test_the_saved_sample_replays_to_the_same_findings() -> None:
 
     report = asyncio.run(run())
     assert [f.verdict for f in report.findings] == ["held"] * len(report.findings), report.table()
-    assert len(report.findings) == 11
+    assert len(report.findings) == 13

@@ -7,7 +7,8 @@ seen are kept (redacted) so they can be saved as a sample file.
 
 Covered now: authentication (and which header/scheme works), the list envelope, paging (page 2
 differs from page 1, the page size is honoured), the change-date filter (accepted, inclusive at
-the exact instant of a record), rate-limit headers, the error body of an unknown product, and
+the exact instant of a record), the product-number and warehouse filters, rate-limit
+headers, the error body of an unknown product, and
 the fields of the list models (missing, renamed, extra, null) against the wire models.
 """
 
@@ -174,6 +175,7 @@ class Prober:
             return self.report
         first = await self._paging()
         await self._changed_since(first)
+        await self._filters(first)
         await self._rate_limit_headers()
         await self._error_body()
         for operation, model in LIST_MODELS:
@@ -315,6 +317,63 @@ class Prober:
                 f"instant {'is' if record in found else 'is NOT'} in the {len(found)} answered",
             )
         )
+
+    async def _filters(self, products: list[Any]) -> None:
+        """The product-number and warehouse filters of the availability list narrow it."""
+        renames = self.dialect.field_renames.get("WireProduct", {})
+        sent_name = next((k for k, v in renames.items() if v == "productNumber"), "productnumber")
+        numbers = [
+            v
+            for p in products
+            if isinstance(p, dict)
+            for k, v in p.items()
+            if k.lower() == sent_name and isinstance(v, str)
+        ]
+        checks = (
+            ("product-number filter", self.dialect.product_numbers_param, numbers[:1], "product"),
+            ("warehouse filter", self.dialect.warehouse_param, None, "warehouse"),
+        )
+        for assumption, param, values, key in checks:
+            if values is None:
+                whole = await self._get("list_availability", self._page(1, 50))
+                rows, _ = _items(_body(whole))
+                values = sorted(
+                    {
+                        v
+                        for r in rows or []
+                        if isinstance(r, dict)
+                        for k, v in r.items()
+                        if k.lower() == "warehouse" and isinstance(v, str)
+                    }
+                )[:1]
+            if not values:
+                self._find(
+                    Finding(
+                        assumption=assumption,
+                        verdict="could not tell",
+                        evidence="no value to filter on",
+                        blocking=False,
+                    )
+                )
+                continue
+            response = await self._get("list_availability", {**self._page(1, 50), param: values[0]})
+            rows, _ = _items(_body(response))
+            seen = {
+                v
+                for r in rows or []
+                if isinstance(r, dict)
+                for k, v in r.items()
+                if isinstance(v, str) and key in k.lower() and ("number" in k.lower() or key == k)
+            }
+            held = response.is_success and bool(rows) and seen == {values[0]}
+            self._find(
+                Finding(
+                    assumption=assumption,
+                    verdict="held" if held else "differs",
+                    evidence=f"{param}={values[0]} answered {response.status_code} with "
+                    f"{len(rows or [])} records of {sorted(seen)[:3]}",
+                )
+            )
 
     async def _rate_limit_headers(self) -> None:
         sample = self.report.samples[-1]["headers"] if self.report.samples else {}
