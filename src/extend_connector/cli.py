@@ -201,8 +201,9 @@ def probe(ctx: click.Context, toml_out: Path, sample_out: Path) -> None:
     Authentication (which header/scheme works), list envelope, paging, the change-date,
     product-number and warehouse filters, rate-limit headers, the error body of an unknown
     product, and the fields of each list model. Prints a table (held / differs / could not
-    tell, with evidence), writes the dialect settings that would make it hold, saves the answers as a sample file; exit 1 when something
-    blocking differs. Reads stay within the configured rate limits.
+    tell, with evidence), writes the dialect settings that would make it hold, and saves the
+    answers as a sample file; exit 1 when something blocking differs. Reads stay within the
+    configured rate limits.
     """
     import asyncio
 
