@@ -180,6 +180,55 @@ def check(ctx: click.Context) -> None:
 
 
 @main.command()
+@click.option(
+    "--toml-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("extend-dialect.suggested.toml"),
+    show_default=True,
+    help="Where to write the [extend.dialect] settings that would make every check hold.",
+)
+@click.option(
+    "--sample-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("extend-probe-sample.json"),
+    show_default=True,
+    help="Where to save the raw answers seen (credentials and personal data redacted).",
+)
+@click.pass_context
+def probe(ctx: click.Context, toml_out: Path, sample_out: Path) -> None:
+    """Check the dialect's assumptions against the configured Extend (read-only).
+
+    Authentication (which header/scheme works), list envelope, paging, the change-date,
+    product-number and warehouse filters, rate-limit headers, the error body of an unknown
+    product, and the fields of each list model. Prints a table (held / differs / could not
+    tell, with evidence), writes the dialect settings that would make it hold, and saves the
+    answers as a sample file; exit 1 when something blocking differs. Reads stay within the
+    configured rate limits.
+    """
+    import asyncio
+
+    from extend_connector.extend import ExtendClient
+    from extend_connector.extend.probe import probe as run_probe
+
+    settings = _settings(ctx)
+
+    async def go() -> Any:
+        async with ExtendClient.from_settings(settings) as client:
+            return await run_probe(client)
+
+    report = asyncio.run(go())
+    click.echo(report.table())
+    sample_out.write_text(report.sample_json(), encoding="utf-8")
+    snippet = report.toml()
+    if snippet:
+        toml_out.write_text(snippet, encoding="utf-8")
+        click.echo(f"\nsuggested settings (written to {toml_out}):\n{snippet}")
+    click.echo(f"raw answers saved to {sample_out}")
+    if report.blocking:
+        ctx.exit(1)
+
+
+@main.command()
 @click.pass_context
 def run(ctx: click.Context) -> None:
     """Run the connector: webhook inbox, read API, workers and schedules (per engine.role).

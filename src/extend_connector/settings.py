@@ -171,6 +171,157 @@ def parse_rate_limit(text: str) -> tuple[int, float]:
     return int(match.group(1)), float(match.group(2))
 
 
+# The response models whose field names the dialect may rename ([extend.dialect.fields.<Model>]),
+# each with the field names the connector expects (the house contract's spelling). Kept equal to
+# extend/wire.py's models by tests/unit/test_extend_client.py.
+DIALECT_FIELD_MODELS: dict[str, tuple[str, ...]] = {
+    "Address": (
+        "addressLine1",
+        "addressLine2",
+        "careOf",
+        "city",
+        "countryCode",
+        "email",
+        "name",
+        "phone",
+        "type",
+        "zipCode",
+    ),
+    "Availability": (
+        "availableBalance",
+        "changedDate",
+        "physicalBalance",
+        "productNumber",
+        "reservedQuantity",
+        "warehouse",
+    ),
+    "Customer": (
+        "addresses",
+        "changedDate",
+        "currency",
+        "customerGroup",
+        "customerNumber",
+        "customerType",
+        "discountList",
+        "email",
+        "lastName",
+        "name",
+        "organizationNumber",
+        "phone",
+        "priceList",
+        "salesperson",
+    ),
+    "Order": (
+        "changedDate",
+        "expectedDeliveryDate",
+        "orderHeader",
+        "orderNumber",
+        "orderNumberExternal",
+        "orderRows",
+        "shipments",
+        "status",
+    ),
+    "OrderHeader": (
+        "askedDeliveryDate",
+        "changedDate",
+        "currency",
+        "customerNumber",
+        "deliveryAddress",
+        "expectedDeliveryDate",
+        "freightFree",
+        "invoiceAddress",
+        "notes",
+        "orderDate",
+        "orderEmail",
+        "orderNumber",
+        "orderNumberExternal",
+        "orderType",
+        "ourReference",
+        "partialDelivery",
+        "paymentType",
+        "status",
+        "yourReference",
+    ),
+    "OrderLight": (
+        "changedDate",
+        "orderNumber",
+        "orderNumberExternal",
+        "status",
+    ),
+    "OrderRow": (
+        "batchNumber",
+        "deliveryData",
+        "expectedDeliveryDate",
+        "position",
+        "product",
+        "rowOperation",
+        "salesData",
+        "shipDate",
+        "supplyMode",
+        "warehouse",
+    ),
+    "Price": (
+        "campaignFrom",
+        "campaignPrice",
+        "campaignTo",
+        "changedDate",
+        "currency",
+        "customerNumber",
+        "discountPercent",
+        "listPrice",
+        "priceList",
+        "priceSource",
+        "productNumber",
+        "unitPrice",
+        "validFrom",
+        "validTo",
+        "vatPercent",
+    ),
+    "Product": (
+        "changedDate",
+        "customsCommodityCode",
+        "ean",
+        "phaseOut",
+        "productGroup",
+        "productName",
+        "productNotes",
+        "productNumber",
+        "supplyMode",
+        "unit",
+        "vatPercent",
+    ),
+    "ProductRef": (
+        "customerProductNumber",
+        "customsCommodityCode",
+        "productName",
+        "productNotes",
+        "productNumber",
+    ),
+    "SalesData": (
+        "currency",
+        "listPrice",
+        "quantity",
+        "unit",
+        "unitExplicitCost",
+        "unitPrice",
+        "vatPercent",
+    ),
+    "Shipment": (
+        "carrier",
+        "rows",
+        "shipDate",
+        "shipmentNumber",
+        "trackingNumber",
+        "trackingUrl",
+    ),
+    "ShipmentRow": (
+        "position",
+        "productNumber",
+        "quantity",
+    ),
+}
+
+
 class DialectSettings(_Section):
     """Everything Extend has not documented (house contract defaults); see docs/extend-dialect.md."""  # noqa: E501 - its first line heads the section `init` writes
 
@@ -256,6 +407,31 @@ class DialectSettings(_Section):
         "given override the defaults one by one). Used until Extend's x-ratelimit-limit header "
         "says otherwise.",
     )
+
+    fields: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Model -> {expected field name -> the name Extend sends}, for response "
+        'fields Extend spells differently (e.g. fields.Product.productNumber = "itemNumber").',
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for model, renames in value.items():
+            known = DIALECT_FIELD_MODELS.get(model)
+            if known is None:
+                raise ValueError(
+                    f"unknown model `{model}`; known: {', '.join(sorted(DIALECT_FIELD_MODELS))}"
+                )
+            for expected, sent in renames.items():
+                if expected not in known:
+                    raise ValueError(
+                        f"`fields.{model}.{expected}`: {model} has no field `{expected}`; "
+                        f"known: {', '.join(known)}"
+                    )
+                if not sent:
+                    raise ValueError(f"`fields.{model}.{expected}`: expected a non-empty name")
+        return value
 
     @field_validator("timezone")
     @classmethod

@@ -26,6 +26,7 @@ from extend_connector.extend import (
     RetryPolicy,
     TechnicalFailure,
     Throttled,
+    UnexpectedResponse,
     ValidationFailed,
 )
 from extend_connector.extend.wire import DriftRegistry
@@ -507,6 +508,67 @@ def test_non_default_dialect_against_a_simulator_configured_the_same() -> None:
             async with _client(sim) as default:
                 with pytest.raises(AccessDenied):
                     await default.get_product("x")
+
+        _run(scenario())
+
+
+RENAMED = {
+    "Product": {"productNumber": "itemNumber", "productName": "title"},
+    "ProductRef": {"productNumber": "itemNumber"},
+    "Availability": {"productNumber": "itemNumber", "availableBalance": "available"},
+    "OrderLight": {"changedDate": "modified"},
+    "Order": {"orderRows": "lines", "changedDate": "modified"},
+    "Customer": {"customerNumber": "customerNo"},
+}
+
+
+def test_renamed_response_fields_and_null_lists_with_a_simulator_configured_the_same() -> None:
+    config = SimulatorConfig(
+        seed=12,
+        products=12,
+        customers=3,
+        rate_limits_enabled=False,
+        field_renames=tuple(
+            (model, house, sent)
+            for model, names in RENAMED.items()
+            for house, sent in names.items()
+        ),
+        null_empty_lists=True,
+    )
+    with run_in_thread(config) as sim:
+
+        async def scenario() -> None:
+            async with _client(sim, page_size=5, fields=RENAMED) as extend:
+                products = [p async for p in extend.products_changed_since(PAST)]
+                assert len(products) == 12 and all(p.name for p in products)
+                one = await extend.get_product(products[0].product_number)
+                assert one.product_number == products[0].product_number
+                balances = [
+                    b
+                    async for b in extend.availability_for_products(
+                        [products[0].product_number], warehouses=["TEST"]
+                    )
+                ]
+                truth = [
+                    b.physical - b.reserved
+                    for b in sim.state.balances_by_product[products[0].product_number]
+                    if b.warehouse == "TEST"
+                ]
+                assert [b.available for b in balances] == truth
+                customers = [c async for c in extend.customers_changed_since(PAST)]
+                assert len(customers) == len(sim.state.customers)
+                created = await extend.create_order(_order(sim, "W-renamed"))
+                assert created.lines and created.shipments == ()
+                found = await extend.find_order("W-renamed")
+                assert found is not None and found.order_number == created.order_number
+                seen = {(r.model, r.field) for r in extend.drift.snapshot()}
+                assert ("WireOrder", "shipments: null") in seen
+                assert not any(f in {"itemNumber", "title", "modified"} for _, f in seen)
+
+            # Without the renames the answers are unreadable, and the error says which field.
+            async with _client(sim) as default:
+                with pytest.raises(UnexpectedResponse, match="productNumber"):
+                    await default.get_product("P000001")
 
         _run(scenario())
 

@@ -144,6 +144,26 @@ def test_order_list_detail_and_filters(api: httpx2.Client, sim: RunningSimulator
     assert invalid.json()["details"][0]["field"] == "orderRows[0].product.productNumber"
 
 
+def test_the_simulator_assigns_order_numbers_and_keeps_one_everywhere(
+    api: httpx2.Client,
+) -> None:
+    body = _order_body("NUM-1")
+    body["orderHeader"]["orderNumber"] = "SHOP-999"
+    created = api.post("/CustomerOrders", json=body)
+    assert created.status_code == 201, created.text
+    number = created.json()["orderNumber"]
+    assert number != "SHOP-999"
+    assert created.json()["orderHeader"]["orderNumber"] == number
+    changed = api.put(
+        f"/CustomerOrders/{number}", json={"orderHeader": {"orderNumber": "SHOP-1000"}}
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["orderNumber"] == number
+    assert changed.json()["orderHeader"]["orderNumber"] == number
+    detail = api.get(f"/CustomerOrders/{number}").json()
+    assert detail["orderNumber"] == detail["orderHeader"]["orderNumber"] == number
+
+
 def test_availability_filters_and_arithmetic(api: httpx2.Client, sim: RunningSimulator) -> None:
     httpx2.post(
         f"{sim.admin_url}/stock",

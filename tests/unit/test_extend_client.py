@@ -285,6 +285,117 @@ def test_null_lists_read_as_empty() -> None:
     asyncio.run(run())
 
 
+def test_null_objects_read_as_absent_and_are_noted_once_per_model_and_field(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    row = {
+        "position": 10,
+        "product": {"productNumber": "P1", "productName": None},
+        "salesData": None,
+        "deliveryData": None,
+        "warehouse": None,
+    }
+    order = dict(ORDER_JSON, orderHeader=None, orderRows=[row], expectedDeliveryDate=None)
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return _json(200, order)
+
+    async def run() -> ExtendClient:
+        async with _client(handler) as c:
+            for _ in range(3):
+                state = await c.get_order("5001")
+                assert state.order_number == "5001" and len(state.lines) == 1
+            return c
+
+    with caplog.at_level("WARNING"):
+        client = asyncio.run(run())
+    noted = {(r.model, r.field) for r in client.drift.snapshot()}
+    assert ("WireOrder", "orderHeader: null") in noted
+    # a null where the house contract allows one (an optional scalar) is not drift
+    assert not any(f.startswith("warehouse") or f.startswith("productName") for _, f in noted)
+    warnings = [r.getMessage() for r in caplog.records if "null" in r.getMessage()]
+    assert len([w for w in warnings if "WireOrder" in w and "orderHeader" in w]) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "model", "field"),
+    [
+        (
+            "Products/P1",
+            {"productNumber": None, "productName": "x"},
+            "WireProduct",
+            "productNumber",
+        ),
+        (
+            "CustomerOrders/5001",
+            dict(ORDER_JSON, orderRows=[{"position": 10, "product": None}]),
+            "WireOrderRow",
+            "product",
+        ),
+    ],
+)
+def test_a_null_where_a_value_is_required_names_model_and_field(
+    path: str, body: dict[str, Any], model: str, field: str
+) -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return _json(200, body)
+
+    async def run() -> None:
+        async with _client(handler) as c:
+            with pytest.raises(UnexpectedResponse) as caught:
+                if path.startswith("Products"):
+                    await c.get_product("P1")
+                else:
+                    await c.get_order("5001")
+            message = str(caught.value)
+            assert f"{model}.{field} is null" in message, message
+
+    asyncio.run(run())
+
+
+def test_the_dialect_renames_response_fields_per_model() -> None:
+    product = {"itemNumber": "P1", "Title": "Chair", "unit": "pcs"}
+    order = dict(ORDER_JSON)
+    order["orderRows"] = [
+        {"position": 10, "product": {"itemNumber": "P1"}, "salesData": {"qty": 2}}
+    ]
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return _json(200, product if "Products" in request.url.path else order)
+
+    fields = {
+        "Product": {"productNumber": "itemNumber", "productName": "title"},
+        "ProductRef": {"productNumber": "itemNumber"},
+        "SalesData": {"quantity": "qty"},
+    }
+
+    async def run() -> ExtendClient:
+        async with _client(handler, fields=fields) as c:
+            found = await c.get_product("P1")
+            assert (found.product_number, found.name) == ("P1", "Chair")
+            state = await c.get_order("5001")
+            assert [(line.product_number, line.quantity) for line in state.lines] == [
+                ("P1", Decimal(2))
+            ]
+            return c
+
+    client = asyncio.run(run())
+    # a renamed field is known, not drift
+    assert not {"itemNumber", "Title", "qty"} & {r.field for r in client.drift.snapshot()}
+
+
+def test_the_dialect_field_table_matches_the_wire_models() -> None:
+    from extend_connector.extend import wire
+    from extend_connector.settings import DIALECT_FIELD_MODELS
+
+    models = {
+        name.removeprefix("Wire"): tuple(sorted(i.alias or n for n, i in m.model_fields.items()))
+        for name, m in vars(wire).items()
+        if isinstance(m, type) and issubclass(m, wire.WireModel) and m is not wire.WireModel
+    }
+    assert {k: tuple(sorted(v)) for k, v in DIALECT_FIELD_MODELS.items()} == models
+
+
 # --- retries and time bounds ----------------------------------------------------------------------
 
 

@@ -33,6 +33,13 @@ BAD_VALUES: list[tuple[tuple[str, ...], str, object, str]] = [
     (("extend", "dialect"), "page_param", "", "at least 1 character"),
     (("extend", "dialect"), "page_size_param", "", "at least 1 character"),
     (("extend", "dialect"), "page_size", 0, "greater than or equal to 1"),
+    (("extend", "dialect"), "fields", {"Widget": {"a": "b"}}, "unknown model `Widget`"),
+    (
+        ("extend", "dialect"),
+        "fields",
+        {"Product": {"itemNo": "x"}},
+        "`fields.Product.itemNo`: Product has no field",
+    ),
     (("extend", "dialect"), "envelope", "xml", "'body' or 'headers'"),
     (("extend", "dialect"), "changed_since_param", "", "at least 1 character"),
     (("extend", "dialect"), "product_numbers_param", "", "at least 1 character"),

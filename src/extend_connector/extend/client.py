@@ -345,6 +345,37 @@ class ExtendClient:
             if delay > 0:
                 await self._sleep(delay)
 
+    async def probe_get(
+        self,
+        operation: str,
+        *,
+        path_values: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        auth: Mapping[str, str] | None = None,
+    ) -> httpx2.Response:
+        """One read for `extend-connector probe`: within the rate budget, no retries, any status
+        returned as is; `auth` replaces the dialect's credential headers (trying a scheme)."""
+        endpoint = self.dialect.endpoint(operation)
+        if endpoint.is_write:
+            raise ValueError(f"probe_get reads only; {operation} is a write")
+        await self.budget.acquire(endpoint.group)
+        self._count(endpoint.group, calls=1)
+        headers = {"accept": "application/json", **(auth or self.dialect.auth())}
+        response = await self._http.request(
+            endpoint.method,
+            self._url(endpoint, path_values or {}),
+            params=params,
+            headers=headers,
+        )
+        self.budget.observe(
+            endpoint.group,
+            response.headers,
+            limit_header=self.dialect.rate_limit_limit_header,
+            remaining_header=self.dialect.rate_limit_remaining_header,
+            reset_header=self.dialect.rate_limit_reset_header,
+        )
+        return response
+
     def _json(self, response: httpx2.Response, operation: str) -> Any:
         try:
             # Decimal, not float: prices and quantities keep every digit Extend sent.
@@ -369,7 +400,9 @@ class ExtendClient:
 
     def _parse(self, model: type[M], data: Any, response: httpx2.Response, operation: str) -> M:
         try:
-            return model.model_validate(data, context={"drift": self.drift})
+            return model.model_validate(
+                data, context={"drift": self.drift, "renames": self.dialect.field_renames}
+            )
         except ValidationError as exc:
             raise self._unreadable(
                 response, operation, f"{model.__name__}: {exc.errors()[:3]}"

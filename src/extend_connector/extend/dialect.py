@@ -83,6 +83,8 @@ class Dialect:
     page_header: str = "x-page"
     page_size_header: str = "x-page-size"
     parse_error: ErrorBodyParser = parse_error_body
+    field_renames: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Wire model class name -> {lower-cased name Extend sends -> the name the model expects}."""
 
     @classmethod
     def from_settings(cls, extend: ExtendSettings, *, auth: AuthHeaders | None = None) -> Dialect:
@@ -115,6 +117,11 @@ class Dialect:
             rate_limit_remaining_header=d.rate_limit_remaining_header,
             rate_limit_reset_header=d.rate_limit_reset_header,
             request_id_header=d.request_id_header,
+            field_renames={
+                f"Wire{model}": {sent.lower(): expected for expected, sent in renames.items()}
+                for model, renames in d.fields.items()
+                if renames
+            },
         )
 
     def endpoint(self, operation: str) -> Endpoint:

@@ -9,7 +9,9 @@ camelCase (REST) and PascalCase (webhooks). Only identity fields are required.
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -77,6 +79,39 @@ default_drift = DriftRegistry()
 
 
 _ALIASES: dict[type[BaseModel], tuple[dict[str, str], frozenset[str]]] = {}
+_NULL_RULES: dict[type[BaseModel], tuple[frozenset[str], frozenset[str]]] = {}
+_null_warned: set[tuple[str, str]] = set()
+_null_lock = threading.Lock()
+log = logging.getLogger(__name__)
+
+
+def _null_rules(model: type[BaseModel]) -> tuple[frozenset[str], frozenset[str]]:
+    """(aliases that must not be null, aliases whose null reads as absent and is noted): a
+    required field cannot be null; a field whose default is not None (a list, a nested object)
+    reads a null as its default. A null on an optional scalar is what the house contract sends
+    for "no value" and is neither."""
+    cached = _NULL_RULES.get(model)
+    if cached is None:
+        required = set()
+        noted = set()
+        for name, info in model.model_fields.items():
+            alias = info.alias or name
+            if info.is_required():
+                required.add(alias)
+            elif info.default_factory is not None or info.default is not None:
+                noted.add(alias)
+        cached = _NULL_RULES[model] = (frozenset(required), frozenset(noted))
+    return cached
+
+
+def _note_null(registry: DriftRegistry, model: str, field: str) -> None:
+    registry.record(model, f"{field}: null", None)
+    key = (model, field)
+    with _null_lock:
+        if key in _null_warned:
+            return
+        _null_warned.add(key)
+    log.warning("Extend sent null for %s.%s; read as absent (noted once)", model, field)
 
 
 def _aliases(model: type[BaseModel]) -> tuple[dict[str, str], frozenset[str]]:
@@ -115,6 +150,21 @@ def _none_as_empty(value: Any) -> Any:
 NullAsEmpty = BeforeValidator(_none_as_empty)
 
 
+def _renames(info: ValidationInfo, model: str) -> Mapping[str, str] | None:
+    """The dialect's renames for `model` (lower-cased name Extend sends -> expected name)."""
+    context = info.context
+    if not isinstance(context, dict):
+        return None
+    renames = context.get("renames")
+    return renames.get(model) if renames else None
+
+
+def _registry(info: ValidationInfo) -> DriftRegistry:
+    context = info.context if isinstance(info.context, dict) else {}
+    registry = context.get("drift")
+    return registry if isinstance(registry, DriftRegistry) else default_drift
+
+
 class WireModel(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -125,28 +175,47 @@ class WireModel(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _fold_case(cls, data: Any) -> Any:
+    def _fold_case(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, dict):
             return data
         known, exact = _aliases(cls)
+        renames = _renames(info, cls.__name__)
+        if renames:
+            data = {
+                renames.get(k.lower(), k) if isinstance(k, str) else k: v for k, v in data.items()
+            }
         if data.keys() <= exact:
-            return data  # every key already spelled as the model spells it (the usual case)
-        folded: dict[str, Any] = {}
-        for key, value in data.items():
-            target = known.get(key.lower(), key) if isinstance(key, str) else key
-            if target in folded and target != key:
-                continue  # the exactly spelled key wins over a case variant
-            folded[target] = value
+            folded = data  # every key already spelled as the model spells it (the usual case)
+        else:
+            folded = {}
+            for key, value in data.items():
+                target = known.get(key.lower(), key) if isinstance(key, str) else key
+                if target in folded and target != key:
+                    continue  # the exactly spelled key wins over a case variant
+                folded[target] = value
+        if None in folded.values():
+            folded = cls._read_nulls(folded, info)
         return folded
+
+    @classmethod
+    def _read_nulls(cls, data: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        required, noted = _null_rules(cls)
+        out = dict(data)
+        for key, value in data.items():
+            if value is not None:
+                continue
+            if key in required:
+                raise ValueError(f"{cls.__name__}.{key} is null but a value is required")
+            if key in noted:
+                del out[key]
+                _note_null(_registry(info), cls.__name__, key)
+        return out
 
     @model_validator(mode="after")
     def _report_drift(self, info: ValidationInfo) -> WireModel:
         extra = self.model_extra
         if extra:
-            context = info.context if isinstance(info.context, dict) else {}
-            registry = context.get("drift")
-            if not isinstance(registry, DriftRegistry):
-                registry = default_drift
+            registry = _registry(info)
             for key, value in extra.items():
                 registry.record(type(self).__name__, key, value)
         return self

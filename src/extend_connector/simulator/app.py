@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 from extend_connector.simulator.config import RATE_LIMIT_GROUPS, SimulatorConfig
 from extend_connector.simulator.errors import SimError, TechnicalFailure, ValidationFailed
 from extend_connector.simulator.ratelimit import RateLimiter, Verdict
+from extend_connector.simulator.shapes import reshape_reply
 from extend_connector.simulator.state import SEP, SimState, parse_instant
 from extend_connector.simulator.webhooks import EXTRA_FIELD, WebhookDispatcher
 
@@ -103,6 +104,7 @@ class Simulator:
         scheme = config.auth_scheme.strip()
         self._expected_auth = f"{scheme} {config.token}" if scheme else config.token
         self._auth_header = config.auth_header.lower()
+        self._renames = config.renames()
 
     def close(self) -> None:
         self.dispatcher.close()
@@ -279,10 +281,16 @@ class Simulator:
             self._drop(request)
             return
         state.status_counts[reply.status] += 1
+        payload = reply.payload
+        if self._renames or self.config.null_empty_lists:
+            if 200 <= reply.status < 300:
+                payload = reshape_reply(
+                    endpoint, payload, self._renames, self.config.null_empty_lists
+                )
         await self._send(
             send,
             reply.status,
-            reply.payload,
+            payload,
             reply.headers,
             request_id,
             extra_fields=faults.extra_fields,

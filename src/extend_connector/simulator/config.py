@@ -146,6 +146,10 @@ class SimulatorConfig:
     changed_since_param: str = "changedSince"
     product_numbers_param: str = "productNumbers"
     warehouse_param: str = "warehouse"
+    # response fields (model, house-contract name, name sent), e.g. ("Product", "productNumber",
+    # "itemNumber"); models as in simulator/shapes.py
+    field_renames: tuple[tuple[str, str, str], ...] = ()
+    null_empty_lists: bool = False  # an empty list in a response is sent as null
 
     # rate limits (§5.4), per credential
     rate_limits_enabled: bool = True
@@ -190,3 +194,18 @@ class SimulatorConfig:
             raise ValueError("webhook_batch_size and webhook_concurrency must be >= 1")
         if not 0.0 <= self.b2b_share <= 1.0:
             raise ValueError("b2b_share must be in [0, 1]")
+        from .shapes import MODELS
+
+        for model, house, sent in self.field_renames:
+            if model not in MODELS or not house or not sent:
+                raise ValueError(
+                    f"field_renames: unknown model {model!r} or empty name; "
+                    f"models: {', '.join(sorted(MODELS))}"
+                )
+
+    def renames(self) -> dict[str, dict[str, str]]:
+        """field_renames as model -> {house-contract name -> name sent}."""
+        out: dict[str, dict[str, str]] = {}
+        for model, house, sent in self.field_renames:
+            out.setdefault(model, {})[house] = sent
+        return out

@@ -1,0 +1,107 @@
+"""`extend-connector probe` against the simulator: all held in a matching dialect; against a
+simulator in another dialect, the differing assumptions and the TOML that makes them hold."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from extend_connector.cli import main
+from extend_connector.extend import ExtendClient, RateBudget
+from extend_connector.extend.probe import ProbeReport, probe
+from extend_connector.extend.wire import DriftRegistry
+from extend_connector.settings import Settings
+from extend_connector.simulator import RunningSimulator, SimulatorConfig, run_in_thread
+
+
+def _probe(sim: RunningSimulator, dialect: dict[str, Any]) -> ProbeReport:
+    settings = Settings(
+        extend={"base_url": sim.base_url, "api_token": sim.token, "dialect": dialect}
+    )
+
+    async def go() -> ProbeReport:
+        async with ExtendClient.from_settings(
+            settings, budget=RateBudget(), drift=DriftRegistry()
+        ) as client:
+            return await probe(client)
+
+    return asyncio.run(go())
+
+
+def test_probe_against_the_house_contract_holds() -> None:
+    with run_in_thread(SimulatorConfig(seed=3, products=8, customers=3, orders=2)) as sim:
+        report = _probe(sim, {})
+    assert report.blocking == [], report.table()
+    assert {f.verdict for f in report.findings} <= {"held", "could not tell"}, report.table()
+    assert report.toml() == ""
+
+
+def test_probe_names_what_differs_and_its_toml_makes_a_second_probe_hold() -> None:
+    config = SimulatorConfig(
+        seed=4,
+        products=8,
+        customers=3,
+        orders=2,
+        token="key-1",
+        auth_header="X-Api-Key",
+        auth_scheme="",
+        envelope="headers",
+        field_renames=(
+            ("Product", "productNumber", "itemNumber"),
+            ("Customer", "customerNumber", "customerNo"),
+        ),
+        null_empty_lists=True,
+    )
+    with run_in_thread(config) as sim:
+        first = _probe(sim, {})
+        differing = {f.assumption for f in first.blocking}
+        assert {
+            "authentication",
+            "list envelope",
+            "fields of Product",
+            "fields of Customer",
+        } <= differing, first.table()
+        suggested = tomllib.loads(first.toml())["extend"]["dialect"]
+        assert suggested["auth_header"] == "X-Api-Key" and suggested["auth_scheme"] == ""
+        assert suggested["envelope"] == "headers"
+        assert suggested["fields"] == {
+            "Product": {"productNumber": "itemNumber"},
+            "Customer": {"customerNumber": "customerNo"},
+        }
+        second = _probe(sim, suggested)
+        assert second.blocking == [], second.table()
+        assert second.toml() == ""
+
+
+def test_probe_command_prints_the_table_writes_toml_and_a_redacted_sample(
+    tmp_path: Path,
+) -> None:
+    config = SimulatorConfig(seed=5, products=6, customers=3, envelope="headers")
+    with run_in_thread(config) as sim:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[extend]\nbase_url = "{sim.base_url}"\napi_token = "{sim.token}"\n')
+        result = CliRunner().invoke(
+            main,
+            [
+                "--config",
+                str(cfg),
+                "probe",
+                "--toml-out",
+                str(tmp_path / "s.toml"),
+                "--sample-out",
+                str(tmp_path / "sample.json"),
+            ],
+        )
+    assert result.exit_code == 1, result.output
+    assert "list envelope" in result.output and "differs" in result.output
+    assert 'envelope = "headers"' in (tmp_path / "s.toml").read_text()
+    sample = json.loads((tmp_path / "sample.json").read_text())
+    assert sample["answers"] and sim.token not in (tmp_path / "sample.json").read_text()
+    customers = [a for a in sample["answers"] if a["operation"] == "list_customers"]
+    emails = [c.get("email") for a in customers for c in a["body"] if isinstance(c, dict)]
+    assert emails and all(e in (None, "***") or "@" not in str(e) for e in emails)
