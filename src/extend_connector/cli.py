@@ -243,7 +243,7 @@ def run(ctx: click.Context) -> None:
     from extend_connector.service import Connector, configure_logging
 
     settings = _settings(ctx)
-    configure_logging()
+    configure_logging(settings.log.level, fmt=settings.log.format)
     Connector(settings).serve()
 
 

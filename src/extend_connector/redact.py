@@ -121,6 +121,8 @@ def install_stdlib_redaction() -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
+        if isinstance(record.msg, dict):
+            return record  # a structlog event: `structlog_processor` masks it, key by key
         try:
             message = record.getMessage()
         except Exception:  # a malformed call: leave it to the handler to report

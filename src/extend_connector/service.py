@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import httpx2
 import structlog
@@ -47,7 +45,7 @@ from extend_connector.flows import (
     watchdog,
 )
 from extend_connector.flows.sync import Progress, SweepResult
-from extend_connector.redact import install_stdlib_redaction, structlog_processor
+from extend_connector.logs import configure_logging as configure_logging  # re-exported
 from extend_connector.settings import Settings
 from extend_connector.store.database import Database
 from extend_connector.store.migrate import migrate
@@ -89,42 +87,6 @@ SWEEPS: dict[str, Sweep] = {
 # to 12 bytes a character once percent-encoded; uvicorn's default (16 KiB) would reset the
 # connection instead of answering, so the server accepts request heads up to this size.
 MAX_REQUEST_LINE_BYTES = 160 * 1024
-
-
-def configure_logging(
-    level: str = "INFO",
-    *,
-    json: bool = True,
-    stream: TextIO | None = None,
-    stdlib_format: str = "%(message)s",
-) -> None:
-    """structlog with JSON lines (or pretty console output for humans), to `stream` (stdout).
-
-    Secrets and personal data are masked on the way out (`extend_connector.redact`): values
-    under secret or personal keys, and URL passwords in any text, tracebacks included.
-    """
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO), format=stdlib_format, stream=stream
-    )
-    install_stdlib_redaction()
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            # Tracebacks become text here, so the redaction below sees them too.
-            structlog.processors.format_exc_info,
-            structlog_processor,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            getattr(logging, level.upper(), logging.INFO)
-        ),
-        # The stdout of now (structlog's default is the one at its import).
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
-        cache_logger_on_first_use=False,
-    )
 
 
 def attach_shared_rate_limit(settings: Settings, db: Database) -> Callable[[], None] | None:

@@ -760,6 +760,79 @@ class SyncSettings(_Section):
         return self
 
 
+class LogSettings(_Section):
+    """What the connector (and every library in it) prints: one stream, one format."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO",
+        description="Lowest level printed: DEBUG (adds each Extend HTTP call), INFO, WARNING, "
+        "ERROR.",
+    )
+    format: Literal["json", "console"] = Field(
+        "json",
+        description="`json`: one JSON object a line (for log shippers); `console`: aligned "
+        "human-readable lines.",
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class AlertSettings(_Section):
+    """Alerts to an operator: a webhook and/or e-mail, one per open condition, then "resolved"."""
+
+    webhook_url: AnyHttpUrl | None = Field(
+        None, description="POST each alert (JSON) here; unset: no webhook alerts."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="When set, alert calls are signed like the connector's calls to the shop "
+        "(Standard Webhooks headers, HMAC-SHA256 with this `whsec_` secret).",
+    )
+    smtp_host: str | None = Field(None, description="SMTP server for e-mail alerts; unset: none.")
+    smtp_port: int = Field(25, ge=1, le=65535, description="SMTP port.")
+    smtp_starttls: bool = Field(False, description="Use STARTTLS on the SMTP connection.")
+    smtp_username: str | None = Field(None, description="SMTP login (unset: no login).")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password.")
+    email_from: str = Field("extend-connector@localhost", description="Sender of alert e-mails.")
+    email_to: StrList = Field(
+        default_factory=list, description="Recipients of alert e-mails (needs smtp_host)."
+    )
+    check_seconds: float = Field(
+        60.0, gt=0, description="How often the alert conditions are evaluated."
+    )
+    unreachable_minutes: float = Field(
+        5.0, gt=0, description="Alert when Extend has been unreachable for this long."
+    )
+    stale_minutes: float = Field(
+        60.0,
+        gt=0,
+        description="Alert when a data point's newest confirmation from Extend is older than this.",
+    )
+    outbox_pending: int = Field(
+        1000, ge=1, description="Alert when this many events to the shop wait for delivery."
+    )
+    outbox_age_minutes: float = Field(
+        15.0, gt=0, description="Alert when the oldest event to the shop has waited this long."
+    )
+
+    _list = field_validator("email_to", mode="before")(_split_list)
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        return None if value is None else WebshopSettings._whsec(value)
+
+    @field_validator("email_to")
+    @classmethod
+    def _needs_smtp(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if value and not info.data.get("smtp_host"):
+            raise ValueError("needs alerts.smtp_host (the SMTP server to use)")
+        return value
+
+
 class Settings(BaseSettings):
     """The whole configuration."""
 
@@ -779,6 +852,8 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -1026,4 +1101,6 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "engine": EngineSettings,
     "server": ServerSettings,
     "sync": SyncSettings,
+    "log": LogSettings,
+    "alerts": AlertSettings,
 }

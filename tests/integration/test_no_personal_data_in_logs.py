@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 import structlog
 
+from extend_connector.logs import reset_logging
 from extend_connector.service import configure_logging
 from extend_connector.store import Database
 from extend_connector.store.models import OrderRow
@@ -83,7 +84,7 @@ def test_the_logged_traceback_of_a_failed_insert_does_not_show_the_payload(
             logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
     finally:
         db.dispose()
-        structlog.reset_defaults()
+        reset_logging()
         logging.setLogRecordFactory(factory)
     line = json.loads(out.getvalue().strip().splitlines()[-1])
     assert "IntegrityError" in line["exception"]

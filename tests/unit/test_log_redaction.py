@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+from extend_connector.logs import reset_logging
 from extend_connector.redact import redact_text, redact_url, redact_value
 from extend_connector.service import configure_logging
 
@@ -24,7 +25,7 @@ def logged(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     try:
         yield out
     finally:
-        structlog.reset_defaults()
+        reset_logging()
         logging.setLogRecordFactory(factory)
 
 

@@ -103,6 +103,22 @@ BAD_VALUES: list[tuple[tuple[str, ...], str, object, str]] = [
     (("sync",), "balance_debounce_seconds", -1, "greater than or equal to 0"),
     (("sync",), "balance_max_delay_seconds", 0, "greater than 0"),
     (("sync",), "balance_apply_notification_value", "sometimes", "valid boolean"),
+    (("log",), "level", "verbose", "'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
+    (("log",), "format", "xml", "'json' or 'console'"),
+    (("alerts",), "webhook_url", "ftp://x", "URL scheme should be 'http' or 'https'"),
+    (("alerts",), "webhook_secret", "plain", "whsec_"),
+    (("alerts",), "smtp_host", 5, "valid string"),
+    (("alerts",), "smtp_port", 0, "greater than or equal to 1"),
+    (("alerts",), "smtp_starttls", "perhaps", "valid boolean"),
+    (("alerts",), "smtp_username", 5, "valid string"),
+    (("alerts",), "smtp_password", 5, "valid string"),
+    (("alerts",), "email_from", 5, "valid string"),
+    (("alerts",), "email_to", ["ops@example.com"], "needs alerts.smtp_host"),
+    (("alerts",), "check_seconds", 0, "greater than 0"),
+    (("alerts",), "unreachable_minutes", 0, "greater than 0"),
+    (("alerts",), "stale_minutes", -1, "greater than 0"),
+    (("alerts",), "outbox_pending", 0, "greater than or equal to 1"),
+    (("alerts",), "outbox_age_minutes", 0, "greater than 0"),
 ]
 
 
@@ -317,3 +333,10 @@ def test_the_pool_settings_bound_a_process_postgresql_connections() -> None:
     pool = db.engine.pool
     assert (pool.size(), pool._max_overflow) == (4, 2)  # type: ignore[attr-defined]
     db.engine.dispose()
+
+
+def test_log_level_is_case_insensitive(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[log]\nlevel = "debug"\nformat = "console"\n')
+    settings = load_settings(path, env=False)
+    assert (settings.log.level, settings.log.format) == ("DEBUG", "console")

@@ -263,6 +263,9 @@ def build_server(
             ws="none",
             log_level="warning",
             access_log=False,
+            # No handlers of uvicorn's own: its lines reach the root logger's formatter
+            # (`extend_connector.logs`), like every other library's.
+            log_config=None,
             lifespan="on",
             timeout_keep_alive=settings.server.keepalive_timeout_seconds,
             **config,

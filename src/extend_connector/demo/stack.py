@@ -123,14 +123,7 @@ def log_to_file(path: Path, *, stream: TextIO | None = None) -> TextIO:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    configure_logging(
-        "INFO", stream=stream, stdlib_format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    for name in ("dbos", "uvicorn", "uvicorn.error", "httpx", "httpx2"):
-        lg = logging.getLogger(name)
-        for h in list(lg.handlers):
-            lg.removeHandler(h)
-        lg.propagate = True
+    configure_logging("INFO", stream=stream)
     return stream
 
 

@@ -109,7 +109,9 @@ def combine(
 class Reachability:
     """Extend's reachability as seen by this process's recent calls (thread-safe).
 
-    Implements `extend.CallObserver`: the flows' clients report every call to it.
+    Implements `extend.CallObserver`: the flows' clients report every call to it. Logs one
+    WARNING when an outage starts (the first call Extend did not answer after a success, or
+    ever) and one when it ends (the next answer), with its duration and the calls that failed.
     """
 
     def __init__(
@@ -123,6 +125,8 @@ class Reachability:
         self._last_error: str | None = None
         self._pending: dict[int, datetime] = {}
         self._tokens = itertools.count(1)
+        self._outage_since: datetime | None = None
+        self._outage_failed_calls = 0
 
     def waiting(self) -> int:
         """A call goes on the wire; returns the token `done` takes."""
@@ -137,7 +141,16 @@ class Reachability:
 
     def succeeded(self) -> None:
         with self._lock:
-            self._last_success = self._clock()
+            now = self._last_success = self._clock()
+            since, failed = self._outage_since, self._outage_failed_calls
+            self._outage_since, self._outage_failed_calls = None, 0
+        if since is not None:
+            log.warning(
+                "extend_reachable_again",
+                outage_started_at=since.isoformat(),
+                outage_seconds=round((now - since).total_seconds(), 3),
+                failed_calls=failed,
+            )
 
     def failed(self, error: BaseException) -> None:
         """Record a failed call; only failures that mean "Extend did not answer" count."""
@@ -145,8 +158,15 @@ class Reachability:
             self.succeeded()
             return
         with self._lock:
-            self._last_failure = self._clock()
+            now = self._last_failure = self._clock()
             self._last_error = f"{type(error).__name__}: {error}"[:300]
+            self._outage_failed_calls += 1
+            started = self._outage_since is None
+            if started:
+                self._outage_since = now
+            last_error = self._last_error
+        if started:
+            log.warning("extend_unreachable", since=now.isoformat(), error=last_error)
 
     def view(self) -> View:
         with self._lock:
@@ -169,6 +189,7 @@ class Reachability:
             self._last_success = self._last_failure = None
             self._last_error = None
             self._pending.clear()
+            self._outage_since, self._outage_failed_calls = None, 0
 
 
 def is_unreachable_error(error: BaseException) -> bool:

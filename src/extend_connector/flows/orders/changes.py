@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from extend_connector import engine
 from extend_connector.domain import OrderLine, OrderStatus
 from extend_connector.extend import (
@@ -241,4 +243,5 @@ async def change_loop(shop_ref: str) -> str:
 @engine.workflow("orders.apply_change")
 async def apply_change(shop_ref: str) -> str:
     """Send the shop's pending cancellation of an order that is in Extend."""
-    return await change_loop(shop_ref)
+    with structlog.contextvars.bound_contextvars(shop_ref=shop_ref):
+        return await change_loop(shop_ref)

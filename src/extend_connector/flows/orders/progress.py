@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.orm import Session
 
 from extend_connector import engine
@@ -165,6 +166,11 @@ async def refresh(notification: dict[str, Any]) -> str:
     order_number = key.removeprefix("order:")
     if not key.startswith("order:") or not order_number:
         return "ignored"
+    with structlog.contextvars.bound_contextvars(order_number=order_number):
+        return await _refresh(order_number)
+
+
+async def _refresh(order_number: str) -> str:
     waited = 0.0
     attempt = 0
     while True:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy.orm import Session
 
 from extend_connector import engine
@@ -358,6 +359,12 @@ def park_unsent(
 @engine.workflow("orders.submit")
 async def submit(shop_ref: str) -> str:
     """Send one shop order to Extend exactly once; returns how it ended."""
+    # Every line of this job (the HTTP client's and the engine's too) names the order.
+    with structlog.contextvars.bound_contextvars(shop_ref=shop_ref, order_number=None):
+        return await _submit(shop_ref)
+
+
+async def _submit(shop_ref: str) -> str:
     start = await engine.offload(_begin, shop_ref)
     if start["state"] != "send":
         return str(start["state"])
@@ -377,6 +384,7 @@ async def submit(shop_ref: str) -> str:
         outcome = send_from_json(await _send(shop_ref, customer, base + attempt, look_up))
         match outcome:
             case Sent():
+                structlog.contextvars.bind_contextvars(order_number=outcome.order_number)
                 if outcome.pending_change:
                     await change_loop(shop_ref)
                 return outcome.outcome

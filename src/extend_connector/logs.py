@@ -1,0 +1,131 @@
+"""One log stream for the whole process: the connector's structlog lines and every library's
+standard-library records (alembic, DBOS, httpx2, uvicorn, SQLAlchemy) through one formatter.
+
+`configure_logging(level, fmt)` installs structlog's `ProcessorFormatter` on one handler of the
+root logger: structlog events and foreign records get the same keys (`timestamp`, `level`,
+`logger`, `event`, bound context such as an order's `shop_ref`) and the same redaction
+(`extend_connector.redact`), rendered as JSON lines or aligned console lines. Libraries that
+install handlers of their own (DBOS at launch, uvicorn) are made to propagate to the root instead.
+Per-request lines of the HTTP client (`HTTP Request: ...`, INFO in httpx2) are demoted to DEBUG.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Literal, TextIO
+
+import structlog
+
+from extend_connector.redact import install_stdlib_redaction, structlog_processor
+
+Format = Literal["json", "console"]
+
+HANDLER_NAME = "extend_connector"
+# Libraries whose own handlers would print a second, differently formatted stream.
+LIBRARY_LOGGERS = (
+    "alembic",
+    "dbos",
+    "httpx",
+    "httpx2",
+    "sqlalchemy",
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+)
+# Loggers whose INFO lines are one per HTTP request: DEBUG material.
+_PER_REQUEST_LOGGERS = ("httpx", "httpx2")
+
+
+class DemotePerRequestLines(logging.Filter):
+    """An HTTP client's per-request INFO line becomes a DEBUG line (dropped unless DEBUG is on)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).getEffectiveLevel() <= logging.DEBUG
+
+
+_DEMOTE = DemotePerRequestLines()
+
+
+def _renderer(fmt: Format, stream: TextIO) -> Any:
+    if fmt == "json":
+        return structlog.processors.JSONRenderer()
+    isatty = getattr(stream, "isatty", None)
+    return structlog.dev.ConsoleRenderer(colors=bool(isatty and isatty()))
+
+
+def configure_logging(
+    level: str = "INFO", *, fmt: Format = "json", stream: TextIO | None = None
+) -> None:
+    """Send structlog and every standard-library logger to `stream` (stdout) at `level`.
+
+    Idempotent: a second call replaces the handler of the first. Secrets and personal data are
+    masked on the way out: values under secret or personal keys, URL passwords in any text,
+    tracebacks included.
+    """
+    if fmt not in ("json", "console"):
+        raise ValueError(f"log format must be 'json' or 'console', not {fmt!r}")
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ValueError(f"unknown log level {level!r}")
+    out = stream or sys.stdout
+    install_stdlib_redaction()
+    # Both kinds of line get these; structlog's own lines get them before the formatter.
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            # Tracebacks become text here, so the redaction below sees them too.
+            structlog.processors.format_exc_info,
+            structlog_processor,
+            _renderer(fmt, out),
+        ],
+    )
+    handler = logging.StreamHandler(out)
+    handler.set_name(HANDLER_NAME)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    for name in LIBRARY_LOGGERS:
+        library = logging.getLogger(name)
+        for own in list(library.handlers):
+            library.removeHandler(own)
+        library.propagate = True
+    # DBOS adds its console handler at launch unless the logger has one: give it one that
+    # prints nothing, so its records reach the root handler only.
+    logging.getLogger("dbos").addHandler(logging.NullHandler())
+    for name in _PER_REQUEST_LOGGERS:
+        lg = logging.getLogger(name)
+        if _DEMOTE not in lg.filters:
+            lg.addFilter(_DEMOTE)
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+
+
+def reset_logging() -> None:
+    """Undo `configure_logging` (tests): structlog's defaults, no connector handler."""
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(old)
+    for name in _PER_REQUEST_LOGGERS:
+        logging.getLogger(name).removeFilter(_DEMOTE)
+
+
+__all__ = ["Format", "configure_logging", "reset_logging"]
