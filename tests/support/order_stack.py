@@ -18,6 +18,7 @@ from extend_connector.simulator import (
     run_in_thread,
 )
 from extend_connector.store.models import CursorRow, ProductRow
+from extend_connector.webshop import WebshopPort
 from support.processes import free_port
 
 
@@ -27,9 +28,11 @@ def order_stack(
     *,
     engine_settings: dict[str, Any] | None = None,
     prepare: Callable[[Connector], None] | None = None,
+    webshop: WebshopPort | None = None,
 ) -> Iterator[tuple[RunningSimulator, Connector, str]]:
     """Yield (simulator, connector, connector URL); everything stops on exit. `prepare` runs on
-    the connector before it serves (e.g. to attach fault injection)."""
+    the connector before it serves (e.g. to attach fault injection); `webshop` receives the
+    outbox's events (default: none are delivered)."""
     port = free_port()
     cfg = SimulatorConfig(
         seed=3,
@@ -53,7 +56,7 @@ def order_stack(
                 **({"engine": engine_settings} if engine_settings else {}),
             }
         )
-        connector = Connector(settings, scheduler_poll_seconds=0.5)
+        connector = Connector(settings, webshop=webshop, scheduler_poll_seconds=0.5)
         try:
             # The local product copy, as a completed products sweep would leave it.
             with connector.db.write() as session:

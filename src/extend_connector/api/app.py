@@ -11,16 +11,22 @@ from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from extend_connector import __version__
 from extend_connector.api.errors import install_error_handlers
 from extend_connector.api.guard import GuardLimits, RequestGuard
+from extend_connector.flows import monitor
 from extend_connector.settings import Settings
 
 HEALTH_DATABASE_TIMEOUT_SECONDS = 2.0
+
+log = structlog.get_logger("extend_connector.api")
 
 
 async def database_problem(app: FastAPI) -> str | None:
@@ -45,6 +51,77 @@ async def database_problem(app: FastAPI) -> str | None:
         # The class only: the driver's text names hosts and users, and /healthz needs no token.
         return f"unreachable ({type(getattr(exc, 'orig', None) or exc).__name__})"
     return None
+
+
+class StateCollector(Collector):
+    """The gauges read from the database at scrape time (`flows/monitor.py`)."""
+
+    def __init__(self, snapshot: monitor.Snapshot | None) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterable[Metric]:
+        p = "extend_connector_"
+        snap = self.snapshot
+        yield GaugeMetricFamily(
+            p + "state_readable",
+            "1 when this scrape could read the connector's state from the database, else 0 "
+            "(then the gauges below are missing).",
+            value=0 if snap is None else 1,
+        )
+        if snap is None:
+            return
+        queues = GaugeMetricFamily(
+            p + "queue_depth", "Jobs waiting or running, per queue.", labels=["queue"]
+        )
+        for queue, depth in sorted((snap.queues or {}).items()):
+            queues.add_metric([queue], depth)
+        yield queues
+        yield GaugeMetricFamily(
+            p + "outbox_pending",
+            "Events owed to the shop (not delivered yet).",
+            value=snap.outbox_pending,
+        )
+        yield GaugeMetricFamily(
+            p + "outbox_oldest_pending_seconds",
+            "Age of the oldest event owed to the shop (0 when none).",
+            value=snap.outbox_oldest_seconds or 0.0,
+        )
+        parked = GaugeMetricFamily(
+            p + "failures_parked", "Open parked failures, per kind.", labels=["kind"]
+        )
+        for kind, count in sorted(snap.failures.items()):
+            parked.add_metric([kind], count)
+        yield parked
+        age = GaugeMetricFamily(
+            p + "freshness_age_seconds",
+            "Seconds since Extend last confirmed each data point (newest row confirmation or "
+            "successful sweep); missing until the first one.",
+            labels=["data_point"],
+        )
+        for point in snap.confirmed:
+            seconds = snap.age_seconds(point)
+            if seconds is not None:
+                age.add_metric([point], seconds)
+        yield age
+        yield GaugeMetricFamily(
+            p + "extend_reachable",
+            "1 when Extend answered the latest call of any connector process, else 0.",
+            value=1 if snap.reachability.reachable else 0,
+        )
+
+
+async def read_state(app: FastAPI) -> monitor.Snapshot | None:
+    """The database-backed state for `/metrics` (None: no connector, or the read failed)."""
+    ctx = getattr(app.state, "flow_context", None)
+    if ctx is None:
+        return None
+    try:
+        return await asyncio.wait_for(
+            asyncio.to_thread(monitor.read, ctx), HEALTH_DATABASE_TIMEOUT_SECONDS * 2
+        )
+    except Exception as exc:
+        log.warning("metrics_state_unreadable", error=f"{type(exc).__name__}: {exc}"[:300])
+        return None
 
 
 def create_app(
@@ -79,7 +156,13 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+        # Counters of this process (every module's), then the gauges read from the database.
+        body = generate_latest()
+        if getattr(app.state, "flow_context", None) is not None:
+            state = CollectorRegistry(auto_describe=False)
+            state.register(StateCollector(await read_state(app)))
+            body += generate_latest(state)
+        return PlainTextResponse(body.decode(), media_type=CONTENT_TYPE_LATEST)
 
     for router in routers:
         app.include_router(router)

@@ -27,6 +27,7 @@ from urllib.parse import quote_plus
 import httpx2
 from pydantic import BaseModel, ValidationError
 
+from extend_connector import metrics
 from extend_connector.domain import (
     Balance,
     Customer,
@@ -277,6 +278,8 @@ class ExtendClient:
             waited = await self.budget.acquire(group)
             if waited > 0:
                 self._count(group, waits=1, waited_seconds=waited)
+                metrics.EXTEND_RATE_LIMIT_WAITS.labels(group).inc()
+                metrics.EXTEND_RATE_LIMIT_WAIT_SECONDS.labels(group).inc(waited)
             headers = {"accept": "application/json", **self.dialect.auth()}
             if content is not None:
                 headers["content-type"] = "application/json; charset=utf-8"
@@ -287,17 +290,20 @@ class ExtendClient:
             token = self.observer.waiting() if self.observer is not None else 0
             try:
                 async with self._semaphore:
+                    sent_at = time.perf_counter()
                     try:
                         response = await self._http.request(
                             endpoint.method, url, params=params, content=content, headers=headers
                         )
                     except httpx2.TransportError as exc:
+                        _observe_call(group, operation, _no_answer(exc), sent_at)
                         error = classify_exception(exc, ctx)
                         sent = not request_not_sent(exc)
                         # No answer: most likely never counted by Extend's limiter (a timeout may
                         # well be, it was being processed), so the budget gets the unit back.
                         uncounted = not sent or not isinstance(exc, httpx2.TimeoutException)
                     else:
+                        _observe_call(group, operation, str(response.status_code), sent_at)
                         self.budget.observe(
                             group,
                             response.headers,
@@ -327,6 +333,7 @@ class ExtendClient:
                 self.observer.failed(error)
             if isinstance(error, Throttled):
                 self._count(group, throttled=1)
+                metrics.EXTEND_THROTTLED.labels(group).inc()
                 await self.budget.report_throttled(group, error.retry_after)
             if not self.retry.retryable(error, is_write=endpoint.is_write, sent=sent) or (
                 attempt >= self.retry.max_attempts
@@ -778,6 +785,15 @@ class ExtendClient:
                     response,
                     "list_prices",
                 )
+
+
+def _no_answer(exc: httpx2.TransportError) -> str:
+    return "timeout" if isinstance(exc, httpx2.TimeoutException) else "no_answer"
+
+
+def _observe_call(group: str, operation: str, status: str, sent_at: float) -> None:
+    metrics.EXTEND_CALLS.labels(group, operation, status).inc()
+    metrics.EXTEND_CALL_SECONDS.labels(group).observe(time.perf_counter() - sent_at)
 
 
 def _price_key(wire: WirePrice) -> Hashable:

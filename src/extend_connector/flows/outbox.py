@@ -28,13 +28,13 @@ import asyncio
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from extend_connector import engine
+from extend_connector import engine, metrics
 from extend_connector.flows import failures, retry
 from extend_connector.flows.context import current
 from extend_connector.store.models import OutboxRow
@@ -226,11 +226,23 @@ def _record(outbox_id: int, result: dict[str, Any], attempt: int, next_in: float
             row.delivered_at = now
             row.last_error = None
             row.next_attempt_at = None
+            _count_delivered([row.created_at], now)
             return
         row.last_error = outcome.error
         row.next_attempt_at = now + timedelta(seconds=next_in) if next_in is not None else None
         if isinstance(outcome, Refused) or next_in is None:
             _park(session, row, outcome, attempt, now)
+            metrics.SHOP_DELIVERIES.labels("parked").inc()
+        else:
+            metrics.SHOP_DELIVERIES.labels("retrying").inc()
+
+
+def _count_delivered(created: list[datetime], now: datetime) -> None:
+    metrics.SHOP_DELIVERIES.labels("delivered").inc(len(created))
+    for at in created:
+        if at.tzinfo is None:  # SQLite hands back naive UTC
+            at = at.replace(tzinfo=UTC)
+        metrics.SHOP_DELIVERY_SECONDS.observe(max(0.0, (now - at).total_seconds()))
 
 
 def _park(
@@ -418,6 +430,14 @@ def _record_many(results: list[tuple[dict[str, Any], Attempt]]) -> dict[str, int
                 delivered,
             )
             counts["delivered"] = len(delivered)
+            _count_delivered(
+                [
+                    datetime.fromisoformat(head["event"]["created_at"])
+                    for head, outcome in results
+                    if isinstance(outcome, Delivered)
+                ],
+                now,
+            )
         for head, outcome in results:
             if isinstance(outcome, Delivered):
                 continue
@@ -438,8 +458,10 @@ def _record_many(results: list[tuple[dict[str, Any], Attempt]]) -> dict[str, int
             if next_in is None:
                 _park(session, row, outcome, attempt, now)
                 counts["parked"] += 1
+                metrics.SHOP_DELIVERIES.labels("parked").inc()
             else:
                 counts["retrying"] += 1
+                metrics.SHOP_DELIVERIES.labels("retrying").inc()
     return counts
 
 

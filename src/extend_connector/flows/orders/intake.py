@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from extend_connector import metrics
 from extend_connector.domain import OrderStatus
 from extend_connector.flows import failures
 from extend_connector.flows.context import current
@@ -87,6 +88,7 @@ def _accept_once(payload: dict[str, Any], order: ShopOrder) -> Intake:
             log.warning(
                 "order_parked", shop_ref=ref, reason="invalid_order", problems=len(problems)
             )
+            metrics.ORDERS.labels("invalid").inc()
             return Intake(
                 shop_ref=ref,
                 status=row.status,
@@ -98,4 +100,5 @@ def _accept_once(payload: dict[str, Any], order: ShopOrder) -> Intake:
             session, submit, ref, queue=SUBMIT_QUEUE, workflow_id=f"order-{ref}"
         )
     log.info("order_received", shop_ref=ref, lines=len(order.lines))
+    metrics.ORDERS.labels("received").inc()
     return Intake(shop_ref=ref, status=OrderStatus.RECEIVED.value, created=True)

@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session
 
-from extend_connector import engine
+from extend_connector import engine, metrics
 from extend_connector.domain import OrderState, OrderStatus
 from extend_connector.extend import (
     BusinessConflict,
@@ -224,6 +224,7 @@ async def _send(shop_ref: str, customer: str, attempt: int, look_up: bool) -> di
                 log.info(
                     "order_found_in_extend", shop_ref=shop_ref, order_number=state.order_number
                 )
+                metrics.ORDERS.labels("found").inc()
                 return Sent(
                     outcome="found",
                     order_number=state.order_number,
@@ -251,6 +252,7 @@ async def _send(shop_ref: str, customer: str, attempt: int, look_up: bool) -> di
                 ).as_json()
             state = await extend.get_order(found.order_number)
             result, pending = await asyncio.to_thread(_record, state, lines)
+            metrics.ORDERS.labels("found").inc()
             return Sent(
                 outcome="found",
                 order_number=state.order_number,
@@ -264,6 +266,7 @@ async def _send(shop_ref: str, customer: str, attempt: int, look_up: bool) -> di
             order_number=state.order_number,
             attempt=attempt,
         )
+        metrics.ORDERS.labels("created").inc()
         return Sent(
             outcome="created",
             order_number=state.order_number,
@@ -320,6 +323,7 @@ def _park_order(shop_ref: str, reason: str, message: str, detail: dict[str, Any]
             row.updated_at = ctx.clock()
             tell_shop(session, row, before)
     log.warning("order_parked", shop_ref=shop_ref, reason=reason, message=message)
+    metrics.ORDERS.labels("parked").inc()
     return failure_id
 
 
@@ -353,6 +357,7 @@ def park_unsent(
     row.updated_at = now
     tell_shop(session, row, before)
     log.error("order_parked", shop_ref=shop_ref, reason=reason, message=message)
+    metrics.ORDERS.labels("parked").inc()
     return failure_id
 
 
