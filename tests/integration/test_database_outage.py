@@ -3,7 +3,7 @@
 Faults are injected where the database answers: an event on the connector's SQLAlchemy engine
 makes chosen statements fail with the error a locked SQLite file, a refused PostgreSQL connection
 or a broken statement gives. Shown here: an order's steps wait out transient errors; the
-`/v1` API answers JSON 503 with Retry-After and `/healthz` fails while the database is down;
+`/v1` API answers JSON 503 with Retry-After and `/readyz` fails while the database is down;
 the watchdog resumes an order job that stopped in ERROR (exactly once into Extend, also when the
 POST had gone through), queues a job for an order that has none, and parks after repeated failure.
 """
@@ -109,24 +109,27 @@ def test_order_steps_wait_out_transient_database_errors(stack: Stack) -> None:
     assert info.status == "SUCCESS"
 
 
-def test_v1_answers_json_503_and_healthz_fails_while_the_database_is_down(stack: Stack) -> None:
-    assert stack.http.get(f"{stack.url}/healthz").json()["database"] == "ok"
+def test_v1_answers_json_503_and_readyz_fails_while_the_database_is_down(stack: Stack) -> None:
+    assert stack.http.get(f"{stack.url}/readyz").json()["checks"]["database"] == "ok"
     stack.faults.arm(
         10**9, refused, lambda s: engine.workflow_id() is None and "dbos" not in s.lower()
     )
     try:
-        health = stack.http.get(f"{stack.url}/healthz")
+        ready = stack.http.get(f"{stack.url}/readyz")
+        alive = stack.http.get(f"{stack.url}/healthz")
         posted = stack.post_order("D-1")
         read = stack.http.get(f"{stack.url}/v1/orders/D-1", headers=TOKEN)
     finally:
         stack.faults.disarm()
-    assert health.status_code == 503 and health.json()["status"] == "unavailable"
+    assert ready.status_code == 503 and ready.json()["failing"] == ["database"]
+    assert ready.json()["checks"]["database"].startswith("unreachable")
+    assert alive.status_code == 200  # the process itself is alive: restarting it would not help
     for response in (posted, read):
         assert response.status_code == 503, response.text
         assert response.headers["content-type"].startswith("application/json")
         assert response.headers["retry-after"] == "5"
         assert response.json()["error"] == "database_unavailable"
-    assert stack.http.get(f"{stack.url}/healthz").status_code == 200
+    assert stack.http.get(f"{stack.url}/readyz").status_code == 200
     assert stack.post_order("D-1").status_code == 202  # nothing was stored: the shop's retry is new
     wait_for(lambda: stack.row("D-1").order_number, 60, what="D-1 in Extend")
     assert stack.in_extend("D-1") == 1

@@ -7,6 +7,7 @@ module; `create_app` mounts the ones it is given so tests can build an app with 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,8 +24,11 @@ from extend_connector.api.errors import install_error_handlers
 from extend_connector.api.guard import GuardLimits, RequestGuard
 from extend_connector.flows import monitor
 from extend_connector.settings import Settings
+from extend_connector.store.migrate import current_revision, head_revision
 
 HEALTH_DATABASE_TIMEOUT_SECONDS = 2.0
+# The revision this code needs, read from the migration scripts once per process.
+_head_revision = functools.cache(head_revision)
 
 log = structlog.get_logger("extend_connector.api")
 
@@ -110,6 +114,34 @@ class StateCollector(Collector):
         )
 
 
+async def readiness(app: FastAPI, head: str) -> dict[str, str]:
+    """Each readiness check's verdict: `ok` or why not. `database`: answers `SELECT 1` within
+    2 s; `migrations`: at the revision this code needs; `engine`: launched (`web`: connected)."""
+    connector = getattr(app.state, "connector", None)
+    if connector is None:
+        return {}
+    checks: dict[str, str] = {}
+    problem = await database_problem(app)
+    checks["database"] = problem or "ok"
+    if problem is not None:
+        checks["migrations"] = "not checked: the database does not answer"
+    else:
+        db_engine: sa.Engine = connector.db.engine
+        try:
+            at = await asyncio.wait_for(
+                asyncio.to_thread(current_revision, str(db_engine.url), engine=db_engine),
+                HEALTH_DATABASE_TIMEOUT_SECONDS,
+            )
+        except Exception as exc:
+            checks["migrations"] = f"unreadable ({type(exc).__name__})"
+        else:
+            checks["migrations"] = (
+                "ok" if at == head else f"database at revision {at or 'none'}, code needs {head}"
+            )
+    checks["engine"] = "ok" if connector.engine.running else "not running"
+    return checks
+
+
 async def read_state(app: FastAPI) -> monitor.Snapshot | None:
     """The database-backed state for `/metrics` (None: no connector, or the read failed)."""
     ctx = getattr(app.state, "flow_context", None)
@@ -145,14 +177,32 @@ def create_app(
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
-        problem = await database_problem(app)
-        if problem is not None:
+        # Alive: the process answers HTTP. Nothing outside it is asked (a restart would not
+        # fix the database); `/readyz` says whether it can do its work.
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    head = _head_revision()
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        checks = await readiness(app, head)
+        failing = [
+            name
+            for name, result in checks.items()
+            if result != "ok" and not result.startswith("not checked")
+        ]
+        if failing:
             return JSONResponse(
-                {"status": "unavailable", "version": __version__, "database": problem},
+                {
+                    "status": "not_ready",
+                    "version": __version__,
+                    "failing": failing,
+                    "checks": checks,
+                },
                 status_code=503,
                 headers={"Retry-After": "5"},
             )
-        return JSONResponse({"status": "ok", "version": __version__, "database": "ok"})
+        return JSONResponse({"status": "ready", "version": __version__, "checks": checks})
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> PlainTextResponse:

@@ -187,6 +187,12 @@ class Engine:
         return self._db_engine
 
     @property
+    def running(self) -> bool:
+        """Whether the engine is up for this role: launched (`all`, `worker`) or connected
+        (`web`, which only enqueues)."""
+        return self._client is not None if self.role == "web" else self._launched
+
+    @property
     def executes(self) -> bool:
         """Whether this process runs jobs (role `all` or `worker`, once launched)."""
         return self._launched
