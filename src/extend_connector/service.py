@@ -34,6 +34,7 @@ from extend_connector.api.http_server import build_server
 from extend_connector.engine import Engine
 from extend_connector.extend import ThreadedFleetBucket, budget_key, shared_budget
 from extend_connector.flows import (
+    alerts,
     balances,
     context,
     customers,
@@ -57,7 +58,7 @@ log = structlog.get_logger("extend_connector.service")
 # Importing a flow declares its queues, workflows and webhook handlers; these declare the rest
 # for the settings at hand (schedules, scope-dependent handlers, on-launch work). `outbox` has
 # no schedule: imported for its delivery workflow and queue.
-FLOWS = (outbox, orders, balances, products, customers, prices, watchdog)
+FLOWS = (outbox, orders, balances, products, customers, prices, watchdog, alerts)
 SCHEDULES: tuple[Callable[[Settings], None], ...] = (
     orders.declare_schedules,
     balances.declare_schedules,
@@ -65,6 +66,7 @@ SCHEDULES: tuple[Callable[[Settings], None], ...] = (
     customers.declare_schedules,
     prices.declare_schedules,
     watchdog.declare_schedules,
+    alerts.declare_schedules,
 )
 ROUTERS: tuple[APIRouter, ...] = (
     webhooks.router,

@@ -20,6 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "redact": set(),
     "logs": {"redact"},
     "metrics": set(),
+    "notify": {"settings"},
     "settings": {"redact"},
     "extend": {"domain", "settings", "redact", "metrics"},
     "webshop": {"domain", "settings"},
@@ -34,6 +35,7 @@ ALLOWED: dict[str, set[str]] = {
         "settings",
         "redact",
         "metrics",
+        "notify",
     },
     "api": {
         "flows",

@@ -107,6 +107,12 @@ class StateCollector(Collector):
             if seconds is not None:
                 age.add_metric([point], seconds)
         yield age
+        alerts = GaugeMetricFamily(
+            p + "alerts_open", "Open alerts, per kind (docs/operations.md).", labels=["kind"]
+        )
+        for kind, count in sorted(snap.alerts.items()):
+            alerts.add_metric([kind], count)
+        yield alerts
         yield GaugeMetricFamily(
             p + "extend_reachable",
             "1 when Extend answered the latest call of any connector process, else 0.",

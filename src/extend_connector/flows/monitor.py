@@ -25,6 +25,7 @@ from extend_connector.settings import (
     Settings,
 )
 from extend_connector.store.models import (
+    AlertRow,
     BalanceRow,
     CursorRow,
     CustomerRow,
@@ -63,6 +64,7 @@ class Snapshot:
     outbox_oldest: datetime | None
     failures: dict[str, int]  # open parked failures per kind
     confirmed: dict[str, datetime | None]  # data point -> when Extend last confirmed it
+    alerts: dict[str, int]  # open alerts per kind (flows/alerts.py)
     reachability: ReachabilityState
 
     def age_seconds(self, point: str) -> float | None:
@@ -106,6 +108,14 @@ def read(ctx: FlowContext) -> Snapshot:
         ).one()
         open_failures = failures.open_counts(session)
         confirmed = confirmations(session, data_points(ctx.settings))
+        open_alerts = {
+            kind: int(n)
+            for kind, n in session.execute(
+                sa.select(AlertRow.kind, sa.func.count())
+                .where(AlertRow.resolved_at.is_(None))
+                .group_by(AlertRow.kind)
+            )
+        }
     try:
         queues: dict[str, int] | None = ctx.engine.queue_depth()
     except Exception:  # the job tables may not exist yet, or the engine is not connected
@@ -117,6 +127,7 @@ def read(ctx: FlowContext) -> Snapshot:
         outbox_oldest=oldest if isinstance(oldest, datetime) else None,
         failures=open_failures,
         confirmed=confirmed,
+        alerts=open_alerts,
         reachability=fleet_reachability(ctx.db.engine).state(),
     )
 

@@ -2,7 +2,7 @@
 
 Local copy: products, balances (per warehouse), customers, prices (per customer), orders,
 shipments. Integration state: inbox (webhook deliveries), outbox (events to the shop),
-cursors, id_mappings, parked_failures, dirty_balances, drift, extend_rate_buckets.
+cursors, id_mappings, parked_failures, dirty_balances, drift, extend_rate_buckets, alerts.
 
 Conventions: every instant is `UTCDateTime` (aware), every amount is `Amount` (Decimal),
 every document is `JSONDoc`. `*_changed_at` is Extend's change date of the record;
@@ -314,6 +314,38 @@ class ReachabilityRow(Base):
     # The start of the oldest call on the wire (None: none): a call hanging for long is visible.
     pending_since: Mapped[datetime | None] = mapped_column(nullable=True)
     updated_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class AlertRow(Base):
+    """One alert condition while it is open, and after (flows/alerts.py): at most one open row
+    per `condition` (a partial unique index), so a condition that stays true alerts once; the
+    row's `*_sent_at` say which notices (opened, resolved) went out."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        sa.Index(
+            "uq_alerts_open_condition",
+            "condition",
+            unique=True,
+            sqlite_where=sa.text("resolved_at IS NULL"),
+            postgresql_where=sa.text("resolved_at IS NULL"),
+        ),
+        sa.Index("ix_alerts_opened_at", "opened_at"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    condition: Mapped[str] = mapped_column(sa.String(200))  # e.g. `failure:17`, `stale:balances`
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    summary: Mapped[str] = mapped_column(sa.String(1000))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    opened_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    open_sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    resolved_sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    attempts: Mapped[int] = mapped_column(default=0)  # failed sends so far
+    last_error: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
 
 
 metadata = Base.metadata
