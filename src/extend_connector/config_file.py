@@ -129,6 +129,8 @@ def describe_plan(settings: Settings) -> str:
         f"  customers       {customers}",
         "  prices          "
         f"{'per-customer net prices from Extend' if s.scope.prices.value == 'sync' else 'off'}",
+        f"  logs            {s.log.format} lines at {s.log.level} and above, to stdout",
+        f"  alerts          {_describe_alerts(s)}",
     ]
     lines.append(_describe_secrets(s))
     if not s.extend.verify_webhook_signatures:
@@ -137,6 +139,22 @@ def describe_plan(settings: Settings) -> str:
             "(extend.verify_webhook_signatures = false)"
         )
     return "\n".join(lines)
+
+
+def _describe_alerts(s: Settings) -> str:
+    a = s.alerts
+    channels = []
+    if a.webhook_url is not None:
+        signed = "signed" if a.webhook_secret is not None else "unsigned"
+        channels.append(f"webhook {redact_url(str(a.webhook_url))} ({signed})")
+    if a.smtp_host and a.email_to:
+        channels.append(f"e-mail via {a.smtp_host}:{a.smtp_port} to {len(a.email_to)} address(es)")
+    where = ", ".join(channels) or "kept and counted, not sent (no alerts.webhook_url/smtp_host)"
+    return (
+        f"{where}; checked every {a.check_seconds:g}s (stale after {a.stale_minutes:g} min, "
+        f"Extend unreachable {a.unreachable_minutes:g} min, outbox {a.outbox_pending} events or "
+        f"{a.outbox_age_minutes:g} min)"
+    )
 
 
 def _describe_secrets(s: Settings) -> str:

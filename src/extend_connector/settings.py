@@ -809,7 +809,8 @@ class AlertSettings(_Section):
     stale_minutes: float = Field(
         60.0,
         gt=0,
-        description="Alert when a data point's newest confirmation from Extend is older than this.",
+        description="Alert when Extend last confirmed a data point longer ago than this (or than "
+        "twice its sweep interval, when that is longer).",
     )
     outbox_pending: int = Field(
         1000, ge=1, description="Alert when this many events to the shop wait for delivery."
