@@ -237,7 +237,9 @@ def run(ctx: click.Context) -> None:
     engine.role = all     HTTP and jobs in this process (default; SQLite or PostgreSQL)
     engine.role = web     HTTP only: webhook inbox and read API enqueue work (PostgreSQL)
     engine.role = worker  jobs only (PostgreSQL); run as many as you need, each with its own
-                          stable engine.executor_id
+                          stable engine.executor_id (and server.worker_port for its
+                          /metrics, /healthz and /readyz)
+    Logs: JSON lines on stdout (log.format, log.level); see docs/operations.md.
     Stops cleanly on Ctrl-C / SIGTERM; work in flight resumes at the next start.
     """
     from extend_connector.service import Connector, configure_logging

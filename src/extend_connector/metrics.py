@@ -6,8 +6,7 @@ database's state (queue depths, outbox backlog, parked failures, freshness) are 
 are read from the database when `/metrics` is scraped (`api/app.py`, `flows/monitor.py`).
 
 Every process counts its own events: with `engine.role = web` + `worker` processes, scrape each
-process (the counters of a worker are on that worker's own port only when it serves HTTP; see
-docs/operations.md, "Metrics").
+process (a worker serves them on `server.worker_port`; docs/operations.md, "Metrics").
 """
 
 from __future__ import annotations

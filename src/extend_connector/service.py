@@ -222,18 +222,50 @@ class Connector:
         server.run()
         self.close()
 
+    def worker_app(self) -> FastAPI:
+        """A worker's own small app: /metrics (its counters), /healthz and /readyz; no API."""
+        state = {"connector": self, "settings": self.settings, "flow_context": self.context}
+        return create_app(state=state)
+
     def _serve_worker(self) -> None:
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         self.engine.launch()
-        log.info("worker_started", executor=self.settings.engine.executor_id)
+        port = self.settings.server.worker_port
+        log.info("worker_started", executor=self.settings.engine.executor_id, http_port=port)
         try:
-            while not stop.wait(0.5):
-                pass
+            with contextlib.ExitStack() as http:
+                if port is not None:
+                    http.enter_context(
+                        self._serve_app_in_thread(
+                            self.worker_app(), host=self.settings.server.host, port=port
+                        )
+                    )
+                while not stop.wait(0.5):
+                    pass
         finally:
             self.engine.shutdown()
             self.close()
+
+    @contextlib.contextmanager
+    def _serve_app_in_thread(
+        self, app: FastAPI, *, host: str, port: int, timeout: float = 30.0
+    ) -> Iterator[str]:
+        server = build_server(app, self.settings, host=host, port=port)
+        # Off the main thread uvicorn leaves the signals to the worker's loop.
+        thread = threading.Thread(target=server.run, name="worker-http", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"worker HTTP server did not start on {host}:{port}")
+            time.sleep(0.02)
+        try:
+            yield f"http://{host}:{server.config.port}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout)
 
     @contextlib.contextmanager
     def serve_in_thread(

@@ -712,6 +712,13 @@ class ServerSettings(_Section):
     keepalive_timeout_seconds: int = Field(
         5, ge=1, le=300, description="An idle keep-alive connection is closed after this."
     )
+    worker_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="engine.role = worker: serve /metrics, /healthz and /readyz on this port "
+        "(each worker its own); unset: a worker serves no HTTP.",
+    )
     max_connections: int = Field(
         4096,
         ge=16,

@@ -93,6 +93,7 @@ BAD_VALUES: list[tuple[tuple[str, ...], str, object, str]] = [
     (("server",), "body_timeout_seconds", 7200, "less than or equal to 3600"),
     (("server",), "keepalive_timeout_seconds", 0, "greater than or equal to 1"),
     (("server",), "max_connections", 3, "greater than or equal to 16"),
+    (("server",), "worker_port", 0, "greater than or equal to 1"),
     (("sync",), "overlap_seconds", -1, "greater than or equal to 0"),
     (("sync",), "orders_sweep_minutes", 0, "greater than 0"),
     (("sync",), "balances_sweep_minutes", 0, "greater than 0"),
