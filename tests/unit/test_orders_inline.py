@@ -149,3 +149,36 @@ def test_inline_engine_can_run_recorded_jobs(tmp_path: Path, fake: ExtendFake) -
         assert len(fake.orders_for("S-2")) == 1
         assert _row(ctx, "S-2").order_number == fake.orders_for("S-2")[0].order_number
         assert run.jobs[0].workflow == "orders.submit"
+
+
+def test_every_line_of_a_submit_job_names_the_order(tmp_path: Path, fake: ExtendFake) -> None:
+    import io
+    import json
+    import logging
+
+    import structlog
+
+    from extend_connector.logs import configure_logging, reset_logging
+
+    out = io.StringIO()
+    factory = logging.getLogRecordFactory()
+    configure_logging("DEBUG", stream=out)
+    try:
+        with inline_context(tmp_path, fake):
+            accept_order(_payload("S-log"))
+            assert _run(submit("S-log")) == "created"
+            structlog.get_logger("t").info("after_the_job")
+    finally:
+        reset_logging()
+        logging.setLogRecordFactory(factory)
+    lines = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
+    during = lines[[x["event"] for x in lines].index("order_received") + 1 : -1]
+    created = next(x for x in during if x["event"] == "order_created_in_extend")
+    number = fake.orders_for("S-log")[0].order_number
+    assert created["order_number"] == number
+    # The HTTP client's own per-request lines (DEBUG) carry the order too.
+    http_lines = [x for x in during if str(x["event"]).startswith("HTTP Request")]
+    assert http_lines and all(x["shop_ref"] == "S-log" for x in http_lines)
+    # Every line while the job ran (asyncio's own "Using selector" comes from the test's loop).
+    assert [x for x in during if x.get("shop_ref") != "S-log" and x["logger"] != "asyncio"] == []
+    assert "shop_ref" not in lines[-1]  # bound for the job only
