@@ -148,3 +148,24 @@ def test_an_alert_webhook_that_fails_raises_notify_error() -> None:
         assert "500" in str(exc)
     else:
         raise AssertionError("a 500 must raise NotifyError")
+
+
+def test_alert_email_names_the_alert_and_a_dead_server_is_a_notify_error() -> None:
+    from extend_connector.notify import SmtpNotifier, from_settings
+    from support.processes import free_port
+
+    settings = _settings(
+        smtp_host="127.0.0.1", smtp_port=free_port(), email_to=["ops@example.com", "b@example.com"]
+    )
+    (notifier,) = from_settings(settings.alerts)
+    assert isinstance(notifier, SmtpNotifier)
+    message = notifier.message(_notice())
+    assert message["Subject"] == "[extend-connector] ALERT: balances not confirmed"
+    assert message["To"] == "ops@example.com, b@example.com"
+    assert "stale:balances" in message.get_content()
+    try:
+        notifier.send(_notice())  # nothing listens on that port
+    except NotifyError as exc:
+        assert "not sent" in str(exc)
+    else:
+        raise AssertionError("a refused SMTP connection must raise NotifyError")
