@@ -623,6 +623,26 @@ class StoreSettings(_Section):
         "pool_size (closed again when returned).",
     )
 
+    outbox_retention_days: float = Field(
+        7.0,
+        gt=0,
+        description="Events the shop has received are deleted this many days after delivery "
+        "(and events never to be delivered, with no shop webhook configured, this long after "
+        "they were written). Undelivered events are never deleted.",
+    )
+    inbox_retention_days: float = Field(
+        7.0,
+        gt=0,
+        description="Extend webhook deliveries are kept this long (Extend retries one for about "
+        "5 minutes, and a kept delivery answers a late retry as a duplicate).",
+    )
+    resolved_failure_retention_days: float = Field(
+        90.0,
+        gt=0,
+        description="Parked failures that were resolved or dismissed are deleted this long after; "
+        "open ones are never deleted.",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _db_url(cls, value: str | None) -> str | None:
@@ -679,6 +699,12 @@ class EngineSettings(_Section):
     )
     watchdog_minutes: float = Field(
         1.0, gt=0, description="How often the watchdog looks for stuck orders and failed jobs."
+    )
+    finished_job_retention_days: float = Field(
+        7.0,
+        gt=0,
+        description="Jobs that finished successfully are deleted with their checkpoints this "
+        "long after (failed, cancelled, queued and running jobs are kept).",
     )
 
 

@@ -289,3 +289,32 @@ def test_on_launch_runs_once_per_launch_in_roles_that_execute(
     finally:
         engine.forget_on_launch("test.record")
         engine.forget_on_launch("test.broken")
+
+
+def test_prune_deletes_only_jobs_that_succeeded_before_the_cutoff(running: engine.Engine) -> None:
+    from datetime import UTC, datetime
+
+    db = running.db_engine
+    done = [running.enqueue(app.two_steps, f"p{i}", queue="test.default") for i in range(3)]
+    for wid in done:
+        assert running.wait(wid) == f"done:p{done.index(wid)}"
+    app.switch_on(db, "fail")
+    failed = running.enqueue(app.may_fail, "pf", queue="test.default", workflow_id="prune-fail")
+    with pytest.raises(engine.WorkflowFailedError):
+        running.wait(failed)
+    app.switch_off(db, "fail")
+
+    # Nothing finished before an old cutoff.
+    assert running.prune_succeeded(completed_before=datetime(2000, 1, 1, tzinfo=UTC)) == 0
+    # A cutoff after all of them, two at a time: the successes go with their steps, the
+    # failure stays (it is evidence, and `failures retry` resumes it).
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    assert running.prune_succeeded(completed_before=later, limit=2) == 2
+    assert running.prune_succeeded(completed_before=later, limit=2) == 1
+    assert running.prune_succeeded(completed_before=later) == 0
+    assert all(running.get_status(wid) is None for wid in done)
+    assert running.list_steps(done[0]) == []
+    info = running.get_status(failed)
+    assert info is not None and info.failed
+    with pytest.raises(ValueError, match="aware"):
+        running.prune_succeeded(completed_before=datetime(2030, 1, 1))

@@ -161,3 +161,43 @@ def test_cli_db_upgrade_and_current(db_url: str, monkeypatch: pytest.MonkeyPatch
     assert upgraded.exit_code == 0, upgraded.output
     after = runner.invoke(main, ["db", "current"])
     assert after.exit_code == 0 and f"current: {head_revision()}" in after.output
+
+
+def test_insert_many_reads_back_exactly_like_a_core_insert(db: Database) -> None:
+    # The driver-level executemany must store what the column types would: exact amounts at the
+    # column's scale, aware instants as UTC, nulls, and its own column order in any row order.
+    from extend_connector.store.models import PriceRow
+
+    table = PriceRow.__table__
+    assert isinstance(table, sa.Table)
+    later = datetime(2025, 3, 2, 9, 30, tzinfo=timezone(timedelta(hours=2)))
+    rows = [
+        {
+            "customer_number": "C1",
+            "product_number": f"P{i}",
+            "unit_price": Decimal("12.5") + i,
+            "currency": "SEK",
+            "list_price": None if i % 2 else Decimal("0.1234567"),
+            "discount_percent": None,
+            "price_list": "PL" if i else None,
+            "vat_percent": Decimal(25),
+            "valid_to": later if i == 1 else None,
+            "confirmed_at": T0,
+        }
+        for i in range(3)
+    ]
+    with db.write() as session:
+        repo.insert_many(session, table, [dict(reversed(list(r.items()))) for r in rows[:1]])
+        repo.insert_many(session, table, rows[1:])
+        repo.insert_many(session, table, [])
+    with db.read() as session:
+        got = {
+            r.product_number: r
+            for r in session.execute(sa.select(*table.c).order_by(table.c.product_number))
+        }
+    assert sorted(got) == ["P0", "P1", "P2"]
+    assert got["P0"].unit_price == Decimal("12.500000")
+    assert got["P0"].list_price == Decimal("0.123457")  # rounded to the column's scale
+    assert got["P1"].list_price is None and got["P1"].price_list == "PL"
+    assert got["P1"].valid_to == later and got["P1"].valid_to.tzinfo == UTC
+    assert got["P2"].unit_price == Decimal("14.500000") and got["P2"].confirmed_at == T0

@@ -39,6 +39,13 @@ def to_json_value(value: Any) -> Any:
     Steps return this on their first run too, so a workflow sees the same values whether a
     step ran now or is replayed from its checkpoint after a crash.
     """
+    # The C encoder walks the value; DBOS's portable form is asked only for the leaves plain JSON
+    # lacks (Decimal, datetime, date, set), so the result is the same as serialising the whole
+    # value through DBOS, at a fraction of the cost for large plain payloads (a price batch).
+    return json.loads(json.dumps(value, default=_portable_leaf, ensure_ascii=False))
+
+
+def _portable_leaf(value: Any) -> Any:
     return json.loads(_PORTABLE.serialize(value))
 
 

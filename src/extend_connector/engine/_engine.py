@@ -497,6 +497,29 @@ class Engine:
         )
         return [_info(row) for row in rows]
 
+    def prune_succeeded(self, *, completed_before: datetime, limit: int = 1000) -> int:
+        """Delete up to `limit` jobs that finished successfully before `completed_before`, with
+        their inputs, outputs and step checkpoints; returns how many.
+
+        Only SUCCESS: a failed or cancelled job is evidence (the watchdog parks it, `failures
+        retry` resumes it) and a queued or running one is work. A job id deleted here may be
+        enqueued again later and then runs again; every flow guards its effects by its own
+        records (an order by its Extend order number), never by an old job id alone.
+        """
+        if completed_before.tzinfo is None:
+            raise ValueError("completed_before must be timezone-aware")
+        rows = self.client.list_workflows(
+            status="SUCCESS",
+            completed_before=completed_before.isoformat(),
+            limit=limit,
+            load_input=False,
+            load_output=False,
+        )
+        ids = [row.workflow_id for row in rows]
+        if ids:
+            self.client.delete_workflows(ids)
+        return len(ids)
+
     def list_failed(self, *, name: str | None = None, limit: int = 100) -> list[WorkflowInfo]:
         """Jobs that stopped for good: ERROR, or crashed too often
         (MAX_RECOVERY_ATTEMPTS_EXCEEDED)."""

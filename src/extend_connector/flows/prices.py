@@ -189,7 +189,7 @@ def apply(
     if dry_run:
         return outcomes
     if created:
-        session.execute(sa.insert(PriceRow), created)
+        repositories.insert_many(session, _PRICES, created)
     if updated:
         # On the Table, not the mapped class: an ORM executemany UPDATE wants whole primary keys.
         table = _PRICES

@@ -18,6 +18,8 @@ Every `engine.watchdog_minutes` (one run at a time across the fleet):
 3. Records marked by webhooks (flows/records.py) that have been due for longer than
    `records.FORGOTTEN_AFTER` get their drain asked for again: the process that marked them may
    have died between its commit and its trigger, and no further hook may come.
+4. What is past its retention is deleted, one batch per kind (flows/retention.py): delivered
+   shop events, old webhook deliveries, resolved failures, finished jobs.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import sqlalchemy as sa
 import structlog
 
 from extend_connector import engine
-from extend_connector.flows import failures, orders, records
+from extend_connector.flows import failures, orders, records, retention
 from extend_connector.flows.balances import sweep_interval
 from extend_connector.flows.context import current
 from extend_connector.settings import Settings
@@ -273,7 +275,14 @@ def watch_once() -> dict[str, int]:
     drains = records.request_forgotten_drains(now)
     if drains:
         tally["drains_requested"] = drains
-    acted = {k: v for k, v in tally.items() if k not in ("moving", "young", "settled") and v}
+    try:
+        pruned = retention.prune(now)
+    except Exception as exc:  # housekeeping must never stop the watchdog's real work
+        log.error("retention_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+    else:
+        tally.update({f"pruned_{kind}": n for kind, n in pruned.as_json().items() if n})
+    quiet = ("moving", "young", "settled")  # and pruning, which logs its own line
+    acted = {k: v for k, v in tally.items() if v and k not in quiet and not k.startswith("pruned_")}
     if acted:
         log.warning("watchdog_acted", **acted)
     return tally

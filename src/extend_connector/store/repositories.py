@@ -118,3 +118,29 @@ def mark_price_products(
         ),
         rows,
     )
+
+
+def insert_many(session: Session, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows with one driver-level executemany.
+
+    SQLAlchemy's executemany builds and processes every row's parameters one by one (about a third
+    of a first price load's write time); here each column's bind processor runs over the column
+    once, and the driver gets plain tuples (or dicts, for named parameter styles).
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    names = list(rows[0])
+    compiled = sa.insert(table).compile(dialect=dialect, column_keys=names)
+    processors = [table.c[name].type._cached_bind_processor(dialect) for name in names]
+    columns = []
+    for name, process in zip(names, processors, strict=True):
+        values = [row[name] for row in rows]
+        columns.append(values if process is None else [process(v) for v in values])
+    if dialect.positional:
+        order = [names.index(key) for key in compiled.positiontup or ()]
+        params: list[Any] = [tuple(row[i] for i in order) for row in zip(*columns, strict=True)]
+    else:
+        params = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+    connection.exec_driver_sql(compiled.string, params)
