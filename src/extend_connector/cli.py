@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -667,13 +669,16 @@ def run_sync_command(settings: Settings, data_point: str, *, full: bool, dry_run
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Show freshness of every data point, orders not yet in Extend, queue depth and parked
-    failures."""
+    failures.
+
+    Read-only: never creates or migrates a database.
+    """
     import json
 
     from extend_connector.flows import failures as parked
 
     settings = _settings(ctx)
-    with _connector(settings) as _:
+    with _connector(settings, read_only=True) as _:
         snap = parked.status_snapshot()
     if as_json:
         click.echo(json.dumps(snap, indent=2))
@@ -741,67 +746,302 @@ def failures() -> None:
     """List, inspect and replay work that failed and needs a person."""
 
 
-@failures.command("list")
-@click.option("--all", "show_all", is_flag=True, help="Include resolved failures.")
-@click.pass_context
-def failures_list(ctx: click.Context, show_all: bool) -> None:
-    """List parked failures with their reasons (open ones; --all for resolved too)."""
+_FAILURE_FILTERS = [
+    click.option("--kind", default=None, help="Only this kind (order, shop_delivery, job, ...)."),
+    click.option(
+        "--reason",
+        default=None,
+        help="Only failures whose reason code or message contains this text (any case).",
+    ),
+    click.option(
+        "--older-than",
+        default=None,
+        metavar="AGE",
+        help="Only failures parked longer ago than AGE: 30m, 12h, 2d.",
+    ),
+]
+
+
+def _failure_filters(func: Any) -> Any:
+    for option in reversed(_FAILURE_FILTERS):
+        func = option(func)
+    return func
+
+
+def _age(text: str | None) -> timedelta | None:
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = text[:-1], text[-1:].lower()
+    try:
+        seconds = float(number) * units[unit]
+    except (KeyError, ValueError):
+        raise click.BadParameter(
+            f"an age is a number and a unit s/m/h/d (30m, 12h, 2d), got {text!r}",
+            param_hint="--older-than",
+        ) from None
+    if seconds <= 0:
+        raise click.BadParameter("an age must be positive", param_hint="--older-than")
+    return timedelta(seconds=seconds)
+
+
+def _filter(kind: str | None, reason: str | None, older_than: str | None, *, all_: bool) -> Any:
     from extend_connector.flows import failures as parked
 
+    return parked.Filter(
+        include_resolved=all_, kind=kind, reason=reason, older_than=_age(older_than)
+    )
+
+
+@failures.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include resolved and dismissed failures.")
+@_failure_filters
+@click.option("--limit", default=200, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def failures_list(
+    ctx: click.Context,
+    show_all: bool,
+    kind: str | None,
+    reason: str | None,
+    older_than: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List parked failures, newest first: open and retrying ones (--all: closed ones too).
+
+    Read-only: never creates or migrates a database.
+    """
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from extend_connector.flows import failures as parked
+
+    where = _filter(kind, reason, older_than, all_=show_all)
     settings = _settings(ctx)
-    with _connector(settings) as _:
-        rows = parked.list_failures(include_resolved=show_all)
-    if not rows:
-        click.echo("no parked failures")
+    with _connector(settings, read_only=True) as _:
+        rows = parked.list_failures(where=where, limit=limit)
+    if as_json:
+        click.echo(json.dumps([f.as_json() for f in rows], indent=2, ensure_ascii=False))
         return
+    if not rows:
+        click.echo("no parked failures" + (" match" if kind or reason or older_than else ""))
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("id", "kind", "key", "reason", "state", "parked", "retries", "message"):
+        table.add_column(column, overflow="fold", justify="right" if column == "id" else "left")
     for f in rows:
-        state = f"resolved {f.resolved_at.isoformat()}" if f.resolved_at else "open"
-        click.echo(
-            f"{f.id:>6}  {f.kind:<14} {f.key:<24} {f.reason:<20} {state:<10} {f.message[:120]}"
+        table.add_row(
+            str(f.id),
+            f.kind,
+            f.key,
+            f.reason,
+            f.state,
+            f.parked_at.strftime("%Y-%m-%d %H:%M"),
+            str(f.retry_count),
+            f.message[:160],
         )
+    Console(width=max(120, shutil.get_terminal_size().columns)).print(table)
+    click.echo(f"{len(rows)} shown; `failures show ID` for one in full")
 
 
 @failures.command("show")
 @click.argument("failure_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the failure as JSON.")
 @click.pass_context
-def failures_show(ctx: click.Context, failure_id: str) -> None:
-    """Show one parked failure in full."""
+def failures_show(ctx: click.Context, failure_id: str, as_json: bool) -> None:
+    """Show one parked failure: what happened, what to do, and the data involved.
+
+    Read-only: never creates or migrates a database.
+    """
     import json
 
     from extend_connector.flows import failures as parked
 
     settings = _settings(ctx)
-    with _connector(settings) as _:
+    with _connector(settings, read_only=True) as _:
         try:
-            failure = parked.get(_failure_id(failure_id))
+            f = parked.get(_failure_id(failure_id))
         except parked.UnknownFailure as exc:
             raise click.ClickException(str(exc)) from exc
-    click.echo(json.dumps(failure.as_json(), indent=2, ensure_ascii=False, default=str))
+    if as_json:
+        click.echo(json.dumps(f.as_json(), indent=2, ensure_ascii=False, default=str))
+        return
+    lines = [
+        f"failure {f.id}: {f.kind} {f.key}",
+        f"  state      {f.state}" + (f" at {f.resolved_at.isoformat()}" if f.resolved_at else ""),
+        f"  reason     {f.reason}",
+        f"  message    {f.message}",
+        f"  parked     {f.parked_at.isoformat()} (first {f.created_at.isoformat()})",
+        f"  retries    {f.retry_count}"
+        + (f", last: {f.detail['lastRetry']}" if f.detail.get("lastRetry") else ""),
+    ]
+    dismissed = f.detail.get("dismissed")
+    if isinstance(dismissed, dict):
+        lines.append(f"  dismissed  {dismissed.get('at')}: {dismissed.get('reason')}")
+    extra = {
+        k: v
+        for k, v in f.detail.items()
+        if k not in ("message", "parkedAt", "lastRetry", "retryingSince", "dismissed")
+    }
+    if extra:
+        lines.append("  detail")
+        lines += [
+            f"    {k}: {json.dumps(v, ensure_ascii=False, default=str)}" for k, v in extra.items()
+        ]
+    if f.payload:
+        lines.append("  data")
+        lines += [
+            "    " + line
+            for line in json.dumps(
+                f.payload, indent=2, ensure_ascii=False, default=str
+            ).splitlines()
+        ]
+    if f.state in ("open", "retrying"):
+        lines.append(
+            f"  next       fix the cause, then `extend-connector failures retry {f.id}`"
+            + (
+                " (orders: --product LINE=SKU, --customer, --address FIELD=VALUE)"
+                if f.kind == "order"
+                else ""
+            )
+            + f"; or `failures dismiss {f.id} --reason TEXT`"
+        )
+    click.echo("\n".join(lines))
+
+
+def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
+    out = []
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"expected NAME=VALUE, got {value!r}", param_hint=option)
+        out.append((name.strip(), rest))
+    return out
 
 
 @failures.command("retry")
-@click.argument("failure_id")
+@click.argument("failure_id", required=False)
+@_failure_filters
+@click.option(
+    "--product",
+    "products",
+    multiple=True,
+    metavar="LINE=SKU",
+    help="Parked order: replace line LINE's product number before the replay (repeatable).",
+)
+@click.option("--customer", default=None, help="Parked order: the customer number to send.")
+@click.option(
+    "--address",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Parked order: a delivery address field (name, addressLine1, zipCode, city, "
+    "countryCode, ...) before the replay (repeatable).",
+)
 @click.pass_context
-def failures_retry(ctx: click.Context, failure_id: str) -> None:
-    """Replay a parked failure after its cause was fixed."""
+def failures_retry(
+    ctx: click.Context,
+    failure_id: str | None,
+    kind: str | None,
+    reason: str | None,
+    older_than: str | None,
+    products: tuple[str, ...],
+    customer: str | None,
+    address: tuple[str, ...],
+) -> None:
+    """Replay a parked failure after its cause was fixed, or every open one a filter takes.
+
+    One failure: `failures retry ID`; a parked order can be fixed on the way (`--product 2=SKU`,
+    `--customer`, `--address city=Lund`) and is still sent exactly once. Many: `failures retry
+    --kind order --reason unknown_product`. A replay that queued the work leaves the failure
+    `retrying` until the item goes through; if it fails again the failure is open again with
+    the new reason. Exit 1 when a replay was refused.
+    """
     import asyncio
 
     from extend_connector.flows import failures as parked
+    from extend_connector.flows import orders
 
+    edits = bool(products or customer is not None or address)
+    if failure_id is None and not (kind or reason or older_than):
+        raise click.UsageError("give a failure ID, or --kind/--reason/--older-than for many")
+    if failure_id is not None and (kind or reason or older_than):
+        raise click.UsageError("give a failure ID or filters, not both")
+    if edits and failure_id is None:
+        raise click.UsageError("--product/--customer/--address fix one order: give its failure ID")
+    lines: dict[int, str] = {}
+    for line, sku in _pairs(products, "--product"):
+        if not line.isdigit():
+            raise click.BadParameter(f"a line number, got {line!r}", param_hint="--product")
+        lines[int(line)] = sku
+    fields = dict(_pairs(address, "--address"))
+    where = None if failure_id is not None else _filter(kind, reason, older_than, all_=False)
     settings = _settings(ctx)
     with _connector(settings) as connector:
 
-        async def go() -> str:
+        async def one(number: int) -> str:
+            if edits:
+                failure = await asyncio.to_thread(parked.get, number)
+                if failure.kind != orders.FAILURE_KIND:
+                    raise parked.FailureError(
+                        f"failure {number} is of kind {failure.kind}; only a parked order can be "
+                        "fixed on the way"
+                    )
+                changes = await asyncio.to_thread(
+                    orders.amend_parked_order,
+                    failure.key,
+                    products=lines,
+                    customer_number=customer,
+                    delivery_address=fields,
+                )
+                for name, change in changes.items():
+                    click.echo(f"{name}: {change['from']!r} -> {change['to']!r}")
+            return await parked.retry(number)
+
+        async def go() -> int:
             try:
-                return await parked.retry(_failure_id(failure_id))
+                if failure_id is not None:
+                    outcome = await one(_failure_id(failure_id))
+                    click.echo(outcome)
+                    return 0
+                assert where is not None
+                result = await parked.retry_matching(where)
+                for number, message in result.replayed:
+                    click.echo(f"{number}: {message}")
+                for number, message in result.refused:
+                    click.echo(f"{number}: not replayed: {message}", err=True)
+                click.echo(f"{len(result.replayed)} replayed, {len(result.refused)} not replayed")
+                return 1 if result.refused else 0
             finally:
                 await connector.context.aclose()
 
         try:
-            click.echo(asyncio.run(go()))
+            code = asyncio.run(go())
         except parked.FailureError as exc:
             click.echo(f"not replayed: {exc}", err=True)
             sys.exit(1)
+        if code:
+            sys.exit(code)
+
+
+@failures.command("dismiss")
+@click.argument("failure_id")
+@click.option("--reason", required=True, help="Why nobody will replay it (kept with the failure).")
+@click.pass_context
+def failures_dismiss(ctx: click.Context, failure_id: str, reason: str) -> None:
+    """Close a failure that will not be replayed (e.g. the order was entered in Extend by hand)."""
+    from extend_connector.flows import failures as parked
+
+    settings = _settings(ctx)
+    with _connector(settings) as _:
+        try:
+            f = parked.dismiss(_failure_id(failure_id), reason)
+        except parked.FailureError as exc:
+            click.echo(f"not dismissed: {exc}", err=True)
+            sys.exit(1)
+    click.echo(f"failure {f.id} ({f.kind} {f.key}) dismissed: {reason.strip()}")
 
 
 def _failure_id(text: str) -> int:
@@ -813,12 +1053,40 @@ def _failure_id(text: str) -> int:
         ) from None
 
 
+def _require_database(settings: Settings) -> None:
+    """A read-only command must find the connector's database as the service left it: never
+    create a file in the wrong folder, never migrate someone's database as a side effect."""
+    from extend_connector.store import current_revision, head_revision
+
+    where = settings.store.url
+    setting = "store.database_url" if settings.store.database_url is not None else "store.data_dir"
+    try:
+        revision = current_revision(where)
+    except Exception as exc:
+        raise click.ClickException(
+            f"cannot read the database {where} ({setting}): {type(exc).__name__}: {exc}"
+        ) from exc
+    if revision is None:
+        raise click.ClickException(
+            f"no connector database at {where} ({setting}): run this where the service runs, "
+            "or point the setting at its database (nothing was created)"
+        )
+    if revision != head_revision():
+        raise click.ClickException(
+            f"the database {where} is at revision {revision}, this version needs "
+            f"{head_revision()}: start the service or run `extend-connector db upgrade` first"
+        )
+
+
 @contextlib.contextmanager
-def _connector(settings: Settings) -> Iterator[Any]:
+def _connector(settings: Settings, *, read_only: bool = False) -> Iterator[Any]:
     """The connector's database, flows and a job-engine client (executes nothing): for
-    commands that read state or enqueue work for the running service."""
+    commands that read state or enqueue work for the running service. `read_only`: the
+    database must exist at the current revision (nothing is created or migrated)."""
     from extend_connector.service import Connector
 
+    if read_only:
+        _require_database(settings)
     connector = Connector(settings)
     try:
         connector.engine.connect()

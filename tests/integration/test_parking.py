@@ -121,3 +121,185 @@ def test_an_open_failure_of_the_same_item_is_updated_not_duplicated(ctx: FlowCon
     customers._customers_park({"shop_ref": "C-1", "name": "Ada"}, "validation", "zip is missing")
     parked = failures.list_failures(kind="customer_create")
     assert [(f.reason, f.message) for f in parked] == [("validation", "zip is missing")]
+
+
+# --- retrying, resolving, dismissing, filtering ----------------------------------------------
+
+
+def _queued_replay(failure: failures.Failure) -> str:
+    return failures.Queued(f"queued {failure.key}")
+
+
+failures.register_replay("test.queued", _queued_replay)
+
+
+def _park(ctx: FlowContext, kind: str, key: str, reason: str, message: str) -> int:
+    with ctx.db.write() as session:
+        return failures.park(session, kind=kind, key=key, reason=reason, message=message)
+
+
+def test_a_queued_replay_leaves_the_failure_retrying_until_the_item_is_through(
+    ctx: FlowContext,
+) -> None:
+    import asyncio
+
+    fid = _park(ctx, "test.queued", "A-1", "invalid", "no such product P9")
+    assert asyncio.run(failures.retry(fid)) == "queued A-1"
+    f = failures.get(fid)
+    assert (f.state, f.resolved_at, f.retry_count) == ("retrying", None, 1)
+    # The flow parks it again: the same failure, open again with the new reason.
+    assert _park(ctx, "test.queued", "A-1", "invalid", "no such product P10") == fid
+    f = failures.get(fid)
+    assert (f.state, f.message, f.retry_count) == ("open", "no such product P10", 1)
+    # Retried again and this time through: the flow resolves it.
+    asyncio.run(failures.retry(fid))
+    with ctx.db.write() as session:
+        assert failures.resolve_open(session, kind="test.queued", key="A-1", now=NOW) == 1
+    f = failures.get(fid)
+    assert (f.state, f.resolved_at, f.retry_count) == ("resolved", NOW, 2)
+    with pytest.raises(failures.AlreadyResolved):
+        asyncio.run(failures.retry(fid))
+
+
+def test_a_retried_shop_event_resolves_when_delivered_and_reparks_itself_when_refused(
+    ctx: FlowContext,
+) -> None:
+    first, second = _outbox_event(ctx.db, "sku:P1"), _outbox_event(ctx.db, "sku:P1")
+    _refuse(first)
+    _refuse(second)
+    ids = {f.payload["outbox_id"]: f.id for f in failures.list_failures(kind="shop_delivery")}
+    for fid in ids.values():
+        failures._note_retry(ctx, fid, {"retryingSince": NOW.isoformat()}, resolved=False)
+    _refuse(first)  # refused again: the same failure, open again; no third row
+    outbox._record(second, {"outcome": "delivered"}, 2, None)  # the other one got through
+    now = {f.payload["outbox_id"]: f for f in failures.list_failures(kind="shop_delivery")}
+    assert list(now) == [first] and now[first].id == ids[first]
+    assert now[first].state == "open"
+    assert failures.get(ids[second]).state == "resolved"
+
+
+def test_dismiss_needs_a_reason_closes_and_keeps_it(ctx: FlowContext) -> None:
+    fid = _park(ctx, "order", "S-9", "invalid_order", "no such product P9")
+    with pytest.raises(failures.FailureError, match="reason"):
+        failures.dismiss(fid, "  ")
+    with pytest.raises(failures.UnknownFailure):
+        failures.dismiss(fid + 1000, "gone")
+    f = failures.dismiss(fid, "entered in Extend by hand as 1234")
+    assert f.state == "dismissed" and f.resolved_at == NOW
+    assert f.detail["dismissed"] == {
+        "reason": "entered in Extend by hand as 1234",
+        "at": NOW.isoformat(),
+    }
+    with pytest.raises(failures.AlreadyResolved):
+        failures.dismiss(fid, "again")
+    assert failures.list_failures() == []
+    assert [x.id for x in failures.list_failures(include_resolved=True)] == [fid]
+
+
+def test_filters_by_kind_reason_text_and_age(ctx: FlowContext) -> None:
+    from datetime import timedelta
+
+    with ctx.db.write() as session:
+        old = failures.park(
+            session,
+            kind="order",
+            key="S-1",
+            reason="invalid_order",
+            message="no such product P9",
+            now=NOW - timedelta(days=3),
+        )
+        young = failures.park(
+            session, kind="order", key="S-2", reason="extend_rejected", message="Customer blocked"
+        )
+        other = failures.park(
+            session,
+            kind="customer_create",
+            key="C-1",
+            reason="validation",
+            message="zip is missing",
+        )
+
+    def ids(**kwargs: Any) -> list[int]:
+        return [f.id for f in failures.list_failures(where=failures.Filter(**kwargs))]
+
+    assert ids() == [other, young, old]
+    assert ids(kind="order") == [young, old]
+    assert ids(reason="PRODUCT") == [old]  # the message, any case
+    assert ids(reason="extend_rej") == [young]  # the reason code
+    assert ids(older_than=timedelta(days=1)) == [old]
+    assert ids(kind="order", reason="blocked", older_than=timedelta(days=1)) == []
+
+
+def test_bulk_retry_takes_what_the_filter_takes_oldest_first(ctx: FlowContext) -> None:
+    import asyncio
+
+    a = _park(ctx, "test.queued", "B-1", "invalid", "bad sku")
+    b = _park(ctx, "test.queued", "B-2", "invalid", "bad sku")
+    _park(ctx, "test.queued", "B-3", "invalid", "bad customer")
+    result = asyncio.run(failures.retry_matching(failures.Filter(reason="sku")))
+    assert result.replayed == [(a, "queued B-1"), (b, "queued B-2")] and result.refused == []
+    with pytest.raises(failures.FailureError, match="open failures only"):
+        asyncio.run(failures.retry_matching(failures.Filter(include_resolved=True)))
+
+
+def _parked_order(ctx: FlowContext, ref: str, *, order_number: str | None = None) -> None:
+    from extend_connector.store.models import OrderRow
+
+    with ctx.db.write() as session:
+        session.add(
+            OrderRow(
+                shop_ref=ref,
+                order_number=order_number,
+                status="Parked" if order_number is None else "Reserved",
+                shop_payload={
+                    "shopRef": ref,
+                    "customerNumber": "C-OLD",
+                    "lines": [
+                        {"productNumber": "BAD-SKU", "quantity": "2"},
+                        {"productNumber": "P2", "quantity": "1"},
+                    ],
+                    "deliveryAddress": {"name": "Ada", "city": "Lund", "zipCode": "22100"},
+                },
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        )
+
+
+def test_a_parked_order_is_amended_with_its_original_values_kept(ctx: FlowContext) -> None:
+    from extend_connector.flows import orders
+    from extend_connector.store.models import OrderRow
+
+    _parked_order(ctx, "S-1")
+    changes = orders.amend_parked_order(
+        "S-1", products={1: "P1"}, customer_number="C-NEW", delivery_address={"city": "Malmö"}
+    )
+    assert changes == {
+        "lines[1].productNumber": {"from": "BAD-SKU", "to": "P1"},
+        "customerNumber": {"from": "C-OLD", "to": "C-NEW"},
+        "deliveryAddress.city": {"from": "Lund", "to": "Malmö"},
+    }
+    with ctx.db.read() as session:
+        payload = session.get(OrderRow, "S-1").shop_payload  # type: ignore[union-attr]
+    assert [line["productNumber"] for line in payload["lines"]] == ["P1", "P2"]
+    assert payload["deliveryAddress"] == {"name": "Ada", "city": "Malmö", "zipCode": "22100"}
+    assert payload["amendments"] == [{"at": NOW.isoformat(), "changes": changes}]
+    assert orders.amend_parked_order("S-1", products={1: "P1"}) == {}  # nothing new
+
+
+def test_an_amendment_is_refused_with_the_reason(ctx: FlowContext) -> None:
+    from extend_connector.flows import orders
+
+    _parked_order(ctx, "S-1")
+    _parked_order(ctx, "S-2", order_number="1001")
+    cases = [
+        ("S-1", {"products": {3: "P1"}}, "no line 3"),
+        ("S-1", {"products": {1: " "}}, "empty product number"),
+        ("S-1", {"delivery_address": {"town": "X"}}, "unknown address field"),
+        ("S-1", {}, "nothing to amend"),
+        ("S-2", {"products": {1: "P1"}}, "in Extend as 1001"),
+        ("S-9", {"products": {1: "P1"}}, "not stored"),
+    ]
+    for ref, kwargs, message in cases:
+        with pytest.raises(orders.AmendError, match=message):
+            orders.amend_parked_order(ref, **kwargs)  # type: ignore[arg-type]

@@ -3,9 +3,13 @@
 A flow parks an item (`park()`, inside its own write transaction) when retrying it unchanged
 cannot help: Extend refused the data, the shop refused an event, an order refers to a product
 that does not exist. Each flow registers how to replay its kinds (`register_replay`); `retry()`
-looks the failure up, runs the replay of its kind and marks it resolved when the replay was
-accepted. A replay that finds the cause still there raises `StillFailing` with a reason a
-person can act on, and the failure stays open.
+looks the failure up and runs the replay of its kind. A replay that finished the work (the
+item is through) returns a plain message and the failure is resolved. A replay that queued the
+work returns `Queued`: the failure stays open, marked *retrying*, and the flow resolves it when
+the item goes through (an order reaches Extend, the shop accepts an event, a resumed job
+succeeds) or parks it again with the new reason. A replay that finds the cause still there
+raises `StillFailing` with a reason a person can act on, and the failure stays open.
+`dismiss()` closes a failure nobody will replay, with the reason kept.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,6 +50,11 @@ class StillFailing(FailureError):
     """The replay checked the item again and the cause is still there (the message says which)."""
 
 
+class Queued(str):
+    """A replay's answer when it queued the work: the failure stays open (retrying) until the
+    flow sees the item through (`resolve_open` / `resolve_where`) or parks it again."""
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Failure:
     """One parked failure as the operator sees it."""
@@ -66,6 +75,20 @@ class Failure:
         text = self.detail.get("message") or self.detail.get("error")
         return str(text) if text else self.reason
 
+    @property
+    def state(self) -> str:
+        """`open`, `retrying` (a replay queued the work, not through yet), `resolved` or
+        `dismissed`."""
+        if self.resolved_at is not None:
+            return "dismissed" if self.detail.get("dismissed") else "resolved"
+        return "retrying" if self.detail.get("retryingSince") else "open"
+
+    @property
+    def parked_at(self) -> datetime:
+        """When it was last parked (a failure parked again keeps its id and `created_at`)."""
+        text = self.detail.get("parkedAt")
+        return datetime.fromisoformat(text) if isinstance(text, str) else self.created_at
+
     def as_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -73,6 +96,7 @@ class Failure:
             "key": self.key,
             "reason": self.reason,
             "message": self.message,
+            "state": self.state,
             "detail": self.detail,
             "payload": self.payload,
             "createdAt": self.created_at.isoformat(),
@@ -81,7 +105,8 @@ class Failure:
         }
 
 
-def _view(row: ParkedFailureRow) -> Failure:
+def view(row: ParkedFailureRow) -> Failure:
+    """A stored row as the operator sees it."""
     return Failure(
         id=row.id,
         kind=row.kind,
@@ -127,28 +152,32 @@ def park(
     detail: dict[str, Any] | None = None,
     payload: dict[str, Any] | None = None,
     now: datetime | None = None,
-    merge_open: bool = True,
+    merge_open: bool | Callable[[Failure], bool] = True,
 ) -> int:
     """Park an item in the caller's transaction: the one way any flow parks a failure, so every
     parked row has the same shape (`detail["message"]` is the line a person reads first).
 
     With `merge_open` an open failure of the same kind and key is updated instead of duplicated
-    (the same order parked twice is one thing to fix); without it every park adds a row (each
-    refused shop event is its own thing to replay, also when several concern one record).
+    (the same order parked twice is one thing to fix); given a predicate, only an open failure
+    of the kind and key it accepts is (each refused shop event is its own thing to replay, also
+    when several concern one record, and the same event refused again after a retry is still
+    the same failure); with False every park adds a row.
     """
     when = now or current().clock()
-    body = {**(detail or {}), "message": message}
-    existing = (
-        session.scalars(
-            sa.select(ParkedFailureRow).where(
+    # A failure parked again (a replay that failed again) drops its `retryingSince`: open again.
+    body = {**(detail or {}), "message": message, "parkedAt": when.isoformat()}
+    existing = None
+    if merge_open is not False:
+        candidates = session.scalars(
+            sa.select(ParkedFailureRow)
+            .where(
                 ParkedFailureRow.kind == kind,
                 ParkedFailureRow.key == key,
                 ParkedFailureRow.resolved_at.is_(None),
             )
-        ).first()
-        if merge_open
-        else None
-    )
+            .order_by(ParkedFailureRow.id)
+        )
+        existing = next((r for r in candidates if merge_open is True or merge_open(view(r))), None)
     if existing is not None:
         existing.reason = reason
         existing.detail = body
@@ -163,8 +192,36 @@ def park(
     return row.id
 
 
-def resolve_open(session: Session, *, kind: str, key: str, now: datetime) -> int:
-    """Mark every open failure of (kind, key) resolved (the item went through another way)."""
+def resolve_open(
+    session: Session,
+    *,
+    kind: str,
+    key: str,
+    now: datetime,
+    where: Callable[[Failure], bool] | None = None,
+) -> int:
+    """Mark the open failures of (kind, key) resolved (the item went through, by a replay or
+    another way); `where` narrows them (e.g. to one outbox event of a record)."""
+    rows = session.scalars(
+        sa.select(ParkedFailureRow).where(
+            ParkedFailureRow.kind == kind,
+            ParkedFailureRow.key == key,
+            ParkedFailureRow.resolved_at.is_(None),
+        )
+    ).all()
+    done = 0
+    for row in rows:
+        if where is None or where(view(row)):
+            row.resolved_at = now
+            row.detail = {k: v for k, v in (row.detail or {}).items() if k != "retryingSince"}
+            done += 1
+    return done
+
+
+def still_failing(session: Session, *, kind: str, key: str, message: str, now: datetime) -> int:
+    """A queued replay ended without the item going through and without parking it again (e.g.
+    Extend refused a cancellation as too late): the open failures of (kind, key) say so and are
+    open again, not retrying."""
     rows = session.scalars(
         sa.select(ParkedFailureRow).where(
             ParkedFailureRow.kind == kind,
@@ -173,23 +230,87 @@ def resolve_open(session: Session, *, kind: str, key: str, now: datetime) -> int
         )
     ).all()
     for row in rows:
-        row.resolved_at = now
+        detail = {k: v for k, v in (row.detail or {}).items() if k != "retryingSince"}
+        row.detail = {**detail, "message": message, "parkedAt": now.isoformat()}
     return len(rows)
+
+
+def dismiss(failure_id: int, reason: str) -> Failure:
+    """Close a failure nobody will replay (the order was re-entered by hand, the event is
+    obsolete), keeping who-knows-why: `reason` is required and shown with it."""
+    reason = reason.strip()
+    if not reason:
+        raise FailureError("a dismissal needs a reason (it is kept with the failure)")
+    ctx = current()
+    with ctx.db.write() as session:
+        row = session.get(ParkedFailureRow, failure_id)
+        if row is None:
+            raise UnknownFailure(f"no parked failure {failure_id}")
+        if row.resolved_at is not None:
+            raise AlreadyResolved(
+                f"failure {failure_id} was closed at {row.resolved_at.isoformat()}"
+            )
+        now = ctx.clock()
+        row.resolved_at = now
+        detail = {k: v for k, v in (row.detail or {}).items() if k != "retryingSince"}
+        row.detail = {**detail, "dismissed": {"reason": reason, "at": now.isoformat()}}
+        session.flush()
+        return view(row)
 
 
 # --- reading ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Filter:
+    """Which failures a list or a bulk retry takes: all given conditions hold."""
+
+    include_resolved: bool = False
+    kind: str | None = None
+    reason: str | None = None  # a substring of the reason code or of the message, any case
+    older_than: timedelta | None = None  # parked longer ago than this
+
+    def query(self, now: datetime) -> sa.Select[ParkedFailureRow]:
+        query = sa.select(ParkedFailureRow)
+        if not self.include_resolved:
+            query = query.where(ParkedFailureRow.resolved_at.is_(None))
+        if self.kind is not None:
+            query = query.where(ParkedFailureRow.kind == self.kind)
+        if self.older_than is not None:
+            query = query.where(ParkedFailureRow.created_at < now - self.older_than)
+        return query
+
+    def matches(self, failure: Failure, now: datetime) -> bool:
+        if self.older_than is not None and failure.parked_at >= now - self.older_than:
+            return False
+        if self.reason is None:
+            return True
+        needle = self.reason.casefold()
+        return needle in failure.reason.casefold() or needle in failure.message.casefold()
+
+
 def list_failures(
-    *, include_resolved: bool = False, kind: str | None = None, limit: int = 200
+    *,
+    include_resolved: bool = False,
+    kind: str | None = None,
+    limit: int = 200,
+    where: Filter | None = None,
 ) -> list[Failure]:
-    query = sa.select(ParkedFailureRow).order_by(ParkedFailureRow.id.desc()).limit(limit)
-    if not include_resolved:
-        query = query.where(ParkedFailureRow.resolved_at.is_(None))
-    if kind is not None:
-        query = query.where(ParkedFailureRow.kind == kind)
-    with current().db.read() as session:
-        return [_view(r) for r in session.scalars(query)]
+    """The newest `limit` failures matching the filter (open ones unless it says otherwise)."""
+    where = where or Filter(include_resolved=include_resolved, kind=kind)
+    ctx = current()
+    now = ctx.clock()
+    found: list[Failure] = []
+    query = where.query(now).order_by(ParkedFailureRow.id.desc())
+    with ctx.db.read() as session:
+        # The reason filter reads the message, so rows are filtered here, a page at a time.
+        for row in session.scalars(query.execution_options(yield_per=500)):
+            failure = view(row)
+            if where.matches(failure, now):
+                found.append(failure)
+                if len(found) >= limit:
+                    break
+    return found
 
 
 def open_counts(session: Session) -> dict[str, int]:
@@ -207,7 +328,7 @@ def get(failure_id: int) -> Failure:
         row = session.get(ParkedFailureRow, failure_id)
         if row is None:
             raise UnknownFailure(f"no parked failure {failure_id}")
-        return _view(row)
+        return view(row)
 
 
 # --- replay ----------------------------------------------------------------------------------
@@ -243,10 +364,36 @@ async def retry(failure_id: int) -> str:
         detail = {"lastRetry": str(exc), "message": str(exc)}
         await asyncio.to_thread(_note_retry, ctx, failure_id, detail, resolved=False)
         raise
-    await asyncio.to_thread(
-        _note_retry, ctx, failure_id, {"lastRetry": str(outcome)}, resolved=True
-    )
-    return str(outcome)
+    queued = isinstance(outcome, Queued)
+    detail = {"lastRetry": str(outcome)}
+    if queued:
+        detail["retryingSince"] = ctx.clock().isoformat()
+    await asyncio.to_thread(_note_retry, ctx, failure_id, detail, resolved=not queued)
+    return outcome if queued else str(outcome)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BulkResult:
+    """What a bulk retry did to each failure it took: the replay's message or its error."""
+
+    replayed: list[tuple[int, str]]
+    refused: list[tuple[int, str]]
+
+
+async def retry_matching(where: Filter, *, limit: int = 500) -> BulkResult:
+    """Retry every open failure the filter takes (at most `limit`), oldest first, one at a
+    time: each through its own kind's replay, exactly as `retry` would."""
+    if where.include_resolved:
+        raise FailureError("a bulk retry takes open failures only")
+    found = await asyncio.to_thread(list_failures, where=where, limit=limit)
+    replayed: list[tuple[int, str]] = []
+    refused: list[tuple[int, str]] = []
+    for failure in reversed(found):
+        try:
+            replayed.append((failure.id, await retry(failure.id)))
+        except FailureError as exc:
+            refused.append((failure.id, str(exc)))
+    return BulkResult(replayed=replayed, refused=refused)
 
 
 def _note_retry(
@@ -256,9 +403,11 @@ def _note_retry(
         row = session.get(ParkedFailureRow, failure_id)
         if row is not None:
             row.retry_count += 1
+            kept = dict(row.detail or {})
             if resolved:
                 row.resolved_at = ctx.clock()
-            row.detail = {**(row.detail or {}), **detail}
+                kept.pop("retryingSince", None)
+            row.detail = {**kept, **detail}
 
 
 def _replay_shop_delivery(failure: Failure) -> str:
@@ -275,7 +424,8 @@ def _replay_shop_delivery(failure: Failure) -> str:
         partition_key=failure.key,
         workflow_id=f"shop-event-{outbox_id}-retry-{failure.id}-{failure.retry_count + 1}",
     )
-    return f"shop event {outbox_id} queued for delivery again"
+    # Resolved when the shop takes it (outbox._record), parked again when it refuses.
+    return Queued(f"shop event {outbox_id} queued for delivery again")
 
 
 register_replay("shop_delivery", _replay_shop_delivery)

@@ -227,6 +227,14 @@ def _record(outbox_id: int, result: dict[str, Any], attempt: int, next_in: float
             row.last_error = None
             row.next_attempt_at = None
             _count_delivered([row.created_at], now)
+            # A `failures retry` of this event is through.
+            failures.resolve_open(
+                session,
+                kind=FAILURE_KIND,
+                key=row.key,
+                now=now,
+                where=lambda f: f.payload.get("outbox_id") == outbox_id,
+            )
             return
         row.last_error = outcome.error
         row.next_attempt_at = now + timedelta(seconds=next_in) if next_in is not None else None
@@ -268,7 +276,7 @@ def _park(
         },
         payload={"outbox_id": row.id, "event_type": row.event_type, "data": row.payload},
         now=now,
-        merge_open=False,
+        merge_open=lambda f: f.payload.get("outbox_id") == row.id,
     )
 
 

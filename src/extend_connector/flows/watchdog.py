@@ -220,21 +220,23 @@ def _park_failed_jobs() -> int:
         return 0
     parked = 0
     with ctx.db.write() as session:
-        known = {
-            (key, created)
-            for key, created in session.execute(
-                sa.select(ParkedFailureRow.key, ParkedFailureRow.created_at).where(
+        known = [
+            failures.view(row)
+            for row in session.scalars(
+                sa.select(ParkedFailureRow).where(
                     ParkedFailureRow.kind == JOB_FAILURE_KIND,
                     ParkedFailureRow.key.in_([j.workflow_id for j in stopped]),
                 )
             )
-        }
+        ]
         for job in stopped:
             stopped_at = job.updated_at or job.created_at
-            # A failure parked after the job last stopped is this stop (open, or retried already).
+            # A failure (last) parked after the job last stopped is this stop (open, or retried
+            # already); a resumed job that stopped again is parked again (the open failure of
+            # the job takes the new error).
             if any(
-                key == job.workflow_id and stopped_at is not None and created >= stopped_at
-                for key, created in known
+                f.key == job.workflow_id and stopped_at is not None and f.parked_at >= stopped_at
+                for f in known
             ):
                 continue
             failures.park(
@@ -262,6 +264,29 @@ def _park_failed_jobs() -> int:
     return parked
 
 
+def _resolve_recovered_jobs() -> int:
+    """Open `job` failures whose job a `failures retry` resumed and that has now succeeded."""
+    ctx = current()
+    retrying = [
+        f
+        for f in failures.list_failures(kind=JOB_FAILURE_KIND, limit=SCAN_LIMIT)
+        if f.state == "retrying"
+    ]
+    done = [
+        f
+        for f in retrying
+        if (info := ctx.engine.get_status(str(f.payload.get("workflowId") or f.key))) is not None
+        and info.status == "SUCCESS"
+    ]
+    if not done:
+        return 0
+    now = ctx.clock()
+    with ctx.db.write() as session:
+        for f in done:
+            failures.resolve_open(session, kind=JOB_FAILURE_KIND, key=f.key, now=now)
+    return len(done)
+
+
 def watch_once() -> dict[str, int]:
     """One watchdog pass (the scheduled job runs this); returns how many of each outcome."""
     ctx = current()
@@ -272,6 +297,7 @@ def watch_once() -> dict[str, int]:
         outcome = check_order(shop_ref, updated_at, now=now, stuck_after=stuck_after)
         tally[outcome] = tally.get(outcome, 0) + 1
     tally["jobs_parked"] = _park_failed_jobs()
+    tally["jobs_recovered"] = _resolve_recovered_jobs()
     drains = records.request_forgotten_drains(now)
     if drains:
         tally["drains_requested"] = drains
@@ -281,7 +307,7 @@ def watch_once() -> dict[str, int]:
         log.error("retention_failed", error=f"{type(exc).__name__}: {exc}"[:300])
     else:
         tally.update({f"pruned_{kind}": n for kind, n in pruned.as_json().items() if n})
-    quiet = ("moving", "young", "settled")  # and pruning, which logs its own line
+    quiet = ("moving", "young", "settled", "jobs_recovered")  # and pruning (own log line)
     acted = {k: v for k, v in tally.items() if v and k not in quiet and not k.startswith("pruned_")}
     if acted:
         log.warning("watchdog_acted", **acted)
@@ -296,7 +322,8 @@ def _replay_job(failure: failures.Failure) -> str:
     if not info.failed:
         return f"job {workflow_id} is {info.status} already"
     current().engine.resume(workflow_id)
-    return f"job {workflow_id} resumed at the step that failed"
+    # Resolved when the job succeeds (`_resolve_recovered_jobs`), parked again if it stops.
+    return failures.Queued(f"job {workflow_id} resumed at the step that failed")
 
 
 failures.register_replay(JOB_FAILURE_KIND, _replay_job)

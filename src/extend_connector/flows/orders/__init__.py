@@ -58,17 +58,20 @@ from extend_connector.flows.orders.payload import (
     order_from_payload,
 )
 from extend_connector.flows.orders.progress import apply_state, refresh
+from extend_connector.flows.orders.replay import ADDRESS_FIELDS, AmendError, amend_parked_order
 from extend_connector.flows.orders.submit import _outcome_of, park_unsent, submit
 from extend_connector.flows.orders.sweep import declare_schedules, sweep_orders
 from extend_connector.flows.orders.view import get_order_view
 
 __all__ = [
+    "ADDRESS_FIELDS",
     "CANCEL_FAILURE_KIND",
     "FAILURE_KIND",
     "PROGRESS_QUEUE",
     "SUBMIT_QUEUE",
     "SWEEP_QUEUE",
     "UNSENT",
+    "AmendError",
     "ChangeRefused",
     "Intake",
     "OrderConflict",
@@ -80,6 +83,7 @@ __all__ = [
     "_outcome_of",
     "accept_order",
     "active_line_numbers",
+    "amend_parked_order",
     "apply_change",
     "apply_state",
     "backoff_seconds",

@@ -181,12 +181,15 @@ async def _change_once(shop_ref: str) -> dict[str, Any]:
 
     def write() -> str:
         with ctx.db.write() as session:
-            result = apply_state(session, state, now=ctx.clock())
+            now = ctx.clock()
+            result = apply_state(session, state, now=now)
             row = session.get(OrderRow, shop_ref)
             if row is not None and row.shop_change:
                 before = projection(order_view(session, row))
                 row.shop_change = None
                 tell_shop(session, row, before)
+            # A `failures retry` of a refused cancellation is through.
+            failures.resolve_open(session, kind=CANCEL_FAILURE_KIND, key=shop_ref, now=now)
             return result
 
     return Changed(result=await asyncio.to_thread(write)).as_json()
@@ -210,6 +213,15 @@ def _change_refused(shop_ref: str, message: str, park: bool) -> None:
                 reason="extend_rejected",
                 message=row.last_error,
                 payload={"shopRef": shop_ref, "change": before["pendingChange"]},
+            )
+        else:
+            # Refused for good (too late): a retried cancellation failure says so, open again.
+            failures.still_failing(
+                session,
+                kind=CANCEL_FAILURE_KIND,
+                key=shop_ref,
+                message=row.last_error,
+                now=ctx.clock(),
             )
         tell_shop(session, row, before)
 

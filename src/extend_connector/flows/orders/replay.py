@@ -4,6 +4,9 @@ cancellation (send it again)."""
 from __future__ import annotations
 
 import asyncio
+import copy
+from collections.abc import Mapping
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -16,6 +19,7 @@ from extend_connector.flows.orders.base import (
     FAILURE_KIND,
     PROGRESS_QUEUE,
     SUBMIT_QUEUE,
+    log,
 )
 from extend_connector.flows.orders.changes import apply_change
 from extend_connector.flows.orders.checks import check_order
@@ -68,7 +72,8 @@ async def _replay_order(failure: failures.Failure) -> str:
                 queue=SUBMIT_QUEUE,
                 workflow_id=f"order-{ref}-retry-{failure.id}-{failure.retry_count + 1}",
             )
-        return f"order {ref} queued for sending to Extend"
+        # Resolved when it reaches Extend (submit), parked again with the new reason if not.
+        return failures.Queued(f"order {ref} queued for sending to Extend")
 
     return await asyncio.to_thread(requeue)
 
@@ -126,7 +131,98 @@ def _replay_cancel(failure: failures.Failure) -> str:
             partition_key=f"order:{row.order_number}",
             workflow_id=f"order-change-{failure.key}-retry-{failure.id}-{failure.retry_count + 1}",
         )
-    return f"cancellation of order {failure.key} queued again"
+    return failures.Queued(f"cancellation of order {failure.key} queued again")
 
 
 failures.register_replay(CANCEL_FAILURE_KIND, _replay_cancel)
+
+
+ADDRESS_FIELDS = (
+    "name",
+    "addressLine1",
+    "addressLine2",
+    "careOf",
+    "zipCode",
+    "city",
+    "countryCode",
+    "phone",
+    "email",
+)
+
+
+class AmendError(failures.FailureError):
+    """The amendment cannot be made (the order was sent, a line does not exist, ...)."""
+
+
+def amend_parked_order(
+    shop_ref: str,
+    *,
+    products: Mapping[int, str] | None = None,
+    customer_number: str | None = None,
+    delivery_address: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Fix a parked order's data before it is replayed (`failures retry ... --product 1=SKU`):
+    a line's product number, the customer number, delivery address fields. Returns what changed.
+
+    Only an order that is parked and not in Extend can be amended; the replay that follows
+    sends it under the same external order number with the same look-up-before-resend rule,
+    so exactly once holds. The shop's original values are kept in `amendments` of the stored
+    order, with the time of each change.
+    """
+    products = dict(products or {})
+    address = dict(delivery_address or {})
+    unknown = sorted(set(address) - set(ADDRESS_FIELDS))
+    if unknown:
+        raise AmendError(
+            f"unknown address field(s) {', '.join(unknown)} (known: {', '.join(ADDRESS_FIELDS)})"
+        )
+    if not products and customer_number is None and not address:
+        raise AmendError("nothing to amend: give a product, a customer or an address field")
+    ctx = current()
+    with ctx.db.write() as session:
+        row = session.get(OrderRow, shop_ref)
+        if row is None:
+            raise AmendError(f"order {shop_ref} is not stored")
+        if row.order_number is not None:
+            raise AmendError(f"order {shop_ref} is in Extend as {row.order_number} already")
+        if row.status != OrderStatus.PARKED.value:
+            raise AmendError(f"order {shop_ref} is {row.status}, not parked: nothing to fix")
+        payload = copy.deepcopy(dict(row.shop_payload))
+        lines = payload.get("lines") or []
+        changes: dict[str, Any] = {}
+        for number, sku in sorted(products.items()):
+            if not 1 <= number <= len(lines):
+                raise AmendError(f"order {shop_ref} has lines 1..{len(lines)}; no line {number}")
+            if not sku.strip():
+                raise AmendError(f"line {number}: an empty product number")
+            old = lines[number - 1].get("productNumber")
+            if old != sku:
+                lines[number - 1]["productNumber"] = sku
+                changes[f"lines[{number}].productNumber"] = {"from": old, "to": sku}
+        if customer_number is not None and payload.get("customerNumber") != customer_number:
+            changes["customerNumber"] = {
+                "from": payload.get("customerNumber"),
+                "to": customer_number,
+            }
+            payload["customerNumber"] = customer_number or None
+        if address:
+            current_address = dict(payload.get("deliveryAddress") or {})
+            for name, value in sorted(address.items()):
+                if current_address.get(name) != value:
+                    changes[f"deliveryAddress.{name}"] = {
+                        "from": current_address.get(name),
+                        "to": value,
+                    }
+                    current_address[name] = value
+            payload["deliveryAddress"] = current_address
+        if not changes:
+            return {}
+        payload["amendments"] = [
+            *(payload.get("amendments") or []),
+            {"at": ctx.clock().isoformat(), "changes": changes},
+        ]
+        ShopOrder.from_json(payload)  # still readable as an order
+        row.shop_payload = payload
+        row.updated_at = ctx.clock()
+    log.info("order_amended", shop_ref=shop_ref, changes=changes)
+    return changes
