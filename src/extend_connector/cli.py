@@ -1097,6 +1097,29 @@ def _connector(settings: Settings, *, read_only: bool = False) -> Iterator[Any]:
 
 
 @main.group()
+def admin() -> None:
+    """The web console at /admin (docs/console.md)."""
+
+
+@admin.command("hash-password")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from standard input (scripts)."
+)
+def admin_hash_password(password_stdin: bool) -> None:
+    """Print the value for `admin.password_hash` (scrypt) for a password you type."""
+    from extend_connector.api.admin.auth import hash_password
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Console password", hide_input=True, confirmation_prompt=True)
+    try:
+        click.echo(hash_password(password))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.group()
 def db() -> None:
     """Database schema: upgrade or show the current revision."""
 

@@ -131,6 +131,12 @@ def describe_plan(settings: Settings) -> str:
         f"{'per-customer net prices from Extend' if s.scope.prices.value == 'sync' else 'off'}",
         f"  logs            {s.log.format} lines at {s.log.level} and above, to stdout",
         f"  alerts          {_describe_alerts(s)}",
+        "  console         "
+        + (
+            f"/admin on the HTTP port, own login (session {s.admin.session_hours:g} h)"
+            if s.admin.password_hash is not None
+            else "off (set admin.password_hash: `extend-connector admin hash-password`)"
+        ),
     ]
     lines.append(_describe_secrets(s))
     if not s.extend.verify_webhook_signatures:

@@ -26,6 +26,7 @@ import httpx2
 import structlog
 from fastapi import APIRouter, FastAPI
 
+from extend_connector.api import admin as admin_api
 from extend_connector.api import customers as customers_api
 from extend_connector.api import orders as orders_api
 from extend_connector.api import shop, webhooks
@@ -69,6 +70,7 @@ SCHEDULES: tuple[Callable[[Settings], None], ...] = (
     alerts.declare_schedules,
 )
 ROUTERS: tuple[APIRouter, ...] = (
+    admin_api.router,
     webhooks.router,
     orders_api.router,
     shop.router,

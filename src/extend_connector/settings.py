@@ -867,6 +867,32 @@ class AlertSettings(_Section):
         return value
 
 
+class AdminSettings(_Section):
+    """The operator's web console at /admin (docs/console.md)."""
+
+    password_hash: SecretStr | None = Field(
+        None,
+        description="scrypt hash of the console password, made by `extend-connector admin "
+        "hash-password`; unset: no console (every /admin page answers 404 saying so).",
+    )
+    session_hours: float = Field(
+        8.0, gt=0, le=24 * 30, description="A console login lasts this long."
+    )
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        parts = value.get_secret_value().split("$")
+        if len(parts) != 6 or parts[0] != "scrypt" or not all(p.isdigit() for p in parts[1:4]):
+            raise ValueError(
+                "expected the output of `extend-connector admin hash-password` "
+                "(scrypt$N$r$p$salt$hash), never the password itself"
+            )
+        return value
+
+
 class Settings(BaseSettings):
     """The whole configuration."""
 
@@ -888,6 +914,7 @@ class Settings(BaseSettings):
     sync: SyncSettings = Field(default_factory=SyncSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -1137,4 +1164,5 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "sync": SyncSettings,
     "log": LogSettings,
     "alerts": AlertSettings,
+    "admin": AdminSettings,
 }

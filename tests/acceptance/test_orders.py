@@ -82,7 +82,11 @@ def make_stack(tmp_path: Path) -> Iterator[Any]:
     stacks: list[Any] = []
 
     def make(
-        *, sim_args: tuple[str, ...] = (), sweep_minutes: float = 60.0, products: str = "off"
+        *,
+        sim_args: tuple[str, ...] = (),
+        sweep_minutes: float = 60.0,
+        products: str = "off",
+        extra_env: dict[str, str] | None = None,
     ) -> Stack:
         sim_port, port = free_port(), free_port()
         data_dir = tmp_path / f"var{len(stacks)}"
@@ -102,6 +106,7 @@ def make_stack(tmp_path: Path) -> Iterator[Any]:
             "EXTEND_CONNECTOR_STORE__DATA_DIR": str(data_dir),
             "EXTEND_CONNECTOR_SYNC__ORDERS_SWEEP_MINUTES": str(sweep_minutes),
             "EXTEND_CONNECTOR_SCOPE__PRODUCTS": products,
+            **(extra_env or {}),
         }
         connector = Proc(
             "connector",

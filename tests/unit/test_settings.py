@@ -86,6 +86,8 @@ BAD_VALUES: list[tuple[tuple[str, ...], str, object, str]] = [
     (("engine",), "stuck_order_minutes", -1, "greater than 0"),
     (("engine",), "watchdog_minutes", 0, "greater than 0"),
     (("engine",), "finished_job_retention_days", 0, "greater than 0"),
+    (("admin",), "password_hash", "hunter2", "admin hash-password"),
+    (("admin",), "session_hours", 0, "greater than 0"),
     (("store",), "outbox_retention_days", -1, "greater than 0"),
     (("store",), "inbox_retention_days", 0, "greater than 0"),
     (("store",), "resolved_failure_retention_days", "soon", "valid number"),

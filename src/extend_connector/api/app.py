@@ -20,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from extend_connector import __version__
+from extend_connector.api import admin
 from extend_connector.api.errors import install_error_handlers
 from extend_connector.api.guard import GuardLimits, RequestGuard
 from extend_connector.flows import monitor
@@ -175,6 +176,8 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # The console's login redirect, wherever its router is mounted.
+    app.add_exception_handler(admin.NotLoggedIn, admin.not_logged_in)  # type: ignore[arg-type]
     settings = (state or {}).get("settings")
     if isinstance(settings, Settings):  # token, body size and body deadline before any route runs
         app.add_middleware(RequestGuard, limits=GuardLimits.from_settings(settings))
