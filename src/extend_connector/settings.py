@@ -639,8 +639,8 @@ class StoreSettings(_Section):
     resolved_failure_retention_days: float = Field(
         90.0,
         gt=0,
-        description="Parked failures that were resolved or dismissed are deleted this long after; "
-        "open ones are never deleted.",
+        description="Parked failures that were resolved or dismissed, and alerts that were "
+        "resolved, are deleted this long after; open ones are never deleted.",
     )
 
     @field_validator("database_url")

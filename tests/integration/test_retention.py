@@ -13,7 +13,7 @@ from extend_connector.flows import retention
 from extend_connector.flows.context import FlowContext, install
 from extend_connector.settings import EngineSettings, Settings, StoreSettings
 from extend_connector.store import Database
-from extend_connector.store.models import InboxRow, OutboxRow, ParkedFailureRow
+from extend_connector.store.models import AlertRow, InboxRow, OutboxRow, ParkedFailureRow
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -94,12 +94,22 @@ def test_prune_keeps_what_is_owed_open_or_young(db: Database, jobs: Jobs) -> Non
                 ParkedFailureRow(
                     kind="order", key="open-old", reason="x", created_at=NOW - 400 * DAY
                 ),
+                *(
+                    AlertRow(
+                        condition=f"failure:{name}",
+                        kind="failure",
+                        summary=name,
+                        opened_at=NOW - 400 * DAY,
+                        resolved_at=None if resolved is None else NOW - resolved * DAY,
+                    )
+                    for name, resolved in (("old", 31), ("young", 29), ("open", None))
+                ),
             ]
         )
 
     pruned = retention.prune()
 
-    assert pruned == retention.Pruned(outbox=2, inbox=1, failures=1, jobs=4)
+    assert pruned == retention.Pruned(outbox=2, inbox=1, failures=1, alerts=1, jobs=4)
     assert jobs.calls == [(NOW - 3 * DAY, retention.BATCH)]
     with db.read() as session:
         assert sorted(session.scalars(sa.select(OutboxRow.key))) == [
@@ -113,6 +123,7 @@ def test_prune_keeps_what_is_owed_open_or_young(db: Database, jobs: Jobs) -> Non
             "open-old",
             "resolved-young",
         ]
+        assert sorted(session.scalars(sa.select(AlertRow.summary))) == ["open", "young"]
     # A second run has nothing left to delete (the fake engine always says 4).
     assert retention.prune() == retention.Pruned(jobs=4)
 

@@ -14,7 +14,8 @@ What goes, after its setting's days (`store.*_retention_days`,
   An event still owed to the shop, or parked after the shop refused it, is never deleted;
 - Extend webhook deliveries (kept far longer than Extend's 5 minutes of retries, so a late
   retry is still answered as a duplicate);
-- parked failures resolved or dismissed (open ones stay until a person acts);
+- parked failures resolved or dismissed (open ones stay until a person acts), and alerts
+  resolved as long ago (flows/alerts.py; open ones stay);
 - jobs that finished successfully, with their checkpoints (failed, cancelled, queued and
   running jobs stay: they are evidence or work).
 """
@@ -29,7 +30,7 @@ import sqlalchemy as sa
 import structlog
 
 from extend_connector.flows.context import current
-from extend_connector.store.models import InboxRow, OutboxRow, ParkedFailureRow
+from extend_connector.store.models import AlertRow, InboxRow, OutboxRow, ParkedFailureRow
 
 log = structlog.get_logger("extend_connector.retention")
 
@@ -38,6 +39,7 @@ BATCH = 5_000  # rows per kind and call
 _OUTBOX = cast(sa.Table, OutboxRow.__table__)
 _INBOX = cast(sa.Table, InboxRow.__table__)
 _FAILURES = cast(sa.Table, ParkedFailureRow.__table__)
+_ALERTS = cast(sa.Table, AlertRow.__table__)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -47,17 +49,19 @@ class Pruned:
     outbox: int = 0
     inbox: int = 0
     failures: int = 0
+    alerts: int = 0
     jobs: int = 0
 
     @property
     def total(self) -> int:
-        return self.outbox + self.inbox + self.failures + self.jobs
+        return self.outbox + self.inbox + self.failures + self.alerts + self.jobs
 
     def as_json(self) -> dict[str, Any]:
         return {
             "outbox": self.outbox,
             "inbox": self.inbox,
             "failures": self.failures,
+            "alerts": self.alerts,
             "jobs": self.jobs,
         }
 
@@ -98,15 +102,13 @@ def prune(now: datetime | None = None) -> Pruned:
     inbox = _delete_batch(
         _INBOX, _INBOX.c.delivery_id, _INBOX.c.received_at < before(store.inbox_retention_days)
     )
-    failures = _delete_batch(
-        _FAILURES,
-        _FAILURES.c.id,
-        _FAILURES.c.resolved_at < before(store.resolved_failure_retention_days),
-    )
+    closed_before = before(store.resolved_failure_retention_days)
+    failures = _delete_batch(_FAILURES, _FAILURES.c.id, _FAILURES.c.resolved_at < closed_before)
+    alerts = _delete_batch(_ALERTS, _ALERTS.c.id, _ALERTS.c.resolved_at < closed_before)
     jobs = ctx.engine.prune_succeeded(
         completed_before=before(ctx.settings.engine.finished_job_retention_days), limit=BATCH
     )
-    pruned = Pruned(outbox=outbox, inbox=inbox, failures=failures, jobs=jobs)
+    pruned = Pruned(outbox=outbox, inbox=inbox, failures=failures, alerts=alerts, jobs=jobs)
     if pruned.total:
         log.info(
             "retention_pruned", **pruned.as_json(), more=max(pruned.as_json().values()) >= BATCH
