@@ -168,15 +168,7 @@ def park(
     body = {**(detail or {}), "message": message, "parkedAt": when.isoformat()}
     existing = None
     if merge_open is not False:
-        candidates = session.scalars(
-            sa.select(ParkedFailureRow)
-            .where(
-                ParkedFailureRow.kind == kind,
-                ParkedFailureRow.key == key,
-                ParkedFailureRow.resolved_at.is_(None),
-            )
-            .order_by(ParkedFailureRow.id)
-        )
+        candidates = _open_rows(session, kind, key)
         existing = next((r for r in candidates if merge_open is True or merge_open(view(r))), None)
     if existing is not None:
         existing.reason = reason
@@ -192,6 +184,21 @@ def park(
     return row.id
 
 
+def _open_rows(session: Session, kind: str, key: str) -> list[ParkedFailureRow]:
+    """The open failures of (kind, key), oldest first."""
+    return list(
+        session.scalars(
+            sa.select(ParkedFailureRow)
+            .where(
+                ParkedFailureRow.kind == kind,
+                ParkedFailureRow.key == key,
+                ParkedFailureRow.resolved_at.is_(None),
+            )
+            .order_by(ParkedFailureRow.id)
+        )
+    )
+
+
 def resolve_open(
     session: Session,
     *,
@@ -202,13 +209,7 @@ def resolve_open(
 ) -> int:
     """Mark the open failures of (kind, key) resolved (the item went through, by a replay or
     another way); `where` narrows them (e.g. to one outbox event of a record)."""
-    rows = session.scalars(
-        sa.select(ParkedFailureRow).where(
-            ParkedFailureRow.kind == kind,
-            ParkedFailureRow.key == key,
-            ParkedFailureRow.resolved_at.is_(None),
-        )
-    ).all()
+    rows = _open_rows(session, kind, key)
     done = 0
     for row in rows:
         if where is None or where(view(row)):
@@ -222,13 +223,7 @@ def still_failing(session: Session, *, kind: str, key: str, message: str, now: d
     """A queued replay ended without the item going through and without parking it again (e.g.
     Extend refused a cancellation as too late): the open failures of (kind, key) say so and are
     open again, not retrying."""
-    rows = session.scalars(
-        sa.select(ParkedFailureRow).where(
-            ParkedFailureRow.kind == kind,
-            ParkedFailureRow.key == key,
-            ParkedFailureRow.resolved_at.is_(None),
-        )
-    ).all()
+    rows = _open_rows(session, kind, key)
     for row in rows:
         detail = {k: v for k, v in (row.detail or {}).items() if k != "retryingSince"}
         row.detail = {**detail, "message": message, "parkedAt": now.isoformat()}
