@@ -17,10 +17,9 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import httpx2
 import structlog
@@ -44,9 +43,9 @@ from extend_connector.flows import (
     outbox,
     prices,
     products,
+    runs,
     watchdog,
 )
-from extend_connector.flows.sync import Progress, SweepResult
 from extend_connector.logs import configure_logging as configure_logging  # re-exported
 from extend_connector.settings import Settings
 from extend_connector.store.database import Database
@@ -77,15 +76,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     customers_api.router,
 )
 
-Sweep = Callable[[bool, bool, Progress | None], Coroutine[Any, Any, SweepResult]]
-# The sweep of each data point `extend-connector sync` (and the demo's settling) can run now.
-SWEEPS: dict[str, Sweep] = {
-    "products": products.sweep_products,
-    "customers": customers.sweep_customers,
-    "prices": prices.sweep_prices,
-    "balances": balances.sweep_balances,
-    "orders": orders.sweep_orders,
-}
+# The sweep of each data point `extend-connector sync`, the console and the demo can run now.
+SWEEPS = runs.SWEEPS
 
 # The longest query the read API documents (`productNumbers`, 10,500 characters) can take up
 # to 12 bytes a character once percent-encoded; uvicorn's default (16 KiB) would reset the

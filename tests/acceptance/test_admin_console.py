@@ -8,6 +8,7 @@ real `extend-connector simulator` and `extend-connector run` processes on loopba
 3. An order with an unknown SKU is parked; fixed in the console and retried, it reaches Extend
    exactly once.
 4. A failure is dismissed with a reason.
+5. A full dry-run sync of products is started from the console and watched to its end.
 Screenshots of each page go to tests/artifacts/console/ (kept by CI's clone, not committed).
 """
 
@@ -159,6 +160,18 @@ def test_console_login_timeline_fix_and_retry_dismiss(make_stack: Any) -> None: 
             expect(page.locator("#state")).to_have_text("dismissed")
             expect(page.locator("body")).to_contain_text("customer re-ordered by phone")
             page.screenshot(path=SHOTS / "failure-dismissed.png", full_page=True)
+
+            # 5. A dry-run sync started from the console, watched to its end.
+            page.click("text=Sync")
+            page.select_option("#data-point", "products")
+            page.check("#dry-run")
+            page.check("#full")
+            page.click("#start-sync")
+            expect(page.locator("#notice")).to_contain_text("queued: products (dry run)")
+            expect(page.locator("#runs .run-status").first).to_have_text("done", timeout=60_000)
+            expect(page.locator("#runs")).to_contain_text("dry run, full")
+            expect(page.locator("#runs")).to_contain_text("unchanged 40")
+            page.screenshot(path=SHOTS / "sync.png", full_page=True)
 
             page.click("text=Overview")
             expect(page.locator("#failures-card")).to_contain_text("none")

@@ -348,4 +348,27 @@ class AlertRow(Base):
     last_error: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
 
 
+class SyncRunRow(Base):
+    """A sync a person started (the console's Sync page, flows/runs.py): queued, running, done
+    or failed, with its progress while it runs and its result after."""
+
+    __tablename__ = "sync_runs"
+    __table_args__ = (sa.Index("ix_sync_runs_requested_at", "requested_at"),)
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    data_point: Mapped[str] = mapped_column(sa.String(32))
+    full: Mapped[bool] = mapped_column(default=False)
+    dry_run: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[str] = mapped_column(sa.String(16))  # queued, running, done, failed
+    requested_by: Mapped[str] = mapped_column(sa.String(64))
+    requested_at: Mapped[datetime]
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+
+
 metadata = Base.metadata

@@ -23,7 +23,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from extend_connector.api.admin.auth import COOKIE, Sessions, password_matches
 from extend_connector.api.deps import Context
-from extend_connector.flows import failures, orders
+from extend_connector.flows import failures, orders, runs
 from extend_connector.flows.context import FlowContext
 from extend_connector.flows.orders import timeline
 
@@ -311,6 +311,43 @@ async def order_page(request: Request, ctx: Context, sid: Session, shop_ref: str
     return _page(request, ctx, sid, "order.html", t=story)
 
 
+# --- sync -------------------------------------------------------------------------------------
+
+
+@router.get("/sync", response_class=HTMLResponse)
+async def sync_page(
+    request: Request, ctx: Context, sid: Session, notice: str = "", error: str = ""
+) -> str:
+    history = await asyncio.to_thread(runs.history)
+    return _page(
+        request,
+        ctx,
+        sid,
+        "sync.html",
+        points=runs.available(),
+        history=history,
+        notice=notice,
+        error=error,
+    )
+
+
+@router.post("/sync")
+async def start_sync(
+    sid: Session,
+    data_point: Annotated[str, Form()],
+    full: Annotated[str, Form()] = "",
+    dry_run: Annotated[str, Form()] = "",
+) -> Response:
+    try:
+        run_id = await asyncio.to_thread(
+            runs.request, data_point, full=bool(full), dry_run=bool(dry_run), by="console"
+        )
+    except runs.RunRefused as exc:
+        return RedirectResponse(f"/admin/sync?{urlencode({'error': str(exc)})}", status_code=303)
+    notice = f"run {run_id} queued: {data_point}" + (" (dry run)" if dry_run else "")
+    return RedirectResponse(f"/admin/sync?{urlencode({'notice': notice})}", status_code=303)
+
+
 # --- JSON -------------------------------------------------------------------------------------
 
 
@@ -351,3 +388,40 @@ async def api_dismiss(request: Request, sid: Session, failure_id: int) -> JSONRe
     except failures.FailureError as exc:
         return JSONResponse({"dismissed": False, "error": str(exc)}, status_code=409)
     return JSONResponse({"dismissed": True, "failure": f.as_json()})
+
+
+@router.get("/api/sync")
+async def api_sync_history(sid: Session) -> list[dict[str, Any]]:
+    history = await asyncio.to_thread(runs.history)
+    return [
+        {
+            "id": r.id,
+            "dataPoint": r.data_point,
+            "full": r.full,
+            "dryRun": r.dry_run,
+            "status": r.status,
+            "requestedAt": r.requested_at.isoformat(),
+            "startedAt": r.started_at.isoformat() if r.started_at else None,
+            "finishedAt": r.finished_at.isoformat() if r.finished_at else None,
+            "progress": r.progress,
+            "result": r.result,
+            "error": r.error,
+        }
+        for r in history
+    ]
+
+
+@router.post("/api/sync")
+async def api_sync(request: Request, sid: Session) -> JSONResponse:
+    body = await request.json()
+    try:
+        run_id = await asyncio.to_thread(
+            runs.request,
+            str(body.get("dataPoint") or ""),
+            full=bool(body.get("full")),
+            dry_run=bool(body.get("dryRun")),
+            by="admin-api",
+        )
+    except runs.RunRefused as exc:
+        return JSONResponse({"queued": False, "error": str(exc)}, status_code=409)
+    return JSONResponse({"queued": True, "id": run_id}, status_code=202)
