@@ -175,6 +175,8 @@ def test_console_login_timeline_fix_and_retry_dismiss(make_stack: Any) -> None: 
 
             page.click("text=Overview")
             expect(page.locator("#failures-card")).to_contain_text("none")
+            expect(page.locator("#extend-card")).to_contain_text("answering")
+            expect(page.locator("#freshness")).to_contain_text("products")
             page.screenshot(path=SHOTS / "overview.png", full_page=True)
         finally:
             browser.close()

@@ -303,3 +303,26 @@ def test_an_amendment_is_refused_with_the_reason(ctx: FlowContext) -> None:
     for ref, kwargs, message in cases:
         with pytest.raises(orders.AmendError, match=message):
             orders.amend_parked_order(ref, **kwargs)  # type: ignore[arg-type]
+
+
+def test_events_never_for_delivery_are_not_counted_as_owed_to_the_shop(ctx: FlowContext) -> None:
+    # Written while no shop webhook is configured: kept, never delivered, never owed. Counting
+    # them as owed showed a backlog that only grows and raised the outbox-backlog alert.
+    from extend_connector.flows import monitor
+
+    owed = _outbox_event(ctx.db, "sku:P1")
+    with ctx.db.write() as session:
+        session.get(OutboxRow, owed).next_attempt_at = NOW  # type: ignore[union-attr]
+        session.add(
+            OutboxRow(
+                event_id=outbox.new_event_id(),
+                event_type="stock.changed",
+                key="sku:P2",
+                payload={},
+                created_at=NOW,
+                next_attempt_at=None,
+            )
+        )
+    assert monitor.read(ctx).outbox_pending == 1
+    with ctx.db.read() as session:
+        assert outbox.owed_counts(session) == (1, NOW)

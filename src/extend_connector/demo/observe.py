@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from extend_connector.flows import outbox
 from extend_connector.simulator import Notification, RunningSimulator
 from extend_connector.store.database import Database
 from extend_connector.store.models import (
@@ -26,7 +27,6 @@ from extend_connector.store.models import (
     DirtyBalanceRow,
     InboxRow,
     OrderRow,
-    OutboxRow,
     ParkedFailureRow,
     PriceRow,
     ProductRow,
@@ -145,14 +145,7 @@ def db_figures(db: Database, *, ref_prefix: str) -> dict[str, Any]:
             ).all()
         )
         inbox = s.scalar(sa.select(sa.func.count()).select_from(InboxRow)) or 0
-        outbox_pending = (
-            s.scalar(
-                sa.select(sa.func.count())
-                .select_from(OutboxRow)
-                .where(OutboxRow.delivered_at.is_(None))
-            )
-            or 0
-        )
+        outbox_pending, _ = outbox.owed_counts(s)
     return {
         "status": status,
         "in_extend": int(in_extend),

@@ -434,7 +434,7 @@ def status_snapshot() -> dict[str, Any]:
     each cursor (one per swept data point), the newest `confirmed_at` of every local-copy table
     that has one, open failures per kind, the outbox backlog, marks waiting for a fetch, the
     fleet-wide rate limit's reservations, and queue depth per queue."""
-    from extend_connector.store.models import Base, CursorRow, OutboxRow, RateBucketRow
+    from extend_connector.store.models import Base, CursorRow, RateBucketRow
 
     ctx = current()
     snapshot: dict[str, Any] = {"now": ctx.clock().isoformat(), "cursors": [], "confirmed": {}}
@@ -463,11 +463,7 @@ def status_snapshot() -> dict[str, Any]:
                 "newest": newest.isoformat() if isinstance(newest, datetime) else newest,
             }
         snapshot["failures"] = open_counts(session)
-        pending, oldest = session.execute(
-            sa.select(sa.func.count(), sa.func.min(OutboxRow.created_at)).where(
-                OutboxRow.delivered_at.is_(None)
-            )
-        ).one()
+        pending, oldest = outbox.owed_counts(session)
         snapshot["outbox"] = {
             "pending": int(pending),
             "oldest": oldest.isoformat() if isinstance(oldest, datetime) else oldest,

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from extend_connector.flows import failures
+from extend_connector.flows import failures, outbox
 from extend_connector.flows.context import FlowContext
 from extend_connector.flows.freshness import ReachabilityState, fleet_reachability
 from extend_connector.settings import (
@@ -29,7 +29,6 @@ from extend_connector.store.models import (
     BalanceRow,
     CursorRow,
     CustomerRow,
-    OutboxRow,
     PriceRow,
     ProductRow,
 )
@@ -101,11 +100,7 @@ def read(ctx: FlowContext) -> Snapshot:
     """One snapshot (blocking: call it off the event loop)."""
     now = ctx.clock()
     with ctx.db.read() as session:
-        pending, oldest = session.execute(
-            sa.select(sa.func.count(), sa.func.min(OutboxRow.created_at)).where(
-                OutboxRow.delivered_at.is_(None)
-            )
-        ).one()
+        pending, oldest = outbox.owed_counts(session)
         open_failures = failures.open_counts(session)
         confirmed = confirmations(session, data_points(ctx.settings))
         open_alerts = {

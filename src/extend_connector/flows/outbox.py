@@ -68,6 +68,20 @@ def event_id_of(row: OutboxRow) -> str:
     return row.event_id or f"evt_{row.id}"
 
 
+def owed() -> sa.ColumnElement[bool]:
+    """Events owed to the shop: not delivered and due for delivery (not those kept while no shop
+    was configured, nor those parked after a refusal)."""
+    return sa.and_(OutboxRow.delivered_at.is_(None), OutboxRow.next_attempt_at.is_not(None))
+
+
+def owed_counts(session: Session) -> tuple[int, datetime | None]:
+    """(events owed to the shop, when the oldest was written)."""
+    count, oldest = session.execute(
+        sa.select(sa.func.count(), sa.func.min(OutboxRow.created_at)).where(owed())
+    ).one()
+    return int(count), oldest if isinstance(oldest, datetime) else None
+
+
 def publish(session: Session, event_type: EventType, key: str, data: dict[str, Any]) -> int | None:
     """Record an event for the shop in the caller's transaction; returns the outbox id.
 

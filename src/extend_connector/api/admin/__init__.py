@@ -23,7 +23,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from extend_connector.api.admin.auth import COOKIE, Sessions, password_matches
 from extend_connector.api.deps import Context
-from extend_connector.flows import failures, orders, runs
+from extend_connector.flows import alerts, failures, monitor, orders, runs
 from extend_connector.flows.context import FlowContext
 from extend_connector.flows.orders import timeline
 
@@ -148,7 +148,26 @@ async def logout(sid: Session) -> Response:
 @router.get("/", response_class=HTMLResponse)
 async def overview(request: Request, ctx: Context, sid: Session) -> str:
     snap = await asyncio.to_thread(failures.status_snapshot)
-    return _page(request, ctx, sid, "overview.html", snap=snap)
+    state = await asyncio.to_thread(monitor.read, ctx)
+    freshness = [
+        {
+            "point": point,
+            "confirmed": at,
+            "age": state.age_seconds(point),
+            "stale_after": alerts.stale_threshold_seconds(ctx.settings, point),
+        }
+        for point, at in state.confirmed.items()
+    ]
+    return _page(
+        request,
+        ctx,
+        sid,
+        "overview.html",
+        snap=snap,
+        freshness=freshness,
+        extend=state.reachability,
+        alerts_open=state.alerts,
+    )
 
 
 # --- failures ---------------------------------------------------------------------------------
