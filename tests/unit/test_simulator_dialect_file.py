@@ -30,6 +30,7 @@ def test_the_second_dialect_file_configures_the_simulator_like_the_connector() -
     assert config.renames() == {
         "Availability": {"availableBalance": "availableQty"},
         "OrderLight": {"orderNumberExternal": "externalReference"},
+        "Product": {"productName": "title"},
     }
 
 
