@@ -373,6 +373,20 @@ def _rate(text: str) -> tuple[int, float]:
     "--auth-scheme", default="Bearer", help="Prefix before the token; '' for a bare API key."
 )
 @click.option(
+    "--dialect-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A TOML with the connector's [extend.dialect] keys (a connector config file will do): "
+    "the simulator speaks that dialect (auth, paging names, envelope, change-date name and "
+    "format, filters, fields.<Model> renames; extend.api_token too if present). Its values win "
+    "over --auth-header, --auth-scheme, --envelope and --token.",
+)
+@click.option(
+    "--null-empty-lists",
+    is_flag=True,
+    help="Send an empty list in a response as null (as .NET services often do).",
+)
+@click.option(
     "--envelope",
     type=click.Choice(["body", "headers"]),
     default="body",
@@ -512,6 +526,8 @@ def simulator(
     token: str,
     auth_header: str,
     auth_scheme: str,
+    dialect_file: Path | None,
+    null_empty_lists: bool,
     envelope: str,
     default_page_size: int,
     max_page_size: int,
@@ -546,6 +562,7 @@ def simulator(
     It speaks the house contract (docs/simulator.md): the connector's defaults
     (extend.base_url http://127.0.0.1:8765/api, token sim-token, webhook secret
     sim-webhook-secret, inbox http://127.0.0.1:8700/webhooks/extend) work unchanged.
+    --dialect-file makes it speak another dialect: give it the connector's config file.
     Every fault can also be switched at run time: PATCH /_sim/faults.
     """
     from extend_connector.simulator import (
@@ -576,6 +593,17 @@ def simulator(
                 ),
             )
         )
+        dialect: dict[str, Any] = {
+            "token": token,
+            "auth_header": auth_header,
+            "auth_scheme": auth_scheme,
+            "envelope": envelope,
+            "null_empty_lists": null_empty_lists,
+        }
+        if dialect_file is not None:
+            from extend_connector.simulator.config import dialect_file_settings
+
+            dialect.update(dialect_file_settings(dialect_file))
         config = SimulatorConfig(
             seed=seed,
             products=products,
@@ -583,10 +611,6 @@ def simulator(
             b2b_share=b2b_share,
             orders=orders,
             warehouses=tuple(w.strip() for w in warehouses.split(",") if w.strip()),
-            token=token,
-            auth_header=auth_header,
-            auth_scheme=auth_scheme,
-            envelope=envelope,  # type: ignore[arg-type]
             default_page_size=default_page_size,
             max_page_size=max_page_size,
             timezone=timezone,
@@ -613,6 +637,7 @@ def simulator(
                 extra_fields=extra_fields,
                 unknown_webhook_actions=unknown_webhook_actions,
             ),
+            **dialect,
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -17,6 +17,7 @@ from typing import Any
 import httpx2
 import pytest
 
+from support.dialects import DIALECTS, configure_connector, simulator_args
 from support.processes import CLI, Proc, free_port, running, wait_for
 
 pytestmark = pytest.mark.slow
@@ -103,9 +104,14 @@ class Pair:
         ]
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    tmp = tmp_path_factory.mktemp("balances")
+@pytest.fixture(scope="module", params=DIALECTS)
+def pair(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Pair]:
+    """The whole module runs in the house contract and again in a second dialect."""
+    dialect: str = request.param
+    tmp = tmp_path_factory.mktemp(f"balances-{dialect}")
+    configure_connector(dialect, tmp)
     sim_port, port = free_port(), free_port()
     sim = Proc(
         "simulator",
@@ -126,6 +132,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             "20",
             "--time-scale",
             "0.01",
+            *simulator_args(dialect),
         ],
         env={},
         log_dir=tmp,

@@ -1,12 +1,21 @@
 """A probe's saved sample file replays through the client: the same reads, answered from the
-file, give the same findings, and the client reads the recorded records."""
+file, give the same findings (and the same suggested settings), and the client reads the
+recorded records.
+
+The samples were recorded by `extend-connector probe` (default settings) against the simulator
+(seed 7, 6 products, 3 customers, 2 orders, clock frozen at 2024-10-01T12:00+02:00): once in the
+house contract, once in the second dialect (tests/unit/data/dialect2.toml, null empty lists).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import tomllib
+from collections import deque
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import httpx2
 import pytest
@@ -16,19 +25,29 @@ from extend_connector.extend.probe import ProbeReport, probe
 from extend_connector.extend.wire import DriftRegistry
 from extend_connector.settings import Settings
 
-SAMPLE = Path(__file__).parent / "data" / "probe-sample.json"
+DATA = Path(__file__).parent / "data"
+SAMPLE = DATA / "probe-sample.json"
+SAMPLE_DIALECT2 = DATA / "probe-sample-dialect2.json"
 
 
-def _replay() -> httpx2.MockTransport:
-    answers: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for answer in json.loads(SAMPLE.read_text())["answers"]:
-        answers[(answer["method"], answer["path"], answer["query"])] = answer
+def _key(method: str, path: str, query: str) -> tuple[str, str, str]:
+    """The parameters in any order (the client and the probe order them differently)."""
+    return method, path, urlencode(sorted(parse_qsl(query)))
+
+
+def _replay(sample: Path) -> httpx2.MockTransport:
+    """Answers in the order recorded per (method, path, query); the last one repeats."""
+    answers: dict[tuple[str, str, str], deque[dict[str, Any]]] = {}
+    for answer in json.loads(sample.read_text())["answers"]:
+        key = _key(answer["method"], answer["path"], answer["query"])
+        answers.setdefault(key, deque()).append(answer)
 
     def handler(request: httpx2.Request) -> httpx2.Response:
-        key = (request.method, request.url.path, request.url.query.decode("ascii"))
-        answer = answers.get(key)
-        if answer is None:
+        key = _key(request.method, request.url.path, request.url.query.decode("ascii"))
+        queue = answers.get(key)
+        if not queue:
             return httpx2.Response(599, content=f"not in the sample: {key}".encode())
+        answer = queue.popleft() if len(queue) > 1 else queue[0]
         return httpx2.Response(
             answer["status"],
             content=json.dumps(answer["body"]).encode(),
@@ -38,17 +57,19 @@ def _replay() -> httpx2.MockTransport:
     return httpx2.MockTransport(handler)
 
 
-def _client() -> ExtendClient:
+def _client(sample: Path, dialect: dict[str, Any] | None = None) -> ExtendClient:
     # the base URL the sample was recorded against does not matter: paths and queries do
-    settings = Settings(extend={"base_url": "http://extend.localhost/api"})
+    settings = Settings(
+        extend={"base_url": "http://extend.localhost/api", "dialect": dialect or {}}
+    )
     return ExtendClient.from_settings(
-        settings, transport=_replay(), budget=RateBudget(), drift=DriftRegistry()
+        settings, transport=_replay(sample), budget=RateBudget(), drift=DriftRegistry()
     )
 
 
 def test_the_saved_sample_replays_to_the_same_findings() -> None:
     async def run() -> ProbeReport:
-        async with _client() as client:
+        async with _client(SAMPLE) as client:
             with pytest.raises(NotFound):
                 await client.get_product("probe-no-such-product")
             return await probe(client)
@@ -56,3 +77,43 @@ def test_the_saved_sample_replays_to_the_same_findings() -> None:
     report = asyncio.run(run())
     assert [f.verdict for f in report.findings] == ["held"] * len(report.findings), report.table()
     assert len(report.findings) == 13
+    assert report.toml() == ""
+
+
+def test_a_sample_of_another_dialect_replays_to_every_difference_and_its_settings() -> None:
+    report = asyncio.run(_probe_sample(SAMPLE_DIALECT2))
+    assert {f.assumption for f in report.findings if f.verdict == "differs"} == {
+        "authentication",
+        "list envelope",
+        "page-size parameter",
+        "page parameter",
+        "change-date filter (name, date format, inclusive at the instant)",
+        "fields of Product",
+        "fields of Availability",
+        "fields of OrderLight",
+    }, report.table()
+    dialect2 = tomllib.loads((DATA / "dialect2.toml").read_text())
+    assert tomllib.loads(report.toml()) == dialect2
+
+
+async def _probe_sample(sample: Path) -> ProbeReport:
+    async with _client(sample) as client:
+        return await probe(client)
+
+
+def test_the_client_reads_the_records_of_a_sample_in_the_suggested_dialect() -> None:
+    """The dialect2 sample's availability records, read by the client configured with the
+    settings the probe suggested (renamed field, header envelope, null lists)."""
+    suggested = tomllib.loads(asyncio.run(_probe_sample(SAMPLE_DIALECT2)).toml())
+
+    async def run() -> list[Any]:
+        # the page size the probe asked the availability list with
+        dialect = {**suggested["extend"]["dialect"], "page_size": 50}
+        async with _client(SAMPLE_DIALECT2, dialect) as client:
+            return [b async for b in client.availability_for_products(["P000002"], warehouses=[])]
+
+    try:
+        rows = asyncio.run(run())
+    except Exception as exc:  # pragma: no cover - shows which request was not recorded
+        raise AssertionError(str(exc)) from exc
+    assert rows and {r.product_number for r in rows} == {"P000002"}

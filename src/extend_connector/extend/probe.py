@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -38,6 +38,32 @@ AUTH_CANDIDATES: tuple[tuple[str, str], ...] = (
     ("Api-Key", ""),
 )
 """(header, scheme) tried when the configured credential header is refused."""
+
+PAGING_CANDIDATES: tuple[tuple[str, str], ...] = (
+    ("page", "pageSize"),
+    ("pageNo", "take"),
+    ("pageNumber", "pageSize"),
+    ("pageNo", "pageSize"),
+    ("page", "limit"),
+    ("page", "size"),
+    ("pageIndex", "pageSize"),
+)
+"""(page, page size) parameter names tried when the configured ones are not honoured (1-based)."""
+
+CHANGED_SINCE_CANDIDATES: tuple[str, ...] = (
+    "changedSince",
+    "modifiedSince",
+    "changedAfter",
+    "modifiedAfter",
+    "updatedSince",
+    "lastModified",
+    "changedDate",
+)
+"""Change-date parameter names tried (each in both date formats) when the configured one does
+not narrow the list."""
+
+FAR_FUTURE = datetime(2999, 1, 1, tzinfo=UTC)
+"""A change date after every record: a filter that works answers no record for it."""
 
 LIST_MODELS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("list_products", WireProduct),
@@ -130,6 +156,9 @@ class Prober:
         self.page_size = page_size
         self.report = ProbeReport()
         self.auth: Mapping[str, str] | None = None  # the working credential, once found
+        # The paging names that work, once found (the configured ones until then).
+        self.page_param = self.dialect.page_param
+        self.page_size_param = self.dialect.page_size_param
 
     def _find(self, finding: Finding) -> None:
         self.report.findings.append(finding)
@@ -166,8 +195,8 @@ class Prober:
 
     def _page(self, number: int, size: int | None = None) -> dict[str, str]:
         return {
-            self.dialect.page_param: str(number),
-            self.dialect.page_size_param: str(size or self.page_size),
+            self.page_param: str(number),
+            self.page_size_param: str(size or self.page_size),
         }
 
     async def run(self) -> ProbeReport:
@@ -244,21 +273,13 @@ class Prober:
             )
         )
         if len(items) > self.page_size:
-            self._find(
-                Finding(
-                    assumption="page-size parameter",
-                    verdict="differs",
-                    evidence=f"asked {self.dialect.page_size_param}={self.page_size}, got "
-                    f"{len(items)} records: the parameter is not honoured (set "
-                    "page_size_param to Extend's name)",
-                )
-            )
+            items = await self._paging_names(items)
         else:
             self._find(
                 Finding(
                     assumption="page-size parameter",
                     verdict="held",
-                    evidence=f"{self.dialect.page_size_param}={self.page_size} -> {len(items)}",
+                    evidence=f"{self.page_size_param}={self.page_size} -> {len(items)}",
                 )
             )
         two = await self._get("list_products", self._page(2))
@@ -267,12 +288,94 @@ class Prober:
             verdict: Verdict = "could not tell"
             evidence = f"page 1 had {len(items)} records; too few to see a second page"
         elif second and second != items:
-            verdict, evidence = "held", f"{self.dialect.page_param}=2 answered other records"
+            verdict, evidence = "held", f"{self.page_param}=2 answered other records"
         else:
             verdict = "differs"
-            evidence = f"{self.dialect.page_param}=2 answered the same records as page 1"
-        self._find(Finding(assumption="page parameter", verdict=verdict, evidence=evidence))
+            evidence = f"{self.page_param}=2 answered the same records as page 1"
+        settings = (
+            {"page_param": self.page_param}
+            if verdict == "held" and self.page_param != self.dialect.page_param
+            else {}
+        )
+        if settings:
+            verdict = "differs"
+            evidence = (
+                f"{self.dialect.page_param}=2 is not honoured; {self.page_param}=2 answered "
+                "other records"
+            )
+        self._find(
+            Finding(
+                assumption="page parameter", verdict=verdict, evidence=evidence, settings=settings
+            )
+        )
         return items
+
+    async def _paging_names(self, unpaged: list[Any]) -> list[Any]:
+        """The configured page size is not honoured: find the names that are, among the usual
+        ones; the rest of the probe pages with them. Returns page 1 as those names ask it."""
+        asked = f"{self.dialect.page_size_param}={self.page_size}"
+        for page_name, size_name in PAGING_CANDIDATES:
+            if size_name == self.dialect.page_size_param:
+                continue
+            tried = await self._get(
+                "list_products", {page_name: "1", size_name: str(self.page_size)}
+            )
+            items, _ = _items(_body(tried))
+            if tried.is_success and items is not None and 0 < len(items) <= self.page_size:
+                self.page_param, self.page_size_param = page_name, size_name
+                self._find(
+                    Finding(
+                        assumption="page-size parameter",
+                        verdict="differs",
+                        evidence=f"asked {asked}, got {len(unpaged)} records; "
+                        f"{size_name}={self.page_size} -> {len(items)}",
+                        settings={"page_size_param": size_name},
+                    )
+                )
+                return items
+        self._find(
+            Finding(
+                assumption="page-size parameter",
+                verdict="differs",
+                evidence=f"asked {asked}, got {len(unpaged)} records, and none of "
+                f"{sorted({c[1] for c in PAGING_CANDIDATES})} was honoured either: set "
+                "page_size_param (and page_param) to Extend's names",
+            )
+        )
+        return unpaged
+
+    def _since(self, name: str, fmt: Literal["offset", "utc"], at: datetime) -> dict[str, str]:
+        dialect = replace(self.dialect, changed_since_format=fmt)
+        return {**self._page(1, 500), name: dialect.format_datetime(at)}
+
+    async def _narrows(self, name: str, fmt: Literal["offset", "utc"]) -> httpx2.Response:
+        """The list asked for changes after every record (it answers none if the filter works)."""
+        return await self._get("list_products", self._since(name, fmt, FAR_FUTURE))
+
+    async def _changed_since_name(self) -> tuple[str, Literal["offset", "utc"], str] | None:
+        """(name, format, evidence) of a change-date filter that narrows the list: the
+        configured one first, then the usual names in both formats."""
+        configured = (self.dialect.changed_since_param, self.dialect.changed_since_format)
+        other: Literal["offset", "utc"] = "utc" if configured[1] == "offset" else "offset"
+        tries: list[tuple[str, Literal["offset", "utc"]]] = [configured]
+        tries.append((configured[0], other))
+        tries += [
+            (n, f)
+            for n in CHANGED_SINCE_CANDIDATES
+            for f in (configured[1], other)
+            if n != configured[0]
+        ]
+        first = ""
+        for name, fmt in tries:
+            response = await self._narrows(name, fmt)
+            found, _ = _items(_body(response))
+            if not first:
+                first = f"{name} after every change answered {response.status_code}" + (
+                    f" with {len(found)} records" if found is not None else ""
+                )
+            if response.is_success and found == []:
+                return name, fmt, first
+        return None
 
     async def _changed_since(self, items: list[Any]) -> None:
         stamps: list[tuple[str, Any]] = []
@@ -290,31 +393,45 @@ class Prober:
                 )
             )
             return
-        stamp, record = stamps[-1]
-        instant = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-        at = self.dialect.format_datetime(self.dialect.aware(instant))
-        response = await self._get(
-            "list_products",
-            {**self._page(1, 500), self.dialect.changed_since_param: at},
-        )
-        found, _ = _items(_body(response))
-        if not response.is_success or found is None:
+        working = await self._changed_since_name()
+        if working is None:
             self._find(
                 Finding(
                     assumption="change-date filter",
                     verdict="differs",
-                    evidence=f"{self.dialect.changed_since_param}={at} answered "
-                    f"{response.status_code}",
+                    evidence=f"{self.dialect.changed_since_param} does not narrow the list, nor "
+                    f"do {list(CHANGED_SINCE_CANDIDATES)} in either date format: set "
+                    "changed_since_param to Extend's name",
                 )
             )
             return
-        held = record in found and len(found) < 500
+        name, fmt, first = working
+        settings: dict[str, str] = {}
+        if name != self.dialect.changed_since_param:
+            settings["changed_since_param"] = name
+        if fmt != self.dialect.changed_since_format:
+            settings["changed_since_format"] = fmt
+        stamp, record = stamps[-1]
+        instant = self.dialect.aware(datetime.fromisoformat(stamp.replace("Z", "+00:00")))
+        params = self._since(name, fmt, instant)
+        at = params[name]
+        response = await self._get("list_products", params)
+        found, _ = _items(_body(response))
+        inclusive = response.is_success and found is not None and record in found
+        if settings:
+            evidence = f"{first}; {name} in {fmt!r} dates narrows it"
+        else:
+            evidence = f"{name} after every change answered no record"
+        evidence += (
+            f"; {name}={at}: the record changed at that instant "
+            f"{'is' if inclusive else 'is NOT'} in the {len(found or [])} answered"
+        )
         self._find(
             Finding(
-                assumption="change-date filter (accepted, inclusive at the instant)",
-                verdict="held" if held else "differs",
-                evidence=f"{self.dialect.changed_since_param}={at}: the record changed at that "
-                f"instant {'is' if record in found else 'is NOT'} in the {len(found)} answered",
+                assumption="change-date filter (name, date format, inclusive at the instant)",
+                verdict="held" if inclusive and not settings else "differs",
+                evidence=evidence,
+                settings=settings,
             )
         )
 
@@ -441,10 +558,21 @@ class Prober:
         extra = [key for low, key in sent.items() if low not in {f.lower() for f in expected}]
         missing_required = [f for f in missing if expected[f]]
         suggest: dict[str, str] = {}
-        if len(missing_required) == 1 and len(extra) == 1:
-            suggest = {f"fields.{name}.{missing_required[0]}": extra[0]}
+        if len(missing) == 1 and len(extra) == 1:
+            # One field the connector expects is absent and one it does not know is there:
+            # most likely the same field under another name (required or not).
+            suggest = {f"fields.{name}.{missing[0]}": extra[0]}
+        unused = sorted(
+            house
+            for low_sent, house in renames.items()
+            if house.lower() in {k.lower() for r in records for k in r}
+            and low_sent not in {k.lower() for r in records for k in r}
+        )
+        for house in unused:
+            # Configured as renamed, but Extend sends the expected name itself.
+            suggest[f"fields.{name}.{house}"] = house
         null_required = [f for f in expected if expected[f] and sent.get(f.lower()) in nulls]
-        differs = bool(missing_required or null_required)
+        differs = bool(missing_required or null_required or suggest)
         evidence = []
         if missing_required:
             evidence.append(f"required missing: {missing_required}")
@@ -456,12 +584,15 @@ class Prober:
             evidence.append(f"extra: {extra}")
         if nulls:
             evidence.append(f"null: {sorted(nulls)}")
+        if unused:
+            evidence.append(f"configured renames not sent (the expected name is): {unused}")
         self._find(
             Finding(
                 assumption=f"fields of {name}",
                 verdict="differs" if differs else "held",
                 evidence="; ".join(evidence) or f"{len(expected)} fields as expected",
                 settings=suggest,
+                blocking=bool(missing_required or null_required),
             )
         )
 

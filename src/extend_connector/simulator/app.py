@@ -17,6 +17,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -343,7 +344,14 @@ class Simulator:
         raw = request.query.get(name.lower())
         if raw is None or raw == "":
             return None
-        return int(parse_instant(raw, name).timestamp() * 1000)
+        instant = parse_instant(raw, name)
+        if self.config.changed_since_format == "utc" and instant.utcoffset() != timedelta(0):
+            raise ValidationFailed(
+                "InvalidDateTime",
+                f"{name} must be a UTC date-time: {raw!r}",
+                details=[{"field": name, "message": "expected e.g. 2024-10-15T13:00:00Z"}],
+            )
+        return int(instant.timestamp() * 1000)
 
     def envelope(self, items: list[Any], page: int, size: int, total: int) -> Reply:
         pages = (total + size - 1) // size
@@ -420,10 +428,10 @@ def _orders_list(sim: Simulator, request: Request) -> Reply:
     state = sim.state
     page, size = sim.page_args(request)
     since = sim.since(request)
-    statuses = sim.csv(request, "status")
+    statuses = sim.csv(request, sim.config.status_param)
     wanted_status = {s.lower() for s in statuses} if statuses else None
-    external = request.query.get("ordernumberexternal")
-    customer = request.query.get("customernumber")
+    external = request.query.get(sim.config.order_number_external_param.lower())
+    customer = request.query.get(sim.config.customer_number_param.lower())
     with state.lock:
         if external is not None:
             number = state.orders_by_external.get(external)
@@ -559,12 +567,12 @@ def _customer_post(sim: Simulator, request: Request) -> Reply:
 
 def _prices(sim: Simulator, request: Request) -> Reply:
     state = sim.state
-    number = request.query.get("customernumber")
+    number = request.query.get(sim.config.customer_number_param.lower())
     if not number:
         raise ValidationFailed(
             "MissingParameter",
-            "customerNumber is required",
-            details=[{"field": "customerNumber", "message": "required"}],
+            f"{sim.config.customer_number_param} is required",
+            details=[{"field": sim.config.customer_number_param, "message": "required"}],
         )
     page, size = sim.page_args(request)
     since = sim.since(request)

@@ -8,8 +8,10 @@ tested against a non-default dialect. `FaultConfig` is also the run-time fault s
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 EVENTS: tuple[str, ...] = (
     "OrderPicked",
@@ -144,8 +146,13 @@ class SimulatorConfig:
     max_page_size: int = 500
     envelope: Literal["body", "headers"] = "body"
     changed_since_param: str = "changedSince"
+    # "offset": any ISO-8601 instant with an offset (Z included); "utc": only UTC (Z or +00:00)
+    changed_since_format: Literal["offset", "utc"] = "offset"
     product_numbers_param: str = "productNumbers"
     warehouse_param: str = "warehouse"
+    status_param: str = "status"
+    order_number_external_param: str = "orderNumberExternal"
+    customer_number_param: str = "customerNumber"
     # response fields (model, house-contract name, name sent), e.g. ("Product", "productNumber",
     # "itemNumber"); models as in simulator/shapes.py
     field_renames: tuple[tuple[str, str, str], ...] = ()
@@ -194,6 +201,8 @@ class SimulatorConfig:
             raise ValueError("webhook_batch_size and webhook_concurrency must be >= 1")
         if not 0.0 <= self.b2b_share <= 1.0:
             raise ValueError("b2b_share must be in [0, 1]")
+        if self.changed_since_format not in ("offset", "utc"):
+            raise ValueError("changed_since_format must be 'offset' or 'utc'")
         from .shapes import MODELS
 
         for model, house, sent in self.field_renames:
@@ -209,3 +218,80 @@ class SimulatorConfig:
         for model, house, sent in self.field_renames:
             out.setdefault(model, {})[house] = sent
         return out
+
+
+DIALECT_KEYS: dict[str, str] = {
+    "auth_header": "auth_header",
+    "auth_scheme": "auth_scheme",
+    "page_param": "page_param",
+    "page_size_param": "page_size_param",
+    "envelope": "envelope",
+    "changed_since_param": "changed_since_param",
+    "changed_since_format": "changed_since_format",
+    "product_numbers_param": "product_numbers_param",
+    "warehouse_param": "warehouse_param",
+    "status_param": "status_param",
+    "order_number_external_param": "order_number_external_param",
+    "customer_number_param": "customer_number_param",
+    "timezone": "timezone",
+}
+"""[extend.dialect] key -> the SimulatorConfig field the simulator honours it with."""
+
+CLIENT_ONLY_KEYS: frozenset[str] = frozenset(
+    {"page_size", "ordered_by_change_date", "max_url_length", "rate_limit_groups", "rate_limits"}
+)
+"""[extend.dialect] keys that only steer the connector's side (how much it asks, how fast)."""
+
+
+def dialect_file_settings(path: Path) -> dict[str, Any]:
+    """SimulatorConfig fields from the `[extend.dialect]` table of a connector config file.
+
+    One file then configures both sides: the connector (`--config`) and the simulator
+    (`--dialect-file`). `[extend.dialect.fields.<Model>]` renames become `field_renames`;
+    `extend.api_token`, when the file has it, becomes the token. A key the simulator cannot
+    honour (other paths, other rate-limit header names, an unknown key) is a ValueError naming
+    it, so the two sides never silently disagree.
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"dialect file {path}: {exc}") from exc
+    extend = data.get("extend", {})
+    dialect = extend.get("dialect", {}) if isinstance(extend, dict) else {}
+    if not isinstance(dialect, dict) or not dialect:
+        raise ValueError(f"dialect file {path}: no [extend.dialect] table")
+    out: dict[str, Any] = {}
+    token = extend.get("api_token")
+    if isinstance(token, str) and token:
+        out["token"] = token
+    renames: list[tuple[str, str, str]] = []
+    for key, value in dialect.items():
+        if key == "fields":
+            if not isinstance(value, dict):
+                raise ValueError(f"dialect file {path}: extend.dialect.fields must be a table")
+            for model, names in value.items():
+                if not isinstance(names, dict):
+                    raise ValueError(
+                        f"dialect file {path}: extend.dialect.fields.{model} must be a table"
+                    )
+                for house, sent in names.items():
+                    if not isinstance(sent, str):
+                        raise ValueError(
+                            f"dialect file {path}: extend.dialect.fields.{model}.{house} "
+                            "must be a string"
+                        )
+                    renames.append((model, house, sent))
+        elif key in DIALECT_KEYS:
+            if not isinstance(value, str):
+                raise ValueError(f"dialect file {path}: extend.dialect.{key} must be a string")
+            out[DIALECT_KEYS[key]] = value
+        elif key in CLIENT_ONLY_KEYS:
+            continue
+        else:
+            raise ValueError(
+                f"dialect file {path}: extend.dialect.{key} is not something the simulator can "
+                f"speak; it honours {', '.join(sorted(DIALECT_KEYS))} and fields.<Model>"
+            )
+    if renames:
+        out["field_renames"] = tuple(renames)
+    return out
