@@ -25,7 +25,7 @@ import httpx2
 import pytest
 import sqlalchemy as sa
 
-from acceptance.test_orders import TOKEN, Stack, make_stack  # noqa: F401 (fixture)
+from acceptance.test_orders import TOKEN, Stack, dialect, make_stack  # noqa: F401 (fixtures)
 from extend_connector.api.admin.auth import hash_password
 from support.processes import CLI, wait_for
 
