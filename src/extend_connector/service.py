@@ -28,7 +28,7 @@ from fastapi import APIRouter, FastAPI
 from extend_connector.api import admin as admin_api
 from extend_connector.api import customers as customers_api
 from extend_connector.api import orders as orders_api
-from extend_connector.api import shop, webhooks
+from extend_connector.api import shop, shop_events, webhooks
 from extend_connector.api.app import create_app
 from extend_connector.api.http_server import build_server
 from extend_connector.engine import Engine
@@ -44,6 +44,7 @@ from extend_connector.flows import (
     prices,
     products,
     runs,
+    shop_orders,
     watchdog,
 )
 from extend_connector.logs import configure_logging as configure_logging  # re-exported
@@ -58,7 +59,7 @@ log = structlog.get_logger("extend_connector.service")
 # Importing a flow declares its queues, workflows and webhook handlers; these declare the rest
 # for the settings at hand (schedules, scope-dependent handlers, on-launch work). `outbox` has
 # no schedule: imported for its delivery workflow and queue.
-FLOWS = (outbox, orders, balances, products, customers, prices, watchdog, alerts)
+FLOWS = (outbox, orders, balances, products, customers, prices, watchdog, alerts, shop_orders)
 SCHEDULES: tuple[Callable[[Settings], None], ...] = (
     orders.declare_schedules,
     balances.declare_schedules,
@@ -67,6 +68,7 @@ SCHEDULES: tuple[Callable[[Settings], None], ...] = (
     prices.declare_schedules,
     watchdog.declare_schedules,
     alerts.declare_schedules,
+    shop_orders.declare_schedules,
 )
 ROUTERS: tuple[APIRouter, ...] = (
     admin_api.router,
@@ -74,6 +76,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     orders_api.router,
     shop.router,
     customers_api.router,
+    shop_events.router,
 )
 
 # The sweep of each data point `extend-connector sync`, the console and the demo can run now.
@@ -140,7 +143,15 @@ class Connector:
         self.engine = Engine(
             settings, db_engine=self.db.engine, scheduler_poll_seconds=scheduler_poll_seconds
         )
-        deliver_to_shop = webshop is not None or settings.webshop.webhook_url is not None
+        deliver_to_shop = (
+            webshop is not None
+            or settings.webshop.webhook_url is not None
+            or settings.webshop.adapter == "vendure"
+        )
+        if webshop is None and settings.webshop.adapter == "vendure":
+            from extend_connector.webshop import vendure
+
+            webshop = vendure.from_settings(settings)
         if webshop is None:
             webshop = (
                 HeadlessWebshop(

@@ -552,12 +552,62 @@ class ExtendSettings(_Section):
     _split = field_validator("warehouses", mode="before")(_split_list)
 
 
-class WebshopSettings(_Section):
-    """The shop side: the built-in headless adapter (read API + signed outgoing webhooks)."""
+class VendureSettings(_Section):
+    """A Vendure shop (`webshop.adapter = "vendure"`; docs/webshops/vendure.md)."""
 
-    adapter: Literal["headless"] = Field(
-        "headless", description="Webshop adapter; `headless` is built in."
+    admin_api_url: AnyHttpUrl | None = Field(
+        None, description="Vendure's Admin API, e.g. `https://shop.example.com/admin-api`."
     )
+    username: str = Field(
+        "superadmin", min_length=1, description="Vendure administrator the connector logs in as."
+    )
+    password: SecretStr | None = Field(None, description="That administrator's password.")
+    channel_token: str | None = Field(
+        None, description="Vendure channel token (`vendure-token` header); unset: default channel."
+    )
+    stock_locations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extend warehouse -> Vendure stock location name (with "
+        "webshop.stock_figure = `per_warehouse`); every sell-from warehouse needs one.",
+    )
+    sum_location: str | None = Field(
+        None,
+        description="With webshop.stock_figure = `sum`: the stock location that gets the sum "
+        "(unset: Vendure's first stock location).",
+    )
+    language_code: str = Field(
+        "en", min_length=2, max_length=5, description="Language of names the connector writes."
+    )
+    poll_seconds: int = Field(
+        60,
+        ge=1,
+        description="How often the connector looks for paid orders it was not told about (the "
+        "plugin's order events are triggers; a connector that was down catches up). Divides a "
+        "minute or an hour (5, 10, 30, 60, 300, ...).",
+    )
+
+    @field_validator("poll_seconds")
+    @classmethod
+    def _divides(cls, value: int) -> int:
+        if not ((value < 60 and 60 % value == 0) or (value % 60 == 0 and 3600 % value == 0)):
+            raise ValueError(
+                "must divide a minute or an hour: 1-6, 10, 12, 15, 20, 30, 60, 120, ..."
+            )
+        return value
+
+    timeout_seconds: float = Field(30.0, gt=0, description="Timeout of one Admin API call.")
+
+
+class WebshopSettings(_Section):
+    """The shop side: the built-in headless adapter (read API + signed outgoing webhooks), or a
+    platform adapter (Vendure)."""
+
+    adapter: Literal["headless", "vendure"] = Field(
+        "headless",
+        description="Webshop adapter: `headless` (read API + signed webhooks to "
+        "webshop.webhook_url) or `vendure` (Vendure's Admin API, [webshop.vendure]).",
+    )
+    vendure: VendureSettings = Field(default_factory=VendureSettings)
     api_token: SecretStr = Field(
         SecretStr("shop-token"),
         description="Bearer token the shop uses on /v1. Outside loopback: at least 16 characters, "
@@ -936,6 +986,30 @@ class Settings(BaseSettings):
         return mode == "on" or (mode == "auto" and not self.store.is_sqlite)
 
     @model_validator(mode="after")
+    def _vendure(self) -> Settings:
+        shop = self.webshop
+        if shop.adapter != "vendure":
+            return self
+        v = shop.vendure
+        if v.admin_api_url is None:
+            raise ValueError("webshop.vendure.admin_api_url is required with adapter `vendure`")
+        if v.password is None or not v.password.get_secret_value():
+            raise ValueError("webshop.vendure.password is required with adapter `vendure`")
+        if shop.stock_figure == "per_warehouse":
+            missing = [w for w in self.extend.warehouses if w not in v.stock_locations]
+            if missing:
+                raise ValueError(
+                    "webshop.vendure.stock_locations: no Vendure stock location for warehouse "
+                    f"{', '.join(map(repr, missing))} (webshop.stock_figure = per_warehouse)"
+                )
+        elif v.stock_locations:
+            raise ValueError(
+                "webshop.vendure.stock_locations needs webshop.stock_figure = `per_warehouse` "
+                "(with `sum`, set webshop.vendure.sum_location)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _cross_checks(self) -> Settings:
         if self.engine.role != "all" and self.store.is_sqlite:
             raise ValueError(
@@ -1028,15 +1102,20 @@ _SHOP_WHSEC_HINT = (
     'secrets; print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())\'`'
 )
 # setting -> what to put there instead
-_SECRET_HINTS: dict[tuple[str, str], str] = {
+_SECRET_HINTS: dict[tuple[str, ...], str] = {
     ("extend", "api_token"): "the credential Extend issued for this integration",
     ("extend", "webhook_secret"): "the secret of the webhook registration in Extend",
     ("webshop", "api_token"): _SHOP_TOKEN_HINT,
     ("webshop", "webhook_secret"): _SHOP_WHSEC_HINT,
+    (
+        "webshop",
+        "vendure",
+        "password",
+    ): "the password of the Vendure administrator for the connector",
 }
 
 
-def _secret_problem(loc: tuple[str, str], value: str, exposed: str) -> str | None:
+def _secret_problem(loc: tuple[str, ...], value: str, exposed: str) -> str | None:
     """What is unsafe about the secret at `loc` (None: nothing); never quotes the value."""
     is_whsec = loc == ("webshop", "webhook_secret")
     key = _whsec_key(value) if is_whsec else value.strip().encode()
@@ -1074,7 +1153,7 @@ def secret_problems(settings: Settings) -> list[str]:
     off, extend.webhook_secret is not used and not checked (a warning is logged at every start).
     """
     exposed = ", ".join(exposure(settings))
-    secrets = {
+    secrets: dict[tuple[str, ...], SecretStr] = {
         ("extend", "api_token"): settings.extend.api_token,
         ("extend", "webhook_secret"): settings.extend.webhook_secret,
         ("webshop", "api_token"): settings.webshop.api_token,
@@ -1082,6 +1161,8 @@ def secret_problems(settings: Settings) -> list[str]:
     }
     if not settings.extend.verify_webhook_signatures:
         del secrets[("extend", "webhook_secret")]
+    if settings.webshop.adapter == "vendure" and settings.webshop.vendure.password is not None:
+        secrets[("webshop", "vendure", "password")] = settings.webshop.vendure.password
     problems = []
     for loc, secret in secrets.items():
         problem = _secret_problem(loc, secret.get_secret_value(), exposed)

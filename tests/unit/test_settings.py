@@ -126,6 +126,15 @@ BAD_VALUES: list[tuple[tuple[str, ...], str, object, str]] = [
     (("alerts",), "stale_minutes", -1, "greater than 0"),
     (("alerts",), "outbox_pending", 0, "greater than or equal to 1"),
     (("alerts",), "outbox_age_minutes", 0, "greater than 0"),
+    (("webshop", "vendure"), "admin_api_url", "not a url", "valid URL"),
+    (("webshop", "vendure"), "username", "", "at least 1 character"),
+    (("webshop", "vendure"), "password", 5, "valid string"),
+    (("webshop", "vendure"), "channel_token", 5, "valid string"),
+    (("webshop", "vendure"), "stock_locations", "x", "valid dictionary"),
+    (("webshop", "vendure"), "sum_location", 5, "valid string"),
+    (("webshop", "vendure"), "language_code", "e", "at least 2 characters"),
+    (("webshop", "vendure"), "poll_seconds", 7, "must divide a minute or an hour"),
+    (("webshop", "vendure"), "timeout_seconds", 0, "greater than 0"),
 ]
 
 

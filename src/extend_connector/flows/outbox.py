@@ -43,6 +43,7 @@ from extend_connector.webshop import (
     ShopEvent,
     WebshopError,
 )
+from extend_connector.webshop.port import deliver_all
 
 QUEUE = "shop-delivery"
 _OUTBOX = cast(sa.Table, OutboxRow.__table__)
@@ -403,9 +404,9 @@ def _keys_with_delivery_jobs() -> set[str]:
     return {job.partition_key for job in jobs if job.partition_key}
 
 
-async def _deliver_head(head: dict[str, Any], limit: asyncio.Semaphore) -> Attempt:
+def _shop_event(head: dict[str, Any]) -> ShopEvent:
     event = head["event"]
-    shop_event = ShopEvent(
+    return ShopEvent(
         event_id=event["id"],
         type=EventType(event["type"]),
         key=event["key"],
@@ -413,15 +414,15 @@ async def _deliver_head(head: dict[str, Any], limit: asyncio.Semaphore) -> Attem
         occurred_at=datetime.fromisoformat(event["created_at"]),
         attempt=head["attempt"],
     )
-    async with limit:
-        try:
-            await current().webshop.deliver(shop_event)
-        except WebshopError as exc:
-            failure = retry.decide(exc)
-            if failure.retryable:
-                return failure
-            return Refused(error=failure.error, status=failure.status, body=failure.body)
-    return Delivered()
+
+
+def _outcome(error: WebshopError | None) -> Attempt:
+    if error is None:
+        return Delivered()
+    failure = retry.decide(error)
+    if failure.retryable:
+        return failure
+    return Refused(error=failure.error, status=failure.status, body=failure.body)
 
 
 def _record_many(results: list[tuple[dict[str, Any], Attempt]]) -> dict[str, int]:
@@ -498,8 +499,11 @@ async def _drain_pass() -> dict[str, Any]:
     heads = await asyncio.to_thread(_due_heads, ctx.clock(), busy)
     counts = {"delivered": 0, "retrying": 0, "parked": 0}
     if heads:
-        limit = asyncio.Semaphore(DRAIN_CONCURRENCY)
-        outcomes = await asyncio.gather(*(_deliver_head(head, limit) for head in heads))
+        # One call per batch where the adapter takes batches (Vendure), else one per event.
+        errors = await deliver_all(
+            ctx.webshop, [_shop_event(head) for head in heads], DRAIN_CONCURRENCY
+        )
+        outcomes = [_outcome(error) for error in errors]
         counts = await asyncio.to_thread(_record_many, list(zip(heads, outcomes, strict=True)))
     now = ctx.clock()
     later = await asyncio.to_thread(_next_due, now)

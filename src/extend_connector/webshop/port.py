@@ -8,7 +8,11 @@ WebshopError
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
 
 from extend_connector.webshop.events import ShopEvent
 
@@ -48,4 +52,54 @@ class WebshopPort(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class BatchDelivery(Protocol):
+    """An adapter that applies many events at once (fewer calls to the shop than one each)."""
+
+    async def deliver_batch(self, events: Sequence[ShopEvent]) -> list[WebshopError | None]:
+        """Hand `events` (at most one per key) to the shop; per event, the error or None."""
+        ...
+
+
+async def deliver_all(
+    shop: WebshopPort, events: Sequence[ShopEvent], concurrency: int
+) -> list[WebshopError | None]:
+    """Deliver `events`: in one batch where the adapter takes batches, else one call each, at
+    most `concurrency` at once."""
+    if isinstance(shop, BatchDelivery):
+        return await shop.deliver_batch(events)
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(event: ShopEvent) -> WebshopError | None:
+        async with limit:
+            try:
+                await shop.deliver(event)
+            except WebshopError as exc:
+                return exc
+            return None
+
+    return list(await asyncio.gather(*(one(e) for e in events)))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShopOrderChange:
+    """An order as a shop platform reports it: placed and paid (`payload`: the body of
+    `POST /v1/orders`), or cancelled in the shop."""
+
+    shop_ref: str
+    updated_at: datetime
+    cancelled: bool
+    payload: dict[str, Any]
+
+
+@runtime_checkable
+class OrderSource(Protocol):
+    """An adapter the connector reads orders from (a platform adapter; the headless shop posts
+    them to `/v1/orders` instead)."""
+
+    def orders_changed_since(self, since: datetime | None) -> AsyncIterator[ShopOrderChange]:
+        """Paid and cancelled orders changed after `since`, oldest change first."""
         ...

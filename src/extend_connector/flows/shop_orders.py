@@ -1,0 +1,135 @@
+"""Orders read from a shop platform (Vendure): both ways in go through the one intake.
+
+A platform adapter that is an `OrderSource` is read by `pull`: the paid and cancelled orders
+changed since the cursor (`shop_orders`, re-read with an overlap), each paid one handed to
+`orders.accept_order` exactly as `POST /v1/orders` would (idempotent on the shop's order code:
+an order seen twice is stored once and sent to Extend once), each cancelled one to
+`orders.request_cancel`. `pull` runs on a schedule (`webshop.vendure.poll_seconds`), at start-up,
+and soon after the shop's plugin tells the connector an order was paid (`trigger()`, called by
+`POST /v1/vendure/events`): the event is a trigger, the shop's Admin API the truth, so an event
+lost while the connector was down costs nothing but the wait for the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from extend_connector import engine
+from extend_connector.flows import cursors
+from extend_connector.flows.context import current
+from extend_connector.flows.orders import changes, intake
+from extend_connector.flows.orders.base import ChangeRefused, OrderConflict, UnknownOrder
+from extend_connector.flows.passes import Trigger
+from extend_connector.settings import Settings
+from extend_connector.webshop.port import OrderSource, ShopOrderChange, WebshopError
+
+log = structlog.get_logger("extend_connector.flows.shop_orders")
+
+QUEUE = "shop-orders"
+CURSOR = "shop_orders"
+# Re-read this far back: the shop's clock and ours differ, and several orders share an instant.
+OVERLAP = timedelta(seconds=60)
+engine.queue(QUEUE, concurrency=1, poll_seconds=0.5)
+
+
+def _start() -> datetime | None:
+    ctx = current()
+    with ctx.db.write() as session:
+        return cursors.start(session, CURSOR, now=ctx.clock(), overlap=OVERLAP)
+
+
+def _finish(latest: datetime | None, stats: dict[str, Any]) -> None:
+    ctx = current()
+    with ctx.db.write() as session:
+        cursors.finish(session, CURSOR, latest_seen=latest, stats=stats, now=ctx.clock())
+
+
+def _take(change: ShopOrderChange) -> str:
+    """Hand one order to the intake (or its cancellation to the change flow); the outcome."""
+    if change.cancelled:
+        try:
+            changes.request_cancel(change.shop_ref, None)
+        except UnknownOrder:
+            return "cancelled_unknown"  # cancelled before it was paid: nothing to undo
+        except ChangeRefused as exc:
+            log.warning("shop_cancel_refused", shop_ref=change.shop_ref, reason=str(exc))
+            return "cancel_refused"
+        return "cancelled"
+    try:
+        taken = intake.accept_order(change.payload)
+    except OrderConflict as exc:
+        # The shop's order changed after we took it (a line edited in the shop's admin): the
+        # order already in Extend stays as taken; a person decides.
+        log.warning("shop_order_changed_after_intake", shop_ref=change.shop_ref, reason=str(exc))
+        return "conflict"
+    if taken.problems:
+        return "parked"
+    return "new" if taken.created else "seen"
+
+
+@engine.workflow("shop_orders.pull")
+async def pull(scheduled_at: Any = None, context: Any = None) -> dict[str, Any]:
+    return await _pull_step()
+
+
+@engine.step(name="shop_orders.pull_once")
+async def _pull_step() -> dict[str, Any]:
+    """One read of the shop's orders since the cursor (retried by the next pull on failure)."""
+    shop = current().webshop
+    if not isinstance(shop, OrderSource):
+        return {"skipped": "the webshop adapter is not an order source"}
+    since = await asyncio.to_thread(_start)
+    counts: dict[str, int] = {}
+    latest: datetime | None = None
+    try:
+        async for change in shop.orders_changed_since(since):
+            outcome = await asyncio.to_thread(_take, change)
+            counts[outcome] = counts.get(outcome, 0) + 1
+            latest = change.updated_at if latest is None else max(latest, change.updated_at)
+    except WebshopError as exc:
+        # The cursor stays: the next pull reads again from where this one began.
+        log.warning("shop_orders_unreadable", error=str(exc), taken=counts)
+        return {**counts, "error": str(exc)}
+    await asyncio.to_thread(_finish, latest, counts)
+    if counts.get("new"):
+        log.info("shop_orders_taken", **counts)
+    return counts
+
+
+def _debounce() -> None:
+    current().engine.debounce(
+        "shop-orders-pull", pull, queue=QUEUE, period_seconds=0.2, max_delay_seconds=1.0
+    )
+
+
+_trigger = Trigger(_debounce, name="shop-orders-trigger")
+
+
+def trigger() -> None:
+    """Pull soon (a shop event said an order was paid or cancelled); never blocks."""
+    _trigger.request()
+
+
+def _on_launch(eng: engine.Engine) -> None:
+    try:
+        ctx = current()
+    except RuntimeError:
+        return
+    if isinstance(ctx.webshop, OrderSource):
+        trigger()
+
+
+def declare_schedules(settings: Settings) -> None:
+    if settings.webshop.adapter != "vendure":
+        return
+    engine.schedule(
+        "shop_orders.pull",
+        pull,
+        every=timedelta(seconds=settings.webshop.vendure.poll_seconds),
+        queue=QUEUE,
+    )
+    engine.on_launch("shop_orders.startup", _on_launch)

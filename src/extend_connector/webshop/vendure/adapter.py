@@ -1,0 +1,588 @@
+"""The Vendure adapter: what the connector tells the shop, applied through Vendure's Admin API;
+and the shop's paid orders, read back from it.
+
+Events (docs/webshops/vendure.md, "What flows where"):
+
+- `stock.changed` → `updateProductVariants(stockLevels)` per stock location, batched: every stock
+  event of one delivery pass becomes one variant lookup and one mutation per 100 variants.
+  Vendure's saleable stock is `stockOnHand - stockAllocated` (its own orders not yet shipped, which
+  Extend already counts as reserved), so the adapter sets `stockOnHand = Extend's available +
+  stockAllocated`: the shop sells exactly what Extend has available.
+- `order.updated` → a fulfilment per Extend shipment (`manual-fulfillment`, carrier and tracking
+  code), moved to Shipped; Delivered when Extend says so; the order cancelled when Extend
+  cancelled it. Idempotent: what the Vendure order already shows is not done again.
+- `product.changed` → product and variant created or updated by SKU (name, description,
+  enabled); `price.changed` for `scope.default_customer_number` → the variants' list prices;
+  for another customer → the plugin's `setExtendCustomerPrices`.
+- `customer.changed` → a Vendure customer with `customFields.extendCustomerNumber`.
+
+A SKU Vendure does not sell is skipped (the event counts as delivered: the shop has nothing to
+show), not parked: a merchant sells a part of Extend's assortment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import httpx2
+
+from extend_connector.webshop.events import EventType, ShopEvent
+from extend_connector.webshop.port import (
+    DeliveryRefused,
+    ShopOrderChange,
+    WebshopError,
+)
+from extend_connector.webshop.vendure.admin import VendureAdmin
+from extend_connector.webshop.vendure.orders import order_payload
+
+log = logging.getLogger(__name__)
+
+CHUNK = 100  # variants per lookup and per stock mutation
+CONCURRENCY = 8  # other events applied at once
+PAGE = 100  # orders per page when reading them back
+# Orders the connector takes: paid, or further along (a connector that was down finds them there).
+PAID_STATES = (
+    "PaymentSettled",
+    "PartiallyShipped",
+    "Shipped",
+    "PartiallyDelivered",
+    "Delivered",
+)
+CANCELLED = "Cancelled"
+
+_VARIANTS = """
+query($skus: [String!]!, $take: Int!) {
+  productVariants(options: {filter: {sku: {in: $skus}}, take: $take}) {
+    items { id sku price enabled productId customFields { extendPhaseOut }
+            stockLevels { stockLocationId stockOnHand stockAllocated } }
+  }
+}"""
+_UPDATE_VARIANTS = """
+mutation($input: [UpdateProductVariantInput!]!) {
+  updateProductVariants(input: $input) { id }
+}"""
+_ORDER_FIELDS = """
+  id code state updatedAt orderPlacedAt currencyCode
+  customer { id emailAddress customFields { extendCustomerNumber } }
+  shippingAddress { fullName company streetLine1 streetLine2 city postalCode countryCode
+                    phoneNumber }
+  billingAddress { fullName company streetLine1 streetLine2 city postalCode countryCode
+                   phoneNumber }
+  lines { id quantity unitPrice taxRate productVariant { sku } }
+  fulfillments { id state method trackingCode lines { orderLineId quantity } }
+"""
+_ORDERS = (
+    """
+query($after: DateTime, $states: [String!]!, $skip: Int!, $take: Int!) {
+  orders(options: {filter: {updatedAt: {after: $after}, state: {in: $states}},
+                   sort: {updatedAt: ASC}, skip: $skip, take: $take}) {
+    totalItems items { """
+    + _ORDER_FIELDS
+    + """ }
+  }
+}"""
+)
+_ORDER_BY_CODE = (
+    """
+query($code: String!) {
+  orders(options: {filter: {code: {eq: $code}}, take: 1}) { items { """
+    + _ORDER_FIELDS
+    + """ } }
+}"""
+)
+
+
+def minor_units(value: Any) -> int:
+    """A price (string or number, major units) in Vendure's minor units."""
+    return int((Decimal(str(value)) * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _stock_number(value: Any) -> int:
+    """Vendure keeps whole units: a fractional balance is rounded down (never oversell)."""
+    return max(0, int(Decimal(str(value))))
+
+
+def slug_of(sku: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", sku.lower()).strip("-") or "product"
+
+
+class VendureWebshop:
+    """The webshop port on a Vendure server (`webshop.adapter = "vendure"`)."""
+
+    def __init__(
+        self,
+        *,
+        admin_api_url: str,
+        username: str,
+        password: str,
+        channel_token: str | None = None,
+        stock_locations: dict[str, str] | None = None,
+        sum_location: str | None = None,
+        default_customer_number: str = "WEB",
+        customers_to_extend: bool = False,
+        language_code: str = "en",
+        timeout: float = 30.0,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.admin = VendureAdmin(
+            admin_api_url,
+            username,
+            password,
+            channel_token=channel_token,
+            timeout=timeout,
+            transport=transport,
+        )
+        self._warehouse_locations = dict(stock_locations or {})
+        self._sum_location = sum_location
+        self._default_customer = default_customer_number
+        self._customers_to_extend = customers_to_extend
+        self._language = language_code
+        self._location_ids: dict[str, str] | None = None  # location name -> id
+        self._tax_categories: dict[Decimal, str] | None = None
+        self._lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        await self.admin.aclose()
+
+    # --- what `check` verifies -----------------------------------------------------------------
+
+    async def check(self) -> list[str]:
+        """Problems with the configuration, as one line each naming the setting (empty: fine).
+        Logs in and looks up the stock locations it is told to use."""
+        try:
+            await self.admin.login()
+            names = await self._locations()
+        except WebshopError as exc:
+            return [f"webshop.vendure.admin_api_url / username / password: {exc}"]
+        problems = []
+        for warehouse, name in self._warehouse_locations.items():
+            if name not in names:
+                problems.append(
+                    f"webshop.vendure.stock_locations: warehouse {warehouse!r} maps to stock "
+                    f"location {name!r}, which Vendure does not have (it has: "
+                    f"{', '.join(sorted(names)) or 'none'})"
+                )
+        if self._sum_location and self._sum_location not in names:
+            problems.append(
+                f"webshop.vendure.sum_location: Vendure has no stock location "
+                f"{self._sum_location!r} (it has: {', '.join(sorted(names)) or 'none'})"
+            )
+        return problems
+
+    async def _locations(self) -> dict[str, str]:
+        if self._location_ids is None:
+            data = await self.admin(
+                "{ stockLocations(options: {take: 1000}) { items { id name } } }"
+            )
+            self._location_ids = {
+                item["name"]: str(item["id"]) for item in data["stockLocations"]["items"]
+            }
+        return self._location_ids
+
+    # --- delivery ------------------------------------------------------------------------------
+
+    async def deliver(self, event: ShopEvent) -> None:
+        error = (await self.deliver_batch([event]))[0]
+        if error is not None:
+            raise error
+
+    async def deliver_batch(self, events: Sequence[ShopEvent]) -> list[WebshopError | None]:
+        """Apply `events` (at most one per key); the error of each, None where it went through."""
+        results: list[WebshopError | None] = [None] * len(events)
+        stock = [i for i, e in enumerate(events) if e.type is EventType.STOCK_CHANGED]
+        if stock:
+            errors = await self._stock([events[i] for i in stock])
+            for i, error in zip(stock, errors, strict=True):
+                results[i] = error
+        limit = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(i: int) -> None:
+            async with limit:
+                try:
+                    await self._apply(events[i])
+                except WebshopError as exc:
+                    results[i] = exc
+
+        await asyncio.gather(
+            *(one(i) for i, e in enumerate(events) if e.type is not EventType.STOCK_CHANGED)
+        )
+        return results
+
+    async def _apply(self, event: ShopEvent) -> None:
+        match event.type:
+            case EventType.ORDER_UPDATED:
+                await self._order(event.data)
+            case EventType.PRODUCT_CHANGED:
+                await self._product(event.data)
+            case EventType.PRICE_CHANGED:
+                await self._prices(event.data)
+            case EventType.CUSTOMER_CHANGED:
+                await self._customer(event.data)
+            case _:
+                log.info("vendure: no use for %s %s", event.type.value, event.key)
+
+    async def _variants(self, skus: Sequence[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        unique = list(dict.fromkeys(skus))
+        for start in range(0, len(unique), CHUNK):
+            chunk = unique[start : start + CHUNK]
+            data = await self.admin(_VARIANTS, {"skus": chunk, "take": len(chunk)})
+            for item in data["productVariants"]["items"]:
+                found[item["sku"]] = item
+        return found
+
+    async def _stock(self, events: Sequence[ShopEvent]) -> list[WebshopError | None]:
+        try:
+            locations = await self._locations()
+            variants = await self._variants([str(e.data["productNumber"]) for e in events])
+        except WebshopError as exc:
+            return [exc] * len(events)
+        results: list[WebshopError | None] = [None] * len(events)
+        updates: list[tuple[int, dict[str, Any]]] = []
+        for i, event in enumerate(events):
+            variant = variants.get(str(event.data["productNumber"]))
+            if variant is None:
+                continue  # not sold in this shop
+            try:
+                levels = self._levels(event.data, locations)
+            except DeliveryRefused as exc:
+                results[i] = exc
+                continue
+            allocated = {
+                str(level["stockLocationId"]): int(level["stockAllocated"] or 0)
+                for level in variant.get("stockLevels") or []
+            }
+            stock_levels = [
+                {"stockLocationId": loc, "stockOnHand": on_hand + allocated.get(loc, 0)}
+                for loc, on_hand in levels.items()
+            ]
+            updates.append((i, {"id": variant["id"], "stockLevels": stock_levels}))
+        for start in range(0, len(updates), CHUNK):
+            chunk = updates[start : start + CHUNK]
+            try:
+                await self.admin(_UPDATE_VARIANTS, {"input": [u for _, u in chunk]})
+            except WebshopError as exc:
+                for i, _ in chunk:
+                    results[i] = exc
+        return results
+
+    def _levels(self, data: dict[str, Any], locations: dict[str, str]) -> dict[str, int]:
+        """Stock location id -> Extend's available figure, from a `stock.changed` payload."""
+        if "warehouses" in data:
+            levels: dict[str, int] = {}
+            for entry in data["warehouses"]:
+                name = self._warehouse_locations.get(str(entry["warehouse"]), self._sum_location)
+                if name is None or name not in locations:
+                    raise DeliveryRefused(
+                        f"warehouse {entry['warehouse']!r} has no Vendure stock location "
+                        "(webshop.vendure.stock_locations)"
+                    )
+                loc = locations[name]
+                levels[loc] = levels.get(loc, 0) + _stock_number(entry["available"])
+            return levels
+        name = self._sum_location or next(iter(locations), None)
+        if name is None or name not in locations:
+            raise DeliveryRefused(f"Vendure has no stock location {name!r}")
+        return {locations[name]: _stock_number(data["available"])}
+
+    # --- orders --------------------------------------------------------------------------------
+
+    async def _order_by_code(self, code: str) -> dict[str, Any] | None:
+        data = await self.admin(_ORDER_BY_CODE, {"code": code})
+        items = data["orders"]["items"]
+        return items[0] if items else None
+
+    async def _order(self, view: dict[str, Any]) -> None:
+        code = str(view["shopRef"])
+        order = await self._order_by_code(code)
+        if order is None:
+            raise DeliveryRefused(f"Vendure has no order {code!r}")
+        status = view.get("status")
+        if status == "Cancelled":
+            if order["state"] != CANCELLED:
+                await self._mutate(
+                    """mutation($id: ID!) { cancelOrder(input: {orderId: $id, cancelShipping: true,
+                       reason: "Cancelled in Extend"}) {
+                       ... on Order { id } ... on ErrorResult { errorCode message } } }""",
+                    {"id": order["id"]},
+                    "cancelOrder",
+                )
+            return
+        lines_by_sku: dict[str, list[dict[str, Any]]] = {}
+        for line in order["lines"]:
+            lines_by_sku.setdefault(line["productVariant"]["sku"], []).append(line)
+        fulfilled: dict[str, int] = {}
+        for f in order["fulfillments"] or []:
+            if f["state"] == "Cancelled":
+                continue
+            for fl in f["lines"]:
+                fulfilled[str(fl["orderLineId"])] = fulfilled.get(str(fl["orderLineId"]), 0) + int(
+                    fl["quantity"]
+                )
+        known = {
+            f["trackingCode"]: f for f in order["fulfillments"] or [] if f["state"] != "Cancelled"
+        }
+        delivered = status == "Delivered"  # Extend's life cycle ends at Picked today
+        for shipment in view.get("shipments") or []:
+            tracking = str(shipment.get("trackingNumber") or shipment["shipmentNumber"])
+            fulfilment = known.get(tracking)
+            if fulfilment is None:
+                lines = self._fulfilment_lines(shipment, lines_by_sku, fulfilled)
+                if not lines:
+                    continue  # nothing of it left to fulfil (or not lines of this order)
+                carrier = shipment.get("carrier") or "Extend"
+                made = await self._mutate(
+                    """mutation($input: FulfillOrderInput!) { addFulfillmentToOrder(input: $input) {
+                       ... on Fulfillment { id state trackingCode }
+                       ... on ErrorResult { errorCode message } } }""",
+                    {
+                        "input": {
+                            "lines": lines,
+                            "handler": {
+                                "code": "manual-fulfillment",
+                                "arguments": [
+                                    {"name": "method", "value": str(carrier)},
+                                    {"name": "trackingCode", "value": tracking},
+                                ],
+                            },
+                        }
+                    },
+                    "addFulfillmentToOrder",
+                )
+                fulfilment = {"id": made["id"], "state": made["state"]}
+            await self._advance(fulfilment, "Delivered" if delivered else "Shipped")
+
+    def _fulfilment_lines(
+        self,
+        shipment: dict[str, Any],
+        lines_by_sku: dict[str, list[dict[str, Any]]],
+        fulfilled: dict[str, int],
+    ) -> list[dict[str, Any]]:
+        out = []
+        for item in shipment.get("lines") or []:
+            wanted = int(Decimal(str(item.get("quantity") or 0)))
+            for line in lines_by_sku.get(str(item.get("productNumber")), []):
+                left = int(line["quantity"]) - fulfilled.get(str(line["id"]), 0)
+                take = min(left, wanted)
+                if take > 0:
+                    out.append({"orderLineId": line["id"], "quantity": take})
+                    fulfilled[str(line["id"])] = fulfilled.get(str(line["id"]), 0) + take
+                    wanted -= take
+        return out
+
+    async def _advance(self, fulfilment: dict[str, Any], target: str) -> None:
+        path = ["Pending", "Shipped", "Delivered"]
+        state = fulfilment["state"]
+        if state not in path:
+            return
+        for step in path[path.index(state) + 1 : path.index(target) + 1]:
+            await self._mutate(
+                """mutation($id: ID!, $state: String!) {
+                   transitionFulfillmentToState(id: $id, state: $state) {
+                   ... on Fulfillment { id state } ... on ErrorResult { errorCode message } } }""",
+                {"id": fulfilment["id"], "state": step},
+                "transitionFulfillmentToState",
+            )
+
+    async def _mutate(self, query: str, variables: dict[str, Any], name: str) -> dict[str, Any]:
+        data = await self.admin(query, variables)
+        result: dict[str, Any] = data[name]
+        if "errorCode" in result:
+            raise DeliveryRefused(f"Vendure {name}: {result['errorCode']}: {result['message']}")
+        return result
+
+    async def orders_changed_since(self, since: datetime | None) -> AsyncIterator[ShopOrderChange]:
+        """Paid and cancelled orders updated after `since`, oldest change first."""
+        after = None if since is None else since.isoformat()
+        skip = 0
+        while True:
+            data = await self.admin(
+                _ORDERS,
+                {"after": after, "states": [*PAID_STATES, CANCELLED], "skip": skip, "take": PAGE},
+            )
+            items = data["orders"]["items"]
+            for order in items:
+                yield ShopOrderChange(
+                    shop_ref=str(order["code"]),
+                    updated_at=datetime.fromisoformat(order["updatedAt"].replace("Z", "+00:00")),
+                    cancelled=order["state"] == CANCELLED,
+                    payload=order_payload(order, customers_to_extend=self._customers_to_extend),
+                )
+            if len(items) < PAGE:
+                return
+            skip += len(items)
+
+    # --- products, prices, customers -----------------------------------------------------------
+
+    async def _tax_category(self, vat_percent: Any) -> str | None:
+        if self._tax_categories is None:
+            data = await self.admin(
+                "{ taxRates(options: {take: 1000}) { items { value enabled category { id } } } }"
+            )
+            self._tax_categories = {}
+            for rate in data["taxRates"]["items"]:
+                if rate["enabled"]:
+                    self._tax_categories.setdefault(
+                        Decimal(str(rate["value"])), rate["category"]["id"]
+                    )
+        if vat_percent is not None and Decimal(str(vat_percent)) in self._tax_categories:
+            return self._tax_categories[Decimal(str(vat_percent))]
+        return next(iter(self._tax_categories.values()), None)
+
+    async def _product(self, doc: dict[str, Any]) -> None:
+        sku = str(doc["product_number"])
+        name = str(doc.get("name") or sku)
+        phase_out = bool(doc.get("phase_out"))
+        translations = [{"languageCode": self._language, "name": name}]
+        variant = (await self._variants([sku])).get(sku)
+        if variant is None:
+            product = await self.admin(
+                """mutation($input: CreateProductInput!) { createProduct(input: $input) { id } }""",
+                {
+                    "input": {
+                        "enabled": not phase_out,
+                        "translations": [
+                            {
+                                **translations[0],
+                                "slug": slug_of(sku),
+                                "description": str(doc.get("notes") or ""),
+                            }
+                        ],
+                    }
+                },
+            )
+            tax = await self._tax_category(doc.get("vat_percent"))
+            # No list price yet (it comes with the default customer's prices): not for sale
+            # until it has one.
+            await self.admin(
+                """mutation($input: [CreateProductVariantInput!]!) {
+                   createProductVariants(input: $input) { id } }""",
+                {
+                    "input": [
+                        {
+                            "productId": product["createProduct"]["id"],
+                            "sku": sku,
+                            "price": 0,
+                            "enabled": False,
+                            **({"taxCategoryId": tax} if tax else {}),
+                            "translations": translations,
+                            "customFields": {"extendPhaseOut": phase_out},
+                        }
+                    ]
+                },
+            )
+            return
+        await self.admin(
+            """mutation($input: UpdateProductInput!) { updateProduct(input: $input) { id } }""",
+            {
+                "input": {
+                    "id": variant["productId"],
+                    "translations": [
+                        {**translations[0], "description": str(doc.get("notes") or "")}
+                    ],
+                }
+            },
+        )
+        await self.admin(
+            _UPDATE_VARIANTS,
+            {
+                "input": [
+                    {
+                        "id": variant["id"],
+                        "translations": translations,
+                        "enabled": not phase_out and int(variant["price"]) > 0,
+                        "customFields": {"extendPhaseOut": phase_out},
+                    }
+                ]
+            },
+        )
+
+    async def _prices(self, data: dict[str, Any]) -> None:
+        customer = str(data["customer_number"])
+        prices = data.get("prices") or []
+        deleted = [str(d) for d in data.get("deleted") or []]
+        if customer == self._default_customer:
+            await self._list_prices(prices)
+            return
+        entries = [
+            {
+                "sku": str(p["product_number"]),
+                "price": minor_units(p["unit_price"]),
+                **({"currencyCode": p["currency"]} if p.get("currency") else {}),
+            }
+            for p in prices
+        ]
+        await self.admin(
+            """mutation($c: String!, $p: [ExtendCustomerPriceInput!]!, $d: [String!]) {
+               setExtendCustomerPrices(customerNumber: $c, prices: $p, deleted: $d) }""",
+            {"c": customer, "p": entries, "d": deleted},
+        )
+
+    async def _list_prices(self, prices: list[dict[str, Any]]) -> None:
+        by_sku = {str(p["product_number"]): p for p in prices}
+        variants = await self._variants(list(by_sku))
+        updates = []
+        for sku, variant in variants.items():
+            price = minor_units(by_sku[sku]["unit_price"])
+            phase_out = bool((variant.get("customFields") or {}).get("extendPhaseOut"))
+            updates.append(
+                {"id": variant["id"], "price": price, "enabled": price > 0 and not phase_out}
+            )
+        for start in range(0, len(updates), CHUNK):
+            await self.admin(_UPDATE_VARIANTS, {"input": updates[start : start + CHUNK]})
+
+    async def _customer(self, doc: dict[str, Any]) -> None:
+        number = str(doc["customer_number"])
+        email = doc.get("email") or (doc.get("delivery_address") or {}).get("email")
+        if not email:
+            log.info("vendure: customer %s has no e-mail address; Vendure needs one", number)
+            return
+        found = await self.admin(
+            """query($n: String!, $e: String!) {
+               byNumber: customers(options: {filter: {extendCustomerNumber: {eq: $n}}, take: 1}) {
+                 items { id } }
+               byEmail: customers(options: {filter: {emailAddress: {eq: $e}}, take: 1}) {
+                 items { id } } }""",
+            {"n": number, "e": email},
+        )
+        existing = (found["byNumber"]["items"] or found["byEmail"]["items"] or [None])[0]
+        first, last = _split_name(str(doc.get("name") or number), doc.get("last_name"))
+        fields = {
+            "firstName": first,
+            "lastName": last,
+            "emailAddress": email,
+            "phoneNumber": doc.get("phone"),
+            "customFields": {"extendCustomerNumber": number},
+        }
+        if existing is None:
+            await self._mutate(
+                """mutation($input: CreateCustomerInput!) { createCustomer(input: $input) {
+                   ... on Customer { id } ... on ErrorResult { errorCode message } } }""",
+                {"input": fields},
+                "createCustomer",
+            )
+        else:
+            await self._mutate(
+                """mutation($input: UpdateCustomerInput!) { updateCustomer(input: $input) {
+                   ... on Customer { id } ... on ErrorResult { errorCode message } } }""",
+                {"input": {"id": existing["id"], **fields}},
+                "updateCustomer",
+            )
+
+
+def _split_name(name: str, last_name: Any) -> tuple[str, str]:
+    if last_name:
+        return name, str(last_name)
+    first, _, rest = name.partition(" ")
+    return first, rest or "-"
+
+
+def overlap(since: datetime | None, seconds: float = 2.0) -> datetime | None:
+    """A cursor read back a little early: an order updated in the same instant is not missed."""
+    return None if since is None else since - timedelta(seconds=seconds)

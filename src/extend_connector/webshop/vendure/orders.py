@@ -1,0 +1,78 @@
+"""A Vendure order as the connector's order intake takes it (the body of `POST /v1/orders`).
+
+The shop's order code is the order's identity (`shopRef`): reading the same order twice gives the
+same payload, so the intake's idempotency holds for the event and the polling path alike. Only
+what was true when the order was placed goes in (lines, addresses, customer), never its state.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+
+def _amount(minor: Any) -> str:
+    return str((Decimal(int(minor)) / 100).quantize(Decimal("0.01")))
+
+
+def _address(address: dict[str, Any] | None, email: str | None) -> dict[str, Any] | None:
+    if not address or not address.get("streetLine1"):
+        return None
+    out: dict[str, Any] = {
+        "name": address.get("company") or address.get("fullName") or "-",
+        "addressLine1": address["streetLine1"],
+        "zipCode": address.get("postalCode") or "-",
+        "city": address.get("city") or "-",
+        "countryCode": (address.get("countryCode") or "SE").upper(),
+    }
+    if address.get("company") and address.get("fullName"):
+        out["careOf"] = address["fullName"]
+    if address.get("streetLine2"):
+        out["addressLine2"] = address["streetLine2"]
+    if address.get("phoneNumber"):
+        out["phone"] = address["phoneNumber"]
+    if email:
+        out["email"] = email
+    return out
+
+
+def order_payload(order: dict[str, Any], *, customers_to_extend: bool) -> dict[str, Any]:
+    """The intake payload of a Vendure order (Admin API shape, see adapter._ORDER_FIELDS).
+
+    The customer: the Vendure customer's `extendCustomerNumber` when it has one (customers from
+    Extend); else, with scope `to_extend`, the Vendure customer as `shopCustomerRef`
+    (`vendure:<id>`); else (a guest, or a shop customer Extend does not know) the intake's
+    `scope.default_customer_number`.
+    """
+    customer = order.get("customer") or {}
+    email = customer.get("emailAddress")
+    number = (customer.get("customFields") or {}).get("extendCustomerNumber")
+    payload: dict[str, Any] = {
+        "shopRef": order["code"],
+        "currency": order.get("currencyCode") or "SEK",
+        "lines": [
+            {
+                "productNumber": line["productVariant"]["sku"],
+                "quantity": str(line["quantity"]),
+                "unitPrice": _amount(line["unitPrice"]),
+                "vatPercent": str(line.get("taxRate") or 0),
+            }
+            for line in order["lines"]
+            if int(line["quantity"]) > 0
+        ],
+    }
+    if order.get("orderPlacedAt"):
+        payload["placedAt"] = order["orderPlacedAt"]
+    if number:
+        payload["customerNumber"] = number
+    elif customers_to_extend and customer.get("id") is not None:
+        payload["shopCustomerRef"] = f"vendure:{customer['id']}"
+    if email:
+        payload["email"] = email
+    delivery = _address(order.get("shippingAddress"), email)
+    if delivery:
+        payload["deliveryAddress"] = delivery
+    invoice = _address(order.get("billingAddress"), email)
+    if invoice:
+        payload["invoiceAddress"] = invoice
+    return payload
