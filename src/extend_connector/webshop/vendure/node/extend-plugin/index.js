@@ -8,7 +8,8 @@
 //  2. Per-customer prices: an `ExtendCustomerPrice` table keyed by (Extend customer number, SKU),
 //     written in batches by the connector through the Admin API mutation `setExtendCustomerPrices`,
 //     and a price calculation strategy that gives a logged-in customer their price.
-//  3. The custom field `Customer.extendCustomerNumber`: which Extend customer a Vendure customer is.
+//  3. The custom fields `Customer.extendCustomerNumber` (which Extend customer a Vendure customer
+//     is) and `ProductVariant.extendPhaseOut` (Extend phased the product out: it stays disabled).
 //
 // Install: copy this folder into your Vendure project (or `npm install <path>`), then add
 // `ExtendConnectorPlugin.init({ connectorUrl, webhookSecret })` to `plugins` in vendure-config.
@@ -217,6 +218,11 @@ VendurePlugin({
     config.customFields.Customer.push({
       name: 'extendCustomerNumber', type: 'string', nullable: true, public: false,
       label: [{ languageCode: 'en', value: 'Extend customer number' }],
+    });
+    config.customFields.ProductVariant = config.customFields.ProductVariant || [];
+    config.customFields.ProductVariant.push({
+      name: 'extendPhaseOut', type: 'boolean', defaultValue: false, public: false,
+      label: [{ languageCode: 'en', value: 'Phased out in Extend' }],
     });
     config.catalogOptions.productVariantPriceCalculationStrategy = new ExtendCustomerPriceStrategy();
     return config;

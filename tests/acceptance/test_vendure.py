@@ -1,0 +1,262 @@
+"""A real Vendure end to end (issue 14): Vendure 3.7 (node, sql.js) with the project's plugin, the
+simulator as Extend and the connector, three processes on loopback. Orders are placed the way a
+customer places them, through Vendure's Shop API; what Vendure shows is read through its Admin
+API. Exact counts; throughput and call counts are printed (`-s`), bounds asserted where the issue
+names one.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from support.fleet import SECRET, simulator
+from support.processes import CLI, Proc, free_port, wait_for
+from support.vendure import GraphQL, Vendure, vendure_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+SHOP_SECRET = "whsec_dmVuZHVyZS1zaG9wLXNlY3JldC1mb3ItdGVzdHM="
+WAREHOUSES = {"MainWarehouse": "Default Stock Location", "GreenWarehouse": "Green"}
+PRODUCTS = [f"P{n:06d}" for n in range(1, 11)]
+
+
+@dataclass
+class Stack:
+    tmp: Path
+    sim_proc: Proc
+    sim_url: str
+    connector: Proc
+    url: str
+    env: dict[str, str]
+    vendure: Vendure
+    http: httpx2.Client
+    variants: dict[str, str]  # sku -> variant id
+
+    def sim(self, method: str, path: str, **kw: Any) -> Any:
+        r = self.http.request(method, f"{self.sim_url}/_sim{path}", **kw)
+        assert r.status_code < 300, r.text
+        return r.json() if r.content else None
+
+    def extend_orders(self) -> dict[str, dict[str, Any]]:
+        """orderNumber -> order: every order in Extend (the simulator's truth)."""
+        data: Any = self.sim("GET", "/state/orders")
+        items = data["items"] if isinstance(data, dict) else data
+        return {o["orderNumber"]: o for o in items}
+
+    def by_external(self) -> collections.Counter[str]:
+        return collections.Counter(o.get("orderNumberExternal") for o in self.extend_orders().values())
+
+    def place_order(self, lines: dict[str, int], *, shop: GraphQL | None = None) -> str:
+        """Place and pay an order as a guest (or as the logged-in `shop` customer); its code."""
+        guest = shop is None
+        shop = shop or self.vendure.shop()
+        for sku, qty in lines.items():
+            out = shop(
+                "mutation($v: ID!, $q: Int!) { addItemToOrder(productVariantId: $v, quantity: $q) "
+                "{ ... on Order { code } ... on ErrorResult { errorCode message } } }",
+                v=self.variants[sku],
+                q=qty,
+            )["addItemToOrder"]
+            assert "code" in out, out
+        if guest:
+            shop(
+                "mutation { setCustomerForOrder(input: {emailAddress: "
+                f'"guest-{time.monotonic_ns()}@example.com", firstName: "Gus", lastName: "Guest"}})'
+                " { ... on Order { code } ... on ErrorResult { errorCode message } } }"
+            )
+        shop(
+            'mutation { setOrderShippingAddress(input: {fullName: "Bo Buyer", streetLine1: '
+            '"Storgatan 1", city: "Stockholm", postalCode: "11122", countryCode: "SE"}) '
+            "{ ... on Order { code } ... on ErrorResult { message } } }"
+        )
+        method = shop("{ eligibleShippingMethods { id } }")["eligibleShippingMethods"][0]["id"]
+        shop(
+            "mutation($id: ID!) { setOrderShippingMethod(shippingMethodId: [$id]) "
+            "{ ... on Order { code } ... on ErrorResult { message } } }",
+            id=method,
+        )
+        shop(
+            'mutation { transitionOrderToState(state: "ArrangingPayment") '
+            "{ ... on Order { state } ... on ErrorResult { message } } }"
+        )
+        order = shop(
+            'mutation { addPaymentToOrder(input: {method: "test-payment", metadata: {}}) '
+            "{ ... on Order { code state } ... on ErrorResult { errorCode message } } }"
+        )["addPaymentToOrder"]
+        assert order.get("state") == "PaymentSettled", order
+        return str(order["code"])
+
+    def vendure_order(self, code: str) -> dict[str, Any]:
+        items = self.vendure.admin(
+            "query($c: String!) { orders(options: {filter: {code: {eq: $c}}}) { items { "
+            "code state fulfillments { state method trackingCode } } } }",
+            c=code,
+        )["orders"]["items"]
+        return dict(items[0])
+
+    def stock_levels(self) -> dict[str, dict[str, int]]:
+        """sku -> stock location name -> saleable (stockOnHand - stockAllocated)."""
+        names = {
+            loc["id"]: loc["name"]
+            for loc in self.vendure.admin("{ stockLocations { items { id name } } }")[
+                "stockLocations"
+            ]["items"]
+        }
+        items = self.vendure.admin(
+            "{ productVariants(options: {take: 1000}) { items { sku stockLevels { "
+            "stockLocationId stockOnHand stockAllocated } } } }"
+        )["productVariants"]["items"]
+        return {
+            v["sku"]: {
+                names[lv["stockLocationId"]]: lv["stockOnHand"] - lv["stockAllocated"]
+                for lv in v["stockLevels"]
+            }
+            for v in items
+        }
+
+    def extend_stock(self) -> dict[str, dict[str, int]]:
+        data: Any = self.sim("GET", "/state/balances")
+        items = data["items"] if isinstance(data, dict) else data
+        out: dict[str, dict[str, int]] = collections.defaultdict(dict)
+        for b in items:
+            if b["productNumber"] in self.variants and b["warehouse"] in WAREHOUSES:
+                out[b["productNumber"]][WAREHOUSES[b["warehouse"]]] = int(
+                    float(b.get("availableBalance", b.get("available", 0)))
+                )
+        return dict(out)
+
+
+def _create_products(vendure: Vendure) -> dict[str, str]:
+    admin = vendure.admin
+    tax = admin("{ taxCategories { items { id } } }")["taxCategories"]["items"][0]["id"]
+    admin('mutation { createStockLocation(input: {name: "Green"}) { id } }')
+    variants = {}
+    for sku in PRODUCTS:
+        product = admin(
+            "mutation($n: String!, $s: String!) { createProduct(input: {translations: "
+            '[{languageCode: en, name: $n, slug: $s, description: "test"}]}) { id } }',
+            n=f"Widget {sku}",
+            s=sku.lower(),
+        )["createProduct"]
+        variant = admin(
+            "mutation($p: ID!, $sku: String!, $tax: ID!) { createProductVariants(input: "
+            "[{productId: $p, sku: $sku, price: 10000, taxCategoryId: $tax, "
+            '  translations: [{languageCode: en, name: "Widget"}], stockOnHand: 100}]) { id } }',
+            p=product["id"],
+            sku=sku,
+            tax=tax,
+        )["createProductVariants"][0]
+        variants[sku] = str(variant["id"])
+    return variants
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    sim_port, port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    http = httpx2.Client(timeout=30.0)
+    sim = simulator(
+        tmp_path,
+        port,
+        sim_port,
+        products=40,
+        warehouses=tuple(WAREHOUSES),
+        extra=("--no-rate-limits",),
+    ).start()
+    try:
+        with vendure_server(tmp_path, connector_url=url, secret=SHOP_SECRET) as vendure:
+            variants = _create_products(vendure)
+            env = {
+                "EXTEND_CONNECTOR_EXTEND__BASE_URL": f"http://127.0.0.1:{sim_port}/api",
+                "EXTEND_CONNECTOR_EXTEND__WEBHOOK_SECRET": SECRET,
+                "EXTEND_CONNECTOR_EXTEND__WAREHOUSES": ",".join(WAREHOUSES),
+                "EXTEND_CONNECTOR_SERVER__PORT": str(port),
+                "EXTEND_CONNECTOR_STORE__DATA_DIR": str(tmp_path / "data"),
+                "EXTEND_CONNECTOR_SCOPE__PRODUCTS": "off",
+                "EXTEND_CONNECTOR_SCOPE__CUSTOMERS": "off",
+                "EXTEND_CONNECTOR_SCOPE__PRICES": "off",
+                "EXTEND_CONNECTOR_WEBSHOP__ADAPTER": "vendure",
+                "EXTEND_CONNECTOR_WEBSHOP__WEBHOOK_SECRET": SHOP_SECRET,
+                "EXTEND_CONNECTOR_WEBSHOP__STOCK_FIGURE": "per_warehouse",
+                "EXTEND_CONNECTOR_WEBSHOP__VENDURE__ADMIN_API_URL": f"{vendure.base}/admin-api",
+                "EXTEND_CONNECTOR_WEBSHOP__VENDURE__PASSWORD": "superadmin",
+                "EXTEND_CONNECTOR_WEBSHOP__VENDURE__STOCK_LOCATIONS": (
+                    '{"MainWarehouse": "Default Stock Location", "GreenWarehouse": "Green"}'
+                ),
+                "EXTEND_CONNECTOR_WEBSHOP__VENDURE__POLL_SECONDS": "5",
+            }
+            connector = Proc(
+                "connector",
+                [*CLI, "run"],
+                env=env,
+                log_dir=tmp_path,
+                cwd=tmp_path,
+                health_url=f"{url}/healthz",
+            ).start()
+            try:
+                yield Stack(
+                    tmp=tmp_path,
+                    sim_proc=sim,
+                    sim_url=f"http://127.0.0.1:{sim_port}",
+                    connector=connector,
+                    url=url,
+                    env=env,
+                    vendure=vendure,
+                    http=http,
+                    variants=variants,
+                )
+            except BaseException:
+                for proc in (connector, vendure.proc, sim):
+                    print(f"\n----- {proc.name} log -----\n{proc.tail()}")
+                raise
+            finally:
+                connector.stop()
+    finally:
+        sim.stop()
+        http.close()
+
+
+def _all_in(stack: Stack, codes: list[str]) -> collections.Counter[str] | None:
+    counts = stack.by_external()
+    return counts if all(counts[code] for code in codes) else None
+
+
+def test_paid_orders_reach_extend_once_and_come_back_shipped_with_tracking(stack: Stack) -> None:
+    started = time.monotonic()
+    codes = [stack.place_order({PRODUCTS[i % 5]: 1 + i % 3}) for i in range(50)]
+    placed = time.monotonic() - started
+    counts = wait_for(lambda: _all_in(stack, codes), timeout=180, what="every order in Extend")
+    assert {code: counts[code] for code in codes} == dict.fromkeys(codes, 1)
+    in_extend = time.monotonic() - started
+    numbers = {o["orderNumberExternal"]: n for n, o in stack.extend_orders().items()}
+    for i, code in enumerate(codes):
+        stack.sim("POST", f"/orders/{numbers[code]}/reserve")
+        stack.sim(
+            "POST",
+            f"/orders/{numbers[code]}/pick",
+            json={"carrier": "PostNord", "trackingNumber": f"TRACK-{i:04d}"},
+        )
+
+    def shipped() -> bool:
+        for i, code in enumerate(codes):
+            order = stack.vendure_order(code)
+            if [(f["state"], f["trackingCode"]) for f in order["fulfillments"]] != [
+                ("Shipped", f"TRACK-{i:04d}")
+            ]:
+                return False
+        return True
+
+    wait_for(shipped, timeout=180, interval=1.0, what="every Vendure order shipped with tracking")
+    assert stack.by_external() == collections.Counter(codes)
+    print(
+        f"50 orders: placed in {placed:.1f} s, all in Extend after {in_extend:.1f} s, "
+        f"shipped in Vendure after {time.monotonic() - started:.1f} s"
+    )
