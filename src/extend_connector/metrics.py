@@ -54,6 +54,12 @@ SHOP_DELIVERIES = Counter(
     "Outbox events offered to the shop, by outcome: delivered, retrying, parked.",
     ["outcome"],
 )
+SHOP_API_CALLS = Counter(
+    PREFIX + "shop_api_calls",
+    "Calls a platform adapter made to the shop's API (Vendure: Admin API GraphQL requests), by "
+    "adapter and operation (the GraphQL field called first).",
+    ["adapter", "operation"],
+)
 SHOP_DELIVERY_SECONDS = Histogram(
     PREFIX + "shop_delivery_seconds",
     "Seconds from an event's creation in the outbox to its delivery to the shop.",

@@ -287,6 +287,29 @@ def test_a_parked_order_is_amended_with_its_original_values_kept(ctx: FlowContex
     assert orders.amend_parked_order("S-1", products={1: "P1"}) == {}  # nothing new
 
 
+def test_the_shop_sending_an_amended_order_again_is_a_repeat_not_a_conflict(
+    ctx: FlowContext,
+) -> None:
+    # A shop retrying POST /v1/orders, or the Vendure adapter reading the order again, sends what
+    # the shop has: the values before the operator's fix. Compared with the amended payload that
+    # was "the same reference with other content" (409, and the Vendure pull logged a conflict
+    # on every poll).
+    from extend_connector.flows import orders
+    from extend_connector.store.models import OrderRow
+
+    _parked_order(ctx, "S-1")
+    with ctx.db.read() as session:
+        sent = dict(session.get(OrderRow, "S-1").shop_payload)  # type: ignore[union-attr]
+    orders.amend_parked_order(
+        "S-1", products={1: "P1"}, customer_number="C-NEW", delivery_address={"city": "Malmö"}
+    )
+    orders.amend_parked_order("S-1", delivery_address={"city": "Ystad", "careOf": "Bo"})
+    intake = orders.accept_order(sent)
+    assert (intake.created, intake.status) == (False, "Parked")
+    with pytest.raises(orders.OrderConflict):
+        orders.accept_order({**sent, "lines": sent["lines"][:1]})
+
+
 def test_an_amendment_is_refused_with_the_reason(ctx: FlowContext) -> None:
     from extend_connector.flows import orders
 

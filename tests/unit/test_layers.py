@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "notify": {"settings"},
     "settings": {"redact"},
     "extend": {"domain", "settings", "redact", "metrics"},
-    "webshop": {"domain", "settings"},
+    "webshop": {"domain", "settings", "metrics"},
     "store": {"domain", "settings"},
     "engine": {"settings", "store.database"},
     "flows": {

@@ -20,6 +20,7 @@ from extend_connector.flows.orders.base import (
 )
 from extend_connector.flows.orders.checks import check_order
 from extend_connector.flows.orders.payload import ShopOrder
+from extend_connector.flows.orders.replay import as_the_shop_sent_it
 from extend_connector.flows.orders.submit import submit
 from extend_connector.flows.orders.view import tell_shop
 from extend_connector.store.models import OrderRow
@@ -51,7 +52,7 @@ def _accept_once(payload: dict[str, Any], order: ShopOrder) -> Intake:
     with ctx.db.write() as session:
         existing = session.get(OrderRow, ref)
         if existing is not None:
-            if canonical(existing.shop_payload) != canonical(payload):
+            if canonical(as_the_shop_sent_it(existing.shop_payload)) != canonical(payload):
                 raise OrderConflict(
                     f"order {ref!r} was already received with different content; a shop order "
                     "reference identifies one order (send changes as a cancellation, or use a new "

@@ -154,6 +154,35 @@ class AmendError(failures.FailureError):
     """The amendment cannot be made (the order was sent, a line does not exist, ...)."""
 
 
+def as_the_shop_sent_it(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored order payload with every amendment undone: what the shop sent. A shop that sends
+    the order again (a retry of `POST /v1/orders`, the Vendure adapter reading it again) is
+    compared with this, so an order fixed by an operator is not "the same reference with other
+    content"."""
+    payload = copy.deepcopy(dict(stored))
+    for amendment in reversed(payload.pop("amendments", None) or []):
+        for path, change in (amendment.get("changes") or {}).items():
+            old = change.get("from")
+            if path.startswith("lines["):
+                number = int(path[len("lines[") : path.index("]")])
+                payload["lines"][number - 1]["productNumber"] = old
+            elif path == "customerNumber":
+                if old is None:
+                    payload.pop("customerNumber", None)
+                else:
+                    payload["customerNumber"] = old
+            elif path.startswith("deliveryAddress."):
+                address = payload.setdefault("deliveryAddress", {})
+                name = path.removeprefix("deliveryAddress.")
+                if old is None:
+                    address.pop(name, None)
+                else:
+                    address[name] = old
+                if not address:
+                    payload.pop("deliveryAddress")
+    return payload
+
+
 def amend_parked_order(
     shop_ref: str,
     *,

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import httpx2
 
+from extend_connector import metrics
 from extend_connector.webshop.port import DeliveryRefused, ShopUnavailable
 
 _TOKEN_HEADER = "vendure-auth-token"
@@ -98,6 +100,7 @@ class VendureAdmin:
             headers["vendure-token"] = self._channel_token
         body = json.dumps({"query": query, "variables": variables}, separators=(",", ":"))
         self.calls += 1
+        metrics.SHOP_API_CALLS.labels("vendure", _operation(query)).inc()
         try:
             response = await self._http.post(self.url, content=body.encode(), headers=headers)
         except httpx2.HTTPError as exc:
@@ -133,6 +136,15 @@ class VendureAdmin:
                 body_excerpt=excerpt,
             )
         return out["data"], response.headers
+
+
+_FIELD = re.compile(r"\{\s*(?:\w+\s*:\s*)?(\w+)")
+
+
+def _operation(query: str) -> str:
+    """The first field a query or mutation selects (`updateProductVariants`, `orders`, ...)."""
+    found = _FIELD.search(query)
+    return found.group(1) if found else "unknown"
 
 
 class _Forbidden(Exception):
