@@ -308,6 +308,27 @@ def test_a_product_extend_does_not_return_is_zero(ctx: context.FlowContext) -> N
     assert row is not None and row.available == 0 and row.confirmed_at is not None
 
 
+def test_a_product_first_seen_at_zero_is_told_to_the_shop(ctx: context.FlowContext) -> None:
+    # Before: its figure "before" (no rows) was 0 as well, so no event; a shop holding a figure
+    # of its own (a Vendure variant created with stock) kept selling stock Extend does not have.
+    from extend_connector.store.models import OutboxRow
+
+    t0 = datetime(2025, 1, 1, 12, tzinfo=UTC)
+    zero = Balance(
+        product_number="Z", warehouse="MainWarehouse", available=Decimal(0), changed_at=t0
+    )
+    with ctx.db.write() as session:
+        balances.apply_balances(session, [zero], confirmed_at=t0)
+    with ctx.db.write() as session:  # the same again: nothing new to tell
+        balances.apply_balances(session, [zero], confirmed_at=t0)
+    with ctx.db.read() as session:
+        told = [
+            (e.event_type, e.payload["available"])
+            for e in session.scalars(sa.select(OutboxRow).where(OutboxRow.key == "sku:Z"))
+        ]
+    assert told == [("stock.changed", 0)]
+
+
 def test_an_older_answer_never_replaces_a_newer_value(ctx: context.FlowContext) -> None:
     t0 = datetime(2025, 1, 1, 12, tzinfo=UTC)
     newer = Balance(

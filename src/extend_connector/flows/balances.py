@@ -401,7 +401,10 @@ def apply_balances(
     events = []
     for product_number in products:
         figure = after.figure(settings, product_number)
-        if figure != before.figure(settings, product_number):
+        # A product seen for the first time is told even at 0: the shop may show a figure of
+        # its own until the connector gives it Extend's (a Vendure variant created with stock).
+        first = product_number not in before.by_product
+        if first or figure != before.figure(settings, product_number):
             events.append(
                 (f"sku:{product_number}", {**figure, "confirmedAt": confirmed_at.isoformat()})
             )

@@ -72,8 +72,11 @@ def main(argv: list[str]) -> int:
     except (NodeMissing, RuntimeError) as exc:
         print(exc, file=sys.stderr)
         return 1
-    print(f"Vendure shop installed in {argv[0]}: {seconds:.1f} s" if seconds else
-          f"Vendure shop in {argv[0]} is up to date")
+    print(
+        f"Vendure shop installed in {argv[0]}: {seconds:.1f} s"
+        if seconds
+        else f"Vendure shop in {argv[0]} is up to date"
+    )
     return 0
 
 
