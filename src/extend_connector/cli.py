@@ -174,11 +174,38 @@ def check(ctx: click.Context) -> None:
 
     Refuses (exit 3, naming the setting) empty secrets, and public default secrets when
     extend.base_url, server.host or webshop.webhook_url is not loopback; every command does.
+    With `webshop.adapter = "vendure"` it also logs in to Vendure's Admin API and looks up the
+    stock locations it is told to use (exit 1, naming the setting, when that fails).
     """
     from extend_connector.config_file import describe_plan
 
     settings = _settings(ctx)
     click.echo(describe_plan(settings))
+    if settings.webshop.adapter == "vendure":
+        problems = _check_vendure(settings)
+        for problem in problems:
+            click.echo(f"vendure: {problem}", err=True)
+        if problems:
+            sys.exit(1)
+        click.echo(
+            f"vendure: logged in to {settings.webshop.vendure.admin_api_url} as "
+            f"{settings.webshop.vendure.username}; stock locations found"
+        )
+
+
+def _check_vendure(settings: Settings) -> list[str]:
+    import asyncio
+
+    from extend_connector.webshop import vendure
+
+    async def go() -> list[str]:
+        shop = vendure.from_settings(settings)
+        try:
+            return await shop.check()
+        finally:
+            await shop.aclose()
+
+    return asyncio.run(go())
 
 
 @main.command()

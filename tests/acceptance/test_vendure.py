@@ -393,3 +393,71 @@ def test_a_burst_of_balance_changes_becomes_a_few_batched_stock_updates(stack: S
     # Two calls (a variant look-up and one mutation) per outbox pass that carried stock events;
     # one call per change would be 2,000.
     assert used <= 100
+
+
+def test_check_logs_in_to_vendure_and_names_what_is_wrong(stack: Stack) -> None:
+    good = _cli(stack, "check")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "vendure: logged in" in good.stdout
+    wrong = {
+        "EXTEND_CONNECTOR_WEBSHOP__VENDURE__STOCK_LOCATIONS": (
+            '{"MainWarehouse": "Default Stock Location", "GreenWarehouse": "Grön"}'
+        ),
+    }
+    bad = subprocess.run(
+        [*CLI, "check"],
+        env={**os.environ, **stack.env, **wrong},
+        cwd=stack.tmp,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 1
+    assert "webshop.vendure.stock_locations" in bad.stderr and "'Grön'" in bad.stderr, bad.stderr
+    denied = subprocess.run(
+        [*CLI, "check"],
+        env={**os.environ, **stack.env, "EXTEND_CONNECTOR_WEBSHOP__VENDURE__PASSWORD": "nope"},
+        cwd=stack.tmp,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert denied.returncode == 1
+    assert "webshop.vendure.admin_api_url / username / password" in denied.stderr, denied.stderr
+
+
+def test_vendure_down_while_stock_and_orders_move_gets_everything_once_it_is_back(
+    stack: Stack,
+) -> None:
+    wait_for(lambda: _stock_equal(stack), timeout=120, interval=1.0, what="the first stock load")
+    codes = [stack.place_order({PRODUCTS[i]: 1}) for i in range(3)]
+    wait_for(lambda: _all_in(stack, codes), timeout=60, what="the orders in Extend")
+    numbers = {o["orderNumberExternal"]: n for n, o in stack.extend_orders().items()}
+    stack.vendure.proc.stop()
+    for i, code in enumerate(codes):
+        stack.sim("POST", f"/orders/{numbers[code]}/reserve")
+        stack.sim(
+            "POST",
+            f"/orders/{numbers[code]}/pick",
+            json={"carrier": "DHL", "trackingNumber": f"DOWN-{i}"},
+        )
+    stack.sim(
+        "POST",
+        "/stock/bulk",
+        json={"random": {"count": 100, "products": len(PRODUCTS), "warehouses": list(WAREHOUSES)}},
+    )
+    time.sleep(5.0)  # the connector tries, fails, and backs off
+    stack.vendure.proc.start(timeout=120)
+    wait_for(lambda: _stock_equal(stack), timeout=180, interval=1.0, what="stock after the return")
+
+    def shipped() -> bool:
+        return all(
+            [(f["state"], f["trackingCode"]) for f in stack.vendure_order(c)["fulfillments"]]
+            == [("Shipped", f"DOWN-{i}")]
+            for i, c in enumerate(codes)
+        )
+
+    wait_for(shipped, timeout=180, interval=1.0, what="each order shipped once in Vendure")
+    time.sleep(3.0)
+    assert shipped()  # one fulfilment each: nothing applied twice
+    assert stack.by_external() == collections.Counter(codes)
