@@ -168,7 +168,10 @@ def _create_products(vendure: Vendure) -> dict[str, str]:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
+def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """The three processes. `request.param` (indirect): scopes to turn on (`products`,
+    `customers`, `prices`), else all off and the test creates ten products in Vendure."""
+    scopes: dict[str, str] = dict(getattr(request, "param", {}))
     sim_port, port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     http = httpx2.Client(timeout=30.0)
@@ -182,16 +185,20 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     ).start()
     try:
         with vendure_server(tmp_path, connector_url=url, secret=SHOP_SECRET) as vendure:
-            variants = _create_products(vendure)
+            if scopes:
+                vendure.admin('mutation { createStockLocation(input: {name: "Green"}) { id } }')
+                variants: dict[str, str] = {}
+            else:
+                variants = _create_products(vendure)
             env = {
                 "EXTEND_CONNECTOR_EXTEND__BASE_URL": f"http://127.0.0.1:{sim_port}/api",
                 "EXTEND_CONNECTOR_EXTEND__WEBHOOK_SECRET": SECRET,
                 "EXTEND_CONNECTOR_EXTEND__WAREHOUSES": ",".join(WAREHOUSES),
                 "EXTEND_CONNECTOR_SERVER__PORT": str(port),
                 "EXTEND_CONNECTOR_STORE__DATA_DIR": str(tmp_path / "data"),
-                "EXTEND_CONNECTOR_SCOPE__PRODUCTS": "off",
-                "EXTEND_CONNECTOR_SCOPE__CUSTOMERS": "off",
-                "EXTEND_CONNECTOR_SCOPE__PRICES": "off",
+                "EXTEND_CONNECTOR_SCOPE__PRODUCTS": scopes.get("products", "off"),
+                "EXTEND_CONNECTOR_SCOPE__CUSTOMERS": scopes.get("customers", "off"),
+                "EXTEND_CONNECTOR_SCOPE__PRICES": scopes.get("prices", "off"),
                 "EXTEND_CONNECTOR_WEBSHOP__ADAPTER": "vendure",
                 "EXTEND_CONNECTOR_WEBSHOP__WEBHOOK_SECRET": SHOP_SECRET,
                 "EXTEND_CONNECTOR_WEBSHOP__STOCK_FIGURE": "per_warehouse",
@@ -461,3 +468,111 @@ def test_vendure_down_while_stock_and_orders_move_gets_everything_once_it_is_bac
     time.sleep(3.0)
     assert shipped()  # one fulfilment each: nothing applied twice
     assert stack.by_external() == collections.Counter(codes)
+
+
+@pytest.mark.parametrize(
+    "stack", [{"products": "sync", "customers": "from_extend", "prices": "sync"}], indirect=True
+)
+def test_products_customers_and_a_customer_price_from_extend_are_what_the_customer_pays(
+    stack: Stack,
+) -> None:
+    # A customer with a price of their own on a product in stock: a price list in Extend.
+    number = "10001"
+    balances = stack.sim("GET", "/state/balances")
+    sku = sorted(
+        b["productNumber"]
+        for b in balances
+        if b["warehouse"] in WAREHOUSES and float(b["availableBalance"]) > 5
+    )[0]
+    list_price = next(
+        float(p["unitPrice"])
+        for p in stack.sim("GET", "/state/prices?customerNumber=WEB")
+        if p["productNumber"] == sku
+    )
+    stack.sim("PATCH", f"/customers/{number}", json={"priceList": "VENDURE-B2B"})
+    stack.sim(
+        "PUT", f"/price-lists/VENDURE-B2B/{sku}", json={"unitPrice": round(list_price * 0.8, 2)}
+    )
+    # The customer registered in the shop with the e-mail Extend has: the connector finds them.
+    email = next(c for c in stack.sim("GET", "/state/customers") if c["customerNumber"] == number)[
+        "email"
+    ]
+    shop = stack.vendure.shop()
+    registered = shop(
+        "mutation($e: String!) { registerCustomerAccount(input: {emailAddress: $e, "
+        'password: "secret123", firstName: "Kund", lastName: "Ett"}) { __typename '
+        "... on ErrorResult { errorCode message } } }",
+        e=email,
+    )["registerCustomerAccount"]
+    assert registered["__typename"] == "Success", registered
+    login = shop(
+        'mutation($e: String!) { login(username: $e, password: "secret123") { __typename '
+        "... on ErrorResult { errorCode message } } }",
+        e=email,
+    )["login"]
+    assert login["__typename"] == "CurrentUser", login
+    for data_point in ("products", "customers", "prices"):  # the first load, as an operator
+        done = _cli(stack, "sync", data_point)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def listed() -> dict[str, dict[str, Any]] | None:
+        items = stack.vendure.admin(
+            "{ productVariants(options: {take: 1000}) { items { id sku price enabled "
+            "product { slug } } } }"
+        )["productVariants"]["items"]
+        return {v["sku"]: v for v in items} if len(items) >= 40 else None
+
+    variants = wait_for(listed, timeout=180, interval=1.0, what="Extend's products in Vendure")
+
+    def prices(customer: str) -> dict[str, int]:
+        out = stack.sim("GET", f"/state/prices?customerNumber={customer}")
+        return {p["productNumber"]: round(float(p["unitPrice"]) * 100) for p in out}
+
+    web = prices("WEB")
+
+    def list_prices_set() -> bool:
+        now = listed() or {}
+        return all(now[s]["price"] == web[s] and now[s]["enabled"] for s in web)
+
+    wait_for(list_prices_set, timeout=120, interval=1.0, what="list prices (customer WEB)")
+    own = prices(number)
+    assert own[sku] != web[sku]
+
+    def in_vendure() -> bool:
+        items = stack.vendure.admin(
+            "query($e: String!) { customers(options: {filter: {emailAddress: {eq: $e}}}) { "
+            "items { customFields { extendCustomerNumber } } } }",
+            e=email,
+        )["customers"]["items"]
+        return [i["customFields"]["extendCustomerNumber"] for i in items] == [number]
+
+    wait_for(in_vendure, timeout=120, interval=1.0, what="Extend's customer in Vendure")
+
+    def customer_prices() -> bool:
+        kept = stack.vendure.admin(
+            "query($c: String!) { extendCustomerPrices(customerNumber: $c, take: 1000) "
+            "{ sku price } }",
+            c=number,
+        )["extendCustomerPrices"]
+        return {p["sku"]: p["price"] for p in kept} == own
+
+    wait_for(customer_prices, timeout=120, interval=1.0, what="the customer's prices in Vendure")
+    slug = variants[sku]["product"]["slug"]
+    seen = shop("query($s: String!) { product(slug: $s) { variants { id sku price } } }", s=slug)[
+        "product"
+    ]["variants"][0]
+    anonymous = stack.vendure.shop()(
+        "query($s: String!) { product(slug: $s) { variants { price } } }", s=slug
+    )["product"]["variants"][0]
+    assert (seen["price"], anonymous["price"]) == (own[sku], web[sku])
+    stack.variants[sku] = seen["id"]
+    code = stack.place_order({sku: 2}, shop=shop)
+    wait_for(lambda: _all_in(stack, [code]), timeout=60, what="the customer's order in Extend")
+    (order,) = [o for o in stack.extend_orders().values() if o["orderNumberExternal"] == code]
+    assert order["orderHeader"]["customerNumber"] == number
+    (row,) = order["orderRows"]
+    assert round(float(row["salesData"]["unitPrice"]) * 100) == own[sku]
+    print(
+        f"{len(variants)} products, list and customer prices in Vendure; {sku}: {own[sku]} for "
+        f"{number}, {web[sku]} anonymous; order {code} reached Extend with the customer's price"
+    )

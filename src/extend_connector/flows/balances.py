@@ -136,6 +136,14 @@ def shop_figure(
     return figure.event(settings.webshop.stock_figure)
 
 
+def shop_figures(session: Session, product_numbers: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The pushed form of the shop's figure for each of `product_numbers`, from the local copy
+    (a product without balances: zeros)."""
+    settings = current().settings
+    held = _Figures(_held(session, product_numbers))
+    return {number: held.figure(settings, number) for number in product_numbers}
+
+
 # --- the webhook side ------------------------------------------------------------------------
 
 

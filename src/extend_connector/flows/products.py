@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from extend_connector import engine
 from extend_connector.domain import Product
 from extend_connector.extend import NotFound
-from extend_connector.flows import dispatch, outbox, prices, records, retry
+from extend_connector.flows import balances, dispatch, outbox, prices, records, retry
 from extend_connector.flows.context import current
 from extend_connector.flows.sync import Listed, Progress, SweepResult, Tally, sweep_changed
 from extend_connector.settings import PricesScope, ProductsScope, Settings
@@ -76,6 +76,10 @@ def apply(
     With `dry_run` nothing is written or published: the outcomes say what would happen.
     """
     outcomes = []
+    # A product new to the shop arrives with its stock: a stock event published before the shop
+    # had the product (the first balance load runs first) found nothing to update.
+    new = [p.product_number for p in products if session.get(ProductRow, p.product_number) is None]
+    stock = balances.shop_figures(session, new) if new and not dry_run else {}
     for product in products:
         row = session.get(ProductRow, product.product_number)
         digest = content_hash(product)
@@ -99,12 +103,10 @@ def apply(
             row.phase_out = product.phase_out
             row.document = product_document(product)
             row.content_hash = digest
-            outbox.publish(
-                session,
-                EventType.PRODUCT_CHANGED,
-                f"sku:{product.product_number}",
-                product_document(product),
-            )
+            doc = product_document(product)
+            if product.product_number in stock:
+                doc["stock"] = stock[product.product_number]
+            outbox.publish(session, EventType.PRODUCT_CHANGED, f"sku:{product.product_number}", doc)
         row.extend_changed_at = product.changed_at
         row.confirmed_at = now
     return outcomes

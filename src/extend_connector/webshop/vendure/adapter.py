@@ -458,6 +458,8 @@ class VendureWebshop:
                 },
             )
             tax = await self._tax_category(doc.get("vat_percent"))
+            # A new product arrives with its stock (a stock event before it found no variant).
+            levels = self._levels(doc["stock"], await self._locations()) if doc.get("stock") else {}
             # No list price yet (it comes with the default customer's prices): not for sale
             # until it has one.
             await self.admin(
@@ -473,6 +475,10 @@ class VendureWebshop:
                             **({"taxCategoryId": tax} if tax else {}),
                             "translations": translations,
                             "customFields": {"extendPhaseOut": phase_out},
+                            "stockLevels": [
+                                {"stockLocationId": loc, "stockOnHand": on_hand}
+                                for loc, on_hand in levels.items()
+                            ],
                         }
                     ]
                 },
