@@ -433,6 +433,37 @@ def test_check_logs_in_to_vendure_and_names_what_is_wrong(stack: Stack) -> None:
     assert "webshop.vendure.admin_api_url / username / password" in denied.stderr, denied.stderr
 
 
+def test_a_forged_or_malformed_shop_event_is_refused(stack: Stack) -> None:
+    from datetime import UTC, datetime
+
+    from standardwebhooks.webhooks import Webhook
+
+    url = f"{stack.url}/webhooks/vendure"
+    body = (
+        '{"type": "order.state_changed", "data": {"orderCode": "X", "toState": "PaymentSettled"}}'
+    )
+    now = datetime.now(UTC)
+
+    def headers(secret: str, payload: str) -> dict[str, str]:
+        return {
+            "webhook-id": "msg_1",
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": Webhook(secret).sign("msg_1", now, payload),
+            "content-type": "application/json",
+        }
+
+    forged = stack.http.post(url, content=body, headers=headers("whsec_" + "Zm9yZ2Vk" * 4, body))
+    assert forged.status_code == 401
+    unsigned = stack.http.post(url, content=body)
+    assert unsigned.status_code == 401
+    malformed = stack.http.post(url, content="[1]", headers=headers(SHOP_SECRET, "[1]"))
+    assert malformed.status_code == 400
+    good = stack.http.post(url, content=body, headers=headers(SHOP_SECRET, body))
+    assert good.status_code == 204
+    log = stack.connector.tail(500)
+    assert "shop_event_refused" in log and "shop_event_malformed" in log
+
+
 def test_vendure_down_while_stock_and_orders_move_gets_everything_once_it_is_back(
     stack: Stack,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -356,3 +357,38 @@ def test_log_level_is_case_insensitive(tmp_path: Path) -> None:
     path.write_text('[log]\nlevel = "debug"\nformat = "console"\n')
     settings = load_settings(path, env=False)
     assert (settings.log.level, settings.log.format) == ("DEBUG", "console")
+
+
+@pytest.mark.parametrize(
+    ("vendure", "extra", "expect"),
+    [
+        ({"password": "pw"}, {}, "webshop.vendure.admin_api_url is required"),
+        ({"admin_api_url": "http://127.0.0.1:3000/admin-api"}, {}, "webshop.vendure.password"),
+        (
+            {"admin_api_url": "http://127.0.0.1:3000/admin-api", "password": "pw"},
+            {"stock_figure": "per_warehouse"},
+            "no Vendure stock location for warehouse 'MainWarehouse'",
+        ),
+        (
+            {
+                "admin_api_url": "http://127.0.0.1:3000/admin-api",
+                "password": "pw",
+                "stock_locations": {"MainWarehouse": "A"},
+            },
+            {},
+            "needs webshop.stock_figure = `per_warehouse`",
+        ),
+    ],
+)
+def test_a_vendure_shop_configured_half_way_is_refused_naming_the_setting(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    vendure: dict[str, object],
+    extra: dict[str, object],
+    expect: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(_toml({"webshop": {"adapter": "vendure", **extra, "vendure": vendure}}))
+    with pytest.raises(ConfigError, match=re.escape(expect)):
+        load_settings(cfg, env=False)

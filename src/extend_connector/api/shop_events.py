@@ -1,4 +1,4 @@
-"""`POST /v1/vendure/events`: a shop platform's plugin says an order was paid or cancelled.
+"""`POST /webhooks/vendure`: a shop platform's plugin says an order was paid or cancelled.
 
 Signed like the connector's own webhooks to the shop (Standard Webhooks, `webshop.webhook_secret`:
 `webhook-id`, `webhook-timestamp` within 5 minutes, `webhook-signature`). The event is a
@@ -24,7 +24,7 @@ MAX_BODY = 64 * 1024
 
 
 @router.post(
-    "/v1/vendure/events",
+    "/webhooks/vendure",
     status_code=204,
     summary="Order events from the Vendure plugin (signed triggers)",
 )

@@ -6,7 +6,7 @@ changed since the cursor (`shop_orders`, re-read with an overlap), each paid one
 an order seen twice is stored once and sent to Extend once), each cancelled one to
 `orders.request_cancel`. `pull` runs on a schedule (`webshop.vendure.poll_seconds`), at start-up,
 and soon after the shop's plugin tells the connector an order was paid (`trigger()`, called by
-`POST /v1/vendure/events`): the event is a trigger, the shop's Admin API the truth, so an event
+`POST /webhooks/vendure`): the event is a trigger, the shop's Admin API the truth, so an event
 lost while the connector was down costs nothing but the wait for the next poll.
 """
 

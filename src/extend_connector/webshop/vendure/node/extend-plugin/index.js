@@ -192,7 +192,7 @@ class ExtendConnectorPlugin {
       return;
     }
     if (!options.webhookSecret) throw new Error('ExtendConnectorPlugin: webhookSecret is required');
-    const eventsUrl = `${options.connectorUrl.replace(/\/$/, '')}/v1/vendure/events`;
+    const eventsUrl = `${options.connectorUrl.replace(/\/$/, '')}/webhooks/vendure`;
     this.eventBus.ofType(OrderStateTransitionEvent).subscribe((event) => {
       if (!TOLD_STATES.has(event.toState)) return;
       post({ ...options, eventsUrl }, {
