@@ -170,7 +170,8 @@ def _create_products(vendure: Vendure) -> dict[str, str]:
 @pytest.fixture
 def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
     """The three processes. `request.param` (indirect): scopes to turn on (`products`,
-    `customers`, `prices`), else all off and the test creates ten products in Vendure."""
+    `customers`, `prices`), else all off; without products from Extend the test creates ten
+    products in Vendure."""
     scopes: dict[str, str] = dict(getattr(request, "param", {}))
     sim_port, port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
@@ -185,7 +186,7 @@ def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
     ).start()
     try:
         with vendure_server(tmp_path, connector_url=url, secret=SHOP_SECRET) as vendure:
-            if scopes:
+            if scopes.get("products") == "sync":
                 vendure.admin('mutation { createStockLocation(input: {name: "Green"}) { id } }')
                 variants: dict[str, str] = {}
             else:
@@ -607,3 +608,47 @@ def test_products_customers_and_a_customer_price_from_extend_are_what_the_custom
         f"{len(variants)} products, list and customer prices in Vendure; {sku}: {own[sku]} for "
         f"{number}, {web[sku]} anonymous; order {code} reached Extend with the customer's price"
     )
+
+
+@pytest.mark.parametrize("stack", [{"customers": "to_extend"}], indirect=True)
+def test_a_customer_registering_in_vendure_becomes_an_extend_customer_and_orders_as_one(
+    stack: Stack,
+) -> None:
+    shop = stack.vendure.shop()
+    email = "new.buyer@example.com"
+    registered = shop(
+        "mutation($e: String!) { registerCustomerAccount(input: {emailAddress: $e, "
+        'password: "secret123", firstName: "Nova", lastName: "Buyer"}) { __typename } }',
+        e=email,
+    )["registerCustomerAccount"]
+    assert registered["__typename"] == "Success", registered
+    shop(
+        'mutation { login(username: "new.buyer@example.com", password: "secret123") { __typename } }'
+    )
+    code = stack.place_order({PRODUCTS[0]: 1}, shop=shop)
+
+    def extend_customer() -> dict[str, Any] | None:
+        found = [c for c in stack.sim("GET", "/state/customers") if c.get("email") == email]
+        return found[0] if found else None
+
+    customer = wait_for(extend_customer, timeout=120, what="the shop's customer in Extend")
+    wait_for(lambda: _all_in(stack, [code]), timeout=120, what="the customer's order in Extend")
+    (order,) = [o for o in stack.extend_orders().values() if o["orderNumberExternal"] == code]
+    assert order["orderHeader"]["customerNumber"] == customer["customerNumber"]
+
+    def numbered() -> bool:
+        items = stack.vendure.admin(
+            "query($e: String!) { customers(options: {filter: {emailAddress: {eq: $e}}}) { "
+            "items { customFields { extendCustomerNumber } } } }",
+            e=email,
+        )["customers"]["items"]
+        return [i["customFields"]["extendCustomerNumber"] for i in items] == [
+            customer["customerNumber"]
+        ]
+
+    wait_for(numbered, timeout=60, interval=1.0, what="the Extend number on the Vendure customer")
+    time.sleep(6.0)  # later reads of Vendure's customers and orders: nothing created twice
+    assert [c for c in stack.sim("GET", "/state/customers") if c.get("email") == email] == [
+        customer
+    ]
+    assert stack.by_external()[code] == 1

@@ -1,6 +1,8 @@
 """Orders read from a shop platform (Vendure): both ways in go through the one intake.
 
-A platform adapter that is an `OrderSource` is read by `pull`: the paid and cancelled orders
+A platform adapter that is an `OrderSource` is read by `pull`: with scope `to_extend` first the
+customers registered since the cursor `shop_customers` (each handed to `customers.register`,
+as `POST /v1/customers` would: created in Extend once), then the paid and cancelled orders
 changed since the cursor (`shop_orders`, re-read with an overlap), each paid one handed to
 `orders.accept_order` exactly as `POST /v1/orders` would (idempotent on the shop's order code:
 an order seen twice is stored once and sent to Extend once), each cancelled one to
@@ -19,33 +21,52 @@ from typing import Any
 import structlog
 
 from extend_connector import engine
-from extend_connector.flows import cursors
+from extend_connector.flows import cursors, customers
 from extend_connector.flows.context import current
 from extend_connector.flows.orders import changes, intake
 from extend_connector.flows.orders.base import ChangeRefused, OrderConflict, UnknownOrder
 from extend_connector.flows.passes import Trigger
-from extend_connector.settings import Settings
-from extend_connector.webshop.port import OrderSource, ShopOrderChange, WebshopError
+from extend_connector.settings import CustomersScope, Settings
+from extend_connector.webshop.port import (
+    CustomerSource,
+    OrderSource,
+    ShopCustomerChange,
+    ShopOrderChange,
+    WebshopError,
+)
 
 log = structlog.get_logger("extend_connector.flows.shop_orders")
 
 QUEUE = "shop-orders"
 CURSOR = "shop_orders"
+CUSTOMERS_CURSOR = "shop_customers"
 # Re-read this far back: the shop's clock and ours differ, and several orders share an instant.
 OVERLAP = timedelta(seconds=60)
 engine.queue(QUEUE, concurrency=1, poll_seconds=0.5)
 
 
-def _start() -> datetime | None:
+def _start(name: str) -> datetime | None:
     ctx = current()
     with ctx.db.write() as session:
-        return cursors.start(session, CURSOR, now=ctx.clock(), overlap=OVERLAP)
+        return cursors.start(session, name, now=ctx.clock(), overlap=OVERLAP)
 
 
-def _finish(latest: datetime | None, stats: dict[str, Any]) -> None:
+def _finish(name: str, latest: datetime | None, stats: dict[str, Any]) -> None:
     ctx = current()
     with ctx.db.write() as session:
-        cursors.finish(session, CURSOR, latest_seen=latest, stats=stats, now=ctx.clock())
+        cursors.finish(session, name, latest_seen=latest, stats=stats, now=ctx.clock())
+
+
+def _register(change: ShopCustomerChange) -> str:
+    """A customer registered in the shop: created in Extend once (scope `to_extend`)."""
+    try:
+        registration = customers.register(change.data)
+    except customers.CustomerConflict as exc:
+        log.warning(
+            "shop_customer_changed_after_registration", shop_ref=change.shop_ref, reason=str(exc)
+        )
+        return "conflict"
+    return "registered" if registration.created else "seen"
 
 
 def _take(change: ShopOrderChange) -> str:
@@ -79,12 +100,29 @@ async def pull(scheduled_at: Any = None, context: Any = None) -> dict[str, Any]:
 @engine.step(name="shop_orders.pull_once")
 async def _pull_step() -> dict[str, Any]:
     """One read of the shop's orders since the cursor (retried by the next pull on failure)."""
-    shop = current().webshop
+    ctx = current()
+    shop = ctx.webshop
     if not isinstance(shop, OrderSource):
         return {"skipped": "the webshop adapter is not an order source"}
-    since = await asyncio.to_thread(_start)
     counts: dict[str, int] = {}
-    latest: datetime | None = None
+    # Customers first: an order of a customer registered since the last read finds its
+    # registration (and waits for the customer's creation in Extend, not parked).
+    if ctx.settings.scope.customers == CustomersScope.TO_EXTEND and isinstance(
+        shop, CustomerSource
+    ):
+        since = await asyncio.to_thread(_start, CUSTOMERS_CURSOR)
+        latest: datetime | None = None
+        try:
+            async for customer in shop.customers_changed_since(since):
+                outcome = await asyncio.to_thread(_register, customer)
+                counts[f"customers_{outcome}"] = counts.get(f"customers_{outcome}", 0) + 1
+                latest = customer.updated_at if latest is None else max(latest, customer.updated_at)
+        except WebshopError as exc:
+            log.warning("shop_customers_unreadable", error=str(exc), taken=counts)
+            return {**counts, "error": str(exc)}
+        await asyncio.to_thread(_finish, CUSTOMERS_CURSOR, latest, counts)
+    since = await asyncio.to_thread(_start, CURSOR)
+    latest = None
     try:
         async for change in shop.orders_changed_since(since):
             outcome = await asyncio.to_thread(_take, change)
@@ -94,7 +132,7 @@ async def _pull_step() -> dict[str, Any]:
         # The cursor stays: the next pull reads again from where this one began.
         log.warning("shop_orders_unreadable", error=str(exc), taken=counts)
         return {**counts, "error": str(exc)}
-    await asyncio.to_thread(_finish, latest, counts)
+    await asyncio.to_thread(_finish, CURSOR, latest, counts)
     if counts.get("new"):
         log.info("shop_orders_taken", **counts)
     return counts

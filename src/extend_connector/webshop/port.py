@@ -103,3 +103,22 @@ class OrderSource(Protocol):
     def orders_changed_since(self, since: datetime | None) -> AsyncIterator[ShopOrderChange]:
         """Paid and cancelled orders changed after `since`, oldest change first."""
         ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShopCustomerChange:
+    """A customer registered in a shop platform: `data` is the body of `POST /v1/customers`
+    (snake_case), `shop_ref` its identity."""
+
+    shop_ref: str
+    updated_at: datetime
+    data: dict[str, Any]
+
+
+@runtime_checkable
+class CustomerSource(Protocol):
+    """An adapter the connector reads registered customers from (scope `to_extend`)."""
+
+    def customers_changed_since(self, since: datetime | None) -> AsyncIterator[ShopCustomerChange]:
+        """Registered customers changed after `since`, oldest change first."""
+        ...

@@ -35,11 +35,12 @@ import httpx2
 from extend_connector.webshop.events import EventType, ShopEvent
 from extend_connector.webshop.port import (
     DeliveryRefused,
+    ShopCustomerChange,
     ShopOrderChange,
     WebshopError,
 )
 from extend_connector.webshop.vendure.admin import VendureAdmin
-from extend_connector.webshop.vendure.orders import order_payload
+from extend_connector.webshop.vendure.orders import customer_registration, order_payload
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,16 @@ query($after: DateTime, $states: [String!]!, $skip: Int!, $take: Int!) {
   }
 }"""
 )
+_CUSTOMERS = """
+query($after: DateTime, $skip: Int!, $take: Int!) {
+  customers(options: {filter: {updatedAt: {after: $after}}, sort: {updatedAt: ASC},
+                      skip: $skip, take: $take}) {
+    items { id updatedAt firstName lastName emailAddress phoneNumber user { id }
+            customFields { extendCustomerNumber }
+            addresses { fullName company streetLine1 streetLine2 city postalCode phoneNumber
+                        country { code } defaultShippingAddress defaultBillingAddress } }
+  }
+}"""
 _ORDER_BY_CODE = (
     """
 query($code: String!) {
@@ -413,6 +424,29 @@ class VendureWebshop:
                     updated_at=datetime.fromisoformat(order["updatedAt"].replace("Z", "+00:00")),
                     cancelled=order["state"] == CANCELLED,
                     payload=order_payload(order, customers_to_extend=self._customers_to_extend),
+                )
+            if len(items) < PAGE:
+                return
+            skip += len(items)
+
+    async def customers_changed_since(
+        self, since: datetime | None
+    ) -> AsyncIterator[ShopCustomerChange]:
+        """Registered customers (with a login; guests are not) changed after `since`, without
+        an Extend customer number yet, oldest change first."""
+        after = None if since is None else since.isoformat()
+        skip = 0
+        while True:
+            data = await self.admin(_CUSTOMERS, {"after": after, "skip": skip, "take": PAGE})
+            items = data["customers"]["items"]
+            for customer in items:
+                fields = customer.get("customFields") or {}
+                if customer.get("user") is None or fields.get("extendCustomerNumber"):
+                    continue
+                yield ShopCustomerChange(
+                    shop_ref=f"vendure:{customer['id']}",
+                    updated_at=datetime.fromisoformat(customer["updatedAt"].replace("Z", "+00:00")),
+                    data=customer_registration(customer),
                 )
             if len(items) < PAGE:
                 return

@@ -76,3 +76,41 @@ def order_payload(order: dict[str, Any], *, customers_to_extend: bool) -> dict[s
     if invoice:
         payload["invoiceAddress"] = invoice
     return payload
+
+
+def _customer_address(address: dict[str, Any] | None, fallback_name: str) -> dict[str, Any] | None:
+    if not address or not address.get("streetLine1"):
+        return None
+    return {
+        "name": address.get("company") or address.get("fullName") or fallback_name,
+        "address_line1": address["streetLine1"],
+        "address_line2": address.get("streetLine2") or None,
+        "zip_code": address.get("postalCode") or "-",
+        "city": address.get("city") or "-",
+        "country_code": ((address.get("country") or {}).get("code") or "SE").upper(),
+        "care_of": address.get("fullName") if address.get("company") else None,
+        "phone": address.get("phoneNumber") or None,
+        "email": None,
+    }
+
+
+def customer_registration(customer: dict[str, Any]) -> dict[str, Any]:
+    """A registered Vendure customer as the body of `POST /v1/customers` (snake_case, every
+    field present: the same customer read twice gives the same registration)."""
+    name = " ".join(p for p in (customer.get("firstName"), customer.get("lastName")) if p)
+    addresses = customer.get("addresses") or []
+    delivery = next((a for a in addresses if a.get("defaultShippingAddress")), None)
+    invoice = next((a for a in addresses if a.get("defaultBillingAddress")), None)
+    return {
+        "shop_ref": f"vendure:{customer['id']}",
+        "name": name or customer["emailAddress"],
+        "last_name": None,
+        "organization_number": None,
+        "customer_group": None,
+        "price_list": None,
+        "salesperson": None,
+        "email": customer.get("emailAddress"),
+        "phone": customer.get("phoneNumber") or None,
+        "delivery_address": _customer_address(delivery, name),
+        "invoice_address": _customer_address(invoice, name),
+    }
