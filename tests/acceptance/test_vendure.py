@@ -623,7 +623,8 @@ def test_a_customer_registering_in_vendure_becomes_an_extend_customer_and_orders
     )["registerCustomerAccount"]
     assert registered["__typename"] == "Success", registered
     shop(
-        'mutation { login(username: "new.buyer@example.com", password: "secret123") { __typename } }'
+        'mutation($e: String!) { login(username: $e, password: "secret123") { __typename } }',
+        e=email,
     )
     code = stack.place_order({PRODUCTS[0]: 1}, shop=shop)
 
