@@ -653,3 +653,61 @@ def test_a_customer_registering_in_vendure_becomes_an_extend_customer_and_orders
         customer
     ]
     assert stack.by_external()[code] == 1
+
+
+def test_lines_cancelled_on_either_side_are_cancelled_on_the_other(stack: Stack) -> None:
+    code = stack.place_order({PRODUCTS[0]: 2, PRODUCTS[1]: 1, PRODUCTS[2]: 3})
+    wait_for(lambda: _all_in(stack, [code]), timeout=60, what="the order in Extend")
+    admin = stack.vendure.admin
+    order = admin(
+        "query($c: String!) { orders(options: {filter: {code: {eq: $c}}}) { items { id "
+        "lines { id quantity productVariant { sku } } } } }",
+        c=code,
+    )["orders"]["items"][0]
+    line = {x["productVariant"]["sku"]: x for x in order["lines"]}
+    # The merchant cancels the second line in Vendure: Extend's row goes inactive.
+    cancelled = admin(
+        "mutation($o: ID!, $l: ID!) { cancelOrder(input: {orderId: $o, lines: [{orderLineId: $l, "
+        'quantity: 1}], reason: "customer asked"}) { __typename } }',
+        o=order["id"],
+        l=line[PRODUCTS[1]]["id"],
+    )["cancelOrder"]
+    assert cancelled["__typename"] == "Order", cancelled
+
+    def extend_rows() -> dict[str, str]:
+        (o,) = [o for o in stack.extend_orders().values() if o["orderNumberExternal"] == code]
+        return {r["product"]["productNumber"]: r.get("rowOperation") or "" for r in o["orderRows"]}
+
+    wait_for(
+        lambda: extend_rows()[PRODUCTS[1]] == "Inactive",
+        timeout=60,
+        interval=1.0,
+        what="the row cancelled in Extend",
+    )
+    # Extend cancels the third line (the shop's cancellation through the connector's API, as a
+    # headless shop would): the Vendure line is cancelled.
+    r = stack.http.post(
+        f"{stack.url}/v1/orders/{code}/lines/cancel",
+        json={"lines": [3]},
+        headers={"authorization": "Bearer shop-token"},
+    )
+    assert r.status_code == 202, r.text
+
+    def vendure_quantities() -> dict[str, int]:
+        o = admin(
+            "query($c: String!) { orders(options: {filter: {code: {eq: $c}}}) { items { "
+            "lines { quantity productVariant { sku } } } } }",
+            c=code,
+        )["orders"]["items"][0]
+        return {x["productVariant"]["sku"]: x["quantity"] for x in o["lines"]}
+
+    wait_for(
+        lambda: vendure_quantities() == {PRODUCTS[0]: 2, PRODUCTS[1]: 0, PRODUCTS[2]: 0},
+        timeout=60,
+        interval=1.0,
+        what="Extend's cancelled row cancelled in Vendure",
+    )
+    time.sleep(6.0)  # later reads of the order: nothing cancelled twice, nothing sent again
+    assert extend_rows() == {PRODUCTS[0]: "", PRODUCTS[1]: "Inactive", PRODUCTS[2]: "Inactive"}
+    assert vendure_quantities() == {PRODUCTS[0]: 2, PRODUCTS[1]: 0, PRODUCTS[2]: 0}
+    assert stack.by_external()[code] == 1

@@ -21,12 +21,15 @@ from typing import Any
 import structlog
 
 from extend_connector import engine
+from extend_connector.domain import OrderStatus
 from extend_connector.flows import cursors, customers
 from extend_connector.flows.context import current
 from extend_connector.flows.orders import changes, intake
 from extend_connector.flows.orders.base import ChangeRefused, OrderConflict, UnknownOrder
+from extend_connector.flows.orders.progress import line_cancelled
 from extend_connector.flows.passes import Trigger
 from extend_connector.settings import CustomersScope, Settings
+from extend_connector.store.models import OrderRow
 from extend_connector.webshop.port import (
     CustomerSource,
     OrderSource,
@@ -89,7 +92,27 @@ def _take(change: ShopOrderChange) -> str:
         return "conflict"
     if taken.problems:
         return "parked"
+    if change.cancelled_lines and not _asked_already(change.shop_ref, change.cancelled_lines):
+        try:
+            changes.request_cancel(change.shop_ref, list(change.cancelled_lines))
+        except ChangeRefused as exc:
+            log.warning("shop_cancel_refused", shop_ref=change.shop_ref, reason=str(exc))
+            return "cancel_refused"
+        return "lines_cancelled"
     return "new" if taken.created else "seen"
+
+
+def _asked_already(shop_ref: str, lines: tuple[int, ...]) -> bool:
+    """Whether these lines' cancellation was asked for before (or the order is cancelled)."""
+    with current().db.read() as session:
+        row = session.get(OrderRow, shop_ref)
+        if row is None:
+            return False
+        if row.status == OrderStatus.CANCELLED.value:
+            return True
+        asked = set((row.shop_change or {}).get("lines") or [])
+        detail = row.extend_detail or {}
+        return all(n in asked or line_cancelled(detail, n) for n in lines)
 
 
 @engine.workflow("shop_orders.pull")

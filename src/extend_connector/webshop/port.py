@@ -93,6 +93,7 @@ class ShopOrderChange:
     updated_at: datetime
     cancelled: bool
     payload: dict[str, Any]
+    cancelled_lines: tuple[int, ...] = ()  # 1-based lines of `payload` cancelled in the shop
 
 
 @runtime_checkable

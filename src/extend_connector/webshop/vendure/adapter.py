@@ -40,7 +40,12 @@ from extend_connector.webshop.port import (
     WebshopError,
 )
 from extend_connector.webshop.vendure.admin import VendureAdmin
-from extend_connector.webshop.vendure.orders import customer_registration, order_payload
+from extend_connector.webshop.vendure.orders import (
+    cancelled_lines,
+    customer_registration,
+    order_payload,
+    placed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +80,7 @@ _ORDER_FIELDS = """
                     phoneNumber }
   billingAddress { fullName company streetLine1 streetLine2 city postalCode countryCode
                    phoneNumber }
-  lines { id quantity unitPrice taxRate productVariant { sku } }
+  lines { id quantity orderPlacedQuantity unitPrice taxRate productVariant { sku } }
   fulfillments { id state method trackingCode lines { orderLineId quantity } }
 """
 _ORDERS = (
@@ -328,6 +333,7 @@ class VendureWebshop:
         lines_by_sku: dict[str, list[dict[str, Any]]] = {}
         for line in order["lines"]:
             lines_by_sku.setdefault(line["productVariant"]["sku"], []).append(line)
+        await self._cancel_lines(order, view, lines_by_sku)
         fulfilled: dict[str, int] = {}
         for f in order["fulfillments"] or []:
             if f["state"] == "Cancelled":
@@ -368,6 +374,43 @@ class VendureWebshop:
                 )
                 fulfilment = {"id": made["id"], "state": made["state"]}
             await self._advance(fulfilment, "Delivered" if delivered else "Shipped")
+
+    async def _cancel_lines(
+        self,
+        order: dict[str, Any],
+        view: dict[str, Any],
+        lines_by_sku: dict[str, list[dict[str, Any]]],
+    ) -> None:
+        """Extend's cancelled rows, cancelled on the Vendure order too (what Vendure shows as
+        cancelled already is not cancelled again)."""
+        wanted: dict[str, int] = {}
+        for line in view.get("lines") or []:
+            if line.get("cancelled"):
+                sku = str(line["productNumber"])
+                wanted[sku] = wanted.get(sku, 0) + int(Decimal(str(line["quantity"])))
+        cancel = []
+        for sku, quantity in wanted.items():
+            lines = lines_by_sku.get(sku, [])
+            left = quantity - sum(placed(x) - int(x["quantity"]) for x in lines)
+            for line in lines:
+                take = min(left, int(line["quantity"]))
+                if take > 0:
+                    cancel.append({"orderLineId": line["id"], "quantity": take})
+                    left -= take
+        if cancel:
+            await self._mutate(
+                """mutation($input: CancelOrderInput!) { cancelOrder(input: $input) {
+                   ... on Order { id } ... on ErrorResult { errorCode message } } }""",
+                {
+                    "input": {
+                        "orderId": order["id"],
+                        "lines": cancel,
+                        "reason": "Rows cancelled in Extend",
+                        "cancelShipping": False,
+                    }
+                },
+                "cancelOrder",
+            )
 
     def _fulfilment_lines(
         self,
@@ -424,6 +467,7 @@ class VendureWebshop:
                     updated_at=datetime.fromisoformat(order["updatedAt"].replace("Z", "+00:00")),
                     cancelled=order["state"] == CANCELLED,
                     payload=order_payload(order, customers_to_extend=self._customers_to_extend),
+                    cancelled_lines=cancelled_lines(order),
                 )
             if len(items) < PAGE:
                 return

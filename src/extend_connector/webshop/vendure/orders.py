@@ -36,6 +36,23 @@ def _address(address: dict[str, Any] | None, email: str | None) -> dict[str, Any
     return out
 
 
+def placed(line: dict[str, Any]) -> int:
+    """How many of the line the customer ordered (Vendure lowers `quantity` on cancellation)."""
+    return int(line.get("orderPlacedQuantity") or line["quantity"])
+
+
+def placed_lines(order: dict[str, Any]) -> list[dict[str, Any]]:
+    """The order's lines as placed, in order: payload line n is `placed_lines(order)[n - 1]`."""
+    return [line for line in order["lines"] if placed(line) > 0]
+
+
+def cancelled_lines(order: dict[str, Any]) -> tuple[int, ...]:
+    """1-based numbers of the payload lines cancelled entirely in Vendure."""
+    return tuple(
+        n for n, line in enumerate(placed_lines(order), start=1) if int(line["quantity"]) == 0
+    )
+
+
 def order_payload(order: dict[str, Any], *, customers_to_extend: bool) -> dict[str, Any]:
     """The intake payload of a Vendure order (Admin API shape, see adapter._ORDER_FIELDS).
 
@@ -50,15 +67,16 @@ def order_payload(order: dict[str, Any], *, customers_to_extend: bool) -> dict[s
     payload: dict[str, Any] = {
         "shopRef": order["code"],
         "currency": order.get("currencyCode") or "SEK",
+        # As placed: a line cancelled in Vendure later is a cancellation (cancelled_lines),
+        # not another order under the same code.
         "lines": [
             {
                 "productNumber": line["productVariant"]["sku"],
-                "quantity": str(line["quantity"]),
+                "quantity": str(placed(line)),
                 "unitPrice": _amount(line["unitPrice"]),
                 "vatPercent": str(line.get("taxRate") or 0),
             }
-            for line in order["lines"]
-            if int(line["quantity"]) > 0
+            for line in placed_lines(order)
         ],
     }
     if order.get("orderPlacedAt"):
