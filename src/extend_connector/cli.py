@@ -308,6 +308,13 @@ def run(ctx: click.Context) -> None:
     is_flag=True,
     help="Plain periodic lines instead of the live view (automatic without a terminal).",
 )
+@click.option(
+    "--shop",
+    type=click.Choice(["embedded", "vendure"]),
+    default="embedded",
+    help="The shop: the embedded scripted one, or a real Vendure (needs node and npm; "
+    "installed on first use, docs/webshops/vendure.md).",
+)
 def demo(
     duration: float,
     seed: int,
@@ -316,6 +323,7 @@ def demo(
     chaos: bool,
     data_dir: Path | None,
     plain: bool,
+    shop: str,
 ) -> None:
     """Show the whole system working against the bundled simulator, then check it.
 
@@ -323,8 +331,31 @@ def demo(
     workers, a scripted shop on /v1 and a driver playing Extend's warehouse. At the end the
     demo settles and compares every order and balance with the simulator: exit 0 only if
     every order is in Extend exactly once and every balance agrees. Ctrl-C ends the run early.
+
+    `--shop vendure`: the same against a real Vendure server (installed with npm into the data
+    directory on first use): the catalogue, prices and stock from Extend into Vendure, guests
+    ordering through Vendure's Shop API, fulfilments with tracking back into Vendure; exit 0
+    only if every Vendure order is in Extend exactly once, every picked one is Shipped in
+    Vendure and Vendure's stock equals Extend's. Exit 2 when node or npm is missing.
     """
     from extend_connector.demo import DemoOptions, run_demo
+
+    if shop == "vendure":
+        if chaos:
+            raise click.UsageError("--chaos runs with the embedded shop only")
+        from extend_connector.demo.vendure import run_vendure_demo
+
+        sys.exit(
+            run_vendure_demo(
+                duration=duration,
+                seed=seed,
+                products=products,
+                orders_per_second=orders_per_second,
+                data_dir=data_dir,
+                settle_seconds=120.0,
+                say=lambda text: print(text, flush=True),
+            )
+        )
 
     try:
         options = DemoOptions(

@@ -711,3 +711,33 @@ def test_lines_cancelled_on_either_side_are_cancelled_on_the_other(stack: Stack)
     assert extend_rows() == {PRODUCTS[0]: "", PRODUCTS[1]: "Inactive", PRODUCTS[2]: "Inactive"}
     assert vendure_quantities() == {PRODUCTS[0]: 2, PRODUCTS[1]: 0, PRODUCTS[2]: 0}
     assert stack.by_external()[code] == 1
+
+
+def test_the_demo_runs_against_a_real_vendure_and_checks_itself(tmp_path: Path) -> None:
+    from support.vendure import installed
+
+    shop_dir = installed()
+    out = subprocess.run(
+        [*CLI, "demo", "--shop", "vendure", "--duration", "15", "--products", "20"],
+        env={**os.environ, "EXTEND_CONNECTOR_VENDURE_DIR": str(shop_dir)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    print(out.stdout[-2000:])
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "CHECK PASSED" in out.stdout
+
+
+def test_the_vendure_demo_says_plainly_that_node_is_missing(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [*CLI, "demo", "--shop", "vendure", "--duration", "5"],
+        env={**os.environ, "PATH": str(Path(CLI[0]).parent)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "needs Node.js 20+ and npm; not found: node" in out.stdout
