@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,3 +30,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     durations = json.loads(DURATIONS.read_text(encoding="utf-8")) if DURATIONS.exists() else {}
     by_id = {item.nodeid: item for item in items}
     items[:] = [by_id[i] for i in balanced_order(list(by_id), workers, durations)]
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test item (`item.rep_call.failed`), so a fixture can
+    print its processes' logs when the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

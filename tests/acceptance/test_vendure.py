@@ -143,6 +143,31 @@ class Stack:
         return out
 
 
+def _diagnose(tmp: Path, env: dict[str, str], procs: tuple[Proc, ...]) -> None:
+    """What a failed scenario leaves to read: parked failures, events still owed, the logs."""
+    listed = subprocess.run(
+        [*CLI, "failures", "list"],
+        env={**os.environ, **env},
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    print(f"\n----- failures list -----\n{listed.stdout}{listed.stderr}")
+    status = subprocess.run(
+        [*CLI, "status"],
+        env={**os.environ, **env},
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    print(f"\n----- status -----\n{status.stdout}{status.stderr}")
+    for proc in procs:
+        log = "\n".join(line for line in proc.tail(400).splitlines() if "http_request" not in line)
+        print(f"\n----- {proc.name} log -----\n{log[-6000:]}")
+
+
 def _create_products(vendure: Vendure) -> dict[str, str]:
     admin = vendure.admin
     tax = admin("{ taxCategories { items { id } } }")["taxCategories"]["items"][0]["id"]
@@ -230,11 +255,10 @@ def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
                     http=http,
                     variants=variants,
                 )
-            except BaseException:
-                for proc in (connector, vendure.proc, sim):
-                    print(f"\n----- {proc.name} log -----\n{proc.tail()}")
-                raise
             finally:
+                report = getattr(request.node, "rep_call", None)
+                if report is None or report.failed:
+                    _diagnose(tmp_path, env, (connector, vendure.proc, sim))
                 connector.stop()
     finally:
         sim.stop()
