@@ -143,26 +143,23 @@ class Stack:
         return out
 
 
+def _run_cli(tmp: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`extend-connector ARGS` with the connector's settings `env`, as its operator would."""
+    return subprocess.run(
+        [*CLI, *args],
+        env={**os.environ, **env},
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def _diagnose(tmp: Path, env: dict[str, str], procs: tuple[Proc, ...]) -> None:
     """What a failed scenario leaves to read: parked failures, events still owed, the logs."""
-    listed = subprocess.run(
-        [*CLI, "failures", "list"],
-        env={**os.environ, **env},
-        cwd=tmp,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    print(f"\n----- failures list -----\n{listed.stdout}{listed.stderr}")
-    status = subprocess.run(
-        [*CLI, "status"],
-        env={**os.environ, **env},
-        cwd=tmp,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    print(f"\n----- status -----\n{status.stdout}{status.stderr}")
+    for command in (("failures", "list"), ("status",)):
+        out = _run_cli(tmp, env, *command)
+        print(f"\n----- {' '.join(command)} -----\n{out.stdout}{out.stderr}")
     for proc in procs:
         log = "\n".join(line for line in proc.tail(400).splitlines() if "http_request" not in line)
         print(f"\n----- {proc.name} log -----\n{log[-6000:]}")
@@ -322,14 +319,7 @@ def test_orders_placed_while_the_connector_is_down_arrive_once_when_it_starts(
 
 
 def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args],
-        env={**os.environ, **stack.env},
-        cwd=stack.tmp,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return _run_cli(stack.tmp, stack.env, *args)
 
 
 def test_an_order_extend_refuses_is_parked_naming_the_sku_then_fixed_and_sent_once(
@@ -436,23 +426,11 @@ def test_check_logs_in_to_vendure_and_names_what_is_wrong(stack: Stack) -> None:
             '{"MainWarehouse": "Default Stock Location", "GreenWarehouse": "Grön"}'
         ),
     }
-    bad = subprocess.run(
-        [*CLI, "check"],
-        env={**os.environ, **stack.env, **wrong},
-        cwd=stack.tmp,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = _run_cli(stack.tmp, {**stack.env, **wrong}, "check")
     assert bad.returncode == 1
     assert "webshop.vendure.stock_locations" in bad.stderr and "'Grön'" in bad.stderr, bad.stderr
-    denied = subprocess.run(
-        [*CLI, "check"],
-        env={**os.environ, **stack.env, "EXTEND_CONNECTOR_WEBSHOP__VENDURE__PASSWORD": "nope"},
-        cwd=stack.tmp,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    denied = _run_cli(
+        stack.tmp, {**stack.env, "EXTEND_CONNECTOR_WEBSHOP__VENDURE__PASSWORD": "nope"}, "check"
     )
     assert denied.returncode == 1
     assert "webshop.vendure.admin_api_url / username / password" in denied.stderr, denied.stderr
@@ -741,13 +719,10 @@ def test_the_demo_runs_against_a_real_vendure_and_checks_itself(tmp_path: Path) 
     from support.vendure import installed
 
     shop_dir = installed()
-    out = subprocess.run(
-        [*CLI, "demo", "--shop", "vendure", "--duration", "15", "--products", "20"],
-        env={**os.environ, "EXTEND_CONNECTOR_VENDURE_DIR": str(shop_dir)},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    out = _run_cli(
+        tmp_path,
+        {"EXTEND_CONNECTOR_VENDURE_DIR": str(shop_dir)},
+        *("demo", "--shop", "vendure", "--duration", "15", "--products", "20"),
     )
     print(out.stdout[-2000:])
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -755,13 +730,8 @@ def test_the_demo_runs_against_a_real_vendure_and_checks_itself(tmp_path: Path) 
 
 
 def test_the_vendure_demo_says_plainly_that_node_is_missing(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [*CLI, "demo", "--shop", "vendure", "--duration", "5"],
-        env={**os.environ, "PATH": str(Path(CLI[0]).parent)},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    out = _run_cli(
+        tmp_path, {"PATH": str(Path(CLI[0]).parent)}, "demo", "--shop", "vendure", "--duration", "5"
     )
     assert out.returncode == 2, out.stdout + out.stderr
     assert "needs Node.js 20+ and npm; not found: node" in out.stdout

@@ -11,11 +11,10 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx2
 import pytest
 
+from extend_connector.demo.vendure import Gql as GraphQL
 from extend_connector.webshop.vendure import install
 from support.processes import Proc, free_port
 
@@ -37,26 +36,6 @@ def installed() -> Path:
     if seconds:
         print(f"Vendure shop installed in {seconds:.1f} s")
     return SHOP_DIR
-
-
-class GraphQL:
-    """One session on a Vendure GraphQL API (bearer token from `vendure-auth-token`)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.token: str | None = None
-        self.http = httpx2.Client(timeout=60.0)
-
-    def __call__(self, query: str, **variables: Any) -> dict[str, Any]:
-        headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
-        r = self.http.post(self.url, json={"query": query, "variables": variables}, headers=headers)
-        self.token = r.headers.get("vendure-auth-token") or self.token
-        out = r.json()
-        assert not out.get("errors"), out["errors"]
-        return dict(out["data"])
-
-    def close(self) -> None:
-        self.http.close()
 
 
 class Vendure:
