@@ -79,6 +79,17 @@ def simulator_config(*, seed: int, products: int, orders_per_second: float) -> S
     )
 
 
+def extend_settings(sim: RunningSimulator) -> ExtendSettings:
+    """The demo's Extend: the simulator's URL and credentials, selling from SELL_FROM."""
+    return ExtendSettings(
+        base_url=AnyHttpUrl(sim.base_url),
+        api_token=SecretStr(sim.token),
+        webhook_secret=SecretStr(WEBHOOK_SECRET),
+        warehouses=list(SELL_FROM),
+        read_timeout_seconds=10.0,
+    )
+
+
 def connector_settings(
     *, sim: RunningSimulator, data_dir: Path, port: int, shop_url: str
 ) -> Settings:
@@ -86,13 +97,7 @@ def connector_settings(
     inbox."""
     return EmbeddedSettings(
         scope=ScopeSettings(customers=CustomersScope.TO_EXTEND),
-        extend=ExtendSettings(
-            base_url=AnyHttpUrl(sim.base_url),
-            api_token=SecretStr(sim.token),
-            webhook_secret=SecretStr(WEBHOOK_SECRET),
-            warehouses=list(SELL_FROM),
-            read_timeout_seconds=10.0,
-        ),
+        extend=extend_settings(sim),
         webshop=WebshopSettings(
             api_token=SecretStr(SHOP_TOKEN),
             webhook_url=AnyHttpUrl(shop_url),

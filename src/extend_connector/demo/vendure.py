@@ -30,6 +30,7 @@ from extend_connector.demo.driver import ExtendDriver
 from extend_connector.demo.stack import (
     SELL_FROM,
     WEBHOOK_SECRET,
+    extend_settings,
     log_to_file,
     reserve_port,
     simulator_config,
@@ -37,7 +38,6 @@ from extend_connector.demo.stack import (
 from extend_connector.settings import (
     CustomersScope,
     EmbeddedSettings,
-    ExtendSettings,
     ScopeSettings,
     ServerSettings,
     Settings,
@@ -86,13 +86,7 @@ def vendure_settings(
 ) -> Settings:
     return EmbeddedSettings(
         scope=ScopeSettings(customers=CustomersScope.OFF),
-        extend=ExtendSettings(
-            base_url=AnyHttpUrl(sim.base_url),
-            api_token=SecretStr(sim.token),
-            webhook_secret=SecretStr(WEBHOOK_SECRET),
-            warehouses=list(SELL_FROM),
-            read_timeout_seconds=10.0,
-        ),
+        extend=extend_settings(sim),
         webshop=WebshopSettings(
             adapter="vendure",
             webhook_secret=SecretStr(SHOP_SECRET),
