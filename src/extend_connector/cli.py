@@ -168,19 +168,39 @@ def init(
 
 
 @main.command()
+@click.option(
+    "--online",
+    is_flag=True,
+    help="Also contact everything: the database (read only), Extend (one read per rate-limit "
+    "group) and the shop (a signed ping, or Vendure's login); exit 1 when something fails.",
+)
 @click.pass_context
-def check(ctx: click.Context) -> None:
+def check(ctx: click.Context, online: bool) -> None:
     """Validate the configuration and tell what would run (secrets are never shown).
 
     Refuses (exit 3, naming the setting) empty secrets, and public default secrets when
     extend.base_url, server.host or webshop.webhook_url is not loopback; every command does.
     With `webshop.adapter = "vendure"` it also logs in to Vendure's Admin API and looks up the
     stock locations it is told to use (exit 1, naming the setting, when that fails).
+    `--online` contacts everything (docs/extend-dialect.md, "Going live"): one line per
+    finding, naming the setting to change.
     """
     from extend_connector.config_file import describe_plan
 
     settings = _settings(ctx)
     click.echo(describe_plan(settings))
+    if online:
+        import asyncio
+
+        from extend_connector.online_check import check_online
+
+        findings = asyncio.run(check_online(settings))
+        click.echo("")
+        for finding in findings:
+            click.echo(finding.line())
+        if not all(f.ok for f in findings):
+            sys.exit(1)
+        return
     if settings.webshop.adapter == "vendure":
         problems = _check_vendure(settings)
         for problem in problems:

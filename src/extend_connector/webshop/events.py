@@ -14,6 +14,7 @@ class EventType(StrEnum):
     PRODUCT_CHANGED = "product.changed"
     PRICE_CHANGED = "price.changed"
     CUSTOMER_CHANGED = "customer.changed"
+    PING = "ping"  # `check --online` only: never written to the outbox
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
