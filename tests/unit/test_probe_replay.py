@@ -3,7 +3,8 @@ file, give the same findings (and the same suggested settings), and the client r
 recorded records.
 
 The samples were recorded by `extend-connector probe` (default settings) against the simulator
-(seed 7, 6 products, 3 customers, 2 orders, clock frozen at 2024-10-01T12:00+02:00): once in the
+(seed 7, 6 products, 3 customers, 4 orders, clock frozen at 2024-10-01T12:00+02:00;
+`tests/unit/data/record_probe_samples.py` records them again): once in the
 house contract, once in the second dialect (tests/unit/data/dialect2.toml, null empty lists).
 """
 
@@ -76,7 +77,7 @@ def test_the_saved_sample_replays_to_the_same_findings() -> None:
 
     report = asyncio.run(run())
     assert [f.verdict for f in report.findings] == ["held"] * len(report.findings), report.table()
-    assert len(report.findings) == 13
+    assert len(report.findings) == 19
     assert report.toml() == ""
 
 

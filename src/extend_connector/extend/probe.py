@@ -8,13 +8,16 @@ seen are kept (redacted) so they can be saved as a sample file.
 Covered now: authentication (and which header/scheme works), the list envelope, paging (page 2
 differs from page 1, the page size is honoured), the change-date filter (accepted, inclusive at
 the exact instant of a record), the product-number and warehouse filters, rate-limit
-headers, the error body of an unknown product, and
-the fields of the list models (missing, renamed, extra, null) against the wire models.
+headers, the error body of an unknown product, and the fields (missing, renamed, extra, null,
+numbers sent as strings, date-times without a UTC offset) of the list models and of the detail
+models the connector reads: an order by number (header, rows, shipments and their rows) and one
+customer's prices.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -27,7 +30,18 @@ from pydantic import BaseModel
 from extend_connector.redact import redact_value
 
 from .client import ExtendClient
-from .wire import WireAvailability, WireCustomer, WireOrderLight, WireProduct
+from .wire import (
+    WireAvailability,
+    WireCustomer,
+    WireOrder,
+    WireOrderHeader,
+    WireOrderLight,
+    WireOrderRow,
+    WirePrice,
+    WireProduct,
+    WireShipment,
+    WireShipmentRow,
+)
 
 Verdict = Literal["held", "differs", "could not tell"]
 
@@ -207,8 +221,10 @@ class Prober:
         await self._filters(first)
         await self._rate_limit_headers()
         await self._error_body()
-        for operation, model in LIST_MODELS:
-            await self._fields(operation, model)
+        listed = {
+            operation: await self._fields(operation, model) for operation, model in LIST_MODELS
+        }
+        await self._details(listed["list_orders"], listed["list_customers"])
         return self.report
 
     async def _auth(self) -> bool:
@@ -529,17 +545,79 @@ class Prober:
             )
         )
 
-    async def _fields(self, operation: str, model: type[BaseModel]) -> None:
+    async def _fields(self, operation: str, model: type[BaseModel]) -> list[dict[str, Any]]:
         response = await self._get(operation, self._page(1))
         items, _ = _items(_body(response))
-        name = model.__name__.removeprefix("Wire")
         records = [i for i in items or [] if isinstance(i, dict)]
+        self._check_records(
+            model, records, f"{operation} answered {response.status_code} with no records"
+        )
+        return records
+
+    async def _details(self, orders: list[dict[str, Any]], customers: list[dict[str, Any]]) -> None:
+        """The detail models: one order read by number (header, rows, shipments) and one
+        customer's prices."""
+        # A picked order shows shipments too: ask for one, else take the first listed.
+        picked = await self._get(
+            "list_orders", {**self._page(1, 1), self.dialect.status_param: "Picked"}
+        )
+        listed, _ = _items(_body(picked)) if picked.is_success else ([], None)
+        candidates = [o for o in listed or [] if isinstance(o, dict)] + orders
+        number = next(
+            (str(v) for o in candidates for k, v in o.items() if k.lower() == "ordernumber" and v),
+            None,
+        )
+        if number is None:
+            for model in (WireOrder, WireOrderHeader, WireOrderRow, WireShipment, WireShipmentRow):
+                self._check_records(model, [], "no order in the order list to read")
+        else:
+            response = await self._get("get_order", path_values={"orderNumber": number})
+            body = _body(response)
+            order = body if isinstance(body, dict) else {}
+            why = f"get_order {number} answered {response.status_code}"
+            self._check_records(WireOrder, [order] if order else [], why)
+            self._check_records(WireOrderHeader, _dicts(_member(order, "orderHeader")), why)
+            rows = _dicts(_member(order, "orderRows"))
+            self._check_records(WireOrderRow, rows, f"{why} with no rows")
+            shipments = _dicts(_member(order, "shipments"))
+            self._check_records(WireShipment, shipments, f"order {number} has no shipment")
+            self._check_records(
+                WireShipmentRow,
+                [r for sh in shipments for r in _dicts(_member(sh, "rows"))],
+                f"order {number} has no shipment rows",
+            )
+        customer = next(
+            (
+                str(v)
+                for c in customers
+                for k, v in c.items()
+                if k.lower() == "customernumber" and v
+            ),
+            None,
+        )
+        if customer is None:
+            self._check_records(WirePrice, [], "no customer in the customer list to price for")
+            return
+        response = await self._get(
+            "list_prices", {**self._page(1), self.dialect.customer_number_param: customer}
+        )
+        items, _ = _items(_body(response))
+        self._check_records(
+            WirePrice,
+            [i for i in items or [] if isinstance(i, dict)],
+            f"list_prices for customer {customer} answered {response.status_code} with no prices",
+        )
+
+    def _check_records(
+        self, model: type[BaseModel], records: list[dict[str, Any]], none_why: str
+    ) -> None:
+        name = model.__name__.removeprefix("Wire")
         if not records:
             self._find(
                 Finding(
                     assumption=f"fields of {name}",
                     verdict="could not tell",
-                    evidence=f"{operation} answered {response.status_code} with no records",
+                    evidence=none_why,
                     blocking=False,
                 )
             )
@@ -586,6 +664,14 @@ class Prober:
             evidence.append(f"null: {sorted(nulls)}")
         if unused:
             evidence.append(f"configured renames not sent (the expected name is): {unused}")
+        as_text, no_offset = _formats(model, records, renames)
+        if as_text:
+            evidence.append(f"numbers sent as strings (read fine): {as_text}")
+        if no_offset:
+            evidence.append(
+                f"dates without a UTC offset (read in extend.dialect.timezone = "
+                f"{self.dialect.timezone}): {no_offset}"
+            )
         self._find(
             Finding(
                 assumption=f"fields of {name}",
@@ -595,6 +681,50 @@ class Prober:
                 blocking=bool(missing_required or null_required),
             )
         )
+
+
+def _member(record: Mapping[str, Any], name: str) -> Any:
+    """`record[name]`, with the key's case as Extend sends it."""
+    return next((v for k, v in record.items() if k.lower() == name.lower()), None)
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, dict):
+        return [value]
+    return [v for v in value or [] if isinstance(v, dict)]
+
+
+def _kind(annotation: Any) -> str | None:
+    """`number` or `date` for the model fields whose format the probe checks."""
+    text = str(annotation)
+    if "Decimal" in text:
+        return "number"
+    if "datetime" in text or "DateOrInstant" in text:
+        return "date"
+    return None
+
+
+_OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
+
+
+def _formats(
+    model: type[BaseModel], records: list[dict[str, Any]], renames: Mapping[str, str]
+) -> tuple[list[str], list[str]]:
+    """(number fields sent as strings, date-time fields sent without a UTC offset)."""
+    kinds = {
+        (info.alias or n).lower(): _kind(info.annotation) for n, info in model.model_fields.items()
+    }
+    as_text: set[str] = set()
+    no_offset: set[str] = set()
+    for record in records:
+        for key, value in record.items():
+            kind = kinds.get(renames.get(key.lower(), key).lower())
+            if kind == "number" and isinstance(value, str):
+                as_text.add(key)
+            elif kind == "date" and isinstance(value, str) and "T" in value:
+                if not _OFFSET.search(value):
+                    no_offset.add(key)
+    return sorted(as_text), sorted(no_offset)
 
 
 def _token(headers: Mapping[str, str]) -> str:
