@@ -243,16 +243,24 @@ def _check_vendure(settings: Settings) -> list[str]:
     show_default=True,
     help="Where to save the raw answers seen (credentials and personal data redacted).",
 )
+@click.option(
+    "--write-test",
+    is_flag=True,
+    help="SANDBOX COMPANIES ONLY: also place one minimal order (one unit, default customer) "
+    "and cancel it at once, to check order creation, Extend's order number, the look-up by "
+    "the shop's reference and cancellation. Nothing else is written.",
+)
 @click.pass_context
-def probe(ctx: click.Context, toml_out: Path, sample_out: Path) -> None:
-    """Check the dialect's assumptions against the configured Extend (read-only).
+def probe(ctx: click.Context, toml_out: Path, sample_out: Path, write_test: bool) -> None:
+    """Check the dialect's assumptions against the configured Extend (read-only by default).
 
     Authentication (which header/scheme works), list envelope, paging, the change-date,
     product-number and warehouse filters, rate-limit headers, the error body of an unknown
-    product, and the fields of each list model. Prints a table (held / differs / could not
-    tell, with evidence), writes the dialect settings that would make it hold, and saves the
-    answers as a sample file; exit 1 when something blocking differs. Reads stay within the
-    configured rate limits.
+    product, and the fields of each list and detail model. Prints a table (held / differs /
+    could not tell, with evidence), writes the dialect settings that would make it hold, and
+    saves the answers as a sample file; exit 1 when something blocking differs. Reads stay
+    within the configured rate limits. `--write-test` (sandbox only) runs after the reads
+    hold.
     """
     import asyncio
 
@@ -263,7 +271,7 @@ def probe(ctx: click.Context, toml_out: Path, sample_out: Path) -> None:
 
     async def go() -> Any:
         async with ExtendClient.from_settings(settings) as client:
-            return await run_probe(client)
+            return await run_probe(client, write=write_test)
 
     report = asyncio.run(go())
     click.echo(report.table())

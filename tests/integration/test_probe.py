@@ -105,3 +105,29 @@ def test_probe_command_prints_the_table_writes_toml_and_a_redacted_sample(
     customers = [a for a in sample["answers"] if a["operation"] == "list_customers"]
     emails = [c.get("email") for a in customers for c in a["body"] if isinstance(c, dict)]
     assert emails and all(e in (None, "***") or "@" not in str(e) for e in emails)
+
+
+def test_the_write_test_places_one_order_and_cancels_it_and_writes_nothing_else() -> None:
+    with run_in_thread(SimulatorConfig(seed=5, products=6, customers=2)) as sim:
+        before = {n: o.status for n, o in sim.state.orders.items()}
+        result = CliRunner().invoke(
+            main,
+            ["probe", "--write-test", "--toml-out", "/dev/null", "--sample-out", "/dev/null"],
+            env={"EXTEND_CONNECTOR_EXTEND__BASE_URL": sim.base_url},
+        )
+        after = {n: (o.status, o.order_number_external) for n, o in sim.state.orders.items()}
+        customers = len(sim.state.customers)
+    assert result.exit_code == 0, result.output
+    written = {n: v for n, v in after.items() if n not in before}
+    ((status, ref),) = written.values()  # one order, and it is cancelled
+    assert status == "Cancelled" and ref.startswith("PROBE-WRITE-TEST-")
+    assert customers == 3  # 2 generated + WEB: no customer created
+    for line in (
+        "write test: create an order (POST)",
+        "write test: Extend assigns the order number",
+        "write test: look-up by the shop's reference",
+        "write test: cancel the order",
+    ):
+        assert any(line in row and "held" in row for row in result.output.splitlines()), (
+            result.output
+        )

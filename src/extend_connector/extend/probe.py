@@ -683,6 +683,96 @@ class Prober:
         )
 
 
+WRITE_TEST_PREFIX = "PROBE-WRITE-TEST-"
+
+
+async def write_test(client: ExtendClient, report: ProbeReport) -> None:
+    """`probe --write-test` (sandbox companies only): place one minimal order (one unit of a
+    product the lists showed, for the configured default customer) and cancel it; nothing else
+    is written. Checks what exactly-once relies on: Extend assigns its own order number, the
+    look-up by the shop's reference finds the order, and a Registered order can be cancelled."""
+    from extend_connector.domain import Order, OrderLine, OrderStatus
+
+    from .errors import ExtendError
+
+    product = next(
+        (
+            str(v)
+            for a in report.samples
+            if a["operation"] == "list_products"
+            for item in (_items(a["body"])[0] or [])
+            if isinstance(item, dict)
+            for k, v in item.items()
+            if k.lower() == "productnumber" and v
+        ),
+        None,
+    )
+
+    def find(assumption: str, ok: bool, evidence: str) -> None:
+        report.findings.append(
+            Finding(
+                assumption=assumption,
+                verdict="held" if ok else "differs",
+                evidence=evidence,
+                blocking=not ok,
+            )
+        )
+
+    if product is None:
+        report.findings.append(
+            Finding(
+                assumption="write test",
+                verdict="could not tell",
+                evidence="no product in the product list to order",
+                blocking=False,
+            )
+        )
+        return
+    ref = f"{WRITE_TEST_PREFIX}{datetime.now(UTC):%Y%m%d%H%M%S}"
+    order = Order(
+        shop_ref=ref,
+        lines=(OrderLine(product_number=product, quantity=Decimal(1)),),
+        placed_at=datetime.now(UTC),
+        notes="extend-connector probe --write-test: placed and cancelled at once",
+    )
+    try:
+        created = await client.create_order(order)
+    except ExtendError as exc:
+        find("write test: create an order (POST)", False, f"refused: {exc}")
+        return
+    find(
+        "write test: create an order (POST)",
+        created.status == OrderStatus.REGISTERED,
+        f"order {created.order_number}, status {created.status.value}",
+    )
+    find(
+        "write test: Extend assigns the order number",
+        bool(created.order_number) and created.order_number != ref,
+        f"order number {created.order_number!r} for the shop reference {ref!r}",
+    )
+    found = await client.find_order(ref)
+    find(
+        "write test: look-up by the shop's reference (before any re-send)",
+        found is not None and found.order_number == created.order_number,
+        f"found {found.order_number if found else None!r}",
+    )
+    try:
+        cancelled = await client.cancel_order(created.order_number)
+    except ExtendError as exc:
+        find(
+            "write test: cancel the order",
+            False,
+            f"refused: {exc}; order {created.order_number} is left Registered (cancel it by hand)",
+        )
+        return
+    after = await client.get_order(created.order_number)
+    find(
+        "write test: cancel the order",
+        after.status == OrderStatus.CANCELLED,
+        f"cancel answered {cancelled.status.value}; read back: {after.status.value}",
+    )
+
+
 def _member(record: Mapping[str, Any], name: str) -> Any:
     """`record[name]`, with the key's case as Extend sends it."""
     return next((v for k, v in record.items() if k.lower() == name.lower()), None)
@@ -732,6 +822,10 @@ def _token(headers: Mapping[str, str]) -> str:
     return value.split(" ", 1)[1] if " " in value else value
 
 
-async def probe(client: ExtendClient) -> ProbeReport:
-    """Run every read-only check; the report says what held, what differs and what to set."""
-    return await Prober(client).run()
+async def probe(client: ExtendClient, *, write: bool = False) -> ProbeReport:
+    """Run every read-only check (and with `write` the write test); the report says what held,
+    what differs and what to set."""
+    report = await Prober(client).run()
+    if write and not report.blocking:
+        await write_test(client, report)
+    return report
