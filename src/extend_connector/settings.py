@@ -692,6 +692,12 @@ class StoreSettings(_Section):
         description="Parked failures that were resolved or dismissed, and alerts that were "
         "resolved, are deleted this long after; open ones are never deleted.",
     )
+    sync_run_retention_days: float = Field(
+        90.0,
+        gt=0,
+        description="Syncs a person started (the console's Sync page) are deleted this long "
+        "after they finished; queued and running ones are never deleted.",
+    )
 
     @field_validator("database_url")
     @classmethod

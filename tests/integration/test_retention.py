@@ -13,7 +13,13 @@ from extend_connector.flows import retention
 from extend_connector.flows.context import FlowContext, install
 from extend_connector.settings import EngineSettings, Settings, StoreSettings
 from extend_connector.store import Database
-from extend_connector.store.models import AlertRow, InboxRow, OutboxRow, ParkedFailureRow
+from extend_connector.store.models import (
+    AlertRow,
+    InboxRow,
+    OutboxRow,
+    ParkedFailureRow,
+    SyncRunRow,
+)
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -39,6 +45,7 @@ def jobs(db: Database) -> Iterator[Jobs]:
             outbox_retention_days=7,
             inbox_retention_days=2,
             resolved_failure_retention_days=30,
+            sync_run_retention_days=10,
         ),
         engine=EngineSettings(finished_job_retention_days=3),
     )
@@ -104,12 +111,28 @@ def test_prune_keeps_what_is_owed_open_or_young(db: Database, jobs: Jobs) -> Non
                     )
                     for name, resolved in (("old", 31), ("young", 29), ("open", None))
                 ),
+                *(
+                    SyncRunRow(
+                        data_point=name,
+                        status=status,
+                        requested_by="ops",
+                        requested_at=NOW - 400 * DAY,
+                        finished_at=None if finished is None else NOW - finished * DAY,
+                    )
+                    for name, status, finished in (
+                        ("done-old", "done", 11),
+                        ("failed-old", "failed", 11),
+                        ("done-young", "done", 9),
+                        ("running-old", "running", None),
+                        ("queued-old", "queued", None),
+                    )
+                ),
             ]
         )
 
     pruned = retention.prune()
 
-    assert pruned == retention.Pruned(outbox=2, inbox=1, failures=1, alerts=1, jobs=4)
+    assert pruned == retention.Pruned(outbox=2, inbox=1, failures=1, alerts=1, sync_runs=2, jobs=4)
     assert jobs.calls == [(NOW - 3 * DAY, retention.BATCH)]
     with db.read() as session:
         assert sorted(session.scalars(sa.select(OutboxRow.key))) == [
@@ -124,6 +147,11 @@ def test_prune_keeps_what_is_owed_open_or_young(db: Database, jobs: Jobs) -> Non
             "resolved-young",
         ]
         assert sorted(session.scalars(sa.select(AlertRow.summary))) == ["open", "young"]
+        assert sorted(session.scalars(sa.select(SyncRunRow.data_point))) == [
+            "done-young",
+            "queued-old",
+            "running-old",
+        ]
     # A second run has nothing left to delete (the fake engine always says 4).
     assert retention.prune() == retention.Pruned(jobs=4)
 

@@ -127,6 +127,7 @@ BAD_VALUES: list[tuple[tuple[str, ...], str, object, str]] = [
     (("alerts",), "stale_minutes", -1, "greater than 0"),
     (("alerts",), "outbox_pending", 0, "greater than or equal to 1"),
     (("alerts",), "outbox_age_minutes", 0, "greater than 0"),
+    (("store",), "sync_run_retention_days", 0, "greater than 0"),
     (("webshop", "vendure"), "admin_api_url", "not a url", "valid URL"),
     (("webshop", "vendure"), "username", "", "at least 1 character"),
     (("webshop", "vendure"), "password", 5, "valid string"),

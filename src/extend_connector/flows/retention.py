@@ -16,6 +16,8 @@ What goes, after its setting's days (`store.*_retention_days`,
   retry is still answered as a duplicate);
 - parked failures resolved or dismissed (open ones stay until a person acts), and alerts
   resolved as long ago (flows/alerts.py; open ones stay);
+- syncs a person started that finished (done or failed) that long ago (queued and running ones
+  stay);
 - jobs that finished successfully, with their checkpoints (failed, cancelled, queued and
   running jobs stay: they are evidence or work).
 """
@@ -30,7 +32,13 @@ import sqlalchemy as sa
 import structlog
 
 from extend_connector.flows.context import current
-from extend_connector.store.models import AlertRow, InboxRow, OutboxRow, ParkedFailureRow
+from extend_connector.store.models import (
+    AlertRow,
+    InboxRow,
+    OutboxRow,
+    ParkedFailureRow,
+    SyncRunRow,
+)
 
 log = structlog.get_logger("extend_connector.retention")
 
@@ -40,6 +48,7 @@ _OUTBOX = cast(sa.Table, OutboxRow.__table__)
 _INBOX = cast(sa.Table, InboxRow.__table__)
 _FAILURES = cast(sa.Table, ParkedFailureRow.__table__)
 _ALERTS = cast(sa.Table, AlertRow.__table__)
+_RUNS = cast(sa.Table, SyncRunRow.__table__)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -50,11 +59,12 @@ class Pruned:
     inbox: int = 0
     failures: int = 0
     alerts: int = 0
+    sync_runs: int = 0
     jobs: int = 0
 
     @property
     def total(self) -> int:
-        return self.outbox + self.inbox + self.failures + self.alerts + self.jobs
+        return self.outbox + self.inbox + self.failures + self.alerts + self.sync_runs + self.jobs
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +72,7 @@ class Pruned:
             "inbox": self.inbox,
             "failures": self.failures,
             "alerts": self.alerts,
+            "sync_runs": self.sync_runs,
             "jobs": self.jobs,
         }
 
@@ -105,10 +116,26 @@ def prune(now: datetime | None = None) -> Pruned:
     closed_before = before(store.resolved_failure_retention_days)
     failures = _delete_batch(_FAILURES, _FAILURES.c.id, _FAILURES.c.resolved_at < closed_before)
     alerts = _delete_batch(_ALERTS, _ALERTS.c.id, _ALERTS.c.resolved_at < closed_before)
+    r = _RUNS.c
+    sync_runs = _delete_batch(
+        _RUNS,
+        r.id,
+        sa.and_(
+            r.status.in_(("done", "failed")),
+            r.finished_at < before(store.sync_run_retention_days),
+        ),
+    )
     jobs = ctx.engine.prune_succeeded(
         completed_before=before(ctx.settings.engine.finished_job_retention_days), limit=BATCH
     )
-    pruned = Pruned(outbox=outbox, inbox=inbox, failures=failures, alerts=alerts, jobs=jobs)
+    pruned = Pruned(
+        outbox=outbox,
+        inbox=inbox,
+        failures=failures,
+        alerts=alerts,
+        sync_runs=sync_runs,
+        jobs=jobs,
+    )
     if pruned.total:
         log.info(
             "retention_pruned", **pruned.as_json(), more=max(pruned.as_json().values()) >= BATCH
