@@ -161,7 +161,6 @@ class VendureWebshop:
         self._language = language_code
         self._location_ids: dict[str, str] | None = None  # location name -> id
         self._tax_categories: dict[Decimal, str] | None = None
-        self._lock = asyncio.Lock()
 
     async def aclose(self) -> None:
         await self.admin.aclose()
@@ -191,8 +190,8 @@ class VendureWebshop:
             )
         return problems
 
-    async def _locations(self) -> dict[str, str]:
-        if self._location_ids is None:
+    async def _locations(self, *, refresh: bool = False) -> dict[str, str]:
+        if self._location_ids is None or refresh:
             data = await self.admin(
                 "{ stockLocations(options: {take: 1000}) { items { id name } } }"
             )
@@ -224,6 +223,10 @@ class VendureWebshop:
                     await self._apply(events[i])
                 except WebshopError as exc:
                     results[i] = exc
+                except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+                    # An event this adapter cannot read: parked with the reason, never a
+                    # crash of the whole delivery pass.
+                    results[i] = _unreadable(events[i], exc)
 
         await asyncio.gather(
             *(one(i) for i, e in enumerate(events) if e.type is not EventType.STOCK_CHANGED)
@@ -256,7 +259,12 @@ class VendureWebshop:
     async def _stock(self, events: Sequence[ShopEvent]) -> list[WebshopError | None]:
         try:
             locations = await self._locations()
-            variants = await self._variants([str(e.data["productNumber"]) for e in events])
+            wanted = set(self._warehouse_locations.values()) | {self._sum_location or ""}
+            if not (wanted - {""}) <= set(locations):
+                locations = await self._locations(refresh=True)  # created since we looked
+            variants = await self._variants(
+                [str(e.data.get("productNumber") or "") for e in events]
+            )
         except WebshopError as exc:
             return [exc] * len(events)
         results: list[WebshopError | None] = [None] * len(events)
@@ -269,6 +277,9 @@ class VendureWebshop:
                 levels = self._levels(event.data, locations)
             except DeliveryRefused as exc:
                 results[i] = exc
+                continue
+            except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+                results[i] = _unreadable(event, exc)
                 continue
             allocated = {
                 str(level["stockLocationId"]): int(level["stockAllocated"] or 0)
@@ -658,6 +669,12 @@ class VendureWebshop:
                 {"input": {"id": existing["id"], **fields}},
                 "updateCustomer",
             )
+
+
+def _unreadable(event: ShopEvent, exc: Exception) -> DeliveryRefused:
+    return DeliveryRefused(
+        f"the Vendure adapter cannot apply {event.type.value} {event.key}: {exc!r}"
+    )
 
 
 def _split_name(name: str, last_name: Any) -> tuple[str, str]:

@@ -1,0 +1,184 @@
+"""The Vendure adapter against a fake Admin API (httpx mock transport): batching, errors per
+event, the order mapping. The real Vendure runs in tests/acceptance/test_vendure.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx2
+
+from extend_connector.webshop import DeliveryRefused, EventType, ShopEvent, ShopUnavailable
+from extend_connector.webshop.vendure import VendureWebshop
+from extend_connector.webshop.vendure.admin import _operation
+from extend_connector.webshop.vendure.orders import cancelled_lines, order_payload
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class FakeAdmin:
+    """Answers the few Admin API fields the stock path uses; records every request."""
+
+    def __init__(self, *, fail_mutation: int | None = None) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.fail_mutation = fail_mutation
+        self.updated: list[dict[str, Any]] = []
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        body = json.loads(request.content)
+        self.requests.append(body)
+        query, variables = body["query"], body["variables"]
+        if "login(" in query:
+            return httpx2.Response(
+                200,
+                json={"data": {"login": {"__typename": "CurrentUser", "id": "1"}}},
+                headers={"vendure-auth-token": "t"},
+            )
+        if "stockLocations" in query:
+            items = [{"id": "1", "name": "Main"}, {"id": "2", "name": "Green"}]
+            return httpx2.Response(200, json={"data": {"stockLocations": {"items": items}}})
+        if "productVariants(" in query:
+            items = [
+                {
+                    "id": f"v-{sku}",
+                    "sku": sku,
+                    "price": 100,
+                    "enabled": True,
+                    "productId": "p",
+                    "customFields": {"extendPhaseOut": False},
+                    "stockLevels": [
+                        {"stockLocationId": "1", "stockOnHand": 9, "stockAllocated": 2}
+                    ],
+                }
+                for sku in variables["skus"]
+                if not sku.startswith("UNSOLD")
+            ]
+            return httpx2.Response(200, json={"data": {"productVariants": {"items": items}}})
+        if "updateProductVariants" in query:
+            if self.fail_mutation is not None:
+                return httpx2.Response(self.fail_mutation, text="down")
+            self.updated.extend(variables["input"])
+            return httpx2.Response(200, json={"data": {"updateProductVariants": []}})
+        return httpx2.Response(200, json={"errors": [{"message": f"unexpected: {query[:40]}"}]})
+
+
+def _shop(fake: FakeAdmin) -> VendureWebshop:
+    return VendureWebshop(
+        admin_api_url="http://vendure.test/admin-api",
+        username="u",
+        password="p",
+        stock_locations={"MainWarehouse": "Main", "GreenWarehouse": "Green"},
+        transport=httpx2.MockTransport(fake),
+    )
+
+
+def _stock(sku: str, main: float, green: float) -> ShopEvent:
+    return ShopEvent(
+        event_id=f"e-{sku}",
+        type=EventType.STOCK_CHANGED,
+        key=f"sku:{sku}",
+        data={
+            "productNumber": sku,
+            "warehouses": [
+                {"warehouse": "MainWarehouse", "available": main},
+                {"warehouse": "GreenWarehouse", "available": green},
+            ],
+        },
+        occurred_at=NOW,
+    )
+
+
+def _run(shop: VendureWebshop, events: list[ShopEvent]) -> list[Any]:
+    async def go() -> list[Any]:
+        try:
+            return await shop.deliver_batch(events)
+        finally:
+            await shop.aclose()
+
+    return asyncio.run(go())
+
+
+def test_250_stock_events_are_three_lookups_and_three_mutations() -> None:
+    fake = FakeAdmin()
+    events = [_stock(f"P{i:04d}", i, 1.5) for i in range(250)]
+    assert _run(_shop(fake), events) == [None] * 250
+    fields = [_operation(r["query"]) for r in fake.requests]
+    assert fields.count("productVariants") == 3 and fields.count("updateProductVariants") == 3
+    assert len(fake.requests) == 2 + 6  # login, locations, 3 look-ups, 3 mutations
+    first = fake.updated[3]
+    # Vendure sells on hand minus allocated: on hand = Extend's available + allocated there;
+    # fractions are rounded down, never up.
+    assert first["stockLevels"] == [
+        {"stockLocationId": "1", "stockOnHand": 3 + 2},
+        {"stockLocationId": "2", "stockOnHand": 1},
+    ]
+
+
+def test_each_event_gets_its_own_outcome() -> None:
+    fake = FakeAdmin()
+    broken = ShopEvent(
+        event_id="e-x",
+        type=EventType.STOCK_CHANGED,
+        key="sku:BROKEN",
+        data={"productNumber": "BROKEN", "warehouses": [{"available": 1}]},  # no warehouse
+        occurred_at=NOW,
+    )
+    odd_order = ShopEvent(
+        event_id="e-o", type=EventType.ORDER_UPDATED, key="order:X", data={}, occurred_at=NOW
+    )
+    out = _run(_shop(fake), [_stock("P1", 1, 1), _stock("UNSOLD-1", 5, 5), broken, odd_order])
+    assert out[0] is None and out[1] is None  # a SKU the shop does not sell: nothing to do
+    assert isinstance(out[2], DeliveryRefused) and "BROKEN" in str(out[2])
+    assert isinstance(out[3], DeliveryRefused) and "order.updated" in str(out[3])
+
+
+def test_vendure_down_is_retried_not_parked() -> None:
+    out = _run(_shop(FakeAdmin(fail_mutation=503)), [_stock("P1", 1, 1), _stock("P2", 2, 2)])
+    assert all(isinstance(e, ShopUnavailable) and e.status == 503 for e in out)
+
+
+def test_an_order_reads_the_same_after_a_line_is_cancelled_in_vendure() -> None:
+    order = {
+        "code": "ABC123",
+        "currencyCode": "SEK",
+        "orderPlacedAt": "2026-01-01T10:00:00.000Z",
+        "customer": {"id": "7", "emailAddress": "a@b.se", "customFields": {}},
+        "shippingAddress": {
+            "fullName": "Bo",
+            "streetLine1": "Gatan 1",
+            "city": "Lund",
+            "postalCode": "22100",
+            "countryCode": "se",
+        },
+        "lines": [
+            {
+                "quantity": 2,
+                "orderPlacedQuantity": 2,
+                "unitPrice": 1250,
+                "taxRate": 25,
+                "productVariant": {"sku": "P1"},
+            },
+            {
+                "quantity": 1,
+                "orderPlacedQuantity": 1,
+                "unitPrice": 990,
+                "taxRate": 25,
+                "productVariant": {"sku": "P2"},
+            },
+        ],
+    }
+    placed = order_payload(order, customers_to_extend=True)
+    assert placed["lines"][0] == {
+        "productNumber": "P1",
+        "quantity": "2",
+        "unitPrice": "12.50",
+        "vatPercent": "25",
+    }
+    assert placed["shopCustomerRef"] == "vendure:7"
+    assert placed["deliveryAddress"]["countryCode"] == "SE"
+    order["lines"][1]["quantity"] = 0  # cancelled in Vendure
+    assert order_payload(order, customers_to_extend=True) == placed
+    assert cancelled_lines(order) == (2,)
+    assert "shopCustomerRef" not in order_payload(order, customers_to_extend=False)
