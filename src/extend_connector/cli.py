@@ -337,6 +337,12 @@ def run(ctx: click.Context) -> None:
     help="Plain periodic lines instead of the live view (automatic without a terminal).",
 )
 @click.option(
+    "--rate-heavy",
+    default="60/60",
+    help="Extend's limit on list calls (the heavy group), LIMIT/SECONDS: lower it to watch the "
+    "rate budget pace the connector.",
+)
+@click.option(
     "--shop",
     type=click.Choice(["embedded", "vendure"]),
     default="embedded",
@@ -351,6 +357,7 @@ def demo(
     chaos: bool,
     data_dir: Path | None,
     plain: bool,
+    rate_heavy: str,
     shop: str,
 ) -> None:
     """Show the whole system working against the bundled simulator, then check it.
@@ -394,6 +401,7 @@ def demo(
             chaos=chaos,
             data_dir=data_dir,
             live=False if plain else None,
+            heavy_limit=_rate(rate_heavy),
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc

@@ -33,8 +33,8 @@ GAUGES = (
     "extend_connector_outbox_pending",
     "extend_connector_failures_parked",
     "extend_connector_freshness_age_seconds",
-    "extend_connector_extend_reachable",
 )
+STATES = ("extend_connector_extend_reachable", "extend_connector_state_readable")  # 0 or 1
 
 
 def _scrape(url: str) -> dict[str, dict[str, float]]:
@@ -49,7 +49,12 @@ def _scrape(url: str) -> dict[str, dict[str, float]]:
 
 def test_every_flow_family_moves_during_a_demo_run(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [*CLI, "demo", "--chaos", "--duration", "30", "--plain", "--data-dir", str(tmp_path)],
+        # Extend's list limit lowered so that the rate budget has to hold calls back.
+        [
+            *CLI,
+            *("demo", "--chaos", "--duration", "30", "--plain", "--rate-heavy", "20/60"),
+            *("--data-dir", str(tmp_path)),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -102,3 +107,4 @@ def test_every_flow_family_moves_during_a_demo_run(tmp_path: Path) -> None:
     assert all(moved.values()), moved
     changed = {name: after.get(name) != before.get(name) for name in GAUGES}
     assert all(changed.values()), {n: (before.get(n), after.get(n)) for n in GAUGES}
+    assert all(after.get(name) == {"": 1.0} for name in STATES), [after.get(n) for n in STATES]

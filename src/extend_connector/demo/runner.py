@@ -51,6 +51,7 @@ class DemoOptions:
     chaos: bool = False
     data_dir: Path | None = None
     settle_seconds: float = 90.0
+    heavy_limit: tuple[int, float] = (60, 60.0)  # Extend's list group: LIMIT calls per SECONDS
     live: bool | None = None  # None: a live view when stdout is a terminal
 
     def __post_init__(self) -> None:
@@ -172,6 +173,7 @@ def run_demo(options: DemoOptions) -> int:
             products=options.products,
             orders_per_second=options.orders_per_second,
             data_dir=data_dir,
+            heavy_limit=options.heavy_limit,
         ) as stack:
             features = _features(stack.connector_url)
             say(

@@ -61,7 +61,13 @@ def reserve_port() -> socket.socket:
     return sock
 
 
-def simulator_config(*, seed: int, products: int, orders_per_second: float) -> SimulatorConfig:
+def simulator_config(
+    *,
+    seed: int,
+    products: int,
+    orders_per_second: float,
+    heavy_limit: tuple[int, float] = (60, 60.0),
+) -> SimulatorConfig:
     """The seeded Extend the demo runs against; its webhook registration is set once the port is
     known."""
     # The write budget must carry the shop's order rate plus retries; the heavy group keeps
@@ -74,6 +80,7 @@ def simulator_config(*, seed: int, products: int, orders_per_second: float) -> S
         warehouses=WAREHOUSES,
         rate_limit_write=RateLimit(limit=writes, period_seconds=60),
         rate_limit_standard=RateLimit(limit=max(600, writes * 4), period_seconds=60),
+        rate_limit_heavy=RateLimit(limit=heavy_limit[0], period_seconds=heavy_limit[1]),
         # Extend retries a failed delivery after 1 and 4 minutes; scaled to 1.2 s and 4.8 s here.
         time_scale=0.02,
     )
@@ -148,7 +155,12 @@ class Stack:
 
 @contextmanager
 def running_stack(
-    *, seed: int, products: int, orders_per_second: float, data_dir: Path
+    *,
+    seed: int,
+    products: int,
+    orders_per_second: float,
+    data_dir: Path,
+    heavy_limit: tuple[int, float] = (60, 60.0),
 ) -> Iterator[Stack]:
     """Start simulator, shop inbox and connector (in that order); stop them in reverse."""
     from extend_connector.service import Connector
@@ -163,7 +175,12 @@ def running_stack(
         connector_port = connector_sock.getsockname()[1]
         log_stream = log_to_file(log_path)
         stack.callback(log_stream.close)
-        config = simulator_config(seed=seed, products=products, orders_per_second=orders_per_second)
+        config = simulator_config(
+            seed=seed,
+            products=products,
+            orders_per_second=orders_per_second,
+            heavy_limit=heavy_limit,
+        )
         from dataclasses import replace
 
         config = replace(
