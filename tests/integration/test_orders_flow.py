@@ -222,3 +222,31 @@ def test_orders_api_needs_the_token(stack: Stack) -> None:
     assert r.status_code == 401
     with stack.connector.db.read() as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(OrderRow)) == 0
+
+
+def test_the_timeline_shows_extends_webhooks_about_the_order(stack: Stack) -> None:
+    from extend_connector.flows.orders.timeline import timeline
+
+    assert stack.post_order("S-t").status_code == 202
+    number = stack.wait_status("S-t", "Registered")["orderNumber"]
+    assert stack.post_order("S-other").status_code == 202  # another order's hooks stay out
+    other = stack.wait_status("S-other", "Registered")["orderNumber"]
+    stack.admin("POST", f"/orders/{other}/reserve")
+    stack.admin("POST", f"/orders/{number}/reserve")
+    stack.admin(
+        "POST", f"/orders/{number}/pick", json={"carrier": "PostNord", "trackingNumber": "TR9"}
+    )
+    stack.wait_status("S-t", "Picked")
+
+    def hooks() -> list[str] | None:
+        story = timeline("S-t")
+        assert story is not None
+        titles = [e.title for e in story.entries if e.title.startswith("webhook ")]
+        return titles if {"webhook OrderReserved", "webhook OrderPicked"} <= set(titles) else None
+
+    titles = wait_for(hooks, 20, what="the order's webhooks in its timeline")
+    assert titles.count("webhook OrderReserved") == 1  # not the other order's
+    story = timeline("S-t")
+    assert story is not None
+    reserved = next(e for e in story.entries if e.title == "webhook OrderReserved")
+    assert reserved.source == "extend" and "delivery " in reserved.detail

@@ -1,6 +1,7 @@
 """One order's story across systems, from what the connector keeps durably (the console's order
 page): received from the shop, each submit or change job and its steps (the Extend calls with
-their outcome), state changes Extend reported, shipments, parked failures and their retries,
+their outcome and time), Extend's webhooks about it (kept in the inbox), state changes Extend
+reported, shipments, parked failures and their retries,
 amendments, and every event told to the shop with its delivery.
 
 Read-only; kept as long as its sources are (the order row for ever, jobs and delivered events
@@ -14,11 +15,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
+from extend_connector.extend.webhooks import OrderNotification, WebhookError, parse_envelope
 from extend_connector.flows import failures
 from extend_connector.flows.context import current
 from extend_connector.flows.orders.base import CANCEL_FAILURE_KIND, FAILURE_KIND
-from extend_connector.store.models import OrderRow, OutboxRow, ParkedFailureRow, ShipmentRow
+from extend_connector.store.models import (
+    InboxRow,
+    OrderRow,
+    OutboxRow,
+    ParkedFailureRow,
+    ShipmentRow,
+)
 
 SEARCH_LIMIT = 50
 # The steps that call Extend (their output is Extend's answer as the flow read it).
@@ -128,6 +137,42 @@ def _job_entries(shop_ref: str) -> list[Entry]:
     return entries
 
 
+WEBHOOK_LIMIT = 200  # deliveries read per order (kept for store.inbox_retention_days)
+
+
+def _webhook_entries(session: Session, order_number: str, shop_ref: str) -> list[Entry]:
+    """Extend's webhooks about the order still kept in the inbox: each notification that names
+    its order number (or the shop's reference), with the delivery's id and attempt."""
+    needle = order_number.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    rows = session.scalars(
+        sa.select(InboxRow)
+        .where(InboxRow.raw_body.like(f"%{needle}%", escape="\\"))
+        .order_by(InboxRow.received_at)
+        .limit(WEBHOOK_LIMIT)
+    )
+    entries = []
+    for row in rows:
+        try:
+            envelope = parse_envelope(row.raw_body.encode())
+        except WebhookError:
+            continue
+        for n in envelope.notifications:
+            if isinstance(n, OrderNotification) and (
+                n.order_number == order_number or n.order_number_external == shop_ref
+            ):
+                entries.append(
+                    Entry(
+                        at=_aware(row.received_at),
+                        source="extend",
+                        title=f"webhook {n.action}",
+                        detail=f"delivery {row.delivery_id}, attempt {envelope.attempt}"
+                        + (f", warehouse {n.warehouse}" if n.warehouse else ""),
+                        data=dict(n.details),
+                    )
+                )
+    return entries
+
+
 def _short(value: Any) -> str:
     text = "" if value is None else str(value)
     return text if len(text) <= 300 else text[:300] + "…"
@@ -221,6 +266,8 @@ def timeline(shop_ref: str) -> Timeline | None:
                     ok=delivered is not None or not event.last_error,
                 )
             )
+        if row.order_number:
+            entries.extend(_webhook_entries(session, row.order_number, shop_ref))
         result = Timeline(
             shop_ref=row.shop_ref,
             order_number=row.order_number,
