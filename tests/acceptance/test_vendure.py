@@ -102,7 +102,8 @@ class Stack:
     def vendure_order(self, code: str) -> dict[str, Any]:
         items = self.vendure.admin(
             "query($c: String!) { orders(options: {filter: {code: {eq: $c}}}) { items { "
-            "code state fulfillments { state method trackingCode } } } }",
+            "code state customFields { extendOrderNumber extendStatus } "
+            "fulfillments { state method trackingCode } } } }",
             c=code,
         )["orders"]["items"]
         return dict(items[0])
@@ -294,6 +295,17 @@ def test_paid_orders_reach_extend_once_and_come_back_shipped_with_tracking(stack
 
     wait_for(shipped, timeout=180, interval=1.0, what="every Vendure order shipped with tracking")
     assert stack.by_external() == collections.Counter(codes)
+    # Extend's status and number on each Vendure order (the plugin's custom fields).
+    wait_for(
+        lambda: all(
+            stack.vendure_order(code)["customFields"]
+            == {"extendOrderNumber": numbers[code], "extendStatus": "Picked"}
+            for code in codes
+        ),
+        timeout=60,
+        interval=1.0,
+        what="Extend's status on every Vendure order",
+    )
     print(
         f"50 orders: placed in {placed:.1f} s, all in Extend after {in_extend:.1f} s, "
         f"shipped in Vendure after {time.monotonic() - started:.1f} s"

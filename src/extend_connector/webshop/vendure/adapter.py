@@ -75,6 +75,7 @@ mutation($input: [UpdateProductVariantInput!]!) {
 }"""
 _ORDER_FIELDS = """
   id code state updatedAt orderPlacedAt currencyCode
+  customFields { extendOrderNumber extendStatus }
   customer { id emailAddress customFields { extendCustomerNumber } }
   shippingAddress { fullName company streetLine1 streetLine2 city postalCode countryCode
                     phoneNumber }
@@ -331,6 +332,21 @@ class VendureWebshop:
         if order is None:
             raise DeliveryRefused(f"Vendure has no order {code!r}")
         status = view.get("status")
+        shown = order.get("customFields") or {}
+        number = view.get("orderNumber")
+        if (shown.get("extendStatus"), shown.get("extendOrderNumber")) != (status, number):
+            # Extend's status on the order (Registered, Reserved, Picked, ...): Vendure has no
+            # order state for most of them; the plugin's custom fields show them.
+            await self.admin(
+                """mutation($input: UpdateOrderInput!) { setOrderCustomFields(input: $input) {
+                   ... on Order { id } } }""",
+                {
+                    "input": {
+                        "id": order["id"],
+                        "customFields": {"extendStatus": status, "extendOrderNumber": number},
+                    }
+                },
+            )
         if status == "Cancelled":
             if order["state"] != CANCELLED:
                 await self._mutate(

@@ -9,7 +9,9 @@
 //     written in batches by the connector through the Admin API mutation `setExtendCustomerPrices`,
 //     and a price calculation strategy that gives a logged-in customer their price.
 //  3. The custom fields `Customer.extendCustomerNumber` (which Extend customer a Vendure customer
-//     is) and `ProductVariant.extendPhaseOut` (Extend phased the product out: it stays disabled).
+//     is), `ProductVariant.extendPhaseOut` (Extend phased the product out: it stays disabled) and
+//     `Order.extendOrderNumber` / `Order.extendStatus` (Registered, Reserved, Picked, ... as
+//     Extend reports it; public, so a storefront can show it).
 //
 // Install: copy this folder into your Vendure project (or `npm install <path>`), then add
 // `ExtendConnectorPlugin.init({ connectorUrl, webhookSecret })` to `plugins` in vendure-config.
@@ -219,6 +221,13 @@ VendurePlugin({
       name: 'extendCustomerNumber', type: 'string', nullable: true, public: false,
       label: [{ languageCode: 'en', value: 'Extend customer number' }],
     });
+    config.customFields.Order = config.customFields.Order || [];
+    config.customFields.Order.push(
+      { name: 'extendOrderNumber', type: 'string', nullable: true, public: true,
+        label: [{ languageCode: 'en', value: 'Extend order number' }] },
+      { name: 'extendStatus', type: 'string', nullable: true, public: true,
+        label: [{ languageCode: 'en', value: 'Status in Extend' }] },
+    );
     config.customFields.ProductVariant = config.customFields.ProductVariant || [];
     config.customFields.ProductVariant.push({
       name: 'extendPhaseOut', type: 'boolean', defaultValue: false, public: false,
