@@ -1175,26 +1175,11 @@ def _failure_id(text: str) -> int:
 def _require_database(settings: Settings) -> None:
     """A read-only command must find the connector's database as the service left it: never
     create a file in the wrong folder, never migrate someone's database as a side effect."""
-    from extend_connector.store import current_revision, head_revision
+    from extend_connector.online_check import database
 
-    where = settings.store.url
-    setting = "store.database_url" if settings.store.database_url is not None else "store.data_dir"
-    try:
-        revision = current_revision(where)
-    except Exception as exc:
-        raise click.ClickException(
-            f"cannot read the database {where} ({setting}): {type(exc).__name__}: {exc}"
-        ) from exc
-    if revision is None:
-        raise click.ClickException(
-            f"no connector database at {where} ({setting}): run this where the service runs, "
-            "or point the setting at its database (nothing was created)"
-        )
-    if revision != head_revision():
-        raise click.ClickException(
-            f"the database {where} is at revision {revision}, this version needs "
-            f"{head_revision()}: start the service or run `extend-connector db upgrade` first"
-        )
+    found = database(settings)
+    if not found.ok:
+        raise click.ClickException(f"{found.setting}: {found.detail}")
 
 
 @contextlib.contextmanager

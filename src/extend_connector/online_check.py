@@ -45,6 +45,9 @@ class Finding:
 
 
 def database(settings: Settings) -> Finding:
+    """The connector's database as the service left it: reachable and at this version's
+    revision. Read only: never creates a file in the wrong folder, never migrates (also what the
+    read-only commands `status` and `failures list/show` require before they read)."""
     where = settings.store.url
     setting = "store.database_url" if settings.store.database_url is not None else "store.data_dir"
     what = "database"
@@ -52,23 +55,26 @@ def database(settings: Settings) -> Finding:
         revision = current_revision(where)
     except Exception as exc:  # any driver error: the finding names it
         return Finding(
-            ok=False, what=what, setting=setting, detail=f"cannot read {where}: {exc!r}"[:300]
+            ok=False,
+            what=what,
+            setting=setting,
+            detail=f"cannot read the database {where}: {type(exc).__name__}: {exc}"[:300],
         )
     if revision is None:
         return Finding(
             ok=False,
             what=what,
             setting=setting,
-            detail=f"no connector database at {where} (start the service once, or run "
-            "`extend-connector db upgrade`; nothing was created)",
+            detail=f"no connector database at {where}: run this where the service runs, or "
+            "point the setting at its database (nothing was created)",
         )
     if revision != head_revision():
         return Finding(
             ok=False,
             what=what,
             setting=setting,
-            detail=f"{where} is at revision {revision}, this version needs {head_revision()}: "
-            "run `extend-connector db upgrade`",
+            detail=f"the database {where} is at revision {revision}, this version needs "
+            f"{head_revision()}: start the service or run `extend-connector db upgrade` first",
         )
     return Finding(ok=True, what=what, detail=f"{where} at revision {revision} (current)")
 

@@ -294,11 +294,16 @@ class VendureWebshop:
         for start in range(0, len(updates), CHUNK):
             chunk = updates[start : start + CHUNK]
             try:
-                await self.admin(_UPDATE_VARIANTS, {"input": [u for _, u in chunk]})
+                await self._update_variants([u for _, u in chunk])
             except WebshopError as exc:
                 for i, _ in chunk:
                     results[i] = exc
         return results
+
+    async def _update_variants(self, inputs: list[dict[str, Any]]) -> None:
+        """`updateProductVariants`, at most CHUNK variants per call."""
+        for start in range(0, len(inputs), CHUNK):
+            await self.admin(_UPDATE_VARIANTS, {"input": inputs[start : start + CHUNK]})
 
     def _levels(self, data: dict[str, Any], locations: dict[str, str]) -> dict[str, int]:
         """Stock location id -> Extend's available figure, from a `stock.changed` payload."""
@@ -600,18 +605,15 @@ class VendureWebshop:
                 }
             },
         )
-        await self.admin(
-            _UPDATE_VARIANTS,
-            {
-                "input": [
-                    {
-                        "id": variant["id"],
-                        "translations": translations,
-                        "enabled": not phase_out and int(variant["price"]) > 0,
-                        "customFields": {"extendPhaseOut": phase_out},
-                    }
-                ]
-            },
+        await self._update_variants(
+            [
+                {
+                    "id": variant["id"],
+                    "translations": translations,
+                    "enabled": not phase_out and int(variant["price"]) > 0,
+                    "customFields": {"extendPhaseOut": phase_out},
+                }
+            ]
         )
 
     async def _prices(self, data: dict[str, Any]) -> None:
@@ -645,8 +647,7 @@ class VendureWebshop:
             updates.append(
                 {"id": variant["id"], "price": price, "enabled": price > 0 and not phase_out}
             )
-        for start in range(0, len(updates), CHUNK):
-            await self.admin(_UPDATE_VARIANTS, {"input": updates[start : start + CHUNK]})
+        await self._update_variants(updates)
 
     async def _customer(self, doc: dict[str, Any]) -> None:
         number = str(doc["customer_number"])
