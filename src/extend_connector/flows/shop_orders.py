@@ -6,10 +6,15 @@ as `POST /v1/customers` would: created in Extend once), then the paid and cancel
 changed since the cursor (`shop_orders`, re-read with an overlap), each paid one handed to
 `orders.accept_order` exactly as `POST /v1/orders` would (idempotent on the shop's order code:
 an order seen twice is stored once and sent to Extend once), each cancelled one to
-`orders.request_cancel`. `pull` runs on a schedule (`webshop.vendure.poll_seconds`), at start-up,
-and soon after the shop's plugin tells the connector an order was paid (`trigger()`, called by
-`POST /webhooks/vendure`): the event is a trigger, the shop's Admin API the truth, so an event
-lost while the connector was down costs nothing but the wait for the next poll.
+`orders.request_cancel`. `pull` runs soon after the shop's plugin tells the connector an order
+was paid (`trigger()`, called by `POST /webhooks/vendure`), at start-up, and on a schedule
+(`webshop.vendure.poll_seconds`): the event is a trigger, the shop's Admin API the truth, so an
+event lost while the connector was down costs nothing but the wait for the next poll.
+
+All three ask for a pull the same way (`_debounce`): at most one pull runs and at most one
+waits to start. A schedule that enqueued a pull per tick piled them up whenever a pull took
+longer than the period (a loaded shop: 59 pulls waiting in a CI run, each re-reading every
+recent order and slowing the shop further, so that deliveries to it fell minutes behind).
 """
 
 from __future__ import annotations
@@ -162,9 +167,13 @@ async def _pull_step() -> dict[str, Any]:
 
 
 def _debounce() -> None:
-    current().engine.debounce(
-        "shop-orders-pull", pull, queue=QUEUE, period_seconds=0.2, max_delay_seconds=1.0
-    )
+    """A pull soon, unless one waits to start already: it reads from the cursor when it starts,
+    so it sees whatever this request is about (a debounce alone coalesces only the requests of
+    one short window; while a slow pull runs, each window would queue one more)."""
+    eng = current().engine
+    if eng.list_workflows(name=engine.workflow_name(pull), status=("ENQUEUED",), limit=1):
+        return
+    eng.debounce("shop-orders-pull", pull, queue=QUEUE, period_seconds=0.2, max_delay_seconds=1.0)
 
 
 _trigger = Trigger(_debounce, name="shop-orders-trigger")
@@ -173,6 +182,17 @@ _trigger = Trigger(_debounce, name="shop-orders-trigger")
 def trigger() -> None:
     """Pull soon (a shop event said an order was paid or cancelled); never blocks."""
     _trigger.request()
+
+
+@engine.step(name="shop_orders.request_pull")
+def _request_pull() -> None:
+    _debounce()
+
+
+@engine.workflow("shop_orders.poll")
+async def poll(scheduled_at: Any = None, context: Any = None) -> None:
+    """The schedule's tick: a pull soon, joined with one already waiting (never one per tick)."""
+    await engine.offload(_request_pull)
 
 
 def _on_launch(eng: engine.Engine) -> None:
@@ -188,9 +208,8 @@ def declare_schedules(settings: Settings) -> None:
     if settings.webshop.adapter != "vendure":
         return
     engine.schedule(
-        "shop_orders.pull",
-        pull,
+        "shop_orders.poll",
+        poll,
         every=timedelta(seconds=settings.webshop.vendure.poll_seconds),
-        queue=QUEUE,
     )
     engine.on_launch("shop_orders.startup", _on_launch)
