@@ -176,6 +176,9 @@ def test_console_login_timeline_fix_and_retry_dismiss(make_stack: Any) -> None: 
             page.click("text=Overview")
             expect(page.locator("#failures-card")).to_contain_text("none")
             expect(page.locator("#extend-card")).to_contain_text("answering")
+            # One row per rate-limit group called (the sync's lists: heavy; orders: write).
+            expect(page.locator("#extend-groups")).to_contain_text("heavy")
+            expect(page.locator("#extend-groups")).to_contain_text("write")
             expect(page.locator("#freshness")).to_contain_text("products")
             page.screenshot(path=SHOTS / "overview.png", full_page=True)
         finally:

@@ -117,6 +117,9 @@ def test_every_family_moves_with_real_work(stack: tuple[Any, Any, str, httpx2.Cl
     assert moved("extend_connector_webhook_inbox_seconds_count")
     assert moved("extend_connector_failures_parked", kind="order")
     assert after[("extend_connector_extend_reachable", ())] == 1
+    # Per rate-limit group: the orders went through the write group, the progress reads standard.
+    assert total(after, "extend_connector_extend_group_reachable", group="write") == 1
+    assert total(after, "extend_connector_extend_group_reachable", group="standard") == 1
     assert present(after, "extend_connector_outbox_oldest_pending_seconds")
     # The orders sweep has not run (every 60 min) but the balances' first load has.
     assert present(after, "extend_connector_freshness_age_seconds", data_point="balances")

@@ -106,6 +106,54 @@ def test_a_hanging_call_of_a_live_worker_counts_a_stopped_ones_does_not(db: Data
     assert web.reachable
 
 
+def test_the_fleet_combines_each_rate_limit_group_over_its_processes(db: Database) -> None:
+    """One worker's heavy lists fail, another's single-record reads answer, a third row comes
+    from a process older than the groups column: the overview gets one verdict per group."""
+    clock = Clock()
+    lists, records = Reachability(clock), Reachability(clock)
+    lists.succeeded("heavy")
+    clock.advance(1)
+    lists.failed(DROPPED, "heavy")
+    records.succeeded("standard")
+    records.failed(DROPPED, "heavy")
+    clock.advance(1)
+    records.succeeded("heavy")  # the heavy group answered the other worker later: up again
+    records.succeeded("standard")
+    for process, source in (("host:1", lists), ("host:2", records)):
+        Publisher(
+            db.engine, role="worker", source=source, process=process, clock=clock
+        ).publish_once()
+    store.publish(
+        db.engine,
+        store.Seen(
+            process="old:3",
+            role="worker",
+            last_success_at=T0,
+            last_failure_at=None,
+            last_error=None,
+            pending_since=None,
+            updated_at=clock.now,
+        ),
+    )
+    web = FleetReachability(
+        db.engine, local=Reachability(clock), clock=clock, monotonic=clock.monotonic, exclude="web"
+    )
+    groups = web.group_states()
+    assert set(groups) == {"heavy", "standard"}
+    assert groups["heavy"].reachable and groups["heavy"].last_success_at == clock.now
+    assert groups["heavy"].last_failure_at == T0 + timedelta(seconds=1)
+
+    clock.advance(1)
+    lists.failed(DROPPED, "heavy")
+    Publisher(db.engine, role="worker", source=lists, process="host:1", clock=clock).publish_once()
+    clock.advance(1)  # past the read cache
+    groups = web.group_states()
+    assert not groups["heavy"].reachable and "Server disconnected" in (
+        groups["heavy"].last_error or ""
+    )
+    assert groups["standard"].reachable
+
+
 def test_old_rows_are_forgotten(db: Database) -> None:
     store.publish(
         db.engine,

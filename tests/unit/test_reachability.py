@@ -153,3 +153,49 @@ def test_a_hanging_call_is_pending_while_it_hangs() -> None:
         assert r.state().pending_since is None and r.reachable
 
     asyncio.run(run())
+
+
+def test_reachability_is_kept_per_rate_limit_group() -> None:
+    """Extend fails the heavy lists (503) while single records answer: the overview shows the
+    heavy group down and the standard group up; the overall verdict is the latest outcome."""
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path.endswith("/Products"):
+            return httpx2.Response(503, json={"errorType": "Technical", "code": "Overloaded"})
+        return httpx2.Response(
+            200,
+            json={"productNumber": "P1", "productName": "x", "changedDate": "2024-10-15T15:00:00Z"},
+        )
+
+    clock = Clock()
+    r = Reachability(clock)
+
+    async def run() -> None:
+        async with _client(httpx2.MockTransport(handler), r) as client:
+            with pytest.raises(TechnicalFailure):
+                async for _ in client.products_changed_since(T0):
+                    pass
+            clock.advance(1)
+            await client.get_product("P1")
+
+    asyncio.run(run())
+    groups = r.group_states()
+    assert set(groups) == {"heavy", "standard"}
+    assert not groups["heavy"].reachable and "Overloaded" in (groups["heavy"].last_error or "")
+    assert groups["heavy"].last_success_at is None
+    assert groups["standard"].reachable and groups["standard"].last_success_at == clock.now
+    assert r.reachable  # the latest call anywhere was answered
+    assert r.view().group_json()["standard"]["last_success_at"] == clock.now.isoformat()
+
+
+def test_a_call_hanging_in_one_group_stalls_that_group_only() -> None:
+    clock = Clock()
+    r = Reachability(clock, stalled_after=20)
+    r.succeeded("standard")
+    r.succeeded("heavy")
+    clock.advance(1)
+    r.waiting("heavy")
+    clock.advance(30)
+    groups = r.group_states()
+    assert not groups["heavy"].reachable and groups["standard"].reachable
+    assert groups["heavy"].pending_since == T0 + timedelta(seconds=1)

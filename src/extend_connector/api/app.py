@@ -119,6 +119,15 @@ class StateCollector(Collector):
             "1 when Extend answered the latest call of any connector process, else 0.",
             value=1 if snap.reachability.reachable else 0,
         )
+        groups = GaugeMetricFamily(
+            p + "extend_group_reachable",
+            "Per rate-limit group: 1 when Extend answered the group's latest call, else 0 "
+            "(groups not called yet are missing).",
+            labels=["group"],
+        )
+        for group, state in snap.reachability_groups.items():
+            groups.add_metric([group], 1 if state.reachable else 0)
+        yield groups
 
 
 async def readiness(app: FastAPI, head: str) -> dict[str, str]:

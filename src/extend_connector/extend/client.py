@@ -125,19 +125,21 @@ class ClientStats:
 class CallObserver(Protocol):
     """Told about every call the client makes, so reachability is learnt from all of them.
 
-    `waiting()` when an attempt goes to the wire (after the rate budget let it; returns a token),
-    `done(token)` when it ends however it ends: a call that hangs is visible while it does.
-    Each attempt then reports `succeeded()` (a 2xx) or `failed(error)` (the classified error;
-    the observer decides which errors still prove Extend answered). `flows.freshness` implements it.
+    `waiting(group)` when an attempt goes to the wire (after the rate budget let it; returns a
+    token), `done(token)` when it ends however it ends: a call that hangs is visible while it
+    does. Each attempt then reports `succeeded(group)` (a 2xx) or `failed(error, group)` (the
+    classified error; the observer decides which errors still prove Extend answered). `group` is
+    the endpoint's rate-limit group (Extend may answer one and not another). `flows.freshness`
+    implements it.
     """
 
-    def waiting(self) -> int: ...
+    def waiting(self, group: str) -> int: ...
 
     def done(self, token: int) -> None: ...
 
-    def succeeded(self) -> None: ...
+    def succeeded(self, group: str) -> None: ...
 
-    def failed(self, error: BaseException) -> None: ...
+    def failed(self, error: BaseException, group: str) -> None: ...
 
 
 PageProgress = Callable[[int, int | None], None]
@@ -287,7 +289,7 @@ class ExtendClient:
             self._operations[operation] = self._operations.get(operation, 0) + 1
             # Watched from here (not while the budget holds the call back: that wait is Extend's
             # own figure): a call that sits on the wire for long is visible while it does.
-            token = self.observer.waiting() if self.observer is not None else 0
+            token = self.observer.waiting(group) if self.observer is not None else 0
             try:
                 async with self._semaphore:
                     sent_at = time.perf_counter()
@@ -313,7 +315,7 @@ class ExtendClient:
                         )
                         if response.is_success:
                             if self.observer is not None:
-                                self.observer.succeeded()
+                                self.observer.succeeded(group)
                             return response
                         error = classify_response(
                             response,
@@ -330,7 +332,7 @@ class ExtendClient:
             if uncounted:
                 await self.budget.release(group)
             if self.observer is not None:
-                self.observer.failed(error)
+                self.observer.failed(error, group)
             if isinstance(error, Throttled):
                 self._count(group, throttled=1)
                 metrics.EXTEND_THROTTLED.labels(group).inc()

@@ -12,6 +12,10 @@ error, a 404, a business conflict, even a 429) count as reachable. A call on the
 than `STALLED_AFTER_SECONDS` with no success anywhere since it started counts as unreachable too
 (Extend accepting connections but not answering).
 
+The same is kept per rate-limit group of the endpoint called (`groups`): Extend throttles and
+may fail one group (the heavy lists) while it answers another, and the operator's overview shows
+each. The overall verdict above stays the one that decides `stale`.
+
 Processes share what they see: each process that has called Extend writes its view to the
 `extend_reachability` table (`Publisher`: at most once a second, when it changed, and a heartbeat
 every `HEARTBEAT_SECONDS`), and the read API combines its own view with every recent row
@@ -29,8 +33,8 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -75,6 +79,63 @@ class View:
     last_error: str | None
     pending_since: datetime | None
     live: bool = True
+    # The same per rate-limit group (a call reported without its group counts only above).
+    groups: Mapping[str, View] = field(default_factory=dict)
+
+    def group_json(self) -> dict[str, dict[str, str | None]]:
+        """`groups` as stored in the shared table (timestamps as ISO strings)."""
+
+        def iso(at: datetime | None) -> str | None:
+            return None if at is None else at.isoformat()
+
+        return {
+            name: {
+                "last_success_at": iso(g.last_success_at),
+                "last_failure_at": iso(g.last_failure_at),
+                "last_error": g.last_error,
+                "pending_since": iso(g.pending_since),
+            }
+            for name, g in sorted(self.groups.items())
+        }
+
+
+def groups_from_json(data: Mapping[str, Mapping[str, str | None]] | None) -> dict[str, View]:
+    """`View.group_json` read back (a row written before groups were kept has none)."""
+
+    def at(value: str | None) -> datetime | None:
+        return None if not value else datetime.fromisoformat(value)
+
+    return {
+        str(name): View(
+            last_success_at=at(g.get("last_success_at")),
+            last_failure_at=at(g.get("last_failure_at")),
+            last_error=g.get("last_error"),
+            pending_since=at(g.get("pending_since")),
+        )
+        for name, g in (data or {}).items()
+    }
+
+
+def combine_groups(
+    views: Iterable[View], *, now: datetime, stalled_after: float = STALLED_AFTER_SECONDS
+) -> dict[str, ReachabilityState]:
+    """`combine` per rate-limit group, over every view that has called the group."""
+    by_group: dict[str, list[View]] = {}
+    for view in views:
+        for name, group in view.groups.items():
+            by_group.setdefault(name, []).append(
+                View(
+                    last_success_at=group.last_success_at,
+                    last_failure_at=group.last_failure_at,
+                    last_error=group.last_error,
+                    pending_since=group.pending_since,
+                    live=view.live,
+                )
+            )
+    return {
+        name: combine(group_views, now=now, stalled_after=stalled_after)
+        for name, group_views in sorted(by_group.items())
+    }
 
 
 def combine(
@@ -123,25 +184,35 @@ class Reachability:
         self._last_success: datetime | None = None
         self._last_failure: datetime | None = None
         self._last_error: str | None = None
-        self._pending: dict[int, datetime] = {}
+        self._pending: dict[int, tuple[datetime, str | None]] = {}  # token -> (start, group)
+        self._groups: dict[str, _GroupSeen] = {}
         self._tokens = itertools.count(1)
         self._outage_since: datetime | None = None
         self._outage_failed_calls = 0
 
-    def waiting(self) -> int:
-        """A call goes on the wire; returns the token `done` takes."""
+    def waiting(self, group: str | None = None) -> int:
+        """A call (to an endpoint of rate-limit `group`) goes on the wire; returns the token
+        `done` takes."""
         with self._lock:
             token = next(self._tokens)
-            self._pending[token] = self._clock()
+            self._pending[token] = (self._clock(), group)
             return token
 
     def done(self, token: int) -> None:
         with self._lock:
             self._pending.pop(token, None)
 
-    def succeeded(self) -> None:
+    def _group(self, group: str) -> _GroupSeen:
+        seen = self._groups.get(group)
+        if seen is None:
+            seen = self._groups[group] = _GroupSeen()
+        return seen
+
+    def succeeded(self, group: str | None = None) -> None:
         with self._lock:
             now = self._last_success = self._clock()
+            if group is not None:
+                self._group(group).last_success = now
             since, failed = self._outage_since, self._outage_failed_calls
             self._outage_since, self._outage_failed_calls = None, 0
         if since is not None:
@@ -152,14 +223,17 @@ class Reachability:
                 failed_calls=failed,
             )
 
-    def failed(self, error: BaseException) -> None:
+    def failed(self, error: BaseException, group: str | None = None) -> None:
         """Record a failed call; only failures that mean "Extend did not answer" count."""
         if not is_unreachable_error(error):
-            self.succeeded()
+            self.succeeded(group)
             return
         with self._lock:
             now = self._last_failure = self._clock()
             self._last_error = f"{type(error).__name__}: {error}"[:300]
+            if group is not None:
+                seen = self._group(group)
+                seen.last_failure, seen.last_error = now, self._last_error
             self._outage_failed_calls += 1
             started = self._outage_since is None
             if started:
@@ -174,11 +248,25 @@ class Reachability:
                 last_success_at=self._last_success,
                 last_failure_at=self._last_failure,
                 last_error=self._last_error,
-                pending_since=min(self._pending.values(), default=None),
+                pending_since=min((at for at, _ in self._pending.values()), default=None),
+                groups={
+                    name: View(
+                        last_success_at=seen.last_success,
+                        last_failure_at=seen.last_failure,
+                        last_error=seen.last_error,
+                        pending_since=min(
+                            (at for at, g in self._pending.values() if g == name), default=None
+                        ),
+                    )
+                    for name, seen in self._groups.items()
+                },
             )
 
     def state(self) -> ReachabilityState:
         return combine([self.view()], now=self._clock(), stalled_after=self._stalled_after)
+
+    def group_states(self) -> dict[str, ReachabilityState]:
+        return combine_groups([self.view()], now=self._clock(), stalled_after=self._stalled_after)
 
     @property
     def reachable(self) -> bool:
@@ -189,7 +277,17 @@ class Reachability:
             self._last_success = self._last_failure = None
             self._last_error = None
             self._pending.clear()
+            self._groups.clear()
             self._outage_since, self._outage_failed_calls = None, 0
+
+
+@dataclass(kw_only=True, slots=True)
+class _GroupSeen:
+    """What one process saw of one rate-limit group (under `Reachability._lock`)."""
+
+    last_success: datetime | None = None
+    last_failure: datetime | None = None
+    last_error: str | None = None
 
 
 def is_unreachable_error(error: BaseException) -> bool:
@@ -270,6 +368,7 @@ class Publisher:
                 last_error=view.last_error,
                 pending_since=view.pending_since,
                 updated_at=now,
+                groups=view.group_json(),
             ),
         )
         if self._written_at is None:
@@ -343,8 +442,7 @@ class FleetReachability:
             self._read_at = self._monotonic()
             return self._rows
 
-    def state(self) -> ReachabilityState:
-        now = self._clock()
+    def _views(self, now: datetime) -> list[View]:
         views = [self.local.view()]
         for row in self._recent(now):
             if row.process == self._exclude:
@@ -357,9 +455,19 @@ class FleetReachability:
                     last_error=row.last_error,
                     pending_since=row.pending_since,
                     live=live,
+                    groups=groups_from_json(row.groups),
                 )
             )
-        return combine(views, now=now)
+        return views
+
+    def state(self) -> ReachabilityState:
+        now = self._clock()
+        return combine(self._views(now), now=now)
+
+    def group_states(self) -> dict[str, ReachabilityState]:
+        """The fleet's verdict per rate-limit group (groups nobody has called are absent)."""
+        now = self._clock()
+        return combine_groups(self._views(now), now=now)
 
     @property
     def reachable(self) -> bool:

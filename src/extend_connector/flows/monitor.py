@@ -8,7 +8,7 @@ changed confirms everything kept). Only the data points in `scope` are listed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -65,6 +65,8 @@ class Snapshot:
     confirmed: dict[str, datetime | None]  # data point -> when Extend last confirmed it
     alerts: dict[str, int]  # open alerts per kind (flows/alerts.py)
     reachability: ReachabilityState
+    # Per rate-limit group called so far (Extend may answer one group and not another).
+    reachability_groups: dict[str, ReachabilityState] = field(default_factory=dict)
 
     def age_seconds(self, point: str) -> float | None:
         at = self.confirmed.get(point)
@@ -111,6 +113,7 @@ def read(ctx: FlowContext) -> Snapshot:
                 .group_by(AlertRow.kind)
             )
         }
+    fleet = fleet_reachability(ctx.db.engine)
     try:
         queues: dict[str, int] | None = ctx.engine.queue_depth()
     except Exception:  # the job tables may not exist yet, or the engine is not connected
@@ -123,7 +126,8 @@ def read(ctx: FlowContext) -> Snapshot:
         failures=open_failures,
         confirmed=confirmed,
         alerts=open_alerts,
-        reachability=fleet_reachability(ctx.db.engine).state(),
+        reachability=fleet.state(),
+        reachability_groups=fleet.group_states(),
     )
 
 

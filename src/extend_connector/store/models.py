@@ -314,6 +314,9 @@ class ReachabilityRow(Base):
     # The start of the oldest call on the wire (None: none): a call hanging for long is visible.
     pending_since: Mapped[datetime | None] = mapped_column(nullable=True)
     updated_at: Mapped[datetime] = mapped_column(index=True)
+    # The same per rate-limit group: {group: {last_success_at, last_failure_at, last_error,
+    # pending_since}} (ISO timestamps); None in a row of a process older than migration 0011.
+    groups: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
 
 
 class AlertRow(Base):

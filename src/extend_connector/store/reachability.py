@@ -6,8 +6,9 @@ the shop. Each operation is its own short transaction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -26,6 +27,7 @@ class Seen:
     last_error: str | None
     pending_since: datetime | None
     updated_at: datetime
+    groups: dict[str, Any] = field(default_factory=dict)  # per rate-limit group, as JSON
 
 
 def publish(engine: sa.Engine, seen: Seen) -> None:
@@ -39,6 +41,7 @@ def publish(engine: sa.Engine, seen: Seen) -> None:
         "last_error": seen.last_error,
         "pending_since": seen.pending_since,
         "updated_at": seen.updated_at,
+        "groups": seen.groups,
     }
     statement = insert(ReachabilityRow).values(**values)
     statement = statement.on_conflict_do_update(
@@ -65,6 +68,7 @@ def recent(engine: sa.Engine, *, since: datetime) -> list[Seen]:
             last_error=r.last_error,
             pending_since=r.pending_since,
             updated_at=r.updated_at,
+            groups=dict(r.groups or {}),
         )
         for r in rows
     ]

@@ -166,6 +166,7 @@ async def overview(request: Request, ctx: Context, sid: Session) -> str:
         snap=snap,
         freshness=freshness,
         extend=state.reachability,
+        extend_groups=state.reachability_groups,
         alerts_open=state.alerts,
     )
 
