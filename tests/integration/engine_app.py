@@ -119,6 +119,12 @@ async def two_steps(key: str) -> str:
     return f"done:{key}"
 
 
+@engine.workflow("test.woken")
+async def woken() -> str:
+    """A drainer's shape: no arguments, it finds its work in the database."""
+    return "woken"
+
+
 # --- per-key serialisation -------------------------------------------------------------
 
 

@@ -78,3 +78,5 @@ def test_a_shop_slower_than_the_poll_period_has_at_most_one_pull_waiting(
             assert max(waiting) <= 1, waiting
         finally:
             connector.close()
+            # Declarations are per process: no 1 s poll left for the next engine of this worker.
+            engine.forget_schedule("shop_orders.poll")

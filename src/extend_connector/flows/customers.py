@@ -542,3 +542,5 @@ def declare_schedules(settings: Settings) -> None:
             scheduled_sweep,
             every=timedelta(minutes=settings.sync.customers_sweep_minutes),
         )
+    else:  # a Connector rebuilt in this process with another scope: no sweep left behind
+        engine.forget_schedule("customers.sweep")

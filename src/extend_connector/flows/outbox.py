@@ -139,9 +139,9 @@ def publish_many(
 
 
 def _wake_in_transaction(session: Session, first_id: int) -> None:
-    """A drainer run that starts after this transaction commits (and only if it does): one job
-    per publishing transaction, never one per event."""
-    current().engine.enqueue_in_transaction(
+    """A drainer run that starts after this transaction commits (and only if it does): the run
+    already waiting to start if there is one, else a new one; never one per event."""
+    current().engine.wake_in_transaction(
         session, drain, queue=QUEUE, partition_key=DRAIN_KEY, workflow_id=f"shop-drain-{first_id}"
     )
 

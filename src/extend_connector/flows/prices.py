@@ -521,3 +521,6 @@ def declare_schedules(settings: Settings) -> None:
             scheduled_active_refresh,
             every=timedelta(minutes=settings.sync.prices_active_refresh_minutes),
         )
+    else:  # a Connector rebuilt in this process with prices off: no refresh left behind
+        engine.forget_schedule("prices.full_refresh")
+        engine.forget_schedule("prices.active_refresh")

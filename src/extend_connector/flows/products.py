@@ -226,3 +226,5 @@ def declare_schedules(settings: Settings) -> None:
             scheduled_sweep,
             every=timedelta(minutes=settings.sync.products_sweep_minutes),
         )
+    else:  # a Connector rebuilt in this process with products off: no sweep left behind
+        engine.forget_schedule("products.sweep")

@@ -171,7 +171,7 @@ def _debounce() -> None:
     so it sees whatever this request is about (a debounce alone coalesces only the requests of
     one short window; while a slow pull runs, each window would queue one more)."""
     eng = current().engine
-    if eng.list_workflows(name=engine.workflow_name(pull), status=("ENQUEUED",), limit=1):
+    if eng.has_waiting_run(pull, queue=QUEUE):
         return
     eng.debounce("shop-orders-pull", pull, queue=QUEUE, period_seconds=0.2, max_delay_seconds=1.0)
 
@@ -186,6 +186,10 @@ def trigger() -> None:
 
 @engine.step(name="shop_orders.request_pull")
 def _request_pull() -> None:
+    try:
+        current()
+    except RuntimeError:  # an engine launched without a Connector (a test, a script)
+        return
     _debounce()
 
 
@@ -206,6 +210,8 @@ def _on_launch(eng: engine.Engine) -> None:
 
 def declare_schedules(settings: Settings) -> None:
     if settings.webshop.adapter != "vendure":
+        # A Connector rebuilt in this process with another adapter: no poll of a shop it has not.
+        engine.forget_schedule("shop_orders.poll")
         return
     engine.schedule(
         "shop_orders.poll",
