@@ -47,7 +47,6 @@ def test_events_published_one_by_one_to_a_slow_shop_need_few_drainer_runs(
         try:
             with connector.serve_in_thread(port=free_port()):
                 name = engine.workflow_name(outbox.drain)
-                before = len(connector.engine.list_workflows(name=name, limit=10_000))
                 for i in range(EVENTS):
                     with connector.db.write() as session:
                         outbox.publish(
@@ -60,10 +59,12 @@ def test_events_published_one_by_one_to_a_slow_shop_need_few_drainer_runs(
                     return len(keys) >= EVENTS
 
                 wait_for(delivered, timeout=60, what=f"{EVENTS} events delivered")
-                runs = len(connector.engine.list_workflows(name=name, limit=10_000)) - before
+                # Every drainer run of this database: the start-up one and the balance load's too.
+                runs = len(connector.engine.list_workflows(name=name, limit=10_000))
         finally:
             connector.close()
+    print(f"{EVENTS} events published one by one to a slow shop -> {runs} drainer runs")
     keys = [e.key for e in shop.of_type(EventType.CUSTOMER_CHANGED.value)]
     assert sorted(keys) == sorted(f"customer:C{i}" for i in range(EVENTS))  # each once
     # The first wakes the drainer; while it delivers, later publications join one waiting run.
-    assert runs <= 6, runs
+    assert runs <= 8, runs
