@@ -25,10 +25,11 @@ REQUIRED = os.environ.get("EXTEND_CONNECTOR_REQUIRE_VENDURE") == "1"
 
 def installed() -> Path:
     """The shop folder, installed (one installer at a time across pytest workers)."""
-    if install.missing_tools() and not REQUIRED:
-        pytest.skip(
-            f"Vendure tests need node and npm ({', '.join(install.missing_tools())} missing)"
-        )
+    if not REQUIRED:
+        try:
+            install.check_node()
+        except install.NodeMissing as exc:
+            pytest.skip(f"Vendure tests: {exc}")
     SHOP_DIR.parent.mkdir(parents=True, exist_ok=True)
     with (SHOP_DIR.parent / "vendure-shop.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx2
+import pytest
 
 from extend_connector.webshop import DeliveryRefused, EventType, ShopEvent, ShopUnavailable
 from extend_connector.webshop.vendure import VendureWebshop
@@ -182,3 +184,26 @@ def test_an_order_reads_the_same_after_a_line_is_cancelled_in_vendure() -> None:
     assert order_payload(order, customers_to_extend=True) == placed
     assert cancelled_lines(order) == (2,)
     assert "shopCustomerRef" not in order_payload(order, customers_to_extend=False)
+
+
+def test_the_installer_refuses_a_node_older_than_20_naming_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import subprocess
+
+    from extend_connector.webshop.vendure import install
+
+    assert install.node_major("v20.20.2") == 20 and install.node_major("junk") is None
+    monkeypatch.setattr(install.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(
+        install.subprocess,
+        "run",
+        lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout="v18.20.4\n", stderr=""),
+    )
+    with pytest.raises(install.NodeMissing, match=r"node v18\.20\.4 is too old.*20\+"):
+        install.check_node()
+    with pytest.raises(install.NodeMissing):
+        install.install(Path("/nonexistent/never-created"))
+    monkeypatch.setattr(install.shutil, "which", lambda tool: None)
+    with pytest.raises(install.NodeMissing, match="node and npm not found"):
+        install.check_node()

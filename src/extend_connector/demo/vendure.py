@@ -329,12 +329,10 @@ def run_vendure_demo(
     settle_seconds: float,
     say: Say,
 ) -> int:
-    missing = install.missing_tools()
-    if missing:
-        say(
-            f"demo --shop vendure needs Node.js 20+ and npm; not found: {', '.join(missing)}. "
-            "Install them (Debian: `apt-get install nodejs npm`) or run `demo` without --shop."
-        )
+    try:
+        install.check_node()
+    except install.NodeMissing as exc:
+        say(f"demo --shop vendure: {exc}. Or run `demo` without --shop.")
         return EXIT_CANNOT_RUN
     with ExitStack() as stack:
         # The shop's packages: $EXTEND_CONNECTOR_VENDURE_DIR, else in the data directory, else

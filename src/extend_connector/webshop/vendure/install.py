@@ -20,8 +20,11 @@ PLUGIN = "extend-plugin"
 _STAMP = ".installed-lock-sha256"
 
 
+MIN_NODE = 20  # Vendure 3.7's dependencies (graphql-ws, file-type, ...) need Node.js 20+
+
+
 class NodeMissing(RuntimeError):
-    """`node` or `npm` is not on PATH."""
+    """`node` or `npm` is not on PATH, or `node` is older than MIN_NODE."""
 
 
 def lock_digest() -> str:
@@ -32,15 +35,37 @@ def missing_tools() -> list[str]:
     return [tool for tool in ("node", "npm") if shutil.which(tool) is None]
 
 
-def install(target: Path, *, quiet: bool = True) -> float:
-    """Copy the shop into `target` and install its packages when the lock file changed since
-    the last install there. Returns the seconds it took (0 when nothing was to do)."""
+def node_major(version: str) -> int | None:
+    """`v20.20.2` -> 20 (None for anything else)."""
+    head = version.strip().removeprefix("v").split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def check_node() -> None:
+    """Raise NodeMissing when node/npm are missing or node is too old, saying what to install
+    (Debian 12's own `nodejs` package is 18: too old; NodeSource's or the official 20+ build)."""
     missing = missing_tools()
     if missing:
         raise NodeMissing(
-            f"{' and '.join(missing)} not found: the Vendure shop needs Node.js 20+ with npm "
-            "(Debian: `apt-get install nodejs npm`)"
+            f"{' and '.join(missing)} not found: the Vendure shop needs Node.js {MIN_NODE}+ with "
+            "npm (Debian: `apt-get install nodejs npm`, from a repository with Node.js 20+)"
         )
+    found = subprocess.run(
+        ["node", "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    major = node_major(found)
+    if major is None or major < MIN_NODE:
+        raise NodeMissing(
+            f"node {found or '(no version)'} is too old: the Vendure shop needs Node.js "
+            f"{MIN_NODE}+ (Debian 12's own nodejs package is 18; install 20+ from NodeSource "
+            "or nodejs.org)"
+        )
+
+
+def install(target: Path, *, quiet: bool = True) -> float:
+    """Copy the shop into `target` and install its packages when the lock file changed since
+    the last install there. Returns the seconds it took (0 when nothing was to do)."""
+    check_node()
     started = time.monotonic()
     target.mkdir(parents=True, exist_ok=True)
     for name in FILES:
