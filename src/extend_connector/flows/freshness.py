@@ -34,7 +34,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -123,15 +123,7 @@ def combine_groups(
     by_group: dict[str, list[View]] = {}
     for view in views:
         for name, group in view.groups.items():
-            by_group.setdefault(name, []).append(
-                View(
-                    last_success_at=group.last_success_at,
-                    last_failure_at=group.last_failure_at,
-                    last_error=group.last_error,
-                    pending_since=group.pending_since,
-                    live=view.live,
-                )
-            )
+            by_group.setdefault(name, []).append(replace(group, live=view.live))
     return {
         name: combine(group_views, now=now, stalled_after=stalled_after)
         for name, group_views in sorted(by_group.items())
