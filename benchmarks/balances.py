@@ -282,6 +282,12 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=1000)
     parser.add_argument("--flood", type=int, default=10_000, help="moves in the flood phase")
     parser.add_argument("--flood-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--page-size",
+        type=int,
+        default=None,
+        help="the connector's extend.dialect.page_size (default: its own, 100)",
+    )
     args = parser.parse_args()
     trickle_count = int(args.trickle_rate * args.trickle_seconds)
     if trickle_count + args.burst > args.products:
@@ -323,6 +329,11 @@ def main() -> int:
                     "EXTEND_CONNECTOR_SCOPE__PRODUCTS": "off",
                     "EXTEND_CONNECTOR_SCOPE__PRICES": "off",
                     "EXTEND_CONNECTOR_SCOPE__CUSTOMERS": "off",
+                    **(
+                        {"EXTEND_CONNECTOR_EXTEND__DIALECT__PAGE_SIZE": str(args.page_size)}
+                        if args.page_size
+                        else {}
+                    ),
                 },
             )
             with process(

@@ -131,3 +131,20 @@ def test_the_write_test_places_one_order_and_cancels_it_and_writes_nothing_else(
         assert any(line in row and "held" in row for row in result.output.splitlines()), (
             result.output
         )
+
+
+def test_probe_finds_a_page_size_extend_does_not_serve_whole() -> None:
+    """Extend serving at most 100 records a page while the connector asks for 500: the probe
+    says so and suggests page_size = 100, which a second probe finds held."""
+    config = SimulatorConfig(
+        seed=5, products=150, customers=3, orders=2, max_page_size=100, default_page_size=100
+    )
+    with run_in_thread(config) as sim:
+        first = _probe(sim, {})
+        found = {f.assumption: f for f in first.findings}["configured page size"]
+        assert found.verdict == "differs" and dict(found.settings) == {"page_size": 100}, (
+            first.table()
+        )
+        assert "pageSize=500 -> 100 records of 150" in found.evidence
+        second = _probe(sim, {"page_size": 100})
+        assert {f.assumption: f for f in second.findings}["configured page size"].verdict == "held"

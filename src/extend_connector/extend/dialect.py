@@ -62,7 +62,7 @@ class Dialect:
     endpoints: Mapping[str, Endpoint]
     page_param: str = "page"
     page_size_param: str = "pageSize"
-    page_size: int = 100
+    page_size: int = 500
     envelope: Literal["body", "headers"] = "body"
     changed_since_param: str = "changedSince"
     changed_since_format: Literal["offset", "utc"] = "offset"

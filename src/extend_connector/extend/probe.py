@@ -153,6 +153,13 @@ def _sample_body(response: httpx2.Response) -> Any:
         return response.text[:2000]
 
 
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return None if value is None or isinstance(value, bool) else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _items(body: Any) -> tuple[list[Any] | None, Literal["body", "headers"] | None]:
     if isinstance(body, list):
         return body, "headers"
@@ -324,7 +331,54 @@ class Prober:
                 assumption="page parameter", verdict=verdict, evidence=evidence, settings=settings
             )
         )
+        await self._configured_page_size()
         return items
+
+    async def _configured_page_size(self) -> None:
+        """Whether Extend serves pages of the configured `page_size` whole: a server that cuts
+        them shorter without saying so (no page size, no totals) would look finished after one
+        page, and a balance read as missing is read as 0."""
+        size = self.dialect.page_size
+        response = await self._get("list_products", self._page(1, size))
+        body = _body(response)
+        items, _ = _items(body)
+        if not response.is_success or items is None:
+            self._find(
+                Finding(
+                    assumption="configured page size",
+                    verdict="could not tell",
+                    evidence=f"{self.page_size_param}={size} answered {response.status_code}",
+                )
+            )
+            return
+        told = {str(k).lower(): v for k, v in (body.items() if isinstance(body, dict) else [])} | {
+            k.lower(): v for k, v in response.headers.items()
+        }
+        served = _int_or_none(told.get("pagesize") or told.get("x-page-size"))
+        total = _int_or_none(told.get("totalcount") or told.get("x-total-count"))
+        if len(items) >= size or (served is not None and served >= size):
+            verdict: Verdict = "held"
+            evidence = f"{self.page_size_param}={size} -> {len(items)} records"
+        elif (served is not None and served < size) or (total is not None and total > len(items)):
+            cap = served if served is not None else len(items)
+            self._find(
+                Finding(
+                    assumption="configured page size",
+                    verdict="differs",
+                    evidence=f"{self.page_size_param}={size} -> {len(items)} records"
+                    + (f" of {total}" if total is not None else "")
+                    + (f", page size {served}" if served is not None else ""),
+                    settings={"page_size": cap},
+                )
+            )
+            return
+        else:
+            verdict = "could not tell"
+            evidence = (
+                f"{self.page_size_param}={size} -> {len(items)} records and no total: fewer "
+                "products than a page"
+            )
+        self._find(Finding(assumption="configured page size", verdict=verdict, evidence=evidence))
 
     async def _paging_names(self, unpaged: list[Any]) -> list[Any]:
         """The configured page size is not honoured: find the names that are, among the usual
