@@ -95,85 +95,20 @@ def test_enqueue_is_idempotent_on_workflow_id(connected: engine.Engine) -> None:
     assert [(j.workflow_id, j.args) for j in jobs] == [("same", ["a"])]
 
 
-def test_a_wake_joins_the_run_waiting_to_start(connected: engine.Engine) -> None:
-    db = Database(connected.url, engine=connected.db_engine)
-    ids = []
-    for i in range(3):
-        with db.write() as session:
-            ids.append(
-                connected.wake_in_transaction(
-                    session,
-                    app.woken,
-                    queue="test.partitioned",
-                    partition_key="p",
-                    workflow_id=f"w-{i}",
-                )
-            )
-    assert ids == ["w-0", "w-0", "w-0"]
-    assert connected.has_waiting_run(app.woken, queue="test.partitioned", partition_key="p")
-    assert not connected.has_waiting_run(app.woken, queue="test.partitioned", partition_key="s")
-    # Another partition has its own run; a rolled-back wake leaves nothing.
-    with db.write() as session:
-        other = connected.wake_in_transaction(
-            session, app.woken, queue="test.partitioned", partition_key="q", workflow_id="w-q"
-        )
-    assert other == "w-q"
-    with pytest.raises(RuntimeError), db.write() as session:
-        connected.wake_in_transaction(
-            session, app.woken, queue="test.partitioned", partition_key="r", workflow_id="w-r"
-        )
-        raise RuntimeError("rolled back")
-    assert connected.get_status("w-r") is None
-    # Once the waiting run has left the queue (started, or here cancelled), a wake enqueues anew.
-    connected.cancel("w-0")
-    with db.write() as session:
-        again = connected.wake_in_transaction(
-            session, app.woken, queue="test.partitioned", partition_key="p", workflow_id="w-3"
-        )
-    assert again == "w-3"
-    assert sorted(j.workflow_id for j in connected.list_workflows(name="test.woken")) == [
-        "w-0",
-        "w-3",
-        "w-q",
-    ]
-
-
-@pytest.mark.postgres
-def test_a_joined_run_cannot_be_dequeued_before_the_waker_commits(
+def test_a_run_waiting_to_start_is_seen_until_it_leaves_the_queue(
     connected: engine.Engine,
 ) -> None:
-    """DBOS's dequeue selects ENQUEUED rows `FOR UPDATE SKIP LOCKED`: the run a wake joined is
-    invisible to it until the waker's transaction (with the rows the run is for) commits."""
-    if connected.db_engine.dialect.name != "postgresql":
-        pytest.skip("SQLite serialises writers: the dequeue waits for the waker's write lock")
     db = Database(connected.url, engine=connected.db_engine)
+    assert not connected.has_waiting_run(app.woken, queue="test.partitioned", partition_key="p")
     with db.write() as session:
-        connected.wake_in_transaction(
-            session, app.woken, queue="test.default", workflow_id="joined"
+        connected.enqueue_in_transaction(
+            session, app.woken, queue="test.partitioned", partition_key="p", workflow_id="w-0"
         )
-
-    def dequeueable() -> list[str]:
-        with connected.db_engine.connect() as conn:
-            found = conn.execute(
-                sa.text(
-                    "SELECT workflow_uuid FROM dbos.workflow_status WHERE status = 'ENQUEUED' "
-                    "AND name = 'test.woken' FOR UPDATE SKIP LOCKED"
-                )
-            ).all()
-            conn.rollback()
-        return [row[0] for row in found]
-
-    assert dequeueable() == ["joined"]
-    with db.write() as session:
-        assert (
-            connected.wake_in_transaction(
-                session, app.woken, queue="test.default", workflow_id="second"
-            )
-            == "joined"
-        )
-        assert dequeueable() == []  # held by this open transaction
-    assert dequeueable() == ["joined"]
-    assert connected.get_status("second") is None
+    assert connected.has_waiting_run(app.woken, queue="test.partitioned", partition_key="p")
+    assert not connected.has_waiting_run(app.woken, queue="test.partitioned", partition_key="q")
+    assert not connected.has_waiting_run(app.two_steps, queue="test.partitioned")
+    connected.cancel("w-0")  # left the queue (started, or here cancelled)
+    assert not connected.has_waiting_run(app.woken, queue="test.partitioned", partition_key="p")
 
 
 def test_enqueue_checks_queue_and_partition(connected: engine.Engine) -> None:

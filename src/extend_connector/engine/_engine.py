@@ -409,75 +409,29 @@ class Engine:
         )
         return handle.workflow_id
 
-    def _waiting_run(
-        self,
-        conn: Session | sa.Connection,
-        workflow: Callable[..., Any],
-        queue: str,
-        partition_key: str | None,
-        *,
-        lock: bool,
-    ) -> str | None:
-        """The id of a run of `workflow` waiting to start on `queue`/`partition_key` that this
-        version's workers take (one of an older version may wait for workers that are gone)."""
-        ws = workflow_status_table(self.client, conn)
-        conditions = [
-            ws.c.name == workflow_name(workflow),
-            ws.c.queue_name == queue,
-            ws.c.status == "ENQUEUED",
-            ws.c.application_version == self.application_version
-            if self.application_version is not None
-            else ws.c.application_version.is_(None),
-        ]
-        if partition_key is not None:
-            conditions.append(ws.c.queue_partition_key == partition_key)
-        query = sa.select(ws.c.workflow_uuid).where(*conditions).limit(1)
-        if lock:
-            query = query.with_for_update(skip_locked=True)
-        found = conn.execute(query).first()
-        return None if found is None else str(found[0])
-
     def has_waiting_run(
         self, workflow: Callable[..., Any], *, queue: str, partition_key: str | None = None
     ) -> bool:
-        """Whether a run of `workflow` waits to start on `queue` (see `_waiting_run`): a caller
-        that only needs the work done after now can leave it to that run."""
+        """Whether a run of `workflow` waits to start on `queue`/`partition_key` (ENQUEUED) that
+        this version's workers take (one of an older version may wait for workers that are
+        gone): a caller that only needs the work done after now can leave it to that run.
+        A plain read, no lock: DBOS dequeues queues with a concurrency limit `FOR UPDATE NOWAIT`,
+        and a row locked here would be a contention error there."""
         with self.db_engine.connect() as conn:
-            waiting = self._waiting_run(conn, workflow, queue, partition_key, lock=False)
+            ws = workflow_status_table(self.client, conn)
+            conditions = [
+                ws.c.name == workflow_name(workflow),
+                ws.c.queue_name == queue,
+                ws.c.status == "ENQUEUED",
+                ws.c.application_version == self.application_version
+                if self.application_version is not None
+                else ws.c.application_version.is_(None),
+            ]
+            if partition_key is not None:
+                conditions.append(ws.c.queue_partition_key == partition_key)
+            found = conn.execute(sa.select(ws.c.workflow_uuid).where(*conditions).limit(1)).first()
             conn.rollback()
-        return waiting is not None
-
-    def wake_in_transaction(
-        self,
-        session_or_connection: Session | sa.Connection,
-        workflow: Callable[..., Any],
-        *,
-        queue: str,
-        partition_key: str | None = None,
-        workflow_id: str,
-    ) -> str:
-        """Make sure a run of `workflow()` (no arguments: it looks for its work in the database)
-        starts after the caller's transaction commits: join a run of it that waits to start on
-        `queue`/`partition_key`, else `enqueue_in_transaction` one under `workflow_id`. Returns
-        the id of the run joined or enqueued.
-
-        The run joined stays locked until the caller commits (`FOR UPDATE SKIP LOCKED`; DBOS's
-        dequeue skips locked rows, and on SQLite the caller holds the write lock), so it cannot
-        start before and miss the caller's rows. A burst of writes while a run is busy costs one
-        waiting run, not one each (a slow shop left 102 outbox drains queued in a CI run).
-        """
-        waiting = self._waiting_run(
-            session_or_connection, workflow, queue, partition_key, lock=True
-        )
-        if waiting is not None:
-            return waiting
-        return self.enqueue_in_transaction(
-            session_or_connection,
-            workflow,
-            queue=queue,
-            partition_key=partition_key,
-            workflow_id=workflow_id,
-        )
+        return found is not None
 
     def start(
         self, workflow: Callable[..., Any], *args: Any, workflow_id: str | None = None

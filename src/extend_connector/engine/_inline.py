@@ -230,24 +230,6 @@ class InlineEngine:
     ) -> bool:
         return False  # inline jobs never wait to start
 
-    def wake_in_transaction(
-        self,
-        session_or_connection: Any,
-        workflow: Callable[..., Any],
-        *,
-        queue: str,
-        partition_key: str | None = None,
-        workflow_id: str,
-    ) -> str:
-        # Inline jobs never wait to start (they run at the commit, or not at all): none to join.
-        return self.enqueue_in_transaction(
-            session_or_connection,
-            workflow,
-            queue=queue,
-            partition_key=partition_key,
-            workflow_id=workflow_id,
-        )
-
     def start(
         self, workflow: Callable[..., Any], *args: Any, workflow_id: str | None = None
     ) -> str:

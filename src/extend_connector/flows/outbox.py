@@ -139,9 +139,14 @@ def publish_many(
 
 
 def _wake_in_transaction(session: Session, first_id: int) -> None:
-    """A drainer run that starts after this transaction commits (and only if it does): the run
-    already waiting to start if there is one, else a new one; never one per event."""
-    current().engine.wake_in_transaction(
+    """A drainer run that starts after this transaction commits (and only if it does): one job
+    per publishing transaction, never one per event.
+
+    Not joined with a run already waiting to start: joining is only safe if that run cannot
+    start before this transaction commits, which needs its row locked, and DBOS dequeues a
+    partitioned queue `FOR UPDATE NOWAIT`: a locked row is a contention error there, and DBOS
+    answers contention by doubling the queue's polling interval (up to 120 s)."""
+    current().engine.enqueue_in_transaction(
         session, drain, queue=QUEUE, partition_key=DRAIN_KEY, workflow_id=f"shop-drain-{first_id}"
     )
 
