@@ -137,7 +137,8 @@ def test_probe_names_every_difference_and_its_settings_make_a_second_probe_hold(
         second = run_probe()
         assert second.returncode == 0, second.stdout + second.stderr
         verdicts = _verdicts(second.stdout)
-        assert len(verdicts) == 19 and set(verdicts.values()) == {"held"}, second.stdout
+        # 20: the configured page size served whole is checked too.
+        assert len(verdicts) == 20 and set(verdicts.values()) == {"held"}, second.stdout
         assert not (tmp_path / "suggested.toml").exists()  # nothing left to suggest
         sample = (tmp_path / "sample.json").read_text()
         assert json.loads(sample)["answers"] and "sim-token" not in sample

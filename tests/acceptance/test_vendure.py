@@ -746,4 +746,4 @@ def test_the_vendure_demo_says_plainly_that_node_is_missing(tmp_path: Path) -> N
         tmp_path, {"PATH": str(Path(CLI[0]).parent)}, "demo", "--shop", "vendure", "--duration", "5"
     )
     assert out.returncode == 2, out.stdout + out.stderr
-    assert "needs Node.js 20+ and npm; not found: node" in out.stdout
+    assert "node and npm not found: the Vendure shop needs Node.js 20+ with npm" in out.stdout

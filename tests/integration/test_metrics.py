@@ -67,14 +67,20 @@ def test_every_family_moves_with_real_work(stack: tuple[Any, Any, str, httpx2.Cl
     # A throttle storm: the order's POST gets 429s, the budget makes the retries wait.
     assert http.patch(f"{sim.admin_url}/faults", json={"throttleStorm": 1.0}).status_code < 300
     assert order("M-1") == 202
+    # Wait for the order's own POST to be refused: another flow's call may take the first 429,
+    # and a storm ended on that one could let the POST through unrefused.
     during = wait_for(
         lambda: (
             (s := scrape(http, url))
             and total(s, "extend_connector_extend_throttled_total") >= 1
+            and total(
+                s, "extend_connector_extend_calls_total", operation="create_order", status="429"
+            )
+            >= 1
             and s
         ),
         30,
-        what="a 429 counted",
+        what="a 429 counted on the order's POST",
     )
     # The order's job waits on its queue meanwhile.
     assert total(during, "extend_connector_queue_depth") >= 1
