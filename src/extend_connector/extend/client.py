@@ -54,11 +54,9 @@ from .errors import (
     request_not_sent,
 )
 from .paging import (
-    BodyEnvelope,
     ChangeDateWalk,
     Envelope,
     EnvelopeError,
-    HeaderEnvelope,
     Page,
     PageNumberWalk,
 )
@@ -184,16 +182,7 @@ class ExtendClient:
         self._semaphore: asyncio.Semaphore | None = None
         self._groups: dict[str, GroupStats] = {}
         self._operations: dict[str, int] = {}
-        self._envelope: Envelope = (
-            BodyEnvelope()
-            if dialect.envelope == "body"
-            else HeaderEnvelope(
-                total_count_header=dialect.total_count_header,
-                total_pages_header=dialect.total_pages_header,
-                page_header=dialect.page_header,
-                page_size_header=dialect.page_size_header,
-            )
-        )
+        self._envelope: Envelope = dialect.page_envelope()
 
     @classmethod
     def from_settings(

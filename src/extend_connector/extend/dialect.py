@@ -21,6 +21,7 @@ from extend_connector.settings import (
 )
 
 from .errors import ErrorBodyParser, parse_error_body
+from .paging import BodyEnvelope, Envelope, HeaderEnvelope
 
 AuthHeaders = Callable[[], Mapping[str, str]]
 """Returns the headers that authenticate one request (called per request, so tokens may rotate)."""
@@ -122,6 +123,18 @@ class Dialect:
                 for model, renames in d.fields.items()
                 if renames
             },
+        )
+
+    def page_envelope(self, style: Literal["body", "headers"] | None = None) -> Envelope:
+        """The parser of a list answer: the configured envelope, or `style` (the probe reads
+        answers in the style Extend turned out to use)."""
+        if (style or self.envelope) == "body":
+            return BodyEnvelope()
+        return HeaderEnvelope(
+            total_count_header=self.total_count_header,
+            total_pages_header=self.total_pages_header,
+            page_header=self.page_header,
+            page_size_header=self.page_size_header,
         )
 
     def endpoint(self, operation: str) -> Endpoint:

@@ -153,13 +153,6 @@ def _sample_body(response: httpx2.Response) -> Any:
         return response.text[:2000]
 
 
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return None if value is None or isinstance(value, bool) else int(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _items(body: Any) -> tuple[list[Any] | None, Literal["body", "headers"] | None]:
     if isinstance(body, list):
         return body, "headers"
@@ -341,8 +334,8 @@ class Prober:
         size = self.dialect.page_size
         response = await self._get("list_products", self._page(1, size))
         body = _body(response)
-        items, _ = _items(body)
-        if not response.is_success or items is None:
+        items, style = _items(body)
+        if not response.is_success or items is None or style is None:
             self._find(
                 Finding(
                     assumption="configured page size",
@@ -351,11 +344,8 @@ class Prober:
                 )
             )
             return
-        told = {str(k).lower(): v for k, v in (body.items() if isinstance(body, dict) else [])} | {
-            k.lower(): v for k, v in response.headers.items()
-        }
-        served = _int_or_none(told.get("pagesize") or told.get("x-page-size"))
-        total = _int_or_none(told.get("totalcount") or told.get("x-total-count"))
+        page = self.dialect.page_envelope(style).parse(body, response.headers, requested_page=1)
+        served, total = page.page_size, page.total_count
         if len(items) >= size or (served is not None and served >= size):
             verdict: Verdict = "held"
             evidence = f"{self.page_size_param}={size} -> {len(items)} records"
