@@ -29,18 +29,6 @@ def test_reenqueue_for_recovery_takes_what_the_engine_passes() -> None:
     assert params == ["self", "workflow_id", "executor_ids", "recovery_queue_name"]
 
 
-def test_workflow_status_is_reachable_on_a_caller_transaction() -> None:
-    assert "_apply_caller_schema" in dir(SystemDatabase)
-    params = list(inspect.signature(SystemDatabase._apply_caller_schema).parameters)
-    assert params == ["self", "conn"]
-    from dbos._schemas.system_database import SystemSchema
-
-    columns = set(SystemSchema.workflow_status.c.keys())
-    assert {"name", "queue_name", "queue_partition_key", "status", "application_version"} <= (
-        columns
-    )
-
-
 def test_only_this_module_imports_private_dbos_names() -> None:
     from pathlib import Path
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from dbos._error import DBOSException, DBOSNonExistentWorkflowError
 from dbos._utils import INTERNAL_QUEUE_NAME
 
@@ -21,7 +20,6 @@ __all__ = [
     "DBOSException",
     "DBOSNonExistentWorkflowError",
     "reenqueue_for_recovery",
-    "workflow_status_table",
 ]
 
 
@@ -32,13 +30,3 @@ def reenqueue_for_recovery(client: Any, workflow_id: str, executor_ids: list[str
     return bool(
         client._sys_db.reenqueue_for_recovery(workflow_id, executor_ids, INTERNAL_QUEUE_NAME)
     )
-
-
-def workflow_status_table(client: Any, conn: Any) -> sa.Table:
-    """DBOS's `workflow_status` table (one row per job: `name`, `queue_name`,
-    `queue_partition_key`, `status`, `application_version`), readable on the caller's own
-    Session or Connection: DBOS names its schema by a placeholder, translated here on `conn` as
-    DBOS's `enqueue_in_transaction` does (the caller's own statements are unaffected)."""
-    client._sys_db._apply_caller_schema(conn)
-    table: sa.Table = client._sys_db.tables.workflow_status
-    return table

@@ -33,7 +33,6 @@ from extend_connector.engine._dbos_private import (
     DBOSException,
     DBOSNonExistentWorkflowError,
     reenqueue_for_recovery,
-    workflow_status_table,
 )
 from extend_connector.engine._declare import (
     QueueSpec,
@@ -417,21 +416,13 @@ class Engine:
         gone): a caller that only needs the work done after now can leave it to that run.
         A plain read, no lock: DBOS dequeues queues with a concurrency limit `FOR UPDATE NOWAIT`,
         and a row locked here would be a contention error there."""
-        with self.db_engine.connect() as conn:
-            ws = workflow_status_table(self.client, conn)
-            conditions = [
-                ws.c.name == workflow_name(workflow),
-                ws.c.queue_name == queue,
-                ws.c.status == "ENQUEUED",
-                ws.c.application_version == self.application_version
-                if self.application_version is not None
-                else ws.c.application_version.is_(None),
-            ]
-            if partition_key is not None:
-                conditions.append(ws.c.queue_partition_key == partition_key)
-            found = conn.execute(sa.select(ws.c.workflow_uuid).where(*conditions).limit(1)).first()
-            conn.rollback()
-        return found is not None
+        return any(
+            job.application_version == self.application_version
+            and (partition_key is None or job.partition_key == partition_key)
+            for job in self.list_workflows(
+                name=workflow_name(workflow), status=("ENQUEUED",), queue=queue, limit=1000
+            )
+        )
 
     def start(
         self, workflow: Callable[..., Any], *args: Any, workflow_id: str | None = None
