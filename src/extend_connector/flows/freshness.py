@@ -434,7 +434,9 @@ class FleetReachability:
             self._read_at = self._monotonic()
             return self._rows
 
-    def _views(self, now: datetime) -> list[View]:
+    def _views(self, now: datetime, *, groups: bool = False) -> list[View]:
+        """This process's view and every other recent row's; the per-group part only when asked
+        (`state()` answers every read-API request and does not need it)."""
         views = [self.local.view()]
         for row in self._recent(now):
             if row.process == self._exclude:
@@ -447,7 +449,7 @@ class FleetReachability:
                     last_error=row.last_error,
                     pending_since=row.pending_since,
                     live=live,
-                    groups=groups_from_json(row.groups),
+                    groups=groups_from_json(row.groups) if groups else {},
                 )
             )
         return views
@@ -459,7 +461,7 @@ class FleetReachability:
     def group_states(self) -> dict[str, ReachabilityState]:
         """The fleet's verdict per rate-limit group (groups nobody has called are absent)."""
         now = self._clock()
-        return combine_groups(self._views(now), now=now)
+        return combine_groups(self._views(now, groups=True), now=now)
 
     @property
     def reachable(self) -> bool:
