@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -116,6 +117,19 @@ def configure_logging(
         logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
+    threading.excepthook = _log_thread_death
+
+
+def _log_thread_death(args: threading.ExceptHookArgs) -> None:
+    """A thread that dies of an exception is logged in the stream, naming the thread (Python
+    would print a bare traceback to stderr, outside the log and without its time)."""
+    if args.exc_type is SystemExit:
+        return
+    logging.getLogger("extend_connector.threads").error(
+        "thread_died: %s",
+        args.thread.name if args.thread is not None else "?",
+        exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback),
+    )
 
 
 def reset_logging() -> None:
@@ -126,6 +140,7 @@ def reset_logging() -> None:
         root.removeHandler(old)
     for name in _PER_REQUEST_LOGGERS:
         logging.getLogger(name).removeFilter(_DEMOTE)
+    threading.excepthook = threading.__excepthook__
 
 
 __all__ = ["Format", "configure_logging", "reset_logging"]

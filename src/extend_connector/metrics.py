@@ -49,6 +49,13 @@ EXTEND_THROTTLED = Counter(
     "429 answers from Extend, by rate-limit group.",
     ["group"],
 )
+JOBS_PUT_BACK = Counter(
+    PREFIX + "jobs_put_back",
+    "Jobs held as running by a process that was not running them, put back on their queues "
+    "(flows/executors.py), by why: not_started (claimed here, never started), executor_gone (its "
+    "process not heard of for engine.executor_dead_seconds).",
+    ["why"],
+)
 SHOP_DELIVERIES = Counter(
     PREFIX + "shop_deliveries",
     "Outbox events offered to the shop, by outcome: delivered, retrying, parked.",

@@ -38,6 +38,7 @@ from extend_connector.flows import (
     balances,
     context,
     customers,
+    executors,
     freshness,
     orders,
     outbox,
@@ -143,6 +144,7 @@ class Connector:
         self.engine = Engine(
             settings, db_engine=self.db.engine, scheduler_poll_seconds=scheduler_poll_seconds
         )
+        self._liveness: executors.Liveness | None = None
         deliver_to_shop = (
             webshop is not None
             or settings.webshop.webhook_url is not None
@@ -194,7 +196,7 @@ class Connector:
             # runs async workflows on its own background loop (FlowContext keeps one Extend
             # client per loop, so the API's and the jobs' clients never cross loops).
             if connector.settings.engine.role == "all":
-                await asyncio.to_thread(connector.engine.launch)
+                await asyncio.to_thread(connector.launch_engine)
             else:
                 await asyncio.to_thread(connector.engine.connect)
             log.info(
@@ -207,7 +209,7 @@ class Connector:
                 yield
             finally:
                 await connector.context.aclose()
-                await asyncio.to_thread(connector.engine.shutdown)
+                await asyncio.to_thread(connector.shutdown_engine)
 
         state = {"connector": self, "settings": self.settings, "flow_context": self.context}
         return create_app(routers=ROUTERS, state=state, lifespan=lifespan)
@@ -236,7 +238,7 @@ class Connector:
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        self.engine.launch()
+        self.launch_engine()
         port = self.settings.server.worker_port
         log.info("worker_started", executor=self.settings.engine.executor_id, http_port=port)
         try:
@@ -250,8 +252,22 @@ class Connector:
                 while not stop.wait(0.5):
                     pass
         finally:
-            self.engine.shutdown()
+            self.shutdown_engine()
             self.close()
+
+    def launch_engine(self) -> None:
+        """Launch the engine (roles `all`, `worker`) with this process's heartbeat, which puts
+        back the jobs that a gone process, or this one, holds as running without running them
+        (flows/executors.py)."""
+        self.engine.launch()
+        if self.engine.executes and self._liveness is None:
+            self._liveness = executors.Liveness(self.db, self.engine).start()
+
+    def shutdown_engine(self) -> None:
+        if self._liveness is not None:
+            self._liveness.stop()
+            self._liveness = None
+        self.engine.shutdown()
 
     @contextlib.contextmanager
     def _serve_app_in_thread(
@@ -307,6 +323,9 @@ class Connector:
             thread.join(timeout)
 
     def close(self) -> None:
+        if self._liveness is not None:
+            self._liveness.stop()
+            self._liveness = None
         context.install(None)
         self._reachability.stop()
         if self._detach_rate_limit is not None:

@@ -769,6 +769,32 @@ class EngineSettings(_Section):
         description="Jobs that finished successfully are deleted with their checkpoints this "
         "long after (failed, cancelled, queued and running jobs are kept).",
     )
+    heartbeat_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="How often a process that runs jobs says it is alive and looks for jobs left "
+        "running by a process that is gone (or claimed here and never started).",
+    )
+    executor_dead_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="A process not heard of for this long is gone: the jobs it held as running "
+        "go back to their queues for the living. Keep it well above heartbeat_seconds (a live "
+        "process taken for dead runs a job twice for a moment) and above clock skew between "
+        "hosts.",
+    )
+
+    @field_validator("executor_dead_seconds")
+    @classmethod
+    def _dead_after_beats(cls, value: float, info: ValidationInfo) -> float:
+        beat = info.data.get("heartbeat_seconds")
+        if beat is not None and value < 3 * beat:
+            raise ValueError(
+                f"must be at least 3 x engine.heartbeat_seconds ({3 * beat:g}): a process would be "
+                "taken for gone between two of its heartbeats"
+            )
+        return value
 
 
 class ServerSettings(_Section):

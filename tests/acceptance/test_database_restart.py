@@ -1,8 +1,11 @@
 """PostgreSQL stopped for 10 s and started again during order intake (issue #12, defect 2).
 
 Real processes: the bundled simulator as Extend, the connector (one `all` process, or one `web`
-and two `worker` processes with one worker SIGKILLed as the database stops) on a private
+and two `worker` processes with one worker SIGKILLed as the database stops and replaced, once it
+is back, by a worker with a new executor id, as a container platform does) on a private
 PostgreSQL server this test creates (initdb on a free port; never the machine's shared server).
+The killed worker's jobs are run by the others once it has not been heard of for 5 s
+(flows/executors.py; heartbeat 1 s).
 A shop posts new orders at about 5 per second and re-posts any it got no acknowledgement for.
 
 Exact counts: every order the shop got 202/200 for is in Extend exactly once; the shop saw only
@@ -12,6 +15,7 @@ Exact counts: every order the shop got 202/200 for is in Extend exactly once; th
 from __future__ import annotations
 
 import collections
+import contextlib
 import sys
 import threading
 import time
@@ -121,6 +125,8 @@ def _env(
         "EXTEND_CONNECTOR_SCOPE__PRODUCTS": "off",
         "EXTEND_CONNECTOR_ENGINE__ROLE": role,
         "EXTEND_CONNECTOR_ENGINE__EXECUTOR_ID": executor,
+        "EXTEND_CONNECTOR_ENGINE__HEARTBEAT_SECONDS": "1",
+        "EXTEND_CONNECTOR_ENGINE__EXECUTOR_DEAD_SECONDS": "5",
     }
 
 
@@ -147,6 +153,65 @@ def _local(db_url: str) -> tuple[dict[str, str | None], int]:
     finally:
         engine.dispose()
     return rows, int(failed)
+
+
+def _diagnosis(db_url: str, refs: list[str], procs: tuple[Proc, ...]) -> str:
+    """What a failed run needs: each order not in Extend with its jobs and their steps, and every
+    warning or error line the processes logged."""
+    local, _ = _local(db_url)
+    missing = [r for r in refs if not local.get(r)]
+    engine = sa.create_engine(
+        db_url.replace("postgresql://", "postgresql+psycopg://"), poolclass=sa.NullPool
+    )
+    out = [f"orders acknowledged but not in Extend: {missing}"]
+    try:
+        with engine.connect() as conn:
+            for ref in missing:
+                out.append(
+                    repr(
+                        conn.execute(
+                            sa.text(
+                                "SELECT status, submit_attempts, last_error FROM orders "
+                                "WHERE shop_ref = :r"
+                            ),
+                            {"r": ref},
+                        ).all()
+                    )
+                )
+                jobs = conn.execute(
+                    sa.text(
+                        "SELECT workflow_uuid, status, executor_id, queue_name, "
+                        "recovery_attempts, application_version, created_at, updated_at "
+                        "FROM dbos.workflow_status WHERE workflow_uuid LIKE :w"
+                    ),
+                    {"w": f"%{ref}%"},
+                ).all()
+                out.append(f"  jobs: {jobs}")
+                for job in jobs:
+                    steps = conn.execute(
+                        sa.text(
+                            "SELECT function_id, function_name, output, error "
+                            "FROM dbos.operation_outputs WHERE workflow_uuid = :w "
+                            "ORDER BY function_id"
+                        ),
+                        {"w": job[0]},
+                    ).all()
+                    out.append(f"  steps of {job[0]}: {steps}")
+    finally:
+        engine.dispose()
+    for proc in procs:
+        try:
+            lines = proc.log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            continue
+        loud = [
+            line
+            for line in lines
+            if '"level": "info"' not in line and '"level": "debug"' not in line
+        ]
+        out.append(f"----- {proc.name}: {len(loud)} lines not at info -----")
+        out.extend(loud[-150:])
+    return "\n".join(out)
 
 
 @pytest.fixture
@@ -182,6 +247,15 @@ def _scenario(tmp_path: Path, postgres: PrivatePostgres, *, fleet: bool) -> None
         if fleet
         else []
     )
+    # The killed worker's replacement: a new executor id, so nothing but the fleet's heartbeat
+    # hands it the jobs the killed one held (flows/executors.py).
+    replacement = Proc(
+        "worker-3",
+        [*CLI, "run"],
+        env=_env(sim_url, db_url, port, tmp_path, "worker", "w3"),
+        log_dir=tmp_path,
+        cwd=tmp_path,
+    )
     refs = [f"{'F' if fleet else 'A'}-{i:04d}" for i in range(ORDERS)]
     shop = Shop(f"http://127.0.0.1:{port}")
     http = httpx2.Client(timeout=30)
@@ -194,7 +268,7 @@ def _scenario(tmp_path: Path, postgres: PrivatePostgres, *, fleet: bool) -> None
     def restore() -> None:
         postgres.start()
         if fleet:
-            workers[0].start()  # a supervisor restarts it under its own executor id
+            replacement.start()
 
     with running(sim, front, *workers):
         try:
@@ -209,7 +283,12 @@ def _scenario(tmp_path: Path, postgres: PrivatePostgres, *, fleet: bool) -> None
             wait_for(all_in_extend, 420, interval=2.0, what="every acknowledged order in Extend")
         except BaseException:
             sys.stderr.write(f"\n----- postgres log -----\n{postgres.log_tail()}\n")
+            with contextlib.suppress(Exception):
+                procs = (front, *workers, replacement)
+                sys.stderr.write(f"\n{_diagnosis(db_url, refs, procs)}\n")
             raise
+        finally:
+            replacement.stop()
         counts = _in_extend(http, sim_url)
         local, failed_jobs = _local(db_url)
     print(

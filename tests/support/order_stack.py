@@ -29,10 +29,11 @@ def order_stack(
     engine_settings: dict[str, Any] | None = None,
     prepare: Callable[[Connector], None] | None = None,
     webshop: WebshopPort | None = None,
+    database_url: str | None = None,
 ) -> Iterator[tuple[RunningSimulator, Connector, str]]:
     """Yield (simulator, connector, connector URL); everything stops on exit. `prepare` runs on
     the connector before it serves (e.g. to attach fault injection); `webshop` receives the
-    outbox's events (default: none are delivered)."""
+    outbox's events (default: none are delivered); `database_url` replaces the SQLite file."""
     port = free_port()
     cfg = SimulatorConfig(
         seed=3,
@@ -50,7 +51,7 @@ def order_stack(
                     "webhook_secret": "sim-webhook-secret",
                     "warehouses": ["MainWarehouse", "GreenWarehouse"],
                 },
-                "store": {"database_url": f"sqlite:///{tmp_path / 'c.db'}"},
+                "store": {"database_url": database_url or f"sqlite:///{tmp_path / 'c.db'}"},
                 "server": {"port": port},
                 "sync": {"orders_sweep_minutes": 60},
                 **({"engine": engine_settings} if engine_settings else {}),

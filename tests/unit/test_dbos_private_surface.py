@@ -39,3 +39,15 @@ def test_only_this_module_imports_private_dbos_names() -> None:
         if path.name != "_dbos_private.py" and "dbos._" in path.read_text(encoding="utf-8")
     ]
     assert offenders == []
+
+
+def test_active_workflow_ids_reads_what_dbos_keeps() -> None:
+    from dbos._core import ActiveWorkflowById
+
+    assert "_active_workflows_set" in inspect.getsource(dbos.DBOS.__init__)
+    active = ActiveWorkflowById()
+    entry = active.add("wf-1", "q")
+    assert active.activeList() == ["wf-1"]
+    entry.release()
+    assert active.activeList() == []
+    assert _dbos_private.active_workflow_ids() == set()  # no launched DBOS in this process

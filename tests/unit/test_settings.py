@@ -85,6 +85,8 @@ BAD_VALUES: list[tuple[tuple[str, ...], str, object, str]] = [
     (("engine",), "worker_concurrency", 0, "greater than or equal to 1"),
     (("engine",), "transient_db_retry_minutes", 0, "greater than 0"),
     (("engine",), "stuck_order_minutes", -1, "greater than 0"),
+    (("engine",), "heartbeat_seconds", 0, "greater than 0"),
+    (("engine",), "executor_dead_seconds", 20, "at least 3 x engine.heartbeat_seconds"),
     (("engine",), "watchdog_minutes", 0, "greater than 0"),
     (("engine",), "finished_job_retention_days", 0, "greater than 0"),
     (("admin",), "password_hash", "hunter2", "admin hash-password"),

@@ -1,11 +1,13 @@
 """Every name the engine takes from DBOS's private modules, in one place.
 
 DBOS 3.4 exports what the engine needs for running jobs, but not its exception classes, the
-name of its internal queue, or a way to hand a dead executor's jobs back to the fleet (its
-own recovery does that only for the executor that is starting up). Those come from here and
-nowhere else; `tests/unit/test_dbos_private_surface.py` checks each one against the
-installed DBOS, so an upgrade that moves one fails in CI with the name, not in production.
-The dependency range in `pyproject.toml` (`dbos>=3.4,<4`) is the range this was checked on.
+name of its internal queue, a way to hand a dead executor's jobs back to the fleet (its
+own recovery does that only for the executor that is starting up), or which jobs run
+in this process (to tell a running job from one its claim left PENDING, never started).
+Those come from here and nowhere else; `tests/unit/test_dbos_private_surface.py` checks each
+one against the installed DBOS, so an upgrade that moves one fails in CI with the name, not in
+production. The dependency range in `pyproject.toml` (`dbos>=3.4,<4`) is the range this was
+checked on.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ __all__ = [
     "INTERNAL_QUEUE_NAME",
     "DBOSException",
     "DBOSNonExistentWorkflowError",
+    "active_workflow_ids",
     "reenqueue_for_recovery",
 ]
 
@@ -30,3 +33,13 @@ def reenqueue_for_recovery(client: Any, workflow_id: str, executor_ids: list[str
     return bool(
         client._sys_db.reenqueue_for_recovery(workflow_id, executor_ids, INTERNAL_QUEUE_NAME)
     )
+
+
+def active_workflow_ids() -> set[str]:
+    """The ids of the jobs executing in this process now (empty before a launch)."""
+    from dbos import _dbos as dbos_module
+
+    instance = dbos_module._dbos_global_instance
+    if instance is None:
+        return set()
+    return set(instance._active_workflows_set.activeList())

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from extend_connector.engine._dbos_private import (
     DBOSException,
     DBOSNonExistentWorkflowError,
+    active_workflow_ids,
     reenqueue_for_recovery,
 )
 from extend_connector.engine._declare import (
@@ -610,15 +611,55 @@ class Engine:
         self._require(workflow_id)
         self.client.cancel_workflow(workflow_id)
 
-    def recover(self, executor_ids: Sequence[str]) -> int:
-        """Hand the in-flight jobs of dead workers (by executor id) to the fleet; returns how
-        many. A worker restarted with its own executor id does this for itself at launch."""
+    def recover(self, executor_ids: Sequence[str], *, older_than_seconds: float = 0.0) -> int:
+        """Hand the in-flight jobs of dead workers (by executor id) to the fleet, back on their
+        own queues; returns how many. `older_than_seconds`: only jobs whose state last changed
+        (claimed, started) at least that long ago. A worker restarted with its own executor id
+        does this for itself at launch; `flows/executors.py` does it for one that never returns.
+        """
         count = 0
         for executor in executor_ids:
-            pending = self.client.list_workflows(
-                status=["PENDING"], executor_id=executor, load_input=False
-            )
-            for row in pending:
+            for row in self._pending(executor, older_than_seconds):
                 if reenqueue_for_recovery(self.client, row.workflow_id, [executor]):
                     count += 1
         return count
+
+    def _pending(self, executor: str | None, older_than_seconds: float) -> list[WorkflowStatus]:
+        rows = self.client.list_workflows(
+            status=["PENDING"], executor_id=executor, load_input=False, load_output=False
+        )
+        cutoff = (time.time() - older_than_seconds) * 1000
+        return [row for row in rows if older_than_seconds <= 0 or (row.updated_at or 0) <= cutoff]
+
+    def pending_executors(self, *, older_than_seconds: float = 0.0) -> dict[str, int]:
+        """How many jobs each executor id holds as running (PENDING), counting those whose state
+        last changed at least `older_than_seconds` ago."""
+        counts: dict[str, int] = {}
+        for row in self._pending(None, older_than_seconds):
+            if row.executor_id:
+                counts[row.executor_id] = counts.get(row.executor_id, 0) + 1
+        return counts
+
+    def adopt_orphans(self, *, older_than_seconds: float) -> list[str]:
+        """Jobs this process's executor id holds as running that run nowhere in this process
+        (claimed at least `older_than_seconds` ago): put back on their queues; returns their ids.
+
+        DBOS marks a job PENDING under the claiming executor and then starts it; when the start
+        fails (the database went away between the two, the claim's commit answer was lost), the
+        job stays PENDING under a live executor, whose own recovery runs only at its next launch.
+        A job still running is in this process's active set and is left alone; a late start of
+        one put back runs alongside the new one only until its next checkpoint (DBOS's claim
+        token), and every flow's effects are guarded by its own records anyway.
+        """
+        if not self._launched:
+            return []
+        running_before = active_workflow_ids()
+        rows = self._pending(self.executor_id, older_than_seconds)
+        running = running_before | active_workflow_ids()
+        adopted = []
+        for row in rows:
+            if row.workflow_id in running:
+                continue
+            if reenqueue_for_recovery(self.client, row.workflow_id, [self.executor_id]):
+                adopted.append(row.workflow_id)
+        return adopted

@@ -319,6 +319,21 @@ class ReachabilityRow(Base):
     groups: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
 
 
+class ExecutorRow(Base):
+    """A process that runs jobs (engine role `all` or `worker`) and when it last said it is alive
+    (flows/executors.py): the fleet hands the running jobs of an executor id not seen for
+    `engine.executor_dead_seconds` back to their queues."""
+
+    __tablename__ = "engine_executors"
+
+    executor_id: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    application_version: Mapped[str] = mapped_column(sa.String(100))
+    role: Mapped[str] = mapped_column(sa.String(16))
+    process: Mapped[str] = mapped_column(sa.String(200))  # host:pid
+    started_at: Mapped[datetime]
+    seen_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class AlertRow(Base):
     """One alert condition while it is open, and after (flows/alerts.py): at most one open row
     per `condition` (a partial unique index), so a condition that stays true alerts once; the

@@ -1,0 +1,176 @@
+"""Executors: no job stays marked running by a process that does not run it.
+
+DBOS recovers the jobs a process held as running (PENDING) only when a process with the same
+executor id and application version launches again. Two ways that leaves a job stuck for good:
+
+- the process never comes back under that id (scaled down, replaced by a container with a new
+  name, its host lost): its jobs wait for a launch that never happens;
+- the process is alive, but a job it claimed never started in it (the database went away between
+  DBOS's claim and the start, or the claim's commit answer was lost): the live process has no
+  reason to look again.
+
+Every process that runs jobs (`engine.role` `all` or `worker`) keeps a `Liveness` thread. Every
+`engine.heartbeat_seconds` it
+
+1. writes its row in `engine_executors` (`seen_at`);
+2. puts back on their queues the jobs its own executor id holds as running that are not running
+   in this process and were claimed at least `engine.executor_dead_seconds` ago
+   (`Engine.adopt_orphans`; only once the process has run that long, so DBOS's own start-up
+   recovery of what it held before is left to finish);
+3. hands back to their queues the running jobs of every other executor id not seen for
+   `engine.executor_dead_seconds` (no row, or a row that old), when those jobs were claimed that
+   long ago too (`Engine.recover`, idempotent: the processes that do it at once move each job once).
+
+A job put back starts again at its first unrecorded step, exactly as after a crash, which every
+flow is written to survive (an order is looked up in Extend before it is posted again).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+import structlog
+
+from extend_connector import metrics
+from extend_connector.engine import Engine
+from extend_connector.store.database import Database
+from extend_connector.store.models import ExecutorRow
+from extend_connector.store.repositories import upsert
+
+log = structlog.get_logger("extend_connector.executors")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Beat:
+    """What one heartbeat did: the jobs it put back, this process's and those of gone ones."""
+
+    adopted: tuple[str, ...] = ()
+    handed_over: dict[str, int] | None = None  # executor id -> jobs put back
+
+
+def live_executors(db: Database, *, now: datetime, dead_after: timedelta) -> set[str]:
+    with db.read() as session:
+        return set(
+            session.scalars(
+                sa.select(ExecutorRow.executor_id).where(ExecutorRow.seen_at >= now - dead_after)
+            )
+        )
+
+
+class Liveness:
+    """The heartbeat of one process that runs jobs (module docstring); `beat()` is one round."""
+
+    def __init__(
+        self,
+        db: Database,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        settings = engine.settings.engine
+        self.db = db
+        self.engine = engine
+        self.clock = clock
+        self.executor_id = settings.executor_id
+        self.interval = settings.heartbeat_seconds
+        self.dead_after = timedelta(seconds=settings.executor_dead_seconds)
+        self.process = f"{socket.gethostname()}:{os.getpid()}"[:200]
+        self.started_at = clock()
+        self.failed = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat(self) -> Beat:
+        now = self.clock()
+        with self.db.write() as session:
+            upsert(
+                session,
+                ExecutorRow,
+                {
+                    "executor_id": self.executor_id,
+                    "application_version": self.engine.application_version,
+                    "role": self.engine.role,
+                    "process": self.process,
+                    "started_at": self.started_at,
+                    "seen_at": now,
+                },
+            )
+        age = self.dead_after.total_seconds()
+        # What this executor id held before this launch is DBOS's start-up recovery's to run;
+        # once that had `dead_after` to do it, whatever is still not running here is orphaned.
+        adopted = (
+            self.engine.adopt_orphans(older_than_seconds=age)
+            if now - self.started_at >= self.dead_after
+            else []
+        )
+        if adopted:
+            metrics.JOBS_PUT_BACK.labels("not_started").inc(len(adopted))
+            log.warning(
+                "orphaned_jobs_put_back",
+                executor=self.executor_id,
+                jobs=len(adopted),
+                workflow_ids=adopted[:20],
+                why="claimed by this process but not running in it",
+            )
+        others = set(self.engine.pending_executors(older_than_seconds=age)) - {self.executor_id}
+        handed: dict[str, int] = {}
+        if others:
+            gone = others - live_executors(self.db, now=now, dead_after=self.dead_after)
+            for executor in sorted(gone):
+                moved = self.engine.recover([executor], older_than_seconds=age)
+                if moved:
+                    handed[executor] = moved
+                    metrics.JOBS_PUT_BACK.labels("executor_gone").inc(moved)
+                    log.warning(
+                        "gone_executor_jobs_put_back",
+                        executor=executor,
+                        jobs=moved,
+                        by=self.executor_id,
+                        why=f"not heard of for over {age:g} s (engine.executor_dead_seconds)",
+                    )
+        return Beat(adopted=tuple(adopted), handed_over=handed or None)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.beat()
+                if self.failed:
+                    log.info("heartbeat_recovered", executor=self.executor_id, failed=self.failed)
+                self.failed = 0
+            except Exception as exc:  # the database is away: beat again when it is back
+                self.failed += 1
+                if self.failed == 1 or self.failed % 30 == 0:
+                    log.warning(
+                        "heartbeat_failed",
+                        executor=self.executor_id,
+                        failed=self.failed,
+                        error=f"{type(exc).__name__}: {exc}"[:300],
+                    )
+            if self._stop.wait(self.interval):
+                return
+
+    def start(self) -> Liveness:
+        if self._thread is None:
+            self._stop.clear()
+            self.started_at = self.clock()
+            self._thread = threading.Thread(
+                target=self._run, name="executor-heartbeat", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None

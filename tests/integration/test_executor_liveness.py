@@ -1,0 +1,122 @@
+"""No job stays marked running by a process that does not run it (flows/executors.py).
+
+One connector process (role `all`) against the in-process simulator, on SQLite and PostgreSQL,
+with a fast heartbeat (0.2 s) and a process taken for gone after 1 s. The fault is injected
+where DBOS starts a job it has just claimed (`dbos._queue.execute_dequeued_workflow`):
+
+- the start fails once (the database went away between the claim and the start): the job stays
+  PENDING under this live process, which before the heartbeat never looked at it again;
+- the claim turns out to be another worker's that died right after it (the row names a gone
+  executor): nothing but a launch of that executor id would ever run it.
+
+Either way the order must reach Extend exactly once, and the put-back is counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import sqlalchemy as sa
+from dbos import _queue as dbos_queue
+
+from extend_connector import metrics
+from extend_connector.service import Connector
+from extend_connector.store.models import ExecutorRow, OrderRow
+from support.order_stack import order_stack
+from support.postgres import throwaway_database
+from support.processes import wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+TOKEN = {"authorization": "Bearer shop-token"}
+FAST = {"heartbeat_seconds": 0.2, "executor_dead_seconds": 1.0, "watchdog_minutes": 60}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    if request.param == "sqlite":
+        yield None
+        return
+    with throwaway_database("ec_liveness") as url:
+        yield url
+
+
+class Dispatch:
+    """Wraps DBOS's start of a claimed job: `plan[workflow_id]` decides what the first start of
+    that job does instead ("fail", or "gone": the row is handed to a dead executor first)."""
+
+    def __init__(self, connector: Connector, plan: dict[str, str]) -> None:
+        self.connector = connector
+        self.plan = dict(plan)
+        self.done: list[str] = []
+        self.original = dbos_queue.execute_dequeued_workflow
+
+    def __call__(self, dbos: Any, status: Any, owner_xid: str) -> Any:
+        workflow_id = status["workflow_uuid"]
+        what = self.plan.pop(workflow_id, None)
+        if what == "gone":
+            table = "workflow_status" if self.connector.db.is_sqlite else "dbos.workflow_status"
+            with self.connector.db.engine.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        f"UPDATE {table} SET executor_id = 'gone-worker' WHERE workflow_uuid = :w"
+                    ),
+                    {"w": workflow_id},
+                )
+        if what is not None:
+            self.done.append(workflow_id)
+            raise RuntimeError(f"injected: the start of {workflow_id} never happened ({what})")
+        return self.original(dbos, status, owner_xid)
+
+
+def _counter(why: str) -> float:
+    return metrics.JOBS_PUT_BACK.labels(why)._value.get()
+
+
+@pytest.mark.parametrize("fault", ["fail", "gone"])
+def test_a_claimed_job_that_never_started_still_sends_its_order(
+    tmp_path: Path,
+    database_url: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
+) -> None:
+    why = "not_started" if fault == "fail" else "executor_gone"
+    before = _counter(why)
+    with order_stack(tmp_path, engine_settings=FAST, database_url=database_url) as (
+        sim,
+        connector,
+        url,
+    ):
+        dispatch = Dispatch(connector, {"order-L-1": fault})
+        monkeypatch.setattr(dbos_queue, "execute_dequeued_workflow", dispatch)
+        http = httpx2.Client(timeout=30)
+        body = {
+            "shopRef": "L-1",
+            "lines": [{"productNumber": "P000001", "quantity": 1, "unitPrice": "5.00"}],
+        }
+        assert http.post(f"{url}/v1/orders", json=body, headers=TOKEN).status_code == 202
+        wait_for(lambda: dispatch.done == ["order-L-1"], 30, what="the injected lost start")
+
+        def sent() -> str | None:
+            with connector.db.read() as session:
+                row = session.get(OrderRow, "L-1")
+                return row.order_number if row is not None else None
+
+        wait_for(sent, 60, what="order L-1 in Extend after its lost start")
+        data: Any = http.get(f"{sim.admin_url}/state/orders").json()
+        items = data["items"] if isinstance(data, dict) else data
+        assert sum(1 for o in items if o.get("orderNumberExternal") == "L-1") == 1
+        job = wait_for(
+            lambda: (j := connector.engine.get_status("order-L-1")) and j.status == "SUCCESS" and j,
+            30,
+            what="the job done",
+        )
+        assert job.executor_id == connector.settings.engine.executor_id
+        with connector.db.read() as session:
+            me = session.get(ExecutorRow, connector.settings.engine.executor_id)
+            assert me is not None and me.role == "all"
+    assert _counter(why) - before == 1
