@@ -858,6 +858,21 @@ def status(ctx: click.Context, as_json: bool) -> None:
             or "not in use (extend.shared_rate_limit)"
         )
     )
+    click.echo(
+        "processes running jobs (engine_executors):" + ("" if snap["executors"] else " none yet")
+    )
+    for ex in snap["executors"]:
+        held = "?" if ex["runningJobs"] is None else ex["runningJobs"]
+        if ex["seenAt"] is None:
+            seen = "never heard of (older than the heartbeat)"
+        elif ex["alive"]:
+            seen = f"alive, seen {ex['secondsSinceSeen']:g} s ago"
+        else:
+            seen = (
+                f"GONE, not heard of for {ex['secondsSinceSeen']:g} s (its running jobs go back "
+                "to their queues)"
+            )
+        click.echo(f"  {ex['executorId']:<16} {ex['role'] or '-':<7} {seen}; running jobs: {held}")
 
 
 @main.group()

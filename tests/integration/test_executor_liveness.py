@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from dbos import _queue as dbos_queue
 
 from extend_connector import metrics
+from extend_connector.flows import failures
 from extend_connector.service import Connector
 from extend_connector.store.models import ExecutorRow, OrderRow
 from support.order_stack import order_stack
@@ -119,4 +120,8 @@ def test_a_claimed_job_that_never_started_still_sends_its_order(
         with connector.db.read() as session:
             me = session.get(ExecutorRow, connector.settings.engine.executor_id)
             assert me is not None and me.role == "all"
+        # `extend-connector status` lists this process, alive, and nobody holding the job.
+        listed = {e["executorId"]: e for e in failures.status_snapshot()["executors"]}
+        assert listed[connector.settings.engine.executor_id]["alive"] is True
+        assert all(e["runningJobs"] == 0 for e in listed.values())
     assert _counter(why) - before == 1

@@ -146,3 +146,23 @@ def test_structlog_event_with_a_url_password_is_still_masked(out: io.StringIO) -
     structlog.get_logger("t").warning("db_down", url="postgresql://app:pw-9@db/shop")
     (line,) = _lines(out)
     assert line["url"] == "postgresql://app:***@db/shop"
+
+
+def test_a_thread_that_dies_is_logged_in_the_stream_with_its_name(out: io.StringIO) -> None:
+    import threading
+
+    configure_logging("INFO", fmt="json", stream=out)
+
+    def die() -> None:
+        raise RuntimeError("terminating connection due to administrator command")
+
+    thread = threading.Thread(target=die, name="queue-orders-submit")
+    thread.start()
+    thread.join()
+    lines = _lines(out)
+    assert len(lines) == 1
+    assert lines[0]["level"] == "error"
+    assert lines[0]["event"] == "thread_died: queue-orders-submit"
+    assert "RuntimeError: terminating connection" in str(lines[0]["exception"])
+    reset_logging()
+    assert threading.excepthook is threading.__excepthook__

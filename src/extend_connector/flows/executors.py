@@ -67,6 +67,47 @@ def live_executors(db: Database, *, now: datetime, dead_after: timedelta) -> set
         )
 
 
+def listing(
+    db: Database, engine: Engine, *, now: datetime, dead_after: timedelta
+) -> list[dict[str, object]]:
+    """Every process that has run jobs, newest first, with whether it counts as alive and how
+    many jobs its executor id holds as running (what `extend-connector status` shows)."""
+    try:
+        running: dict[str, int] | None = engine.pending_executors()
+    except Exception:  # the job tables may not exist before the first start
+        running = None
+    with db.read() as session:
+        rows = session.scalars(sa.select(ExecutorRow).order_by(ExecutorRow.seen_at.desc()))
+        listed: list[dict[str, object]] = [
+            {
+                "executorId": row.executor_id,
+                "role": row.role,
+                "process": row.process,
+                "applicationVersion": row.application_version,
+                "seenAt": row.seen_at.isoformat(),
+                "secondsSinceSeen": round(max(0.0, (now - row.seen_at).total_seconds()), 1),
+                "alive": row.seen_at >= now - dead_after,
+                "runningJobs": None if running is None else running.pop(row.executor_id, 0),
+            }
+            for row in rows
+        ]
+    # Jobs held by an executor id that never wrote a row (a process older than the heartbeat).
+    listed.extend(
+        {
+            "executorId": executor,
+            "role": None,
+            "process": None,
+            "applicationVersion": None,
+            "seenAt": None,
+            "secondsSinceSeen": None,
+            "alive": False,
+            "runningJobs": count,
+        }
+        for executor, count in sorted((running or {}).items())
+    )
+    return listed
+
+
 class Liveness:
     """The heartbeat of one process that runs jobs (module docstring); `beat()` is one round."""
 

@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from extend_connector.flows import outbox
+from extend_connector.flows import executors, outbox
 from extend_connector.flows.context import FlowContext, current
 from extend_connector.store.models import ParkedFailureRow
 
@@ -433,7 +433,8 @@ def status_snapshot() -> dict[str, Any]:
     """What `extend-connector status` shows, read generically so every flow appears by itself:
     each cursor (one per swept data point), the newest `confirmed_at` of every local-copy table
     that has one, open failures per kind, the outbox backlog, marks waiting for a fetch, the
-    fleet-wide rate limit's reservations, and queue depth per queue."""
+    fleet-wide rate limit's reservations, queue depth per queue, and the processes that run jobs
+    (alive or gone, and the jobs each holds as running)."""
     from extend_connector.store.models import Base, CursorRow, RateBucketRow
 
     ctx = current()
@@ -485,8 +486,6 @@ def status_snapshot() -> dict[str, Any]:
                 )
             )
         }
-        from datetime import timedelta
-
         from extend_connector.flows.watchdog import unsent_orders
 
         snapshot["ordersNotInExtend"] = unsent_orders(
@@ -498,4 +497,10 @@ def status_snapshot() -> dict[str, Any]:
         snapshot["queues"] = ctx.engine.queue_depth()
     except Exception as exc:  # the job tables may not exist before the first start
         snapshot["queues"] = {"error": str(exc)}
+    snapshot["executors"] = executors.listing(
+        ctx.db,
+        ctx.engine,
+        now=ctx.clock(),
+        dead_after=timedelta(seconds=ctx.settings.engine.executor_dead_seconds),
+    )
     return snapshot

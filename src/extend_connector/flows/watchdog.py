@@ -11,8 +11,9 @@ Every `engine.watchdog_minutes` (one run at a time across the fleet):
      any POST, so exactly once holds. After that the order is parked with the job's error;
    - no job at all: a submit job is queued (it looks the order up first when attempts were made);
    - the job was cancelled by a person: the order is parked (`failures retry` sends it again);
-   - the job is queued or running but silent that long: logged at error level (a worker that died
-     and never came back needs `Engine.recover`; an Extend call that never returns).
+   - the job is queued or running but silent that long: logged at error level (a job held by a
+     gone process, or claimed and never started, is put back by the heartbeat of
+     flows/executors.py long before; what is left is e.g. an Extend call that never returns).
 2. Any other job that stopped in ERROR is parked as a failure of kind `job` (one per job), so it
    shows in `status` and `failures list`; `failures retry` resumes it.
 3. Records marked by webhooks (flows/records.py) that have been due for longer than
@@ -184,7 +185,9 @@ def check_order(
                 executor=latest.executor_id,
                 order_updated_at=updated_at.isoformat(),
                 job_moved_at=moved.isoformat() if moved else None,
-                hint="a worker that died and never restarted: Engine.recover([executor])",
+                hint="held by a live process but not moving (a job of a gone process or one that "
+                "never started is put back by the heartbeat, flows/executors.py): look at that "
+                "process's log for this workflow id",
             )
             return "stuck"
     return "moving"
