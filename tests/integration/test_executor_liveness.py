@@ -14,7 +14,8 @@ Either way the order must reach Extend exactly once, and the put-back is counted
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,10 @@ import sqlalchemy as sa
 from dbos import _queue as dbos_queue
 
 from extend_connector import metrics
-from extend_connector.flows import failures
+from extend_connector.flows import executors, failures
 from extend_connector.service import Connector
+from extend_connector.settings import Settings
+from extend_connector.store.database import Database
 from extend_connector.store.models import ExecutorRow, OrderRow
 from support.order_stack import order_stack
 from support.postgres import throwaway_database
@@ -125,3 +128,107 @@ def test_a_claimed_job_that_never_started_still_sends_its_order(
         assert listed[connector.settings.engine.executor_id]["alive"] is True
         assert all(e["runningJobs"] == 0 for e in listed.values())
     assert _counter(why) - before == 1
+
+
+class FakeEngine:
+    """What `Liveness` asks of the engine, with the running jobs per executor set by the test."""
+
+    def __init__(self, settings: Any, pending: dict[str, int]) -> None:
+        self.settings = settings
+        self.role = settings.engine.role
+        self.application_version = settings.engine.application_version
+        self.pending = dict(pending)
+        self.recovered: list[str] = []
+        self.adopt_calls = 0
+
+    def pending_executors(self, *, older_than_seconds: float = 0.0) -> dict[str, int]:
+        return dict(self.pending)
+
+    def recover(self, executor_ids: list[str], *, older_than_seconds: float = 0.0) -> int:
+        moved = sum(self.pending.pop(e, 0) for e in executor_ids)
+        self.recovered.extend(executor_ids)
+        return moved
+
+    def adopt_orphans(self, *, older_than_seconds: float) -> list[str]:
+        self.adopt_calls += 1
+        return []
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_only_executors_not_heard_of_for_the_threshold_lose_their_jobs(
+    db: Database, migrated_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(
+        migrated_url, executor_id="w1", heartbeat_seconds=10, executor_dead_seconds=60
+    )
+    clock = Clock()
+    eng = FakeEngine(settings, {"w1": 1, "w-live": 2, "w-gone": 3, "w-never-seen": 4})
+    me = executors.Liveness(db, eng, clock=clock)  # type: ignore[arg-type]
+    with db.write() as session:
+        session.add_all(
+            [
+                _row("w-live", clock.now - timedelta(seconds=30)),
+                _row("w-gone", clock.now - timedelta(seconds=61)),
+            ]
+        )
+    beat = me.beat()
+    assert beat.handed_over == {"w-gone": 3, "w-never-seen": 4}
+    assert sorted(eng.recovered) == ["w-gone", "w-never-seen"]  # never its own, never a live one
+    assert eng.adopt_calls == 0  # its own start-up recovery goes first
+    clock.now += timedelta(seconds=60)
+    me.beat()
+    assert eng.adopt_calls == 1
+    # w-live has not beaten for 90 s now: gone.
+    assert eng.recovered[-1] == "w-live"
+    listed = {
+        e["executorId"]: e
+        for e in executors.listing(db, eng, now=clock.now, dead_after=timedelta(seconds=60))  # type: ignore[arg-type]
+    }
+    assert listed["w1"]["alive"] is True and listed["w1"]["runningJobs"] == 1
+    assert listed["w-gone"]["alive"] is False and listed["w-gone"]["runningJobs"] == 0
+
+
+def test_two_live_processes_with_one_executor_id_stop_taking_each_others_jobs(
+    db: Database, migrated_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(
+        migrated_url, executor_id="local", heartbeat_seconds=10, executor_dead_seconds=30
+    )
+    clock = Clock()
+    first = executors.Liveness(db, FakeEngine(settings, {}), clock=clock)  # type: ignore[arg-type]
+    second = executors.Liveness(db, FakeEngine(settings, {}), clock=clock)  # type: ignore[arg-type]
+    first.process, second.process = "host-a:1", "host-b:2"
+    # Both beat from their start; by the time either may adopt (30 s) each has seen the other.
+    for _ in range(5):
+        first.beat()
+        clock.now += timedelta(seconds=5)
+        second.beat()
+        clock.now += timedelta(seconds=5)
+    assert first.shared and second.shared
+    assert first.engine.adopt_calls == 0 and second.engine.adopt_calls == 0  # type: ignore[attr-defined]
+    # A restart (a new process, the old one gone) is not a twin.
+    clock.now += timedelta(seconds=60)
+    restarted = executors.Liveness(db, FakeEngine(settings, {}), clock=clock)  # type: ignore[arg-type]
+    restarted.process = "host-a:3"
+    for _ in range(3):
+        restarted.beat()
+        clock.now += timedelta(seconds=10)
+    assert not restarted.shared
+
+
+def _row(executor: str, seen: datetime) -> ExecutorRow:
+    return ExecutorRow(
+        executor_id=executor,
+        application_version="1",
+        role="worker",
+        process=f"h:{executor}",
+        started_at=seen,
+        seen_at=seen,
+    )

@@ -21,6 +21,10 @@ Every process that runs jobs (`engine.role` `all` or `worker`) keeps a `Liveness
    `engine.executor_dead_seconds` (no row, or a row that old), when those jobs were claimed that
    long ago too (`Engine.recover`, idempotent: the processes that do it at once move each job once).
 
+Two live processes with one executor id would take each other's running jobs for orphans: a
+process that finds its row written by another since its own last beat logs `executor_id_shared`
+and stops step 2.
+
 A job put back starts again at its first unrecorded step, exactly as after a crash, which every
 flow is written to survive (an order is looked up in Extend before it is posted again).
 """
@@ -128,12 +132,34 @@ class Liveness:
         self.process = f"{socket.gethostname()}:{os.getpid()}"[:200]
         self.started_at = clock()
         self.failed = 0
+        self.shared = False  # another live process uses this executor id (then: no adoption)
+        self._written_at: datetime | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def beat(self) -> Beat:
         now = self.clock()
         with self.db.write() as session:
+            row = session.get(ExecutorRow, self.executor_id)
+            # Someone else wrote our row since our last beat: another live process has the same
+            # executor id (after a restart the old process writes no more).
+            if (
+                row is not None
+                and row.process != self.process
+                and self._written_at is not None
+                and row.seen_at > self._written_at
+            ):
+                if not self.shared:
+                    log.error(
+                        "executor_id_shared",
+                        executor=self.executor_id,
+                        this_process=self.process,
+                        other_process=row.process,
+                        why="two live processes with one engine.executor_id: each would take "
+                        "the other's running jobs for orphans; this one stops putting back its "
+                        "own; give every worker its own engine.executor_id",
+                    )
+                self.shared = True
             upsert(
                 session,
                 ExecutorRow,
@@ -146,12 +172,13 @@ class Liveness:
                     "seen_at": now,
                 },
             )
+        self._written_at = now
         age = self.dead_after.total_seconds()
         # What this executor id held before this launch is DBOS's start-up recovery's to run;
         # once that had `dead_after` to do it, whatever is still not running here is orphaned.
         adopted = (
             self.engine.adopt_orphans(older_than_seconds=age)
-            if now - self.started_at >= self.dead_after
+            if now - self.started_at >= self.dead_after and not self.shared
             else []
         )
         if adopted:
