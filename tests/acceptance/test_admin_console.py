@@ -180,6 +180,8 @@ def test_console_login_timeline_fix_and_retry_dismiss(make_stack: Any) -> None: 
             expect(page.locator("#extend-groups")).to_contain_text("heavy")
             expect(page.locator("#extend-groups")).to_contain_text("write")
             expect(page.locator("#freshness")).to_contain_text("products")
+            # The process running the jobs, alive (flows/executors.py's heartbeat).
+            expect(page.locator("#executors")).to_contain_text("alive")
             page.screenshot(path=SHOTS / "overview.png", full_page=True)
         finally:
             browser.close()
