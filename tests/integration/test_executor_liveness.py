@@ -232,3 +232,33 @@ def _row(executor: str, seen: datetime) -> ExecutorRow:
         started_at=seen,
         seen_at=seen,
     )
+
+
+def test_a_clean_stop_removes_the_row_and_a_silent_process_is_reported_gone_for_a_day(
+    db: Database, migrated_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(
+        migrated_url, executor_id="w1", heartbeat_seconds=0.1, executor_dead_seconds=60
+    )
+    me = executors.Liveness(db, FakeEngine(settings, {}))  # type: ignore[arg-type]
+    me.start()
+    wait_for(lambda: _seen(db, "w1"), 10, what="the first heartbeat")
+    me.stop()
+    assert not _seen(db, "w1")  # stopped cleanly: not gone, no alert
+    now = datetime.now(UTC)
+    with db.write() as session:
+        session.add_all(
+            [
+                _row("w-crashed", now - timedelta(minutes=5)),
+                _row("w-long-ago", now - timedelta(hours=25)),
+                _row("w-alive", now - timedelta(seconds=5)),
+            ]
+        )
+    with db.read() as session:
+        gone = executors.gone_executors(session, now=now, dead_after=timedelta(seconds=60))
+    assert [g.executor_id for g in gone] == ["w-crashed"]
+
+
+def _seen(db: Database, executor: str) -> bool:
+    with db.read() as session:
+        return session.get(ExecutorRow, executor) is not None

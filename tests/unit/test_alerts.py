@@ -169,3 +169,19 @@ def test_alert_email_names_the_alert_and_a_dead_server_is_a_notify_error() -> No
         assert "not sent" in str(exc)
     else:
         raise AssertionError("a refused SMTP connection must raise NotifyError")
+
+
+def test_a_gone_process_alerts_once_naming_it() -> None:
+    from dataclasses import replace
+
+    from extend_connector.flows.executors import Gone
+
+    gone = Gone(
+        executor_id="w2", role="worker", process="host-b:42", seen_at=NOW - timedelta(minutes=3)
+    )
+    snap = replace(_snap(), executors_gone=(gone,))
+    found = alerts.conditions(_settings(), snap, [])
+    assert [c.key for c in found] == ["executor_gone:w2"]
+    assert found[0].kind == "executor_gone"
+    assert "w2 (host-b:42) not heard of for 3.0 min" in found[0].summary
+    assert _keys(_settings(), _snap()) == []

@@ -8,7 +8,10 @@ Every `alerts.check_seconds` (one run at a time across the fleet) `evaluate` rea
   `alerts.stale_minutes`, or than twice its sweep interval when that is longer;
 - `extend_unreachable`: Extend has answered no process for `alerts.unreachable_minutes`;
 - `outbox_backlog`: `alerts.outbox_pending` events wait for the shop, or the oldest has waited
-  `alerts.outbox_age_minutes`.
+  `alerts.outbox_age_minutes`;
+- `executor_gone:<executor id>` (`executor_gone`): a process that ran jobs stopped beating without
+  a clean stop and has not come back for `engine.executor_dead_seconds` (its running jobs went
+  back to their queues: flows/executors.py); resolved when it beats again, or after a day.
 
 A condition that starts holding opens one `alerts` row (a partial unique index keeps it to one
 open row per condition); one that stops holding gets `resolved_at`. Then `deliver` sends what is
@@ -142,6 +145,23 @@ def conditions(
                 summary=f"{snap.outbox_pending} events wait for the shop, the oldest for "
                 f"{(oldest or 0) / 60:.1f} min",
                 detail={"pending": snap.outbox_pending, "oldestSeconds": oldest},
+            )
+        )
+    for gone in snap.executors_gone:
+        silent = (snap.at - gone.seen_at).total_seconds()
+        found.append(
+            Condition(
+                key=f"executor_gone:{gone.executor_id}",
+                kind="executor_gone",
+                summary=f"{gone.role} process {gone.executor_id} ({gone.process}) not heard of "
+                f"for {silent / 60:.1f} min without a clean stop; its running jobs went back to "
+                "their queues, the others run them (fewer workers until it is restarted)",
+                detail={
+                    "executorId": gone.executor_id,
+                    "role": gone.role,
+                    "process": gone.process,
+                    "seenAt": gone.seen_at,
+                },
             )
         )
     return found

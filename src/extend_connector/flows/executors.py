@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.orm import Session
 
 from extend_connector import metrics
 from extend_connector.engine import Engine
@@ -69,6 +70,36 @@ def live_executors(db: Database, *, now: datetime, dead_after: timedelta) -> set
                 sa.select(ExecutorRow.executor_id).where(ExecutorRow.seen_at >= now - dead_after)
             )
         )
+
+
+GONE_ALERT_HOURS = 24.0  # a process gone for longer is no longer alerted on (its row stays)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Gone:
+    """A process that ran jobs, stopped beating without a clean stop, and has not come back."""
+
+    executor_id: str
+    role: str
+    process: str
+    seen_at: datetime
+
+
+def gone_executors(session: Session, *, now: datetime, dead_after: timedelta) -> list[Gone]:
+    """Processes not heard of for `dead_after` (a clean stop removes its row), for at most
+    `GONE_ALERT_HOURS`: what the `executor_gone` alert reports."""
+    rows = session.scalars(
+        sa.select(ExecutorRow)
+        .where(
+            ExecutorRow.seen_at < now - dead_after,
+            ExecutorRow.seen_at >= now - timedelta(hours=GONE_ALERT_HOURS),
+        )
+        .order_by(ExecutorRow.executor_id)
+    )
+    return [
+        Gone(executor_id=r.executor_id, role=r.role, process=r.process, seen_at=r.seen_at)
+        for r in rows
+    ]
 
 
 def listing(
@@ -238,7 +269,25 @@ class Liveness:
         return self
 
     def stop(self) -> None:
+        """A clean stop: the thread ends and the row goes (a stopped process is not gone; the
+        jobs it leaves running are recovered by its next launch or, after
+        `engine.executor_dead_seconds`, by the others)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+        if self._thread is None:
+            return
+        self._thread.join(10)
+        self._thread = None
+        try:
+            with self.db.write() as session:
+                session.execute(
+                    sa.delete(ExecutorRow).where(
+                        ExecutorRow.executor_id == self.executor_id,
+                        ExecutorRow.process == self.process,
+                    )
+                )
+        except Exception as exc:  # the database is away: the row ages into "gone"
+            log.warning(
+                "heartbeat_row_not_removed",
+                executor=self.executor_id,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )

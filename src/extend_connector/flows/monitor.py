@@ -9,13 +9,13 @@ changed confirms everything kept). Only the data points in `scope` are listed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from extend_connector.flows import failures, outbox
+from extend_connector.flows import executors, failures, outbox
 from extend_connector.flows.context import FlowContext
 from extend_connector.flows.freshness import ReachabilityState, fleet_reachability
 from extend_connector.settings import (
@@ -67,6 +67,8 @@ class Snapshot:
     reachability: ReachabilityState
     # Per rate-limit group called so far (Extend may answer one group and not another).
     reachability_groups: dict[str, ReachabilityState] = field(default_factory=dict)
+    # Processes that ran jobs and stopped beating without a clean stop (flows/executors.py).
+    executors_gone: tuple[executors.Gone, ...] = ()
 
     def age_seconds(self, point: str) -> float | None:
         at = self.confirmed.get(point)
@@ -113,6 +115,11 @@ def read(ctx: FlowContext) -> Snapshot:
                 .group_by(AlertRow.kind)
             )
         }
+        gone = executors.gone_executors(
+            session,
+            now=now,
+            dead_after=timedelta(seconds=ctx.settings.engine.executor_dead_seconds),
+        )
     fleet = fleet_reachability(ctx.db.engine)
     try:
         queues: dict[str, int] | None = ctx.engine.queue_depth()
@@ -128,6 +135,7 @@ def read(ctx: FlowContext) -> Snapshot:
         alerts=open_alerts,
         reachability=fleet.state(),
         reachability_groups=fleet.group_states(),
+        executors_gone=tuple(gone),
     )
 
 
