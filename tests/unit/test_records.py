@@ -159,3 +159,28 @@ def test_marks_nobody_drains_get_their_drain_asked_for_again(
         assert records.request_forgotten_drains(clock()) == 1
         [job] = [j for j in run.jobs if j.workflow == "records.drain"]
         assert (job.kind, job.args) == ("debounce", (records.PRODUCT,))
+
+
+def test_a_scope_without_products_or_customers_leaves_no_webhook_handler_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Connector rebuilt in one process with products and customers off (a test, a script)
+    must not keep routing their webhooks to the drains the earlier scope declared."""
+    from extend_connector.engine import _declare
+    from extend_connector.flows import customers, dispatch
+    from extend_connector.settings import EmbeddedSettings
+
+    # This process's declarations as they were, back after the test.
+    monkeypatch.setattr(dispatch, "_HANDLERS", dict(dispatch._HANDLERS))
+    monkeypatch.setattr(_declare, "_SCHEDULES", dict(_declare._SCHEDULES))
+
+    on = EmbeddedSettings(scope={"products": "sync", "customers": "from_extend"})
+    off = EmbeddedSettings(scope={"products": "off", "customers": "off"})
+    products.declare_schedules(on)
+    customers.declare_schedules(on)
+    assert dispatch.handler_for("ProductChanged") is not None
+    assert dispatch.handler_for("CustomerCreated") is not None
+    products.declare_schedules(off)
+    customers.declare_schedules(off)
+    for action in ("ProductCreated", "ProductChanged", "CustomerCreated", "CustomerChanged"):
+        assert dispatch.handler_for(action) is None, action

@@ -544,3 +544,4 @@ def declare_schedules(settings: Settings) -> None:
         )
     else:  # a Connector rebuilt in this process with another scope: no sweep left behind
         engine.forget_schedule("customers.sweep")
+        dispatch.forget(["CustomerCreated", "CustomerChanged"])

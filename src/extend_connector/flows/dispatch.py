@@ -46,6 +46,13 @@ def on(actions: list[str] | tuple[str, ...], handler: Handler) -> None:
         _HANDLERS[key] = handler
 
 
+def forget(actions: list[str] | tuple[str, ...]) -> None:
+    """Route `actions` to no handler again (a Connector rebuilt in this process with a scope that
+    does not keep the data point: its notifications are stored and acknowledged, nothing more)."""
+    for action in actions:
+        _HANDLERS.pop(action.lower(), None)
+
+
 def handler_for(action: str) -> Handler | None:
     return _HANDLERS.get(action.lower())
 

@@ -228,3 +228,4 @@ def declare_schedules(settings: Settings) -> None:
         )
     else:  # a Connector rebuilt in this process with products off: no sweep left behind
         engine.forget_schedule("products.sweep")
+        dispatch.forget(["ProductCreated", "ProductChanged"])
