@@ -117,7 +117,27 @@ def configure_logging(
         logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
-    threading.excepthook = _log_thread_death
+    if threading.excepthook is not _log_thread_death:
+        _previous_hooks["thread"] = threading.excepthook
+        threading.excepthook = _log_thread_death
+    if sys.unraisablehook is not _log_unraisable:
+        _previous_hooks["unraisable"] = sys.unraisablehook
+        sys.unraisablehook = _log_unraisable
+
+
+# The hooks configure_logging replaced, put back by reset_logging.
+_previous_hooks: dict[str, Any] = {}
+
+
+def _log_unraisable(args: Any) -> None:
+    """An exception Python cannot raise (in a finaliser, a generator closed by the garbage
+    collector) is logged in the stream with the object it came from, not printed bare."""
+    logging.getLogger("extend_connector.unraisable").error(
+        "exception_ignored: %s in %r",
+        args.err_msg or "Exception ignored",
+        args.object,
+        exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback),
+    )
 
 
 def _log_thread_death(args: threading.ExceptHookArgs) -> None:
@@ -140,7 +160,10 @@ def reset_logging() -> None:
         root.removeHandler(old)
     for name in _PER_REQUEST_LOGGERS:
         logging.getLogger(name).removeFilter(_DEMOTE)
-    threading.excepthook = threading.__excepthook__
+    if threading.excepthook is _log_thread_death:
+        threading.excepthook = _previous_hooks.pop("thread", threading.__excepthook__)
+    if sys.unraisablehook is _log_unraisable:
+        sys.unraisablehook = _previous_hooks.pop("unraisable", sys.__unraisablehook__)
 
 
 __all__ = ["Format", "configure_logging", "reset_logging"]

@@ -151,6 +151,7 @@ def test_structlog_event_with_a_url_password_is_still_masked(out: io.StringIO) -
 def test_a_thread_that_dies_is_logged_in_the_stream_with_its_name(out: io.StringIO) -> None:
     import threading
 
+    before = threading.excepthook
     configure_logging("INFO", fmt="json", stream=out)
 
     def die() -> None:
@@ -165,4 +166,26 @@ def test_a_thread_that_dies_is_logged_in_the_stream_with_its_name(out: io.String
     assert lines[0]["event"] == "thread_died: queue-orders-submit"
     assert "RuntimeError: terminating connection" in str(lines[0]["exception"])
     reset_logging()
-    assert threading.excepthook is threading.__excepthook__
+    assert threading.excepthook is before
+
+
+def test_an_exception_python_cannot_raise_is_logged_in_the_stream(out: io.StringIO) -> None:
+    import gc
+    import sys
+
+    before = sys.unraisablehook
+    configure_logging("INFO", fmt="json", stream=out)
+
+    class Finaliser:
+        def __del__(self) -> None:
+            raise RuntimeError("commit failed while closing")
+
+    Finaliser()
+    gc.collect()
+    lines = _lines(out)
+    assert len(lines) == 1
+    assert lines[0]["level"] == "error"
+    assert str(lines[0]["event"]).startswith("exception_ignored: Exception ignored")
+    assert "RuntimeError: commit failed while closing" in str(lines[0]["exception"])
+    reset_logging()
+    assert sys.unraisablehook is before
