@@ -196,8 +196,9 @@ _BY_ERROR_TYPE: dict[str, type[ExtendError]] = {
 }
 
 
-def parse_retry_after(headers: Mapping[str, str], reset_header: str) -> float | None:
-    """Seconds to wait: `Retry-After` (seconds or HTTP date) first, then the reset header."""
+def parse_retry_after(headers: Mapping[str, str], reset_header: str | None) -> float | None:
+    """Seconds to wait: `Retry-After` (seconds or HTTP date) first, then the reset header (None:
+    only `Retry-After` counts)."""
     from email.utils import parsedate_to_datetime
 
     value = headers.get("retry-after")
@@ -213,7 +214,7 @@ def parse_retry_after(headers: Mapping[str, str], reset_header: str) -> float | 
                 from datetime import UTC, datetime
 
                 return max(0.0, (when - datetime.now(UTC)).total_seconds())
-    reset = headers.get(reset_header)
+    reset = headers.get(reset_header) if reset_header else None
     if reset:
         try:
             return max(0.0, float(reset))
@@ -264,7 +265,9 @@ def classify_response(
     # 5xx (and anything odd): the request may succeed later. On a write we do not know whether
     # the server acted before failing, so the caller gets TechnicalFailure and the client never
     # re-sends it; the order flow looks the order up before a new attempt (design rule 3).
-    retry_after = parse_retry_after(response.headers, reset_header) if status == 503 else None
+    # Only a 503's own Retry-After (maintenance) asks for a wait: the rate-limit headers ride on
+    # every answer, and the window's reset says nothing about when a failing server is back.
+    retry_after = parse_retry_after(response.headers, None) if status == 503 else None
     return TechnicalFailure(message, retry_after=retry_after, **kwargs)
 
 
