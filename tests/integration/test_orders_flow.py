@@ -195,7 +195,10 @@ def test_sweep_repairs_dropped_webhooks(stack: Stack) -> None:
 
     stack.post_order("S-sw")
     order = stack.wait_status("S-sw", "Registered")
-    # The OrderCreated refresh finishes first (it would fetch the reservation too).
+    # The OrderCreated refresh finishes first (it would fetch the reservation too): its webhook
+    # delivered (the connector marked the order before answering it), then the mark drained. The
+    # order is Registered by the submit itself, often before that webhook arrives.
+    assert stack.admin("GET", "/deliveries", params={"wait": "20"})["idle"] is True
     wait_drained(stack.connector.engine, stack.connector.db, "order")
     stack.admin("PATCH", "/faults", json={"webhookDropRate": 1.0})
     stack.admin("POST", f"/orders/{order['orderNumber']}/reserve")
