@@ -31,8 +31,6 @@ flow is written to survive (an order is looked up in Extend before it is posted 
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from extend_connector import metrics
 from extend_connector.engine import Engine
+from extend_connector.flows.freshness import process_name
 from extend_connector.store.database import Database
 from extend_connector.store.models import ExecutorRow
 from extend_connector.store.repositories import upsert
@@ -160,7 +159,7 @@ class Liveness:
         self.executor_id = settings.executor_id
         self.interval = settings.heartbeat_seconds
         self.dead_after = timedelta(seconds=settings.executor_dead_seconds)
-        self.process = f"{socket.gethostname()}:{os.getpid()}"[:200]
+        self.process = process_name()
         self.started_at = clock()
         self.failed = 0
         self.shared = False  # another live process uses this executor id (then: no adoption)
