@@ -22,6 +22,12 @@ ORDERS = Counter(
     "(refused by Extend or given up on).",
     ["outcome"],
 )
+ORDER_LOOKUPS = Counter(
+    PREFIX + "order_lookups",
+    "Orders looked up in Extend before a re-send (an earlier attempt's answer was lost), by how: "
+    "window (answered by one order-list call for several orders) or one (a call of its own).",
+    ["how"],
+)
 EXTEND_CALLS = Counter(
     PREFIX + "extend_calls",
     "HTTP requests sent to Extend (retries included) by rate-limit group, operation and status "

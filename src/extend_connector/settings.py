@@ -362,6 +362,20 @@ class DialectSettings(_Section):
     max_url_length: int = Field(
         1800, ge=256, description="Longest URL sent; product-number lists are chunked to fit."
     )
+    order_lookup_window: bool = Field(
+        True,
+        description="The look-up after a lost order answer may list the orders changed since "
+        "the attempt (one call for many orders) instead of asking by shop reference, one call "
+        "each. Needs an order's change date at or after its creation by Extend's clock.",
+    )
+    clock_spread_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="How far Extend's own change dates may run out of step (servers behind a "
+        "balancer, a clock step): the look-up window opens this much before the latest change "
+        "date seen.",
+    )
     rate_limit_limit_header: str = Field(
         "x-ratelimit-limit", min_length=1, description="Documented by Extend."
     )

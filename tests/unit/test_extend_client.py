@@ -605,3 +605,72 @@ def test_a_5xx_is_not_told_to_wait_for_the_rate_limit_window() -> None:
     assert told.retry_after == 30
     throttled = classify_response(httpx2.Response(429, json=down, headers=limits), CTX)
     assert isinstance(throttled, Throttled) and throttled.retry_after == 40
+
+
+def _light(ref: str, number: str, changed: str) -> dict[str, Any]:
+    return {
+        "orderNumber": number,
+        "orderNumberExternal": ref,
+        "status": "Registered",
+        "changedDate": changed,
+    }
+
+
+@pytest.mark.parametrize(
+    ("envelope", "extra", "complete"),
+    [
+        ({"page": 1, "pageSize": 500, "totalCount": 2, "totalPages": 1}, {}, True),
+        ({"page": 1, "pageSize": 500, "totalCount": 900, "totalPages": 2}, {}, False),
+        ({}, {}, True),  # no totals: a short page is the whole list
+        ({"totalCount": 3}, {}, False),  # totals say one more than the page holds
+        ({}, {"pageSize": "2"}, False),  # a full page (the server chose 2): maybe more behind it
+    ],
+)
+def test_orders_window_is_one_call_and_complete_only_when_the_answer_says_so(
+    envelope: dict[str, Any], extra: dict[str, str], complete: bool
+) -> None:
+    asked: list[httpx2.Request] = []
+    items = [
+        _light("W-1", "10", "2026-12-04T11:00:01+01:00"),
+        _light("W-2", "11", "2026-12-04T11:00:03+01:00"),
+    ]
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        asked.append(request)
+        return _json(200, {"items": items, **envelope, **extra})
+
+    async def run() -> None:
+        async with _client(handler) as c:
+            assert c.created_no_earlier_than() is None  # no order of Extend's read yet
+            since = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
+            window = await c.orders_window(since)
+            assert [o.order_number_external for o in window.orders] == ["W-1", "W-2"]
+            assert window.complete is complete
+            # Extend's latest stamp, less the dialect's allowance for its clocks (5 s).
+            assert c.created_no_earlier_than() == datetime(2026, 12, 4, 9, 59, 58, tzinfo=UTC)
+
+    asyncio.run(run())
+    assert len(asked) == 1
+    assert asked[0].url.params["changedSince"] == "2026-12-04T11:00:00+01:00"
+    assert asked[0].url.params["page"] == "1"
+
+
+def test_the_floor_comes_from_extends_own_stamps_only() -> None:
+    # An order answer without a change date gets our clock as a fallback: it says nothing
+    # about Extend's clock, so it must not move the floor.
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path.endswith("/2"):
+            return _json(200, dict(ORDER_JSON, changedDate=None))
+        return _json(200, dict(ORDER_JSON, changedDate="2024-10-15T15:00:00+02:00"))
+
+    async def run() -> None:
+        async with _client(handler, clock_spread_seconds=0) as c:
+            await c.get_order("2")
+            assert c.created_no_earlier_than() is None
+            await c.get_order("1")
+            assert c.created_no_earlier_than() == datetime(2024, 10, 15, 13, tzinfo=UTC)
+        async with _client(handler, order_lookup_window=False) as c:
+            await c.get_order("1")
+            assert c.created_no_earlier_than() is None  # the window look-up is off
+
+    asyncio.run(run())

@@ -56,6 +56,8 @@ BAD_VALUES: list[tuple[tuple[str, ...], str, object, str]] = [
     (("extend", "dialect"), "changed_since_format", "local", "'offset' or 'utc'"),
     (("extend", "dialect"), "timezone", "Mars/Olympus", "IANA time zone"),
     (("extend", "dialect"), "ordered_by_change_date", "often", "valid boolean"),
+    (("extend", "dialect"), "order_lookup_window", "sometimes", "valid boolean"),
+    (("extend", "dialect"), "clock_spread_seconds", -1, "greater than or equal to 0"),
     (("extend", "dialect"), "paths", {"get_order": "GET /CustomerOrders"}, "{orderNumber}"),
     (
         ("extend", "dialect"),

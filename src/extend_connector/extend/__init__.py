@@ -3,7 +3,15 @@
 Flows use `ExtendClient` and the error classes; the webhook inbox uses `verify_and_parse`.
 """
 
-from .client import CallObserver, ClientStats, ExtendClient, GroupStats, PageProgress, budget_key
+from .client import (
+    CallObserver,
+    ClientStats,
+    ExtendClient,
+    GroupStats,
+    OrdersWindow,
+    PageProgress,
+    budget_key,
+)
 from .dialect import AuthHeaders, Dialect, Endpoint, header_auth
 from .errors import (
     AccessDenied,
@@ -46,6 +54,7 @@ __all__ = [
     "GroupStats",
     "MalformedWebhook",
     "NotFound",
+    "OrdersWindow",
     "OutcomeUnknown",
     "PageProgress",
     "RateBudget",

@@ -19,7 +19,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote_plus
@@ -59,6 +59,7 @@ from .paging import (
     EnvelopeError,
     Page,
     PageNumberWalk,
+    is_last,
 )
 from .ratelimit import RateBudget, Sleep, shared_budget
 from .retry import RetryPolicy
@@ -144,6 +145,14 @@ PageProgress = Callable[[int, int | None], None]
 """Called after each page of a list: (items yielded so far, total count if Extend said)."""
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OrdersWindow:
+    """The orders changed since a moment, read in one answer (`ExtendClient.orders_window`)."""
+
+    orders: tuple[OrderChange, ...]
+    complete: bool  # every order changed since then is here: an absent one was not created
+
+
 # --- the client ----------------------------------------------------------------------------------
 
 
@@ -183,6 +192,10 @@ class ExtendClient:
         self._groups: dict[str, GroupStats] = {}
         self._operations: dict[str, int] = {}
         self._envelope: Envelope = dialect.page_envelope()
+        # The latest change date Extend itself stamped on an order this client read (never a
+        # fallback of ours): Extend's clock had passed it, so an order created by a call sent
+        # after that answer carries at least this date (`extend_time_seen`).
+        self._extend_time: datetime | None = None
 
     @classmethod
     def from_settings(
@@ -504,6 +517,8 @@ class ExtendClient:
     ) -> OrderState:
         response = await self._call(operation, path_values=path_values, body=body)
         wire = self._parse(WireOrder, self._json(response, operation), response, operation)
+        if wire.changed_date is not None:
+            self._saw_extend_time(self.dialect.aware(wire.changed_date))
         return self._convert(
             lambda w: mapping.order_state(w, self.dialect.aware, fallback_changed=self._now()),
             wire,
@@ -521,13 +536,46 @@ class ExtendClient:
         # Compared here as well: a server that ignores the filter must not make us pick a stranger.
         async for wire, response in self._items("list_orders", WireOrderLight, params):
             if wire.order_number_external == order_number_external:
-                return self._convert(
-                    lambda w: mapping.order_change(w, self.dialect.aware),
-                    wire,
-                    response,
-                    "list_orders",
-                )
+                return self._order_change(wire, response)
         return None
+
+    def created_no_earlier_than(self) -> datetime | None:
+        """The earliest change date an order created by a call sent from now on can carry, by
+        Extend's own clock; None when this client has read no order yet, or the dialect's
+        `order_lookup_window` is off.
+
+        It is the latest change date Extend stamped on an order this client has read (Extend's
+        clock had reached it when that answer was made) less `clock_spread_seconds`, the
+        allowance for Extend's servers stamping out of step. An order look-up can then list the
+        orders changed since the first attempt's value instead of asking order by order.
+        """
+        if self._extend_time is None or not self.dialect.order_lookup_window:
+            return None
+        return self._extend_time - timedelta(seconds=self.dialect.clock_spread_seconds)
+
+    def _saw_extend_time(self, stamp: datetime) -> None:
+        if self._extend_time is None or stamp > self._extend_time:
+            self._extend_time = stamp
+
+    async def orders_window(self, since: datetime) -> OrdersWindow:
+        """One call: `GET CustomerOrders?changedSince=since`, first page of `page_size`.
+
+        `complete` only when the answer shows it holds every order changed since then (its
+        totals say one page, or, without totals, it is short): then an order absent from it was
+        not changed, so not created, since `since`. One answer is one reading of Extend, so no
+        record can slip between pages; a longer window is left to per-order look-ups.
+        """
+        holder: list[httpx2.Response] = []
+        query = {self.dialect.changed_since_param: self.dialect.format_datetime(since)}
+        page = await self._fetch_page("list_orders", query, 1, holder)
+        orders = []
+        for raw in page.items:
+            wire = self._parse(WireOrderLight, raw, holder[0], "list_orders")
+            orders.append(self._order_change(wire, holder[0]))
+        complete = is_last(page, self.dialect.page_size) and (
+            page.total_count is None or len(page.items) >= page.total_count
+        )
+        return OrdersWindow(orders=tuple(orders), complete=complete)
 
     async def orders_changed_since(
         self, since: datetime, *, status: str | None = None, progress: PageProgress | None = None
@@ -543,9 +591,14 @@ class ExtendClient:
             changed=lambda w: w.changed_date,
             progress=progress,
         ):
-            yield self._convert(
-                lambda w: mapping.order_change(w, self.dialect.aware), wire, response, "list_orders"
-            )
+            yield self._order_change(wire, response)
+
+    def _order_change(self, wire: WireOrderLight, response: httpx2.Response) -> OrderChange:
+        change = self._convert(
+            lambda w: mapping.order_change(w, self.dialect.aware), wire, response, "list_orders"
+        )
+        self._saw_extend_time(change.changed_at)
+        return change
 
     async def update_order_rows(self, order_number: str, lines: Sequence[OrderLine]) -> OrderState:
         """Send changed rows (by `position`); a line with `cancelled=True` goes as rowOperation

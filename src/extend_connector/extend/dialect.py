@@ -75,6 +75,8 @@ class Dialect:
     order_number_external_param: str = "orderNumberExternal"
     customer_number_param: str = "customerNumber"
     max_url_length: int = 1800
+    order_lookup_window: bool = True
+    clock_spread_seconds: float = 5.0
     rate_limit_limit_header: str = "x-ratelimit-limit"
     rate_limit_remaining_header: str = "x-ratelimit-remaining"
     rate_limit_reset_header: str = "x-ratelimit-reset"
@@ -114,6 +116,8 @@ class Dialect:
             order_number_external_param=d.order_number_external_param,
             customer_number_param=d.customer_number_param,
             max_url_length=d.max_url_length,
+            order_lookup_window=d.order_lookup_window,
+            clock_spread_seconds=d.clock_spread_seconds,
             rate_limit_limit_header=d.rate_limit_limit_header,
             rate_limit_remaining_header=d.rate_limit_remaining_header,
             rate_limit_reset_header=d.rate_limit_reset_header,

@@ -27,6 +27,7 @@ from extend_connector.flows.context import current
 from extend_connector.flows.orders.base import FAILURE_KIND, UNSENT, log
 from extend_connector.flows.orders.changes import change_loop
 from extend_connector.flows.orders.checks import check_order
+from extend_connector.flows.orders.lookup import lookups
 from extend_connector.flows.orders.payload import ShopOrder
 from extend_connector.flows.orders.progress import apply_state, find_local
 from extend_connector.flows.orders.view import order_view, projection, tell_shop
@@ -144,7 +145,7 @@ def send_from_json(data: Mapping[str, Any]) -> Sent | Settled | Invalid | retry.
             return Settled.from_json(data)
 
 
-def _outcome_of(exc: ExtendError, looked_up: bool) -> dict[str, Any]:
+def _outcome_of(exc: ExtendError, looked_up: bool, floor: datetime | None = None) -> dict[str, Any]:
     # Whether Extend may have created the order although the call failed (`retry.decide`): then
     # the next attempt looks it up first; so does every attempt after a look-up.
     failure = retry.decide(exc)
@@ -152,7 +153,7 @@ def _outcome_of(exc: ExtendError, looked_up: bool) -> dict[str, Any]:
         failure = replace(failure, verdict=retry.Verdict.RETRY)
     if looked_up and not failure.ambiguous:
         failure = replace(failure, ambiguous=True)
-    return failure.as_json()
+    return {**failure.as_json(), "floor": None if floor is None else floor.isoformat()}
 
 
 def _mark_attempt(shop_ref: str, attempt: int) -> dict[str, Any]:
@@ -206,73 +207,25 @@ def _refusal(exc: ValidationFailed | BusinessConflict) -> str:
 
 
 @engine.step(name="orders.send")
-async def _send(shop_ref: str, customer: str, attempt: int, look_up: bool) -> dict[str, Any]:
-    """One attempt: look the order up when an earlier attempt may have reached Extend, else POST."""
+async def _send(
+    shop_ref: str, customer: str, attempt: int, look_up: bool, since: str | None = None
+) -> dict[str, Any]:
+    """One attempt: look the order up when an earlier attempt may have reached Extend, else POST.
+
+    `since`: no order created by this job's earlier attempts has an older change date (the first
+    attempt's `floor`), or None (unknown): lets the look-up be gathered with others (lookup.py).
+    A failed attempt's answer carries its own `floor`, read before anything was sent, or None when
+    this attempt began once before (cut off mid-call: what it sent then is not bounded by now)."""
     ctx = current()
     mark = await asyncio.to_thread(_mark_attempt, shop_ref, attempt)
     if mark["state"] != "send":
         return Settled(outcome=mark["state"], order_number=mark.get("orderNumber")).as_json()
     looked_up = look_up or mark["began_before"]
     extend = ctx.extend()
+    floor = None if mark["began_before"] else extend.created_no_earlier_than()
     lines: list[int] = mark["lines"]
     try:
-        if looked_up:
-            found = await extend.find_order(shop_ref)
-            if found is not None:
-                state = await extend.get_order(found.order_number)
-                result, pending = await asyncio.to_thread(_record, state, lines)
-                log.info(
-                    "order_found_in_extend", shop_ref=shop_ref, order_number=state.order_number
-                )
-                metrics.ORDERS.labels("found").inc()
-                return Sent(
-                    outcome="found",
-                    order_number=state.order_number,
-                    result=result,
-                    pending_change=pending,
-                ).as_json()
-        shop_order: ShopOrder = mark["order"]
-        order = shop_order.to_order(
-            customer_number=customer,
-            line_numbers=lines,
-            placed_fallback=datetime.fromisoformat(mark["created_at"]),
-        )
-        try:
-            state = await extend.create_order(order)
-        except BusinessConflict as conflict:
-            found = await extend.find_order(shop_ref)
-            if found is None:
-                return Invalid(
-                    reason="extend_conflict",
-                    error=str(conflict),
-                    message=_refusal(conflict),
-                    details=tuple(
-                        {"field": d.field, "message": d.message} for d in conflict.details
-                    ),
-                ).as_json()
-            state = await extend.get_order(found.order_number)
-            result, pending = await asyncio.to_thread(_record, state, lines)
-            metrics.ORDERS.labels("found").inc()
-            return Sent(
-                outcome="found",
-                order_number=state.order_number,
-                result=result,
-                pending_change=pending,
-            ).as_json()
-        result, pending = await asyncio.to_thread(_record, state, lines)
-        log.info(
-            "order_created_in_extend",
-            shop_ref=shop_ref,
-            order_number=state.order_number,
-            attempt=attempt,
-        )
-        metrics.ORDERS.labels("created").inc()
-        return Sent(
-            outcome="created",
-            order_number=state.order_number,
-            result=result,
-            pending_change=pending,
-        ).as_json()
+        return await _attempt(shop_ref, customer, attempt, looked_up, since, mark, lines)
     except ValidationFailed as exc:
         return Invalid(
             reason="extend_rejected",
@@ -281,9 +234,76 @@ async def _send(shop_ref: str, customer: str, attempt: int, look_up: bool) -> di
             details=tuple({"field": d.field, "message": d.message} for d in exc.details),
         ).as_json()
     except (TechnicalFailure, Throttled, OutcomeUnknown) as exc:
-        return _outcome_of(exc, looked_up)
+        return _outcome_of(exc, looked_up, floor)
     except ExtendError as exc:  # any other class: treat as technical, keep the order queued
-        return _outcome_of(exc, True)
+        return _outcome_of(exc, True, floor)
+
+
+async def _attempt(
+    shop_ref: str,
+    customer: str,
+    attempt: int,
+    looked_up: bool,
+    since: str | None,
+    mark: dict[str, Any],
+    lines: list[int],
+) -> dict[str, Any]:
+    extend = current().extend()
+    if looked_up:
+        found = await lookups(extend).find(
+            shop_ref, None if since is None else datetime.fromisoformat(since)
+        )
+        if found is not None:
+            state = await extend.get_order(found.order_number)
+            result, pending = await asyncio.to_thread(_record, state, lines)
+            log.info("order_found_in_extend", shop_ref=shop_ref, order_number=state.order_number)
+            metrics.ORDERS.labels("found").inc()
+            return Sent(
+                outcome="found",
+                order_number=state.order_number,
+                result=result,
+                pending_change=pending,
+            ).as_json()
+    shop_order: ShopOrder = mark["order"]
+    order = shop_order.to_order(
+        customer_number=customer,
+        line_numbers=lines,
+        placed_fallback=datetime.fromisoformat(mark["created_at"]),
+    )
+    try:
+        state = await extend.create_order(order)
+    except BusinessConflict as conflict:
+        found = await extend.find_order(shop_ref)
+        if found is None:
+            return Invalid(
+                reason="extend_conflict",
+                error=str(conflict),
+                message=_refusal(conflict),
+                details=tuple({"field": d.field, "message": d.message} for d in conflict.details),
+            ).as_json()
+        state = await extend.get_order(found.order_number)
+        result, pending = await asyncio.to_thread(_record, state, lines)
+        metrics.ORDERS.labels("found").inc()
+        return Sent(
+            outcome="found",
+            order_number=state.order_number,
+            result=result,
+            pending_change=pending,
+        ).as_json()
+    result, pending = await asyncio.to_thread(_record, state, lines)
+    log.info(
+        "order_created_in_extend",
+        shop_ref=shop_ref,
+        order_number=state.order_number,
+        attempt=attempt,
+    )
+    metrics.ORDERS.labels("created").inc()
+    return Sent(
+        outcome="created",
+        order_number=state.order_number,
+        result=result,
+        pending_change=pending,
+    ).as_json()
 
 
 @engine.step(name="orders.mark_waiting")
@@ -384,9 +404,15 @@ async def _submit(shop_ref: str) -> str:
     # A job started on an order that earlier jobs already tried to send (a `failures retry`, the
     # watchdog's replacement for a lost job) cannot know how those ended: ask Extend first.
     look_up = base > 0
+    # The first attempt's floor bounds every attempt of this job (Extend's clock only moves on);
+    # a job picking up earlier jobs' attempts has none.
+    since: str | None = None
     while True:
         attempt += 1
-        outcome = send_from_json(await _send(shop_ref, customer, base + attempt, look_up))
+        sent = await _send(shop_ref, customer, base + attempt, look_up, since)
+        if attempt == 1 and base == 0:
+            since = sent.get("floor")
+        outcome = send_from_json(sent)
         match outcome:
             case Sent():
                 structlog.contextvars.bind_contextvars(order_number=outcome.order_number)
