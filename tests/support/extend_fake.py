@@ -41,14 +41,24 @@ class _SimulatorTransport(httpx2.ASGITransport):
     mode, a lost answer) surfacing as the transport error a real socket gives; every request is
     noted as (method, path) in `seen`."""
 
-    def __init__(self, *, app: Any, seen: list[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        *,
+        app: Any,
+        seen: list[tuple[str, str]],
+        slow: dict[tuple[str, str], float] | None = None,
+    ) -> None:
         super().__init__(app=app)
         self.seen = seen
+        self.slow = {} if slow is None else slow
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         self.seen.append((request.method, request.url.path))
         if len(self.seen) > 500:  # a workflow retrying without waiting fails instead of hanging
             raise AssertionError("more than 500 requests to the simulator: a runaway retry loop")
+        for (method, suffix), seconds in self.slow.items():
+            if request.method == method and request.url.path.endswith(suffix):
+                await asyncio.sleep(seconds)
         try:
             return await super().handle_async_request(request)
         except ConnectionResetError as exc:
@@ -62,6 +72,8 @@ class ExtendFake:
 
     app: Any  # simulator.app.Simulator
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) as sent
+    # (method, path suffix) -> seconds every such request waits before it is answered
+    slow: dict[tuple[str, str], float] = field(default_factory=dict)
 
     @property
     def state(self) -> SimState:
@@ -69,7 +81,7 @@ class ExtendFake:
         return state
 
     def transport(self) -> httpx2.AsyncBaseTransport:
-        return _SimulatorTransport(app=self.app, seen=self.requests)
+        return _SimulatorTransport(app=self.app, seen=self.requests, slow=self.slow)
 
     def set_faults(self, **changes: Any) -> FaultConfig:
         return self.state.set_faults(**changes)

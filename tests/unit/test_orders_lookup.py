@@ -149,15 +149,16 @@ def _list_calls(fake: ExtendFake) -> int:
 
 def _submit_many(fake: ExtendFake, refs: list[str], **faults: Any) -> list[str]:
     """One order sent cleanly (the client then knows Extend's clock), then `refs` at once with
-    `faults` on until their first POSTs are all out. Every answer takes 20 ms, as over a network:
-    look-ups asked while one is on the wire wait for the next call."""
+    `faults` on until their first POSTs are all out. Each order-list call takes 0.5 s, as when
+    Extend's `heavy` budget (one a second) holds it back: look-ups asked meanwhile wait for the
+    next call."""
 
     async def go() -> list[str]:
-        fake.set_faults(latency_seconds=0.02)
         assert await submit("WARM") == "created"
+        fake.slow[("GET", "/CustomerOrders")] = 0.5
         fake.set_faults(**faults)
         jobs = [asyncio.ensure_future(submit(ref)) for ref in refs]
-        while fake.posts("/CustomerOrders") < 1 + len(refs):
+        while fake.posts("/CustomerOrders") < 1 + len(refs):  # noqa: ASYNC110 (polls the fake)
             await asyncio.sleep(0.001)
         fake.set_faults(lost_response_rate=0.0, error_rates=())
         return list(await asyncio.gather(*jobs))

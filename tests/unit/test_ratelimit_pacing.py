@@ -75,3 +75,74 @@ def test_a_window_that_ends_soon_is_spread_faster_than_the_refill_rate() -> None
     )
     waits = _waits(budget, time, 3)
     assert waits[-1] < 0.2
+
+
+def test_a_client_keeps_pace_with_a_refilling_bucket_without_stalling_for_its_reset() -> None:
+    """Extend's bucket refills between answers, so a later answer may show more left than an
+    earlier one. Keeping the lowest figure of a window (right only for a window that never
+    refills) ran the count down to zero while Extend still had 50 calls, and the sync stalled
+    for the ~50 s reset (`benchmarks/catalogue_limits.py`: 1.9 calls/s after the first 300
+    instead of the refill rate's 5, efficiency 0.32)."""
+    import httpx2
+
+    from extend_connector.extend import Dialect, ExtendClient, RetryPolicy
+    from extend_connector.settings import Settings
+
+    time = FakeTime()
+    capacity, rate = 300.0, 5.0
+    bucket = {"tokens": capacity, "at": 0.0, "refused": 0, "calls": 0}
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        # The simulator's token bucket: remaining = whole tokens left, reset = seconds until
+        # full (rounded up), 429 when empty.
+        now = time.now
+        tokens = min(capacity, bucket["tokens"] + (now - bucket["at"]) * rate)
+        bucket["at"] = now
+        status = 200
+        if tokens < 1:
+            status = 429
+            bucket["refused"] += 1
+        else:
+            tokens -= 1
+            bucket["calls"] += 1
+        bucket["tokens"] = tokens
+        reset = 0 if tokens >= capacity else -(-(capacity - tokens) // rate)
+        headers = {
+            "x-ratelimit-limit": str(int(capacity)),
+            "x-ratelimit-remaining": str(int(tokens)),
+            "x-ratelimit-reset": str(int(reset)),
+        }
+        if status == 429:
+            headers["retry-after"] = "1"
+        body = {"productNumber": request.url.path.rsplit("/", 1)[-1], "productName": "x"}
+        return httpx2.Response(status, json=body, headers=headers)
+
+    settings = Settings(extend={"base_url": "http://extend.localhost/api"})
+    budget = RateBudget(clock=time.clock, sleep=time.sleep)
+    budget.set_periods({"standard": (300, 60.0)})
+    client = ExtendClient(
+        dialect=Dialect.from_settings(settings.extend),
+        default_warehouse="MainWarehouse",
+        default_customer_number="WEB",
+        transport=httpx2.MockTransport(handler),
+        budget=budget,
+        retry=RetryPolicy(random=lambda: 0.5),
+        sleep=time.sleep,
+        clock=time.clock,
+    )
+
+    async def sync(n: int, workers: int) -> None:
+        numbers = iter(range(n))
+
+        async def worker() -> None:
+            for i in numbers:
+                await client.get_product(f"P{i:05d}")
+
+        async with client:
+            await asyncio.gather(*(worker() for _ in range(workers)))
+
+    asyncio.run(sync(400, 8))
+    assert bucket["calls"] == 400 and bucket["refused"] == 0
+    # Below the low-water mark (60 of 300 left, after 240 calls) the 160 calls left go at the
+    # refill rate: 32 s. The stall made it 60 s and more.
+    assert time.now == pytest.approx(160 / rate, abs=2.0)

@@ -279,7 +279,7 @@ class ExtendClient:
         attempt = 0
         while True:
             attempt += 1
-            waited = await self.budget.acquire(group)
+            waited, ticket = await self.budget.acquire_ticket(group)
             if waited > 0:
                 self._count(group, waits=1, waited_seconds=waited)
                 metrics.EXTEND_RATE_LIMIT_WAITS.labels(group).inc()
@@ -314,6 +314,7 @@ class ExtendClient:
                             limit_header=self.dialect.rate_limit_limit_header,
                             remaining_header=self.dialect.rate_limit_remaining_header,
                             reset_header=self.dialect.rate_limit_reset_header,
+                            ticket=ticket,
                         )
                         if response.is_success:
                             if self.observer is not None:
@@ -369,7 +370,7 @@ class ExtendClient:
         endpoint = self.dialect.endpoint(operation)
         if endpoint.is_write:
             raise ValueError(f"probe_get reads only; {operation} is a write")
-        await self.budget.acquire(endpoint.group)
+        _, ticket = await self.budget.acquire_ticket(endpoint.group)
         self._count(endpoint.group, calls=1)
         headers = {"accept": "application/json", **(auth or self.dialect.auth())}
         response = await self._http.request(
@@ -384,6 +385,7 @@ class ExtendClient:
             limit_header=self.dialect.rate_limit_limit_header,
             remaining_header=self.dialect.rate_limit_remaining_header,
             reset_header=self.dialect.rate_limit_reset_header,
+            ticket=ticket,
         )
         return response
 

@@ -19,8 +19,11 @@ by every flow of a process (`shared_budget`) and does two things before each cal
    the reset (a window that ends soon); a group with no known period is spread over the reset.
    Only spreading wasted a token bucket: Extend's (and the simulator's) reset is the time until
    the bucket is full again, so the calls left went at a fraction of the refill rate and about a
-   fifth of the bucket stayed unused for a whole catalogue sync. At zero calls wait for the
-   reset. A 429
+   fifth of the bucket stayed unused for a whole catalogue sync. The count is read from the
+   answer to the latest-taken call (its ticket, `acquire_ticket`), less the calls taken after
+   it: the bucket refills between answers, so a later figure may be higher (keeping the lowest
+   figure of a window ran the count to zero while Extend still had a sixth of its bucket, and
+   a sync stalled for the whole reset). At zero calls wait for the reset. A 429
    empties the group for this process until its `retry_after`. Every count is held only until
    the reset time that came with it (`UNKNOWN_RESET_SECONDS` when none came); after that the
    group is unknown again and calls go until an answer teaches it. So every wait ends by time
@@ -115,6 +118,8 @@ class _Group:
     remaining: int | None = None  # None: not learnt yet (no call answered in this window)
     reset_at: float | None = None  # monotonic time when Extend refills the group
     next_slot: float = 0.0  # pacing: earliest start of the next call below the low-water mark
+    issued: int = 0  # calls taken so far; each call's number is its ticket
+    answered: int = 0  # the ticket of the latest-taken call whose answer was read
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -232,8 +237,9 @@ class RateBudget:
             group = self._groups[name] = _Group()
         return group
 
-    def _reserve(self, name: str) -> tuple[float, bool]:
-        """Try to take one call from the group: (seconds to wait first, whether it was taken).
+    def _reserve(self, name: str) -> tuple[float, int]:
+        """Try to take one call from the group: (seconds to wait first, its ticket; 0 when it
+        was not taken).
 
         Taken with a wait: the call is paced and may go after the wait. Not taken: the group is
         empty; wait for the reset and try again.
@@ -251,12 +257,14 @@ class RateBudget:
                 g.reset_at = None
                 g.next_slot = now
             if g.remaining is None:
-                return 0.0, True
+                g.issued += 1
+                return 0.0, g.issued
             if g.reset_at is None:  # a count is held with its reset time; never one without
                 g.reset_at = now + UNKNOWN_RESET_SECONDS
             if g.remaining <= 0:
-                return max(g.reset_at - now, 0.001), False
+                return max(g.reset_at - now, 0.001), 0
             g.remaining -= 1
+            g.issued += 1
             if g.limit and g.remaining < self._low_water * g.limit:
                 start = max(now, g.next_slot)
                 # Spread from this call's slot, not from now: callers reserving at one instant
@@ -266,23 +274,29 @@ class RateBudget:
                 if period is not None:
                     interval = min(interval, period / g.limit)  # the bucket's refill rate
                 g.next_slot = start + interval
-                return start - now, True
-            return 0.0, True
+                return start - now, g.issued
+            return 0.0, g.issued
 
     async def acquire(self, name: str) -> float:
-        """Wait until a call in `name` fits the budget; return the seconds waited.
+        """Wait until a call in `name` fits the budget; return the seconds waited."""
+        waited, _ = await self.acquire_ticket(name)
+        return waited
+
+    async def acquire_ticket(self, name: str) -> tuple[float, int]:
+        """Wait until a call in `name` fits the budget; return the seconds waited and the call's
+        ticket (give it to `observe` with the call's answer).
 
         The fleet's slot first (it holds the limit across processes), then this process's pacing
         from the headers (it catches what the fleet cannot see, e.g. another client of Extend).
         """
         waited = await self._fleet_wait(name)
         while True:
-            delay, taken = self._reserve(name)
+            delay, ticket = self._reserve(name)
             if delay > 0:
                 await self._sleep(delay)
                 waited += delay
-            if taken:
-                return waited
+            if ticket:
+                return waited, ticket
 
     def observe(
         self,
@@ -292,9 +306,10 @@ class RateBudget:
         limit_header: str,
         remaining_header: str,
         reset_header: str,
+        ticket: int | None = None,
     ) -> None:
         """Learn the group's state from an answer's rate-limit headers (missing ones are
-        ignored)."""
+        ignored). `ticket`: the answered call's, from `acquire_ticket`."""
         limit = _int(headers.get(limit_header))
         remaining = _int(headers.get(remaining_header))
         reset = _float(headers.get(reset_header))
@@ -311,8 +326,17 @@ class RateBudget:
             if reset is not None:
                 g.reset_at = now + reset
             if remaining is not None:
-                # Answers overtake each other; within a window the lowest figure is the truest.
-                if new_window or g.remaining is None:
+                if ticket:
+                    # Extend's bucket refills between answers, so a later figure may be higher;
+                    # the answer to the latest-taken call is the newest reading, less the calls
+                    # taken after it (they may not be counted in it yet). An answer overtaken by
+                    # a later call's is out of date and ignored.
+                    if ticket >= g.answered:
+                        g.answered = ticket
+                        g.remaining = max(0, remaining - (g.issued - ticket))
+                # Without tickets: answers overtake each other; within a window the lowest
+                # figure is the truest.
+                elif new_window or g.remaining is None:
                     g.remaining = remaining
                 else:
                     g.remaining = min(g.remaining, remaining)
