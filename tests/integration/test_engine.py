@@ -183,6 +183,26 @@ def test_debounce_coalesces_a_burst_into_one_run_with_the_last_arguments(
     assert app.values(running.db_engine, "collected") == ["v9", "w"]
 
 
+def test_a_debounced_job_is_moved_onto_its_queue_when_due_not_at_dbos_next_sweep(
+    migrated_url: str, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DBOS moves due delayed jobs onto their queue from a background sweep once a second, so a
+    0.3 s debounce window meant 0.3-1.3 s. Here that sweep runs once an hour: only the engine's
+    own wake-up (engine/_due.py) can start the job."""
+    import dbos._workflow_commands as dbos_commands
+
+    monkeypatch.setattr(dbos_commands, "_BACKGROUND_JOBS_INTERVAL_SEC", 3600.0)
+    eng = engine.Engine(make_settings(migrated_url), scheduler_poll_seconds=0.2).launch()
+    app.use_database(eng.db_engine)
+    try:
+        time.sleep(0.5)  # the sweep's first round (at launch) is behind us
+        wid = eng.debounce("due", app.collect, "d", queue="test.default", period_seconds=0.2)
+        eng.wait(wid, timeout_seconds=30)
+        assert app.values(eng.db_engine, "collected") == ["d"]
+    finally:
+        eng.shutdown()
+
+
 def test_rate_limited_queue_starts_no_more_than_its_limit(running: engine.Engine) -> None:
     ids = [running.enqueue(app.collect, f"r{i}", queue="test.rated") for i in range(6)]
     wait_until(lambda: app.count(running.db_engine, "collected") >= 2)

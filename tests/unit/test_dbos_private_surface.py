@@ -51,3 +51,19 @@ def test_active_workflow_ids_reads_what_dbos_keeps() -> None:
     entry.release()
     assert active.activeList() == []
     assert _dbos_private.active_workflow_ids() == set()  # no launched DBOS in this process
+
+
+def test_move_due_delayed_calls_dbos_sweep_of_due_delayed_jobs() -> None:
+    params = list(inspect.signature(SystemDatabase.transition_delayed_workflows).parameters)
+    assert params == ["self"]
+    called: list[str] = []
+
+    class Sys:
+        def transition_delayed_workflows(self) -> None:
+            called.append("moved")
+
+    class Client:
+        _sys_db = Sys()
+
+    _dbos_private.move_due_delayed(Client())
+    assert called == ["moved"]

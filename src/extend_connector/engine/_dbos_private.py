@@ -2,8 +2,9 @@
 
 DBOS 3.4 exports what the engine needs for running jobs, but not its exception classes, the
 name of its internal queue, a way to hand a dead executor's jobs back to the fleet (its
-own recovery does that only for the executor that is starting up), or which jobs run
-in this process (to tell a running job from one its claim left PENDING, never started).
+own recovery does that only for the executor that is starting up), which jobs run
+in this process (to tell a running job from one its claim left PENDING, never started), or a
+way to move a due debounced job onto its queue sooner than its once-a-second sweep.
 Those come from here and nowhere else; `tests/unit/test_dbos_private_surface.py` checks each
 one against the installed DBOS, so an upgrade that moves one fails in CI with the name, not in
 production. The dependency range in `pyproject.toml` (`dbos>=3.4,<4`) is the range this was
@@ -22,8 +23,15 @@ __all__ = [
     "DBOSException",
     "DBOSNonExistentWorkflowError",
     "active_workflow_ids",
+    "move_due_delayed",
     "reenqueue_for_recovery",
 ]
+
+
+def move_due_delayed(client: Any) -> None:
+    """Move every DELAYED job whose delay has passed onto its queue (what DBOS's background
+    thread does once a second; idempotent, safe beside it)."""
+    client._sys_db.transition_delayed_workflows()
 
 
 def reenqueue_for_recovery(client: Any, workflow_id: str, executor_ids: list[str]) -> bool:

@@ -33,6 +33,7 @@ from extend_connector.engine._dbos_private import (
     DBOSException,
     DBOSNonExistentWorkflowError,
     active_workflow_ids,
+    move_due_delayed,
     reenqueue_for_recovery,
 )
 from extend_connector.engine._declare import (
@@ -44,6 +45,7 @@ from extend_connector.engine._declare import (
     to_json_value,
     workflow_name,
 )
+from extend_connector.engine._due import DueWaker
 from extend_connector.engine._transient import TransientRetry, configure_transient_retry
 from extend_connector.settings import Settings
 from extend_connector.store.database import create_db_engine, normalise_url
@@ -171,6 +173,7 @@ class Engine:
         self._log_level = log_level
         self._client: DBOSClient | None = None
         self._launched = False
+        self._due_waker: DueWaker | None = None
         configure_transient_retry(
             TransientRetry(give_up_after_seconds=settings.engine.transient_db_retry_minutes * 60)
         )
@@ -267,6 +270,9 @@ class Engine:
         Jobs still running are not lost: they are recovered at the next launch with the
         same executor id and application version.
         """
+        if self._due_waker is not None:
+            self._due_waker.stop()
+            self._due_waker = None
         if self._launched:
             DBOS.destroy(workflow_completion_timeout_sec=wait_seconds)
             self._launched = False
@@ -467,6 +473,12 @@ class Engine:
         handle: WorkflowHandle[Any] = debouncer.debounce(
             key, period_seconds, *to_json_value(list(args))
         )
+        # Due in `period_seconds` unless another call pushes it back: moved onto its queue then,
+        # not at DBOS's next once-a-second sweep (_due.py).
+        if self._due_waker is None:
+            client = self.client
+            self._due_waker = DueWaker(lambda: move_due_delayed(client))
+        self._due_waker.arm(period_seconds)
         return handle.workflow_id
 
     # --- results and operations -----------------------------------------------------------
