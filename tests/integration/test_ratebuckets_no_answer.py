@@ -11,15 +11,13 @@ import httpx2
 import pytest
 
 from extend_connector.extend import (
-    Dialect,
-    ExtendClient,
     RateBudget,
     RetryPolicy,
     TechnicalFailure,
     ThreadedFleetBucket,
 )
-from extend_connector.settings import Settings
 from extend_connector.store import Database, RateBuckets
+from support.mock_extend import mock_client
 
 
 class _Time:
@@ -56,16 +54,12 @@ def test_dropped_calls_leave_the_fleet_bucket_full(db: Database, backend: str) -
     budget = RateBudget(clock=time.clock, sleep=time.sleep)
     # heavy: 6 calls per 60 s, headroom 1: a burst of 6, then one slot every 10 s.
     budget.attach_fleet(ThreadedFleetBucket(buckets), limits={"heavy": (6, 60.0)}, headroom=1.0)
-    settings = Settings(extend={"base_url": "http://extend.localhost/api"})
-    client = ExtendClient(
-        dialect=Dialect.from_settings(settings.extend),
-        default_warehouse="MainWarehouse",
-        default_customer_number="WEB",
-        transport=httpx2.MockTransport(handler),
+    client = mock_client(
+        handler,
+        clock=time.clock,
+        sleep=time.sleep,
         budget=budget,
         retry=RetryPolicy(random=lambda: 0.0, floor_seconds=0.0, max_attempts=2),
-        sleep=time.sleep,
-        clock=time.clock,
     )
 
     async def listing() -> None:

@@ -35,6 +35,7 @@ from extend_connector.extend import (
 )
 from extend_connector.extend.errors import CallContext, classify_response, parse_error_body
 from extend_connector.settings import Settings
+from support.mock_extend import mock_client
 
 Handler = Callable[[httpx2.Request], httpx2.Response]
 
@@ -47,17 +48,7 @@ def _client(
     **dialect: Any,
 ) -> ExtendClient:
     time = time or FakeTime()
-    settings = Settings(extend={"base_url": "http://extend.localhost/api", "dialect": dialect})
-    return ExtendClient(
-        dialect=Dialect.from_settings(settings.extend),
-        default_warehouse="MainWarehouse",
-        default_customer_number="WEB",
-        transport=httpx2.MockTransport(handler),
-        budget=RateBudget(clock=time.clock, sleep=time.sleep),
-        retry=retry or RetryPolicy(random=lambda: 0.5),
-        sleep=time.sleep,
-        clock=time.clock,
-    )
+    return mock_client(handler, clock=time.clock, sleep=time.sleep, retry=retry, **dialect)
 
 
 def _order() -> Order:

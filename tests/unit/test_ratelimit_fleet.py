@@ -12,9 +12,9 @@ import pytest
 from fakes import FakeTime
 from structlog.testing import capture_logs
 
-from extend_connector.extend import Dialect, ExtendClient, ExtendError, RateBudget, RetryPolicy
+from extend_connector.extend import ExtendError, RateBudget, RetryPolicy
 from extend_connector.extend.ratelimit import FLEET_WARNING_INTERVAL_SECONDS
-from extend_connector.settings import Settings
+from support.mock_extend import mock_client
 
 LIMITS = {"standard": (300, 60.0), "heavy": (60, 60.0), "write": (120, 60.0)}
 HEADERS = {
@@ -132,17 +132,9 @@ def test_a_429_blocks_the_fleet_for_retry_after() -> None:
             ).encode(),
         ),
     ]
-    settings = Settings(extend={"base_url": "http://extend.localhost/api"})
     budget = _budget(time, fleet)
-    client = ExtendClient(
-        dialect=Dialect.from_settings(settings.extend),
-        default_warehouse="MainWarehouse",
-        default_customer_number="WEB",
-        transport=httpx2.MockTransport(lambda request: answers.pop(0)),
-        budget=budget,
-        retry=RetryPolicy(random=lambda: 0.5),
-        sleep=time.sleep,
-        clock=time.clock,
+    client = mock_client(
+        lambda request: answers.pop(0), clock=time.clock, sleep=time.sleep, budget=budget
     )
 
     async def run() -> None:
@@ -219,22 +211,18 @@ def test_a_call_that_got_no_answer_gives_its_slot_back(failure: Exception, relea
     def handler(request: httpx2.Request) -> httpx2.Response:
         raise failure
 
-    settings = Settings(extend={"base_url": "http://extend.localhost/api"})
     budget = _budget(time, fleet)
     budget.observe(
         "standard",
         {"x-ratelimit-limit": "300", "x-ratelimit-remaining": "10", "x-ratelimit-reset": "30"},
         **HEADERS,
     )
-    client = ExtendClient(
-        dialect=Dialect.from_settings(settings.extend),
-        default_warehouse="MainWarehouse",
-        default_customer_number="WEB",
-        transport=httpx2.MockTransport(handler),
+    client = mock_client(
+        handler,
+        clock=time.clock,
+        sleep=time.sleep,
         budget=budget,
         retry=RetryPolicy(max_attempts=1),
-        sleep=time.sleep,
-        clock=time.clock,
     )
 
     async def run() -> None:

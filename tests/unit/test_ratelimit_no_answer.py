@@ -13,9 +13,9 @@ import httpx2
 import pytest
 from fakes import FakeTime
 
-from extend_connector.extend import Dialect, ExtendClient, RateBudget, RetryPolicy, TechnicalFailure
+from extend_connector.extend import RateBudget, RetryPolicy, TechnicalFailure
 from extend_connector.extend.ratelimit import UNKNOWN_RESET_SECONDS
-from extend_connector.settings import Settings
+from support.mock_extend import mock_client
 
 HEADERS = {
     "limit_header": "x-ratelimit-limit",
@@ -133,16 +133,11 @@ def test_a_client_whose_calls_are_all_dropped_keeps_calling_extend() -> None:
             "Server disconnected without sending a response.", request=request
         )
 
-    settings = Settings(extend={"base_url": "http://extend.localhost/api"})
-    client = ExtendClient(
-        dialect=Dialect.from_settings(settings.extend),
-        default_warehouse="MainWarehouse",
-        default_customer_number="WEB",
-        transport=httpx2.MockTransport(handler),
-        budget=RateBudget(clock=time.clock, sleep=time.sleep),
-        retry=RetryPolicy(random=lambda: 0.5, max_attempts=3),
-        sleep=time.sleep,
+    client = mock_client(
+        handler,
         clock=time.clock,
+        sleep=time.sleep,
+        retry=RetryPolicy(random=lambda: 0.5, max_attempts=3),
     )
 
     async def run() -> int:

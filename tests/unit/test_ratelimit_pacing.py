@@ -85,8 +85,7 @@ def test_a_client_keeps_pace_with_a_refilling_bucket_without_stalling_for_its_re
     instead of the refill rate's 5, efficiency 0.32)."""
     import httpx2
 
-    from extend_connector.extend import Dialect, ExtendClient, RetryPolicy
-    from extend_connector.settings import Settings
+    from support.mock_extend import mock_client
 
     time = FakeTime()
     capacity, rate = 300.0, 5.0
@@ -117,19 +116,9 @@ def test_a_client_keeps_pace_with_a_refilling_bucket_without_stalling_for_its_re
         body = {"productNumber": request.url.path.rsplit("/", 1)[-1], "productName": "x"}
         return httpx2.Response(status, json=body, headers=headers)
 
-    settings = Settings(extend={"base_url": "http://extend.localhost/api"})
     budget = RateBudget(clock=time.clock, sleep=time.sleep)
     budget.set_periods({"standard": (300, 60.0)})
-    client = ExtendClient(
-        dialect=Dialect.from_settings(settings.extend),
-        default_warehouse="MainWarehouse",
-        default_customer_number="WEB",
-        transport=httpx2.MockTransport(handler),
-        budget=budget,
-        retry=RetryPolicy(random=lambda: 0.5),
-        sleep=time.sleep,
-        clock=time.clock,
-    )
+    client = mock_client(handler, clock=time.clock, sleep=time.sleep, budget=budget)
 
     async def sync(n: int, workers: int) -> None:
         numbers = iter(range(n))

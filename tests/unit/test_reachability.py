@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import httpx2
 import pytest
 
-from extend_connector.extend import Dialect, ExtendClient, RateBudget, RetryPolicy, TechnicalFailure
+from extend_connector.extend import ExtendClient, RateBudget, RetryPolicy, TechnicalFailure
 from extend_connector.extend.errors import NotFound
 from extend_connector.flows.freshness import Reachability, View, combine
-from extend_connector.settings import Settings
+from support.mock_extend import mock_client
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -84,15 +84,8 @@ def test_a_stopped_process_pending_call_is_ignored() -> None:
 
 
 def _client(handler: httpx2.MockTransport, observer: Reachability) -> ExtendClient:
-    settings = Settings(extend={"base_url": "http://extend.localhost/api"})
-    return ExtendClient(
-        dialect=Dialect.from_settings(settings.extend),
-        default_warehouse="MainWarehouse",
-        default_customer_number="WEB",
-        transport=handler,
-        budget=RateBudget(),
-        retry=RetryPolicy(max_attempts=1),
-        observer=observer,
+    return mock_client(
+        handler, budget=RateBudget(), retry=RetryPolicy(max_attempts=1), observer=observer
     )
 
 

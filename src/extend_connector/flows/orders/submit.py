@@ -227,12 +227,7 @@ async def _send(
     try:
         return await _attempt(shop_ref, customer, attempt, looked_up, since, mark, lines)
     except ValidationFailed as exc:
-        return Invalid(
-            reason="extend_rejected",
-            error=str(exc),
-            message=_refusal(exc),
-            details=tuple({"field": d.field, "message": d.message} for d in exc.details),
-        ).as_json()
+        return _refused("extend_rejected", exc)
     except (TechnicalFailure, Throttled, OutcomeUnknown) as exc:
         return _outcome_of(exc, looked_up, floor)
     except ExtendError as exc:  # any other class: treat as technical, keep the order queued
@@ -254,16 +249,7 @@ async def _attempt(
             shop_ref, None if since is None else datetime.fromisoformat(since)
         )
         if found is not None:
-            state = await extend.get_order(found.order_number)
-            result, pending = await asyncio.to_thread(_record, state, lines)
-            log.info("order_found_in_extend", shop_ref=shop_ref, order_number=state.order_number)
-            metrics.ORDERS.labels("found").inc()
-            return Sent(
-                outcome="found",
-                order_number=state.order_number,
-                result=result,
-                pending_change=pending,
-            ).as_json()
+            return await _found(shop_ref, found.order_number, lines)
     shop_order: ShopOrder = mark["order"]
     order = shop_order.to_order(
         customer_number=customer,
@@ -275,21 +261,8 @@ async def _attempt(
     except BusinessConflict as conflict:
         found = await extend.find_order(shop_ref)
         if found is None:
-            return Invalid(
-                reason="extend_conflict",
-                error=str(conflict),
-                message=_refusal(conflict),
-                details=tuple({"field": d.field, "message": d.message} for d in conflict.details),
-            ).as_json()
-        state = await extend.get_order(found.order_number)
-        result, pending = await asyncio.to_thread(_record, state, lines)
-        metrics.ORDERS.labels("found").inc()
-        return Sent(
-            outcome="found",
-            order_number=state.order_number,
-            result=result,
-            pending_change=pending,
-        ).as_json()
+            return _refused("extend_conflict", conflict)
+        return await _found(shop_ref, found.order_number, lines)
     result, pending = await asyncio.to_thread(_record, state, lines)
     log.info(
         "order_created_in_extend",
@@ -303,6 +276,26 @@ async def _attempt(
         order_number=state.order_number,
         result=result,
         pending_change=pending,
+    ).as_json()
+
+
+async def _found(shop_ref: str, order_number: str, lines: list[int]) -> dict[str, Any]:
+    """The order is in Extend already (a look-up found it): read it and record it."""
+    state = await current().extend().get_order(order_number)
+    result, pending = await asyncio.to_thread(_record, state, lines)
+    log.info("order_found_in_extend", shop_ref=shop_ref, order_number=state.order_number)
+    metrics.ORDERS.labels("found").inc()
+    return Sent(
+        outcome="found", order_number=state.order_number, result=result, pending_change=pending
+    ).as_json()
+
+
+def _refused(reason: str, exc: ValidationFailed | BusinessConflict) -> dict[str, Any]:
+    return Invalid(
+        reason=reason,
+        error=str(exc),
+        message=_refusal(exc),
+        details=tuple({"field": d.field, "message": d.message} for d in exc.details),
     ).as_json()
 
 
