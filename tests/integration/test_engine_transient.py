@@ -116,8 +116,10 @@ def test_a_constraint_error_is_not_retried(running: engine.Engine) -> None:
 
 def test_a_step_gives_up_after_the_configured_time(running: engine.Engine) -> None:
     engine.configure_transient_retry(
+        # 1 s, not less: on a loaded CI machine the first attempt alone took 0.3 s once, and
+        # the step gave up without a second one.
         engine.TransientRetry(
-            first_wait_seconds=0.05, max_wait_seconds=0.05, give_up_after_seconds=0.3
+            first_wait_seconds=0.05, max_wait_seconds=0.05, give_up_after_seconds=1.0
         )
     )
     FAULTS.arm(10_000, locked, _in_step)
