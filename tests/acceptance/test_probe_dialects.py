@@ -138,7 +138,7 @@ def test_probe_names_every_difference_and_its_settings_make_a_second_probe_hold(
         assert second.returncode == 0, second.stdout + second.stderr
         verdicts = _verdicts(second.stdout)
         # 20: the configured page size served whole is checked too.
-        assert len(verdicts) == 20 and set(verdicts.values()) == {"held"}, second.stdout
+        assert len(verdicts) == 21 and set(verdicts.values()) == {"held"}, second.stdout
         assert not (tmp_path / "suggested.toml").exists()  # nothing left to suggest
         sample = (tmp_path / "sample.json").read_text()
         assert json.loads(sample)["answers"] and "sim-token" not in sample

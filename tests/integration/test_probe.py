@@ -108,7 +108,8 @@ def test_probe_command_prints_the_table_writes_toml_and_a_redacted_sample(
 
 
 def test_the_write_test_places_one_order_and_cancels_it_and_writes_nothing_else() -> None:
-    with run_in_thread(SimulatorConfig(seed=5, products=6, customers=2)) as sim:
+    # Two orders there already: Extend's clock is read off them for the look-up window check.
+    with run_in_thread(SimulatorConfig(seed=5, products=6, customers=2, orders=2)) as sim:
         before = {n: o.status for n, o in sim.state.orders.items()}
         result = CliRunner().invoke(
             main,
@@ -126,6 +127,7 @@ def test_the_write_test_places_one_order_and_cancels_it_and_writes_nothing_else(
         "write test: create an order (POST)",
         "write test: Extend assigns the order number",
         "write test: look-up by the shop's reference",
+        "write test: look-up window",
         "write test: cancel the order",
     ):
         assert any(line in row and "held" in row for row in result.output.splitlines()), (

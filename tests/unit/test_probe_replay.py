@@ -77,7 +77,7 @@ def test_the_saved_sample_replays_to_the_same_findings() -> None:
 
     report = asyncio.run(run())
     assert [f.verdict for f in report.findings] == ["held"] * len(report.findings), report.table()
-    assert len(report.findings) == 20  # the configured page size served whole: one more
+    assert len(report.findings) == 21  # page size served whole, order list from a change date
     assert report.toml() == ""
 
 
@@ -118,3 +118,47 @@ def test_the_client_reads_the_records_of_a_sample_in_the_suggested_dialect() -> 
     except Exception as exc:  # pragma: no cover - shows which request was not recorded
         raise AssertionError(str(exc)) from exc
     assert rows and {r.product_number for r in rows} == {"P000002"}
+
+
+def _window_probe(answer: list[dict[str, Any]]) -> ProbeReport:
+    """The order-window check alone, against an order list answering `answer` to any filter."""
+    from extend_connector.extend.probe import Prober
+    from support.mock_extend import mock_client
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, json={"items": answer, "totalCount": len(answer)})
+
+    async def run() -> ProbeReport:
+        async with mock_client(handler) as client:
+            prober = Prober(client)
+            prober.since = ("changedSince", "offset")
+            await prober._order_window(LISTED)
+            return prober.report
+
+    return asyncio.run(run())
+
+
+LISTED = [
+    {"orderNumber": "1", "status": "Registered", "changedDate": "2024-10-01T10:00:00+02:00"},
+    {"orderNumber": "2", "status": "Reserved", "changedDate": "2024-10-01T11:00:00+02:00"},
+]
+
+
+def test_the_order_window_holds_when_the_list_answers_from_the_change_date() -> None:
+    report = _window_probe(LISTED[1:])
+    assert [f.verdict for f in report.findings] == ["held"], report.table()
+    assert report.toml() == ""
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [LISTED, []],  # the filter ignored (an older order answered); the instant itself excluded
+    ids=["older-answered", "instant-excluded"],
+)
+def test_an_order_list_that_would_miss_a_created_order_turns_the_window_off(
+    answer: list[dict[str, Any]],
+) -> None:
+    report = _window_probe(answer)
+    assert [f.verdict for f in report.findings] == ["differs"], report.table()
+    assert "sent twice" in report.findings[0].evidence
+    assert tomllib.loads(report.toml()) == {"extend": {"dialect": {"order_lookup_window": False}}}

@@ -16,11 +16,12 @@ customer's prices.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -173,6 +174,8 @@ class Prober:
         # The paging names that work, once found (the configured ones until then).
         self.page_param = self.dialect.page_param
         self.page_size_param = self.dialect.page_size_param
+        # The change-date filter that narrows lists (name, date format), once found.
+        self.since: tuple[str, Literal["offset", "utc"]] | None = None
 
     def _find(self, finding: Finding) -> None:
         self.report.findings.append(finding)
@@ -225,6 +228,7 @@ class Prober:
             operation: await self._fields(operation, model) for operation, model in LIST_MODELS
         }
         await self._details(listed["list_orders"], listed["list_customers"])
+        await self._order_window(listed["list_orders"])
         return self.report
 
     async def _auth(self) -> bool:
@@ -466,6 +470,7 @@ class Prober:
             )
             return
         name, fmt, first = working
+        self.since = (name, fmt)
         settings: dict[str, str] = {}
         if name != self.dialect.changed_since_param:
             settings["changed_since_param"] = name
@@ -652,6 +657,74 @@ class Prober:
             f"list_prices for customer {customer} answered {response.status_code} with no prices",
         )
 
+    async def _order_window(self, orders: list[dict[str, Any]]) -> None:
+        """The look-up after a lost order answer lists the orders changed since a bound on
+        Extend's clock and reads an order absent from a complete answer as not created
+        (`order_lookup_window`). Read-only check of what that needs: the order list asked from
+        the newest listed order's change date answers that order, and none changed before."""
+        assumption = "order list from a change date (the look-up after a lost answer)"
+        if not self.dialect.order_lookup_window:
+            return
+        renames = self.dialect.field_renames.get("WireOrderLight", {})
+
+        def field(record: Mapping[str, Any], name: str) -> Any:
+            sent = next((k for k, v in renames.items() if v == name), name)
+            return _member(record, sent)
+
+        def stamped(records: list[Any]) -> list[tuple[datetime, str]]:
+            out = []
+            for record in records:
+                if not isinstance(record, dict):
+                    continue
+                stamp, number = field(record, "changedDate"), field(record, "orderNumber")
+                if isinstance(stamp, str) and number is not None:
+                    with contextlib.suppress(ValueError):
+                        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+                        out.append((self.dialect.aware(when), str(number)))
+            return out
+
+        listed = stamped(orders)
+        if not listed or self.since is None:
+            why = "no order with a change date listed" if not listed else "no working filter"
+            self._find(
+                Finding(
+                    assumption=assumption,
+                    verdict="could not tell",
+                    evidence=f"{why}; `order_lookup_window = false` asks order by order",
+                    blocking=False,
+                )
+            )
+            return
+        newest, number = max(listed)
+        name, fmt = self.since
+        params = self._since(name, fmt, newest)
+        response = await self._get("list_orders", params)
+        found, _ = _items(_body(response))
+        answered = stamped(found or [])
+        included = response.is_success and any(n == number for _, n in answered)
+        older = sorted({n for when, n in answered if when < newest})
+        evidence = (
+            f"{name}={params[name]} (order {number}'s change date) answered "
+            f"{len(found or [])} orders: order {number} "
+            f"{'is' if included else 'is NOT'} among them"
+        )
+        if older:
+            evidence += f"; {len(older)} changed earlier ({', '.join(older[:5])})"
+        held = included and not older
+        if not held:
+            evidence += (
+                ": an order created by a lost attempt could be missed and sent twice; "
+                "set order_lookup_window = false"
+            )
+        self._find(
+            Finding(
+                assumption=assumption,
+                verdict="held" if held else "differs",
+                evidence=evidence,
+                settings={} if held else {"order_lookup_window": False},
+            )
+        )
+
     def _check_records(
         self, model: type[BaseModel], records: list[dict[str, Any]], none_why: str
     ) -> None:
@@ -772,6 +845,12 @@ async def write_test(client: ExtendClient, report: ProbeReport) -> None:
             )
         )
         return
+    window = client.dialect.order_lookup_window
+    if window:
+        # Read Extend's clock off the orders it lists (one list call), as the connector's client
+        # does off every order it reads: the bound the look-up window opens from.
+        await client.orders_window(datetime.now(UTC) - timedelta(days=30))
+    floor = client.created_no_earlier_than()
     ref = f"{WRITE_TEST_PREFIX}{datetime.now(UTC):%Y%m%d%H%M%S}"
     order = Order(
         shop_ref=ref,
@@ -800,6 +879,27 @@ async def write_test(client: ExtendClient, report: ProbeReport) -> None:
         found is not None and found.order_number == created.order_number,
         f"found {found.order_number if found else None!r}",
     )
+    if window and floor is None:
+        report.findings.append(
+            Finding(
+                assumption="write test: look-up window (orders changed since before the POST)",
+                verdict="could not tell",
+                evidence="no order changed in the last 30 days to read Extend's clock from",
+                blocking=False,
+            )
+        )
+    elif window and floor is not None:
+        listed = await client.orders_window(floor)
+        mine = [o for o in listed.orders if o.order_number == created.order_number]
+        ok = bool(mine) and mine[0].changed_at >= floor
+        stamp = mine[0].changed_at.isoformat() if mine else None
+        find(
+            "write test: look-up window (orders changed since before the POST)",
+            ok,
+            f"listed since {floor.isoformat()}: order {created.order_number} "
+            + (f"changed {stamp}" if mine else "is NOT listed")
+            + ("" if ok else "; set order_lookup_window = false"),
+        )
     try:
         cancelled = await client.cancel_order(created.order_number)
     except ExtendError as exc:
