@@ -248,7 +248,8 @@ def _check_vendure(settings: Settings) -> list[str]:
     is_flag=True,
     help="SANDBOX COMPANIES ONLY: also place one minimal order (one unit, default customer) "
     "and cancel it at once, to check order creation, Extend's order number, the look-up by "
-    "the shop's reference and cancellation. Nothing else is written.",
+    "the shop's reference, the look-up window by change date, and cancellation. Nothing else "
+    "is written.",
 )
 @click.pass_context
 def probe(ctx: click.Context, toml_out: Path, sample_out: Path, write_test: bool) -> None:
@@ -256,7 +257,8 @@ def probe(ctx: click.Context, toml_out: Path, sample_out: Path, write_test: bool
 
     Authentication (which header/scheme works), list envelope, paging, the change-date,
     product-number and warehouse filters, rate-limit headers, the error body of an unknown
-    product, and the fields of each list and detail model. Prints a table (held / differs /
+    product, the fields of each list and detail model, and the order list from a change date
+    (what the gathered order look-up relies on). Prints a table (held / differs /
     could not tell, with evidence), writes the dialect settings that would make it hold, and
     saves the answers as a sample file; exit 1 when something blocking differs. Reads stay
     within the configured rate limits. `--write-test` (sandbox only) runs after the reads
