@@ -835,15 +835,15 @@ async def write_test(client: ExtendClient, report: ProbeReport) -> None:
             )
         )
 
-    if product is None:
+    def unsure(assumption: str, evidence: str) -> None:
         report.findings.append(
             Finding(
-                assumption="write test",
-                verdict="could not tell",
-                evidence="no product in the product list to order",
-                blocking=False,
+                assumption=assumption, verdict="could not tell", evidence=evidence, blocking=False
             )
         )
+
+    if product is None:
+        unsure("write test", "no product in the product list to order")
         return
     window = client.dialect.order_lookup_window
     if window:
@@ -880,13 +880,9 @@ async def write_test(client: ExtendClient, report: ProbeReport) -> None:
         f"found {found.order_number if found else None!r}",
     )
     if window and floor is None:
-        report.findings.append(
-            Finding(
-                assumption="write test: look-up window (orders changed since before the POST)",
-                verdict="could not tell",
-                evidence="no order changed in the last 30 days to read Extend's clock from",
-                blocking=False,
-            )
+        unsure(
+            "write test: look-up window (orders changed since before the POST)",
+            "no order changed in the last 30 days to read Extend's clock from",
         )
     elif window and floor is not None:
         listed = await client.orders_window(floor)
