@@ -148,10 +148,13 @@ def _list_calls(fake: ExtendFake) -> int:
 
 
 def _submit_many(fake: ExtendFake, refs: list[str], **faults: Any) -> list[str]:
-    """One order sent cleanly (the client then knows Extend's clock), then `refs` at once with
-    `faults` on until their first POSTs are all out. Each order-list call takes 0.5 s, as when
+    """Accept `WARM` and `refs`; send WARM cleanly (the client then knows Extend's clock), then
+    `refs` at once with `faults` on until their first POSTs are all out. Each order-list call takes 0.5 s, as when
     Extend's `heavy` budget (one a second) holds it back: look-ups asked meanwhile wait for the
     next call."""
+
+    for ref in ["WARM", *refs]:
+        accept_order(_payload(ref))
 
     async def go() -> list[str]:
         assert await submit("WARM") == "created"
@@ -173,8 +176,6 @@ def test_lost_answers_are_found_by_shared_list_calls_and_never_sent_twice(
     tmp_path: Path, fake: ExtendFake
 ) -> None:
     with inline_context(tmp_path, fake):
-        for ref in ["WARM", *REFS]:
-            accept_order(_payload(ref))
         outcomes = _submit_many(fake, REFS, lost_response_rate=1.0)
         assert outcomes == ["found"] * len(REFS)
         assert all(len(fake.orders_for(ref)) == 1 for ref in REFS)
@@ -187,8 +188,6 @@ def test_orders_whose_posts_failed_are_sent_once_after_a_shared_look_up(
     tmp_path: Path, fake: ExtendFake
 ) -> None:
     with inline_context(tmp_path, fake):
-        for ref in ["WARM", *REFS]:
-            accept_order(_payload(ref))
         outcomes = _submit_many(fake, REFS, error_rates=(("POST /CustomerOrders", 1.0),))
         assert outcomes == ["created"] * len(REFS)
         assert all(len(fake.orders_for(ref)) == 1 for ref in REFS)
@@ -209,8 +208,6 @@ def test_with_the_window_off_every_order_is_looked_up_on_its_own(
         }
     }
     with inline_context(tmp_path, fake, settings=settings):
-        for ref in ["WARM", *REFS]:
-            accept_order(_payload(ref))
         outcomes = _submit_many(fake, REFS, lost_response_rate=1.0)
         assert outcomes == ["found"] * len(REFS)
         assert fake.posts("/CustomerOrders") == 1 + len(REFS)

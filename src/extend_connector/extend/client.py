@@ -194,7 +194,7 @@ class ExtendClient:
         self._envelope: Envelope = dialect.page_envelope()
         # The latest change date Extend itself stamped on an order this client read (never a
         # fallback of ours): Extend's clock had passed it, so an order created by a call sent
-        # after that answer carries at least this date (`extend_time_seen`).
+        # after that answer carries at least this date (`created_no_earlier_than`).
         self._extend_time: datetime | None = None
 
     @classmethod
