@@ -149,9 +149,9 @@ def _list_calls(fake: ExtendFake) -> int:
 
 def _submit_many(fake: ExtendFake, refs: list[str], **faults: Any) -> list[str]:
     """Accept `WARM` and `refs`; send WARM cleanly (the client then knows Extend's clock), then
-    `refs` at once with `faults` on until their first POSTs are all out. Each order-list call takes 0.5 s, as when
-    Extend's `heavy` budget (one a second) holds it back: look-ups asked meanwhile wait for the
-    next call."""
+    `refs` at once with `faults` on until their first POSTs are all out. Each order-list call
+    takes 0.5 s, as when Extend's `heavy` budget (one a second) holds it back: look-ups asked
+    meanwhile wait for the next call."""
 
     for ref in ["WARM", *refs]:
         accept_order(_payload(ref))
