@@ -221,3 +221,10 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+# A queue DBOS would poll once an hour: a job on it starts only when the engine's bell rings.
+HOURLY = engine.queue("test.hourly", poll_seconds=3600)
+HOURLY_PARTITIONED = engine.queue(
+    "test.hourly-partitioned", partition_concurrency=1, worker_concurrency=4, poll_seconds=3600
+)

@@ -203,6 +203,63 @@ def test_a_debounced_job_is_moved_onto_its_queue_when_due_not_at_dbos_next_sweep
         eng.shutdown()
 
 
+# Queues polled once an hour (engine_app.HOURLY*): without the engine's bells (engine/_bells.py)
+# none of these jobs would start within the test's timeout.
+
+
+def test_a_job_this_process_enqueues_starts_without_waiting_for_its_queue_poll(
+    running: engine.Engine,
+) -> None:
+    wid = running.enqueue(app.collect, "now", queue="test.hourly")
+    running.wait(wid, timeout_seconds=30)
+    assert app.values(running.db_engine, "collected") == ["now"]
+
+
+def test_a_job_enqueued_in_a_transaction_starts_when_it_commits_and_never_if_it_rolls_back(
+    running: engine.Engine,
+) -> None:
+    db = Database(running.url, engine=running.db_engine)
+    with pytest.raises(RuntimeError), db.write() as session:
+        running.enqueue_in_transaction(
+            session, app.collect, "rolled-back", queue="test.hourly", workflow_id="tx-rolled"
+        )
+        raise RuntimeError("rolled back")
+    with db.write() as session:
+        running.enqueue_in_transaction(
+            session, app.collect, "committed", queue="test.hourly", workflow_id="tx-committed"
+        )
+    running.wait("tx-committed", timeout_seconds=30)
+    assert running.get_status("tx-rolled") is None
+    assert app.values(running.db_engine, "collected") == ["committed"]
+
+
+def test_a_job_waiting_behind_its_partition_key_starts_when_the_one_ahead_ends(
+    running: engine.Engine,
+) -> None:
+    ids = [
+        running.enqueue(
+            app.partition_job, "k", f"j{i}", queue="test.hourly-partitioned", partition_key="k"
+        )
+        for i in range(3)
+    ]
+    for wid in ids:
+        running.wait(wid, timeout_seconds=30)
+    assert sorted(app.values(running.db_engine, "ran")) == ["in-process"] * 3
+    assert app.count(running.db_engine, "overlap") == 0
+
+
+def test_debounced_and_delayed_jobs_start_when_due_on_a_queue_polled_hourly(
+    running: engine.Engine,
+) -> None:
+    debounced = running.debounce(
+        "hourly", app.collect, "d", queue="test.hourly", period_seconds=0.2
+    )
+    delayed = running.enqueue(app.collect, "l", queue="test.hourly", delay_seconds=0.3)
+    running.wait(debounced, timeout_seconds=30)
+    running.wait(delayed, timeout_seconds=30)
+    assert sorted(app.values(running.db_engine, "collected")) == ["d", "l"]
+
+
 def test_rate_limited_queue_starts_no_more_than_its_limit(running: engine.Engine) -> None:
     ids = [running.enqueue(app.collect, f"r{i}", queue="test.rated") for i in range(6)]
     wait_until(lambda: app.count(running.db_engine, "collected") >= 2)

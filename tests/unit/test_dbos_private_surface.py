@@ -67,3 +67,30 @@ def test_move_due_delayed_calls_dbos_sweep_of_due_delayed_jobs() -> None:
 
     _dbos_private.move_due_delayed(Client())
     assert called == ["moved"]
+
+
+def test_serve_queue_runs_dbos_own_queue_loop_with_a_wait_of_ours() -> None:
+    from dbos._queue import queue_worker_thread
+
+    params = list(inspect.signature(queue_worker_thread).parameters)
+    assert params == ["stop_event", "dbos", "queue"]
+    loop = inspect.getsource(queue_worker_thread)
+    # The loop uses only the Event surface a Bell has.
+    assert "stop_event.wait(" in loop and "stop_event.is_set()" in loop
+    init = inspect.getsource(dbos.DBOS.__init__)
+    assert "background_thread_stop_events" in init and "_background_threads" in init
+    destroy = inspect.getsource(dbos.DBOS._destroy)
+    assert "event.set()" in destroy and "bg_thread.join(" in destroy
+    assert list(inspect.signature(SystemDatabase.get_queue).parameters)[:2] == ["self", "name"]
+
+
+def test_on_job_released_hears_each_job_of_a_queue_end() -> None:
+    from dbos._core import ActiveWorkflowById
+
+    active = ActiveWorkflowById()
+    heard: list[str] = []
+    _dbos_private.on_job_released(heard.append, active)
+    active.add("wf-1", "q", "k").release()
+    active.add("wf-2").release()  # not from a queue
+    assert heard == ["q"]
+    assert active.activeList() == []

@@ -3,8 +3,10 @@
 DBOS 3.4 exports what the engine needs for running jobs, but not its exception classes, the
 name of its internal queue, a way to hand a dead executor's jobs back to the fleet (its
 own recovery does that only for the executor that is starting up), which jobs run
-in this process (to tell a running job from one its claim left PENDING, never started), or a
-way to move a due debounced job onto its queue sooner than its once-a-second sweep.
+in this process (to tell a running job from one its claim left PENDING, never started), a
+way to move a due debounced job onto its queue sooner than its once-a-second sweep, or a way to
+wake a queue's poller (`_bells.py`: the engine runs DBOS's own per-queue loop with a wait it
+can cut short, and hears when a job of a queue ends).
 Those come from here and nowhere else; `tests/unit/test_dbos_private_surface.py` checks each
 one against the installed DBOS, so an upgrade that moves one fails in CI with the name, not in
 production. The dependency range in `pyproject.toml` (`dbos>=3.4,<4`) is the range this was
@@ -13,6 +15,8 @@ checked on.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from dbos._error import DBOSException, DBOSNonExistentWorkflowError
@@ -24,7 +28,9 @@ __all__ = [
     "DBOSNonExistentWorkflowError",
     "active_workflow_ids",
     "move_due_delayed",
+    "on_job_released",
     "reenqueue_for_recovery",
+    "serve_queue",
 ]
 
 
@@ -51,3 +57,52 @@ def active_workflow_ids() -> set[str]:
     if instance is None:
         return set()
     return set(instance._active_workflows_set.activeList())
+
+
+def _instance() -> Any:
+    from dbos import _dbos as dbos_module
+
+    instance = dbos_module._dbos_global_instance
+    if instance is None:
+        raise RuntimeError("no DBOS instance in this process")
+    return instance
+
+
+def serve_queue(wait: Any, queue_name: str) -> threading.Thread:
+    """Run DBOS's own poll-and-dequeue loop for one queue on a thread of ours, waiting on `wait`
+    (DBOS's `threading.Event` surface: `wait(timeout) -> stopped`, `is_set()`, `set()`) instead
+    of its stop event, so the engine can cut a wait short. DBOS's shutdown sets `wait` and joins
+    the thread like its own. The queue must be registered; call after `DBOS.launch()` with
+    `DBOS.listen_queues` leaving it out, so DBOS does not poll it as well."""
+    from dbos._queue import queue_worker_thread
+
+    instance = _instance()
+    queue = instance._sys_db.get_queue(queue_name)
+    if queue is None:
+        raise RuntimeError(f"queue {queue_name!r} is not registered")
+    thread = threading.Thread(
+        target=queue_worker_thread,
+        args=(wait, instance, queue),
+        name=f"queue-worker-{queue_name}",
+        daemon=True,
+    )
+    instance.background_thread_stop_events.append(wait)
+    instance._background_threads.append(thread)
+    thread.start()
+    return thread
+
+
+def on_job_released(callback: Callable[[str], None], active: Any = None) -> None:
+    """Call `callback(queue_name)` each time a job that ran from a queue in this process lets go
+    of its place (after DBOS recorded its outcome, or when it parks). Before `DBOS.launch()`.
+    `active`: DBOS's set of running jobs (default: the launched instance's)."""
+    if active is None:
+        active = _instance()._active_workflows_set
+    remove = active._remove
+
+    def _remove(key: str, bucket: tuple[str, str | None] | None) -> None:
+        remove(key, bucket)
+        if bucket is not None:
+            callback(bucket[0])
+
+    active._remove = _remove

@@ -29,12 +29,15 @@ from dbos import (
 )
 from sqlalchemy.orm import Session
 
+from extend_connector.engine._bells import ALONE_POLL_SECONDS, Bells
 from extend_connector.engine._dbos_private import (
     DBOSException,
     DBOSNonExistentWorkflowError,
     active_workflow_ids,
     move_due_delayed,
+    on_job_released,
     reenqueue_for_recovery,
+    serve_queue,
 )
 from extend_connector.engine._declare import (
     QueueSpec,
@@ -174,6 +177,8 @@ class Engine:
         self._client: DBOSClient | None = None
         self._launched = False
         self._due_waker: DueWaker | None = None
+        self._bells = Bells()
+        self._due_queues: set[str] = set()  # queues with debounced or delayed jobs (rung when due)
         configure_transient_retry(
             TransientRetry(give_up_after_seconds=settings.engine.transient_db_retry_minutes * 60)
         )
@@ -244,13 +249,20 @@ class Engine:
         }
         DBOS(config=config)
         try:
+            # The engine polls its queues itself, with waits it cuts short (_bells.py); DBOS
+            # serves only its internal queues.
+            DBOS.listen_queues([])
+            bells = self._bells = Bells()
+            on_job_released(bells.ring)
             DBOS.launch()
             for spec in declared_queues().values():
                 DBOS.register_queue(
                     spec.name, on_conflict="always_update", **self._queue_kwargs(spec)
                 )
+                serve_queue(bells.add(spec.name), spec.name)
             self._apply_schedules()
         except BaseException:
+            self._bells.stop()
             DBOS.destroy()
             raise
         self._launched = True
@@ -275,6 +287,7 @@ class Engine:
             self._due_waker = None
         if self._launched:
             DBOS.destroy(workflow_completion_timeout_sec=wait_seconds)
+            self._bells.stop()
             self._launched = False
         if self._client is not None:
             self._client.destroy()
@@ -303,7 +316,7 @@ class Engine:
             "worker_concurrency": worker,
             "global_concurrency": spec.concurrency,
             "partition_concurrency": spec.partition_concurrency,
-            "polling_interval_sec": spec.poll_seconds,
+            "polling_interval_sec": self._poll_seconds(spec),
         }
         if spec.rate_limit is not None:
             kwargs["limiter"] = {
@@ -313,6 +326,14 @@ class Engine:
         if spec.partition_concurrency is not None:
             kwargs["partition_worker_concurrency"] = min(spec.partition_concurrency, worker)
         return kwargs
+
+    def _poll_seconds(self, spec: QueueSpec) -> float:
+        """A queue's regular poll: what no bell of this process announces (_bells.py). A
+        `worker` runs what the `web` process enqueues, at the declared pace; an `all` process
+        enqueues its own work and rings for it."""
+        if self.role == "all":
+            return max(spec.poll_seconds, ALONE_POLL_SECONDS)
+        return spec.poll_seconds
 
     def _apply_schedules(self) -> None:
         specs = declared_schedules()
@@ -382,8 +403,14 @@ class Engine:
         options = self._options(workflow, queue, partition_key, workflow_id, delay_seconds)
         json_args = to_json_value(list(args))
         if self._launched and DBOS.workflow_id is not None:
-            return DBOS.enqueue_workflow_with_options(options, *json_args).workflow_id
-        return self.client.enqueue(options, *json_args).workflow_id
+            job = DBOS.enqueue_workflow_with_options(options, *json_args).workflow_id
+        else:
+            job = self.client.enqueue(options, *json_args).workflow_id
+        if delay_seconds:
+            self._ring_when_due(queue, delay_seconds)
+        else:
+            self._bells.ring(queue)
+        return job
 
     def enqueue_in_transaction(
         self,
@@ -413,6 +440,10 @@ class Engine:
         handle: WorkflowHandle[Any] = self.client.enqueue_in_transaction(
             session_or_connection, options, *to_json_value(list(args))
         )
+        if delay_seconds:
+            self._ring_when_due(queue, delay_seconds)
+        else:
+            self._bells.ring_after_commit(session_or_connection, queue)
         return handle.workflow_id
 
     def has_waiting_run(
@@ -475,11 +506,22 @@ class Engine:
         )
         # Due in `period_seconds` unless another call pushes it back: moved onto its queue then,
         # not at DBOS's next once-a-second sweep (_due.py).
+        self._ring_when_due(queue, period_seconds)
+        return handle.workflow_id
+
+    def _ring_when_due(self, queue: str, seconds: float) -> None:
+        """Move due delayed jobs onto their queues in `seconds` and ring those queues."""
+        self._due_queues.add(queue)
         if self._due_waker is None:
             client = self.client
-            self._due_waker = DueWaker(lambda: move_due_delayed(client))
-        self._due_waker.arm(period_seconds)
-        return handle.workflow_id
+
+            def move() -> None:
+                move_due_delayed(client)
+                for name in tuple(self._due_queues):
+                    self._bells.ring(name)
+
+            self._due_waker = DueWaker(move)
+        self._due_waker.arm(seconds)
 
     # --- results and operations -----------------------------------------------------------
 
