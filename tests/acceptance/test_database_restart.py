@@ -50,7 +50,10 @@ class Shop:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.http = httpx2.Client(timeout=30)
+        # A connection left idle as long as the connector's keep-alive (5 s) may be closed by it
+        # just as a request goes out on it (a ReadError that says nothing about the connector);
+        # a client drops its idle connections before the server does.
+        self.http = httpx2.Client(timeout=30, limits=httpx2.Limits(keepalive_expiry=3.0))
         self.lock = threading.Lock()
         self.answers: collections.Counter[str] = collections.Counter()
         self.unexpected: list[str] = []
