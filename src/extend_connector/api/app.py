@@ -183,6 +183,10 @@ def create_app(
         "that keeps answering while Extend is down, "
         "order intake, and the webhook inbox for Extend.",
         lifespan=lifespan,
+        # The connector reports through /metrics and its logs, not OpenTelemetry. Left on,
+        # FastAPI looks up three OpenTelemetry providers (environment reads) on every request:
+        # 3.5% of the webhook route's CPU in a py-spy profile (docs/benchmarks.md).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     # The console's login redirect, wherever its router is mounted.
