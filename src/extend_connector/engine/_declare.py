@@ -265,7 +265,9 @@ class QueueSpec:
       `1` serialises per key (`order:<no>`, `sku:<no>`). A partitioned queue needs a
       `partition_key` on every enqueue and cannot be debounced.
     - `rate_limit`: jobs started per period, e.g. one of Extend's rate-limit groups.
-    - `poll_seconds`: how often a worker looks for jobs enqueued by other processes.
+    - `poll_seconds`: how often a `worker` looks for jobs enqueued by other processes (an `all`
+      process: at least every `_bells.ALONE_POLL_SECONDS`); jobs this process enqueues start
+      at once either way (`_bells.py`).
     """
 
     name: str
