@@ -60,13 +60,15 @@ def sim() -> Iterator[Any]:
         yield running
 
 
-def _settings(sim: Any, tmp_path: Path, page_size: int = 100, **sync: Any) -> Settings:
+def _settings(
+    sim: Any, tmp_path: Path, page_size: int = 100, max_url_length: int = 1800, **sync: Any
+) -> Settings:
     return Settings(
         store=StoreSettings(database_url=f"sqlite:///{tmp_path / 'c.db'}"),
         extend=ExtendSettings(
             base_url=sim.base_url,
             warehouses=SELL_FROM,
-            dialect=DialectSettings(page_size=page_size),
+            dialect=DialectSettings(page_size=page_size, max_url_length=max_url_length),
         ),
         webshop=WebshopSettings(),
         sync=SyncSettings(**sync),
@@ -83,11 +85,12 @@ def _ctx(
     tmp_path: Path,
     *,
     page_size: int = 100,
+    max_url_length: int = 1800,
     transport: httpx2.AsyncBaseTransport | None = None,
     **sync: Any,
 ) -> Iterator[context.FlowContext]:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    settings = _settings(sim, tmp_path, page_size, **sync)
+    settings = _settings(sim, tmp_path, page_size, max_url_length, **sync)
     migrate(settings.store.url)
     db = Database(settings.store.url)
     flow = context.FlowContext(
@@ -283,9 +286,9 @@ def test_a_mark_made_while_the_fetch_runs_stays_dirty(
     real_fetch = balances._fetch
 
     async def fetch_with_a_late_notification(
-        numbers: list[str], warehouses: list[str]
+        pairs: list[tuple[str, str]], warehouses: list[str]
     ) -> list[Balance]:
-        found = await real_fetch(numbers, warehouses)
+        found = await real_fetch(pairs, warehouses)
         # Arrives after the fetch started: its change may be missing from what was fetched.
         late = ctx.clock() + timedelta(milliseconds=5)
         with ctx.db.write() as session:
@@ -299,6 +302,116 @@ def test_a_mark_made_while_the_fetch_runs_stays_dirty(
     monkeypatch.setattr(balances, "_fetch", real_fetch)
     run(balances.flush_once())
     assert dirty(ctx) == set()
+
+
+# --- a flush that lists what changed instead of asking by number ---------------------------------
+
+
+@pytest.fixture
+def short_urls(sim: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A context whose product-number chunks are short (40 numbers take several calls per
+    warehouse) and a flush that has not seen any of Extend's change dates yet."""
+    monkeypatch.setattr(balances, "_seen", balances._SeenUpTo())
+
+    def make(page_size: int = 100) -> Iterator[context.FlowContext]:
+        return _ctx(sim, tmp_path / f"p{page_size}", page_size=page_size, max_url_length=256)
+
+    yield make
+
+
+def _all_pairs(sim: Any) -> list[tuple[str, str]]:
+    return [(p, w) for p in sorted(sim.state.products) for w in SELL_FROM]
+
+
+def _by_number(sim: Any) -> int:
+    """Calls a flush of every product in every sell-from warehouse makes asking by number."""
+
+    async def calls() -> int:
+        extend = context.current().extend()
+        numbers = sorted(sim.state.products)
+        return sum(extend.availability_calls(numbers, warehouses=[w]) for w in SELL_FROM)
+
+    return int(run(calls()))
+
+
+def _flush_everything_dirty(ctx: context.FlowContext, sim: Any) -> dict[str, Any]:
+    notify(ctx, *(abc(p, w) for p, w in _all_pairs(sim)))
+    return run(balances.flush_once())
+
+
+def _local_equals_extend(ctx: context.FlowContext, sim: Any) -> None:
+    for p, w in _all_pairs(sim):
+        row = local(ctx, p, w)
+        assert row is not None and row.available == sim_available(sim, p, w), (p, w)
+    assert dirty(ctx) == set()
+
+
+def _first_flush(ctx: context.FlowContext, sim: Any) -> None:
+    """Every pair flushed by number (nothing seen yet); one recent change among them tells the
+    flush how far Extend's changes were seen."""
+    move(sim, sorted(sim.state.products)[0], "MainWarehouse", 1)
+    _flush_everything_dirty(ctx, sim)
+    assert balances._seen.at is not None
+
+
+def test_a_large_dirty_set_is_listed_by_change_date_in_fewer_calls(
+    short_urls: Any, sim: Any
+) -> None:
+    gen = short_urls()
+    ctx = next(gen)
+    try:
+        _first_flush(ctx, sim)
+        by_number = _by_number(sim)
+        assert by_number >= 2 * balances.LIST_FROM_CALLS  # both warehouses
+        for p in sorted(sim.state.products):
+            move(sim, p, "MainWarehouse", -1)
+        notify(ctx, *(abc(p, "MainWarehouse") for p in sorted(sim.state.products)))
+        result = run(balances.flush_once())
+        assert result["calls"] == 1  # one page of MainWarehouse's changes
+        _local_equals_extend(ctx, sim)
+    finally:
+        gen.close()
+
+
+def test_a_pair_whose_change_the_listing_misses_is_still_asked_by_number(
+    short_urls: Any, sim: Any
+) -> None:
+    """A change older than the listing's start (a notification delivered late, or clocks
+    apart) is not in the listing; the flush asks for that pair by number."""
+    gen = short_urls()
+    ctx = next(gen)
+    try:
+        _first_flush(ctx, sim)
+        for p in sorted(sim.state.products)[:5]:
+            move(sim, p, "GreenWarehouse", 3)
+        balances._seen.at = datetime.now(UTC) + timedelta(minutes=1)  # after every change
+        result = _flush_everything_dirty(ctx, sim)
+        assert result["calls"] == len(SELL_FROM) + _by_number(sim)  # empty listings, numbers
+        _local_equals_extend(ctx, sim)
+    finally:
+        gen.close()
+
+
+def test_a_listing_stops_after_its_call_budget_keeping_what_it_read(
+    short_urls: Any, sim: Any
+) -> None:
+    gen = short_urls(page_size=5)  # every balance of a warehouse takes 8 pages
+    next(gen)
+    try:
+
+        async def listed() -> tuple[int, list[Balance]]:
+            extend = context.current().extend()
+            found = await balances._list_changed(
+                datetime(2000, 1, 1, tzinfo=UTC), SELL_FROM, max_calls=2
+            )
+            return extend.stats().operations.get("list_availability", 0), found
+
+        calls, found = run(listed())
+        assert calls == 3  # the call past the budget is where it stops
+        assert 10 <= len(found) <= 15
+        assert len({(b.product_number, b.warehouse) for b in found}) == len(found)
+    finally:
+        gen.close()
 
 
 def test_a_product_extend_does_not_return_is_zero(ctx: context.FlowContext) -> None:

@@ -17,7 +17,15 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Hashable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -655,7 +663,7 @@ class ExtendClient:
         *,
         warehouses: Iterable[str] | None = None,
         progress: PageProgress | None = None,
-    ) -> AsyncIterator[Balance]:
+    ) -> AsyncGenerator[Balance, None]:
         """GET ProductAvailability?changedSince=… (per warehouse when given), every page."""
         for params in await self._warehouse_params(warehouses):
             async for wire, response in self._balances(params, since, progress):
@@ -684,6 +692,15 @@ class ExtendClient:
                         response,
                         "list_availability",
                     )
+
+    def availability_calls(
+        self, product_numbers: Iterable[str], *, warehouses: Sequence[str] | None = None
+    ) -> int:
+        """How many calls `availability_for_products` makes for these numbers (one page each)."""
+        chosen = list(dict.fromkeys(warehouses or ()))
+        params = {self.dialect.warehouse_param: chosen[0]} if chosen else {}
+        endpoint = self.dialect.endpoint("list_availability")
+        return len(self.chunk_numbers(endpoint, params, product_numbers)) * max(1, len(chosen))
 
     async def availability_for_warehouses(
         self, warehouses: Iterable[str]

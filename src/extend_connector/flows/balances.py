@@ -37,6 +37,7 @@ triggers a flush when dirty rows are waiting (a crash between an inbox commit an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -77,6 +78,10 @@ engine.queue(QUEUE, concurrency=1, poll_seconds=0.1)
 TRIGGER_MIN_INTERVAL = 0.05  # seconds between two debounce calls of one process
 MAX_PAIRS_PER_PASS = 5000  # dirty pairs fetched per flush pass (memory and transaction size)
 IN_CHUNK = 500  # product numbers per SQL IN (...) list
+# A flush pass lists what changed (instead of asking by product number) from this many calls by
+# number, and only from a point no further back than LIST_MAX_AGE (`_fetch`).
+LIST_FROM_CALLS = 3
+LIST_MAX_AGE = timedelta(minutes=5)
 # The flush's backoff is `flows.retry` policy `balances.flush` (1 s, then 2 s, then gives up
 # after an hour: the rows stay dirty; the next sweep triggers a flush again).
 
@@ -480,11 +485,74 @@ def _clear(session: Session, pairs: Sequence[tuple[str, str]], fetch_started: da
     return int(result.rowcount or 0)
 
 
-async def _fetch(product_numbers: list[str], warehouses: list[str]) -> list[Balance]:
+@dataclass(kw_only=True, slots=True)
+class _SeenUpTo:
+    """The latest change date (Extend's clock) any flush answer of this process held: a flush
+    that lists changes asks from there (a flood's next pass, not its whole history)."""
+
+    at: datetime | None = None
+
+    def note(self, balances: Iterable[Balance]) -> None:
+        for balance in balances:
+            if balance.changed_at is not None and (self.at is None or balance.changed_at > self.at):
+                self.at = balance.changed_at
+
+
+_seen = _SeenUpTo()
+
+
+async def _fetch(pairs: Sequence[tuple[str, str]], warehouses: list[str]) -> list[Balance]:
+    """The current balance of every dirty pair Extend has (a pair it leaves out has none).
+
+    By product number, per warehouse only the products dirty there, one call per chunk of
+    numbers. When that would take `LIST_FROM_CALLS` calls or more and an earlier answer told
+    how far Extend's changes were seen, first by listing what changed since then in the
+    warehouses concerned (`ProductAvailability?changedSince=`, up to 500 balances a page against
+    ~170 numbers a chunk): what the listing returned is current, and only the pairs it did not
+    return are asked by number. So a pair whose change the listing missed (a notification
+    delivered late, clocks apart) is still asked, and the listing is cut off once it costs as
+    many calls as asking by number would have."""
     extend = current().extend()
-    return [
-        b async for b in extend.availability_for_products(product_numbers, warehouses=warehouses)
-    ]
+    dirty_in: dict[str, set[str]] = {}
+    for product, warehouse in pairs:
+        dirty_in.setdefault(warehouse, set()).add(product)
+    order = [w for w in warehouses if w in dirty_in] + sorted(set(dirty_in) - set(warehouses))
+    by_number = sum(extend.availability_calls(dirty_in[w], warehouses=[w]) for w in order)
+    since = _seen.at
+    fetched: list[Balance] = []
+    if (
+        since is not None
+        and by_number >= LIST_FROM_CALLS
+        and current().clock() - since <= LIST_MAX_AGE
+    ):
+        fetched = await _list_changed(since, order, max_calls=by_number - 1)
+    listed = {(b.product_number, b.warehouse) for b in fetched}
+    for warehouse in order:
+        wanted = sorted(p for p in dirty_in[warehouse] if (p, warehouse) not in listed)
+        if wanted:
+            fetched += [
+                b
+                async for b in extend.availability_for_products(wanted, warehouses=[warehouse])
+                if (b.product_number, b.warehouse) not in listed
+            ]
+    _seen.note(fetched)
+    return fetched
+
+
+async def _list_changed(since: datetime, warehouses: list[str], *, max_calls: int) -> list[Balance]:
+    """The balances changed since `since`, stopping after `max_calls` calls (what came by then
+    is kept: each is current)."""
+    extend = current().extend()
+    before = extend.stats().operations.get("list_availability", 0)
+    found: list[Balance] = []
+    async with contextlib.aclosing(
+        extend.availability_changed_since(since, warehouses=warehouses)
+    ) as listing:
+        async for balance in listing:
+            found.append(balance)
+            if extend.stats().operations.get("list_availability", 0) - before > max_calls:
+                break
+    return found
 
 
 async def flush_once(limit: int = MAX_PAIRS_PER_PASS) -> dict[str, Any]:
@@ -502,9 +570,8 @@ async def flush_once(limit: int = MAX_PAIRS_PER_PASS) -> dict[str, Any]:
     extend = ctx.extend()
     calls_before = extend.stats().operations.get("list_availability", 0)
     fetch_started = ctx.clock()
-    product_numbers = sorted({p for p, _ in pairs})
     try:
-        fetched = await _fetch(product_numbers, sell_from(ctx.settings))
+        fetched = await _fetch(pairs, sell_from(ctx.settings))
     except extend_errors.ExtendError as exc:
         reachability.failed(exc)
         log.warning(
