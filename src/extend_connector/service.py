@@ -212,7 +212,9 @@ class Connector:
                 await asyncio.to_thread(connector.shutdown_engine)
 
         state = {"connector": self, "settings": self.settings, "flow_context": self.context}
-        return create_app(routers=ROUTERS, state=state, lifespan=lifespan)
+        return create_app(
+            routers=ROUTERS, state=state, lifespan=lifespan, lanes=(webhooks.WebhookLane,)
+        )
 
     def serve(self) -> None:
         """Run until SIGINT/SIGTERM: HTTP for roles `all`/`web`, job execution for `worker`."""

@@ -131,3 +131,54 @@ def marks(connector: Connector) -> dict[tuple[str, str], int]:
             sa.select(DirtyRecordRow.kind, DirtyRecordRow.key, DirtyRecordRow.generation)
         )
         return {(kind, key): generation for kind, key, generation in rows}
+
+
+def test_the_fast_lane_answers_every_delivery_as_the_route_does(
+    inbox: tuple[str, Connector],
+) -> None:
+    """`WebhookLane` (the connector's app) and the FastAPI route (an app built without the lane)
+    give the same answers; the lane alone, with no route, serves the inbox."""
+    from fastapi.testclient import TestClient
+
+    from extend_connector.api import webhooks
+    from extend_connector.api.app import create_app
+
+    _, connector = inbox
+    state = {"flow_context": connector.context}
+    lane_only = create_app(state=state, lanes=(webhooks.WebhookLane,))
+    route_only = create_app(routers=[webhooks.router], state=state)
+    picked = ("OrderPicked", {"OrderNumber": "7"})
+
+    def cases(tag: str) -> list[tuple[bytes | Iterator[bytes], str | None]]:
+        raw = body(f"{tag}-ok", picked, ("SomethingNew", {}))
+        big = body(f"{tag}-big", ("OrderPicked", {"OrderNumber": "1", "Pad": "x" * 5000}))
+        return [
+            (raw, None),  # unsigned
+            (raw, sign("wrong", raw)),
+            (b'{"Notifications": []', "good"),
+            (b'{"Attempt": 1, "Notifications": []}', "good"),
+            (big, "good"),  # declared too large
+            (iter([big[:3000], big[3000:]]), sign(SECRET, big)),  # chunked, too large
+            (raw, "good"),
+            (raw, "good"),  # the same delivery again
+        ]
+
+    def answers(app: Any, tag: str) -> list[tuple[int, Any]]:
+        out = []
+        with TestClient(app) as client:
+            for content, signature in cases(tag):
+                headers = {"content-type": "application/json"}
+                if signature is not None:
+                    raw = content if isinstance(content, bytes) else b""
+                    headers["ms-signature"] = (
+                        sign(SECRET, raw) if signature == "good" else signature
+                    )
+                answer = client.post("/webhooks/extend", content=content, headers=headers)
+                text = answer.text.replace(f'"{tag}-ok"', '"<id>"')
+                out.append((answer.status_code, json.loads(text)))
+        return out
+
+    lane = answers(lane_only, "lane")
+    assert lane == answers(route_only, "route")
+    assert [status for status, _ in lane] == [401, 401, 400, 400, 413, 413, 200, 200]
+    assert [answer.get("status") for _, answer in lane[-2:]] == ["accepted", "duplicate"]

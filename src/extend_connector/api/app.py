@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp
 
 from extend_connector import __version__
 from extend_connector.api import admin
@@ -173,9 +174,15 @@ async def read_state(app: FastAPI) -> monitor.Snapshot | None:
 
 
 def create_app(
-    *, routers: Iterable[APIRouter] = (), state: dict[str, Any] | None = None, lifespan: Any = None
+    *,
+    routers: Iterable[APIRouter] = (),
+    state: dict[str, Any] | None = None,
+    lifespan: Any = None,
+    lanes: Iterable[Callable[[ASGIApp], ASGIApp]] = (),
 ) -> FastAPI:
-    """The ASGI app. `state` entries land on `app.state` for the routers' dependencies."""
+    """The ASGI app. `state` entries land on `app.state` for the routers' dependencies; `lanes`
+    are ASGI middleware answering a hot route before FastAPI's routing (`webhooks.WebhookLane`),
+    installed inside the request guard."""
     app = FastAPI(
         title="extend-connector",
         version=__version__,
@@ -191,6 +198,8 @@ def create_app(
     install_error_handlers(app)
     # The console's login redirect, wherever its router is mounted.
     app.add_exception_handler(admin.NotLoggedIn, admin.not_logged_in)  # type: ignore[arg-type]
+    for lane in lanes:  # added before the guard, so the guard runs first
+        app.add_middleware(lane)
     settings = (state or {}).get("settings")
     if isinstance(settings, Settings):  # token, body size and body deadline before any route runs
         app.add_middleware(RequestGuard, limits=GuardLimits.from_settings(settings))
