@@ -260,6 +260,32 @@ def test_debounced_and_delayed_jobs_start_when_due_on_a_queue_polled_hourly(
     assert sorted(app.values(running.db_engine, "collected")) == ["d", "l"]
 
 
+def test_a_queue_poller_that_fails_outside_dbos_guards_comes_back(
+    running: engine.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DBOS restarts its own queue threads when they die; the engine restarts the ones it runs
+    (a dead poller would leave its queue's jobs waiting for ever)."""
+    from dbos import _dbos as dbos_module
+
+    active = dbos_module._dbos_global_instance._active_workflows_set  # type: ignore[union-attr]
+    count = active.count_for_queue
+    failed: list[str] = []
+
+    def fails_once(queue_name: str) -> int:
+        if queue_name == "test.hourly" and not failed:
+            failed.append(queue_name)
+            raise RuntimeError("a bug in the poll loop")
+        return count(queue_name)
+
+    monkeypatch.setattr(active, "count_for_queue", fails_once)
+    first = running.enqueue(app.collect, "first", queue="test.hourly")
+    wait_until(lambda: bool(failed))
+    second = running.enqueue(app.collect, "second", queue="test.hourly")
+    running.wait(first, timeout_seconds=30)
+    running.wait(second, timeout_seconds=30)
+    assert sorted(app.values(running.db_engine, "collected")) == ["first", "second"]
+
+
 def test_rate_limited_queue_starts_no_more_than_its_limit(running: engine.Engine) -> None:
     ids = [running.enqueue(app.collect, f"r{i}", queue="test.rated") for i in range(6)]
     wait_until(lambda: app.count(running.db_engine, "collected") >= 2)

@@ -15,12 +15,18 @@ checked on.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from dbos._error import DBOSException, DBOSNonExistentWorkflowError
 from dbos._utils import INTERNAL_QUEUE_NAME
+
+log = logging.getLogger("extend_connector.engine")
+
+RESTART_SECONDS = 1.0  # a queue poller that failed runs again after this
 
 __all__ = [
     "INTERNAL_QUEUE_NAME",
@@ -73,19 +79,29 @@ def serve_queue(wait: Any, queue_name: str) -> threading.Thread:
     (DBOS's `threading.Event` surface: `wait(timeout) -> stopped`, `is_set()`, `set()`) instead
     of its stop event, so the engine can cut a wait short. DBOS's shutdown sets `wait` and joins
     the thread like its own. The queue must be registered; call after `DBOS.launch()` with
-    `DBOS.listen_queues` leaving it out, so DBOS does not poll it as well."""
+    `DBOS.listen_queues` leaving it out, so DBOS does not poll it as well.
+
+    DBOS restarts its own queue threads when one dies; this thread does the same for its loop:
+    an error outside the loop's own guards (or the queue's row gone for a moment) is logged and
+    the loop runs again a second later, so the queue's jobs are never left unserved."""
     from dbos._queue import queue_worker_thread
 
     instance = _instance()
-    queue = instance._sys_db.get_queue(queue_name)
-    if queue is None:
+    if instance._sys_db.get_queue(queue_name) is None:
         raise RuntimeError(f"queue {queue_name!r} is not registered")
-    thread = threading.Thread(
-        target=queue_worker_thread,
-        args=(wait, instance, queue),
-        name=f"queue-worker-{queue_name}",
-        daemon=True,
-    )
+
+    def serve() -> None:
+        while not wait.is_set():
+            try:
+                queue = instance._sys_db.get_queue(queue_name)
+                if queue is not None:
+                    queue_worker_thread(wait, instance, queue)
+            except Exception:
+                log.exception("queue poller of %s failed; it starts again", queue_name)
+            if not wait.is_set():
+                time.sleep(RESTART_SECONDS)
+
+    thread = threading.Thread(target=serve, name=f"queue-worker-{queue_name}", daemon=True)
     instance.background_thread_stop_events.append(wait)
     instance._background_threads.append(thread)
     thread.start()
