@@ -124,6 +124,24 @@ def test_order_goes_to_extend_once_and_progress_comes_back(stack: Stack) -> None
     assert all(a != b for a, b in itertools.pairwise(payloads))
 
 
+def test_a_new_orders_job_starts_from_what_the_intake_knew(stack: Stack) -> None:
+    """The intake hands the job its start (no attempt yet, the customer), so the job's first
+    checkpoint is its first attempt; a job enqueued with the reference alone (the watchdog's, a
+    replay's, one recorded by the previous version) reads it in `orders.begin`."""
+    from extend_connector.flows import orders
+
+    assert stack.post_order("S-start").status_code == 202
+    stack.wait_status("S-start", "Registered")
+    eng = stack.connector.engine
+    steps = [step.name for step in eng.list_steps("order-S-start")]
+    assert steps[0] == "orders.send" and "orders.begin" not in steps
+    # The reference alone: the order is in Extend already, so the job ends at `orders.begin`.
+    again = eng.enqueue(orders.submit, "S-start", queue=orders.SUBMIT_QUEUE)
+    assert eng.wait(again, timeout_seconds=30) == "done"
+    assert [step.name for step in eng.list_steps(again)] == ["orders.begin"]
+    assert len(_extend_orders_for(stack, "S-start")) == 1
+
+
 def test_lost_answer_and_outage_still_once(stack: Stack) -> None:
     stack.admin("PATCH", "/faults", json={"lostResponseRate": 1.0})
     assert stack.post_order("S-lost").status_code == 202

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from extend_connector import engine
 from extend_connector.flows import context
-from extend_connector.flows.orders import accept_order, submit
+from extend_connector.flows.orders import accept_order, intake_start, submit
 from extend_connector.store.models import OrderRow, ParkedFailureRow, ProductRow
 from support.extend_fake import ExtendFake, extend_fake, inline_context
 from support.extend_fake import run_flow as _run
@@ -60,10 +60,13 @@ def test_intake_records_the_submit_job_and_submit_creates_the_order_once(
     with inline_context(tmp_path, fake) as (ctx, run):
         accept_order(_payload("S-1"))
         assert [(j.kind, j.workflow, j.args, j.workflow_id) for j in run.jobs] == [
-            ("enqueue", "orders.submit", ("S-1",), "order-S-1")
+            ("enqueue", "orders.submit", ("S-1", intake_start("WEB")), "order-S-1")
         ]
-        assert _run(submit("S-1")) == "created"
-        assert _run(submit("S-1")) == "done"  # a second job finds it sent: nothing re-sent
+        assert _run(submit(*run.jobs[0].args)) == "created"
+        assert "orders.begin" not in run.steps  # the intake said where to start
+        # A second job, with the reference alone, reads the order and finds it sent.
+        assert _run(submit("S-1")) == "done"
+        assert _run(submit(*run.jobs[0].args)) == "done"  # and so does a replayed first one
         created = fake.orders_for("S-1")
         assert fake.posts("/CustomerOrders") == 1
         assert len(created) == 1

@@ -59,7 +59,7 @@ from extend_connector.flows.orders.payload import (
 )
 from extend_connector.flows.orders.progress import apply_state, refresh
 from extend_connector.flows.orders.replay import ADDRESS_FIELDS, AmendError, amend_parked_order
-from extend_connector.flows.orders.submit import _outcome_of, park_unsent, submit
+from extend_connector.flows.orders.submit import _outcome_of, intake_start, park_unsent, submit
 from extend_connector.flows.orders.sweep import declare_schedules, sweep_orders
 from extend_connector.flows.orders.view import get_order_view
 
@@ -91,6 +91,7 @@ __all__ = [
     "check_order",
     "declare_schedules",
     "get_order_view",
+    "intake_start",
     "order_from_payload",
     "park_unsent",
     "refresh",

@@ -21,7 +21,7 @@ from extend_connector.flows.orders.base import (
 from extend_connector.flows.orders.checks import check_order
 from extend_connector.flows.orders.payload import ShopOrder
 from extend_connector.flows.orders.replay import as_the_shop_sent_it
-from extend_connector.flows.orders.submit import submit
+from extend_connector.flows.orders.submit import intake_start, submit
 from extend_connector.flows.orders.view import tell_shop
 from extend_connector.store.models import OrderRow
 
@@ -98,7 +98,12 @@ def _accept_once(payload: dict[str, Any], order: ShopOrder) -> Intake:
                 failure_id=failure_id,
             )
         ctx.engine.enqueue_in_transaction(
-            session, submit, ref, queue=SUBMIT_QUEUE, workflow_id=f"order-{ref}"
+            session,
+            submit,
+            ref,
+            intake_start(customer),
+            queue=SUBMIT_QUEUE,
+            workflow_id=f"order-{ref}",
         )
     log.info("order_received", shop_ref=ref, lines=len(order.lines))
     metrics.ORDERS.labels("received").inc()

@@ -374,16 +374,30 @@ def park_unsent(
     return failure_id
 
 
+def intake_start(customer: str | None) -> dict[str, Any]:
+    """What the intake knows when it enqueues a new order's job: no attempt yet, and the
+    customer it resolved (None: the job waits for it). The job's second argument."""
+    return {"state": "send", "base": 0, "customer": customer}
+
+
 @engine.workflow("orders.submit")
-async def submit(shop_ref: str) -> str:
-    """Send one shop order to Extend exactly once; returns how it ended."""
+async def submit(shop_ref: str, start: dict[str, Any] | None = None) -> str:
+    """Send one shop order to Extend exactly once; returns how it ended.
+
+    `start`: the intake's `intake_start(...)`, so the job does not read the order back in a step
+    (one checkpoint write fewer per order; a job's arguments are as durable as a checkpoint).
+    None (a job the watchdog or a replay enqueued, or one recorded before 2026-12-04): the
+    `orders.begin` step reads the attempt count and the customer from the order. A count that
+    is stale by the time the job runs only makes its first attempt look the order up first
+    (`_mark_attempt`: an attempt number already begun is looked up)."""
     # Every line of this job (the HTTP client's and the engine's too) names the order.
     with structlog.contextvars.bound_contextvars(shop_ref=shop_ref, order_number=None):
-        return await _submit(shop_ref)
+        return await _submit(shop_ref, start)
 
 
-async def _submit(shop_ref: str) -> str:
-    start = await engine.offload(_begin, shop_ref)
+async def _submit(shop_ref: str, start: dict[str, Any] | None) -> str:
+    if start is None:
+        start = await engine.offload(_begin, shop_ref)
     if start["state"] != "send":
         return str(start["state"])
     customer: str | None = start["customer"]
