@@ -360,7 +360,13 @@ def test_max_connections_is_lowered_to_fit_the_open_file_limit(tmp_path: Path) -
         assert "Traceback" not in log
         # accept() may still run short for an instant while a burst waits to be closed: one
         # throttled line, never a line (or a traceback) per attempt.
-        assert log.count("Too many open files") == log.count('"event": "http_accept_failed"') <= 3
+        # (A job calling Extend in that instant gets EMFILE too: one warning that Extend could not
+        # be reached, a technical failure retried like any call without an answer.)
+        server_lines = [
+            line for line in log.splitlines() if '"logger": "extend_connector.http"' in line
+        ]
+        short = [line for line in server_lines if "Too many open files" in line]
+        assert len(short) == log.count('"event": "http_accept_failed"') <= 3
     finally:
         for exchange in flood:
             exchange.close()

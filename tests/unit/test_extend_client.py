@@ -223,6 +223,31 @@ def test_write_that_never_left_is_retried() -> None:
     asyncio.run(run())
 
 
+def test_out_of_file_descriptors_is_a_technical_failure_never_a_crash() -> None:
+    """EMFILE raised inside the HTTP stack (a lazy import, a socket) is the process's own
+    resource running out: a read is retried like any call without an answer, and a write is
+    looked up before it is sent again (it cannot be known not to have left)."""
+    import errno
+
+    calls: list[str] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        calls.append(request.method)
+        if len(calls) in (1, 3):
+            raise OSError(errno.EMFILE, "Too many open files")
+        return _json(200, ORDER_JSON)
+
+    async def run() -> None:
+        async with _client(handler) as c:
+            assert (await c.get_order("5001")).order_number == "5001"
+            assert c.stats().groups["standard"].retries == 1
+            with pytest.raises(OutcomeUnknown):
+                await c.create_order(_order())
+
+    asyncio.run(run())
+    assert calls == ["GET", "GET", "POST"]
+
+
 def test_write_answered_with_garbage_is_outcome_unknown_read_is_unexpected() -> None:
     def handler(request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(201 if request.method == "POST" else 200, content=b"<html>ok</html>")

@@ -307,7 +307,9 @@ class ExtendClient:
                         response = await self._http.request(
                             endpoint.method, url, params=params, content=content, headers=headers
                         )
-                    except httpx2.TransportError as exc:
+                    except (httpx2.TransportError, OSError) as exc:
+                        # OSError: the process's own resources (out of file descriptors) failed
+                        # inside the HTTP stack; no answer, like a transport error.
                         _observe_call(group, operation, _no_answer(exc), sent_at)
                         error = classify_exception(exc, ctx)
                         sent = not request_not_sent(exc)
@@ -850,7 +852,7 @@ class ExtendClient:
                 )
 
 
-def _no_answer(exc: httpx2.TransportError) -> str:
+def _no_answer(exc: BaseException) -> str:
     return "timeout" if isinstance(exc, httpx2.TimeoutException) else "no_answer"
 
 

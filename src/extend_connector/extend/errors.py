@@ -284,8 +284,9 @@ def request_not_sent(exc: BaseException) -> bool:
     return isinstance(exc, _NOT_SENT)
 
 
-def classify_exception(exc: httpx2.TransportError, ctx: CallContext) -> ExtendError:
-    """The error for a call that got no answer."""
+def classify_exception(exc: httpx2.TransportError | OSError, ctx: CallContext) -> ExtendError:
+    """The error for a call that got no answer (a transport error, or an OSError such as running
+    out of file descriptors inside the HTTP stack: a write is then looked up, never re-sent)."""
     kwargs: dict[str, Any] = {"operation": ctx.operation, "method": ctx.method, "url": ctx.url}
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if ctx.is_write and not request_not_sent(exc):
