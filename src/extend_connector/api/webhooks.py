@@ -268,19 +268,24 @@ async def inbox_writer(request: Request, ctx: Context) -> InboxWriter:
     return writer_of(request.app, ctx)
 
 
-async def _read_limited(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it grows past `limit` (never buffers an oversized body)."""
-    declared = request.headers.get("content-length")
+async def _read_limited(receive: Receive, declared: str | None, limit: int) -> bytes | None:
+    """The body from ASGI `receive`, or None as soon as it grows past `limit` (an oversized
+    `Content-Length` is refused before anything is read; nothing oversized is buffered)."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             return None
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 Answer = tuple[int, dict[str, Any]]
@@ -381,7 +386,7 @@ async def receive(
     status, body = await deliver(
         ctx,
         writer,
-        lambda limit: _read_limited(request, limit),
+        lambda limit: _read_limited(request.receive, request.headers.get("content-length"), limit),
         request.headers.get(SIGNATURE_HEADER),
     )
     return JSONResponse(body, status_code=status)
@@ -416,26 +421,14 @@ class WebhookLane:
             if name == self._signature:
                 signature = value.decode("latin-1")
             elif name == b"content-length":
-                declared = value
+                declared = value.decode("latin-1")
 
-        async def read_body(limit: int) -> bytes | None:
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                return None
-            chunks: list[bytes] = []
-            size = 0
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientDisconnect
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    return None
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return b"".join(chunks)
-
-        status, body = await deliver(ctx, writer_of(scope["app"], ctx), read_body, signature)
+        status, body = await deliver(
+            ctx,
+            writer_of(scope["app"], ctx),
+            lambda limit: _read_limited(receive, declared, limit),
+            signature,
+        )
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         await send(
             {

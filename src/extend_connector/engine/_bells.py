@@ -97,9 +97,6 @@ class Bells:
         bell = self._bells[queue] = Bell()
         return bell
 
-    def get(self, queue: str) -> Bell | None:
-        return self._bells.get(queue)
-
     def ring(self, queue: str) -> None:
         bell = self._bells.get(queue)
         if bell is not None:
