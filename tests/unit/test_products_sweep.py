@@ -126,3 +126,44 @@ def test_content_hash_ignores_the_change_date_only() -> None:
     assert content_hash(a) != content_hash(
         Product(product_number="P1", name="Chair!", changed_at=T0)
     )
+
+
+def test_the_listing_and_the_fetches_are_bulk_calls_in_the_rate_budget() -> None:
+    """A sweep's calls give way to orders and stock (`extend.bulk_calls`): below the budget's
+    low-water mark (20%) they still go at once, down to the bulk reserve (3%)."""
+    from fakes import FakeTime
+
+    from extend_connector.extend import RateBudget
+
+    time = FakeTime()
+    budget = RateBudget(clock=time.clock, sleep=time.sleep)
+    budget.set_periods({"standard": (300, 60.0)})
+    budget.observe(
+        "standard",
+        {"x-ratelimit-limit": "300", "x-ratelimit-remaining": "50", "x-ratelimit-reset": "60"},
+        limit_header="x-ratelimit-limit",
+        remaining_header="x-ratelimit-remaining",
+        reset_header="x-ratelimit-reset",
+    )
+    waits: list[float] = []
+
+    async def listing() -> AsyncIterator[Listed]:
+        for i in range(4):
+            waits.append(await budget.acquire("standard"))
+            yield Listed(key=f"P{i}", changed_at=T0)
+
+    async def fetch(key: str) -> str:
+        waits.append(await budget.acquire("standard"))
+        return key
+
+    asyncio.run(
+        list_then_fetch(
+            listing(),
+            stored_changed=lambda keys: {},
+            fetch=fetch,
+            apply=lambda records: ["created"] * len(records),
+            tally=Tally("products", NullProgress()),
+            batch_size=2,
+        )
+    )
+    assert len(waits) == 8 and waits == [0.0] * 8  # paced (0.2 s each) as other calls

@@ -24,7 +24,14 @@ from .errors import (
     UnexpectedResponse,
     ValidationFailed,
 )
-from .ratelimit import FleetBucket, RateBudget, SyncFleetBucket, ThreadedFleetBucket, shared_budget
+from .ratelimit import (
+    FleetBucket,
+    RateBudget,
+    SyncFleetBucket,
+    ThreadedFleetBucket,
+    bulk_calls,
+    shared_budget,
+)
 from .retry import RetryPolicy
 from .webhooks import (
     MalformedWebhook,
@@ -69,6 +76,7 @@ __all__ = [
     "WebhookEnvelope",
     "WebhookError",
     "budget_key",
+    "bulk_calls",
     "default_drift",
     "header_auth",
     "normalise_number",

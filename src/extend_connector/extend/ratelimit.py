@@ -23,7 +23,9 @@ by every flow of a process (`shared_budget`) and does two things before each cal
    answer to the latest-taken call (its ticket, `acquire_ticket`), less the calls taken after
    it: the bucket refills between answers, so a later figure may be higher (keeping the lowest
    figure of a window ran the count to zero while Extend still had a sixth of its bucket, and
-   a sync stalled for the whole reset). At zero calls wait for the reset. A 429
+   a sync stalled for the whole reset). Bulk work (`bulk_calls`: the catalogue sweeps) is paced
+   only below `BULK_LOW_WATER` and gives way to every other paced call. At zero calls wait for
+   the reset. A 429
    empties the group for this process until its `retry_after`. Every count is held only until
    the reset time that came with it (`UNKNOWN_RESET_SECONDS` when none came); after that the
    group is unknown again and calls go until an answer teaches it. So every wait ends by time
@@ -38,7 +40,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,6 +56,32 @@ Sleep = Callable[[float], Awaitable[None]]
 UNKNOWN_RESET_SECONDS = 1.0
 # A fleet limiter that is down is reported at most this often (every call would otherwise log).
 FLEET_WARNING_INTERVAL_SECONDS = 60.0
+# Below this share of a group's limit, calls are paced at the group's refill rate.
+LOW_WATER = 0.2
+# Bulk calls (`bulk_calls`) are paced only below this share: they may spend what the other calls
+# keep as a burst reserve, and once paced they yield a slot to every other paced call.
+BULK_LOW_WATER = 0.03
+
+_BULK: ContextVar[bool] = ContextVar("extend_connector_bulk_calls", default=False)
+
+
+@contextmanager
+def bulk_calls() -> Iterator[None]:
+    """Mark every Extend call made inside (and in tasks started inside) as bulk work: a catalogue
+    sweep, not an order or a stock refresh.
+
+    Bulk calls spend a group's bucket down to `BULK_LOW_WATER` of its limit (the other calls
+    start pacing at `LOW_WATER`), so a sweep against binding limits wastes almost none of the
+    bucket; below that they are paced at the refill rate on a schedule of their own, and every
+    other call paced meanwhile takes the next slot ahead of them (the bulk schedule moves back
+    one interval). An order's call never waits behind a queue of catalogue fetches.
+    """
+    token = _BULK.set(True)
+    try:
+        yield
+    finally:
+        _BULK.reset(token)
+
 
 log = structlog.get_logger("extend_connector.ratelimit")
 
@@ -118,6 +148,7 @@ class _Group:
     remaining: int | None = None  # None: not learnt yet (no call answered in this window)
     reset_at: float | None = None  # monotonic time when Extend refills the group
     next_slot: float = 0.0  # pacing: earliest start of the next call below the low-water mark
+    bulk_slot: float = 0.0  # the same for bulk calls below their own (lower) mark
     issued: int = 0  # calls taken so far; each call's number is its ticket
     answered: int = 0  # the ticket of the latest-taken call whose answer was read
 
@@ -134,11 +165,17 @@ class GroupBudget:
 
 class RateBudget:
     def __init__(
-        self, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep, low_water: float = 0.2
+        self,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        low_water: float = LOW_WATER,
+        bulk_low_water: float = BULK_LOW_WATER,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
         self._low_water = low_water
+        self._bulk_low_water = min(bulk_low_water, low_water)
         self._groups: dict[str, _Group] = {}
         self._periods: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -237,12 +274,12 @@ class RateBudget:
             group = self._groups[name] = _Group()
         return group
 
-    def _reserve(self, name: str) -> tuple[float, int]:
+    def _reserve(self, name: str, bulk: bool = False) -> tuple[float, int]:
         """Try to take one call from the group: (seconds to wait first, its ticket; 0 when it
         was not taken).
 
         Taken with a wait: the call is paced and may go after the wait. Not taken: the group is
-        empty; wait for the reset and try again.
+        empty; wait for the reset and try again. `bulk`: see `bulk_calls`.
         """
         with self._lock:
             g = self._group(name)
@@ -255,7 +292,7 @@ class RateBudget:
                 # instead would let unanswered calls empty it with nothing left to refill it.
                 g.remaining = None
                 g.reset_at = None
-                g.next_slot = now
+                g.next_slot = g.bulk_slot = now
             if g.remaining is None:
                 g.issued += 1
                 return 0.0, g.issued
@@ -265,15 +302,21 @@ class RateBudget:
                 return max(g.reset_at - now, 0.001), 0
             g.remaining -= 1
             g.issued += 1
-            if g.limit and g.remaining < self._low_water * g.limit:
-                start = max(now, g.next_slot)
+            mark = self._bulk_low_water if bulk else self._low_water
+            if g.limit and g.remaining < mark * g.limit:
+                start = max(now, g.bulk_slot if bulk else g.next_slot)
                 # Spread from this call's slot, not from now: callers reserving at one instant
                 # would otherwise be spaced past the reset they are spread over.
                 interval = max(0.0, g.reset_at - start) / (g.remaining + 1)
                 period = self._periods.get(name)
                 if period is not None:
                     interval = min(interval, period / g.limit)  # the bucket's refill rate
-                g.next_slot = start + interval
+                if bulk:
+                    g.bulk_slot = start + interval
+                else:
+                    g.next_slot = start + interval
+                    # This call took a slot the bulk schedule counted on: bulk yields it.
+                    g.bulk_slot = max(g.bulk_slot, now) + interval
                 return start - now, g.issued
             return 0.0, g.issued
 
@@ -290,8 +333,9 @@ class RateBudget:
         from the headers (it catches what the fleet cannot see, e.g. another client of Extend).
         """
         waited = await self._fleet_wait(name)
+        bulk = _BULK.get()
         while True:
-            delay, ticket = self._reserve(name)
+            delay, ticket = self._reserve(name, bulk)
             if delay > 0:
                 await self._sleep(delay)
                 waited += delay

@@ -30,6 +30,7 @@ from extend_connector.domain import Price
 from extend_connector.extend import (
     ExtendError,
     NotFound,
+    bulk_calls,
 )
 from extend_connector.flows import outbox, retry
 from extend_connector.flows.context import FlowContext, current
@@ -327,7 +328,8 @@ async def sweep_prices(
         async with gate:
             await refresh_customer(number, tally=tally, dry_run=dry_run)
 
-    await asyncio.gather(*(one(number) for number in customers))
+    with bulk_calls():  # a sweep: it gives way to orders and stock in the rate budget
+        await asyncio.gather(*(one(number) for number in customers))
     result = tally.result()
     log.info("prices_swept", customers=len(customers), **result.as_stats())
     return result

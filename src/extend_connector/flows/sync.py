@@ -32,6 +32,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 from sqlalchemy.orm import Session
 
+from extend_connector.extend import bulk_calls
 from extend_connector.extend.client import ClientStats
 from extend_connector.flows import cursors
 from extend_connector.flows.context import FlowContext, current
@@ -236,7 +237,9 @@ async def list_then_fetch(
     nothing changed costs only the list calls); `fetch` returns None for a record gone since
     it was listed. Up to `fetch_concurrency` fetches of a batch run at once. Batches keep memory
     flat whatever the catalogue size: at most `batch_size` items are held at once. Returns the
-    latest change date seen (for the cursor).
+    latest change date seen (for the cursor). Every Extend call of the listing and the fetches
+    is bulk work (`extend.bulk_calls`): it uses the rate budget down to its bulk reserve and
+    gives way to orders and stock.
     """
     latest: datetime | None = None
     batch: list[Listed] = []
@@ -271,14 +274,15 @@ async def list_then_fetch(
         tally.record_many(await asyncio.to_thread(apply, fetched) if fetched else [])
         batch.clear()
 
-    async for item in listing:
-        if item.changed_at is not None and (latest is None or item.changed_at > latest):
-            latest = item.changed_at
-        batch.append(item)
-        if len(batch) >= batch_size:
+    with bulk_calls():
+        async for item in listing:
+            if item.changed_at is not None and (latest is None or item.changed_at > latest):
+                latest = item.changed_at
+            batch.append(item)
+            if len(batch) >= batch_size:
+                await flush()
+        if batch:
             await flush()
-    if batch:
-        await flush()
     return latest
 
 
