@@ -142,6 +142,36 @@ def test_a_new_orders_job_starts_from_what_the_intake_knew(stack: Stack) -> None
     assert len(_extend_orders_for(stack, "S-start")) == 1
 
 
+def test_a_repeat_post_is_answered_while_the_write_lock_is_held(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The shop re-posts an order it is unsure of (timeouts, restarts); the answer needs no
+    write, so it comes while another writer (a `db upgrade`, a `sync` command, a long batch)
+    holds SQLite's one write lock. The intake read the order inside its write transaction and
+    such a re-post waited out the busy timeout (30 s). New orders still wait for the lock."""
+    import sqlite3
+
+    assert stack.post_order("S-repeat").status_code == 202
+    holder = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        again = stack.http.post(
+            f"{stack.url}/v1/orders",
+            json={
+                "shopRef": "S-repeat",
+                "lines": [{"productNumber": "P000001", "quantity": 2, "unitPrice": "99.50"}],
+            },
+            headers=TOKEN,
+            timeout=5,
+        )
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert again.status_code == 200 and again.json()["created"] is False
+    stack.wait_status("S-repeat", "Registered")
+    assert len(_extend_orders_for(stack, "S-repeat")) == 1
+
+
 def test_lost_answer_and_outage_still_once(stack: Stack) -> None:
     stack.admin("PATCH", "/faults", json={"lostResponseRate": 1.0})
     assert stack.post_order("S-lost").status_code == 202

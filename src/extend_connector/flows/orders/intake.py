@@ -31,8 +31,8 @@ def accept_order(payload: dict[str, Any]) -> Intake:
 
     Raises OrderConflict when the reference was used for a different order. An invalid order
     is stored as `Parked` (with its failure) and no job is enqueued. Two requests racing with
-    one new reference (PostgreSQL, where both may insert at once): the loser's insert violates
-    the primary key, and it answers as a repeat of the order that won.
+    one new reference (both read it as new): the loser's insert violates the primary key, and
+    it answers as a repeat of the order that won.
     """
     order = ShopOrder.from_json(payload)
     try:
@@ -49,7 +49,11 @@ def _accept_once(payload: dict[str, Any], order: ShopOrder) -> Intake:
     ctx = current()
     ref = order.shop_ref
     now = ctx.clock()
-    with ctx.db.write() as session:
+    # Reads first, outside the write transaction: a repeat post needs no write at all (it is
+    # answered while another writer holds SQLite's lock), and the checks' reads do not hold the
+    # other writers back. Two posts of one new reference race to the insert below; the loser's
+    # primary key violation makes `accept_order` answer it as a repeat.
+    with ctx.db.read() as session:
         existing = session.get(OrderRow, ref)
         if existing is not None:
             if canonical(as_the_shop_sent_it(existing.shop_payload)) != canonical(payload):
@@ -60,6 +64,7 @@ def _accept_once(payload: dict[str, Any], order: ShopOrder) -> Intake:
                 )
             return Intake(shop_ref=ref, status=existing.status, created=False)
         problems, customer = check_order(session, ctx.settings, order)
+    with ctx.db.write() as session:
         row = OrderRow(
             shop_ref=ref,
             status=OrderStatus.RECEIVED.value,
