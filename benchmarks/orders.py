@@ -129,6 +129,8 @@ def run(
 ) -> dict[str, Any]:
     sim.state.set_faults(error_rate=error_rate)
     prefix = f"B-{label}-"
+    with sim.state.lock:
+        calls_before = Counter(sim.state.calls)
     sent = asyncio.run(shop(url, prefix, products, rate, seconds))
     deadline = time.monotonic() + settle
     while time.monotonic() < deadline:
@@ -137,6 +139,10 @@ def run(
                 break
         time.sleep(0.2)
     sim.state.set_faults(error_rate=0.0)
+    time.sleep(2.0)  # the progress side of the last orders (their hooks) settles
+    with sim.state.lock:
+        calls = Counter(sim.state.calls)
+    calls.subtract(calls_before)
     with created.lock:
         done = {ref: created.at[ref] for ref in sent if ref in created.at}
     with sim.state.lock:
@@ -157,6 +163,12 @@ def run(
         "per_second": len(done) / span if span else None,
         "p50": percentile(latencies, 50),
         "p99": percentile(latencies, 99),
+        # Extend calls per order sent (every endpoint, the order fetches apart): what one
+        # order costs against Extend's rate limits.
+        "extend_calls_per_order": round(sum(calls.values()) / len(sent), 2),
+        "order_fetches_per_order": round(
+            calls["GET /CustomerOrders/{orderNumber}"] / len(sent), 2
+        ),
     }
 
 
@@ -261,6 +273,7 @@ def main() -> int:
             ms(r["p50"]),
             ms(r["p99"]),
             str(r["duplicates"]),
+            str(r.get("extend_calls_per_order", "-")),
         ]
         for r in runs
     ]
@@ -276,6 +289,7 @@ def main() -> int:
             "p50",
             "p99",
             "duplicates",
+            "Extend calls / order",
         ],
         rows,
     )

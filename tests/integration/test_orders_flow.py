@@ -172,6 +172,44 @@ def test_a_repeat_post_is_answered_while_the_write_lock_is_held(
     assert len(_extend_orders_for(stack, "S-repeat")) == 1
 
 
+def test_order_created_for_an_order_we_created_costs_no_fetch(stack: Stack) -> None:
+    """`OrderCreated` says only that the order exists: for an order the connector created and
+    recorded from Extend's answer to its POST it brings nothing new (each later change has its
+    own action), so it is stored and acknowledged without a `GET CustomerOrders/{id}`: one call
+    fewer per order against Extend's standard limit. Any other order action is still fetched,
+    and so is `OrderCreated` for an order not recorded here (created elsewhere, or its POST's
+    answer not recorded yet)."""
+    from extend_connector.store.models import InboxRow
+
+    def inbox() -> int:
+        with stack.connector.db.read() as s:
+            return int(s.scalar(sa.select(sa.func.count()).select_from(InboxRow)) or 0)
+
+    def fire_and_settle(action: str, number: str) -> int:
+        before = inbox()
+        stack.admin(
+            "POST",
+            "/events",
+            json={"action": action, "details": {"OrderNumber": number}, "warehouse": None},
+        )
+        wait_for(lambda: inbox() > before, 30, what=f"{action} stored")
+        wait_drained(stack.connector.engine, stack.connector.db, "order")
+        calls: dict[str, Any] = stack.admin("GET", "/counters")
+        return int(calls["endpoints"].get("GET /CustomerOrders/{orderNumber}", 0))
+
+    assert stack.post_order("S-created").status_code == 202
+    number = stack.wait_status("S-created", "Registered")["orderNumber"]
+    wait_drained(stack.connector.engine, stack.connector.db, "order")
+    stack.admin("POST", "/counters/reset")
+    assert fire_and_settle("OrderCreated", number) == 0
+    assert fire_and_settle("OrderReserved", number) == 1
+    with stack.connector.db.write() as s:  # as if the POST's answer had not been recorded yet
+        s.execute(
+            sa.update(OrderRow).where(OrderRow.shop_ref == "S-created").values(order_number=None)
+        )
+    assert fire_and_settle("OrderCreated", number) == 2
+
+
 def test_lost_answer_and_outage_still_once(stack: Stack) -> None:
     stack.admin("PATCH", "/faults", json={"lostResponseRate": 1.0})
     assert stack.post_order("S-lost").status_code == 202

@@ -232,8 +232,9 @@ class WebhookEnvelope:
     notifications: tuple[Notification, ...]
 
 
+ORDER_CREATED = "OrderCreated"
 ORDER_ACTIONS = frozenset(
-    {"OrderCreated", "OrderReserved", "OrderPicked", "OrderCancelled", "OrderDeliveryDataChanged"}
+    {ORDER_CREATED, "OrderReserved", "OrderPicked", "OrderCancelled", "OrderDeliveryDataChanged"}
 )
 PURCHASE_ACTIONS = frozenset(
     {"PurchasePartiallyDelivered", "PurchaseDelivered", "PurchaseCancelled"}

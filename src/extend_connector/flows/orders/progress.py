@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from extend_connector import engine
 from extend_connector.domain import OrderState, OrderStatus
 from extend_connector.extend import NotFound, TechnicalFailure, Throttled
-from extend_connector.extend.webhooks import ORDER_ACTIONS
+from extend_connector.extend.webhooks import ORDER_ACTIONS, ORDER_CREATED, Notification
 from extend_connector.flows import dispatch, records, retry
 from extend_connector.flows.context import current
 from extend_connector.flows.orders.base import FAILURE_KIND, log
@@ -210,7 +210,35 @@ async def refresh_orders(numbers: list[str]) -> dict[str, records.Outcome]:
     return outcomes
 
 
+def _not_recorded(session: Session, notes: list[Notification]) -> list[Notification]:
+    """The notifications whose order number no local order holds yet."""
+    numbers = {records.key_of(note) for note in notes}
+    known = set(
+        session.scalars(sa.select(OrderRow.order_number).where(OrderRow.order_number.in_(numbers)))
+    )
+    return [note for note in notes if records.key_of(note) not in known]
+
+
+def _created_handler() -> dispatch.InlineHandler:
+    """`OrderCreated` marks only orders not recorded here. An order this connector created holds
+    its number once Extend's answer to the POST is recorded, and that answer is the order as
+    created; every later change comes with its own action (reserved, picked, cancelled, delivery
+    date), so fetching it again would cost a call and bring nothing. An order created elsewhere,
+    or whose POST's answer is not recorded yet, is fetched as before."""
+
+    def apply_many(session: Session, notes: list[Notification]) -> None:
+        keys = [records.key_of(note) for note in _not_recorded(session, notes)]
+        records.mark(session, records.ORDER, keys, now=current().clock())
+
+    return dispatch.InlineHandler(
+        apply=lambda session, note, _json: apply_many(session, [note]),
+        apply_many=apply_many,
+        after_commit=records.handler(records.ORDER).after_commit,
+    )
+
+
 records.register(records.ORDER, refresh=refresh_orders, policy=retry.ORDERS_REFRESH)
 # Order hooks mark the order for the drain; `refresh` (a job per hook) stays declared for jobs
 # the previous version enqueued.
-dispatch.on(sorted(ORDER_ACTIONS), records.handler(records.ORDER))
+dispatch.on(sorted(ORDER_ACTIONS - {ORDER_CREATED}), records.handler(records.ORDER))
+dispatch.on([ORDER_CREATED], _created_handler())
