@@ -166,9 +166,7 @@ def run(
         # Extend calls per order sent (every endpoint, the order fetches apart): what one
         # order costs against Extend's rate limits.
         "extend_calls_per_order": round(sum(calls.values()) / len(sent), 2),
-        "order_fetches_per_order": round(
-            calls["GET /CustomerOrders/{orderNumber}"] / len(sent), 2
-        ),
+        "order_fetches_per_order": round(calls["GET /CustomerOrders/{orderNumber}"] / len(sent), 2),
     }
 
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from extend_connector import engine
 from extend_connector.engine._declare import declared_queues, declared_schedules
-from extend_connector.extend.webhooks import ORDER_ACTIONS
+from extend_connector.extend.webhooks import ORDER_ACTIONS, ORDER_CREATED
 from extend_connector.flows import dispatch, failures, orders, records
 from extend_connector.settings import Settings
 
@@ -65,8 +65,12 @@ def test_the_orders_queues_are_declared_once_as_before() -> None:
 
 def test_order_webhooks_mark_the_order_for_the_order_drain() -> None:
     # `orders.refresh` stays declared (jobs of the previous version) but no hook enqueues it.
-    for action in ORDER_ACTIONS:
+    for action in ORDER_ACTIONS - {ORDER_CREATED}:
         assert dispatch.handler_for(action) is records.handler(records.ORDER)
+    # OrderCreated marks only orders not recorded here (test_orders_flow.py), for the same drain.
+    created = dispatch.handler_for(ORDER_CREATED)
+    assert created is not None
+    assert created.after_commit is records.handler(records.ORDER).after_commit
     assert records.kind(records.ORDER).refresh is orders.progress.refresh_orders
 
 

@@ -184,3 +184,44 @@ def test_a_scope_without_products_or_customers_leaves_no_webhook_handler_behind(
     customers.declare_schedules(off)
     for action in ("ProductCreated", "ProductChanged", "CustomerCreated", "CustomerChanged"):
         assert dispatch.handler_for(action) is None, action
+
+
+def test_catalogue_drains_make_bulk_calls_and_the_order_drain_does_not(
+    tmp_path: Path, fake: ExtendFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flood of ProductChanged (a mass update in Extend) must not hold an order's call back:
+    the product and customer drains' calls are bulk calls (`extend.bulk_calls`), which go on
+    below the budget's low-water mark (20%) down to the bulk reserve and give way to the rest;
+    the order drain's are not."""
+    from fakes import FakeTime
+
+    from extend_connector.extend import RateBudget
+    from extend_connector.flows import customers, orders  # noqa: F401  (their drains' kinds)
+
+    time = FakeTime()
+    budget = RateBudget(clock=time.clock, sleep=time.sleep)
+    budget.set_periods({"standard": (300, 60.0)})
+    budget.observe(
+        "standard",
+        {"x-ratelimit-limit": "300", "x-ratelimit-remaining": "50", "x-ratelimit-reset": "60"},
+        limit_header="x-ratelimit-limit",
+        remaining_header="x-ratelimit-remaining",
+        reset_header="x-ratelimit-reset",
+    )
+    waits: dict[str, list[float]] = {}
+    for name in (records.PRODUCT, records.CUSTOMER, records.ORDER):
+        declared = records.kind(name)
+
+        async def refresh(keys: list[str], name: str = name) -> dict[str, records.Outcome]:
+            waits.setdefault(name, []).extend([await budget.acquire("standard") for _ in range(3)])
+            return dict.fromkeys(keys, "unchanged")
+
+        monkeypatch.setitem(records._KINDS, name, replace(declared, refresh=refresh))
+    with inline_context(tmp_path, fake) as (ctx, _run_jobs):
+        for name in (records.PRODUCT, records.CUSTOMER, records.ORDER):
+            with ctx.db.write() as session:
+                records.mark(session, name, ["K1"], now=ctx.clock())
+            _run(records.drain(name))
+    assert waits[records.PRODUCT] == [0.0, 0.0, 0.0]
+    assert waits[records.CUSTOMER] == [0.0, 0.0, 0.0]
+    assert waits[records.ORDER][1:] == [pytest.approx(0.2)] * 2  # paced: not bulk

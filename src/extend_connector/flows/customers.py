@@ -208,7 +208,9 @@ async def refresh_customers(numbers: list[str]) -> dict[str, records.Outcome]:
     return outcomes
 
 
-records.register(records.CUSTOMER, refresh=refresh_customers, policy=retry.ORDERS_REFRESH)
+records.register(
+    records.CUSTOMER, refresh=refresh_customers, policy=retry.ORDERS_REFRESH, bulk=True
+)
 
 
 @engine.workflow("customers.sweep")

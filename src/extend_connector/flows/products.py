@@ -205,7 +205,7 @@ async def refresh_products(numbers: list[str]) -> dict[str, records.Outcome]:
     return outcomes
 
 
-records.register(records.PRODUCT, refresh=refresh_products, policy=retry.ORDERS_REFRESH)
+records.register(records.PRODUCT, refresh=refresh_products, policy=retry.ORDERS_REFRESH, bulk=True)
 
 
 @engine.workflow("products.sweep")

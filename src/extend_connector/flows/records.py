@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -43,7 +44,7 @@ import structlog
 from sqlalchemy.orm import Session
 
 from extend_connector import engine
-from extend_connector.extend import ExtendError
+from extend_connector.extend import ExtendError, bulk_calls
 from extend_connector.extend.webhooks import Notification
 from extend_connector.flows import dispatch, retry
 from extend_connector.flows.context import current
@@ -93,6 +94,7 @@ class Kind:
     name: str
     refresh: Refresh
     policy: str
+    bulk: bool = False  # catalogue work: its Extend calls give way to orders and stock
 
     @property
     def queue(self) -> str:
@@ -103,11 +105,12 @@ _KINDS: dict[str, Kind] = {}
 _HANDLERS: dict[str, dispatch.InlineHandler] = {}
 
 
-def register(name: str, *, refresh: Refresh, policy: str) -> Kind:
-    """Declare how records of kind `name` are refreshed (a flow, at import)."""
+def register(name: str, *, refresh: Refresh, policy: str, bulk: bool = False) -> Kind:
+    """Declare how records of kind `name` are refreshed (a flow, at import). `bulk`: the
+    refresh's Extend calls are bulk calls (`extend.bulk_calls`: they give way to the others)."""
     if name not in KINDS:
         raise ValueError(f"unknown record kind {name!r} (known: {', '.join(KINDS)})")
-    kind = Kind(name=name, refresh=refresh, policy=policy)
+    kind = Kind(name=name, refresh=refresh, policy=policy, bulk=bulk)
     _KINDS[name] = kind
     return kind
 
@@ -427,8 +430,10 @@ async def _drain_pass(name: str) -> dict[str, Any]:
     taken = await asyncio.to_thread(_due, name, ctx.clock(), answered)
     counts = {"done": 0, "retrying": 0, "gave_up": 0}
     if taken:
+        declared = kind(name)
         try:
-            outcomes = await kind(name).refresh([item.key for item in taken])
+            with bulk_calls() if declared.bulk else nullcontext():
+                outcomes = await declared.refresh([item.key for item in taken])
         except Exception as exc:  # a bug or a database fault: every mark waits by the policy
             log.exception("record_refresh_failed", kind=name, keys=len(taken))
             failure = retry.Failure(
