@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from extend_connector.extend import RateBudget
+
 
 class FakeTime:
     """A clock that only moves when somebody sleeps: no test here waits for real."""
@@ -16,3 +18,30 @@ class FakeTime:
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.now += seconds
+
+
+class FrozenTime(FakeTime):
+    """Callers that all reserve at one instant (as concurrent tasks do): sleeps are recorded,
+    the clock does not move."""
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+def budget_with(time: FakeTime, *, remaining: int, limit: int = 300) -> RateBudget:
+    """A rate budget on `time` that has learnt the standard group: `remaining` of `limit` left,
+    a 60 s refill period, full again in 60 s."""
+    budget = RateBudget(clock=time.clock, sleep=time.sleep)
+    budget.set_periods({"standard": (limit, 60.0)})
+    budget.observe(
+        "standard",
+        {
+            "x-ratelimit-limit": str(limit),
+            "x-ratelimit-remaining": str(remaining),
+            "x-ratelimit-reset": "60",
+        },
+        limit_header="x-ratelimit-limit",
+        remaining_header="x-ratelimit-remaining",
+        reset_header="x-ratelimit-reset",
+    )
+    return budget

@@ -131,20 +131,9 @@ def test_content_hash_ignores_the_change_date_only() -> None:
 def test_the_listing_and_the_fetches_are_bulk_calls_in_the_rate_budget() -> None:
     """A sweep's calls give way to orders and stock (`extend.bulk_calls`): below the budget's
     low-water mark (20%) they still go at once, down to the bulk reserve (3%)."""
-    from fakes import FakeTime
+    from fakes import FakeTime, budget_with
 
-    from extend_connector.extend import RateBudget
-
-    time = FakeTime()
-    budget = RateBudget(clock=time.clock, sleep=time.sleep)
-    budget.set_periods({"standard": (300, 60.0)})
-    budget.observe(
-        "standard",
-        {"x-ratelimit-limit": "300", "x-ratelimit-remaining": "50", "x-ratelimit-reset": "60"},
-        limit_header="x-ratelimit-limit",
-        remaining_header="x-ratelimit-remaining",
-        reset_header="x-ratelimit-reset",
-    )
+    budget = budget_with(FakeTime(), remaining=50)  # below the 20% mark
     waits: list[float] = []
 
     async def listing() -> AsyncIterator[Listed]:

@@ -14,45 +14,15 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from fakes import FakeTime
-from test_ratelimit_pacing import HEADERS, bucket_client
+from fakes import FakeTime, FrozenTime, budget_with
+from test_ratelimit_pacing import bucket_client, fetch_products
 
-from extend_connector.extend import RateBudget, bulk_calls
-
-
-class FrozenTime:
-    """Callers that all reserve at one instant (as concurrent tasks do): sleeps are recorded,
-    the clock does not move."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-
-
-def _budget(clock: object, sleep: object, remaining: int, limit: int = 300) -> RateBudget:
-    budget = RateBudget(clock=clock, sleep=sleep)  # type: ignore[arg-type]
-    budget.set_periods({"standard": (limit, 60.0)})
-    budget.observe(
-        "standard",
-        {
-            "x-ratelimit-limit": str(limit),
-            "x-ratelimit-remaining": str(remaining),
-            "x-ratelimit-reset": "60",
-        },
-        **HEADERS,
-    )
-    return budget
+from extend_connector.extend import bulk_calls
 
 
 def test_bulk_calls_spend_the_bucket_down_to_the_bulk_reserve_before_pacing() -> None:
     time = FakeTime()
-    budget = _budget(time.clock, time.sleep, remaining=50)  # below the 20% mark (60)
+    budget = budget_with(time, remaining=50)  # below the 20% mark (60)
 
     async def go() -> list[float]:
         waits = []
@@ -69,7 +39,7 @@ def test_bulk_calls_spend_the_bucket_down_to_the_bulk_reserve_before_pacing() ->
 
 def test_other_calls_still_pace_below_the_low_water_mark() -> None:
     time = FakeTime()
-    budget = _budget(time.clock, time.sleep, remaining=50)
+    budget = budget_with(time, remaining=50)
 
     async def go() -> list[float]:
         return [await budget.acquire("standard") for _ in range(3)]
@@ -81,7 +51,7 @@ def test_an_order_call_does_not_wait_behind_the_fetches_a_sweep_scheduled() -> N
     time = FrozenTime()
     # A sweep has drained the bucket below its bulk reserve (3% of 1,000: 30); the refill
     # interval is 60 s / 1,000 = 0.06 s.
-    budget = _budget(time.clock, time.sleep, remaining=20, limit=1000)
+    budget = budget_with(time, remaining=20, limit=1000)
 
     async def bulk() -> float:
         with bulk_calls():
@@ -102,19 +72,7 @@ def test_an_order_call_does_not_wait_behind_the_fetches_a_sweep_scheduled() -> N
 def test_a_bulk_sweep_against_a_refilling_bucket_wastes_almost_none_of_it() -> None:
     time = FakeTime()
     client, bucket = bucket_client(time)
-
-    async def sync(n: int, workers: int) -> None:
-        numbers = iter(range(n))
-
-        async def worker() -> None:
-            for i in numbers:
-                await client.get_product(f"P{i:05d}")
-
-        async with client:
-            with bulk_calls():
-                await asyncio.gather(*(worker() for _ in range(workers)))
-
-    asyncio.run(sync(400, 8))
+    asyncio.run(fetch_products(client, 400, workers=8, bulk=True))
     assert bucket["calls"] == 400 and bucket["refused"] == 0
     # The floor is (400 - 300) / 5 = 20 s; the bulk reserve (9 calls) costs 1.8 s more. Paced
     # from the 20% mark, the 60 calls kept made it 32 s.

@@ -12,12 +12,13 @@ calls below the mark go at the refill rate, or faster when the spread over the r
 from __future__ import annotations
 
 import asyncio
+from contextlib import nullcontext
 from typing import Any
 
 import pytest
 from fakes import FakeTime
 
-from extend_connector.extend import RateBudget
+from extend_connector.extend import RateBudget, bulk_calls
 
 HEADERS = {
     "limit_header": "x-ratelimit-limit",
@@ -118,6 +119,19 @@ def bucket_client(time: FakeTime) -> tuple[Any, dict[str, float]]:
     return mock_client(handler, clock=time.clock, sleep=time.sleep, budget=budget), bucket
 
 
+async def fetch_products(client: Any, n: int, *, workers: int, bulk: bool = False) -> None:
+    """`n` product fetches by `workers` tasks (a sweep's shape); `bulk`: as bulk calls."""
+    numbers = iter(range(n))
+
+    async def worker() -> None:
+        for i in numbers:
+            await client.get_product(f"P{i:05d}")
+
+    async with client:
+        with bulk_calls() if bulk else nullcontext():
+            await asyncio.gather(*(worker() for _ in range(workers)))
+
+
 def test_a_client_keeps_pace_with_a_refilling_bucket_without_stalling_for_its_reset() -> None:
     """Extend's bucket refills between answers, so a later answer may show more left than an
     earlier one. Keeping the lowest figure of a window (right only for a window that never
@@ -127,18 +141,7 @@ def test_a_client_keeps_pace_with_a_refilling_bucket_without_stalling_for_its_re
     time = FakeTime()
     client, bucket = bucket_client(time)
     rate = 5.0
-
-    async def sync(n: int, workers: int) -> None:
-        numbers = iter(range(n))
-
-        async def worker() -> None:
-            for i in numbers:
-                await client.get_product(f"P{i:05d}")
-
-        async with client:
-            await asyncio.gather(*(worker() for _ in range(workers)))
-
-    asyncio.run(sync(400, 8))
+    asyncio.run(fetch_products(client, 400, workers=8))
     assert bucket["calls"] == 400 and bucket["refused"] == 0
     # Below the low-water mark (60 of 300 left, after 240 calls) the 160 calls left go at the
     # refill rate: 32 s. The stall made it 60 s and more.

@@ -193,21 +193,11 @@ def test_catalogue_drains_make_bulk_calls_and_the_order_drain_does_not(
     the product and customer drains' calls are bulk calls (`extend.bulk_calls`), which go on
     below the budget's low-water mark (20%) down to the bulk reserve and give way to the rest;
     the order drain's are not."""
-    from fakes import FakeTime
+    from fakes import FakeTime, budget_with
 
-    from extend_connector.extend import RateBudget
     from extend_connector.flows import customers, orders  # noqa: F401  (their drains' kinds)
 
-    time = FakeTime()
-    budget = RateBudget(clock=time.clock, sleep=time.sleep)
-    budget.set_periods({"standard": (300, 60.0)})
-    budget.observe(
-        "standard",
-        {"x-ratelimit-limit": "300", "x-ratelimit-remaining": "50", "x-ratelimit-reset": "60"},
-        limit_header="x-ratelimit-limit",
-        remaining_header="x-ratelimit-remaining",
-        reset_header="x-ratelimit-reset",
-    )
+    budget = budget_with(FakeTime(), remaining=50)  # below the 20% mark
     waits: dict[str, list[float]] = {}
     for name in (records.PRODUCT, records.CUSTOMER, records.ORDER):
         declared = records.kind(name)
