@@ -25,11 +25,11 @@ by every flow of a process (`shared_budget`) and does two things before each cal
    figure of a window ran the count to zero while Extend still had a sixth of its bucket, and
    a sync stalled for the whole reset). Bulk work (`bulk_calls`: the catalogue sweeps) is paced
    only below `BULK_LOW_WATER` and gives way to every other paced call. At zero calls wait for
-   the reset. A 429
-   empties the group for this process until its `retry_after`. Every count is held only until
-   the reset time that came with it (`UNKNOWN_RESET_SECONDS` when none came); after that the
-   group is unknown again and calls go until an answer teaches it. So every wait ends by time
-   alone, also when Extend drops connections and no answer (no header, no 429) ever comes.
+   the reset. A 429 empties the group for this process until its `retry_after`. Every count is
+   held only until the reset time that came with it (`UNKNOWN_RESET_SECONDS` when none came);
+   after that the group is unknown again and calls go until an answer teaches it. So every wait
+   ends by time alone, also when Extend drops connections and no answer (no header, no 429)
+   ever comes.
 
 State changes are guarded by a threading lock and never await, so one budget can serve several
 event loops (threads) at once; waiting happens outside the lock.

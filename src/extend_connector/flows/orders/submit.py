@@ -42,7 +42,7 @@ def _begin(shop_ref: str) -> dict[str, Any]:
             return {"state": "missing"}
         if row.order_number is not None:
             return {"state": "done"}
-        return {"state": "send", "base": row.submit_attempts, "customer": row.customer_number}
+        return _send_start(row.submit_attempts, row.customer_number)
 
 
 @engine.step(name="orders.resolve_customer")
@@ -374,10 +374,16 @@ def park_unsent(
     return failure_id
 
 
+def _send_start(base: int, customer: str | None) -> dict[str, Any]:
+    """A job's start when the order is to be sent: the attempts made before (`base`) and the
+    customer (None: the job waits for it)."""
+    return {"state": "send", "base": base, "customer": customer}
+
+
 def intake_start(customer: str | None) -> dict[str, Any]:
     """What the intake knows when it enqueues a new order's job: no attempt yet, and the
-    customer it resolved (None: the job waits for it). The job's second argument."""
-    return {"state": "send", "base": 0, "customer": customer}
+    customer it resolved. The job's second argument."""
+    return _send_start(0, customer)
 
 
 @engine.workflow("orders.submit")
