@@ -652,6 +652,90 @@ def test_flush_keeps_the_balance_that_slides_onto_a_page_already_read(
         }
 
 
+class WriteAfterAnswer(httpx2.AsyncHTTPTransport):
+    """Another reader of Extend at work while a pass reads: right after Extend has answered the
+    first `ProductAvailability` request that `matches`, a balance of `pair` that this read does
+    not return is stored as another read confirmed it then (a flush or a sweep that read Extend
+    after this one: a product that got stock meanwhile)."""
+
+    def __init__(self, ctx: Any, pair: tuple[str, str], available: int, matches: Any) -> None:
+        super().__init__()
+        self.ctx, self.pair, self.available, self.matches = ctx, pair, available, matches
+        self.written = False
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await super().handle_async_request(request)
+        if (
+            not self.written
+            and request.url.path.lower().endswith("/productavailability")
+            and self.matches(dict(request.url.params))
+        ):
+            await response.aread()
+            now = datetime.now(UTC)
+            with self.ctx().db.write() as session:
+                session.merge(
+                    BalanceRow(
+                        product_number=self.pair[0],
+                        warehouse=self.pair[1],
+                        available=Decimal(self.available),
+                        confirmed_at=now,
+                        extend_changed_at=now,
+                    )
+                )
+            self.written = True
+        return response
+
+
+def test_a_first_load_keeps_a_balance_another_read_confirmed_after_it_began(
+    sim: Any, tmp_path: Path
+) -> None:
+    """CI, 2026-12-04 (`test_an_unknown_sku_says_so_on_stock`): the first load zeroes every held
+    balance its listing did not return, also one stored after the listing began by a read of
+    Extend that is newer than the listing: shown sold out until its next change."""
+    hook = WriteAfterAnswer(
+        context.current, ("ARRIVED", "MainWarehouse"), 5, lambda q: "productNumbers" not in q
+    )
+    for ctx in _ctx(sim, tmp_path, transport=hook):
+        run(balances.sweep_balances())  # the first start: every balance listed
+        assert hook.written
+        row = local(ctx, "ARRIVED", "MainWarehouse")
+        assert row is not None and row.available == 5
+
+
+def test_a_first_load_still_zeroes_what_extend_no_longer_lists(sim: Any, tmp_path: Path) -> None:
+    for ctx in _ctx(sim, tmp_path):
+        long_ago = datetime.now(UTC) - timedelta(days=1)
+        with ctx.db.write() as session:
+            session.add(
+                BalanceRow(
+                    product_number="GONE",
+                    warehouse="MainWarehouse",
+                    available=Decimal(4),
+                    confirmed_at=long_ago,
+                    extend_changed_at=long_ago,
+                )
+            )
+        run(balances.sweep_balances())
+        row = local(ctx, "GONE", "MainWarehouse")
+        assert row is not None and row.available == 0
+
+
+def test_a_flush_keeps_a_balance_another_read_confirmed_after_its_fetch_began(
+    sim: Any, tmp_path: Path
+) -> None:
+    """The flush stores 0 for a dirty pair Extend did not return; a sweep that read the pair
+    after the flush's fetch began holds the newer value."""
+    hook = WriteAfterAnswer(
+        context.current, ("ARRIVED", "MainWarehouse"), 5, lambda q: "productNumbers" in q
+    )
+    for ctx in _ctx(sim, tmp_path, transport=hook):
+        notify(ctx, abc("ARRIVED", "MainWarehouse"))
+        assert run(balances.flush_once())["outcome"] == "done"
+        assert hook.written
+        row = local(ctx, "ARRIVED", "MainWarehouse")
+        assert row is not None and row.available == 5
+
+
 def test_incremental_sweep_reads_a_tie_of_many_pages_to_the_end(sim: Any, tmp_path: Path) -> None:
     # Every balance of a warehouse changed in one operation (one instant), a tie over 40 pages of
     # one record: the walk's request budget (pages + 20) ran out inside the tie, every sweep read

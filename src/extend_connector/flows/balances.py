@@ -262,6 +262,7 @@ class _Held:
     physical: Decimal | None
     reserved: Decimal | None
     changed_at: datetime | None
+    confirmed_at: datetime | None
     notified: bool
 
 
@@ -277,14 +278,18 @@ def _held(session: Session, product_numbers: Sequence[str]) -> dict[tuple[str, s
             t.physical,
             t.reserved,
             t.extend_changed_at,
+            t.confirmed_at,
             t.notified_at,
         ).where(t.product_number.in_(chunk))
-        for p, w, available, physical, reserved, changed, notified_at in session.execute(query):
+        for p, w, available, physical, reserved, changed, confirmed, notified_at in session.execute(
+            query
+        ):
             found[(p, w)] = _Held(
                 available=available,
                 physical=physical,
                 reserved=reserved,
                 changed_at=changed,
+                confirmed_at=confirmed,
                 notified=notified_at is not None,
             )
     return found
@@ -307,12 +312,18 @@ def apply_balances(
     fetched: Iterable[Balance],
     *,
     absent_as_zero: Iterable[tuple[str, str]] = (),
+    read_started: datetime | None = None,
     confirmed_at: datetime,
     dry_run: bool = False,
 ) -> dict[str, int]:
     """Write fetched balances (and 0 for the `absent_as_zero` pairs Extend did not return).
 
-    Returns counts of `created`, `updated`, `unchanged` and `skipped` (older than what is stored);
+    `read_started` is when the read that did not return the `absent_as_zero` pairs began: a
+    stored balance confirmed at or after it came from a later read of Extend (a flush or sweep
+    running beside this one: a product that got stock meanwhile) and keeps its value.
+
+    Returns counts of `created`, `updated`, `unchanged` and `skipped` (older than what is stored,
+    or an absent pair a later read confirmed);
     publishes `stock.changed` for each product whose shop figure changed (not in a dry run).
     """
     ctx = current()
@@ -326,20 +337,30 @@ def apply_balances(
         seen = latest.get(key)
         if seen is None or _newer_or_same(b.changed_at, seen.changed_at):
             latest[key] = b
-    for product_number, warehouse in absent_as_zero:
-        if (product_number, warehouse) not in latest and warehouse in warehouses:
-            latest[(product_number, warehouse)] = Balance(
-                product_number=product_number,
-                warehouse=warehouse,
-                available=Decimal(0),
-                physical=None,
-                reserved=None,
-            )
+    absent = [pair for pair in absent_as_zero if pair not in latest and pair[1] in warehouses]
+    held = _held(session, sorted({p for p, _ in latest} | {p for p, _ in absent}))
+    skipped = 0
+    for product_number, warehouse in absent:
+        row = held.get((product_number, warehouse))
+        if (
+            read_started is not None
+            and row is not None
+            and row.confirmed_at is not None
+            and row.confirmed_at >= read_started
+        ):
+            skipped += 1
+            continue
+        latest[(product_number, warehouse)] = Balance(
+            product_number=product_number,
+            warehouse=warehouse,
+            available=Decimal(0),
+            physical=None,
+            reserved=None,
+        )
     products = sorted({p for p, _ in latest})
-    held = _held(session, products)
     before = _Figures(held)
     after = _Figures(held)
-    counts = {"created": 0, "updated": 0, "unchanged": 0, "skipped": 0}
+    counts = {"created": 0, "updated": 0, "unchanged": 0, "skipped": skipped}
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     touched: list[dict[str, Any]] = []
@@ -589,7 +610,13 @@ async def flush_once(limit: int = MAX_PAIRS_PER_PASS) -> dict[str, Any]:
     def write() -> tuple[dict[str, int], int]:
         with ctx.db.write() as session:
             return (
-                apply_balances(session, fetched, absent_as_zero=pairs, confirmed_at=ctx.clock()),
+                apply_balances(
+                    session,
+                    fetched,
+                    absent_as_zero=pairs,
+                    read_started=fetch_started,
+                    confirmed_at=ctx.clock(),
+                ),
                 _clear(session, pairs, fetch_started),
             )
 
@@ -654,6 +681,7 @@ async def sweep_balances(
                 session,
                 items,
                 absent_as_zero=absent or (),
+                read_started=now,
                 confirmed_at=ctx.clock(),
                 dry_run=dry_run,
             )
