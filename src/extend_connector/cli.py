@@ -848,6 +848,12 @@ def status(ctx: click.Context, as_json: bool) -> None:
     click.echo(
         f"events owed to the shop: {outbox['pending']}"
         + (f", oldest {outbox['oldest']}" if outbox["oldest"] else "")
+        + (
+            f"; last failure: {failed['key']} after {failed['attempts']} attempt(s): "
+            f"{failed['error']}"
+            if (failed := outbox.get("lastError"))
+            else ""
+        )
     )
     click.echo(
         "marked, waiting for a fetch: " + ", ".join(f"{k} {v}" for k, v in snap["marked"].items())

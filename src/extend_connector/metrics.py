@@ -64,7 +64,7 @@ JOBS_PUT_BACK = Counter(
 )
 SHOP_DELIVERIES = Counter(
     PREFIX + "shop_deliveries",
-    "Outbox events offered to the shop, by outcome: delivered, retrying, parked.",
+    "Outbox events offered to the shop, by outcome: delivered, superseded, retrying, parked.",
     ["outcome"],
 )
 SHOP_API_CALLS = Counter(

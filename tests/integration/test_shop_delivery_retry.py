@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 
 import httpx2
 import pytest
+import sqlalchemy as sa
+import structlog.testing
 
 from extend_connector.flows import customers, failures, outbox, retry
 from extend_connector.service import Connector
@@ -165,3 +167,159 @@ def test_events_about_one_record_arrive_in_order_while_it_waits_others_pass(
         (slow, 3, 1),
         (other, 1, 1),
     ]
+
+
+def _deliver_published_together(
+    sim: RunningSimulator, db_url: str, shop: RecordingWebshop, events: list[tuple[str, str, int]]
+) -> tuple[list[OutboxRow], list[failures.Failure]]:
+    """Publish `events` (type, key, n) in one transaction, as a backlog a shop that was down
+    would find, and wait until the drainer has nothing left to do; the rows and what was
+    parked."""
+    settings = Settings(
+        extend={"base_url": sim.base_url, "api_token": sim.token},
+        store={"database_url": db_url},
+        scope={"customers": "off", "products": "off", "prices": "off"},
+    )
+    connector = Connector(settings, webshop=shop, scheduler_poll_seconds=0.2)
+    keys = {key for _, key, _ in events}
+    try:
+        with connector.serve_in_thread(port=free_port()):
+            with connector.db.write() as session:
+                for type_, key, n in events:
+                    outbox.publish(session, EventType(type_), key, {"n": n})
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                with connector.db.read() as session:
+                    owed = session.scalar(
+                        sa.select(sa.func.count())
+                        .select_from(OutboxRow)
+                        .where(OutboxRow.key.in_(keys), outbox.owed())
+                    )
+                if owed == 0:
+                    break
+                time.sleep(0.05)
+            wait_settled(connector.engine, outbox.QUEUE)
+            with connector.db.read() as session:
+                rows = list(session.scalars(sa.select(OutboxRow).where(OutboxRow.key.in_(keys))))
+                session.expunge_all()
+            parked = [f for f in failures.list_failures(kind="shop_delivery") if f.key in keys]
+    finally:
+        connector.close()
+    return rows, parked
+
+
+BACKLOG = [
+    ("product.changed", "sku:RUN-A", 1),
+    ("product.changed", "sku:RUN-A", 2),
+    ("stock.changed", "sku:RUN-A", 3),
+    ("stock.changed", "sku:RUN-A", 4),
+    ("product.changed", "sku:RUN-A", 5),
+    ("stock.changed", "sku:RUN-A", 6),
+    ("price.changed", "prices:RUN-B", 7),
+    ("price.changed", "prices:RUN-B", 8),
+    ("stock.changed", "sku:RUN-C", 9),
+    ("stock.changed", "sku:RUN-C", 10),
+]
+
+
+def test_a_shop_that_applies_state_gets_the_newest_of_each_run_in_order(
+    sim: RunningSimulator, db_url: str
+) -> None:
+    """A backlog about one record (a shop that was down, a slow shop under a burst): an adapter
+    that makes the shop show each event's state (Vendure) is given the newest event of each run
+    of one type, in the key's order, not every one; events that are not whole states (a batch
+    of price changes) are each delivered. Every row ends delivered."""
+    shop = RecordingWebshop(latest_state_types=frozenset(EventType) - {EventType.PRICE_CHANGED})
+    rows, _ = _deliver_published_together(sim, db_url, shop, BACKLOG)
+    told = [
+        (e.key, e.type.value, e.data["n"])
+        for e in shop.events
+        if e.key.endswith(("-A", "-B", "-C"))
+    ]
+    assert [t for t in told if t[0] == "sku:RUN-A"] == [
+        ("sku:RUN-A", "product.changed", 2),
+        ("sku:RUN-A", "stock.changed", 4),
+        ("sku:RUN-A", "product.changed", 5),
+        ("sku:RUN-A", "stock.changed", 6),
+    ]
+    assert [t[2] for t in told if t[0] == "prices:RUN-B"] == [7, 8]
+    assert [t[2] for t in told if t[0] == "sku:RUN-C"] == [10]
+    assert len(rows) == len(BACKLOG)
+    assert all(row.delivered_at is not None and row.next_attempt_at is None for row in rows)
+
+
+def test_a_shop_that_takes_events_gets_every_one(sim: RunningSimulator, db_url: str) -> None:
+    shop = RecordingWebshop()
+    _deliver_published_together(sim, db_url, shop, BACKLOG)
+    told = [(e.key, e.data["n"]) for e in shop.events if e.key.endswith(("-A", "-B", "-C"))]
+    assert [n for key, n in told if key == "sku:RUN-A"] == [1, 2, 3, 4, 5, 6]
+    assert sorted(n for _, n in told) == list(range(1, 11))
+
+
+STATES = frozenset({EventType.STOCK_CHANGED})
+
+
+def test_a_run_that_fails_is_retried_as_one_and_its_newest_delivered(
+    fast_delivery: None, sim: RunningSimulator, db_url: str
+) -> None:
+    shop = RecordingWebshop(
+        fail_with=lambda e: (
+            ShopUnavailable("busy", status=503) if e.key == "sku:RUN-D" and e.attempt == 1 else None
+        ),
+        latest_state_types=STATES,
+    )
+    events = [("stock.changed", "sku:RUN-D", n) for n in (1, 2, 3)]
+    with structlog.testing.capture_logs() as logs:
+        rows, _ = _deliver_published_together(sim, db_url, shop, events)
+    # The operator reads why the shop is behind: one line per pass that failed, not per event.
+    failed = [entry for entry in logs if entry["event"] == "shop_delivery_failed"]
+    assert [(e["failed"], e["retrying"], e["first_key"], e["status"]) for e in failed] == [
+        (1, 1, "sku:RUN-D", 503)
+    ]
+    assert [(e.data["n"], e.attempt) for e in shop.events if e.key == "sku:RUN-D"] == [(3, 2)]
+    assert sorted((r.payload["n"], r.attempts, r.delivered_at is not None) for r in rows) == [
+        (1, 2, True),
+        (2, 2, True),
+        (3, 2, True),
+    ]
+
+
+def test_a_run_the_shop_refuses_is_parked_once_with_its_newest_event(
+    sim: RunningSimulator, db_url: str
+) -> None:
+    shop = RecordingWebshop(
+        fail_with=lambda e: DeliveryRefused("no", status=422) if e.key == "sku:RUN-E" else None,
+        latest_state_types=STATES,
+    )
+    events = [("stock.changed", "sku:RUN-E", n) for n in (1, 2)]
+    rows, parked = _deliver_published_together(sim, db_url, shop, events)
+    newest = max(rows, key=lambda r: r.id)
+    assert [f.payload["outbox_id"] for f in parked] == [newest.id]
+    assert all(r.delivered_at is None and r.next_attempt_at is None for r in rows)
+
+
+def test_status_says_why_the_shop_is_behind(sim: RunningSimulator, db_url: str) -> None:
+    settings = Settings(
+        extend={"base_url": sim.base_url, "api_token": sim.token},
+        store={"database_url": db_url},
+        scope={"customers": "off", "products": "off", "prices": "off"},
+    )
+    shop = RecordingWebshop(
+        fail_with=lambda e: (
+            ShopUnavailable("Vendure answered 502", status=502) if e.key == "sku:DOWN" else None
+        )
+    )
+    connector = Connector(settings, webshop=shop, scheduler_poll_seconds=0.2)
+    try:
+        with connector.serve_in_thread(port=free_port()):
+            assert failures.status_snapshot()["outbox"]["lastError"] is None
+            with connector.db.write() as session:
+                outbox.publish(session, EventType.STOCK_CHANGED, "sku:DOWN", {"n": 1})
+            deadline = time.monotonic() + 30
+            last = None
+            while time.monotonic() < deadline and last is None:
+                last = failures.status_snapshot()["outbox"]["lastError"]
+                time.sleep(0.05)
+    finally:
+        connector.close()
+    assert last == {"key": "sku:DOWN", "attempts": 1, "error": "Vendure answered 502"}

@@ -468,6 +468,7 @@ def status_snapshot() -> dict[str, Any]:
         snapshot["outbox"] = {
             "pending": int(pending),
             "oldest": oldest.isoformat() if isinstance(oldest, datetime) else oldest,
+            "lastError": outbox.last_owed_error(session),
         }
         # Work marked and not yet fetched from Extend (balances, product-triggered prices).
         snapshot["marked"] = {

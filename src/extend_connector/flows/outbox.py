@@ -9,7 +9,9 @@ record arrive in order, events about different records do not wait for each othe
 is down is retried with capped backoff (`flows.retry`, policy `shop.deliver_event`: 1 s doubling
 to 5 min, the shop's Retry-After honoured) for up to 72 h: the row keeps its `next_attempt_at`
 and a delayed drainer run is enqueued for it. A shop that refuses an event gets it parked (kind
-`shop_delivery`) for a person to look at, once.
+`shop_delivery`) for a person to look at, once. An adapter that applies some event types as
+whole states (`webshop.port.latest_state_types`: Vendure) is given, of a run of owed events about
+one record of such a type, only the newest; the run's older rows are recorded delivered with it.
 
 Row states: `next_attempt_at` set and `delivered_at` null = owed to the shop from that instant;
 `delivered_at` set = delivered; both null = not for delivery (no shop configured, parked, or
@@ -32,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.orm import Session
 
 from extend_connector import engine, metrics
@@ -43,7 +46,9 @@ from extend_connector.webshop import (
     ShopEvent,
     WebshopError,
 )
-from extend_connector.webshop.port import deliver_all
+from extend_connector.webshop.port import deliver_all, latest_state_types
+
+log = structlog.get_logger("extend_connector.outbox")
 
 QUEUE = "shop-delivery"
 _OUTBOX = cast(sa.Table, OutboxRow.__table__)
@@ -81,6 +86,20 @@ def owed_counts(session: Session) -> tuple[int, datetime | None]:
         sa.select(sa.func.count(), sa.func.min(OutboxRow.created_at)).where(owed())
     ).one()
     return int(count), oldest if isinstance(oldest, datetime) else None
+
+
+def last_owed_error(session: Session) -> dict[str, Any] | None:
+    """The newest failure of an event still owed to the shop (key, attempts, error), if any:
+    why the shop is behind, for `status`."""
+    row = session.execute(
+        sa.select(OutboxRow.key, OutboxRow.attempts, OutboxRow.last_error)
+        .where(owed(), OutboxRow.last_error.is_not(None))
+        .order_by(OutboxRow.id.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    return {"key": row.key, "attempts": int(row.attempts), "error": str(row.last_error)[:300]}
 
 
 def publish(session: Session, event_type: EventType, key: str, data: dict[str, Any]) -> int | None:
@@ -358,33 +377,88 @@ def _owed_heads() -> tuple[sa.ColumnElement[bool], sa.ColumnElement[bool]]:
     return owed, head
 
 
-def _due_heads(now: datetime, busy_keys: set[str]) -> list[dict[str, Any]]:
+def _due_heads(
+    now: datetime, busy_keys: set[str], latest_types: frozenset[str] = frozenset()
+) -> list[dict[str, Any]]:
     """The oldest owed event of every key, if it is due now (at most `DRAIN_BATCH`, oldest
-    first), leaving out keys that wait for a delivery job."""
-    t = OutboxRow.__table__.c
+    first), leaving out keys that wait for a delivery job.
+
+    Where the head's type is one the shop applies as a whole state (`latest_types`), the head
+    stands for its run: it and the owed events of its key after it of the same type, up to the
+    first of another type. The shop is given the run's newest event (`event`, `last_id`); the
+    run's first row (`id`) carries its attempts and retry time."""
+    columns = OutboxRow.__table__.c
     owed, head = _owed_heads()
     with current().db.read() as session:
         rows = session.execute(
-            sa.select(t.id, t.event_id, t.event_type, t.key, t.payload, t.created_at, t.attempts)
-            .where(owed, t.next_attempt_at <= now + DUE_SLACK, head)
-            .order_by(t.id)
+            sa.select(*_EVENT_COLUMNS, columns.attempts)
+            .where(owed, columns.next_attempt_at <= now + DUE_SLACK, head)
+            .order_by(columns.id)
             .limit(DRAIN_BATCH + len(busy_keys))
         ).all()
+        rows = [row for row in rows if row.key not in busy_keys][:DRAIN_BATCH]
+        newest = _run_ends(session, [r for r in rows if r.event_type in latest_types])
     return [
         {
             "id": row.id,
-            "event": {
-                "id": row.event_id or f"evt_{row.id}",
-                "type": row.event_type,
-                "key": row.key,
-                "data": row.payload,
-                "created_at": row.created_at.isoformat(),
-            },
+            "last_id": newest.get(row.id, row).id,
+            "event": _event_json(newest.get(row.id, row)),
             "attempt": row.attempts + 1,
+            "first_created_at": row.created_at.isoformat(),
         }
         for row in rows
-        if row.key not in busy_keys
-    ][:DRAIN_BATCH]
+    ]
+
+
+_EVENT_COLUMNS = tuple(
+    OutboxRow.__table__.c[name]
+    for name in ("id", "event_id", "event_type", "key", "payload", "created_at")
+)
+RUN_CHUNK = 500  # keys per SQL IN (...) list when runs are looked up
+
+
+def _event_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.event_id or f"evt_{row.id}",
+        "type": row.event_type,
+        "key": row.key,
+        "data": row.payload,
+        "created_at": row.created_at.isoformat(),
+    }
+
+
+def _run_ends(session: Session, heads: list[Any]) -> dict[int, Any]:
+    """For each head row (by id) whose run holds more than itself: the run's newest row."""
+    columns = OutboxRow.__table__.c
+    owed, _ = _owed_heads()
+    by_key = {row.key: row for row in heads}
+    last: dict[int, int] = {}
+    keys = list(by_key)
+    for i in range(0, len(keys), RUN_CHUNK):
+        chunk = keys[i : i + RUN_CHUNK]
+        ended: set[str] = set()
+        for key, event_type, row_id in session.execute(
+            sa.select(columns.key, columns.event_type, columns.id)
+            .where(owed, columns.key.in_(chunk))
+            .order_by(columns.key, columns.id)
+        ):
+            first = by_key[key]
+            if key in ended or row_id <= first.id:
+                continue
+            if event_type != first.event_type:
+                ended.add(key)  # the run ends at the first event of another type
+                continue
+            last[first.id] = row_id
+    if not last:
+        return {}
+    found = {
+        row.id: row
+        for i in range(0, len(last), RUN_CHUNK)
+        for row in session.execute(
+            sa.select(*_EVENT_COLUMNS).where(columns.id.in_(list(last.values())[i : i + RUN_CHUNK]))
+        )
+    }
+    return {first: found[row_id] for first, row_id in last.items() if row_id in found}
 
 
 def _next_due(now: datetime) -> datetime | None:
@@ -430,17 +504,30 @@ def _outcome(error: WebshopError | None) -> Attempt:
     return Refused(error=failure.error, status=failure.status, body=failure.body)
 
 
+def _in_run(head: dict[str, Any]) -> sa.ColumnElement[bool]:
+    """The owed rows a head stands for (only itself unless the shop applies whole states)."""
+    t = OutboxRow.__table__.c
+    return sa.and_(
+        t.key == head["event"]["key"],
+        t.event_type == head["event"]["type"],
+        t.id.between(head["id"], head["last_id"]),
+        t.delivered_at.is_(None),
+        t.next_attempt_at.is_not(None),
+    )
+
+
 def _record_many(results: list[tuple[dict[str, Any], Attempt]]) -> dict[str, int]:
-    """Write every outcome of one pass in one transaction: delivered, due again later, parked."""
+    """Write every outcome of one pass in one transaction: delivered (with the older events of
+    a run, superseded by the newest the shop was given), due again later, parked."""
     ctx = current()
     now = ctx.clock()
     policy = retry.policy(retry.SHOP_DELIVERY)
-    counts = {"delivered": 0, "retrying": 0, "parked": 0}
+    counts = {"delivered": 0, "superseded": 0, "retrying": 0, "parked": 0}
     t = OutboxRow.__table__.c
     delivered = [
         {"b_id": head["id"], "b_attempts": head["attempt"]}
         for head, outcome in results
-        if isinstance(outcome, Delivered)
+        if isinstance(outcome, Delivered) and head["last_id"] == head["id"]
     ]
     with ctx.db.write() as session:
         if delivered:
@@ -458,19 +545,38 @@ def _record_many(results: list[tuple[dict[str, Any], Attempt]]) -> dict[str, int
                 delivered,
             )
             counts["delivered"] = len(delivered)
-            _count_delivered(
-                [
-                    datetime.fromisoformat(head["event"]["created_at"])
-                    for head, outcome in results
-                    if isinstance(outcome, Delivered)
-                ],
-                now,
+        for head, outcome in results:
+            if not isinstance(outcome, Delivered) or head["last_id"] == head["id"]:
+                continue
+            result = session.execute(
+                sa.update(_OUTBOX)
+                .where(_in_run(head))
+                .values(
+                    delivered_at=now,
+                    last_error=None,
+                    next_attempt_at=None,
+                    attempts=head["attempt"],
+                )
             )
+            marked = cast("sa.CursorResult[Any]", result).rowcount
+            counts["delivered"] += 1
+            counts["superseded"] += max(0, marked - 1)
+        if counts["superseded"]:
+            metrics.SHOP_DELIVERIES.labels("superseded").inc(counts["superseded"])
+        _count_delivered(
+            [
+                datetime.fromisoformat(head["first_created_at"])
+                for head, outcome in results
+                if isinstance(outcome, Delivered)
+            ],
+            now,
+        )
         for head, outcome in results:
             if isinstance(outcome, Delivered):
                 continue
-            row = session.get(OutboxRow, head["id"])
-            if row is None or row.delivered_at is not None:
+            run = list(session.scalars(sa.select(OutboxRow).where(_in_run(head))))
+            row = next((r for r in run if r.id == head["last_id"]), None)
+            if row is None:
                 continue  # delivered meanwhile by a job of the previous version: nothing owed
             attempt = head["attempt"]
             next_in: float | None = None
@@ -480,10 +586,15 @@ def _record_many(results: list[tuple[dict[str, Any], Attempt]]) -> dict[str, int
                 )
                 if isinstance(action, retry.RetryAfter):
                     next_in = action.seconds
-            row.attempts = attempt
-            row.last_error = outcome.error or None
-            row.next_attempt_at = now + timedelta(seconds=next_in) if next_in is not None else None
+            for each in run:  # the run's first row carries its retry time
+                each.attempts = attempt
+                each.last_error = outcome.error or None
+                each.next_attempt_at = (
+                    now + timedelta(seconds=next_in) if next_in is not None else None
+                )
             if next_in is None:
+                # One failure for the run, with the newest event: replaying it gives the shop
+                # the state the older ones would have.
                 _park(session, row, outcome, attempt, now)
                 counts["parked"] += 1
                 metrics.SHOP_DELIVERIES.labels("parked").inc()
@@ -501,8 +612,9 @@ async def _drain_pass() -> dict[str, Any]:
     not yet recorded goes out again with the same `webhook-id` (at least once)."""
     ctx = current()
     busy = await asyncio.to_thread(_keys_with_delivery_jobs)
-    heads = await asyncio.to_thread(_due_heads, ctx.clock(), busy)
-    counts = {"delivered": 0, "retrying": 0, "parked": 0}
+    latest_types = frozenset(t.value for t in latest_state_types(ctx.webshop))
+    heads = await asyncio.to_thread(_due_heads, ctx.clock(), busy, latest_types)
+    counts = {"delivered": 0, "superseded": 0, "retrying": 0, "parked": 0}
     if heads:
         # One call per batch where the adapter takes batches (Vendure), else one per event.
         errors = await deliver_all(
@@ -510,6 +622,23 @@ async def _drain_pass() -> dict[str, Any]:
         )
         outcomes = [_outcome(error) for error in errors]
         counts = await asyncio.to_thread(_record_many, list(zip(heads, outcomes, strict=True)))
+        failed = [
+            (head, outcome)
+            for head, outcome in zip(heads, outcomes, strict=True)
+            if not isinstance(outcome, Delivered)
+        ]
+        if failed:
+            # One line per pass, not per event: a shop that is down fails every event at once.
+            head, outcome = failed[0]
+            log.warning(
+                "shop_delivery_failed",
+                failed=len(failed),
+                retrying=counts["retrying"],
+                parked=counts["parked"],
+                first_key=head["event"]["key"],
+                first_error=outcome.error[:300],
+                status=outcome.status,
+            )
     now = ctx.clock()
     later = await asyncio.to_thread(_next_due, now)
     if busy and later is None:
@@ -531,13 +660,13 @@ async def _drain_pass() -> dict[str, Any]:
 async def drain() -> dict[str, int]:
     """Deliver what the outbox owes the shop, pass after pass until nothing is due; then, if an
     event waits for a retry, leave a delayed run for the instant it is due."""
-    totals = {"delivered": 0, "retrying": 0, "parked": 0, "passes": 0}
+    totals = {"delivered": 0, "superseded": 0, "retrying": 0, "parked": 0, "passes": 0}
     result: dict[str, Any] = {"more": False, "wake": None}
     for _ in range(DRAIN_PASSES):
         result = await _drain_pass()
         totals["passes"] += 1
-        for name in ("delivered", "retrying", "parked"):
-            totals[name] += int(result[name])
+        for name in ("delivered", "superseded", "retrying", "parked"):
+            totals[name] += int(result.get(name, 0))
         if not result["more"]:
             break
     ctx = current()

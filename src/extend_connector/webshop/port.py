@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from extend_connector.webshop.events import ShopEvent
+from extend_connector.webshop.events import EventType, ShopEvent
 
 
 class WebshopError(Exception):
@@ -53,6 +53,15 @@ class WebshopPort(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
         ...
+
+
+def latest_state_types(shop: object) -> frozenset[EventType]:
+    """The event types `shop` applies as a whole state (absolute stock figures, whole order
+    views, whole product and customer documents), declared by the adapter as
+    `latest_state_types`: of several such events owed about one record in a row, only the
+    newest needs applying, and the outbox gives the shop that one (`flows/outbox.py`). Empty
+    (the default) for a shop that acts on every event, as a webhook receiver may."""
+    return frozenset(getattr(shop, "latest_state_types", frozenset()))
 
 
 @runtime_checkable

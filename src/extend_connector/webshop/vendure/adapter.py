@@ -132,6 +132,18 @@ def slug_of(sku: str) -> str:
 class VendureWebshop:
     """The webshop port on a Vendure server (`webshop.adapter = "vendure"`)."""
 
+    # Stock figures, order views, products and customers are applied as whole states (what the
+    # shop already shows is not done again), so a backlog about one record needs only its
+    # newest event; a `price.changed` is one batch of changes and is applied each time.
+    latest_state_types = frozenset(
+        {
+            EventType.STOCK_CHANGED,
+            EventType.ORDER_UPDATED,
+            EventType.PRODUCT_CHANGED,
+            EventType.CUSTOMER_CHANGED,
+        }
+    )
+
     def __init__(
         self,
         *,
