@@ -58,6 +58,20 @@ class FakeAdmin:
                 if not sku.startswith("UNSOLD")
             ]
             return httpx2.Response(200, json={"data": {"productVariants": {"items": items}}})
+        if "orders(" in query:
+            items = [
+                {
+                    "id": f"o-{code}",
+                    "code": code,
+                    "state": "PaymentSettled",
+                    "customFields": {"extendStatus": "Registered", "extendOrderNumber": "1"},
+                    "lines": [],
+                    "fulfillments": [],
+                }
+                for code in variables["codes"]
+                if not code.startswith("NOSUCH")
+            ]
+            return httpx2.Response(200, json={"data": {"orders": {"items": items}}})
         if "updateProductVariants" in query:
             if self.fail_mutation is not None:
                 return httpx2.Response(self.fail_mutation, text="down")
@@ -207,3 +221,28 @@ def test_the_installer_refuses_a_node_older_than_20_naming_what_to_install(
     monkeypatch.setattr(install.shutil, "which", lambda tool: None)
     with pytest.raises(install.NodeMissing, match="node and npm not found"):
         install.check_node()
+
+
+def _order_event(code: str) -> ShopEvent:
+    return ShopEvent(
+        event_id=f"evt_{code}",
+        type=EventType.ORDER_UPDATED,
+        key=f"order:{code}",
+        data={"shopRef": code, "orderNumber": "1", "status": "Registered", "lines": []},
+        occurred_at=NOW,
+    )
+
+
+def test_the_orders_of_a_pass_are_looked_up_per_hundred_not_one_each() -> None:
+    fake = FakeAdmin()
+    shop = _shop(fake)
+    codes = [f"C{n:03d}" for n in range(150)] + ["NOSUCH-1"]
+    results = _run(shop, [_order_event(code) for code in codes])
+    lookups = [r for r in fake.requests if "orders(" in r["query"]]
+    assert [len(r["variables"]["codes"]) for r in lookups] == [100, 51]
+    # What Vendure shows already is not written again; an order Vendure lacks is refused alone.
+    assert [
+        r for r in fake.requests if "mutation" in r["query"] and "login(" not in r["query"]
+    ] == []
+    assert results[:150] == [None] * 150
+    assert isinstance(results[150], DeliveryRefused) and "NOSUCH-1" in str(results[150])

@@ -8,7 +8,8 @@ Events (docs/webshops/vendure.md, "What flows where"):
   Vendure's saleable stock is `stockOnHand - stockAllocated` (its own orders not yet shipped, which
   Extend already counts as reserved), so the adapter sets `stockOnHand = Extend's available +
   stockAllocated`: the shop sells exactly what Extend has available.
-- `order.updated` → a fulfilment per Extend shipment (`manual-fulfillment`, carrier and tracking
+- `order.updated` → (the orders of a delivery pass looked up at once, per 100) a fulfilment per
+  Extend shipment (`manual-fulfillment`, carrier and tracking
   code), moved to Shipped; Delivered when Extend says so; the order cancelled when Extend
   cancelled it. Idempotent: what the Vendure order already shows is not done again.
 - `product.changed` → product and variant created or updated by SKU (name, description,
@@ -49,7 +50,7 @@ from extend_connector.webshop.vendure.orders import (
 
 log = logging.getLogger(__name__)
 
-CHUNK = 100  # variants per lookup and per stock mutation
+CHUNK = 100  # variants (or orders) per lookup, variants per stock mutation
 CONCURRENCY = 8  # other events applied at once
 PAGE = 100  # orders per page when reading them back
 # Orders the connector takes: paid, or further along (a connector that was down finds them there).
@@ -105,10 +106,10 @@ query($after: DateTime, $skip: Int!, $take: Int!) {
                         country { code } defaultShippingAddress defaultBillingAddress } }
   }
 }"""
-_ORDER_BY_CODE = (
+_ORDERS_BY_CODE = (
     """
-query($code: String!) {
-  orders(options: {filter: {code: {eq: $code}}, take: 1}) { items { """
+query($codes: [String!]!, $take: Int!) {
+  orders(options: {filter: {code: {in: $codes}}, take: $take}) { items { """
     + _ORDER_FIELDS
     + """ } }
 }"""
@@ -228,12 +229,23 @@ class VendureWebshop:
             errors = await self._stock([events[i] for i in stock])
             for i, error in zip(stock, errors, strict=True):
                 results[i] = error
+        # Every order of the batch in one lookup per 100, not one each.
+        orders: dict[str, dict[str, Any]] = {}
+        order_events = [i for i, e in enumerate(events) if e.type is EventType.ORDER_UPDATED]
+        if order_events:
+            try:
+                orders = await self._orders_by_code(
+                    [str(events[i].data.get("shopRef")) for i in order_events]
+                )
+            except WebshopError as exc:
+                for i in order_events:
+                    results[i] = exc
         limit = asyncio.Semaphore(CONCURRENCY)
 
         async def one(i: int) -> None:
             async with limit:
                 try:
-                    await self._apply(events[i])
+                    await self._apply(events[i], orders)
                 except WebshopError as exc:
                     results[i] = exc
                 except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
@@ -242,14 +254,18 @@ class VendureWebshop:
                     results[i] = _unreadable(events[i], exc)
 
         await asyncio.gather(
-            *(one(i) for i, e in enumerate(events) if e.type is not EventType.STOCK_CHANGED)
+            *(
+                one(i)
+                for i, e in enumerate(events)
+                if e.type is not EventType.STOCK_CHANGED and results[i] is None
+            )
         )
         return results
 
-    async def _apply(self, event: ShopEvent) -> None:
+    async def _apply(self, event: ShopEvent, orders: dict[str, dict[str, Any]]) -> None:
         match event.type:
             case EventType.ORDER_UPDATED:
-                await self._order(event.data)
+                await self._order(event.data, orders.get(str(event.data["shopRef"])))
             case EventType.PRODUCT_CHANGED:
                 await self._product(event.data)
             case EventType.PRICE_CHANGED:
@@ -338,14 +354,19 @@ class VendureWebshop:
 
     # --- orders --------------------------------------------------------------------------------
 
-    async def _order_by_code(self, code: str) -> dict[str, Any] | None:
-        data = await self.admin(_ORDER_BY_CODE, {"code": code})
-        items = data["orders"]["items"]
-        return items[0] if items else None
+    async def _orders_by_code(self, codes: Sequence[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        unique = list(dict.fromkeys(codes))
+        for start in range(0, len(unique), CHUNK):
+            chunk = unique[start : start + CHUNK]
+            data = await self.admin(_ORDERS_BY_CODE, {"codes": chunk, "take": len(chunk)})
+            for item in data["orders"]["items"]:
+                found[str(item["code"])] = item
+        return found
 
-    async def _order(self, view: dict[str, Any]) -> None:
+    async def _order(self, view: dict[str, Any], order: dict[str, Any] | None) -> None:
+        """Apply Extend's view of an order to the Vendure `order` (looked up by the batch)."""
         code = str(view["shopRef"])
-        order = await self._order_by_code(code)
         if order is None:
             raise DeliveryRefused(f"Vendure has no order {code!r}")
         status = view.get("status")
