@@ -56,7 +56,7 @@ from extend_connector.flows import cursors, dispatch, outbox, retry
 from extend_connector.flows.context import current
 from extend_connector.flows.freshness import reachability
 from extend_connector.flows.passes import PassDone, PassFailed, Trigger, run_passes
-from extend_connector.flows.sync import Progress, SweepResult, Tally
+from extend_connector.flows.sync import Progress, SweepResult, Tally, scheduled
 from extend_connector.settings import Settings
 from extend_connector.store.models import BalanceRow, DirtyBalanceRow
 from extend_connector.store.repositories import dialect_insert, mark_dirty
@@ -774,15 +774,7 @@ def _dirty_waiting() -> bool:
 
 @engine.step()
 async def _sweep_step() -> dict[str, Any]:
-    try:
-        result = await sweep_balances(full=False, dry_run=False)
-    except extend_errors.ExtendError as exc:
-        if not retry.decide(exc).retryable:
-            raise
-        # Extend is down: expected, shown as staleness; the next sweep tries again.
-        log.warning("balances_sweep_failed", error=str(exc), kind=type(exc).__name__)
-        return {"outcome": "extend_unreachable", "error": str(exc)[:300]}
-    return {"outcome": "done", **result.as_stats()}
+    return await scheduled("balances", sweep_balances)
 
 
 @engine.workflow("balances.sweep")

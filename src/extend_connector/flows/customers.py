@@ -38,7 +38,14 @@ from extend_connector.extend import (
 from extend_connector.flows import dispatch, outbox, prices, records, retry
 from extend_connector.flows.context import current
 from extend_connector.flows.failures import park as park_failure
-from extend_connector.flows.sync import Listed, Progress, SweepResult, Tally, sweep_changed
+from extend_connector.flows.sync import (
+    Listed,
+    Progress,
+    SweepResult,
+    Tally,
+    scheduled,
+    sweep_changed,
+)
 from extend_connector.settings import CustomersScope, PricesScope, Settings
 from extend_connector.store.models import CustomerRow, IdMappingRow
 from extend_connector.webshop import EventType
@@ -220,7 +227,7 @@ async def scheduled_sweep(scheduled_at: Any = None, context: Any = None) -> dict
 
 @engine.step()
 async def _customers_sweep_step() -> dict[str, Any]:
-    return (await sweep_customers()).as_stats()
+    return await scheduled("customers", sweep_customers)
 
 
 # --- to_extend: create in Extend exactly once ------------------------------------------------

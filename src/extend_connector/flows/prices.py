@@ -35,7 +35,7 @@ from extend_connector.extend import (
 from extend_connector.flows import outbox, retry
 from extend_connector.flows.context import FlowContext, current
 from extend_connector.flows.passes import PassDone, PassFailed, run_passes
-from extend_connector.flows.sync import Progress, SweepResult, Tally
+from extend_connector.flows.sync import Progress, SweepResult, Tally, scheduled
 from extend_connector.settings import PricesScope, Settings
 from extend_connector.store import repositories
 from extend_connector.store.models import CustomerRow, DirtyPriceProductRow, OrderRow, PriceRow
@@ -479,7 +479,7 @@ async def scheduled_full_refresh(scheduled_at: Any = None, context: Any = None) 
 
 @engine.step()
 async def _prices_full_step() -> dict[str, Any]:
-    return (await sweep_prices()).as_stats()
+    return await scheduled("prices", sweep_prices)
 
 
 @engine.workflow("prices.active_refresh")
@@ -489,7 +489,7 @@ async def scheduled_active_refresh(scheduled_at: Any = None, context: Any = None
 
 @engine.step()
 async def _prices_active_step() -> dict[str, Any]:
-    return (await refresh_active()).as_stats()
+    return await scheduled("prices_active", refresh_active)
 
 
 async def refresh_active() -> SweepResult:

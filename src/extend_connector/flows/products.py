@@ -30,7 +30,14 @@ from extend_connector.domain import Product
 from extend_connector.extend import NotFound
 from extend_connector.flows import balances, dispatch, outbox, prices, records, retry
 from extend_connector.flows.context import current
-from extend_connector.flows.sync import Listed, Progress, SweepResult, Tally, sweep_changed
+from extend_connector.flows.sync import (
+    Listed,
+    Progress,
+    SweepResult,
+    Tally,
+    scheduled,
+    sweep_changed,
+)
 from extend_connector.settings import PricesScope, ProductsScope, Settings
 from extend_connector.store.models import ProductRow
 from extend_connector.webshop import EventType
@@ -215,7 +222,7 @@ async def scheduled_sweep(scheduled_at: Any = None, context: Any = None) -> dict
 
 @engine.step()
 async def _products_sweep_step() -> dict[str, Any]:
-    return (await sweep_products()).as_stats()
+    return await scheduled("products", sweep_products)
 
 
 def declare_schedules(settings: Settings) -> None:

@@ -34,7 +34,8 @@ from sqlalchemy.orm import Session
 
 from extend_connector.extend import bulk_calls
 from extend_connector.extend.client import ClientStats
-from extend_connector.flows import cursors
+from extend_connector.extend.errors import ExtendError
+from extend_connector.flows import cursors, retry
 from extend_connector.flows.context import FlowContext, current
 
 log = structlog.get_logger("extend_connector.sync")
@@ -466,3 +467,24 @@ def run_sweep(
             await ctx.aclose()
 
     return asyncio.run(go())
+
+
+async def scheduled(name: str, sweep: Callable[[], Awaitable[SweepResult]]) -> dict[str, Any]:
+    """Run a scheduled sweep for its job: `{"outcome": "done", ...its stats}`.
+
+    Extend unreachable, throttling or refusing the credential (an error a later try can get
+    past) ends the run quietly with outcome `extend_unreachable` and a warning: the next
+    scheduled run reads from the same cursor, so nothing is missed, and staleness shows in
+    `status`, the freshness figures and the `extend_unreachable` alert. Parking the job for a
+    person (as a stopped job is) would ask them to clear what the schedule repairs by itself.
+    An answer no retry changes (Extend refusing the request itself) still stops the job, and
+    the watchdog parks it with Extend's words.
+    """
+    try:
+        result = await sweep()
+    except ExtendError as exc:
+        if not retry.decide(exc).retryable:
+            raise
+        log.warning(f"{name}_sweep_failed", error=str(exc)[:300], kind=type(exc).__name__)
+        return {"outcome": "extend_unreachable", "error": str(exc)[:300]}
+    return {"outcome": "done", **result.as_stats()}

@@ -18,7 +18,7 @@ from extend_connector.flows.context import current
 from extend_connector.flows.orders.base import CURSOR, SWEEP_QUEUE, TERMINAL, log
 from extend_connector.flows.orders.progress import apply_state, find_local
 from extend_connector.flows.orders.view import iso
-from extend_connector.flows.sync import Progress, SweepResult, Tally
+from extend_connector.flows.sync import Progress, SweepResult, Tally, scheduled
 from extend_connector.settings import Settings
 from extend_connector.store.models import OrderRow
 
@@ -127,7 +127,7 @@ async def sweep_orders(
 
 @engine.step(name="orders.sweep_step")
 async def _sweep_step() -> dict[str, Any]:
-    return (await sweep_orders()).as_stats()
+    return await scheduled("orders", sweep_orders)
 
 
 @engine.workflow("orders.sweep")
