@@ -3,9 +3,11 @@ transactional enqueue, idempotent ids, debounce, schedules, failures, rate limit
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import engine_app as app
 import pytest
@@ -284,6 +286,35 @@ def test_a_queue_poller_that_fails_outside_dbos_guards_comes_back(
     running.wait(first, timeout_seconds=30)
     running.wait(second, timeout_seconds=30)
     assert sorted(app.values(running.db_engine, "collected")) == ["first", "second"]
+
+
+def test_the_queue_pollers_stop_before_dbos_stops_the_loop_they_start_jobs_on(
+    migrated_url: str, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI printed `coroutine 'execute_dequeued_workflow.<locals>.start_workflow_task' was never
+    awaited` at a test's engine stop: DBOS's shutdown stops the event loop right after telling
+    the pollers to stop and joins them only afterwards, so a poller between its claim and the
+    job's start found no loop; the claimed job stayed PENDING until this executor's next launch.
+    The engine ends its pollers (each finishes the poll it is in) before DBOS's shutdown."""
+    from dbos import DBOS
+
+    eng = engine.Engine(make_settings(migrated_url), scheduler_poll_seconds=0.2).launch()
+    app.use_database(eng.db_engine)
+    alive_at_destroy: list[str] = []
+    destroy = DBOS.destroy
+
+    def recording_destroy(*args: Any, **kwargs: Any) -> None:
+        alive_at_destroy.extend(
+            t.name for t in threading.enumerate() if t.name.startswith("queue-worker-test.")
+        )
+        destroy(*args, **kwargs)
+
+    monkeypatch.setattr(DBOS, "destroy", recording_destroy)
+    try:
+        eng.enqueue(app.collect, "before-stop", queue="test.hourly")
+    finally:
+        eng.shutdown()
+    assert alive_at_destroy == []
 
 
 def test_rate_limited_queue_starts_no_more_than_its_limit(running: engine.Engine) -> None:

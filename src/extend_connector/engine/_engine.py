@@ -10,6 +10,7 @@ and the web role use.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ log = logging.getLogger("extend_connector.engine")
 
 APP_NAME = "extend-connector"
 FAILED_STATUSES = ("ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+POLLER_STOP_SECONDS = 10.0  # per queue poller at shutdown (DBOS gives its own threads as long)
 
 Role = Literal["all", "web", "worker"]
 
@@ -178,6 +180,7 @@ class Engine:
         self._launched = False
         self._due_waker: DueWaker | None = None
         self._bells = Bells()
+        self._pollers: list[threading.Thread] = []
         self._due_queues: set[str] = set()  # queues with debounced or delayed jobs (rung when due)
         configure_transient_retry(
             TransientRetry(give_up_after_seconds=settings.engine.transient_db_retry_minutes * 60)
@@ -259,7 +262,7 @@ class Engine:
                 DBOS.register_queue(
                     spec.name, on_conflict="always_update", **self._queue_kwargs(spec)
                 )
-                serve_queue(bells.add(spec.name), spec.name)
+                self._pollers.append(serve_queue(bells.add(spec.name), spec.name))
             self._apply_schedules()
         except BaseException:
             self._bells.stop()
@@ -286,8 +289,14 @@ class Engine:
             self._due_waker.stop()
             self._due_waker = None
         if self._launched:
-            DBOS.destroy(workflow_completion_timeout_sec=wait_seconds)
+            # The pollers end first, each after the poll it is in: DBOS's shutdown stops the
+            # event loop before it joins them, and a job claimed then would never start here
+            # (PENDING until this executor's next launch).
             self._bells.stop()
+            for poller in self._pollers:
+                poller.join(timeout=POLLER_STOP_SECONDS)
+            self._pollers.clear()
+            DBOS.destroy(workflow_completion_timeout_sec=wait_seconds)
             self._launched = False
         if self._client is not None:
             self._client.destroy()
