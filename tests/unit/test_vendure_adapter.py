@@ -246,3 +246,119 @@ def test_the_orders_of_a_pass_are_looked_up_per_hundred_not_one_each() -> None:
     ] == []
     assert results[:150] == [None] * 150
     assert isinstance(results[150], DeliveryRefused) and "NOSUCH-1" in str(results[150])
+
+
+class ShiftingOrders:
+    """Vendure's order list (sorted by `updatedAt`, paged by skip/take) while the connector
+    reads it: after each page is answered, the orders on it are updated (the connector applies
+    Extend's answer to the orders it has just taken: `setOrderCustomFields`), so they move to the
+    end of the list and the orders behind the page boundary slide onto pages already read."""
+
+    def __init__(self, count: int) -> None:
+        self.clock = 1_000_000
+        self.orders = {f"O{n:04d}": self._tick() for n in range(count)}
+        self.touched: set[str] = set()
+        self.pages = 0
+
+    def _tick(self) -> int:
+        self.clock += 1
+        return self.clock
+
+    def _iso(self, ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        body = json.loads(request.content)
+        query, variables = body["query"], body["variables"]
+        if "login(" in query:
+            return httpx2.Response(
+                200,
+                json={"data": {"login": {"__typename": "CurrentUser", "id": "1"}}},
+                headers={"vendure-auth-token": "t"},
+            )
+        after = variables.get("after")
+        floor = -1 if after is None else datetime.fromisoformat(after).timestamp() * 1000
+        listed = sorted(
+            ((ms, code) for code, ms in self.orders.items() if ms > floor), key=lambda x: x
+        )
+        page = listed[variables["skip"] : variables["skip"] + variables["take"]]
+        items = [_vendure_order(code, self._iso(ms)) for ms, code in page]
+        self.pages += 1
+        for _, code in page:
+            if code not in self.touched:  # the connector applies its answer once per order
+                self.touched.add(code)
+                self.orders[code] = self._tick()
+        return httpx2.Response(
+            200, json={"data": {"orders": {"totalItems": len(listed), "items": items}}}
+        )
+
+
+def _vendure_order(code: str, updated_at: str) -> dict[str, Any]:
+    return {
+        "id": code,
+        "code": code,
+        "state": "PaymentSettled",
+        "updatedAt": updated_at,
+        "orderPlacedAt": updated_at,
+        "currencyCode": "SEK",
+        "customFields": {},
+        "customer": {"id": "7", "emailAddress": "a@b.se", "customFields": {}},
+        "shippingAddress": {
+            "fullName": "Bo",
+            "streetLine1": "G 1",
+            "city": "L",
+            "countryCode": "se",
+        },
+        "billingAddress": None,
+        "lines": [
+            {
+                "id": "1",
+                "quantity": 1,
+                "orderPlacedQuantity": 1,
+                "unitPrice": 1000,
+                "taxRate": 25,
+                "productVariant": {"sku": "P1"},
+            }
+        ],
+        "fulfillments": [],
+    }
+
+
+def _read_orders(fake: ShiftingOrders) -> list[str]:
+    """The codes `orders_changed_since(None)` yields from `fake`."""
+    shop = VendureWebshop(
+        admin_api_url="http://vendure.test/admin-api",
+        username="u",
+        password="p",
+        transport=httpx2.MockTransport(fake),
+    )
+
+    async def read() -> list[str]:
+        try:
+            return [c.shop_ref async for c in shop.orders_changed_since(None)]
+        finally:
+            await shop.aclose()
+
+    return asyncio.run(read())
+
+
+def test_a_catch_up_read_misses_no_order_while_the_orders_it_took_are_updated() -> None:
+    """A connector back after downtime reads 250 paid orders in pages of 100 while applying
+    Extend's answers to the ones it took: with skip/take paging, each update moved an order from
+    a page already read to the end and slid one from the next page onto the read one, never
+    seen; its change date is older than the cursor's overlap, so no later read finds it either:
+    an order paid in the shop that never reaches Extend."""
+    fake = ShiftingOrders(250)
+    seen = _read_orders(fake)
+    assert set(seen) == {f"O{n:04d}" for n in range(250)}
+
+
+def test_a_tie_longer_than_a_page_is_read_to_its_end_once() -> None:
+    fake = ShiftingOrders(250)
+    for code in fake.orders:  # one bulk update: 250 orders with one change instant
+        fake.orders[code] = 5_000_000
+    fake.touched = set(fake.orders)
+    seen = _read_orders(fake)
+    assert sorted(seen) == sorted(fake.orders)
+    # The first page, the same page again from its instant (all read already), then by offset.
+    assert fake.pages == 4

@@ -116,6 +116,11 @@ query($codes: [String!]!, $take: Int!) {
 )
 
 
+def _instant(value: str) -> datetime:
+    """A Vendure DateTime (ISO 8601, `Z` for UTC)."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 def minor_units(value: Any) -> int:
     """A price (string or number, major units) in Vendure's minor units."""
     return int((Decimal(str(value)) * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
@@ -516,50 +521,72 @@ class VendureWebshop:
             raise DeliveryRefused(f"Vendure {name}: {result['errorCode']}: {result['message']}")
         return result
 
-    async def orders_changed_since(self, since: datetime | None) -> AsyncIterator[ShopOrderChange]:
-        """Paid and cancelled orders updated after `since`, oldest change first."""
-        after = None if since is None else since.isoformat()
+    async def _changed_since(
+        self, query: str, field: str, since: datetime | None, **variables: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every item of the `field` list changed after `since`, oldest change first, each
+        version once; pages of `PAGE` sorted by `updatedAt`.
+
+        Paged by change date, not by offset: an item updated while the list is read (the
+        connector applies Extend's answer to an order it has just taken) moves to the end, and
+        with skip/take the item behind the page boundary slid onto a page already read, never
+        seen. Each page asks for changes at or after the last one read (`after` is strict: one
+        millisecond earlier), leaving out what this read yielded already; a tie longer than a
+        page is walked by offset."""
+        after = since
         skip = 0
+        seen: set[tuple[str, str]] = set()
         while True:
             data = await self.admin(
-                _ORDERS,
-                {"after": after, "states": [*PAID_STATES, CANCELLED], "skip": skip, "take": PAGE},
+                query,
+                {
+                    **variables,
+                    "after": None if after is None else after.isoformat(),
+                    "skip": skip,
+                    "take": PAGE,
+                },
             )
-            items = data["orders"]["items"]
-            for order in items:
-                yield ShopOrderChange(
-                    shop_ref=str(order["code"]),
-                    updated_at=datetime.fromisoformat(order["updatedAt"].replace("Z", "+00:00")),
-                    cancelled=order["state"] == CANCELLED,
-                    payload=order_payload(order, customers_to_extend=self._customers_to_extend),
-                    cancelled_lines=cancelled_lines(order),
-                )
+            items = data[field]["items"]
+            for item in items:
+                version = (str(item["id"]), str(item["updatedAt"]))
+                if version not in seen:
+                    seen.add(version)
+                    yield item
             if len(items) < PAGE:
                 return
-            skip += len(items)
+            last = _instant(items[-1]["updatedAt"]) - timedelta(milliseconds=1)
+            if after is not None and last <= after:
+                skip += len(items)  # one instant fills the page: walk the tie by offset
+            else:
+                after, skip = last, 0
+
+    async def orders_changed_since(self, since: datetime | None) -> AsyncIterator[ShopOrderChange]:
+        """Paid and cancelled orders updated after `since`, oldest change first."""
+        async for order in self._changed_since(
+            _ORDERS, "orders", since, states=[*PAID_STATES, CANCELLED]
+        ):
+            yield ShopOrderChange(
+                shop_ref=str(order["code"]),
+                updated_at=_instant(order["updatedAt"]),
+                cancelled=order["state"] == CANCELLED,
+                payload=order_payload(order, customers_to_extend=self._customers_to_extend),
+                cancelled_lines=cancelled_lines(order),
+            )
 
     async def customers_changed_since(
         self, since: datetime | None
     ) -> AsyncIterator[ShopCustomerChange]:
         """Registered customers (with a login; guests are not) changed after `since`, without
         an Extend customer number yet, oldest change first."""
-        after = None if since is None else since.isoformat()
-        skip = 0
-        while True:
-            data = await self.admin(_CUSTOMERS, {"after": after, "skip": skip, "take": PAGE})
-            items = data["customers"]["items"]
-            for customer in items:
-                fields = customer.get("customFields") or {}
-                if customer.get("user") is None or fields.get("extendCustomerNumber"):
-                    continue
-                yield ShopCustomerChange(
-                    shop_ref=f"vendure:{customer['id']}",
-                    updated_at=datetime.fromisoformat(customer["updatedAt"].replace("Z", "+00:00")),
-                    data=customer_registration(customer),
-                )
-            if len(items) < PAGE:
-                return
-            skip += len(items)
+        async for customer in self._changed_since(_CUSTOMERS, "customers", since):
+            fields = customer.get("customFields") or {}
+            if customer.get("user") is None or fields.get("extendCustomerNumber"):
+                continue
+            yield ShopCustomerChange(
+                shop_ref=f"vendure:{customer['id']}",
+                updated_at=_instant(customer["updatedAt"]),
+                data=customer_registration(customer),
+            )
 
     # --- products, prices, customers -----------------------------------------------------------
 
