@@ -172,6 +172,26 @@ def test_a_repeat_post_is_answered_while_the_write_lock_is_held(
     assert len(_extend_orders_for(stack, "S-repeat")) == 1
 
 
+def test_an_accepted_order_is_on_disk_before_the_shop_is_answered(stack: Stack) -> None:
+    """The embedded SQLite runs `synchronous=NORMAL`: a power cut (or OS crash) after the
+    shop's 202 could take the order with it. The intake's transaction commits with FULL."""
+    seen: list[int] = []
+
+    def on_insert(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("INSERT INTO ORDERS "):
+            check = conn.connection.driver_connection.cursor()
+            seen.append(int(check.execute("PRAGMA synchronous").fetchone()[0]))
+            check.close()
+
+    engine = stack.connector.db.engine
+    sa.event.listen(engine, "before_cursor_execute", on_insert)
+    try:
+        assert stack.post_order("S-durable").status_code == 202
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", on_insert)
+    assert seen == [2]  # FULL
+
+
 def test_order_created_for_an_order_we_created_costs_no_fetch(stack: Stack) -> None:
     """`OrderCreated` says only that the order exists: for an order the connector created and
     recorded from Extend's answer to its POST it brings nothing new (each later change has its

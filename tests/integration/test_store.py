@@ -201,3 +201,27 @@ def test_insert_many_reads_back_exactly_like_a_core_insert(db: Database) -> None
     assert got["P1"].list_price is None and got["P1"].price_list == "PL"
     assert got["P1"].valid_to == later and got["P1"].valid_to.tzinfo == UTC
     assert got["P2"].unit_price == Decimal("14.500000") and got["P2"].confirmed_at == T0
+
+
+def _synchronous(session: sa.orm.Session) -> int:
+    return int(session.execute(sa.text("PRAGMA synchronous")).scalar_one())
+
+
+def test_a_durable_write_is_synced_at_commit_and_its_connection_goes_back_normal(
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    """SQLite runs `synchronous=NORMAL` (a power cut can lose the last commits); a transaction
+    the shop is answered on asks for FULL, and no other transaction pays for it afterwards."""
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    migrate(url)
+    db = Database(url, pool_size=1)
+    try:
+        with db.write(durable=True) as session:
+            assert _synchronous(session) == 2  # FULL
+        for _ in range(4):  # whichever pooled connection comes next
+            with db.write() as session:
+                assert _synchronous(session) == 1  # NORMAL
+            with db.read() as session:
+                assert _synchronous(session) == 1
+    finally:
+        db.dispose()

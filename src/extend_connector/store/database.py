@@ -45,7 +45,8 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
         # so setting it on every connection is cheap after the first time.
         cursor.execute("PRAGMA journal_mode=WAL")
         # NORMAL is durable across process crashes in WAL mode (only an OS crash or
-        # power loss can lose the last transactions), which is the failure model here.
+        # power loss can lose the last transactions). A transaction that backs an answer to
+        # the shop ("accepted") asks for FULL (`Database.write(durable=True)`).
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
@@ -78,6 +79,7 @@ def create_db_engine(
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         )
         event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "checkin", _sync_normal)
         return engine
     return sa.create_engine(
         url,
@@ -89,6 +91,32 @@ def create_db_engine(
         pool_pre_ping=True,
         connect_args={"application_name": "extend-connector", "connect_timeout": 10},
     )
+
+
+_SYNC_FULL = "extend_connector.synchronous_full"
+
+
+def _sync_full(connection: sa.Connection) -> None:
+    """This SQLite connection's commits reach the disk before they return (`synchronous=FULL`:
+    in WAL mode the log is synced at each commit, with every earlier transaction in it) until it
+    goes back to the pool, where `_sync_normal` undoes it."""
+    fairy = connection.connection
+    if not fairy.info.get(_SYNC_FULL):
+        cursor = fairy.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute("PRAGMA synchronous=FULL")
+        finally:
+            cursor.close()
+        fairy.info[_SYNC_FULL] = True
+
+
+def _sync_normal(dbapi_conn: Any, record: Any) -> None:
+    if record.info.pop(_SYNC_FULL, False):
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
 
 
 def begin_write(connection: sa.Connection) -> None:
@@ -125,10 +153,18 @@ class Database:
         return self.engine.dialect.name == "sqlite"
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """A session in one write transaction: committed on exit, rolled back on error."""
+    def write(self, *, durable: bool = False) -> Iterator[Session]:
+        """A session in one write transaction: committed on exit, rolled back on error.
+
+        `durable`: the commit is on disk when this returns, across an OS crash or power loss
+        too, for a transaction whose commit the shop is answered on (an order accepted). SQLite
+        otherwise syncs at checkpoints only (`synchronous=NORMAL`: a process crash loses
+        nothing, a power cut the last transactions); PostgreSQL syncs every commit anyway."""
         with self._sessions() as session, session.begin():
-            begin_write(session.connection())
+            connection = session.connection()
+            if durable and self.is_sqlite:
+                _sync_full(connection)
+            begin_write(connection)
             yield session
 
     @contextmanager

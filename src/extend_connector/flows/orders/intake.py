@@ -64,7 +64,8 @@ def _accept_once(payload: dict[str, Any], order: ShopOrder) -> Intake:
                 )
             return Intake(shop_ref=ref, status=existing.status, created=False)
         problems, customer = check_order(session, ctx.settings, order)
-    with ctx.db.write() as session:
+    # On disk before the shop hears "accepted" (202), power cut included: store/database.py.
+    with ctx.db.write(durable=True) as session:
         row = OrderRow(
             shop_ref=ref,
             status=OrderStatus.RECEIVED.value,
