@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from extend_connector.extend import RateBudget
+
+
+class NoEngine:
+    """The job engine of a flow run directly in a unit test: it executes nothing, and a flow
+    that tries to start a job fails the test."""
+
+    executes = False
+
+    def debounce(self, *args: Any, **kwargs: Any) -> str:
+        raise AssertionError("no job is started in these tests")
 
 
 class FakeTime:

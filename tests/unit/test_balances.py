@@ -18,6 +18,7 @@ from typing import Any
 import httpx2
 import pytest
 import sqlalchemy as sa
+from fakes import NoEngine
 
 from extend_connector.domain import Balance
 from extend_connector.extend import ExtendClient
@@ -43,13 +44,6 @@ SELL_FROM = ["MainWarehouse", "GreenWarehouse"]
 QUICK_RETRY = RetryPolicy(
     max_attempts=2, max_total_seconds=1.0, floor_seconds=0.01, cap_seconds=0.05
 )
-
-
-class NoEngine:
-    executes = False
-
-    def debounce(self, *args: Any, **kwargs: Any) -> str:
-        raise AssertionError("no job is started in these tests")
 
 
 @pytest.fixture(scope="module")

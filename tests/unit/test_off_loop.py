@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import NoEngine
 from fastapi.testclient import TestClient
 from loop_guard import LoopGuardDatabase
 
@@ -26,13 +27,6 @@ from extend_connector.store.migrate import migrate
 from extend_connector.webshop import RecordingWebshop
 
 AUTH = {"authorization": "Bearer shop-token"}
-
-
-class NoEngine:
-    executes = False
-
-    def debounce(self, *args: Any, **kwargs: Any) -> str:
-        raise AssertionError("no job is started in these tests")
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from fakes import NoEngine
 
 from extend_connector.extend import ExtendClient
 from extend_connector.extend.errors import ValidationFailed
@@ -48,16 +49,6 @@ STEPS: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
     "prices_full": prices._prices_full_step,
     "prices_active": prices._prices_active_step,
 }
-
-
-class NoEngine:
-    executes = False
-
-    def debounce(self, *args: Any, **kwargs: Any) -> str:
-        return "none"
-
-    def enqueue(self, *args: Any, **kwargs: Any) -> str:
-        return "none"
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,14 @@ from extend_connector.webshop.vendure.orders import cancelled_lines, order_paylo
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+def _logged_in() -> httpx2.Response:
+    return httpx2.Response(
+        200,
+        json={"data": {"login": {"__typename": "CurrentUser", "id": "1"}}},
+        headers={"vendure-auth-token": "t"},
+    )
+
+
 class FakeAdmin:
     """Answers the few Admin API fields the stock path uses; records every request."""
 
@@ -33,11 +41,7 @@ class FakeAdmin:
         self.requests.append(body)
         query, variables = body["query"], body["variables"]
         if "login(" in query:
-            return httpx2.Response(
-                200,
-                json={"data": {"login": {"__typename": "CurrentUser", "id": "1"}}},
-                headers={"vendure-auth-token": "t"},
-            )
+            return _logged_in()
         if "stockLocations" in query:
             items = [{"id": "1", "name": "Main"}, {"id": "2", "name": "Green"}]
             return httpx2.Response(200, json={"data": {"stockLocations": {"items": items}}})
@@ -271,11 +275,7 @@ class ShiftingOrders:
         body = json.loads(request.content)
         query, variables = body["query"], body["variables"]
         if "login(" in query:
-            return httpx2.Response(
-                200,
-                json={"data": {"login": {"__typename": "CurrentUser", "id": "1"}}},
-                headers={"vendure-auth-token": "t"},
-            )
+            return _logged_in()
         after = variables.get("after")
         floor = -1 if after is None else datetime.fromisoformat(after).timestamp() * 1000
         listed = sorted(

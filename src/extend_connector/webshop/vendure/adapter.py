@@ -280,15 +280,22 @@ class VendureWebshop:
             case _:
                 log.info("vendure: no use for %s %s", event.type.value, event.key)
 
-    async def _variants(self, skus: Sequence[str]) -> dict[str, dict[str, Any]]:
+    async def _lookup(
+        self, query: str, field: str, key: str, values: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """The `field` items whose `key` is one of `values` (by that key), one query per
+        `CHUNK` values; the query takes them as `$<key>s`."""
         found: dict[str, dict[str, Any]] = {}
-        unique = list(dict.fromkeys(skus))
+        unique = list(dict.fromkeys(values))
         for start in range(0, len(unique), CHUNK):
             chunk = unique[start : start + CHUNK]
-            data = await self.admin(_VARIANTS, {"skus": chunk, "take": len(chunk)})
-            for item in data["productVariants"]["items"]:
-                found[item["sku"]] = item
+            data = await self.admin(query, {f"{key}s": chunk, "take": len(chunk)})
+            for item in data[field]["items"]:
+                found[str(item[key])] = item
         return found
+
+    async def _variants(self, skus: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return await self._lookup(_VARIANTS, "productVariants", "sku", skus)
 
     async def _stock(self, events: Sequence[ShopEvent]) -> list[WebshopError | None]:
         try:
@@ -360,14 +367,7 @@ class VendureWebshop:
     # --- orders --------------------------------------------------------------------------------
 
     async def _orders_by_code(self, codes: Sequence[str]) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        unique = list(dict.fromkeys(codes))
-        for start in range(0, len(unique), CHUNK):
-            chunk = unique[start : start + CHUNK]
-            data = await self.admin(_ORDERS_BY_CODE, {"codes": chunk, "take": len(chunk)})
-            for item in data["orders"]["items"]:
-                found[str(item["code"])] = item
-        return found
+        return await self._lookup(_ORDERS_BY_CODE, "orders", "code", codes)
 
     async def _order(self, view: dict[str, Any], order: dict[str, Any] | None) -> None:
         """Apply Extend's view of an order to the Vendure `order` (looked up by the batch)."""
