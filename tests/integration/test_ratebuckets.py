@@ -21,6 +21,7 @@ from extend_connector.settings import Settings, StoreSettings
 from extend_connector.store import Database, RateBuckets
 from extend_connector.store.database import create_db_engine
 from extend_connector.store.models import RateBucketRow
+from extend_connector.store.ratebuckets import BULK_RESERVE
 
 EPS = 1e-6
 
@@ -181,3 +182,18 @@ def test_status_shows_the_fleet_reservations_and_the_marks_waiting(migrated_url:
         connector.close()
     assert 28.0 < snap["rateLimits"]["heavy"]["fullAgainInSeconds"] <= 30.0
     assert snap["marked"] == {"dirty_balances": 0, "dirty_price_products": 2, "dirty_records": 0}
+
+
+def test_bulk_calls_leave_the_last_part_of_the_bucket_to_the_others(db: Database) -> None:
+    """A sweep's fetches in a fleet: they spend the bucket down to `BULK_RESERVE` of it and then
+    wait their turn, while an order's call still starts at once out of the part kept. Before,
+    the bucket was one queue: the order's call waited behind every slot the sweep had taken."""
+    buckets = RateBuckets(db.engine, "cred-bulk")
+    free = round(10 * (1 - BULK_RESERVE))  # 8 of a bucket of 10
+    bulk = [buckets.reserve_slot("standard", 10, 10.0, bulk=True) for _ in range(free + 1)]
+    assert [s.wait for s in bulk[:free]] == [0.0] * free
+    assert bulk[free].wait > 0  # the sweep's next fetch waits for the refill
+    order_call = buckets.reserve_slot("standard", 10, 10.0)
+    assert order_call.wait == 0.0 and order_call.start < bulk[free].start
+    # Every slot still moves the bucket on: the group's rate holds for both kinds together.
+    assert_token_bucket([s.start for s in [*bulk, order_call]], 10, 10.0)

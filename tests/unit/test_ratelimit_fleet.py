@@ -12,7 +12,7 @@ import pytest
 from fakes import FakeTime
 from structlog.testing import capture_logs
 
-from extend_connector.extend import ExtendError, RateBudget, RetryPolicy
+from extend_connector.extend import ExtendError, RateBudget, RetryPolicy, bulk_calls
 from extend_connector.extend.ratelimit import FLEET_WARNING_INTERVAL_SECONDS
 from support.mock_extend import mock_client
 
@@ -38,11 +38,13 @@ class FakeFleet:
         self.error = error
         self.hang = hang
         self.reserved: list[tuple[str, float, float]] = []
+        self.bulk: list[bool] = []
         self.blocked: list[tuple[str, float, float, float]] = []
         self.released: list[str] = []
 
-    async def reserve(self, group: str, limit: float, period: float) -> float:
+    async def reserve(self, group: str, limit: float, period: float, bulk: bool = False) -> float:
         self.reserved.append((group, limit, period))
+        self.bulk.append(bulk)
         if self.hang:
             await asyncio.Event().wait()
         if self.error is not None:
@@ -233,3 +235,18 @@ def test_a_call_that_got_no_answer_gives_its_slot_back(failure: Exception, relea
     asyncio.run(run())
     assert fleet.released == (["standard"] if released else [])
     assert budget.snapshot()[0].remaining == (10 if released else 9)
+
+
+def test_a_bulk_call_asks_the_fleet_for_a_bulk_slot() -> None:
+    time = FakeTime()
+    fleet = FakeFleet()
+    budget = _budget(time, fleet)
+
+    async def run() -> None:
+        await budget.acquire("standard")
+        with bulk_calls():
+            await budget.acquire("standard")
+        await budget.acquire("standard")
+
+    asyncio.run(run())
+    assert fleet.bulk == [False, True, False]

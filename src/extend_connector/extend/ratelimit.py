@@ -94,8 +94,10 @@ class FleetBucket(Protocol):
     over `period` seconds.
     """
 
-    async def reserve(self, group: str, limit: float, period: float) -> float:
-        """Take the next free slot of the group; return the seconds to wait before sending."""
+    async def reserve(self, group: str, limit: float, period: float, bulk: bool = False) -> float:
+        """Take the next free slot of the group; return the seconds to wait before sending.
+        `bulk` (a call inside `bulk_calls`): a slot that leaves part of the bucket to the
+        other calls."""
         ...
 
     async def block(self, group: str, seconds: float, limit: float, period: float) -> None:
@@ -111,7 +113,7 @@ class FleetBucket(Protocol):
 class SyncFleetBucket(Protocol):
     """The same operations done by blocking I/O (the store's implementation)."""
 
-    def reserve(self, group: str, limit: float, period: float) -> float: ...
+    def reserve(self, group: str, limit: float, period: float, bulk: bool = False) -> float: ...
 
     def block(self, group: str, seconds: float, limit: float, period: float) -> None: ...
 
@@ -124,8 +126,8 @@ class ThreadedFleetBucket:
     def __init__(self, bucket: SyncFleetBucket) -> None:
         self.bucket = bucket
 
-    async def reserve(self, group: str, limit: float, period: float) -> float:
-        return await asyncio.to_thread(self.bucket.reserve, group, limit, period)
+    async def reserve(self, group: str, limit: float, period: float, bulk: bool = False) -> float:
+        return await asyncio.to_thread(self.bucket.reserve, group, limit, period, bulk)
 
     async def block(self, group: str, seconds: float, limit: float, period: float) -> None:
         await asyncio.to_thread(self.bucket.block, group, seconds, limit, period)
@@ -257,7 +259,9 @@ class RateBudget:
         if fleet is None or rate is None:
             return 0.0
         try:
-            wait = await asyncio.wait_for(fleet.bucket.reserve(name, *rate), fleet.timeout)
+            wait = await asyncio.wait_for(
+                fleet.bucket.reserve(name, *rate, bulk=_BULK.get()), fleet.timeout
+            )
         except Exception as exc:  # the limiter must never fail an Extend call
             self._fleet_failed("reserve", name, exc)
             return 0.0

@@ -31,6 +31,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from extend_connector.store.models import RateBucketRow
 
 _TABLE: sa.Table = RateBucketRow.metadata.tables[RateBucketRow.__tablename__]
+# The part of a group's bucket that bulk calls (a sweep's fetches: `extend.bulk_calls`) leave to
+# the others: a bulk slot starts only while more than this is left, so an order's call takes
+# one of the kept slots at once instead of queueing behind every fetch a sweep has reserved.
+BULK_RESERVE = 0.2
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -99,9 +103,10 @@ class RateBuckets:
 
     # --- the FleetBucket operations (blocking) -------------------------------------------------
 
-    def reserve(self, group: str, limit: float, period: float) -> float:
-        """Take the group's next slot; return the seconds to wait before the call may start."""
-        return self.reserve_slot(group, limit, period).wait
+    def reserve(self, group: str, limit: float, period: float, bulk: bool = False) -> float:
+        """Take the group's next slot; return the seconds to wait before the call may start.
+        `bulk`: the slot starts only while more than `BULK_RESERVE` of the bucket is left."""
+        return self.reserve_slot(group, limit, period, bulk=bulk).wait
 
     def block(self, group: str, seconds: float, limit: float, period: float) -> None:
         """After a 429: no slot of the group starts before now + `seconds`, in any process.
@@ -118,10 +123,15 @@ class RateBuckets:
 
     # --- for tests and benchmarks -----------------------------------------------------------------
 
-    def reserve_slot(self, group: str, limit: float, period: float) -> Slot:
-        """Reserve one call and return its slot (start and reservation instant, database clock)."""
+    def reserve_slot(self, group: str, limit: float, period: float, *, bulk: bool = False) -> Slot:
+        """Reserve one call and return its slot (start and reservation instant, database clock).
+
+        GCRA's tolerance is the whole bucket (a slot starts a period before its `tat`); a bulk
+        slot's is the bucket less `BULK_RESERVE`. Both move `tat` on by one interval, so the
+        group's rate holds for all calls together."""
         row = self._run(self._reserve, group, interval=_interval(limit, period))
-        return Slot(start=float(row[0]) - period, now=float(row[1]))
+        tolerance = period * (1.0 - BULK_RESERVE) if bulk else period
+        return Slot(start=float(row[0]) - tolerance, now=float(row[1]))
 
     def tat(self, group: str) -> float | None:
         """The stored theoretical arrival time of the group (None: never used)."""
