@@ -8,10 +8,10 @@ Events (docs/webshops/vendure.md, "What flows where"):
   Vendure's saleable stock is `stockOnHand - stockAllocated` (its own orders not yet shipped, which
   Extend already counts as reserved), so the adapter sets `stockOnHand = Extend's available +
   stockAllocated`: the shop sells exactly what Extend has available.
-- `order.updated` → (the orders of a delivery pass looked up at once, per 100) a fulfilment per
-  Extend shipment (`manual-fulfillment`, carrier and tracking
+- `order.updated` → a fulfilment per Extend shipment (`manual-fulfillment`, carrier and tracking
   code), moved to Shipped; Delivered when Extend says so; the order cancelled when Extend
-  cancelled it. Idempotent: what the Vendure order already shows is not done again.
+  cancelled it. Idempotent: what the Vendure order already shows is not done again. The orders
+  of one delivery pass are looked up together, one query per 100.
 - `product.changed` → product and variant created or updated by SKU (name, description,
   enabled); `price.changed` for `scope.default_customer_number` → the variants' list prices;
   for another customer → the plugin's `setExtendCustomerPrices`.
