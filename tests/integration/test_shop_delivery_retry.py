@@ -7,8 +7,10 @@ tested. Real connector (HTTP + engine in a thread) against a real simulator.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx2
 import pytest
@@ -323,3 +325,70 @@ def test_status_says_why_the_shop_is_behind(sim: RunningSimulator, db_url: str) 
     finally:
         connector.close()
     assert last == {"key": "sku:DOWN", "attempts": 1, "error": "Vendure answered 502"}
+
+
+def _replay_after_a_newer_event(
+    sim: RunningSimulator, db_url: str, shop: RecordingWebshop
+) -> tuple[bool, bool, list[int]]:
+    """Event 1 of `sku:OLD` is refused and parked, event 2 goes through, then the operator
+    retries the failure: (whether the replay was queued, whether the failure is resolved, the
+    figures the shop was given)."""
+    settings = Settings(
+        extend={"base_url": sim.base_url, "api_token": sim.token},
+        store={"database_url": db_url},
+        scope={"customers": "off", "products": "off", "prices": "off"},
+    )
+    connector = Connector(settings, webshop=shop, scheduler_poll_seconds=0.2)
+    try:
+        with connector.serve_in_thread(port=free_port()):
+            with connector.db.write() as session:
+                outbox.publish(session, EventType.STOCK_CHANGED, "sku:OLD", {"n": 1})
+            parked = _wait_for(lambda: _parked("sku:OLD"))
+            with connector.db.write() as session:
+                outbox.publish(session, EventType.STOCK_CHANGED, "sku:OLD", {"n": 2})
+            _wait_for(lambda: [e for e in shop.events if e.key == "sku:OLD"])
+            answer = asyncio.run(failures.retry(parked[0].id))
+            wait_settled(connector.engine, outbox.QUEUE)
+            resolved = failures.get(parked[0].id).resolved_at is not None
+    finally:
+        connector.close()
+    figures = [e.data["n"] for e in shop.events if e.key == "sku:OLD"]
+    return isinstance(answer, failures.Queued), resolved, figures
+
+
+def _refuse_the_first(event: ShopEvent) -> WebshopError | None:
+    if event.key == "sku:OLD" and event.data["n"] == 1:
+        return DeliveryRefused("no", status=422)
+    return None
+
+
+def test_a_replay_never_gives_a_state_shop_an_older_state_than_it_has(
+    sim: RunningSimulator, db_url: str
+) -> None:
+    """A stock figure Vendure refused is parked; a newer figure of the same SKU goes through
+    later. Replaying the parked one would set the older figure: the replay resolves the failure
+    instead, naming the newer event."""
+    shop = RecordingWebshop(fail_with=_refuse_the_first, latest_state_types=STATES)
+    assert _replay_after_a_newer_event(sim, db_url, shop) == (False, True, [2])
+
+
+def test_a_replay_to_a_shop_that_takes_every_event_is_sent(
+    sim: RunningSimulator, db_url: str
+) -> None:
+    shop = RecordingWebshop(fail_with=_refuse_the_first)
+    queued, _, _ = _replay_after_a_newer_event(sim, db_url, shop)
+    assert queued
+
+
+def _parked(key: str) -> list[failures.Failure]:
+    return [f for f in failures.list_failures(kind="shop_delivery") if f.key == key]
+
+
+def _wait_for(probe: Callable[[], list[Any]]) -> list[Any]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError("not reached in 30 s")

@@ -411,6 +411,10 @@ def _replay_shop_delivery(failure: Failure) -> str:
     if outbox_id is None:
         raise StillFailing(f"failure {failure.id} does not name its outbox event")
     ctx = current()
+    newer = outbox.newer_state_delivered(int(outbox_id))
+    if newer is not None:
+        # Resolved, not sent: the shop shows a newer state of the record than this event's.
+        return newer
     # The outbox module is glue shared by every flow; its replay lives here with the others.
     ctx.engine.enqueue(
         outbox.deliver,

@@ -102,6 +102,36 @@ def last_owed_error(session: Session) -> dict[str, Any] | None:
     return {"key": row.key, "attempts": int(row.attempts), "error": str(row.last_error)[:300]}
 
 
+def newer_state_delivered(outbox_id: int) -> str | None:
+    """Why event `outbox_id` must not be sent again, if so: the shop applies its type as a whole
+    state (`webshop.port.latest_state_types`) and a newer event of the same record and type was
+    delivered since (replaying the older one would set the older state). None: send it."""
+    ctx = current()
+    types = {t.value for t in latest_state_types(ctx.webshop)}
+    with ctx.db.read() as session:
+        row = session.get(OutboxRow, outbox_id)
+        if row is None or row.event_type not in types:
+            return None
+        key, event_type = row.key, row.event_type
+        newer = session.execute(
+            sa.select(OutboxRow.id, OutboxRow.event_id, OutboxRow.delivered_at)
+            .where(
+                OutboxRow.key == row.key,
+                OutboxRow.event_type == row.event_type,
+                OutboxRow.id > row.id,
+                OutboxRow.delivered_at.is_not(None),
+            )
+            .order_by(OutboxRow.id.desc())
+            .limit(1)
+        ).first()
+    if newer is None:
+        return None
+    return (
+        f"not sent: the shop was given a newer {event_type} of {key} since (event "
+        f"{newer.event_id or newer.id}, delivered {newer.delivered_at.isoformat()})"
+    )
+
+
 def publish(session: Session, event_type: EventType, key: str, data: dict[str, Any]) -> int | None:
     """Record an event for the shop in the caller's transaction; returns the outbox id.
 
