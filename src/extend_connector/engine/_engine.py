@@ -58,7 +58,7 @@ log = logging.getLogger("extend_connector.engine")
 
 APP_NAME = "extend-connector"
 FAILED_STATUSES = ("ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
-POLLER_STOP_SECONDS = 10.0  # per queue poller at shutdown (DBOS gives its own threads as long)
+POLLER_STOP_SECONDS = 10.0  # for all queue pollers at shutdown (DBOS gives its threads as long)
 
 Role = Literal["all", "web", "worker"]
 
@@ -293,8 +293,9 @@ class Engine:
             # event loop before it joins them, and a job claimed then would never start here
             # (PENDING until this executor's next launch).
             self._bells.stop()
+            deadline = time.monotonic() + POLLER_STOP_SECONDS  # they stop side by side
             for poller in self._pollers:
-                poller.join(timeout=POLLER_STOP_SECONDS)
+                poller.join(timeout=max(0.0, deadline - time.monotonic()))
             self._pollers.clear()
             DBOS.destroy(workflow_completion_timeout_sec=wait_seconds)
             self._launched = False

@@ -11,6 +11,8 @@ PostgreSQL: psycopg 3 with a pool sized for the worker threads of one process.
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger("extend_connector.store")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -111,12 +115,16 @@ def _sync_full(connection: sa.Connection) -> None:
 
 
 def _sync_normal(dbapi_conn: Any, record: Any) -> None:
-    if record.info.pop(_SYNC_FULL, False):
+    if not record.info.pop(_SYNC_FULL, False) or dbapi_conn is None:
+        return  # a connection closed meanwhile comes back from `_sqlite_on_connect` at NORMAL
+    try:
         cursor = dbapi_conn.cursor()
         try:
             cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
             cursor.close()
+    except sqlite3.Error as exc:  # it stays at FULL: slower, never less safe
+        log.warning("sqlite_synchronous_not_restored: %s (the connection stays at FULL)", exc)
 
 
 def begin_write(connection: sa.Connection) -> None:
