@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from extend_connector.extend import RateBudget
+import httpx2
+
+from extend_connector.extend import ExtendClient, RateBudget, RetryPolicy
+from extend_connector.flows import context
+from extend_connector.settings import Settings
+from extend_connector.store.database import Database
+from extend_connector.store.migrate import migrate
+from extend_connector.webshop import RecordingWebshop
 
 
 class NoEngine:
@@ -15,6 +25,50 @@ class NoEngine:
 
     def debounce(self, *args: Any, **kwargs: Any) -> str:
         raise AssertionError("no job is started in these tests")
+
+
+@contextmanager
+def installed_flow(
+    settings: Settings,
+    *,
+    database: Callable[[str], Database] = Database,
+    retry: RetryPolicy | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
+) -> Iterator[context.FlowContext]:
+    """A migrated database and a FlowContext on it for flows run directly (`NoEngine`, a
+    recording shop that is told nothing), installed until exit; `retry`/`transport` shape the
+    Extend client when given."""
+    migrate(settings.store.url)
+    db = database(settings.store.url)
+    flow = context.FlowContext(
+        settings=settings,
+        db=db,
+        engine=NoEngine(),  # type: ignore[arg-type]
+        webshop=RecordingWebshop(),  # type: ignore[arg-type]
+        deliver_to_shop=False,
+    )
+    if retry is not None or transport is not None:
+        flow.extend_factory = lambda: ExtendClient.from_settings(
+            settings, retry=retry, transport=transport
+        )
+    context.install(flow)
+    try:
+        yield flow
+    finally:
+        context.install(None)
+        db.dispose()
+
+
+def run_closing(coro: Any) -> Any:
+    """Run `coro` on a fresh loop, then close the installed context's clients on that loop."""
+
+    async def closing() -> Any:
+        try:
+            return await coro
+        finally:
+            await context.current().aclose()
+
+    return asyncio.run(closing())
 
 
 class FakeTime:

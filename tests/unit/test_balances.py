@@ -6,7 +6,6 @@ a recording shop); the engine is a fake because nothing here enqueues jobs.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -18,10 +17,9 @@ from typing import Any
 import httpx2
 import pytest
 import sqlalchemy as sa
-from fakes import NoEngine
+from fakes import NoEngine, installed_flow, run_closing
 
 from extend_connector.domain import Balance
-from extend_connector.extend import ExtendClient
 from extend_connector.extend.retry import RetryPolicy
 from extend_connector.extend.webhooks import AvailableBalanceChanged, BalanceChanged
 from extend_connector.flows import balances, context
@@ -35,10 +33,7 @@ from extend_connector.settings import (
     WebshopSettings,
 )
 from extend_connector.simulator import SimulatorConfig, run_in_thread
-from extend_connector.store.database import Database
-from extend_connector.store.migrate import migrate
 from extend_connector.store.models import BalanceRow, CursorRow, DirtyBalanceRow, OutboxRow
-from extend_connector.webshop import RecordingWebshop
 
 SELL_FROM = ["MainWarehouse", "GreenWarehouse"]
 QUICK_RETRY = RetryPolicy(
@@ -85,36 +80,12 @@ def _ctx(
 ) -> Iterator[context.FlowContext]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     settings = _settings(sim, tmp_path, page_size, max_url_length, **sync)
-    migrate(settings.store.url)
-    db = Database(settings.store.url)
-    flow = context.FlowContext(
-        settings=settings,
-        db=db,
-        engine=NoEngine(),
-        webshop=RecordingWebshop(),  # type: ignore[arg-type]
-        deliver_to_shop=False,
-    )
     # Few, short retries: the outage test must not wait out the production retry budget.
-    flow.extend_factory = lambda: ExtendClient.from_settings(
-        settings, retry=QUICK_RETRY, transport=transport
-    )
-    context.install(flow)
-    try:
+    with installed_flow(settings, retry=QUICK_RETRY, transport=transport) as flow:
         yield flow
-    finally:
-        context.install(None)
-        db.dispose()
 
 
-def run(coro: Any) -> Any:
-    return asyncio.run(_closing(coro))
-
-
-async def _closing(coro: Any) -> Any:
-    try:
-        return await coro
-    finally:
-        await context.current().aclose()
+run = run_closing
 
 
 def sim_available(sim: Any, product: str, warehouse: str) -> Decimal:

@@ -8,13 +8,12 @@ bookkeeping, a route's lookup), stalling every other async job of the process me
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import NoEngine
+from fakes import installed_flow, run_closing
 from fastapi.testclient import TestClient
 from loop_guard import LoopGuardDatabase
 
@@ -23,8 +22,6 @@ from extend_connector.api.app import create_app
 from extend_connector.flows import balances, context, failures, prices, products
 from extend_connector.settings import ExtendSettings, Settings, StoreSettings
 from extend_connector.simulator import SimulatorConfig, run_in_thread
-from extend_connector.store.migrate import migrate
-from extend_connector.webshop import RecordingWebshop
 
 AUTH = {"authorization": "Bearer shop-token"}
 
@@ -45,21 +42,8 @@ def ctx(sim: Any, tmp_path: Path) -> Iterator[context.FlowContext]:
             base_url=sim.base_url, warehouses=["MainWarehouse", "GreenWarehouse"]
         ),
     )
-    migrate(settings.store.url)
-    db = LoopGuardDatabase(settings.store.url)
-    flow = context.FlowContext(
-        settings=settings,
-        db=db,
-        engine=NoEngine(),
-        webshop=RecordingWebshop(),  # type: ignore[arg-type]
-        deliver_to_shop=False,
-    )
-    context.install(flow)
-    try:
+    with installed_flow(settings, database=LoopGuardDatabase) as flow:
         yield flow
-    finally:
-        context.install(None)
-        db.dispose()
 
 
 def on_loop(ctx: context.FlowContext) -> list[str]:
@@ -68,13 +52,8 @@ def on_loop(ctx: context.FlowContext) -> list[str]:
 
 
 def run(ctx: context.FlowContext, coro: Any) -> Any:
-    async def closing() -> Any:
-        try:
-            return await coro
-        finally:
-            await ctx.aclose()
-
-    return asyncio.run(closing())
+    assert context.current() is ctx
+    return run_closing(coro)
 
 
 def test_the_balance_sweep_keeps_database_work_off_the_loop(ctx: context.FlowContext) -> None:

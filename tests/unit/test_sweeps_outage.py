@@ -9,7 +9,6 @@ the same cursor. Only the balances sweep handled it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from fakes import NoEngine
+from fakes import installed_flow, run_closing
 
 from extend_connector.extend import ExtendClient
 from extend_connector.extend.errors import ValidationFailed
@@ -31,10 +30,7 @@ from extend_connector.settings import (
     StoreSettings,
 )
 from extend_connector.simulator import SimulatorConfig, run_in_thread
-from extend_connector.store.database import Database
-from extend_connector.store.migrate import migrate
 from extend_connector.store.models import CursorRow
-from extend_connector.webshop import RecordingWebshop
 
 QUICK_RETRY = RetryPolicy(
     max_attempts=2, max_total_seconds=0.5, floor_seconds=0.01, cap_seconds=0.05
@@ -68,38 +64,20 @@ def ctx(sim: Any, tmp_path: Path) -> Iterator[context.FlowContext]:
         ),
         scope=ScopeSettings(products="sync", customers="from_extend", prices="sync"),
     )
-    migrate(settings.store.url)
-    db = Database(settings.store.url)
-    flow = context.FlowContext(
-        settings=settings,
-        db=db,
-        engine=NoEngine(),  # type: ignore[arg-type]
-        webshop=RecordingWebshop(),  # type: ignore[arg-type]
-        deliver_to_shop=False,
-    )
-    flow.extend_factory = lambda: ExtendClient.from_settings(settings, retry=QUICK_RETRY)
-    context.install(flow)
-    with db.write() as session:
-        session.add(
-            CursorRow(
-                name=orders_sweep.CURSOR, high_water_mark=datetime.now(UTC) - timedelta(hours=1)
+    with installed_flow(settings, retry=QUICK_RETRY) as flow:
+        with flow.db.write() as session:
+            session.add(
+                CursorRow(
+                    name=orders_sweep.CURSOR,
+                    high_water_mark=datetime.now(UTC) - timedelta(hours=1),
+                )
             )
-        )
-    try:
         yield flow
-    finally:
-        context.install(None)
-        db.dispose()
 
 
 def _run(step: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-    async def closing() -> dict[str, Any]:
-        try:
-            return await step()
-        finally:
-            await context.current().aclose()
-
-    return asyncio.run(closing())
+    result: dict[str, Any] = run_closing(step())
+    return result
 
 
 # A sweep that calls Extend on an empty store (the active customers' prices refresh has no
