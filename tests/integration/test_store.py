@@ -3,6 +3,9 @@ exact amounts, aware instants, and repositories that report real changes only.""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -15,6 +18,7 @@ from extend_connector.store import (
     Database,
     NaiveDatetimeError,
     current_revision,
+    database,
     head_revision,
     migrate,
 )
@@ -22,6 +26,7 @@ from extend_connector.store import repositories as repo
 from extend_connector.store.migrate import VERSION_TABLE, include_name
 from extend_connector.store.models import (
     BalanceRow,
+    CursorRow,
     DirtyBalanceRow,
     DirtyPriceProductRow,
     metadata,
@@ -224,4 +229,69 @@ def test_a_durable_write_is_synced_at_commit_and_its_connection_goes_back_normal
             with db.read() as session:
                 assert _synchronous(session) == 1
     finally:
+        db.dispose()
+
+
+def _hold_write_lock(path: str, seconds: float, held: threading.Event) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        held.set()
+        time.sleep(seconds)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def test_an_urgent_write_waits_out_a_held_lock_and_leaves_the_busy_timeout_as_it_was(
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    """An urgent writer (a webhook acknowledgement waits on it) asks for the lock itself, with
+    SQLite's busy handler off while it does; once it has the lock the connection's busy timeout
+    is what every other transaction expects."""
+    path = str(tmp_path / "u.db")
+    url = f"sqlite:///{path}"
+    migrate(url)
+    db = Database(url, pool_size=1)
+    held = threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(path, 0.3, held))
+    holder.start()
+    try:
+        assert held.wait(5)
+        with db.write(urgent=True) as session:
+            session.add(CursorRow(name="urgent", last_run_at=datetime.now(UTC)))
+            assert session.execute(sa.text("PRAGMA busy_timeout")).scalar() == (
+                database.SQLITE_BUSY_TIMEOUT_MS
+            )
+        holder.join()
+        with db.read() as session:
+            assert session.get(CursorRow, "urgent") is not None
+    finally:
+        holder.join()
+        db.dispose()
+
+
+def test_an_urgent_write_gives_up_after_the_same_busy_timeout(
+    tmp_path,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = str(tmp_path / "g.db")
+    url = f"sqlite:///{path}"
+    migrate(url)
+    monkeypatch.setattr(database, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    db = Database(url, pool_size=1)
+    held = threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(path, 1.5, held))
+    holder.start()
+    try:
+        assert held.wait(5)
+        with pytest.raises(sa.exc.OperationalError, match="database is locked"):
+            with db.write(urgent=True) as session:
+                session.add(CursorRow(name="late", last_run_at=datetime.now(UTC)))
+        holder.join()
+        with db.write() as session:  # the same pooled connection, busy timeout back in place
+            assert session.execute(sa.text("PRAGMA busy_timeout")).scalar() == 200
+            assert session.get(CursorRow, "late") is None
+    finally:
+        holder.join()
         db.dispose()

@@ -135,7 +135,7 @@ def store_deliveries(
     after: list[tuple[Any, Notification]] = []
     batched: dict[int, tuple[ApplyMany, list[Notification]]] = {}
     results: list[Stored] = []
-    with ctx.db.write() as session:
+    with ctx.db.write(urgent=True) as session:  # Extend waits on it for the acknowledgement
         ids = {envelope.id for envelope, _ in items}
         rows = {
             row.delivery_id: row

@@ -521,7 +521,7 @@ def register(data: dict[str, Any]) -> Registration:
         return Registration(created=False, customer_number=extend_number_for(ref))
     number = extend_number_for(ref)
     if number is None:
-        with current().db.write(durable=True) as session:  # the shop is answered 202 on it
+        with current().db.write(durable=True, urgent=True) as session:  # the shop waits
             enqueue_creation(session, data)
         registered = _registered(ref)
         if registered is not None:

@@ -43,7 +43,7 @@ def request_cancel(shop_ref: str, line_numbers: list[int] | None = None) -> dict
     """
     ctx = current()
     now = ctx.clock()
-    with ctx.db.write(durable=True) as session:  # the shop is answered on it
+    with ctx.db.write(durable=True, urgent=True) as session:  # the shop waits on it
         row = session.get(OrderRow, shop_ref)
         if row is None:
             raise UnknownOrder(f"no order with shop reference {shop_ref!r}")
