@@ -29,6 +29,7 @@ from extend_connector.flows.orders.view import (
     tell_shop,
 )
 from extend_connector.store.models import IdMappingRow, OrderRow, ShipmentRow
+from extend_connector.store.repositories import dialect_insert
 
 
 def find_local(session: Session, state_number: str, external: str | None) -> OrderRow | None:
@@ -49,7 +50,20 @@ def apply_state(
     ignored; otherwise it is the truth, whatever its status rank.
     """
     row = find_local(session, state.order_number, state.order_number_external)
-    if row is None:
+    return apply_state_to(session, row, state, now=now, line_numbers=line_numbers)
+
+
+def apply_state_to(
+    session: Session,
+    row: OrderRow | None,
+    state: OrderState,
+    *,
+    now: datetime,
+    line_numbers: list[int] | None = None,
+) -> str:
+    """`apply_state` on the local order already found (the submit job holds its own: it need
+    not be looked up by Extend's number)."""
+    if row is None or row.order_number not in (None, state.order_number):
         return "not_ours"
     if row.extend_changed_at is not None and state.changed_at < row.extend_changed_at:
         return "stale"
@@ -79,10 +93,16 @@ def apply_state(
         or (change.get("lines") and all(line_cancelled(detail, n) for n in change["lines"]))
     ):
         row.shop_change = None
-    existing = {
-        s.shipment_number: s
-        for s in session.scalars(sa.select(ShipmentRow).where(ShipmentRow.shop_ref == row.shop_ref))
-    }
+    existing = (
+        {
+            s.shipment_number: s
+            for s in session.scalars(
+                sa.select(ShipmentRow).where(ShipmentRow.shop_ref == row.shop_ref)
+            )
+        }
+        if state.shipments
+        else {}
+    )
     for shipment in state.shipments:
         target = existing.get(shipment.shipment_number)
         if target is None:
@@ -95,15 +115,15 @@ def apply_state(
             None if shipment.ship_date is None else shipment.ship_date.astimezone(UTC)
         )
         target.lines = shipment_json(shipment)["lines"]
-    if session.get(IdMappingRow, (FAILURE_KIND, row.shop_ref)) is None:
-        session.add(
-            IdMappingRow(
-                kind=FAILURE_KIND,
-                shop_ref=row.shop_ref,
-                extend_id=state.order_number,
-                created_at=now,
-            )
+    # One statement, not a read and an insert; another shop order mapped to this Extend order
+    # still fails (the other unique key is not a conflict target).
+    session.execute(
+        dialect_insert(session)(IdMappingRow)
+        .values(
+            kind=FAILURE_KIND, shop_ref=row.shop_ref, extend_id=state.order_number, created_at=now
         )
+        .on_conflict_do_nothing(index_elements=["kind", "shop_ref"])
+    )
     session.flush()
     return "applied" if tell_shop(session, row, before) else "unchanged"
 

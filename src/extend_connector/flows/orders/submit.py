@@ -29,7 +29,7 @@ from extend_connector.flows.orders.changes import change_loop
 from extend_connector.flows.orders.checks import check_order
 from extend_connector.flows.orders.lookup import lookups
 from extend_connector.flows.orders.payload import ShopOrder
-from extend_connector.flows.orders.progress import apply_state, find_local
+from extend_connector.flows.orders.progress import apply_state_to
 from extend_connector.flows.orders.view import order_view, projection, tell_shop
 from extend_connector.store.models import OrderRow
 
@@ -185,13 +185,13 @@ def _mark_attempt(shop_ref: str, attempt: int) -> dict[str, Any]:
         }
 
 
-def _record(state: OrderState, line_numbers: list[int] | None) -> tuple[str, bool]:
+def _record(shop_ref: str, state: OrderState, line_numbers: list[int] | None) -> tuple[str, bool]:
     ctx = current()
     now = ctx.clock()
     with ctx.db.write() as session:
-        result = apply_state(session, state, now=now, line_numbers=line_numbers)
-        row = find_local(session, state.order_number, state.order_number_external)
-        failures.resolve_open(session, kind=FAILURE_KIND, key=state.order_number_external, now=now)
+        row = session.get(OrderRow, shop_ref)
+        result = apply_state_to(session, row, state, now=now, line_numbers=line_numbers)
+        failures.resolve_open(session, kind=FAILURE_KIND, key=shop_ref, now=now)
         pending = bool(row is not None and row.shop_change)
     return result, pending
 
@@ -263,7 +263,7 @@ async def _attempt(
         if found is None:
             return _refused("extend_conflict", conflict)
         return await _found(shop_ref, found.order_number, lines)
-    result, pending = await asyncio.to_thread(_record, state, lines)
+    result, pending = await asyncio.to_thread(_record, shop_ref, state, lines)
     log.info(
         "order_created_in_extend",
         shop_ref=shop_ref,
@@ -282,7 +282,7 @@ async def _attempt(
 async def _found(shop_ref: str, order_number: str, lines: list[int]) -> dict[str, Any]:
     """The order is in Extend already (a look-up found it): read it and record it."""
     state = await current().extend().get_order(order_number)
-    result, pending = await asyncio.to_thread(_record, state, lines)
+    result, pending = await asyncio.to_thread(_record, shop_ref, state, lines)
     log.info("order_found_in_extend", shop_ref=shop_ref, order_number=state.order_number)
     metrics.ORDERS.labels("found").inc()
     return Sent(
