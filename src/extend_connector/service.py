@@ -123,9 +123,10 @@ def startup_heap_frozen() -> Iterator[None]:
     A started connector holds about 190,000 objects that live as long as it does (modules, the
     app and its routes, the job engine, SQLAlchemy's tables and compiled statements), and every
     full collection walked them all while holding the GIL: 90-110 ms stops, six in one
-    10-second run of `benchmarks/ingest.py`, which alone set the webhook acknowledgement's p99
-    (86-126 ms at 200 deliveries/s; 37-57 ms with them frozen). `gc.freeze()` moves them to
-    the permanent generation; the collector still collects everything made afterwards.
+    10-second run of `benchmarks/ingest.py`, the largest of the stalls that set the webhook
+    acknowledgement's p99 at 200 deliveries/s (docs/benchmarks.md, sixth session).
+    `gc.freeze()` moves them to the permanent generation; the collector still collects
+    everything made afterwards.
     `gc.unfreeze()` on the way out, so a process that starts and stops connectors (the tests)
     gets its garbage collected. No collection first: it would cost every start (and every test
     that starts an app) a full pass, to spare the few cycles of start-up garbage it freezes."""

@@ -136,7 +136,8 @@ def begin_write(connection: sa.Connection, *, urgent: bool = False) -> None:
     """Take SQLite's write lock now (no-op on PostgreSQL or when a transaction is open).
 
     `urgent`: somebody waits on this transaction's commit for an answer (a webhook's
-    acknowledgement, an accepted order). SQLite's own busy handler sleeps between tries, longer
+    acknowledgement, a customer registration or a cancellation the shop is answered on; not the
+    order intake, docs/engine.md "Database"). SQLite's own busy handler sleeps between tries, longer
     the longer it has waited (1, 2, 5, ... 25 ms, then 50 and 100 ms: measured, an inbox batch
     that waited 53 or 78 ms for a lock held far shorter), so an urgent writer asks again every
     0.1-1 ms itself, within the same `SQLITE_BUSY_TIMEOUT_MS`. It also comes first: it takes
