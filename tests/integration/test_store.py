@@ -6,6 +6,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -243,21 +245,32 @@ def _hold_write_lock(path: str, seconds: float, held: threading.Event) -> None:
         conn.close()
 
 
+@contextmanager
+def _locked_elsewhere(tmp_path, seconds: float) -> Iterator[tuple[Database, threading.Thread]]:  # type: ignore[no-untyped-def]
+    """A migrated SQLite database (one pooled connection) whose write lock another connection
+    holds for `seconds` from the moment this yields."""
+    path = str(tmp_path / "locked.db")
+    url = f"sqlite:///{path}"
+    migrate(url)
+    db = Database(url, pool_size=1)
+    held = threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(path, seconds, held))
+    holder.start()
+    try:
+        assert held.wait(5)
+        yield db, holder
+    finally:
+        holder.join()
+        db.dispose()
+
+
 def test_an_urgent_write_waits_out_a_held_lock_and_leaves_the_busy_timeout_as_it_was(
     tmp_path,  # type: ignore[no-untyped-def]
 ) -> None:
     """An urgent writer (a webhook acknowledgement waits on it) asks for the lock itself, with
     SQLite's busy handler off while it does; once it has the lock the connection's busy timeout
     is what every other transaction expects."""
-    path = str(tmp_path / "u.db")
-    url = f"sqlite:///{path}"
-    migrate(url)
-    db = Database(url, pool_size=1)
-    held = threading.Event()
-    holder = threading.Thread(target=_hold_write_lock, args=(path, 0.3, held))
-    holder.start()
-    try:
-        assert held.wait(5)
+    with _locked_elsewhere(tmp_path, 0.3) as (db, holder):
         with db.write(urgent=True) as session:
             session.add(CursorRow(name="urgent", last_run_at=datetime.now(UTC)))
             assert session.execute(sa.text("PRAGMA busy_timeout")).scalar() == (
@@ -266,25 +279,14 @@ def test_an_urgent_write_waits_out_a_held_lock_and_leaves_the_busy_timeout_as_it
         holder.join()
         with db.read() as session:
             assert session.get(CursorRow, "urgent") is not None
-    finally:
-        holder.join()
-        db.dispose()
 
 
 def test_an_urgent_write_gives_up_after_the_same_busy_timeout(
     tmp_path,  # type: ignore[no-untyped-def]
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    path = str(tmp_path / "g.db")
-    url = f"sqlite:///{path}"
-    migrate(url)
     monkeypatch.setattr(database, "SQLITE_BUSY_TIMEOUT_MS", 200)
-    db = Database(url, pool_size=1)
-    held = threading.Event()
-    holder = threading.Thread(target=_hold_write_lock, args=(path, 1.5, held))
-    holder.start()
-    try:
-        assert held.wait(5)
+    with _locked_elsewhere(tmp_path, 1.5) as (db, holder):
         with pytest.raises(sa.exc.OperationalError, match="database is locked"):
             with db.write(urgent=True) as session:
                 session.add(CursorRow(name="late", last_run_at=datetime.now(UTC)))
@@ -292,6 +294,3 @@ def test_an_urgent_write_gives_up_after_the_same_busy_timeout(
         with db.write() as session:  # the same pooled connection, busy timeout back in place
             assert session.execute(sa.text("PRAGMA busy_timeout")).scalar() == 200
             assert session.get(CursorRow, "late") is None
-    finally:
-        holder.join()
-        db.dispose()
