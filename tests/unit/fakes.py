@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -57,18 +56,6 @@ def installed_flow(
     finally:
         context.install(None)
         db.dispose()
-
-
-def run_closing(coro: Any) -> Any:
-    """Run `coro` on a fresh loop, then close the installed context's clients on that loop."""
-
-    async def closing() -> Any:
-        try:
-            return await coro
-        finally:
-            await context.current().aclose()
-
-    return asyncio.run(closing())
 
 
 class FakeTime:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx2
 import pytest
 import sqlalchemy as sa
-from fakes import NoEngine, installed_flow, run_closing
+from fakes import NoEngine, installed_flow
 
 from extend_connector.domain import Balance
 from extend_connector.extend.retry import RetryPolicy
@@ -34,6 +34,7 @@ from extend_connector.settings import (
 )
 from extend_connector.simulator import SimulatorConfig, run_in_thread
 from extend_connector.store.models import BalanceRow, CursorRow, DirtyBalanceRow, OutboxRow
+from support.extend_fake import run_flow
 
 SELL_FROM = ["MainWarehouse", "GreenWarehouse"]
 QUICK_RETRY = RetryPolicy(
@@ -85,7 +86,7 @@ def _ctx(
         yield flow
 
 
-run = run_closing
+run = run_flow
 
 
 def sim_available(sim: Any, product: str, warehouse: str) -> Decimal:

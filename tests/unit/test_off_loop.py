@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import installed_flow, run_closing
+from fakes import installed_flow
 from fastapi.testclient import TestClient
 from loop_guard import LoopGuardDatabase
 
@@ -22,6 +22,7 @@ from extend_connector.api.app import create_app
 from extend_connector.flows import balances, context, failures, prices, products
 from extend_connector.settings import ExtendSettings, Settings, StoreSettings
 from extend_connector.simulator import SimulatorConfig, run_in_thread
+from support.extend_fake import run_flow
 
 AUTH = {"authorization": "Bearer shop-token"}
 
@@ -53,7 +54,7 @@ def on_loop(ctx: context.FlowContext) -> list[str]:
 
 def run(ctx: context.FlowContext, coro: Any) -> Any:
     assert context.current() is ctx
-    return run_closing(coro)
+    return run_flow(coro)
 
 
 def test_the_balance_sweep_keeps_database_work_off_the_loop(ctx: context.FlowContext) -> None:

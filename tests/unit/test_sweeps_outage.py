@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from fakes import installed_flow, run_closing
+from fakes import installed_flow
 
 from extend_connector.extend import ExtendClient
 from extend_connector.extend.errors import ValidationFailed
@@ -31,6 +31,7 @@ from extend_connector.settings import (
 )
 from extend_connector.simulator import SimulatorConfig, run_in_thread
 from extend_connector.store.models import CursorRow
+from support.extend_fake import run_flow
 
 QUICK_RETRY = RetryPolicy(
     max_attempts=2, max_total_seconds=0.5, floor_seconds=0.01, cap_seconds=0.05
@@ -76,7 +77,7 @@ def ctx(sim: Any, tmp_path: Path) -> Iterator[context.FlowContext]:
 
 
 def _run(step: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-    result: dict[str, Any] = run_closing(step())
+    result: dict[str, Any] = run_flow(step())
     return result
 
 
