@@ -7,12 +7,16 @@ PostgreSQL: psycopg 3 with a pool sized for the worker threads of one process.
 
 `Database.write()` is the only way code should open a write transaction: it issues
 `BEGIN IMMEDIATE` on SQLite, and plain `BEGIN` (read committed) on PostgreSQL.
+
+The SQLite connections of one engine (DBOS's too) share a `WriteGate`: writers of one process
+take turns there, handed over at each commit, rather than in SQLite's busy handler.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,6 +66,109 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
         cursor.close()
 
 
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "BEGIN")
+
+
+class WriteGate:
+    """One write transaction at a time among this process's connections to one SQLite file,
+    handed from one writer to the next the moment it commits.
+
+    SQLite lets one writer in at a time anyway; the gate only changes how a waiting writer
+    learns that the lock is free. SQLite's busy handler sleeps between tries (1, 2, 5, ... 25,
+    50, 100 ms), so under load a freed lock often stays free while every waiter sleeps; a thread
+    waiting on the gate is woken at the commit. Writers in other processes (a CLI command beside
+    a running connector) still meet the busy handler, behind the gate."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        # The same limit as SQLite's busy timeout: a writer waits no longer here than there.
+        if not self._lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            # What SQLite says when its own busy timeout runs out: callers already handle it.
+            raise sqlite3.OperationalError("database is locked (waited for this process's writer)")
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def _opens_write(sql: str) -> bool:
+    # The statements before which the driver opens a transaction itself (legacy transaction
+    # control: INSERT, UPDATE, DELETE, REPLACE), and an explicit BEGIN.
+    head = sql.lstrip()[:7].upper()
+    return head.startswith(_WRITES)
+
+
+class _GatedCursor(sqlite3.Cursor):
+    connection: _GatedConnection
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _GatedCursor:
+        self.connection._enter(sql)
+        try:
+            return super().execute(sql, parameters)
+        finally:
+            self.connection._settle()
+
+    def executemany(self, sql: str, seq_of_parameters: Any, /) -> _GatedCursor:
+        self.connection._enter(sql)
+        try:
+            return super().executemany(sql, seq_of_parameters)
+        finally:
+            self.connection._settle()
+
+
+class _GatedConnection(sqlite3.Connection):
+    """A pysqlite connection that holds its engine's `WriteGate` from the statement that opens a
+    write transaction to the commit or rollback that ends it."""
+
+    gate: WriteGate
+    _holding = False
+
+    def cursor(self, factory: Any = _GatedCursor) -> Any:
+        return super().cursor(factory)
+
+    # The connection's own shortcuts make a plain cursor in C: route them through the gate.
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, seq_of_parameters: Any, /) -> Any:
+        return self.cursor().executemany(sql, seq_of_parameters)
+
+    def _enter(self, sql: str) -> None:
+        if not self._holding and not self.in_transaction and _opens_write(sql):
+            self.gate.acquire()
+            self._holding = True
+
+    def _settle(self) -> None:
+        if self._holding and not self.in_transaction:
+            self._holding = False
+            self.gate.release()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self._settle()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._settle()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._holding:
+                self._holding = False
+                self.gate.release()
+
+
+def _gated_factory(gate: WriteGate) -> type[_GatedConnection]:
+    return type("GatedConnection", (_GatedConnection,), {"gate": gate})
+
+
 def create_db_engine(
     url: str, *, pool_size: int = 20, max_overflow: int = 10, echo: bool = False
 ) -> sa.Engine:
@@ -85,7 +192,11 @@ def create_db_engine(
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_timeout=60,
-            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            connect_args={
+                "check_same_thread": False,
+                "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                "factory": _gated_factory(WriteGate()),
+            },
         )
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "checkin", _sync_normal)
@@ -140,8 +251,9 @@ def begin_write(connection: sa.Connection, *, urgent: bool = False) -> None:
     order intake, docs/engine.md "Database"). SQLite's own busy handler sleeps between tries, longer
     the longer it has waited (1, 2, 5, ... 25 ms, then 50 and 100 ms: measured, an inbox batch
     that waited 53 or 78 ms for a lock held far shorter), so an urgent writer asks again every
-    0.1-1 ms itself, within the same `SQLITE_BUSY_TIMEOUT_MS`. It also comes first: it takes
-    the lock the moment it is free, ahead of background writers asleep in the handler."""
+    0.1-1 ms itself, within the same `SQLITE_BUSY_TIMEOUT_MS`. Writers of this process wait for
+    each other at the engine's `WriteGate` before they get here, so this matters against a
+    writer in another process (a CLI command beside a running connector)."""
     if connection.dialect.name != "sqlite":
         return
     driver = connection.connection.driver_connection
