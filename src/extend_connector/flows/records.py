@@ -51,7 +51,7 @@ from extend_connector.flows.context import current
 from extend_connector.flows.freshness import fleet_reachability
 from extend_connector.flows.passes import Trigger
 from extend_connector.store.models import DirtyRecordRow
-from extend_connector.store.repositories import dialect_insert
+from extend_connector.store.repositories import built_once
 
 log = structlog.get_logger("extend_connector.flows.records")
 
@@ -150,7 +150,8 @@ def key_of(note: Notification) -> str:
 
 def mark(session: Session, name: str, keys: Sequence[str], *, now: datetime) -> None:
     """Mark records of kind `name` dirty in the caller's transaction (a mark already there has
-    its generation moved on and stays due when it was)."""
+    its generation moved on and stays due when it was). Each key once, in key order (concurrent
+    batches on PostgreSQL lock the rows in one order)."""
     rows = [
         {
             "kind": name,
@@ -161,20 +162,21 @@ def mark(session: Session, name: str, keys: Sequence[str], *, now: datetime) -> 
             "attempts": 0,
             "next_attempt_at": now,
         }
-        for key in dict.fromkeys(keys)
+        for key in sorted(set(keys))
         if key
     ]
-    if not rows:
-        return
-    stmt = dialect_insert(session)(_DIRTY).values(rows)
-    session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["kind", "key"],
-            set_={
-                "generation": _DIRTY.c.generation + 1,
-                "last_marked_at": stmt.excluded.last_marked_at,
-            },
-        )
+    if rows:
+        session.execute(built_once(session, "records.mark", _mark_statement), rows)
+
+
+def _mark_statement(insert: Any) -> Any:
+    stmt = insert(_DIRTY)
+    return stmt.on_conflict_do_update(
+        index_elements=["kind", "key"],
+        set_={
+            "generation": _DIRTY.c.generation + 1,
+            "last_marked_at": stmt.excluded.last_marked_at,
+        },
     )
 
 

@@ -12,7 +12,7 @@ on every call but do not count as a change.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -36,6 +36,21 @@ class UpsertResult:
 def dialect_insert(session: Session) -> Any:
     """The `insert` of the session's database dialect (for ON CONFLICT on SQLite and PostgreSQL)."""
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+_BUILT: dict[tuple[str, str], Any] = {}
+
+
+def built_once(session: Session, name: str, build: Callable[[Any], Any]) -> Any:
+    """The statement `build(insert)` for the session's dialect (`insert`: that dialect's, for ON
+    CONFLICT), built at its first use and kept, to be executed with a list of rows (one
+    executemany). A statement with its rows in VALUES is compiled again for every batch size and
+    has each value walked for its cache key (measured: most of the webhook inbox's marking)."""
+    key = (name, session.get_bind().dialect.name)
+    stmt = _BUILT.get(key)
+    if stmt is None:
+        stmt = _BUILT[key] = build(dialect_insert(session))
+    return stmt
 
 
 def upsert(
@@ -84,21 +99,22 @@ def upsert(
 def mark_dirty(
     session: Session, pairs: Iterable[tuple[str, str]], *, now: datetime | None = None
 ) -> None:
-    """Mark (product_number, warehouse) pairs dirty; keeps the first mark time of each. A pair
-    named twice is marked once (PostgreSQL refuses an upsert that touches a row twice)."""
+    """Mark (product_number, warehouse) pairs dirty; keeps the first mark time of each. Each pair
+    is marked once, in key order (concurrent batches on PostgreSQL lock the rows in one order)."""
     now = now or utcnow()
     rows = [
         {"product_number": p, "warehouse": w, "first_marked_at": now, "last_marked_at": now}
-        for p, w in dict.fromkeys(pairs)
+        for p, w in sorted(set(pairs))
     ]
-    if not rows:
-        return
-    stmt = dialect_insert(session)(DirtyBalanceRow.__table__).values(rows)
-    session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["product_number", "warehouse"],
-            set_={"last_marked_at": stmt.excluded.last_marked_at},
-        )
+    if rows:
+        session.execute(built_once(session, "mark_dirty", _mark_dirty_statement), rows)
+
+
+def _mark_dirty_statement(insert: Any) -> Any:
+    stmt = insert(DirtyBalanceRow.__table__)
+    return stmt.on_conflict_do_update(
+        index_elements=["product_number", "warehouse"],
+        set_={"last_marked_at": stmt.excluded.last_marked_at},
     )
 
 
@@ -109,14 +125,14 @@ def mark_price_products(
     `marked_at` on, so a flush that started before it leaves the product marked."""
     now = now or utcnow()
     rows = [{"product_number": n, "marked_at": now} for n in sorted(set(product_numbers))]
-    if not rows:
-        return
-    stmt = dialect_insert(session)(DirtyPriceProductRow.__table__)
-    session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["product_number"], set_={"marked_at": stmt.excluded.marked_at}
-        ),
-        rows,
+    if rows:
+        session.execute(built_once(session, "mark_price_products", _mark_prices_statement), rows)
+
+
+def _mark_prices_statement(insert: Any) -> Any:
+    stmt = insert(DirtyPriceProductRow.__table__)
+    return stmt.on_conflict_do_update(
+        index_elements=["product_number"], set_={"marked_at": stmt.excluded.marked_at}
     )
 
 

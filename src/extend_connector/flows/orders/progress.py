@@ -29,7 +29,7 @@ from extend_connector.flows.orders.view import (
     tell_shop,
 )
 from extend_connector.store.models import IdMappingRow, OrderRow, ShipmentRow
-from extend_connector.store.repositories import dialect_insert
+from extend_connector.store.repositories import built_once
 
 
 def find_local(session: Session, state_number: str, external: str | None) -> OrderRow | None:
@@ -118,14 +118,20 @@ def apply_state_to(
     # One statement, not a read and an insert; another shop order mapped to this Extend order
     # still fails (the other unique key is not a conflict target).
     session.execute(
-        dialect_insert(session)(IdMappingRow)
-        .values(
-            kind=FAILURE_KIND, shop_ref=row.shop_ref, extend_id=state.order_number, created_at=now
-        )
-        .on_conflict_do_nothing(index_elements=["kind", "shop_ref"])
+        built_once(session, "orders.map_id", _map_id_statement),
+        {
+            "kind": FAILURE_KIND,
+            "shop_ref": row.shop_ref,
+            "extend_id": state.order_number,
+            "created_at": now,
+        },
     )
     session.flush()
     return "applied" if tell_shop(session, row, before) else "unchanged"
+
+
+def _map_id_statement(insert: Any) -> Any:
+    return insert(IdMappingRow).on_conflict_do_nothing(index_elements=["kind", "shop_ref"])
 
 
 def line_cancelled(detail: dict[str, Any], line_number: int) -> bool:
