@@ -87,7 +87,7 @@ def _store_in(
     raw: bytes,
     now: datetime,
     after: list[tuple[Any, Notification]],
-    batched: dict[int, tuple[ApplyMany, list[Notification]]],
+    batched: dict[tuple[int, int], tuple[ApplyMany, list[Notification]]],
 ) -> tuple[Stored, InboxRow]:
     """Store one new delivery inside `session`: apply each notification's handler, add the inbox
     row."""
@@ -99,7 +99,8 @@ def _store_in(
             unhandled += 1
             continue
         if handler.apply_many is not None:
-            batched.setdefault(id(handler), (handler.apply_many, []))[1].append(note)
+            slot = (dispatch.rank(handler), id(handler))
+            batched.setdefault(slot, (handler.apply_many, []))[1].append(note)
         else:
             payload = dispatch.notification_json(
                 note, delivery_id=envelope.id, index=index, received_at=received_at
@@ -133,7 +134,7 @@ def store_deliveries(
     """
     now = ctx.clock()
     after: list[tuple[Any, Notification]] = []
-    batched: dict[int, tuple[ApplyMany, list[Notification]]] = {}
+    batched: dict[tuple[int, int], tuple[ApplyMany, list[Notification]]] = {}
     results: list[Stored] = []
     with ctx.db.write(urgent=True) as session:  # Extend waits on it for the acknowledgement
         ids = {envelope.id for envelope, _ in items}
@@ -149,8 +150,9 @@ def store_deliveries(
                 continue
             stored, rows[envelope.id] = _store_in(session, ctx, envelope, raw, now, after, batched)
             results.append(stored)
-        # The handlers that mark in bulk, once for the whole batch (one statement, many marks).
-        for apply_many, notes in batched.values():
+        # The handlers that mark in bulk, once for the whole batch (one statement, many marks),
+        # always in the same order (`dispatch.rank`).
+        for _, (apply_many, notes) in sorted(batched.items()):
             apply_many(session, notes)
     return results, after
 

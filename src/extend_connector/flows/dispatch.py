@@ -34,6 +34,7 @@ class InlineHandler:
 Handler = InlineHandler
 
 _HANDLERS: dict[str, Handler] = {}
+_RANKS: dict[int, int] = {}  # id(handler) -> the order it was first routed in
 
 
 def on(actions: list[str] | tuple[str, ...], handler: Handler) -> None:
@@ -44,6 +45,7 @@ def on(actions: list[str] | tuple[str, ...], handler: Handler) -> None:
         if existing is not None and existing != handler:
             raise ValueError(f"webhook action {action!r} already has a handler: {existing}")
         _HANDLERS[key] = handler
+    _RANKS.setdefault(id(handler), len(_RANKS))
 
 
 def forget(actions: list[str] | tuple[str, ...]) -> None:
@@ -55,6 +57,13 @@ def forget(actions: list[str] | tuple[str, ...]) -> None:
 
 def handler_for(action: str) -> Handler | None:
     return _HANDLERS.get(action.lower())
+
+
+def rank(handler: Handler) -> int:
+    """The handler's place among all handlers (the order they were first routed in): a batch
+    that runs several handlers runs them in this order, so two batches take their rows' locks
+    in one order (PostgreSQL, several web processes) and cannot deadlock on them."""
+    return _RANKS.get(id(handler), len(_RANKS))
 
 
 def notification_json(
