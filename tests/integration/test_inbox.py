@@ -14,7 +14,8 @@ import httpx2
 import pytest
 import sqlalchemy as sa
 
-from extend_connector.extend.webhooks import sign
+from extend_connector.api.webhooks import store_deliveries
+from extend_connector.extend.webhooks import parse_envelope, sign
 from extend_connector.service import Connector
 from extend_connector.settings import Settings
 from extend_connector.store.models import DirtyRecordRow, InboxRow
@@ -207,3 +208,32 @@ def test_the_fast_lane_answers_every_delivery_as_the_route_does(
     assert lane == answers(route_only, "route")
     assert [status for status, _ in lane] == [401, 401, 400, 400, 413, 413, 200, 200]
     assert [answer.get("status") for _, answer in lane[-2:]] == ["accepted", "duplicate"]
+
+
+def test_one_batch_with_redeliveries_stores_each_delivery_once_at_its_highest_attempt(
+    inbox: tuple[str, Connector],
+) -> None:
+    """A group-committed batch can hold a delivery twice and one stored before: each is one row
+    (the first copy's), its `last_seen_attempt` the highest seen, its notifications marked once."""
+    url, connector = inbox
+    assert (
+        post(url, body("old", ("OrderPicked", {"OrderNumber": "7"}), attempt=2)).status_code == 200
+    )
+    items = [
+        (body("new", ("OrderPicked", {"OrderNumber": "8"})), False),
+        (body("old", ("OrderPicked", {"OrderNumber": "7"}), attempt=5), True),
+        (body("new", ("OrderPicked", {"OrderNumber": "8"}), attempt=3), True),
+        (body("old", ("OrderPicked", {"OrderNumber": "7"}), attempt=4), True),
+        (body("new", ("OrderPicked", {"OrderNumber": "8"}), attempt=2), True),
+    ]
+    results, _ = store_deliveries(
+        connector.context, [(parse_envelope(raw), raw) for raw, _ in items]
+    )
+    assert [r.duplicate for r in results] == [duplicate for _, duplicate in items]
+    with connector.db.read() as s:
+        rows = {
+            row.delivery_id: (row.attempt, row.last_seen_attempt)
+            for row in s.scalars(sa.select(InboxRow))
+        }
+    assert rows == {"old": (2, 5), "new": (1, 3)}
+    assert marks(connector) == {("order", "7"): 1, ("order", "8"): 1}

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import sqlalchemy as sa
 import structlog
@@ -80,17 +80,19 @@ class Stored:
     unhandled: int = 0
 
 
+_INBOX = cast(sa.Table, InboxRow.__table__)
+
+
 def _store_in(
     session: Session,
-    ctx: FlowContext,
     envelope: WebhookEnvelope,
     raw: bytes,
     now: datetime,
     after: list[tuple[Any, Notification]],
     batched: dict[tuple[int, int], tuple[ApplyMany, list[Notification]]],
-) -> tuple[Stored, InboxRow]:
-    """Store one new delivery inside `session`: apply each notification's handler, add the inbox
-    row."""
+) -> tuple[Stored, dict[str, Any]]:
+    """Run each notification's handler for one new delivery inside `session` (or gather it for
+    its handler's `apply_many`); returns the inbox row to insert."""
     received_at = now.isoformat()
     inline = unhandled = 0
     for index, note in enumerate(envelope.notifications):
@@ -109,17 +111,16 @@ def _store_in(
         if handler.after_commit is not None:
             after.append((handler, note))
         inline += 1
-    row = InboxRow(
-        delivery_id=envelope.id,
-        attempt=envelope.attempt,
-        notification_id=envelope.notification_id,
-        received_at=now,
-        raw_body=raw.decode("utf-8", "replace"),
-        notification_count=len(envelope.notifications),
-        unknown_action_count=unhandled,
-        last_seen_attempt=envelope.attempt,
-    )
-    session.add(row)
+    row = {
+        "delivery_id": envelope.id,
+        "attempt": envelope.attempt,
+        "notification_id": envelope.notification_id,
+        "received_at": now,
+        "raw_body": raw.decode("utf-8", "replace"),
+        "notification_count": len(envelope.notifications),
+        "unknown_action_count": unhandled,
+        "last_seen_attempt": envelope.attempt,
+    }
     return Stored(duplicate=False, inline=inline, unhandled=unhandled), row
 
 
@@ -130,7 +131,9 @@ def store_deliveries(
 
     A delivery already stored (or repeated within the batch) is a duplicate: only its
     `last_seen_attempt` moves. Returns one `Stored` per item, in order, and the inline
-    handlers whose `after_commit` is owed once the transaction has committed.
+    handlers whose `after_commit` is owed once the transaction has committed. The inbox rows are
+    read and written as plain rows (no ORM objects: their unit of work was a quarter of this
+    transaction's CPU).
     """
     now = ctx.clock()
     after: list[tuple[Any, Notification]] = []
@@ -138,18 +141,36 @@ def store_deliveries(
     results: list[Stored] = []
     with ctx.db.write(urgent=True) as session:  # Extend waits on it for the acknowledgement
         ids = {envelope.id for envelope, _ in items}
-        rows = {
-            row.delivery_id: row
-            for row in session.scalars(sa.select(InboxRow).where(InboxRow.delivery_id.in_(ids)))
+        seen: dict[str, int] = {
+            delivery_id: attempt
+            for delivery_id, attempt in session.execute(
+                sa.select(_INBOX.c.delivery_id, _INBOX.c.last_seen_attempt).where(
+                    _INBOX.c.delivery_id.in_(ids)
+                )
+            )
         }
+        stored_before = dict(seen)
+        new: dict[str, dict[str, Any]] = {}
         for envelope, raw in items:
-            row = rows.get(envelope.id)
-            if row is not None:
-                row.last_seen_attempt = max(row.last_seen_attempt, envelope.attempt)
+            if envelope.id in seen:
+                seen[envelope.id] = max(seen[envelope.id], envelope.attempt)
                 results.append(Stored(duplicate=True))
-                continue
-            stored, rows[envelope.id] = _store_in(session, ctx, envelope, raw, now, after, batched)
-            results.append(stored)
+            elif envelope.id in new:
+                row = new[envelope.id]
+                row["last_seen_attempt"] = max(row["last_seen_attempt"], envelope.attempt)
+                results.append(Stored(duplicate=True))
+            else:
+                stored, new[envelope.id] = _store_in(session, envelope, raw, now, after, batched)
+                results.append(stored)
+        if new:
+            session.execute(sa.insert(_INBOX), list(new.values()))
+        for delivery_id, attempt in seen.items():
+            if attempt > stored_before[delivery_id]:
+                session.execute(
+                    sa.update(_INBOX)
+                    .where(_INBOX.c.delivery_id == delivery_id)
+                    .values(last_seen_attempt=attempt)
+                )
         # The handlers that mark in bulk, once for the whole batch (one statement, many marks),
         # always in the same order (`dispatch.rank`).
         for _, (apply_many, notes) in sorted(batched.items()):
