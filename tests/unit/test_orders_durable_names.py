@@ -30,7 +30,7 @@ STEPS = {
 }
 QUEUES = {
     "orders-submit": engine.QueueSpec(
-        name="orders-submit", worker_concurrency=32, poll_seconds=0.2
+        name="orders-submit", worker_concurrency=64, poll_seconds=0.2
     ),
     "orders-progress": engine.QueueSpec(
         name="orders-progress", partition_concurrency=1, worker_concurrency=32, poll_seconds=0.5

@@ -20,7 +20,10 @@ PROGRESS_QUEUE = "orders-progress"
 SWEEP_QUEUE = "orders-sweep"
 # Most of a submit job's life during an outage is a durable sleep; a wide queue keeps those sleepers
 # from holding back fresh orders (calls to Extend are bounded by the client's max_in_flight).
-engine.queue(SUBMIT_QUEUE, worker_concurrency=32, poll_seconds=0.2)
+# Without faults a job still lives ~0.6 s, mostly waiting for the write lock and the threads that
+# write: 32 at once capped one process at ~50 orders/s, 64 reach ~60/s (benchmarks/orders.py,
+# docs/benchmarks.md "Seventh session"); 96 let one order of 500 miss the 20%-faults window.
+engine.queue(SUBMIT_QUEUE, worker_concurrency=64, poll_seconds=0.2)
 # Progress hooks go to the order drain (flows/records.py); this queue keeps the shop's changes
 # (`orders.apply_change`) and jobs of the previous version: polled less often.
 engine.queue(PROGRESS_QUEUE, partition_concurrency=1, worker_concurrency=32, poll_seconds=0.5)
