@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import gc
 import json
+import threading
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +27,13 @@ from support.processes import free_port
 SECRET = "inbox-secret"
 
 
-@pytest.fixture
-def inbox(tmp_path: Path) -> Iterator[tuple[str, Connector]]:
+def _serving(database_url: str) -> Iterator[tuple[str, Connector]]:
     port = free_port()
     settings = Settings.model_validate(
         {
             # Nothing listens here: the drains the inbox asks for fail, the inbox must not care.
             "extend": {"base_url": f"http://127.0.0.1:{free_port()}/api", "webhook_secret": SECRET},
-            "store": {"database_url": f"sqlite:///{tmp_path / 'c.db'}"},
+            "store": {"database_url": database_url},
             "server": {"port": port, "webhook_max_body_bytes": 4096},
         }
     )
@@ -41,6 +43,17 @@ def inbox(tmp_path: Path) -> Iterator[tuple[str, Connector]]:
             yield url, connector
     finally:
         connector.close()
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Iterator[tuple[str, Connector]]:
+    yield from _serving(f"sqlite:///{tmp_path / 'c.db'}")
+
+
+@pytest.fixture
+def any_inbox(db_url: str) -> Iterator[tuple[str, Connector]]:
+    """The same on SQLite and on PostgreSQL."""
+    yield from _serving(db_url)
 
 
 def test_a_running_connector_keeps_its_start_up_heap_out_of_full_collections(
@@ -211,11 +224,11 @@ def test_the_fast_lane_answers_every_delivery_as_the_route_does(
 
 
 def test_one_batch_with_redeliveries_stores_each_delivery_once_at_its_highest_attempt(
-    inbox: tuple[str, Connector],
+    any_inbox: tuple[str, Connector],
 ) -> None:
     """A group-committed batch can hold a delivery twice and one stored before: each is one row
     (the first copy's), its `last_seen_attempt` the highest seen, its notifications marked once."""
-    url, connector = inbox
+    url, connector = any_inbox
     assert (
         post(url, body("old", ("OrderPicked", {"OrderNumber": "7"}), attempt=2)).status_code == 200
     )
@@ -237,3 +250,104 @@ def test_one_batch_with_redeliveries_stores_each_delivery_once_at_its_highest_at
         }
     assert rows == {"old": (2, 5), "new": (1, 3)}
     assert marks(connector) == {("order", "7"): 1, ("order", "8"): 1}
+
+
+def test_a_delivery_another_transaction_is_storing_is_a_duplicate_once_that_one_commits(
+    any_inbox: tuple[str, Connector],
+) -> None:
+    """Two inbox transactions at once holding one delivery (two `web` processes on PostgreSQL,
+    Extend redelivering to the second while the first stores it): the later one waits for the
+    first, then answers that delivery as a duplicate and stores the rest of its batch. Before
+    the insert itself told which rows were new, it failed on the primary key (the look-up before
+    the insert could not see the uncommitted row)."""
+    _, connector = any_inbox
+    raws = [body(f"race-{i}", ("OrderPicked", {"OrderNumber": str(900 + i)})) for i in range(3)]
+    items = [(parse_envelope(raw), raw) for raw in raws]
+    outcome: list[Any] = []
+
+    def second() -> None:
+        try:
+            outcome.append(store_deliveries(connector.context, items)[0])
+        except BaseException as exc:  # reported below, not lost in the thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=second)
+    with connector.db.write() as first:  # the other process's transaction, not committed yet
+        first.execute(sa.insert(InboxRow), [_inbox_row("race-1")])
+        thread.start()
+        _until_waiting(connector, thread)
+    thread.join(timeout=60)
+    assert [
+        [r.duplicate for r in result] if isinstance(result, list) else result for result in outcome
+    ] == [[False, True, False]]
+    assert marks(connector) == {("order", "900"): 1, ("order", "902"): 1}
+
+
+def _inbox_row(delivery_id: str) -> dict[str, Any]:
+    return {
+        "delivery_id": delivery_id,
+        "attempt": 1,
+        "notification_id": "a-b-c",
+        "received_at": datetime.now(UTC),
+        "raw_body": "{}",
+        "notification_count": 1,
+        "unknown_action_count": 0,
+        "last_seen_attempt": 1,
+    }
+
+
+def _until_waiting(connector: Connector, thread: threading.Thread) -> None:
+    """Until `thread` waits for a lock: PostgreSQL's row lock (seen in `pg_locks`), or this
+    process's write gate on SQLite (which has no view of it: a short pause)."""
+    if connector.db.is_sqlite:
+        thread.join(timeout=0.3)
+        return
+    deadline = time.monotonic() + 20
+    with connector.db.engine.connect() as probe:
+        while time.monotonic() < deadline:
+            waiting = probe.execute(sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted"))
+            if waiting.scalar_one():
+                return
+            probe.rollback()
+            time.sleep(0.02)
+    raise AssertionError("the second transaction never waited for the first")
+
+
+def test_batches_racing_with_the_same_deliveries_store_each_once_and_both_succeed(
+    any_inbox: tuple[str, Connector],
+) -> None:
+    """Two inbox transactions at once (two `web` processes on PostgreSQL, each with Extend's
+    redelivery of the other's delivery) holding the same deliveries: both commit, each delivery
+    is stored and marked once, and every copy but one is answered as a duplicate. Before the
+    insert told which rows were new, the later transaction failed on the primary key."""
+    _, connector = any_inbox
+    raws = [body(f"race-{i}", ("OrderPicked", {"OrderNumber": str(900 + i)})) for i in range(40)]
+    items = [(parse_envelope(raw), raw) for raw in raws]
+    start = threading.Barrier(2)
+    outcomes: list[list[bool]] = []
+    errors: list[BaseException] = []
+
+    def one(batch: list[Any]) -> None:
+        start.wait()
+        try:
+            results, _ = store_deliveries(connector.context, batch)
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+        else:
+            outcomes.append([r.duplicate for r in results])
+
+    threads = [
+        threading.Thread(target=one, args=(items,)),
+        threading.Thread(target=one, args=(list(reversed(items)),)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert len(outcomes) == 2
+    assert sum(not duplicate for outcome in outcomes for duplicate in outcome) == len(items)
+    with connector.db.read() as s:
+        stored = s.scalar(sa.select(sa.func.count()).select_from(InboxRow))
+    assert stored == len(items)
+    assert marks(connector) == {("order", str(900 + i)): 1 for i in range(40)}

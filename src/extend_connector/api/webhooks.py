@@ -28,7 +28,6 @@ import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter, Histogram
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -45,6 +44,7 @@ from extend_connector.extend.webhooks import (
 from extend_connector.flows import dispatch
 from extend_connector.flows.context import FlowContext
 from extend_connector.store.models import InboxRow
+from extend_connector.store.repositories import built_once
 
 log = structlog.get_logger("extend_connector.inbox")
 
@@ -83,16 +83,31 @@ class Stored:
 _INBOX = cast(sa.Table, InboxRow.__table__)
 
 
-def _store_in(
+def _row(envelope: WebhookEnvelope, raw: bytes, now: datetime, attempt: int) -> dict[str, Any]:
+    """The inbox row of one delivery (`attempt`: the highest seen in its batch)."""
+    return {
+        "delivery_id": envelope.id,
+        "attempt": envelope.attempt,
+        "notification_id": envelope.notification_id,
+        "received_at": now,
+        "raw_body": raw.decode("utf-8", "replace"),
+        "notification_count": len(envelope.notifications),
+        "unknown_action_count": sum(
+            dispatch.handler_for(note.action) is None for note in envelope.notifications
+        ),
+        "last_seen_attempt": attempt,
+    }
+
+
+def _apply(
     session: Session,
     envelope: WebhookEnvelope,
-    raw: bytes,
     now: datetime,
     after: list[tuple[Any, Notification]],
     batched: dict[tuple[int, int], tuple[ApplyMany, list[Notification]]],
-) -> tuple[Stored, dict[str, Any]]:
+) -> Stored:
     """Run each notification's handler for one new delivery inside `session` (or gather it for
-    its handler's `apply_many`); returns the inbox row to insert."""
+    its handler's `apply_many`)."""
     received_at = now.isoformat()
     inline = unhandled = 0
     for index, note in enumerate(envelope.notifications):
@@ -111,17 +126,29 @@ def _store_in(
         if handler.after_commit is not None:
             after.append((handler, note))
         inline += 1
-    row = {
-        "delivery_id": envelope.id,
-        "attempt": envelope.attempt,
-        "notification_id": envelope.notification_id,
-        "received_at": now,
-        "raw_body": raw.decode("utf-8", "replace"),
-        "notification_count": len(envelope.notifications),
-        "unknown_action_count": unhandled,
-        "last_seen_attempt": envelope.attempt,
-    }
-    return Stored(duplicate=False, inline=inline, unhandled=unhandled), row
+    return Stored(duplicate=False, inline=inline, unhandled=unhandled)
+
+
+def _insert_new(insert: Any) -> Any:
+    """Store each delivery not stored before; returns the ids it stored (one statement and one
+    round trip for the batch: no look-up first)."""
+    return (
+        insert(_INBOX)
+        .on_conflict_do_nothing(index_elements=[_INBOX.c.delivery_id])
+        .returning(_INBOX.c.delivery_id)
+    )
+
+
+def _raise_attempt(insert: Any) -> Any:
+    """A redelivery of a stored delivery: its `last_seen_attempt` moves up, never down."""
+    return (
+        sa.update(_INBOX)
+        .where(
+            _INBOX.c.delivery_id == sa.bindparam("redelivered"),
+            _INBOX.c.last_seen_attempt < sa.bindparam("seen"),
+        )
+        .values(last_seen_attempt=sa.bindparam("seen"))
+    )
 
 
 def store_deliveries(
@@ -131,46 +158,46 @@ def store_deliveries(
 
     A delivery already stored (or repeated within the batch) is a duplicate: only its
     `last_seen_attempt` moves. Returns one `Stored` per item, in order, and the inline
-    handlers whose `after_commit` is owed once the transaction has committed. The inbox rows are
-    read and written as plain rows (no ORM objects: their unit of work was a quarter of this
-    transaction's CPU).
+    handlers whose `after_commit` is owed once the transaction has committed. The rows are
+    inserted first (`ON CONFLICT DO NOTHING RETURNING` tells which were new), then the new
+    deliveries' notifications are handled: no look-up before the insert, one round trip fewer
+    per batch on PostgreSQL. The inbox rows are plain rows (no ORM objects: their unit of work
+    was a quarter of this transaction's CPU).
     """
     now = ctx.clock()
     after: list[tuple[Any, Notification]] = []
     batched: dict[tuple[int, int], tuple[ApplyMany, list[Notification]]] = {}
-    results: list[Stored] = []
+    first: dict[str, int] = {}  # delivery id -> index of its first copy in the batch
+    highest: dict[str, int] = {}
+    for index, (envelope, _) in enumerate(items):
+        first.setdefault(envelope.id, index)
+        highest[envelope.id] = max(highest.get(envelope.id, 0), envelope.attempt)
     with ctx.db.write(urgent=True) as session:  # Extend waits on it for the acknowledgement
-        ids = {envelope.id for envelope, _ in items}
-        seen: dict[str, int] = {
-            delivery_id: attempt
-            for delivery_id, attempt in session.execute(
-                sa.select(_INBOX.c.delivery_id, _INBOX.c.last_seen_attempt).where(
-                    _INBOX.c.delivery_id.in_(ids)
-                )
+        # In delivery id order: two transactions storing some of the same deliveries (two web
+        # processes on PostgreSQL) wait for each other's rows in one order, never in a cycle.
+        rows = [
+            _row(items[index][0], items[index][1], now, highest[delivery_id])
+            for delivery_id, index in sorted(first.items())
+        ]
+        new = {
+            delivery_id
+            for (delivery_id,) in session.execute(
+                built_once(session, "inbox.insert_new", _insert_new), rows
             )
         }
-        stored_before = dict(seen)
-        new: dict[str, dict[str, Any]] = {}
-        for envelope, raw in items:
-            if envelope.id in seen:
-                seen[envelope.id] = max(seen[envelope.id], envelope.attempt)
-                results.append(Stored(duplicate=True))
-            elif envelope.id in new:
-                row = new[envelope.id]
-                row["last_seen_attempt"] = max(row["last_seen_attempt"], envelope.attempt)
-                results.append(Stored(duplicate=True))
+        raised = [
+            {"redelivered": delivery_id, "seen": attempt}
+            for delivery_id, attempt in highest.items()
+            if delivery_id not in new
+        ]
+        if raised:
+            session.execute(built_once(session, "inbox.raise_attempt", _raise_attempt), raised)
+        results: list[Stored] = []
+        for index, (envelope, _) in enumerate(items):
+            if envelope.id in new and first[envelope.id] == index:
+                results.append(_apply(session, envelope, now, after, batched))
             else:
-                stored, new[envelope.id] = _store_in(session, envelope, raw, now, after, batched)
-                results.append(stored)
-        if new:
-            session.execute(sa.insert(_INBOX), list(new.values()))
-        for delivery_id, attempt in seen.items():
-            if attempt > stored_before[delivery_id]:
-                session.execute(
-                    sa.update(_INBOX)
-                    .where(_INBOX.c.delivery_id == delivery_id)
-                    .values(last_seen_attempt=attempt)
-                )
+                results.append(Stored(duplicate=True))
         # The handlers that mark in bulk, once for the whole batch (one statement, many marks),
         # always in the same order (`dispatch.rank`).
         for _, (apply_many, notes) in sorted(batched.items()):
@@ -253,13 +280,13 @@ class InboxWriter:
             )
         except Exception as exc:
             if len(batch) == 1:
-                _settle(batch[0][2], exc)
+                batch[0][2].set_exception(exc)
                 return
             for envelope, raw, future in batch:
                 try:
                     stored, one_after = store_delivery(self.ctx, envelope, raw)
                 except Exception as one_exc:
-                    _settle(future, one_exc)
+                    future.set_exception(one_exc)
                     continue
                 _after_commit(one_after, envelope.id)
                 future.set_result(stored)
@@ -267,14 +294,6 @@ class InboxWriter:
         _after_commit(after, batch[0][0].id)
         for (_, _, future), stored in zip(batch, results, strict=True):
             future.set_result(stored)
-
-
-def _settle(future: Future[Stored], exc: Exception) -> None:
-    # Two copies of one delivery raced (PostgreSQL, several web processes): the other committed it.
-    if isinstance(exc, IntegrityError):
-        future.set_result(Stored(duplicate=True))
-    else:
-        future.set_exception(exc)
 
 
 def writer_of(app: Any, ctx: FlowContext) -> InboxWriter:
