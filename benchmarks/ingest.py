@@ -11,17 +11,22 @@ Measured from this process on raw keep-alive HTTP/1.1 connections:
 * acknowledgement time p50/p99 at a fixed offered load (default 200/s, open loop, time taken
   from the scheduled send instant so a stall is not hidden);
 on SQLite, and on PostgreSQL when EXTEND_CONNECTOR_TEST_POSTGRES_URL or --postgres URL is given
-(a throw-away database is created and dropped). Each delivery carries one notification (the
-worst case per delivery): half AvailableBalanceChanged (inline: mark dirty), half ProductChanged
-(a job each). Targets: >= 40% of the ceiling; p99 < 50 ms at 200/s.
+(a throw-away database is created and dropped for each layout): one `all` process, then
+`postgresql-web`, a process with `engine.role = web` (HTTP and the inbox) and one `worker`
+beside it (the deployment docs/operations.md describes for PostgreSQL). Each delivery carries
+one notification (the worst case per delivery): half AvailableBalanceChanged (inline: mark
+dirty), half ProductChanged (a dirty record each, fetched by a drain). Targets: >= 40% of the
+ceiling; p99 < 50 ms at 200/s; PostgreSQL >= SQLite.
 
 Run: .venv/bin/python benchmarks/ingest.py [--seconds 5] [--rate 200] [--postgres URL]
+     [--backend both|sqlite|postgresql]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import sys
@@ -238,8 +243,17 @@ def idle_cpu(pid: int, seconds: float = 3.0, settle: float = 5.0) -> float:
 
 
 def run_backend(
-    backend: str, database_url: str, sim_url: str, args: argparse.Namespace, tmp: Path
+    backend: str,
+    database_url: str,
+    sim_url: str,
+    args: argparse.Namespace,
+    tmp: Path,
+    layout: str = "all",
 ) -> dict[str, Any]:
+    """One connector measured on one database. `layout` `all`: one process does everything;
+    `web` (PostgreSQL): the measured process has `engine.role = web` (HTTP and the inbox only)
+    and one `worker` process beside it runs the jobs the deliveries start; CPU and idle figures
+    are the web process's."""
     port = free_port()
     env = connector_env(
         port=port,
@@ -251,14 +265,33 @@ def run_backend(
     )
     need = int(args.rate * args.seconds * 2 + 60_000)
     work = bodies(need, args.products, seed=7)
-    with process(
-        f"connector-{backend}",
-        [PYTHON, __file__, "--serve"],
-        env=env,
-        log_dir=tmp,
-        health_url=f"http://127.0.0.1:{port}/healthz",
-    ) as server:
+    worker_env = {
+        **env,
+        "EXTEND_CONNECTOR_ENGINE__ROLE": "worker",
+        "EXTEND_CONNECTOR_ENGINE__EXECUTOR_ID": "worker-1",
+    }
+    if layout == "web":
+        env = {
+            **env,
+            "EXTEND_CONNECTOR_ENGINE__ROLE": "web",
+            "EXTEND_CONNECTOR_ENGINE__EXECUTOR_ID": "web",
+        }
+    with (
+        contextlib.ExitStack() as stack,
+        process(
+            f"connector-{backend}",
+            [PYTHON, __file__, "--serve"],
+            env=env,
+            log_dir=tmp,
+            health_url=f"http://127.0.0.1:{port}/healthz",
+        ) as server,
+    ):
         pid = server.popen.pid
+        if layout == "web":  # after the web process migrated the database
+            argv = [PYTHON, "-m", "extend_connector", "run"]
+            stack.enter_context(
+                process(f"worker-{backend}", argv, env=worker_env, log_dir=tmp, health_url=None)
+            )
         idle = idle_cpu(pid)
         # Fixed-rate runs first, so neither inherits the job backlog of a closed-loop burst.
         cpu0 = cpu_seconds(pid)
@@ -279,6 +312,7 @@ def run_backend(
         stored = stored_deliveries(database_url)
     return {
         "backend": backend,
+        "layout": layout,
         "ceiling": ceiling,
         "ingest": ingest,
         "fixed_baseline": fixed_ok,
@@ -317,6 +351,12 @@ def main() -> int:
     )
     parser.add_argument("--products", type=int, default=2000)
     parser.add_argument(
+        "--backend",
+        choices=("both", "sqlite", "postgresql"),
+        default="both",
+        help="Measure one database only (default: SQLite, and PostgreSQL when given).",
+    )
+    parser.add_argument(
         "--postgres", default=None, help="postgresql://user@host:port/db (a throw-away db is made)."
     )
     args = parser.parse_args()
@@ -345,11 +385,17 @@ def main() -> int:
             health_url=f"http://127.0.0.1:{sim_port}/_sim/health",
         ):
             sim_url = f"http://127.0.0.1:{sim_port}/api"
-            results.append(run_backend("sqlite", f"sqlite:///{tmp}/ingest.db", sim_url, args, tmp))
+            if args.backend != "postgresql":
+                sqlite_url = f"sqlite:///{tmp}/ingest.db"
+                results.append(run_backend("sqlite", sqlite_url, sim_url, args, tmp))
             server = postgres_server(args.postgres)
-            if server:
+            if server and args.backend != "sqlite":
                 with postgres_database(server, "bench_ingest") as url:
                     results.append(run_backend("postgresql", url, sim_url, args, tmp))
+                with postgres_database(server, "bench_ingest") as url:
+                    results.append(
+                        run_backend("postgresql-web", url, sim_url, args, tmp, layout="web")
+                    )
     rows = []
     for r in results:
         rows.append(
