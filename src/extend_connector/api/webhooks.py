@@ -139,16 +139,16 @@ def _insert_new(insert: Any) -> Any:
     )
 
 
-def _raise_attempt(insert: Any) -> Any:
-    """A redelivery of a stored delivery: its `last_seen_attempt` moves up, never down."""
-    return (
-        sa.update(_INBOX)
-        .where(
-            _INBOX.c.delivery_id == sa.bindparam("redelivered"),
-            _INBOX.c.last_seen_attempt < sa.bindparam("seen"),
-        )
-        .values(last_seen_attempt=sa.bindparam("seen"))
+# A redelivery of a stored delivery: its `last_seen_attempt` moves up, never down (the same
+# statement on both databases, executed with the batch's redeliveries as rows).
+_RAISE_ATTEMPT = (
+    sa.update(_INBOX)
+    .where(
+        _INBOX.c.delivery_id == sa.bindparam("redelivered"),
+        _INBOX.c.last_seen_attempt < sa.bindparam("seen"),
     )
+    .values(last_seen_attempt=sa.bindparam("seen"))
+)
 
 
 def store_deliveries(
@@ -191,7 +191,7 @@ def store_deliveries(
             if delivery_id not in new
         ]
         if raised:
-            session.execute(built_once(session, "inbox.raise_attempt", _raise_attempt), raised)
+            session.execute(_RAISE_ATTEMPT, raised)
         results: list[Stored] = []
         for index, (envelope, _) in enumerate(items):
             if envelope.id in new and first[envelope.id] == index:
