@@ -262,6 +262,47 @@ def test_debounced_and_delayed_jobs_start_when_due_on_a_queue_polled_hourly(
     assert sorted(app.values(running.db_engine, "collected")) == ["d", "l"]
 
 
+def test_a_due_wake_rings_only_the_queues_whose_jobs_it_made_due(running: engine.Engine) -> None:
+    """Each ring is a DBOS poll of that queue (several statements; network round trips on
+    PostgreSQL). A wake for one queue's debounced job rang every queue that had ever had one:
+    under a steady trickle of balance flushes that was a poll of each such queue per wake."""
+    hourly = running._bells._bells["test.hourly"]
+    running.debounce("later", app.collect, "later", queue="test.hourly", period_seconds=3600)
+    before = hourly.rings
+    for i in range(3):
+        wid = running.debounce(
+            f"now-{i}", app.collect, f"n{i}", queue="test.default", period_seconds=0.1
+        )
+        running.wait(wid, timeout_seconds=30)
+    assert running._due_waker is not None and running._due_waker.moves >= 3
+    assert hourly.rings == before
+    assert sorted(app.values(running.db_engine, "collected")) == ["n0", "n1", "n2"]
+
+
+def test_a_wake_that_moved_no_job_of_a_queue_does_not_ring_it(running: engine.Engine) -> None:
+    """A steady stream of debounce calls pushes the job back at each call: every call's wake
+    finds it not yet due. Ringing at each of them was a wasted poll of the queue (balance
+    triggers debounce every 50 ms under load)."""
+    hourly = running._bells._bells["test.hourly"]
+    before = hourly.rings
+    wid = ""
+    for i in range(12):
+        wid = running.debounce(
+            "stream",
+            app.collect,
+            f"s{i}",
+            queue="test.hourly",
+            period_seconds=0.15,
+            max_delay_seconds=60,
+        )
+        time.sleep(0.05)
+    assert running._due_waker is not None and running._due_waker.moves >= 3
+    assert hourly.rings == before
+    # Rung once it fell due after the stream (the queue is polled hourly: unrung, no start).
+    running.wait(wid, timeout_seconds=30)
+    assert app.values(running.db_engine, "collected") == ["s11"]
+
+
 def test_a_queue_poller_that_fails_outside_dbos_guards_comes_back(
     running: engine.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

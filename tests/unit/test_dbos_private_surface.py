@@ -53,20 +53,24 @@ def test_active_workflow_ids_reads_what_dbos_keeps() -> None:
     assert _dbos_private.active_workflow_ids() == set()  # no launched DBOS in this process
 
 
-def test_move_due_delayed_calls_dbos_sweep_of_due_delayed_jobs() -> None:
-    params = list(inspect.signature(SystemDatabase.transition_delayed_workflows).parameters)
-    assert params == ["self"]
-    called: list[str] = []
-
-    class Sys:
-        def transition_delayed_workflows(self) -> None:
-            called.append("moved")
-
-    class Client:
-        _sys_db = Sys()
-
-    _dbos_private.move_due_delayed(Client())
-    assert called == ["moved"]
+def test_move_due_delayed_repeats_dbos_sweep_of_due_delayed_jobs() -> None:
+    """`move_due_delayed` is DBOS's `transition_delayed_workflows` with `RETURNING`: the method
+    must still be that one UPDATE (DELAYED and due -> ENQUEUED, a debounced job's key cleared,
+    only this application's rows) on the names used here."""
+    source = inspect.getsource(SystemDatabase.transition_delayed_workflows)
+    for piece in (
+        "WorkflowStatusString.DELAYED.value",
+        "delay_until_epoch_ms <= now_ms",
+        "self._name_filter(",
+        "self.app_name",
+        "status=WorkflowStatusString.ENQUEUED.value",
+        "is_debounced == True",
+        "deduplication_id=sa.case(",
+        "self._keyless_connection()",
+    ):
+        assert piece in source, piece
+    assert source.count("c.execute(") == 1
+    assert isinstance(inspect.getattr_static(SystemDatabase, "_name_filter"), staticmethod)
 
 
 def test_serve_queue_runs_dbos_own_queue_loop_with_a_wait_of_ours() -> None:

@@ -181,7 +181,6 @@ class Engine:
         self._due_waker: DueWaker | None = None
         self._bells = Bells()
         self._pollers: list[threading.Thread] = []
-        self._due_queues: set[str] = set()  # queues with debounced or delayed jobs (rung when due)
         configure_transient_retry(
             TransientRetry(give_up_after_seconds=settings.engine.transient_db_retry_minutes * 60)
         )
@@ -520,18 +519,18 @@ class Engine:
         return handle.workflow_id
 
     def _ring_when_due(self, queue: str, seconds: float) -> None:
-        """Move due delayed jobs onto their queues in `seconds` and ring those queues."""
-        self._due_queues.add(queue)
+        """Move due delayed jobs onto their queues in `seconds` and ring `queue` if the move
+        gave it a job (each ring is a poll: only the queues whose instants a wake reached and
+        that the move filled are rung)."""
         if self._due_waker is None:
             client = self.client
 
-            def move() -> None:
-                move_due_delayed(client)
-                for name in tuple(self._due_queues):
+            def move(queues: set[str]) -> None:
+                for name in move_due_delayed(client) & queues:
                     self._bells.ring(name)
 
             self._due_waker = DueWaker(move)
-        self._due_waker.arm(seconds)
+        self._due_waker.arm(seconds, queue)
 
     # --- results and operations -----------------------------------------------------------
 
