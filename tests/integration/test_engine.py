@@ -303,6 +303,42 @@ def test_a_wake_that_moved_no_job_of_a_queue_does_not_ring_it(running: engine.En
     assert app.values(running.db_engine, "collected") == ["s11"]
 
 
+def test_a_queue_poller_reads_its_queue_row_and_the_version_once_per_lookup_window(
+    running: engine.Engine,
+) -> None:
+    """DBOS's poll reloads the queue's row and reads the application's latest version on every
+    poll (about once a second per queue, idle or not): two of an idle poll's four statements.
+    The engine keeps both for `POLL_LOOKUP_SECONDS` (5 s) in its pollers."""
+    import collections
+    import re
+
+    from extend_connector.engine import _dbos_private
+
+    assert _dbos_private.POLL_LOOKUP_SECONDS >= 4.0
+    lookups: collections.Counter[tuple[str, str]] = collections.Counter()
+    pattern = re.compile(r"FROM (\w+\.)?(queues|application_versions)\b")
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        thread = threading.current_thread().name
+        found = pattern.search(statement)
+        if thread.startswith("queue-worker-") and found:
+            lookups[(thread, found.group(2))] += 1
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", seen)
+    try:
+        time.sleep(0.5)  # the pollers' first round
+        lookups.clear()
+        time.sleep(3.0)  # about three polls of each queue, within one lookup window
+        counted = dict(lookups)
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", seen)
+    assert counted, "no poll in 3 s"
+    assert max(counted.values()) <= 1, counted
+    # Jobs still start (a lookup served from the cache is the one read a moment ago).
+    wid = running.enqueue(app.collect, "still", queue="test.default")
+    running.wait(wid, timeout_seconds=30)
+
+
 def test_a_queue_poller_that_fails_outside_dbos_guards_comes_back(
     running: engine.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -98,3 +98,60 @@ def test_on_job_released_hears_each_job_of_a_queue_end() -> None:
     active.add("wf-2").release()  # not from a queue
     assert heard == ["q"]
     assert active.activeList() == []
+
+
+def test_the_poll_lookups_the_engine_caches_are_the_ones_dbos_makes_per_poll() -> None:
+    """`_cache_poll_lookups` replaces `get_queue` and `_is_latest_version` on the system
+    database for calls from threads named like DBOS's queue threads."""
+    from dbos._queue import queue_thread, queue_worker_thread
+
+    assert 'f"queue-worker-{queue_name}"' in inspect.getsource(queue_thread)
+    assert _dbos_private.POLLER_THREAD_PREFIX == "queue-worker-"
+    assert "dbos._sys_db.get_queue(queue.name)" in inspect.getsource(queue_worker_thread)
+    assert "self._is_latest_version(app_version, c)" in inspect.getsource(
+        SystemDatabase.start_queued_workflows
+    )
+    assert list(inspect.signature(SystemDatabase.get_queue).parameters) == [
+        "self",
+        "name",
+        "client_system_database",
+    ]
+    assert list(inspect.signature(SystemDatabase._is_latest_version).parameters) == [
+        "self",
+        "app_version",
+        "c",
+    ]
+
+
+def test_poll_lookups_are_cached_on_poller_threads_only() -> None:
+    import threading
+
+    reads: list[str] = []
+
+    class Sys:
+        def get_queue(self, name: str, **kwargs: object) -> object:
+            reads.append(f"queue {name}")
+            return None if name == "gone" else {"name": name}
+
+        def _is_latest_version(self, app_version: str, c: object = None) -> bool:
+            reads.append(f"version {app_version}")
+            return True
+
+    sys_db = Sys()
+    _dbos_private._cache_poll_lookups(sys_db)
+    _dbos_private._cache_poll_lookups(sys_db)  # once per system database
+
+    def poll() -> None:
+        for _ in range(3):
+            sys_db.get_queue("q")
+            sys_db._is_latest_version("1")
+            sys_db.get_queue("gone")
+
+    poller = threading.Thread(target=poll, name="queue-worker-q")
+    poller.start()
+    poller.join()
+    assert reads == ["queue q", "version 1", "queue gone", "queue gone", "queue gone"]
+    reads.clear()
+    sys_db.get_queue("q")  # not a poller: read as before
+    sys_db._is_latest_version("1")
+    assert reads == ["queue q", "version 1"]

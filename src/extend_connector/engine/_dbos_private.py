@@ -29,9 +29,13 @@ from dbos._utils import INTERNAL_QUEUE_NAME
 log = logging.getLogger("extend_connector.engine")
 
 RESTART_SECONDS = 1.0  # a queue poller that failed runs again after this
+# A poller's reload of its queue's row and its check of the application's latest version are
+# kept this long (DBOS reads both on every poll: two of an idle poll's four statements).
+POLL_LOOKUP_SECONDS = 5.0
 
 __all__ = [
     "INTERNAL_QUEUE_NAME",
+    "POLL_LOOKUP_SECONDS",
     "DBOSException",
     "DBOSNonExistentWorkflowError",
     "active_workflow_ids",
@@ -101,6 +105,61 @@ def _instance() -> Any:
     return instance
 
 
+POLLER_THREAD_PREFIX = "queue-worker-"  # DBOS's name for its queue threads; ours use it too
+
+
+def _in_poller() -> bool:
+    return threading.current_thread().name.startswith(POLLER_THREAD_PREFIX)
+
+
+def _cache_poll_lookups(sys_db: Any) -> None:
+    """Let the engine's queue pollers reuse, for `POLL_LOOKUP_SECONDS`, the queue row and the
+    latest-version answer that DBOS's `queue_worker_thread` and its dequeue read on every poll.
+
+    Only calls made on a queue poller's thread (ours from `serve_queue`, and DBOS's own for its
+    internal queue, both named `queue-worker-<queue>`) are served from the cache; every other
+    caller (registration, enqueue, the client) reads the database as before. What a stale
+    answer can do: a queue's changed limits or a newly registered application version apply
+    up to `POLL_LOOKUP_SECONDS` later (the engine registers its queues at launch; a version
+    changes with a deploy). A missing queue is never cached, so a deleted row still stops the
+    loop at its next poll."""
+    if getattr(sys_db, "_extend_connector_poll_cache", False):
+        return
+    get_queue = sys_db.get_queue
+    is_latest_version = sys_db._is_latest_version
+    queues: dict[str, tuple[float, Any]] = {}
+    versions: dict[str, tuple[float, bool]] = {}
+
+    def cached_get_queue(name: str, **kwargs: Any) -> Any:
+        if kwargs or not _in_poller():
+            return get_queue(name, **kwargs)
+        now = time.monotonic()
+        hit = queues.get(name)
+        if hit is not None and now < hit[0]:
+            return hit[1]
+        found = get_queue(name)
+        if found is None:
+            queues.pop(name, None)
+        else:
+            queues[name] = (now + POLL_LOOKUP_SECONDS, found)
+        return found
+
+    def cached_is_latest_version(app_version: str, c: Any = None) -> bool:
+        if not _in_poller():
+            return bool(is_latest_version(app_version, c))
+        now = time.monotonic()
+        hit = versions.get(app_version)
+        if hit is not None and now < hit[0]:
+            return hit[1]
+        latest = bool(is_latest_version(app_version, c))
+        versions[app_version] = (now + POLL_LOOKUP_SECONDS, latest)
+        return latest
+
+    sys_db.get_queue = cached_get_queue
+    sys_db._is_latest_version = cached_is_latest_version
+    sys_db._extend_connector_poll_cache = True
+
+
 def serve_queue(wait: Any, queue_name: str) -> threading.Thread:
     """Run DBOS's own poll-and-dequeue loop for one queue on a thread of ours, waiting on `wait`
     (DBOS's `threading.Event` surface: `wait(timeout) -> stopped`, `is_set()`, `set()`) instead
@@ -116,6 +175,7 @@ def serve_queue(wait: Any, queue_name: str) -> threading.Thread:
     instance = _instance()
     if instance._sys_db.get_queue(queue_name) is None:
         raise RuntimeError(f"queue {queue_name!r} is not registered")
+    _cache_poll_lookups(instance._sys_db)
 
     def serve() -> None:
         while not wait.is_set():
@@ -128,7 +188,7 @@ def serve_queue(wait: Any, queue_name: str) -> threading.Thread:
             if not wait.is_set():
                 time.sleep(RESTART_SECONDS)
 
-    thread = threading.Thread(target=serve, name=f"queue-worker-{queue_name}", daemon=True)
+    thread = threading.Thread(target=serve, name=f"{POLLER_THREAD_PREFIX}{queue_name}", daemon=True)
     instance.background_thread_stop_events.append(wait)
     instance._background_threads.append(thread)
     thread.start()
