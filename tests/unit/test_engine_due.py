@@ -11,7 +11,7 @@ def test_each_armed_instant_runs_the_move_once_and_close_instants_share_one() ->
     moved = threading.Semaphore(0)
     calls: list[str] = []
 
-    def move(_keys: set[str]) -> None:
+    def move() -> None:
         calls.append("move")
         moved.release()
 
@@ -29,33 +29,11 @@ def test_each_armed_instant_runs_the_move_once_and_close_instants_share_one() ->
         waker.stop()
 
 
-def test_a_wake_passes_the_keys_of_the_instants_it_reached_and_only_those() -> None:
-    moved = threading.Semaphore(0)
-    woken: list[set[str]] = []
-
-    def move(keys: set[str]) -> None:
-        woken.append(keys)
-        moved.release()
-
-    waker = DueWaker(move)
-    try:
-        waker.arm(3600.0, "later")
-        waker.arm(0.05, "a")
-        waker.arm(0.05, "b")  # another key at the same instant: its own entry, the same wake
-        waker.arm(0.05, "a")  # the same key and instant: one entry
-        assert moved.acquire(timeout=10)
-        assert not moved.acquire(timeout=0.2)
-        assert woken == [{"a", "b"}]
-        assert waker._due == [(waker._due[0][0], "later")]
-    finally:
-        waker.stop()
-
-
 def test_a_failing_move_is_logged_and_the_waker_goes_on() -> None:
     moved = threading.Semaphore(0)
     calls: list[int] = []
 
-    def move(_keys: set[str]) -> None:
+    def move() -> None:
         calls.append(1)
         moved.release()
         if len(calls) == 1:
@@ -74,7 +52,7 @@ def test_a_failing_move_is_logged_and_the_waker_goes_on() -> None:
 
 def test_stop_ends_the_thread_and_later_arms_do_nothing() -> None:
     calls: list[int] = []
-    waker = DueWaker(lambda _keys: calls.append(1))
+    waker = DueWaker(lambda: calls.append(1))
     waker.arm(60.0)
     thread = waker._thread
     assert thread is not None and thread.is_alive()

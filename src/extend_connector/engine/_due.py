@@ -7,12 +7,8 @@ the 1.5 s target). `DueWaker` wakes at the instant each debounce call makes its 
 the same move (`_dbos_private.move_due_delayed`, one UPDATE of the due rows). A later debounce
 that pushed the job back makes that wake find nothing; it armed its own. During a steady stream
 the job falls due at its longest delay, which the next call's wake (or DBOS's sweep) catches.
-
-Each instant is armed for one queue, and a wake hands `move()` the queues whose instants it
-reached: only those are rung. Ringing a queue is a DBOS poll of it (several statements, network
-round trips on PostgreSQL); ringing every queue that ever had a debounced job at each wake made
-a steady trickle of balance flushes poll each of them too (ingest benchmark, docs/benchmarks.md
-"Ninth session").
+The engine rings only the queues a move gave a job (`move_due_delayed` returns them): ringing a
+queue is a DBOS poll of it, and a wake whose job was pushed back moves nothing.
 """
 
 from __future__ import annotations
@@ -32,22 +28,20 @@ MARGIN_SECONDS = 0.01
 
 
 class DueWaker:
-    """A daemon thread that runs `move(keys)` at every armed instant (time.monotonic), with the
-    keys of the instants it reached."""
+    """A daemon thread that runs `move()` at every armed instant (time.monotonic)."""
 
-    def __init__(self, move: Callable[[set[str]], None], *, name: str = "engine-due-waker") -> None:
+    def __init__(self, move: Callable[[], None], *, name: str = "engine-due-waker") -> None:
         self._move = move
         self._name = name
-        self._due: list[tuple[float, str]] = []
+        self._due: list[float] = []
         self._cv = threading.Condition()
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._last_error_logged = 0.0
         self.moves = 0  # wakes that ran `move()` (for tests and benchmarks)
 
-    def arm(self, seconds: float, key: str = "") -> None:
-        """Run `move()` about `seconds` from now, `key` among its keys (starts the thread on
-        first use)."""
+    def arm(self, seconds: float) -> None:
+        """Run `move()` about `seconds` from now (starts the thread on first use)."""
         at = time.monotonic() + seconds + MARGIN_SECONDS
         with self._cv:
             if self._stopped:
@@ -55,12 +49,9 @@ class DueWaker:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
-            if any(
-                other_key == key and abs(at - other) < COALESCE_SECONDS
-                for other, other_key in self._due
-            ):
+            if any(abs(at - other) < COALESCE_SECONDS for other in self._due):
                 return
-            heapq.heappush(self._due, (at, key))
+            heapq.heappush(self._due, at)
             self._cv.notify()
 
     def stop(self) -> None:
@@ -75,17 +66,16 @@ class DueWaker:
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._stopped and (not self._due or self._due[0][0] > time.monotonic()):
-                    timeout = None if not self._due else self._due[0][0] - time.monotonic()
+                while not self._stopped and (not self._due or self._due[0] > time.monotonic()):
+                    timeout = None if not self._due else self._due[0] - time.monotonic()
                     self._cv.wait(timeout)
                 if self._stopped:
                     return
                 now = time.monotonic()
-                keys: set[str] = set()
-                while self._due and self._due[0][0] <= now:
-                    keys.add(heapq.heappop(self._due)[1])
+                while self._due and self._due[0] <= now + COALESCE_SECONDS:
+                    heapq.heappop(self._due)
             try:
-                self._move(keys)
+                self._move()
                 self.moves += 1
             except Exception:  # DBOS's own sweep still moves the job within a second
                 now = time.monotonic()

@@ -519,18 +519,17 @@ class Engine:
         return handle.workflow_id
 
     def _ring_when_due(self, queue: str, seconds: float) -> None:
-        """Move due delayed jobs onto their queues in `seconds` and ring `queue` if the move
-        gave it a job (each ring is a poll: only the queues whose instants a wake reached and
-        that the move filled are rung)."""
+        """Move due delayed jobs onto their queues in `seconds` and ring the queues the move
+        gave a job (each ring is a poll: a wake whose job was pushed back rings nothing)."""
         if self._due_waker is None:
             client = self.client
 
-            def move(queues: set[str]) -> None:
-                for name in move_due_delayed(client) & queues:
+            def move() -> None:
+                for name in move_due_delayed(client):
                     self._bells.ring(name)
 
             self._due_waker = DueWaker(move)
-        self._due_waker.arm(seconds, queue)
+        self._due_waker.arm(seconds)
 
     # --- results and operations -----------------------------------------------------------
 
