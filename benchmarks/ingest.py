@@ -7,7 +7,8 @@ this server, process and client). The simulator runs in a third process so the j
 deliveries enqueue do their real work (fetching from Extend) while we measure.
 
 Measured from this process on raw keep-alive HTTP/1.1 connections:
-* throughput, closed loop (N connections as fast as answered): /webhooks/extend vs /bench/ok;
+* throughput, closed loop (N connections as fast as answered): /webhooks/extend vs /bench/ok,
+  once the connector is back near idle after the fixed-rate runs (`settle`);
 * acknowledgement time p50/p99 at a fixed offered load (default 200/s, open loop, time taken
   from the scheduled send instant so a stall is not hidden);
 on SQLite, and on PostgreSQL when EXTEND_CONNECTOR_TEST_POSTGRES_URL or --postgres URL is given
@@ -242,6 +243,21 @@ def idle_cpu(pid: int, seconds: float = 3.0, settle: float = 5.0) -> float:
     return (cpu_seconds(pid) - before) / seconds
 
 
+def settle(pids: list[int], idle: float, *, timeout: float = 30.0) -> float:
+    """Wait until the connector's processes are back near idle (the work the fixed-rate runs
+    left behind, drains and flushes, is done) and return how long that took (`timeout` at
+    most). Without it the closed loop shared the core with that backlog, and how much of it
+    was left varied from run to run."""
+    quiet = max(2 * idle, 0.10)  # share of a core, all processes together
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        before = sum(cpu_seconds(pid) for pid in pids)
+        time.sleep(0.5)
+        if (sum(cpu_seconds(pid) for pid in pids) - before) / 0.5 <= quiet:
+            break
+    return time.monotonic() - started
+
+
 def run_backend(
     backend: str,
     database_url: str,
@@ -287,11 +303,13 @@ def run_backend(
         ) as server,
     ):
         pid = server.popen.pid
+        pids = [pid]
         if layout == "web":  # after the web process migrated the database
             argv = [PYTHON, "-m", "extend_connector", "run"]
-            stack.enter_context(
+            worker = stack.enter_context(
                 process(f"worker-{backend}", argv, env=worker_env, log_dir=tmp, health_url=None)
             )
+            pids.append(worker.popen.pid)
         idle = idle_cpu(pid)
         # Fixed-rate runs first, so neither inherits the job backlog of a closed-loop burst.
         cpu0 = cpu_seconds(pid)
@@ -305,6 +323,7 @@ def run_backend(
         # included; the idle share is in both).
         fixed_ok["cpu_ms_per_request"] = 1000 * (cpu1 - cpu0) / max(1, fixed_ok["ok"])
         fixed["cpu_ms_per_request"] = 1000 * (cpu2 - cpu1) / max(1, fixed["ok"])
+        settled = settle(pids, idle)
         ceiling = asyncio.run(closed_loop(port, "/bench/ok", work, args.seconds, args.connections))
         ingest = asyncio.run(
             closed_loop(port, "/webhooks/extend", work[need // 2 :], args.seconds, args.connections)
@@ -318,6 +337,7 @@ def run_backend(
         "fixed_baseline": fixed_ok,
         "fixed": fixed,
         "idle_cpu_share": idle,
+        "settled_seconds": settled,
         "stored_deliveries": stored,
         "acknowledged_deliveries": ingest["ok"] + fixed["ok"],
         "share_of_ceiling": ingest["per_second"] / ceiling["per_second"]
@@ -437,7 +457,8 @@ def main() -> int:
     for r in results:
         print(
             f"{r['backend']}: the idle connector uses {100 * r['idle_cpu_share']:.1f}% of a core "
-            "(queue pollers, timers)"
+            f"(queue pollers, timers); the fixed-rate runs' backlog took "
+            f"{r['settled_seconds']:.1f} s to clear before the closed loops"
         )
     if not postgres_server(args.postgres):
         print(
