@@ -246,8 +246,8 @@ def idle_cpu(pid: int, seconds: float = 3.0, settle: float = 5.0) -> float:
 def settle(pids: list[int], idle: float, *, timeout: float = 30.0) -> float:
     """Wait until the connector's processes are back near idle (the work the fixed-rate runs
     left behind, drains and flushes, is done) and return how long that took (`timeout` at
-    most). Without it the closed loop shared the core with that backlog, and how much of it
-    was left varied from run to run."""
+    most), so the closed loops never share the core with that backlog. In the runs recorded in
+    docs/benchmarks.md ("Ninth session") it cleared within 0.5-1 s, once 7 s."""
     quiet = max(2 * idle, 0.10)  # share of a core, all processes together
     started = time.monotonic()
     while time.monotonic() - started < timeout:
