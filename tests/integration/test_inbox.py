@@ -4,6 +4,7 @@ acknowledged."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import threading
@@ -17,7 +18,7 @@ import httpx2
 import pytest
 import sqlalchemy as sa
 
-from extend_connector.api.webhooks import store_deliveries
+from extend_connector.api.webhooks import InboxWriter, deliver, store_deliveries
 from extend_connector.extend.webhooks import parse_envelope, sign
 from extend_connector.service import Connector
 from extend_connector.settings import Settings
@@ -351,3 +352,52 @@ def test_batches_racing_with_the_same_deliveries_store_each_once_and_both_succee
         stored = s.scalar(sa.select(sa.func.count()).select_from(InboxRow))
     assert stored == len(items)
     assert marks(connector) == {("order", str(900 + i)): 1 for i in range(40)}
+
+
+def test_a_waiter_that_gives_up_leaves_no_other_delivery_of_its_batch_unanswered(
+    inbox: tuple[str, Connector],
+) -> None:
+    """A delivery whose request is cancelled while its batch waits (a client gone, a server
+    shutting down) is still stored, and every other delivery of that batch is answered. Before,
+    answering the cancelled one raised in the writer thread, and the rest of its batch waited
+    for ever."""
+    _, connector = inbox
+    ctx = connector.context
+    writer = InboxWriter(ctx)
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_database() -> None:
+        with connector.db.write():
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_the_database)
+    holder.start()
+    assert held.wait(10)
+
+    def delivery(delivery_id: str, order: str) -> Any:
+        raw = body(delivery_id, ("OrderPicked", {"OrderNumber": order}))
+
+        async def read(limit: int) -> bytes:
+            return raw
+
+        return deliver(ctx, writer, read, sign(SECRET, raw))
+
+    async def scenario() -> list[Any]:
+        blocker = asyncio.create_task(delivery("blocker", "1"))
+        await asyncio.sleep(0.3)  # the writer took it and waits for the database
+        gone = asyncio.create_task(delivery("gone", "2"))
+        rest = [asyncio.create_task(delivery(f"rest-{i}", str(3 + i))) for i in range(2)]
+        await asyncio.sleep(0.1)  # all three queued behind the blocker: the next batch
+        gone.cancel()
+        await asyncio.sleep(0.1)
+        release.set()
+        return await asyncio.wait_for(asyncio.gather(blocker, *rest), timeout=20)
+
+    try:
+        answers = asyncio.run(scenario())
+    finally:
+        release.set()
+        holder.join(10)
+    assert [(status, answer["status"]) for status, answer in answers] == [(200, "accepted")] * 3
+    assert marks(connector) == {("order", str(n)): 1 for n in range(1, 5)}

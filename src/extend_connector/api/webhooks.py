@@ -18,7 +18,6 @@ import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, cast
@@ -225,12 +224,31 @@ def _after_commit(after: list[tuple[Any, Notification]], delivery_id: str) -> No
             log.exception("inbox_after_commit_failed", delivery_id=delivery_id)
 
 
+Outcome = Stored | BaseException
+Waiting = tuple[WebhookEnvelope, bytes, asyncio.AbstractEventLoop, "asyncio.Future[Stored]"]
+
+
+def _settle(answers: list[tuple[asyncio.Future[Stored], Outcome]]) -> None:
+    """On the event loop: hand each waiting request its delivery's outcome. A request that gave
+    up (its task cancelled: the client went away, the server is stopping) is skipped; its
+    delivery is stored all the same, and Extend's redelivery of it is a duplicate."""
+    for future, outcome in answers:
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
 class InboxWriter:
     """Group commit: one thread stores every delivery waiting at that moment in one transaction.
 
     SQLite has one writer at a time and each transaction has a fixed cost, so under load many
     deliveries share a commit (no delivery waits for a timer: a lone delivery is written at
-    once). A delivery is answered only after its batch committed. If a batch fails, each of its
+    once). A delivery is answered only after its batch committed, and a batch is answered with
+    one wake-up of the event loop, not one per delivery (each is a write to the loop's wake-up
+    socket, and the writer then waits for the GIL again). If a batch fails, each of its
     deliveries is stored alone so one bad delivery cannot fail the others. The thread exits
     after a few idle seconds and is started again by the next delivery.
     """
@@ -240,15 +258,15 @@ class InboxWriter:
 
     def __init__(self, ctx: FlowContext) -> None:
         self.ctx = ctx
-        self._queue: queue.SimpleQueue[tuple[WebhookEnvelope, bytes, Future[Stored]]] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[Waiting] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def submit(self, envelope: WebhookEnvelope, raw: bytes) -> Future[Stored]:
-        future: Future[Stored] = Future()
-        self._queue.put((envelope, raw, future))
+    def submit(self, envelope: WebhookEnvelope, raw: bytes) -> asyncio.Future[Stored]:
+        """Queue one delivery; call it on the event loop that awaits the answer."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Stored] = loop.create_future()
+        self._queue.put((envelope, raw, loop, future))
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
@@ -271,29 +289,41 @@ class InboxWriter:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._write(batch)
+            self._answer(batch, self._write(batch))
 
-    def _write(self, batch: list[tuple[WebhookEnvelope, bytes, Future[Stored]]]) -> None:
+    def _write(self, batch: list[Waiting]) -> list[Outcome]:
+        """Store the batch; returns each delivery's outcome, in order."""
         try:
             results, after = store_deliveries(
-                self.ctx, [(envelope, raw) for envelope, raw, _ in batch]
+                self.ctx, [(envelope, raw) for envelope, raw, _, _ in batch]
             )
         except Exception as exc:
             if len(batch) == 1:
-                batch[0][2].set_exception(exc)
-                return
-            for envelope, raw, future in batch:
+                return [exc]
+            outcomes: list[Outcome] = []
+            for envelope, raw, _, _ in batch:
                 try:
                     stored, one_after = store_delivery(self.ctx, envelope, raw)
                 except Exception as one_exc:
-                    future.set_exception(one_exc)
+                    outcomes.append(one_exc)
                     continue
                 _after_commit(one_after, envelope.id)
-                future.set_result(stored)
-            return
+                outcomes.append(stored)
+            return outcomes
         _after_commit(after, batch[0][0].id)
-        for (_, _, future), stored in zip(batch, results, strict=True):
-            future.set_result(stored)
+        return list(results)
+
+    @staticmethod
+    def _answer(batch: list[Waiting], outcomes: list[Outcome]) -> None:
+        """One `call_soon_threadsafe` per event loop with requests in the batch."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Stored], Outcome]]] = {}
+        for (_, _, loop, future), outcome in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(loop, []).append((future, outcome))
+        for loop, answers in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, answers)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                log.info("inbox_answer_dropped", deliveries=len(answers), reason="loop closed")
 
 
 def writer_of(app: Any, ctx: FlowContext) -> InboxWriter:
@@ -375,7 +405,7 @@ async def deliver(
         log.warning("webhook_refused", outcome="malformed", why=str(exc), size=len(raw))
         return _problem(400, "malformed", str(exc))
     try:
-        stored = await asyncio.wrap_future(writer.submit(envelope, raw))
+        stored = await writer.submit(envelope, raw)
     except Exception as exc:  # whatever failed, nothing committed: Extend must deliver again
         DELIVERIES.labels("error").inc()
         log.error(
