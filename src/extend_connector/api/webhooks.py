@@ -225,7 +225,7 @@ def _after_commit(after: list[tuple[Any, Notification]], delivery_id: str) -> No
 
 
 Outcome = Stored | BaseException
-Waiting = tuple[WebhookEnvelope, bytes, asyncio.AbstractEventLoop, "asyncio.Future[Stored]"]
+Waiting = tuple[WebhookEnvelope, bytes, asyncio.AbstractEventLoop, asyncio.Future[Stored]]
 
 
 def _settle(answers: list[tuple[asyncio.Future[Stored], Outcome]]) -> None:
