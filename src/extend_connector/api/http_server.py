@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import resource
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -141,6 +142,7 @@ class GuardedH11Protocol(H11Protocol):
         self._head_cycle: object = None
         self._head_bytes = False
         super().connection_made(transport)
+        _answer_without_delay(transport)
         if len(self.connections) > self.LIMITS.max_connections:
             CLOSED.labels("over_limit").inc()
             self._over_limit.hit(limit=self.LIMITS.max_connections)
@@ -214,6 +216,16 @@ class GuardedH11Protocol(H11Protocol):
             if self.conn.our_state is h11.IDLE:
                 self.transport.write(HEAD_TIMEOUT)
         self.transport.close()
+
+
+def _answer_without_delay(transport: asyncio.Transport) -> None:
+    """TCP_NODELAY on an accepted connection. asyncio sets it only when the listening socket's
+    protocol number says TCP, and a socket made by `socket.socket()` (the demo's, a supervisor's)
+    says 0: uvicorn writes an answer's head and body separately, and the body would wait for the
+    client's delayed ACK, about 40 ms per answer."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def protocol_class(limits: ConnectionLimits) -> type[GuardedH11Protocol]:

@@ -54,8 +54,9 @@ def free_port() -> int:
 
 def reserve_port() -> socket.socket:
     """A socket bound to a free loopback port and kept: the server that listens on it later cannot
-    lose the port to another process in between (the demo learns its ports before it starts)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lose the port to another process in between (the demo learns its ports before it starts).
+    A TCP socket by protocol number, so asyncio turns Nagle's algorithm off on what it accepts."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     return sock
