@@ -8,11 +8,15 @@ an order not acknowledged (5xx, network) is re-posted with the same reference.
 The simulator's write limit is raised for this benchmark (Extend's default 120 writes/60 s caps
 any integration at 2 orders/s, so the target could only be measured above it).
 Runs without faults and with 20% technical faults (5xx on every Extend call).
+Extend answers each call `--extend-latency-ms` (default 40) after it arrives: a cloud API as a
+merchant's server sees it. Until run O every run had about 44 ms by accident (the in-process
+simulator's answers waited for the client's delayed ACK); the latency is now a stated setting.
+With 0 the baseline measures the loopback HTTP client alone (about 600 POSTs/s here).
 Baseline: the shop posting each order straight to Extend, synchronously, one at a time (no
 durability: an Extend outage loses or blocks the sale).
 Target: >= 50 orders/s on SQLite; 0 duplicates.
 
-Run: .venv/bin/python benchmarks/orders.py [--rate 100] [--seconds 10]
+Run: .venv/bin/python benchmarks/orders.py [--rate 100] [--seconds 10] [--extend-latency-ms 40]
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from common import (
 
 from extend_connector.demo.observe import NotificationTap
 from extend_connector.simulator import (
+    FaultConfig,
     Notification,
     RateLimit,
     SimulatorConfig,
@@ -210,6 +215,12 @@ def main() -> int:
     )
     parser.add_argument("--rate", type=float, default=100.0, help="Offered orders per second.")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--extend-latency-ms",
+        type=float,
+        default=40.0,
+        help="Extend answers each call this long after it arrives (0: loopback speed).",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-orders-") as name:
         tmp = Path(name)
@@ -221,6 +232,7 @@ def main() -> int:
             time_scale=0.02,
             rate_limit_write=RateLimit(limit=60_000, period_seconds=60),
             rate_limit_standard=RateLimit(limit=120_000, period_seconds=60),
+            faults=FaultConfig(latency_seconds=args.extend_latency_ms / 1000),
             webhooks=(
                 WebhookRegistration(
                     callback_url=f"http://127.0.0.1:{port}/webhooks/extend", secret=SECRET
@@ -277,7 +289,7 @@ def main() -> int:
     ]
     print_table(
         f"Orders: shop intake -> confirmed in Extend (offered {args.rate:.0f}/s for "
-        f"{args.seconds:.0f} s, SQLite)",
+        f"{args.seconds:.0f} s, SQLite, Extend answering after {args.extend_latency_ms:.0f} ms)",
         [
             "run",
             "orders",
