@@ -294,7 +294,8 @@ def run(ctx: click.Context) -> None:
 
     \b
     engine.role = all     HTTP and jobs in this process (default; SQLite or PostgreSQL)
-    engine.role = web     HTTP only: webhook inbox and read API enqueue work (PostgreSQL)
+    engine.role = web     HTTP only: webhook inbox and read API enqueue work (PostgreSQL);
+                          server.processes = N answers the port from N processes
     engine.role = worker  jobs only (PostgreSQL); run as many as you need, each with its own
                           stable engine.executor_id (and server.worker_port for its
                           /metrics, /healthz and /readyz)
@@ -305,6 +306,10 @@ def run(ctx: click.Context) -> None:
 
     settings = _settings(ctx)
     configure_logging(settings.log.level, fmt=settings.log.format)
+    if settings.engine.role == "web" and settings.server.processes > 1:
+        from extend_connector.web_processes import serve_processes
+
+        ctx.exit(serve_processes(settings))
     Connector(settings).serve()
 
 

@@ -848,6 +848,14 @@ class ServerSettings(_Section):
         description="engine.role = worker: serve /metrics, /healthz and /readyz on this port "
         "(each worker its own); unset: a worker serves no HTTP.",
     )
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="engine.role = web: answer server.port from this many processes (PostgreSQL; "
+        "one process answers on one core). Each has its own store.pool_size connections. A "
+        "worker ignores it, as it ignores server.port.",
+    )
     max_connections: int = Field(
         4096,
         ge=16,
@@ -1068,6 +1076,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "engine.role `web`/`worker` needs store.database_url = postgresql://… (a SQLite "
                 "file cannot be shared by several processes); use role `all` with SQLite"
+            )
+        if self.server.processes > 1 and self.engine.role == "all":
+            raise ValueError(
+                f"server.processes = {self.server.processes} needs engine.role = `web`, with the "
+                "jobs in `worker` processes (each with its own engine.executor_id); with role "
+                "`all` set server.processes = 1"
             )
         return self
 

@@ -105,6 +105,7 @@ BAD_VALUES: list[tuple[tuple[str, ...], str, object, str]] = [
     (("server",), "keepalive_timeout_seconds", 0, "greater than or equal to 1"),
     (("server",), "max_connections", 3, "greater than or equal to 16"),
     (("server",), "worker_port", 0, "greater than or equal to 1"),
+    (("server",), "processes", 0, "greater than or equal to 1"),
     (("sync",), "overlap_seconds", -1, "greater than or equal to 0"),
     (("sync",), "orders_sweep_minutes", 0, "greater than 0"),
     (("sync",), "balances_sweep_minutes", 0, "greater than 0"),
@@ -260,6 +261,17 @@ def test_scale_out_role_needs_postgres(tmp_path: Path) -> None:
     cfg.write_text('[engine]\nrole = "worker"\n[store]\ndatabase_url = "postgresql://u@h/db"\n')
     s = load_settings(cfg, env=False)
     assert s.store.url == "postgresql+psycopg://u@h/db"
+
+
+def test_several_web_processes_need_role_web(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    pg = '[store]\ndatabase_url = "postgresql://u@h/db"\n'
+    cfg.write_text("[server]\nprocesses = 2\n" + pg)
+    with pytest.raises(ConfigError, match=r"server\.processes = 2 needs engine\.role = `web`"):
+        load_settings(cfg, env=False)
+    for role in ("web", "worker"):  # a worker ignores it, as it ignores server.port
+        cfg.write_text(f'[server]\nprocesses = 2\n[engine]\nrole = "{role}"\n' + pg)
+        assert load_settings(cfg, env=False).server.processes == 2
 
 
 def test_debounce_window_cross_check(tmp_path: Path) -> None:

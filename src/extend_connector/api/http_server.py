@@ -20,6 +20,7 @@ import errno
 import resource
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,6 +239,8 @@ class GuardedServer(uvicorn.Server):
     traceback."""
 
     _accept_failed = Throttled("http_accept_failed")
+    # Called once the server listens (after the app's lifespan started): a supervisor's signal.
+    on_started: Callable[[], None] | None = None
 
     async def startup(self, sockets: Any = None) -> None:
         loop = asyncio.get_running_loop()
@@ -259,6 +262,8 @@ class GuardedServer(uvicorn.Server):
 
         loop.set_exception_handler(handle)
         await super().startup(sockets=sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
 
 def build_server(

@@ -1,0 +1,200 @@
+"""Several `web` processes on one port (`server.processes = 2`, PostgreSQL), real processes on
+loopback: the simulator as Extend, the supervisor with its two web processes, and one worker.
+
+- Both web processes answer: fresh connections reach both (SO_REUSEPORT spreads them), told
+  apart by `process_start_time_seconds` on `/metrics`.
+- One web process is killed with SIGKILL while the shop posts orders: the supervisor starts it
+  again, the shop's re-posts (idempotent on shopRef) land on the other, and every order is in
+  Extend exactly once with nothing parked.
+- SIGTERM to the supervisor stops every web process; SIGKILL to the supervisor alone leaves no
+  web process serving the port.
+- A second such service on the same port is refused at start-up (SO_REUSEPORT alone would let
+  it share the port).
+- A port in use is one error at start-up naming `server.port`, exit code 1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from support.fleet import Stack, connector_env, simulator, web_and_workers
+from support.postgres import throwaway_database
+from support.processes import CLI, Proc, free_port, running, wait_for
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(600)]
+
+ORDERS = 200
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    with throwaway_database("ec_webprocs", fleet=True) as url:
+        yield url
+
+
+def web_processes(supervisor: Proc) -> list[int]:
+    """The supervisor's web processes (multiprocessing's resource tracker left out)."""
+    assert supervisor.popen is not None
+    pid = supervisor.popen.pid
+    try:
+        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return []
+    web = []
+    for child in found:
+        try:
+            if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes():
+                web.append(int(child))
+        except FileNotFoundError:
+            continue
+    return web
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "zombie" not in status.read_text()
+
+
+def answering_processes(url: str, tries: int = 24) -> set[str]:
+    """`process_start_time_seconds` of the processes that answered `tries` fresh connections."""
+    seen = set()
+    for _ in range(tries):
+        with httpx2.Client(timeout=10) as fresh:
+            text = fresh.get(f"{url}/metrics").text
+        match = re.search(r"^process_start_time_seconds (\S+)$", text, re.MULTILINE)
+        assert match, "no process_start_time_seconds on /metrics"
+        seen.add(match.group(1))
+    return seen
+
+
+def test_two_web_processes_share_the_port_and_one_killed_loses_no_order(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    port, sim_port = free_port(), free_port()
+    sim = simulator(tmp_path, port, sim_port, products=40, extra=("--no-rate-limits",))
+    env = {**connector_env(tmp_path, sim_port, port), "EXTEND_CONNECTOR_SERVER__PROCESSES": "2"}
+    web, workers = web_and_workers(tmp_path, env, port, postgres_url, workers=1)
+    with running(sim, web, *workers):  # the supervisor migrates the database before the worker
+        stack = Stack(
+            f"http://127.0.0.1:{sim_port}",
+            f"http://127.0.0.1:{port}",
+            postgres_url.replace("postgresql://", "postgresql+psycopg://", 1),
+        )
+        first = wait_for(
+            lambda: len(web_processes(web)) == 2 and web_processes(web),
+            60,
+            what="two web processes",
+        )
+        wait_for(lambda: len(answering_processes(stack.url)) == 2, 60, what="both answering")
+
+        refs = [f"WP-{uuid.uuid4().hex[:8]}-{i}" for i in range(ORDERS)]
+        errors: list[str] = []
+
+        def post() -> None:
+            try:
+                stack.post_orders(refs)
+            except BaseException as exc:  # reported below, not lost in the thread
+                errors.append(repr(exc))
+
+        shop = threading.Thread(target=post, name="shop", daemon=True)
+        shop.start()
+        wait_for(lambda: stack.mapped(refs) >= ORDERS // 4, 120, what="a quarter of the orders")
+        victim = first[0]
+        os.kill(victim, signal.SIGKILL)
+        replaced = wait_for(
+            lambda: len(now := web_processes(web)) == 2 and victim not in now and now,
+            90,
+            what="the killed web process started again",
+        )
+        shop.join(300)
+        assert not shop.is_alive() and not errors, errors
+        wait_for(lambda: stack.mapped(refs) == ORDERS, 300, what="every order in Extend")
+        counts = stack.in_extend()
+        assert {ref: counts[ref] for ref in refs} == dict.fromkeys(refs, 1)
+        assert stack.failures() == []
+        assert len(answering_processes(stack.url)) == 2
+        log = web.log_path.read_text()
+        assert "web_process_ended" in log and f'"exit_code": -{int(signal.SIGKILL)}' in log
+
+        web.stop(timeout=60)
+        assert web.popen is not None and web.popen.returncode == 0
+        assert not [pid for pid in replaced if alive(pid)]
+
+
+def test_no_web_process_outlives_a_killed_supervisor(tmp_path: Path, postgres_url: str) -> None:
+    port = free_port()
+    env = {
+        **connector_env(tmp_path, free_port(), port),  # Extend unreachable: not needed here
+        "EXTEND_CONNECTOR_STORE__DATABASE_URL": postgres_url,
+        "EXTEND_CONNECTOR_ENGINE__ROLE": "web",
+        "EXTEND_CONNECTOR_SERVER__PROCESSES": "2",
+    }
+    web = Proc(
+        "web",
+        [*CLI, "run"],
+        env=env,
+        log_dir=tmp_path,
+        cwd=tmp_path,
+        health_url=f"http://127.0.0.1:{port}/healthz",
+    )
+    with running(web):
+        children = wait_for(
+            lambda: len(web_processes(web)) == 2 and web_processes(web),
+            60,
+            what="two web processes",
+        )
+        # A second service on the same port is refused (SO_REUSEPORT alone would let it share).
+        second = subprocess.run(
+            [*CLI, "run"],
+            env={**os.environ, **env},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert second.returncode == 1
+        assert f"server.port {port} is served already" in second.stdout + second.stderr
+        assert len(answering_processes(f"http://127.0.0.1:{port}")) == 2
+        assert web.popen is not None
+        os.kill(web.popen.pid, signal.SIGKILL)  # the supervisor alone, not its children
+        web.popen.wait(10)
+        wait_for(
+            lambda: not [pid for pid in children if alive(pid)], 30, what="the web processes ended"
+        )
+    with socket.socket() as probe:  # the port is free again: nothing listens on it
+        probe.bind(("127.0.0.1", port))
+
+
+def test_a_port_in_use_is_one_error_naming_server_port(tmp_path: Path, postgres_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            **connector_env(tmp_path, free_port(), port),
+            "EXTEND_CONNECTOR_STORE__DATABASE_URL": postgres_url,
+            "EXTEND_CONNECTOR_ENGINE__ROLE": "web",
+            "EXTEND_CONNECTOR_SERVER__PROCESSES": "2",
+        }
+        done = subprocess.run(
+            [*CLI, "run"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+    assert done.returncode == 1
+    assert f"server.port {port}" in done.stdout + done.stderr
+    assert "web_process_starting" not in done.stdout + done.stderr
