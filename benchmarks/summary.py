@@ -135,6 +135,13 @@ def ingest_rows(res: Results) -> list[Row]:
             else f"; web + worker {per_s(web['ingest']['per_second'])} "
             f"({frac(web['ingest']['per_second'], lite_rate)})"
         )
+        for layout in sorted(k for k in by if k.startswith("postgresql-web") and k[-1].isdigit()):
+            many = by[layout]
+            split += (
+                f"; {many['web_processes']} web processes + worker "
+                f"{per_s(many['ingest']['per_second'])} "
+                f"({frac(many['ingest']['per_second'], lite_rate)})"
+            )
         rows.append(
             Row(
                 "ingest on PostgreSQL",
