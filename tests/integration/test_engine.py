@@ -279,6 +279,50 @@ def test_a_due_wake_rings_only_the_queues_whose_jobs_it_made_due(running: engine
     assert sorted(app.values(running.db_engine, "collected")) == ["n0", "n1", "n2"]
 
 
+def test_a_job_held_by_a_steady_stream_starts_at_its_deadline_on_a_queue_polled_hourly(
+    running: engine.Engine,
+) -> None:
+    """A steady stream pushes a debounced job back until its deadline (first call + longest
+    delay). No call's wake aims at that instant: the job was left to DBOS's own sweep, which
+    moves it without ringing, so it waited for its queue's next poll."""
+    wid = running.debounce(
+        "stream",
+        app.collect,
+        "s",
+        queue="test.hourly",
+        period_seconds=3600,
+        max_delay_seconds=0.3,
+    )
+    running.wait(wid, timeout_seconds=30)
+    assert app.values(running.db_engine, "collected") == ["s"]
+
+
+def test_a_job_dbos_moved_itself_at_its_deadline_is_still_rung(
+    running: engine.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DBOS's once-a-second sweep may move the job between its deadline and the engine's wake;
+    that wake then moves nothing, and must ring the queue all the same. Here the test is the
+    sweep, and the wake comes 0.3 s after the deadline so the test surely moves the job first."""
+    from extend_connector.engine import _due
+    from extend_connector.engine._dbos_private import move_due_delayed
+
+    monkeypatch.setattr(_due, "MARGIN_SECONDS", 0.3)
+    wid = running.debounce(
+        "swept",
+        app.collect,
+        "w",
+        queue="test.hourly",
+        period_seconds=3600,
+        max_delay_seconds=0.2,
+    )
+    deadline = time.monotonic() + 10
+    while "test.hourly" not in move_due_delayed(running.client):  # DBOS's sweep, not rung
+        assert time.monotonic() < deadline, "the job never fell due"
+        time.sleep(0.005)
+    running.wait(wid, timeout_seconds=30)
+    assert app.values(running.db_engine, "collected") == ["w"]
+
+
 def test_a_wake_that_moved_no_job_of_a_queue_does_not_ring_it(running: engine.Engine) -> None:
     """A later debounce call pushes the job back, so the earlier call's wake finds it not yet
     due. Ringing its queue then was a poll for nothing (balance triggers debounce every 50 ms

@@ -11,7 +11,7 @@ def test_each_armed_instant_runs_the_move_once_and_close_instants_share_one() ->
     moved = threading.Semaphore(0)
     calls: list[str] = []
 
-    def move() -> None:
+    def move(ring: set[str]) -> None:
         calls.append("move")
         moved.release()
 
@@ -33,7 +33,7 @@ def test_a_failing_move_is_logged_and_the_waker_goes_on() -> None:
     moved = threading.Semaphore(0)
     calls: list[int] = []
 
-    def move() -> None:
+    def move(ring: set[str]) -> None:
         calls.append(1)
         moved.release()
         if len(calls) == 1:
@@ -52,7 +52,7 @@ def test_a_failing_move_is_logged_and_the_waker_goes_on() -> None:
 
 def test_stop_ends_the_thread_and_later_arms_do_nothing() -> None:
     calls: list[int] = []
-    waker = DueWaker(lambda: calls.append(1))
+    waker = DueWaker(lambda ring: calls.append(1))
     waker.arm(60.0)
     thread = waker._thread
     assert thread is not None and thread.is_alive()
@@ -61,3 +61,22 @@ def test_stop_ends_the_thread_and_later_arms_do_nothing() -> None:
     waker.arm(0.0)
     assert waker._thread is thread  # no new thread
     assert calls == []
+
+
+def test_an_instant_armed_to_ring_passes_its_queue_even_beside_a_plain_instant() -> None:
+    rung: list[set[str]] = []
+    moved = threading.Semaphore(0)
+
+    def move(ring: set[str]) -> None:
+        rung.append(ring)
+        moved.release()
+
+    waker = DueWaker(move)
+    try:
+        waker.arm(0.05)
+        waker.arm(0.05, ring="q")  # not swallowed by the plain wake at the same instant
+        assert moved.acquire(timeout=10)
+        assert not moved.acquire(timeout=0.3)
+        assert rung == [{"q"}]
+    finally:
+        waker.stop()

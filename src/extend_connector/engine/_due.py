@@ -9,6 +9,14 @@ that pushed the job back makes that wake find nothing; it armed its own. During 
 the job falls due at its longest delay, which the next call's wake (or DBOS's sweep) catches.
 The engine rings only the queues a move gave a job (`move_due_delayed` returns them): ringing a
 queue is a DBOS poll of it, and a wake whose job was pushed back moves nothing.
+
+A job held by a steady stream falls due at its deadline (first call + longest delay), which no
+call's wake aims at: the next wake came up to one debounce period later, and when DBOS's own sweep
+moved the job in between, that wake found nothing to move and rang nothing. The job then waited
+for its queue's next regular poll: measured in `benchmarks/balances.py`'s trickle, one flush in
+five about a second late (local p99 2.0 s instead of 1.15 s, in some runs and not others,
+by the phase of DBOS's sweep). So the engine also arms a wake at each new job's deadline, and
+that wake rings the job's queue even when its move found nothing: one poll per job at most.
 """
 
 from __future__ import annotations
@@ -28,20 +36,22 @@ MARGIN_SECONDS = 0.01
 
 
 class DueWaker:
-    """A daemon thread that runs `move()` at every armed instant (time.monotonic)."""
+    """A daemon thread that runs `move(ring)` at every armed instant (time.monotonic); `ring` is
+    the set of queues the instants it serves asked to ring whatever the move finds."""
 
-    def __init__(self, move: Callable[[], None], *, name: str = "engine-due-waker") -> None:
+    def __init__(self, move: Callable[[set[str]], None], *, name: str = "engine-due-waker") -> None:
         self._move = move
         self._name = name
-        self._due: list[float] = []
+        self._due: list[tuple[float, str]] = []  # (instant, queue to ring or "")
         self._cv = threading.Condition()
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._last_error_logged = 0.0
         self.moves = 0  # wakes that ran `move()` (for tests and benchmarks)
 
-    def arm(self, seconds: float) -> None:
-        """Run `move()` about `seconds` from now (starts the thread on first use)."""
+    def arm(self, seconds: float, *, ring: str = "") -> None:
+        """Run `move()` about `seconds` from now (starts the thread on first use); with `ring`,
+        that wake rings the queue so named even if its move finds nothing."""
         at = time.monotonic() + seconds + MARGIN_SECONDS
         with self._cv:
             if self._stopped:
@@ -49,9 +59,9 @@ class DueWaker:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
-            if any(abs(at - other) < COALESCE_SECONDS for other in self._due):
+            if not ring and any(abs(at - other) < COALESCE_SECONDS for other, _ in self._due):
                 return
-            heapq.heappush(self._due, at)
+            heapq.heappush(self._due, (at, ring))
             self._cv.notify()
 
     def stop(self) -> None:
@@ -66,16 +76,18 @@ class DueWaker:
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._stopped and (not self._due or self._due[0] > time.monotonic()):
-                    timeout = None if not self._due else self._due[0] - time.monotonic()
+                while not self._stopped and (not self._due or self._due[0][0] > time.monotonic()):
+                    timeout = None if not self._due else self._due[0][0] - time.monotonic()
                     self._cv.wait(timeout)
                 if self._stopped:
                     return
                 now = time.monotonic()
-                while self._due and self._due[0] <= now + COALESCE_SECONDS:
-                    heapq.heappop(self._due)
+                ring: set[str] = set()
+                while self._due and self._due[0][0] <= now + COALESCE_SECONDS:
+                    ring.add(heapq.heappop(self._due)[1])
+                ring.discard("")
             try:
-                self._move()
+                self._move(ring)
                 self.moves += 1
             except Exception:  # DBOS's own sweep still moves the job within a second
                 now = time.monotonic()

@@ -179,6 +179,8 @@ class Engine:
         self._client: DBOSClient | None = None
         self._launched = False
         self._due_waker: DueWaker | None = None
+        # The newest job of each debounce key this process saw (a new one arms its deadline).
+        self._debounced: dict[str, str] = {}
         self._bells = Bells()
         self._pollers: list[threading.Thread] = []
         configure_transient_retry(
@@ -516,20 +518,25 @@ class Engine:
         # Due in `period_seconds` unless another call pushes it back: moved onto its queue then,
         # not at DBOS's next once-a-second sweep (_due.py).
         self._ring_when_due(queue, period_seconds)
+        if max_delay_seconds is not None and self._debounced.get(key) != handle.workflow_id:
+            # A new job: due at the latest at its deadline, where no call's wake aims (_due.py).
+            self._debounced[key] = handle.workflow_id
+            self._ring_when_due(queue, max_delay_seconds, ring=True)
         return handle.workflow_id
 
-    def _ring_when_due(self, queue: str, seconds: float) -> None:
+    def _ring_when_due(self, queue: str, seconds: float, *, ring: bool = False) -> None:
         """Move due delayed jobs onto their queues in `seconds` and ring the queues the move
-        gave a job (each ring is a poll: a wake whose job was pushed back rings nothing)."""
+        gave a job (each ring is a poll: a wake whose job was pushed back rings nothing); with
+        `ring`, ring `queue` then whatever the move found (DBOS's sweep may have moved it)."""
         if self._due_waker is None:
             client = self.client
 
-            def move() -> None:
-                for name in move_due_delayed(client):
+            def move(ring: set[str]) -> None:
+                for name in move_due_delayed(client) | ring:
                     self._bells.ring(name)
 
             self._due_waker = DueWaker(move)
-        self._due_waker.arm(seconds)
+        self._due_waker.arm(seconds, ring=queue if ring else "")
 
     # --- results and operations -----------------------------------------------------------
 
