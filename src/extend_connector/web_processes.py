@@ -246,6 +246,8 @@ class Supervisor:
             for sentinel in ended:
                 slot = live[sentinel]  # type: ignore[index]
                 assert slot.process is not None
+                # Its sentinel closes as it exits, a moment before it can be reaped.
+                slot.process.join()
                 code = slot.process.exitcode
                 slot.process.close()
                 slot.process = None

@@ -136,14 +136,20 @@ def test_two_web_processes_share_the_port_and_one_killed_loses_no_order(
         assert not [pid for pid in replaced if alive(pid)]
 
 
-def test_no_web_process_outlives_a_killed_supervisor(tmp_path: Path, postgres_url: str) -> None:
-    port = free_port()
-    env = {
-        **connector_env(tmp_path, free_port(), port),  # Extend unreachable: not needed here
+def two_web_processes(tmp_path: Path, postgres_url: str, port: int) -> dict[str, str]:
+    """Settings of a `web` service of two processes on `port`, Extend a closed port (these
+    tests exercise the supervisor only)."""
+    return {
+        **connector_env(tmp_path, free_port(), port),
         "EXTEND_CONNECTOR_STORE__DATABASE_URL": postgres_url,
         "EXTEND_CONNECTOR_ENGINE__ROLE": "web",
         "EXTEND_CONNECTOR_SERVER__PROCESSES": "2",
     }
+
+
+def test_no_web_process_outlives_a_killed_supervisor(tmp_path: Path, postgres_url: str) -> None:
+    port = free_port()
+    env = two_web_processes(tmp_path, postgres_url, port)
     web = Proc(
         "web",
         [*CLI, "run"],
@@ -185,13 +191,7 @@ def test_a_port_in_use_is_one_error_naming_server_port(tmp_path: Path, postgres_
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {
-            **os.environ,
-            **connector_env(tmp_path, free_port(), port),
-            "EXTEND_CONNECTOR_STORE__DATABASE_URL": postgres_url,
-            "EXTEND_CONNECTOR_ENGINE__ROLE": "web",
-            "EXTEND_CONNECTOR_SERVER__PROCESSES": "2",
-        }
+        env = {**os.environ, **two_web_processes(tmp_path, postgres_url, port)}
         done = subprocess.run(
             [*CLI, "run"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
         )
