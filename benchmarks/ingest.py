@@ -14,13 +14,15 @@ Measured from this process on raw keep-alive HTTP/1.1 connections:
 on SQLite, and on PostgreSQL when EXTEND_CONNECTOR_TEST_POSTGRES_URL or --postgres URL is given
 (a throw-away database is created and dropped for each layout): one `all` process, then
 `postgresql-web`, a process with `engine.role = web` (HTTP and the inbox) and one `worker`
-beside it (the deployment docs/operations.md describes for PostgreSQL). Each delivery carries
+beside it (the deployment docs/operations.md describes for PostgreSQL), then `postgresql-webN`,
+the same with `server.processes = N` (`--web-processes`, default 2: the product's supervisor,
+so without the ceiling route). Each delivery carries
 one notification (the worst case per delivery): half AvailableBalanceChanged (inline: mark
 dirty), half ProductChanged (a dirty record each, fetched by a drain). Targets: >= 40% of the
 ceiling; p99 < 50 ms at 200/s; PostgreSQL >= SQLite.
 
 Run: .venv/bin/python benchmarks/ingest.py [--seconds 5] [--rate 200] [--postgres URL]
-     [--backend both|sqlite|postgresql]
+     [--backend both|sqlite|postgresql] [--web-processes 2]
 """
 
 from __future__ import annotations
@@ -333,14 +335,14 @@ def run_backend(
         ) as server,
     ):
         pid = server.popen.pid
-        pids = [pid, *web_children(pid, processes)]
+        web = [pid, *web_children(pid, processes)]  # CPU and idle figures are theirs
+        pids = list(web)
         if layout.startswith("web"):  # after the web process migrated the database
             argv = [PYTHON, "-m", "extend_connector", "run"]
             worker = stack.enter_context(
                 process(f"worker-{backend}", argv, env=worker_env, log_dir=tmp, health_url=None)
             )
             pids.append(worker.popen.pid)
-        web = pids[: len(pids) - (1 if layout.startswith("web") else 0)]
         idle = idle_cpu(web)
         # Fixed-rate runs first, so neither inherits the job backlog of a closed-loop burst.
         cpu0 = cpu_seconds(web)

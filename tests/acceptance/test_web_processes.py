@@ -150,14 +150,7 @@ def two_web_processes(tmp_path: Path, postgres_url: str, port: int) -> dict[str,
 def test_no_web_process_outlives_a_killed_supervisor(tmp_path: Path, postgres_url: str) -> None:
     port = free_port()
     env = two_web_processes(tmp_path, postgres_url, port)
-    web = Proc(
-        "web",
-        [*CLI, "run"],
-        env=env,
-        log_dir=tmp_path,
-        cwd=tmp_path,
-        health_url=f"http://127.0.0.1:{port}/healthz",
-    )
+    web, _ = web_and_workers(tmp_path, env, port, postgres_url, workers=0)
     with running(web):
         children = wait_for(
             lambda: len(web_processes(web)) == 2 and web_processes(web),

@@ -220,8 +220,8 @@ class GuardedH11Protocol(H11Protocol):
 
 
 def _answer_without_delay(transport: asyncio.Transport) -> None:
-    """TCP_NODELAY on an accepted connection. asyncio sets it only when the listening socket's
-    protocol number says TCP, and a socket made by `socket.socket()` (the demo's, a supervisor's)
+    """TCP_NODELAY on an accepted connection, whatever socket the server was handed. asyncio sets
+    it only when the listening socket's protocol number says TCP, and one made by `socket.socket()`
     says 0: uvicorn writes an answer's head and body separately, and the body would wait for the
     client's delayed ACK, about 40 ms per answer."""
     sock = transport.get_extra_info("socket")
