@@ -25,7 +25,14 @@ from extend_connector.service import Connector
 from extend_connector.settings import Settings
 from extend_connector.simulator import SimulatorConfig, WebhookRegistration, run_in_thread
 from extend_connector.simulator.server import RunningSimulator
-from extend_connector.store.models import BalanceRow, CustomerRow, InboxRow, OrderRow, OutboxRow
+from extend_connector.store.models import (
+    BalanceRow,
+    CursorRow,
+    CustomerRow,
+    InboxRow,
+    OrderRow,
+    OutboxRow,
+)
 from extend_connector.webshop import RecordingWebshop, ShopEvent, ShopUnavailable
 from support.processes import free_port, wait_for
 
@@ -398,6 +405,14 @@ def test_extends_delivery_date_keeps_its_instant(stack: Stack) -> None:
 
 
 def test_an_unknown_sku_says_so_on_stock(stack: Stack) -> None:
+    # KNOWN is planted locally and Extend does not hold it: the start-up full sweep, had it read
+    # Extend after `now`, would rightly set it to 0. Plant it once that sweep has finished.
+    def first_sweep_done() -> bool:
+        with stack.connector.db.read() as session:
+            row = session.get(CursorRow, "balances")
+            return row is not None and row.last_run_at is not None
+
+    wait_for(first_sweep_done, 30, what="the start-up balance sweep")
     now = datetime.now(UTC)
     with stack.connector.db.write() as session:
         session.add(
