@@ -6,12 +6,18 @@ database's state (queue depths, outbox backlog, parked failures, freshness) are 
 are read from the database when `/metrics` is scraped (`api/app.py`, `flows/monitor.py`).
 
 Every process counts its own events: with `engine.role = web` + `worker` processes, scrape each
-process (a worker serves them on `server.worker_port`; docs/operations.md, "Metrics").
+process (a worker serves them on `server.worker_port`; docs/operations.md, "Metrics"). The `web`
+processes of one `server.processes` service are the exception: they share a port, so they count
+in prometheus_client's multi-process mode (files in the directory `MULTIPROCESS_DIR_ENV` names,
+which their supervisor makes) and every scrape shows the sum of all of them (`exposition`).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 PREFIX = "extend_connector_"
 
@@ -79,13 +85,43 @@ SHOP_DELIVERY_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0),
 )
 
+WEB_PROCESS_START = Gauge(
+    PREFIX + "web_process_start_time_seconds",
+    "Start time (Unix seconds) of each live web process of a server.processes service, by its "
+    "index (and pid, added by the multi-process mode); a restarted process shows its new start.",
+    ["index"],
+    multiprocess_mode="liveall",
+)
+
+# prometheus_client reads it when it is imported: a process counts into files in this directory
+# (one per process and kind), which a scrape sums, instead of into its own memory.
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def exposition() -> bytes:
+    """The counters and histograms in Prometheus text format: this process's, or, in
+    multi-process mode (the web processes of one port), the sum over every process that counted
+    into the directory, a process that has ended included (a counter never goes back). The
+    multi-process form leaves out the `process_*` and `python_*` families: they describe one
+    process, and a scrape of a shared port cannot say which."""
+    directory = os.environ.get(MULTIPROCESS_DIR_ENV)
+    if not directory:
+        return generate_latest()
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
 __all__ = [
     "EXTEND_CALLS",
     "EXTEND_CALL_SECONDS",
     "EXTEND_RATE_LIMIT_WAITS",
     "EXTEND_RATE_LIMIT_WAIT_SECONDS",
     "EXTEND_THROTTLED",
+    "MULTIPROCESS_DIR_ENV",
     "ORDERS",
     "SHOP_DELIVERIES",
     "SHOP_DELIVERY_SECONDS",
+    "WEB_PROCESS_START",
+    "exposition",
 ]

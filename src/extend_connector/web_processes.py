@@ -29,9 +29,12 @@ a small supervisor:
    (at most 30). SIGTERM/SIGINT stop every child gracefully (uvicorn finishes the requests in
    flight) and then the supervisor.
 
-Each child is a whole `web` process: its own inbox writer, connection pool
-(`store.pool_size` each) and counters. `/metrics` on the shared port shows the counters of the
-child that answered the scrape; the gauges read from the database are the same in every child.
+Each child is a whole `web` process: its own inbox writer and connection pool (`store.pool_size`
+each). They count in prometheus_client's multi-process mode, into files in a directory the
+supervisor makes for the service (and removes when it stops): `/metrics` on the shared port shows
+the sum over every child whichever child answers, a child that ended included, so a counter never
+goes back when a child is restarted. `extend_connector_web_process_start_time_seconds` has one
+sample per live child. The gauges read from the database are the same in every child.
 """
 
 from __future__ import annotations
@@ -39,18 +42,23 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event
+from pathlib import Path
 from typing import Any
 
 import structlog
+from prometheus_client import multiprocess
 
+from extend_connector.metrics import MULTIPROCESS_DIR_ENV, WEB_PROCESS_START
 from extend_connector.settings import Settings
 
 log = structlog.get_logger("extend_connector.web_processes")
@@ -119,6 +127,7 @@ def _child(settings: Settings, ready: Event, index: int) -> None:
     os.setpgrp()  # Ctrl-C reaches the supervisor alone, which stops the children once
     configure_logging(settings.log.level, fmt=settings.log.format)
     structlog.contextvars.bind_contextvars(web_process=index)
+    WEB_PROCESS_START.labels(index=str(index)).set(time.time())
     connector = Connector(settings)
     server = build_server(
         connector.app(),
@@ -169,11 +178,19 @@ class Supervisor:
     """Runs `settings.server.processes` web children on one port until stopped; `sock` holds the
     port meanwhile."""
 
-    def __init__(self, settings: Settings, sock: socket.socket) -> None:
+    def __init__(self, settings: Settings, sock: socket.socket, *, claimed: bool) -> None:
         self.settings = settings
         self.sock = sock
         self.slots = [_Slot(i) for i in range(settings.server.processes)]
         self.stopping = threading.Event()
+        # The children's counters (multi-process mode): set before the first child is spawned,
+        # which reads it when it imports prometheus_client. Once the port is `claimed`
+        # (`claim_port`), a directory of an earlier supervisor of it that was killed is nobody's.
+        prefix = f"extend-connector-metrics-{settings.server.port}-"
+        for stale in Path(tempfile.gettempdir()).glob(f"{prefix}*") if claimed else ():
+            shutil.rmtree(stale, ignore_errors=True)
+        self.metrics_dir = tempfile.mkdtemp(prefix=prefix)
+        os.environ[MULTIPROCESS_DIR_ENV] = self.metrics_dir
 
     def _start(self, slot: _Slot) -> None:
         slot.ready = _spawn.Event()
@@ -249,6 +266,8 @@ class Supervisor:
                 # Its sentinel closes as it exits, a moment before it can be reaped.
                 slot.process.join()
                 code = slot.process.exitcode
+                # Its counters stay in the sum; its start-time sample goes.
+                multiprocess.mark_process_dead(slot.process.pid, path=self.metrics_dir)  # type: ignore[no-untyped-call]
                 slot.process.close()
                 slot.process = None
                 slot.restarts += 1
@@ -291,6 +310,7 @@ class Supervisor:
                 process.kill()
                 process.join(5)
         self.sock.close()
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
 def serve_processes(settings: Settings) -> int:
@@ -308,7 +328,7 @@ def serve_processes(settings: Settings) -> int:
     except StartupError as exc:
         log.error("web_processes_failed", error=str(exc))
         return 1
-    supervisor = Supervisor(settings, sock)
+    supervisor = Supervisor(settings, sock, claimed=claim is not None)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: supervisor.stop())
     log.info(

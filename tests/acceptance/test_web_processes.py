@@ -2,7 +2,9 @@
 loopback: the simulator as Extend, the supervisor with its two web processes, and one worker.
 
 - Both web processes answer: fresh connections reach both (SO_REUSEPORT spreads them), told
-  apart by `process_start_time_seconds` on `/metrics`.
+  apart by which process holds the server's end of each connection (/proc).
+- `/metrics` on the shared port shows the counters of both, whichever answers, a process killed
+  and started again included, and one start-time sample per live process.
 - One web process is killed with SIGKILL while the shop posts orders: the supervisor starts it
   again, the shop's re-posts (idempotent on shopRef) land on the other, and every order is in
   Extend exactly once with nothing parked.
@@ -20,6 +22,7 @@ import re
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -28,7 +31,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from support.fleet import Stack, connector_env, simulator, web_and_workers
+from extend_connector.simulator import render_body, sign
+from support.fleet import SECRET, Stack, connector_env, simulator, web_and_workers
 from support.postgres import throwaway_database
 from support.processes import CLI, Proc, free_port, running, wait_for
 
@@ -70,16 +74,50 @@ def alive(pid: int) -> bool:
     return status.exists() and "zombie" not in status.read_text()
 
 
-def answering_processes(url: str, tries: int = 24) -> set[str]:
-    """`process_start_time_seconds` of the processes that answered `tries` fresh connections."""
-    seen = set()
-    for _ in range(tries):
-        with httpx2.Client(timeout=10) as fresh:
-            text = fresh.get(f"{url}/metrics").text
-        match = re.search(r"^process_start_time_seconds (\S+)$", text, re.MULTILINE)
-        assert match, "no process_start_time_seconds on /metrics"
-        seen.add(match.group(1))
-    return seen
+def _established_inodes(port: int) -> set[str]:
+    """Socket inodes of the established TCP connections whose local port is `port` (the
+    server's side of each connection to it)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                inodes.add(fields[9])
+    return inodes
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    found = set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                found.add(target[8:-1])
+    except FileNotFoundError:
+        pass
+    return found
+
+
+def answering_processes(url: str, supervisor: Proc, tries: int = 24) -> set[int]:
+    """The web processes that hold the server's end of `tries` fresh connections (kept open
+    while /proc is read)."""
+    port = int(url.rsplit(":", 1)[1])
+    clients = [httpx2.Client(timeout=10) for _ in range(tries)]
+    try:
+        for client in clients:
+            assert client.get(f"{url}/healthz").status_code == 200
+        served = _established_inodes(port)
+        return {pid for pid in web_processes(supervisor) if _socket_inodes(pid) & served}
+    finally:
+        for client in clients:
+            client.close()
 
 
 def test_two_web_processes_share_the_port_and_one_killed_loses_no_order(
@@ -100,7 +138,7 @@ def test_two_web_processes_share_the_port_and_one_killed_loses_no_order(
             60,
             what="two web processes",
         )
-        wait_for(lambda: len(answering_processes(stack.url)) == 2, 60, what="both answering")
+        wait_for(lambda: len(answering_processes(stack.url, web)) == 2, 60, what="both answering")
 
         refs = [f"WP-{uuid.uuid4().hex[:8]}-{i}" for i in range(ORDERS)]
         errors: list[str] = []
@@ -127,7 +165,7 @@ def test_two_web_processes_share_the_port_and_one_killed_loses_no_order(
         counts = stack.in_extend()
         assert {ref: counts[ref] for ref in refs} == dict.fromkeys(refs, 1)
         assert stack.failures() == []
-        assert len(answering_processes(stack.url)) == 2
+        assert len(answering_processes(stack.url, web)) == 2
         log = web.log_path.read_text()
         assert "web_process_ended" in log and f'"exit_code": -{int(signal.SIGKILL)}' in log
 
@@ -168,7 +206,7 @@ def test_no_web_process_outlives_a_killed_supervisor(tmp_path: Path, postgres_ur
         )
         assert second.returncode == 1
         assert f"server.port {port} is served already" in second.stdout + second.stderr
-        assert len(answering_processes(f"http://127.0.0.1:{port}")) == 2
+        assert len(answering_processes(f"http://127.0.0.1:{port}", web)) == 2
         assert web.popen is not None
         os.kill(web.popen.pid, signal.SIGKILL)  # the supervisor alone, not its children
         web.popen.wait(10)
@@ -191,3 +229,77 @@ def test_a_port_in_use_is_one_error_naming_server_port(tmp_path: Path, postgres_
     assert done.returncode == 1
     assert f"server.port {port}" in done.stdout + done.stderr
     assert "web_process_starting" not in done.stdout + done.stderr
+
+
+DELIVERIES = 40
+
+
+def _sample(text: str, family: str, labels: str = "") -> float | None:
+    match = re.search(rf"^{re.escape(family + labels)} (\S+)$", text, re.MULTILINE)
+    return None if match is None else float(match.group(1))
+
+
+def _scrapes(url: str, tries: int = 12) -> list[str]:
+    """`/metrics` over `tries` fresh connections (SO_REUSEPORT spreads them over the processes)."""
+    texts = []
+    for _ in range(tries):
+        with httpx2.Client(timeout=10) as fresh:
+            texts.append(fresh.get(f"{url}/metrics").text)
+    return texts
+
+
+def test_metrics_on_the_shared_port_count_every_web_process(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Each scrape, whichever process answers it, shows the counters of all of them, a process
+    killed and started again included (its counts stay: counters never go back), and one
+    start-time sample per live process."""
+    port = free_port()
+    env = two_web_processes(tmp_path, postgres_url, port)
+    web, _ = web_and_workers(tmp_path, env, port, postgres_url, workers=0)
+    url = f"http://127.0.0.1:{port}"
+    accepted = "extend_connector_webhook_deliveries_total"
+    with running(web):
+        first = wait_for(
+            lambda: len(web_processes(web)) == 2 and web_processes(web),
+            60,
+            what="two web processes",
+        )
+        wait_for(lambda: len(answering_processes(url, web)) == 2, 60, what="both answering")
+        for i in range(DELIVERIES):  # each on a fresh connection: both processes take some
+            raw = render_body(
+                delivery_id=uuid.uuid4().hex,
+                attempt=1,
+                notification_id=str(i),
+                notifications=[{"Action": "NotKnownHere", "Details": {}}],
+            )
+            with httpx2.Client(timeout=10) as fresh:
+                answer = fresh.post(
+                    f"{url}/webhooks/extend",
+                    content=raw,
+                    headers={"content-type": "application/json", "ms-signature": sign(SECRET, raw)},
+                )
+            assert answer.status_code == 200, answer.text
+        for text in _scrapes(url):
+            assert _sample(text, accepted, '{outcome="accepted"}') == DELIVERIES, text[:3000]
+            started = re.findall(
+                r'^extend_connector_web_process_start_time_seconds\{[^}]*pid="(\d+)"', text, re.M
+            )
+            assert sorted(map(int, started)) == sorted(first)
+
+        victim = first[0]
+        os.kill(victim, signal.SIGKILL)
+        now = wait_for(
+            lambda: len(now := web_processes(web)) == 2 and victim not in now and now,
+            90,
+            what="the killed web process started again",
+        )
+        wait_for(lambda: len(answering_processes(url, web)) == 2, 60, what="both answering again")
+        for text in _scrapes(url):
+            assert _sample(text, accepted, '{outcome="accepted"}') == DELIVERIES, text[:3000]
+            started = re.findall(
+                r'^extend_connector_web_process_start_time_seconds\{[^}]*pid="(\d+)"', text, re.M
+            )
+            assert sorted(map(int, started)) == sorted(now)
+    # Stopped: the service's counter files are gone with it.
+    assert not list(Path(tempfile.gettempdir()).glob(f"extend-connector-metrics-{port}-*"))

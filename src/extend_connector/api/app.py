@@ -25,6 +25,7 @@ from extend_connector.api import admin
 from extend_connector.api.errors import install_error_handlers
 from extend_connector.api.guard import GuardLimits, RequestGuard
 from extend_connector.flows import monitor
+from extend_connector.metrics import exposition
 from extend_connector.settings import Settings
 from extend_connector.store.migrate import current_revision, head_revision
 
@@ -237,8 +238,9 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> PlainTextResponse:
-        # Counters of this process (every module's), then the gauges read from the database.
-        body = generate_latest()
+        # Counters of this process (every module's; of every web process sharing the port, with
+        # server.processes), then the gauges read from the database.
+        body = exposition()
         if getattr(app.state, "flow_context", None) is not None:
             state = CollectorRegistry(auto_describe=False)
             state.register(StateCollector(await read_state(app)))
