@@ -22,12 +22,13 @@ a small supervisor:
    and retry; Extend redelivers); nothing acknowledged is lost;
 4. the first child starts alone (it creates what the engine needs in the database), the others
    once it serves;
-5. while the service starts, a child that ends before it serves stops the whole service with
-   exit code 1 (a mistake in the settings or an unreachable database would only repeat). Once
-   it served, a child that ends is started again, with a warning, while the others serve; one
-   whose new start fails too (the database is down, say) is tried again after 1, 3, 7, ... s
-   (at most 30). SIGTERM/SIGINT stop every child gracefully (uvicorn finishes the requests in
-   flight) and then the supervisor.
+5. while the service starts, a child that ends before it serves (or has not served within
+   `START_TIMEOUT_SECONDS`) stops the whole service with exit code 1 (a mistake in the settings
+   or an unreachable database would only repeat). Once it served, a child that ends is started
+   again, with a warning, while the others serve; one whose new start fails too (the database
+   is down, say), or hangs past `START_TIMEOUT_SECONDS` and is killed, is tried again after 1,
+   3, 7, ... s (at most 30). SIGTERM/SIGINT stop every child gracefully (uvicorn finishes the
+   requests in flight) and then the supervisor.
 
 Each child is a whole `web` process: its own inbox writer and connection pool (`store.pool_size`
 each). They count in prometheus_client's multi-process mode, into files in a directory the
@@ -172,6 +173,7 @@ class _Slot:
     restarts: int = 0
     failed_starts: int = 0  # in a row: ended before serving since it last served
     restart_at: float = 0.0
+    killed: bool = False  # the supervisor killed this start (it hung)
 
 
 class Supervisor:
@@ -192,13 +194,16 @@ class Supervisor:
         self.metrics_dir = tempfile.mkdtemp(prefix=prefix)
         os.environ[MULTIPROCESS_DIR_ENV] = self.metrics_dir
 
+    def _target(self, slot: _Slot, ready: Event) -> tuple[Any, tuple[Any, ...]]:
+        """What a child runs (a function its own interpreter can import) and its arguments."""
+        return _child, (self.settings, ready, slot.index)
+
     def _start(self, slot: _Slot) -> None:
         slot.ready = _spawn.Event()
-        slot.served = False
+        slot.served = slot.killed = False
+        target, args = self._target(slot, slot.ready)
         slot.process = _spawn.Process(
-            target=_child,
-            args=(self.settings, slot.ready, slot.index),
-            name=f"extend-connector-web-{slot.index}",
+            target=target, args=args, name=f"extend-connector-web-{slot.index}"
         )
         slot.started_at = time.monotonic()
         slot.process.start()
@@ -260,6 +265,21 @@ class Supervisor:
                     if slot.ready.is_set():
                         slot.served, slot.failed_starts = True, 0
                         log.info("web_process_serving", index=slot.index, pid=slot.process.pid)
+                    elif (
+                        not slot.killed
+                        and time.monotonic() - slot.started_at > START_TIMEOUT_SECONDS
+                    ):
+                        # Hung on its way up (a database that accepts and never answers, say):
+                        # ended here, so it is started again like one that failed.
+                        log.warning(
+                            "web_process_start_timed_out",
+                            index=slot.index,
+                            pid=slot.process.pid,
+                            seconds=START_TIMEOUT_SECONDS,
+                            why="did not serve in time after a restart; killing it",
+                        )
+                        slot.process.kill()
+                        slot.killed = True
             for sentinel in ended:
                 slot = live[sentinel]  # type: ignore[index]
                 assert slot.process is not None
