@@ -120,6 +120,27 @@ def answering_processes(url: str, supervisor: Proc, tries: int = 24) -> set[int]
             client.close()
 
 
+def two_serving(supervisor: Proc) -> list[int]:
+    """The supervisor's two web processes, once both are there."""
+    found: list[int] = wait_for(
+        lambda: len(web_processes(supervisor)) == 2 and web_processes(supervisor),
+        60,
+        what="two web processes",
+    )
+    return found
+
+
+def killed_and_replaced(supervisor: Proc, victim: int) -> list[int]:
+    """SIGKILL one web process; the two web processes once the supervisor started it again."""
+    os.kill(victim, signal.SIGKILL)
+    found: list[int] = wait_for(
+        lambda: len(now := web_processes(supervisor)) == 2 and victim not in now and now,
+        90,
+        what="the killed web process started again",
+    )
+    return found
+
+
 def test_two_web_processes_share_the_port_and_one_killed_loses_no_order(
     tmp_path: Path, postgres_url: str
 ) -> None:
@@ -133,11 +154,7 @@ def test_two_web_processes_share_the_port_and_one_killed_loses_no_order(
             f"http://127.0.0.1:{port}",
             postgres_url.replace("postgresql://", "postgresql+psycopg://", 1),
         )
-        first = wait_for(
-            lambda: len(web_processes(web)) == 2 and web_processes(web),
-            60,
-            what="two web processes",
-        )
+        first = two_serving(web)
         wait_for(lambda: len(answering_processes(stack.url, web)) == 2, 60, what="both answering")
 
         refs = [f"WP-{uuid.uuid4().hex[:8]}-{i}" for i in range(ORDERS)]
@@ -152,13 +169,7 @@ def test_two_web_processes_share_the_port_and_one_killed_loses_no_order(
         shop = threading.Thread(target=post, name="shop", daemon=True)
         shop.start()
         wait_for(lambda: stack.mapped(refs) >= ORDERS // 4, 120, what="a quarter of the orders")
-        victim = first[0]
-        os.kill(victim, signal.SIGKILL)
-        replaced = wait_for(
-            lambda: len(now := web_processes(web)) == 2 and victim not in now and now,
-            90,
-            what="the killed web process started again",
-        )
+        replaced = killed_and_replaced(web, first[0])
         shop.join(300)
         assert not shop.is_alive() and not errors, errors
         wait_for(lambda: stack.mapped(refs) == ORDERS, 300, what="every order in Extend")
@@ -190,11 +201,7 @@ def test_no_web_process_outlives_a_killed_supervisor(tmp_path: Path, postgres_ur
     env = two_web_processes(tmp_path, postgres_url, port)
     web, _ = web_and_workers(tmp_path, env, port, postgres_url, workers=0)
     with running(web):
-        children = wait_for(
-            lambda: len(web_processes(web)) == 2 and web_processes(web),
-            60,
-            what="two web processes",
-        )
+        children = two_serving(web)
         # A second service on the same port is refused (SO_REUSEPORT alone would let it share).
         second = subprocess.run(
             [*CLI, "run"],
@@ -239,13 +246,18 @@ def _sample(text: str, family: str, labels: str = "") -> float | None:
     return None if match is None else float(match.group(1))
 
 
-def _scrapes(url: str, tries: int = 12) -> list[str]:
-    """`/metrics` over `tries` fresh connections (SO_REUSEPORT spreads them over the processes)."""
-    texts = []
+def _every_scrape_counts(url: str, accepted: int, live: list[int], tries: int = 12) -> None:
+    """`/metrics` over `tries` fresh connections (SO_REUSEPORT spreads them over the processes):
+    each shows `accepted` deliveries and a start-time sample for each of the `live` pids."""
     for _ in range(tries):
         with httpx2.Client(timeout=10) as fresh:
-            texts.append(fresh.get(f"{url}/metrics").text)
-    return texts
+            text = fresh.get(f"{url}/metrics").text
+        counted = _sample(text, "extend_connector_webhook_deliveries_total", '{outcome="accepted"}')
+        assert counted == accepted, text[:3000]
+        started = re.findall(
+            r'^extend_connector_web_process_start_time_seconds\{[^}]*pid="(\d+)"', text, re.M
+        )
+        assert sorted(map(int, started)) == sorted(live)
 
 
 def test_metrics_on_the_shared_port_count_every_web_process(
@@ -258,13 +270,8 @@ def test_metrics_on_the_shared_port_count_every_web_process(
     env = two_web_processes(tmp_path, postgres_url, port)
     web, _ = web_and_workers(tmp_path, env, port, postgres_url, workers=0)
     url = f"http://127.0.0.1:{port}"
-    accepted = "extend_connector_webhook_deliveries_total"
     with running(web):
-        first = wait_for(
-            lambda: len(web_processes(web)) == 2 and web_processes(web),
-            60,
-            what="two web processes",
-        )
+        first = two_serving(web)
         wait_for(lambda: len(answering_processes(url, web)) == 2, 60, what="both answering")
         for i in range(DELIVERIES):  # each on a fresh connection: both processes take some
             raw = render_body(
@@ -280,26 +287,9 @@ def test_metrics_on_the_shared_port_count_every_web_process(
                     headers={"content-type": "application/json", "ms-signature": sign(SECRET, raw)},
                 )
             assert answer.status_code == 200, answer.text
-        for text in _scrapes(url):
-            assert _sample(text, accepted, '{outcome="accepted"}') == DELIVERIES, text[:3000]
-            started = re.findall(
-                r'^extend_connector_web_process_start_time_seconds\{[^}]*pid="(\d+)"', text, re.M
-            )
-            assert sorted(map(int, started)) == sorted(first)
-
-        victim = first[0]
-        os.kill(victim, signal.SIGKILL)
-        now = wait_for(
-            lambda: len(now := web_processes(web)) == 2 and victim not in now and now,
-            90,
-            what="the killed web process started again",
-        )
+        _every_scrape_counts(url, DELIVERIES, first)
+        now = killed_and_replaced(web, first[0])
         wait_for(lambda: len(answering_processes(url, web)) == 2, 60, what="both answering again")
-        for text in _scrapes(url):
-            assert _sample(text, accepted, '{outcome="accepted"}') == DELIVERIES, text[:3000]
-            started = re.findall(
-                r'^extend_connector_web_process_start_time_seconds\{[^}]*pid="(\d+)"', text, re.M
-            )
-            assert sorted(map(int, started)) == sorted(now)
+        _every_scrape_counts(url, DELIVERIES, now)
     # Stopped: the service's counter files are gone with it.
     assert not list(Path(tempfile.gettempdir()).glob(f"extend-connector-metrics-{port}-*"))
