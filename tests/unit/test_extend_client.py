@@ -25,6 +25,7 @@ from extend_connector.extend import (
     Dialect,
     ExtendClient,
     NotFound,
+    OrdersWindow,
     OutcomeUnknown,
     RateBudget,
     RetryPolicy,
@@ -669,6 +670,101 @@ def test_orders_window_is_one_call_and_complete_only_when_the_answer_says_so(
     assert len(asked) == 1
     assert asked[0].url.params["changedSince"] == "2026-12-04T11:00:00+01:00"
     assert asked[0].url.params["page"] == "1"
+
+
+class _ChangingOrderList:
+    """An order list the way the house contract has it: `changedSince` inclusive, sorted by
+    change date then number, `pageSize` items a page with totals. `between` runs before every
+    answer after the first (orders change meanwhile)."""
+
+    def __init__(self, orders: dict[str, str], between: Callable[[int], None] = lambda _: None):
+        self.orders = orders  # ref -> change date (ISO); the order number is the ref's digits
+        self.between = between
+        self.asked: list[str] = []
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        if self.asked:
+            self.between(len(self.asked))
+        since = datetime.fromisoformat(request.url.params["changedSince"])
+        self.asked.append(request.url.params["changedSince"])
+        size = int(request.url.params["pageSize"])
+        rows = sorted(
+            (datetime.fromisoformat(changed), ref)
+            for ref, changed in self.orders.items()
+            if datetime.fromisoformat(changed) >= since
+        )
+        items = [_light(ref, ref[2:], changed.isoformat()) for changed, ref in rows[:size]]
+        pages = max(1, -(-len(rows) // size))
+        return _json(
+            200,
+            {
+                "items": items,
+                "page": 1,
+                "pageSize": size,
+                "totalCount": len(rows),
+                "totalPages": pages,
+            },
+        )
+
+
+def _stamp(second: int) -> str:
+    return f"2026-12-04T11:00:{second:02d}+01:00"
+
+
+SINCE = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
+
+
+def _window(server: _ChangingOrderList, max_pages: int, **dialect: Any) -> OrdersWindow:
+    async def run() -> OrdersWindow:
+        async with _client(server, page_size=3, **dialect) as c:
+            return await c.orders_window(SINCE, max_pages=max_pages)
+
+    return asyncio.run(run())
+
+
+def test_a_window_longer_than_a_page_goes_on_from_the_last_change_date_read() -> None:
+    server = _ChangingOrderList({f"W-{i}": _stamp(i) for i in range(1, 8)})
+    window = _window(server, max_pages=3)
+    assert window.complete
+    assert sorted({o.order_number_external for o in window.orders}) == [
+        f"W-{i}" for i in range(1, 8)
+    ]
+    # Each answer from the last change date of the one before (inclusive: it is read again).
+    assert server.asked == [
+        "2026-12-04T11:00:00+01:00",
+        "2026-12-04T11:00:03+01:00",
+        "2026-12-04T11:00:05+01:00",
+    ]
+    short = _ChangingOrderList({f"W-{i}": _stamp(i) for i in range(1, 8)})
+    assert not _window(short, max_pages=2).complete  # the list goes on past the last answer
+    assert len(short.asked) == 2
+
+
+def test_an_order_that_changes_between_answers_is_not_lost_nor_one_that_slides() -> None:
+    # Under page numbers, W-1 changing after page 1 was read moves W-3 onto page 1: unseen.
+    orders = {f"W-{i}": _stamp(i) for i in range(1, 6)}
+
+    def between(answers: int) -> None:
+        if answers == 1:
+            orders["W-1"] = _stamp(9)  # read already; now changed again, behind the rest
+
+    server = _ChangingOrderList(orders, between)
+    window = _window(server, max_pages=5)
+    assert window.complete
+    assert {o.order_number_external for o in window.orders} == {f"W-{i}" for i in range(1, 6)}
+
+
+def test_a_window_that_cannot_go_on_safely_is_not_complete() -> None:
+    # A whole page inside one change date: going on from it would read the same page again.
+    tied = _ChangingOrderList(
+        {"W-1": _stamp(1), "W-2": _stamp(1), "W-3": _stamp(1), "W-4": _stamp(2)}
+    )
+    assert not _window(tied, max_pages=5).complete
+    assert len(tied.asked) == 1
+    # A dialect whose lists are not sorted by change date: one answer, as before.
+    unsorted = _ChangingOrderList({f"W-{i}": _stamp(i) for i in range(1, 6)})
+    assert not _window(unsorted, max_pages=5, ordered_by_change_date=False).complete
+    assert len(unsorted.asked) == 1
 
 
 def test_the_floor_comes_from_extends_own_stamps_only() -> None:

@@ -19,7 +19,7 @@ import pytest
 from extend_connector.domain import OrderChange, OrderStatus
 from extend_connector.extend import OrdersWindow, TechnicalFailure
 from extend_connector.flows.orders import accept_order, submit
-from extend_connector.flows.orders.lookup import Lookups
+from extend_connector.flows.orders.lookup import WINDOW_MAX_PAGES, Lookups
 from support.extend_fake import BASE_URL, ExtendFake, extend_fake, inline_context
 from support.extend_fake import run_flow as _run
 
@@ -43,10 +43,12 @@ class Recorder:
         self.orders = orders
         self.complete = complete
         self.calls: list[tuple[str, Any]] = []
+        self.max_pages: list[int] = []
         self.fail: Exception | None = None
 
-    async def orders_window(self, since: datetime) -> OrdersWindow:
+    async def orders_window(self, since: datetime, *, max_pages: int = 1) -> OrdersWindow:
         self.calls.append(("window", since))
+        self.max_pages.append(max_pages)
         await asyncio.sleep(0)
         if self.fail is not None:
             raise self.fail
@@ -74,6 +76,12 @@ def test_waiting_look_ups_share_one_list_call_from_the_earliest_window() -> None
     answers = _ask_all(client, asks)
     assert client.calls == [("window", T0)]
     assert [a and a.order_number for a in answers] == ["1", None, "3"]
+    # A window may read as many answers as orders it answers (each costs what one asked alone
+    # does), at most WINDOW_MAX_PAGES.
+    assert client.max_pages == [3]
+    many = Recorder([])
+    _ask_all(many, [(f"R{i}", T0) for i in range(WINDOW_MAX_PAGES + 5)])
+    assert many.max_pages == [WINDOW_MAX_PAGES]
 
 
 def test_absence_from_an_incomplete_window_is_asked_order_by_order() -> None:
@@ -82,8 +90,8 @@ def test_absence_from_an_incomplete_window_is_asked_order_by_order() -> None:
     client_answers_window_without_b = [_order("A", "1")]
     original = client.orders_window
 
-    async def window(since: datetime) -> OrdersWindow:
-        result = await original(since)
+    async def window(since: datetime, *, max_pages: int = 1) -> OrdersWindow:
+        result = await original(since, max_pages=max_pages)
         return OrdersWindow(orders=tuple(client_answers_window_without_b), complete=result.complete)
 
     client.orders_window = window  # type: ignore[method-assign]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import time
 from collections.abc import (
@@ -569,25 +570,50 @@ class ExtendClient:
         if self._extend_time is None or stamp > self._extend_time:
             self._extend_time = stamp
 
-    async def orders_window(self, since: datetime) -> OrdersWindow:
-        """One call: `GET CustomerOrders?changedSince=since`, first page of `page_size`.
+    async def orders_window(self, since: datetime, *, max_pages: int = 1) -> OrdersWindow:
+        """`GET CustomerOrders?changedSince=since`, first page of `page_size`; with `max_pages` > 1
+        a full page is followed by the next answer from the last change date it held, up to
+        `max_pages` answers.
 
-        `complete` only when the answer shows it holds every order changed since then (its
-        totals say one page, or, without totals, it is short): then an order absent from it was
-        not changed, so not created, since `since`. One answer is one reading of Extend, so no
-        record can slip between pages; a longer window is left to per-order look-ups.
+        `complete` only when an answer shows it holds every order changed since what it was asked
+        (its totals say one page, or, without totals, it is short): then an order absent from
+        every answer was not changed, so not created, since `since`. Going on needs lists sorted
+        by change date then number (`ordered_by_change_date`) and `changedSince` inclusive: an
+        order not in an answer changed at or after that answer's last change date, then or
+        later, so the next answer, asked from there, holds it; one that changes between answers
+        only moves later. Page numbers would not do: an order read already that changes moves
+        behind the rest, and the one behind the page boundary slides onto the page read, unseen.
+        The window stops incomplete, left to per-order look-ups, at `max_pages`, at a full page
+        of one change date (a tie: the next answer, from that date, would be the same page), or at
+        an answer not sorted as promised.
         """
         holder: list[httpx2.Response] = []
-        query = {self.dialect.changed_since_param: self.dialect.format_datetime(since)}
-        page = await self._fetch_page("list_orders", query, 1, holder)
-        orders = []
-        for raw in page.items:
-            wire = self._parse(WireOrderLight, raw, holder[0], "list_orders")
-            orders.append(self._order_change(wire, holder[0]))
-        complete = is_last(page, self.dialect.page_size) and (
-            page.total_count is None or len(page.items) >= page.total_count
-        )
-        return OrdersWindow(orders=tuple(orders), complete=complete)
+        orders: dict[tuple[str, datetime], OrderChange] = {}
+        anchor = since
+        for _ in range(max(1, max_pages)):
+            query = {self.dialect.changed_since_param: self.dialect.format_datetime(anchor)}
+            page = await self._fetch_page("list_orders", query, 1, holder)
+            stamps: list[datetime | None] = []
+            for raw in page.items:
+                wire = self._parse(WireOrderLight, raw, holder[0], "list_orders")
+                change = self._order_change(wire, holder[0])
+                orders.setdefault((change.order_number, change.changed_at), change)
+                stamps.append(_aware_or_none(self.dialect, wire.changed_date))
+            if is_last(page, self.dialect.page_size) and (
+                page.total_count is None or len(page.items) >= page.total_count
+            ):
+                return OrdersWindow(orders=tuple(orders.values()), complete=True)
+            last = stamps[-1] if stamps else None
+            if (
+                not self.dialect.ordered_by_change_date
+                or last is None
+                or any(a is None or b is None or a > b for a, b in itertools.pairwise(stamps))
+                or last <= anchor
+                or stamps[0] == last
+            ):
+                break
+            anchor = last
+        return OrdersWindow(orders=tuple(orders.values()), complete=False)
 
     async def orders_changed_since(
         self, since: datetime, *, status: str | None = None, progress: PageProgress | None = None

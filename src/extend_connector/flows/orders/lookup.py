@@ -7,13 +7,15 @@ house contract's limits: under a storm of 5xx answers the look-ups, not the orde
 (docs/benchmarks.md, "Orders under 20% faults").
 
 Gathered: the look-ups waiting in this process while one is on the wire go out together as one
-`GET CustomerOrders?changedSince=` from the earliest of their windows. An order created by an
-attempt carries a change date at or after Extend's clock when that attempt was sent, and the
-first attempt of a job records that bound (`ExtendClient.created_no_earlier_than`, read before
-its POST). So an order in the answer is found; an order absent from an answer that holds every
-order changed since then (`OrdersWindow.complete`) was not created; an order absent from a longer
-window, or one whose bound is unknown (a job picking up earlier jobs' attempts, an attempt cut
-off mid-call), is asked about on its own, as before.
+`GET CustomerOrders?changedSince=` from the earliest of their windows, followed, when an answer
+is a full page, from the last change date it held (up to `WINDOW_MAX_PAGES` answers, never more
+than the orders asked about; `ExtendClient.orders_window` says why no order slips). An order
+created by an attempt carries a change date at or after Extend's clock when that attempt was
+sent, and the first attempt of a job records that bound (`ExtendClient.created_no_earlier_than`,
+read before its POST). So an order in the answers is found; an order absent from answers that
+hold every order changed since then (`OrdersWindow.complete`) was not created; an order absent
+from a window left incomplete, or one whose bound is unknown (a job picking up earlier jobs'
+attempts, an attempt cut off mid-call), is asked about on its own, as before.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ from extend_connector import metrics
 from extend_connector.domain import OrderChange
 from extend_connector.extend import ExtendClient
 from extend_connector.flows.orders.base import log
+
+# The most answers one gathered window reads (`ExtendClient.orders_window`): in a busy hour the
+# orders changed since the earliest look-up's bound outgrow one page, and every order of the
+# gathering was then asked alone, a `heavy` call each, queued on that group's budget (measured:
+# 33 orders a minute late, benchmarks/orders.py under 20% faults, docs/benchmarks.md).
+WINDOW_MAX_PAGES = 10
 
 
 @dataclass(slots=True)
@@ -82,7 +90,9 @@ class Lookups:
             _settle(asks[0], await self._extend.find_order(asks[0].shop_ref))
             return
         since = min(ask.since for ask in asks)
-        window = await self._extend.orders_window(since)
+        # Each further answer of the window costs what one order asked alone costs (a `heavy`
+        # call): worth it while fewer than the orders it may answer.
+        window = await self._extend.orders_window(since, max_pages=min(WINDOW_MAX_PAGES, len(asks)))
         metrics.ORDER_LOOKUPS.labels("window").inc(len(asks))
         found: dict[str, OrderChange] = {}
         for order in window.orders:
