@@ -585,7 +585,10 @@ class ExtendClient:
         behind the rest, and the one behind the page boundary slides onto the page read, unseen.
         The window stops incomplete, left to per-order look-ups, at `max_pages`, at a full page
         of one change date (a tie: the next answer, from that date, would be the same page), or at
-        an answer not sorted as promised.
+        an answer not sorted as promised. It re-anchors as `paging.ChangeDateWalk` does but stops
+        where that walk steps through a tie by page number or falls back to page numbers: a
+        listing may repair such steps on its next sweep, a look-up that calls an order absent
+        would POST it twice.
         """
         holder: list[httpx2.Response] = []
         orders: dict[tuple[str, datetime], OrderChange] = {}
